@@ -1,0 +1,110 @@
+"""Wall-clock quality for a gateway without an RTC.
+
+A Pi boots at 1970 or at a stale fake-hwclock time and NTP may jump it later
+(design/devices.md §5), so every event carries ``time_quality`` and, while the clock is not
+trusted, ``mono`` (boot id + monotonic ms) so the outbox can re-stamp it once the clock syncs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as dt
+import time
+from enum import StrEnum
+from pathlib import Path
+
+# A wall clock before this instant is certainly wrong (this release was built later).
+CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
+_TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+
+
+class TimeQuality(StrEnum):
+    """How far ``ts`` can be trusted (design/events.md)."""
+
+    SYNCED = "synced"
+    UNSYNCED = "unsynced"
+    CORRECTED = "corrected"
+
+
+def boot_id() -> str:
+    """Return the kernel's boot id (changes at every boot; pairs with monotonic time)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return "unknown"
+
+
+def kernel_clock_synced() -> bool:
+    """Return whether the kernel says NTP (or chrony, or timesyncd) disciplines the clock."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+
+    class _Timex(ctypes.Structure):
+        _fields_ = (("modes", ctypes.c_uint), ("rest", ctypes.c_long * 64))
+
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    state = libc.adjtimex(ctypes.byref(_Timex()))
+    return bool(state not in (-1, _TIME_ERROR))
+
+
+class Clock:
+    """Decides the time quality for new events; one per agent.
+
+    ``source`` is ``system`` (trust the wall clock: a gateway with a battery RTC, a dev box),
+    ``ntp`` (the kernel's sync flag) or ``gnss`` (only a GNSS fix with a valid date makes it
+    synced; ``note_gnss_fix`` is called by GPS drivers).
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.boot_id = boot_id()
+        self._gnss_offset_ns: int | None = None
+        self._synced_cache: tuple[float, bool] = (-1e9, False)
+
+    def note_gnss_fix(self, fix_utc_ns: int) -> None:
+        """Record a GNSS time fix: the offset wall clock → GNSS time is used from now on."""
+        self._gnss_offset_ns = fix_utc_ns - time.time_ns()
+
+    def now_ns(self) -> int:
+        """Return the best wall-clock estimate in ns since the epoch."""
+        if self.source in ("gnss", "ntp") and self._gnss_offset_ns is not None:
+            if self.source == "gnss" or not self._kernel_synced():
+                return time.time_ns() + self._gnss_offset_ns
+        return time.time_ns()
+
+    def quality(self) -> TimeQuality:
+        """Return the quality of ``now_ns()`` right now."""
+        if time.time_ns() < CLOCK_FLOOR_NS and self._gnss_offset_ns is None:
+            return TimeQuality.UNSYNCED
+        if self.source == "system":
+            return TimeQuality.SYNCED
+        if self._gnss_offset_ns is not None:
+            return TimeQuality.SYNCED  # a gateway with a GPS gets trusted time before NTP
+        if self.source == "ntp" and self._kernel_synced():
+            return TimeQuality.SYNCED
+        return TimeQuality.UNSYNCED
+
+    def _kernel_synced(self) -> bool:
+        checked_at, synced = self._synced_cache
+        mono = time.monotonic()
+        if mono - checked_at > 5.0:  # a syscall per event is waste; the flag changes rarely
+            synced = kernel_clock_synced()
+            self._synced_cache = (mono, synced)
+        return synced
+
+
+def rfc3339_ms(ns: int) -> str:
+    """Format ns since the epoch as RFC 3339 UTC with millisecond precision."""
+    seconds, rest_ns = divmod(ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{rest_ns // 1_000_000:03d}Z"
+
+
+def parse_rfc3339(text: str) -> int:
+    """Parse an RFC 3339 timestamp into ns since the epoch; raise ValueError if malformed."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp without a zone: {text!r}")
+    return int(value.timestamp() * 1_000_000_000)

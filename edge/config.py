@@ -1,0 +1,335 @@
+"""devices.yaml: the pydantic models a technician's file must satisfy.
+
+The models are strict, frozen and ``extra="forbid"``; devices are a union discriminated on
+``kind``. ``edge.config_loader.load_config`` parses the YAML with line numbers, validates with
+these models, runs the cross-checks below, and reports every problem at once as
+``file:line: field: message``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# Default class table (design/devices.md §1.3); a city overrides it under asset_classes.
+DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "0101": ("上水井盖", ("manhole_tilt",)),
+    "0102": ("污水井盖", ("manhole_tilt",)),
+    "0103": ("雨水井盖", ("manhole_tilt",)),
+    "0104": ("雨水箅子", ("manhole_tilt",)),
+    "0105": ("电力井盖", ("manhole_tilt",)),
+    "0106": ("路灯井盖", ("manhole_tilt",)),
+    "0107": ("通讯井盖", ("manhole_tilt",)),
+    "0108": ("电视井盖", ("manhole_tilt",)),
+    "0109": ("网络井盖", ("manhole_tilt",)),
+    "0110": ("热力井盖", ("manhole_tilt",)),
+    "0111": ("燃气井盖", ("manhole_tilt",)),
+    "0112": ("公安井盖", ("manhole_tilt",)),
+    "0114": ("无主井盖", ("manhole_tilt",)),
+    "0127": ("中水井盖", ("manhole_tilt",)),
+    "0117": ("立杆", ("streetlight", "loudspeaker")),
+    "0118": ("路灯", ("streetlight",)),
+    "0119": ("地灯", ("streetlight",)),
+    "0120": ("景观灯", ("streetlight",)),
+    "0124": ("信息亭", ("loudspeaker",)),
+    # Loudspeakers have no national class: a local 21xx extension (devices.md §1.3).
+    "2105": ("广播音柱 (local extension)", ("loudspeaker",)),
+    # Vehicles carry their registry id; a local class keeps the 16-digit layout.
+    "2190": ("作业车辆 (local extension)", ("gps",)),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _digits_from_int(value: Any) -> Any:
+    # An unquoted 16-digit code parses as an int; county codes never start with 0, so no
+    # leading zero can be lost and the technician's file is accepted as written.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _class_code(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        msg = "write class codes as quoted strings, e.g. '0106' (an unquoted 0106 loses its 0)"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a field error
+    return value
+
+
+class TlsConfig(_Model):
+    """TLS to the platform: always verified; a private CA pins the server."""
+
+    ca_file: str | None = None  # None: the system trust store
+    cert_file: str | None = None  # client certificate (mTLS)
+    key_file: str | None = None
+    server_name: str | None = None  # when the certificate names a host other than ``host``
+
+
+class UplinkConfig(_Model):
+    """How events reach the platform: MQTT 3.1.1/5 or HTTPS."""
+
+    kind: Literal["mqtt", "https"] = "mqtt"
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = "5"
+    # ``false`` only for a loopback broker, and ``edge check`` warns; never a silent fallback.
+    tls: TlsConfig | Literal[False]
+    client_id: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    topic_prefix: str = Field(default="edge/v1", pattern=r"^[^#+$][^#+]*[^/#+]$")
+    base_url: str | None = None  # HTTPS
+    keepalive_s: int = Field(default=30, ge=5, le=30)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_inflight: int = Field(default=20, ge=1, le=1000)
+    batch_max_events: int = Field(default=200, ge=1, le=10_000)
+    batch_max_bytes: int = Field(default=128 * 1024, ge=1024, le=16 * 1024 * 1024)
+    reconnect_base_s: float = Field(default=1.0, gt=0, le=60)
+    reconnect_cap_s: float = Field(default=300.0, gt=0, le=3600)
+    stable_after_s: float = Field(default=60.0, ge=0, le=3600)
+    boot_delay_max_s: float = Field(default=30.0, ge=0, le=600)
+    replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+
+
+class OutboxConfig(_Model):
+    """The durable outbox (edge/buffer)."""
+
+    path: str = "outbox.db"  # relative to gateway.state_dir
+    quota_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    commit_max_events: int = Field(default=100, ge=1, le=10_000)
+    commit_max_wait_s: float = Field(default=0.05, gt=0, le=5)
+    alarm_retention_s: float = Field(default=7 * 86400, ge=3600)
+    telemetry_retention_s: float = Field(default=72 * 3600, ge=600)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+
+
+class PlatformKey(_Model):
+    """A platform public key allowed to sign commands, with the roles it may use."""
+
+    public_key_hex: str = Field(pattern=r"^[0-9a-f]{64}$")
+    roles: list[Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]]
+
+
+class GatewayConfig(_Model):
+    """The gateway itself."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    county_code: str = Field(pattern=r"^\d{6}$")
+    time_source: Literal["ntp", "gnss", "system"] = "ntp"
+    key_file: str
+    state_dir: str
+    platform_keys: dict[str, PlatformKey] = Field(default_factory=dict)
+
+    _county = field_validator("county_code", mode="before")(_digits_from_int)
+
+
+
+
+class ModbusRtuBus(_Model):
+    """An RS-485 line (or a serial server speaking RTU over TCP via ``socket://``)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["modbus_rtu"]
+    port: str = Field(min_length=1)  # /dev/ttyUSB0, or socket://host:port for RTU over TCP
+    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stop_bits: Literal[1, 2] = 1
+    timeout_s: float = Field(default=0.5, ge=0.02, le=10)
+    retries: int = Field(default=1, ge=0, le=5)
+    inter_frame_gap_s: float | None = Field(default=None, ge=0, le=1)  # None: 3.5 chars
+    allowed_unit_ids: list[Annotated[int, Field(ge=1, le=247)]] | None = None
+
+    @property
+    def char_s(self) -> float:
+        """Return the wire time of one character (start + 8 data + parity + stop bits)."""
+        bits = 1 + 8 + (0 if self.parity == "N" else 1) + self.stop_bits
+        return bits / self.baud
+
+    @property
+    def gap_s(self) -> float:
+        """Return the inter-frame gap: configured, or 3.5 characters (Modbus over serial)."""
+        if self.inter_frame_gap_s is not None:
+            return self.inter_frame_gap_s
+        return max(3.5 * self.char_s, 0.00175)  # spec: fixed 1.75 ms above 19,200 baud
+
+
+class ModbusTcpBus(_Model):
+    """A Modbus TCP endpoint (a device or a gateway in front of several unit ids)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["modbus_tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    timeout_s: float = Field(default=1.0, ge=0.02, le=10)
+    retries: int = Field(default=1, ge=0, le=5)
+    allowed_unit_ids: list[Annotated[int, Field(ge=0, le=255)]] | None = None
+
+
+Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Field(discriminator="type")]
+
+
+class AssetConfig(_Model):
+    """The street asset: its 16-digit component code, class, grid cell, name and position."""
+
+    code: str = Field(pattern=r"^\d{16}$")
+    class_: str = Field(alias="class", pattern=r"^\d{4}$")
+    grid: str = Field(pattern=r"^\d{14,15}$")
+    name: str = Field(min_length=1, max_length=120)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    _codes = field_validator("code", "grid", mode="before")(_digits_from_int)
+    _cls = field_validator("class_", mode="before")(_class_code)
+
+
+class DebouncedThreshold(_Model):
+    """Raise after ``raise_after`` samples at or over ``threshold``; clear after ``clear_after``
+    samples below ``clear_below`` (hysteresis)."""
+
+    threshold: float
+    clear_below: float
+    raise_after: int = Field(default=3, ge=1, le=1000)
+    clear_after: int = Field(default=3, ge=1, le=1000)
+
+
+class _DeviceBase(_Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    asset: AssetConfig
+    poll_interval_s: float = Field(default=1.0, ge=0.05, le=86_400)
+    timeout_s: float | None = Field(default=None, ge=0.02, le=30)  # None: the bus's
+    enabled: bool = True
+    # Modbus transports
+    bus: str | None = None
+    unit_id: int | None = Field(default=None, ge=1, le=247)
+    # serial transport
+    port: str | None = None
+    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    # mqtt transport (a southbound broker)
+    topic: str | None = None
+
+
+class TiltAlarms(_Model):
+    """Manhole-cover alarm thresholds (design/devices.md §2.1, cover rules)."""
+
+    cover_open: DebouncedThreshold = DebouncedThreshold(
+        threshold=15.0, clear_below=10.0, raise_after=3, clear_after=3)
+    battery_low: DebouncedThreshold | None = None  # threshold in V, raised when *below*
+
+
+class ManholeTiltDevice(_DeviceBase):
+    """A manhole-cover tilt sensor."""
+
+    kind: Literal["manhole_tilt"]
+    transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
+    model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
+    baseline_deg: float = Field(default=0.0, ge=-180, le=180)
+    alarms: TiltAlarms = TiltAlarms()
+
+
+class StreetlightAlarms(_Model):
+    """Streetlight alarm thresholds."""
+
+    lamp_out_below_w: float = Field(default=5.0, ge=0)
+    power_loss_below_v: float = Field(default=180.0, ge=0)
+    raise_after: int = Field(default=3, ge=1, le=1000)
+    clear_after: int = Field(default=3, ge=1, le=1000)
+
+
+class StreetlightDevice(_DeviceBase):
+    """A streetlight controller with a meter (relay, dimming, power)."""
+
+    kind: Literal["streetlight"]
+    transport: Literal["modbus_rtu", "modbus_tcp"]
+    model: Literal["lamp_controller", "sdm120", "pzem004t"] = "lamp_controller"
+    alarms: StreetlightAlarms = StreetlightAlarms()
+
+
+class LoudspeakerDevice(_DeviceBase):
+    """A loudspeaker broadcast unit (serial TTS or IP speaker)."""
+
+    kind: Literal["loudspeaker"]
+    transport: Literal["serial", "mqtt"]
+    model: Literal["syn6288", "ip_speaker"] = "syn6288"
+    max_volume: int = Field(default=12, ge=0, le=16)
+
+
+class GpsDevice(_DeviceBase):
+    """A GPS tracker (NMEA over serial, or JSON over MQTT)."""
+
+    kind: Literal["gps"]
+    transport: Literal["serial", "mqtt"]
+    model: Literal["nmea", "mqtt_json"] = "nmea"
+    min_distance_m: float = Field(default=20.0, ge=0)
+    max_interval_s: float = Field(default=60.0, ge=1)
+    position_decimals: int = Field(default=6, ge=2, le=7)
+
+
+Device = Annotated[
+    ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice,
+    Field(discriminator="kind"),
+]
+DEVICE_MODELS: dict[str, type[_DeviceBase]] = {
+    "manhole_tilt": ManholeTiltDevice, "streetlight": StreetlightDevice,
+    "loudspeaker": LoudspeakerDevice, "gps": GpsDevice,
+}
+AnyDevice = ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice
+
+
+class AssetClass(_Model):
+    """One row of the class table: display name and the device kinds it may hold."""
+
+    name: str
+    kinds: list[Literal["manhole_tilt", "streetlight", "loudspeaker", "gps"]]
+
+
+class EdgeConfig(_Model):
+    """The whole devices.yaml."""
+
+    gateway: GatewayConfig
+    uplink: UplinkConfig
+    outbox: OutboxConfig = OutboxConfig()
+    buses: list[Bus] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list)
+    asset_classes: dict[str, AssetClass] = Field(default_factory=dict)
+
+    def class_table(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Return the default class table overridden by the file's ``asset_classes``."""
+        table = dict(DEFAULT_ASSET_CLASSES)
+        for code, row in self.asset_classes.items():
+            table[code] = (row.name, tuple(row.kinds))
+        return table
+
+    def bus(self, name: str) -> ModbusRtuBus | ModbusTcpBus:
+        """Return the bus called ``name``; KeyError if none (the loader checked)."""
+        for bus in self.buses:
+            if bus.name == name:
+                return bus
+        raise KeyError(name)
+
+    def device(self, name: str) -> AnyDevice:
+        """Return the device called ``name``; KeyError if none."""
+        for device in self.devices:
+            if device.name == name:
+                return device
+        raise KeyError(name)
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether ``host`` names this machine (``tls: false`` is allowed only there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_path(base_dir: Path, value: str) -> Path:
+    """Resolve a path from devices.yaml relative to the file's own folder."""
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path

@@ -1,0 +1,143 @@
+"""The one error hierarchy of the agent.
+
+Every error carries a stable ``code`` (for metrics, logs and audit) and a ``retryable``
+flag (the retry policy lives in the type, never in string matching)::
+
+    EdgeError                       code                retryable
+    ├── ConfigError                 config.invalid      no    devices.yaml is wrong
+    ├── DeviceError                 device              no    always carries .device
+    │   ├── DeviceUnavailableError  device.unavailable  yes   timeout, no answer, port gone
+    │   ├── DeviceProtocolError     device.protocol     yes   bad CRC, short or undecodable frame
+    │   └── DeviceRejectedError     device.rejected     no    Modbus exception code
+    ├── StoreError                  store               no
+    │   ├── StoreFullError          store.full          yes
+    │   └── StoreCorruptError       store.corrupt       no    failed check, unknown schema version
+    ├── UplinkError                 uplink              no
+    │   ├── UplinkUnavailableError  uplink.unavailable  yes   network down, HTTP 5xx
+    │   ├── UplinkTLSError          uplink.tls          no    certificate refused: never a plaintext retry
+    │   └── UplinkRejectedError     uplink.rejected     no    PUBACK failure code, HTTP 4xx
+    └── CommandRejectedError        command.rejected    no    a downlink command failed a check
+
+Third-party exceptions become these at the adapter that imports the library.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EdgeError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    code: ClassVar[str] = "edge"
+    retryable: ClassVar[bool] = False
+
+
+class ConfigError(EdgeError):
+    """devices.yaml is invalid; ``problems`` holds one ``file:line: field: message`` each."""
+
+    code = "config.invalid"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class DeviceError(EdgeError):
+    """A device failed; ``device`` names it as in devices.yaml."""
+
+    code = "device"
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(f"{device}: {message}")
+        self.device = device
+        self.detail = message
+
+
+class DeviceUnavailableError(DeviceError):
+    """No answer in time, port gone, connection refused: the next poll may work."""
+
+    code = "device.unavailable"
+    retryable = True
+
+
+class DeviceProtocolError(DeviceError):
+    """Bad CRC, short or undecodable frame: noise on the line, the next poll may work."""
+
+    code = "device.protocol"
+    retryable = True
+
+
+class DeviceRejectedError(DeviceError):
+    """The device answered with a Modbus exception: the same request will fail again."""
+
+    code = "device.rejected"
+
+    def __init__(self, device: str, *, unit_id: int, address: int, exception_code: int) -> None:
+        super().__init__(device, f"unit {unit_id} refused 0x{address:04x} (code {exception_code})")
+        self.unit_id = unit_id
+        self.address = address
+        self.exception_code = exception_code
+
+
+class StoreError(EdgeError):
+    """The outbox failed."""
+
+    code = "store"
+
+
+class StoreFullError(StoreError):
+    """The quota or the disk is full; the event was refused (alarms never are while space lasts)."""
+
+    code = "store.full"
+    retryable = True
+
+
+class StoreCorruptError(StoreError):
+    """The store failed its check or has an unknown schema version."""
+
+    code = "store.corrupt"
+
+
+class UplinkError(EdgeError):
+    """The uplink failed."""
+
+    code = "uplink"
+
+
+class UplinkUnavailableError(UplinkError):
+    """Network down, broker gone, HTTP 5xx or 429: back off and retry."""
+
+    code = "uplink.unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UplinkTLSError(UplinkError):
+    """The TLS handshake failed verification. Retried with backoff, never without TLS."""
+
+    code = "uplink.tls"
+    retryable = True
+
+
+class UplinkRejectedError(UplinkError):
+    """The platform refused a batch (PUBACK failure code or HTTP 4xx)."""
+
+    code = "uplink.rejected"
+
+    def __init__(self, message: str, *, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class CommandRejectedError(EdgeError):
+    """A downlink command failed one of its checks; ``reason`` is a stable short string."""
+
+    code = "command.rejected"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason

@@ -1,0 +1,1 @@
+"""Uplink: signed batches from the outbox to the city platform."""

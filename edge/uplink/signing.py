@@ -1,0 +1,89 @@
+"""Ed25519 detached-signature envelopes (design/events.md §Batch and signature).
+
+The only module that imports ``cryptography``'s signing primitives. Pure: bytes in, bytes out;
+key files are read and written by ``edge.keys``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+__all__ = ["Ed25519PrivateKey", "Ed25519PublicKey", "SignatureError", "Signer", "kid_of",
+           "open_envelope", "public_key_from_raw", "raw_public_key"]
+
+
+class SignatureError(ValueError):
+    """An envelope is malformed or its signature does not verify."""
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    """Return the 32 raw bytes of a public key."""
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
+    """Load a public key from its 32 raw bytes; raise SignatureError if malformed."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise SignatureError(f"bad public key: {exc}") from exc
+
+
+def kid_of(key: Ed25519PublicKey) -> str:
+    """Return the key id: the first 16 hex chars of SHA-256 of the raw public key."""
+    return hashlib.sha256(raw_public_key(key)).hexdigest()[:16]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Signs bodies with one private key."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.kid = kid_of(key.public_key())
+
+    def envelope(self, body: bytes) -> bytes:
+        """Return the compact JSON envelope ``{kid, alg, sig, body}`` for ``body``."""
+        sig = _b64url(self._key.sign(body))
+        # body travels as a JSON string: the receiver verifies its exact UTF-8 bytes.
+        return json.dumps({"kid": self.kid, "alg": "Ed25519", "sig": sig,
+                           "body": body.decode("utf-8")},
+                          ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def open_envelope(raw: bytes, keys: dict[str, Ed25519PublicKey]) -> tuple[str, bytes]:
+    """Verify an envelope against ``keys`` (kid → key); return ``(kid, body bytes)``.
+
+    Raises SignatureError when it is malformed, the kid is unknown or the signature is bad.
+    """
+    try:
+        env = json.loads(raw)
+        kid, alg, sig, body = env["kid"], env["alg"], env["sig"], env["body"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"malformed envelope: {exc}") from exc
+    if not isinstance(kid, str) or not isinstance(sig, str) or not isinstance(body, str):
+        raise SignatureError("malformed envelope: kid, sig and body must be strings")
+    if alg != "Ed25519":
+        raise SignatureError(f"unsupported alg {alg!r}")
+    key = keys.get(kid)
+    if key is None:
+        raise SignatureError(f"unknown kid {kid}")
+    body_bytes = body.encode("utf-8")
+    try:
+        key.verify(_unb64url(sig), body_bytes)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError("bad signature") from exc
+    return kid, body_bytes
