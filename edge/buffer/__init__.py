@@ -1,0 +1,1 @@
+"""The durable outbox: events survive outages, kill -9 and power cuts until acknowledged."""

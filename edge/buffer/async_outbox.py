@@ -1,0 +1,163 @@
+"""The outbox from asyncio: one thread owns the store, one task groups commits.
+
+``put`` returns once the event is committed (durable before anything is acknowledged).
+Appends and acks that arrive while a commit runs share the next transaction (natural group
+commit, capped at ``commit_max_events``); telemetry-only batches linger up to
+``commit_max_wait_s`` to share an fsync, alarms never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from edge.buffer.store import ALARM_PRIOS, AppendResult, Leased, Outbox
+from edge.errors import StoreError, StoreFullError
+from edge.model import Event
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Op:
+    events: list[Event] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+
+
+class AsyncOutbox:
+    """Async facade over ``Outbox``; ``run()`` is the writer task (owned by the agent)."""
+
+    def __init__(self, store: Outbox, *, commit_max_events: int = 100,
+                 commit_max_wait_s: float = 0.05, queue_max: int = 10_000) -> None:
+        self.store = store
+        self.commit_max_events = commit_max_events
+        self.commit_max_wait_s = commit_max_wait_s
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._ops: asyncio.Queue[_Op] = asyncio.Queue(maxsize=queue_max)
+        self.new_data = asyncio.Event()  # set after a commit that stored events
+        self.commits = 0
+        self.events_committed = 0
+        self.last_commit_mono = time.monotonic()
+        self.refused: dict[int, int] = {}
+        self.evicted: dict[int, int] = {}
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def open(self) -> None:
+        """Open the store on its thread."""
+        await self.call(self.store.open)
+
+    async def close(self) -> None:
+        """Close the store and stop its thread (after the writer task has ended)."""
+        await self.call(self.store.close)
+        self._thread.shutdown(wait=True)
+
+    async def put(self, event: Event) -> None:
+        """Store one event; return once it is committed. StoreFullError if it was refused."""
+        await self.put_many([event])
+
+    async def put_many(self, events: Sequence[Event]) -> None:
+        """Store events; return once they are committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._ops.put(_Op(events=list(events), done=done))
+        await done
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        """Delete acknowledged events; return once the delete is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._ops.put(_Op(acks=list(seqs), done=done))
+        await done
+
+    async def lease(self, max_events: int, max_bytes: int) -> list[Leased]:
+        """Lease the next events by (prio, seq)."""
+        return await self.call(self.store.lease, max_events, max_bytes)
+
+    async def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
+        """Count a failed attempt; return the seqs moved to dead letters."""
+        return await self.call(self.store.nack, list(seqs), reason)
+
+    async def release(self, seqs: Sequence[int]) -> None:
+        """Return leased events to the queue (the link dropped before their ack)."""
+        await self.call(self.store.release, list(seqs))
+
+    async def stats(self) -> dict[str, Any]:
+        """Return the store's stats."""
+        return await self.call(self.store.stats)
+
+    async def run(self) -> None:
+        """Group-commit loop; runs until cancelled, then commits what it already took."""
+        while True:
+            first = await self._ops.get()
+            batch = [first]
+            await self._gather(batch)
+            await self._commit(batch)
+
+    async def _gather(self, batch: list[_Op]) -> None:
+        n = sum(len(op.events) for op in batch)
+        urgent = any(e.prio in ALARM_PRIOS for op in batch for e in op.events)
+        deadline = time.monotonic() + (0 if urgent else self.commit_max_wait_s)
+        while n < self.commit_max_events:
+            try:
+                op = self._ops.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or all(not o.events for o in batch):
+                    return
+                try:
+                    async with asyncio.timeout(remaining):
+                        op = await self._ops.get()
+                except TimeoutError:
+                    return
+            batch.append(op)
+            n += len(op.events)
+            if any(e.prio in ALARM_PRIOS for e in op.events):
+                deadline = time.monotonic()
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        events = [e for op in batch for e in op.events]
+        acks = [s for op in batch for s in op.acks]
+        error: BaseException | None = None
+        result = AppendResult()
+        try:
+            # shield: a cancelled agent still finishes the transaction it started
+            result = await asyncio.shield(self.call(self.store.append, events, acks))
+        except StoreError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            for op in batch:
+                if op.done is not None and not op.done.done():
+                    op.done.cancel()
+            raise
+        self.commits += 1
+        self.events_committed += len(result.seqs)
+        self.last_commit_mono = time.monotonic()
+        for prio, n in result.refused.items():
+            self.refused[prio] = self.refused.get(prio, 0) + n
+        for prio, n in result.evicted.items():
+            self.evicted[prio] = self.evicted.get(prio, 0) + n
+        if result.seqs or result.gap_seqs:
+            self.new_data.set()
+        for op in batch:
+            if op.done is None or op.done.done():
+                continue
+            if error is not None:
+                op.done.set_exception(error)
+            elif result.refused and any(e.prio not in ALARM_PRIOS for e in op.events):
+                op.done.set_exception(StoreFullError("telemetry refused: outbox full of alarms"))
+            else:
+                op.done.set_result(None)
+        # futures that nobody awaits any more must not warn about unretrieved exceptions
+        for op in batch:
+            if op.done is not None and op.done.done() and not op.done.cancelled():
+                with contextlib.suppress(BaseException):
+                    op.done.exception()

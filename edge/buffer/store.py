@@ -1,0 +1,595 @@
+"""Outbox: a SQLite store of events that only an acknowledgement removes.
+
+One ``Outbox`` owns one writer connection and must be used from one thread (``AsyncOutbox``
+gives it a thread of its own). Facts behind the settings are in design/reliability.md §1:
+WAL + ``synchronous=FULL`` + ``psow=0`` lost no acknowledged row over ~1,400 simulated crash
+states; ``NORMAL`` lost up to 89 commits.
+
+Contract:
+
+* ``append`` commits before it returns: a returned seq is durable.
+* ``seq`` is strictly increasing and never reused, also after deletes, restarts and after a
+  corrupt store was replaced: a reservation file beside the store records a high-water mark
+  that every assigned seq stays below (written before the seq is used).
+* ``lease`` hands out the next events by (prio, seq) and never the same event twice until it is
+  nacked; leases live in memory, so after a crash every unacked event is leased again.
+* ``ack`` deletes; ``nack`` counts attempts and moves an event to ``dead_letters`` after
+  ``max_attempts`` (the queue head never blocks).
+* Over the quota, telemetry (prio 3, then 2) is evicted oldest first and a ``gap`` event tells
+  the platform; prio 0-1 are never evicted. When only alarms are left, telemetry is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edge.errors import StoreCorruptError, StoreError, StoreFullError
+from edge.model import Event, encode_event
+
+log = logging.getLogger(__name__)
+
+SEQ_RESERVE_BLOCK = 100_000
+HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
+LOW_WATERMARK = 0.80  # ... down to this share
+DELETE_CHUNK = 500
+ALARM_PRIOS = (0, 1)
+
+GapFactory = Callable[[str, dict[int, int], int, int], Event]
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """An event handed to the uplink: send ``payload``, then ack or nack ``seq``."""
+
+    seq: int
+    prio: int
+    payload: bytes
+    attempts: int
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """What one append did: the seqs given, and what had to be dropped to make room."""
+
+    seqs: list[int] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)  # prio -> events not stored
+    evicted: dict[int, int] = field(default_factory=dict)  # prio -> older events evicted
+    gap_seqs: list[int] = field(default_factory=list)  # gap events the store added
+
+
+def _schema_files() -> list[tuple[int, str]]:
+    folder = resources.files("edge.buffer") / "schema"
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+SCHEMA = _schema_files()
+SCHEMA_VERSION = SCHEMA[-1][0]
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL)
+
+
+class Outbox:
+    """The durable store. Not thread-safe: one thread owns it (see ``AsyncOutbox``)."""
+
+    def __init__(self, path: Path, *, quota_bytes: int = 256 * 1024 * 1024,
+                 max_attempts: int = 5, synchronous: str = "FULL",
+                 gap_factory: GapFactory | None = None,
+                 schema: Sequence[tuple[int, str]] = SCHEMA) -> None:
+        self.path = path
+        self.quota_bytes = quota_bytes
+        self.max_attempts = max_attempts
+        self._synchronous = synchronous  # FULL; NORMAL exists only to prove tests can fail
+        self._gap_factory = gap_factory
+        self._schema = schema
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._next_seq = 1
+        self._reserved_upto = 0
+        self._cursor = [0, 0, 0, 0]  # highest seq leased per prio
+        self._leased: set[int] = set()
+        self._page_size = 4096
+        self.replaced_corrupt: Path | None = None  # set when open() moved a bad file aside
+        self.corrupt_reason = ""
+
+    # ---- opening ---------------------------------------------------------------------------
+
+    @property
+    def _seq_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".seq")
+
+    def open(self) -> None:
+        """Open (creating, checking, migrating); a corrupt file is moved aside, never fatal."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self._reserved_upto = self._read_reservation()
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self._connect_and_check()
+        except StoreCorruptError as exc:
+            self._close_db()
+            self._move_aside(str(exc))
+            existed = False
+            self._connect_and_check()
+        db = self._conn
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        db_high = int(row[0]) if row else 0
+        # A fresh store (first boot, or a corrupt one replaced) continues above the reservation.
+        floor = db_high if existed else max(db_high, self._reserved_upto)
+        self._next_seq = max(floor, db_high) + 1
+        self._cursor = [0, 0, 0, 0]
+        self._leased.clear()
+
+    def _take_lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"{self.path} is in use by another agent") from exc
+        self._lock_fd = fd
+
+    def _connect_and_check(self) -> None:
+        # psow=0: SD cards and eMMC do not promise powersafe overwrite (reliability.md §1).
+        uri = f"file:{self.path}?psow=0"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreCorruptError(f"cannot open: {exc}") from exc
+        self._db = db
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"journal_mode is {mode}, WAL is required")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA wal_autocheckpoint=1000")
+            self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            db.execute(f"PRAGMA journal_size_limit={4 * 1000 * self._page_size}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreCorruptError(f"quick_check: {check}")
+            self._migrate()
+            # The file may never outgrow the quota plus headroom for a DELETE to succeed on a
+            # full disk (the quota sits below the file-system limit: reliability.md R7).
+            max_pages = (self.quota_bytes + 8 * 1024 * 1024) // self._page_size
+            db.execute(f"PRAGMA max_page_count={max_pages}")
+        except sqlite3.DatabaseError as exc:
+            if _is_full(exc):
+                raise StoreFullError(f"cannot open {self.path}: {exc}") from exc
+            raise StoreCorruptError(str(exc)) from exc
+
+    def _migrate(self) -> None:
+        db = self._conn
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreCorruptError(f"schema version {version} is newer than this agent's "
+                                    f"{SCHEMA_VERSION}")
+        pending = [(v, sql) for v, sql in self._schema if v > version]
+        if not pending:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for v, sql in pending:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={v}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("outbox schema migrated from version %d to %d", version, pending[-1][0])
+
+    def _move_aside(self, reason: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(target) + suffix))
+        log.error("outbox %s is corrupt (%s); moved aside to %s, starting a fresh store",
+                  self.path, reason, target)
+        self.replaced_corrupt = target
+        self.corrupt_reason = reason
+
+    def _read_reservation(self) -> int:
+        try:
+            return int(json.loads(self._seq_file.read_text(encoding="ascii"))["reserved_upto"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError, OSError):
+            # A damaged reservation file must not reuse seqs: fall back to a time-based floor
+            # (microseconds since 2026 exceed any seq a gateway can have assigned).
+            return int((time.time() - 1_767_225_600) * 1_000_000)
+
+    def _reserve(self, upto: int) -> None:
+        """Durably record that seqs up to ``upto`` may be used (before any is used)."""
+        target = max(upto, self._next_seq) + SEQ_RESERVE_BLOCK
+        tmp = self._seq_file.with_name(self._seq_file.name + ".tmp")
+        with tmp.open("w", encoding="ascii") as fh:
+            fh.write(json.dumps({"reserved_upto": target}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self._seq_file)
+        dir_fd = os.open(self._seq_file.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._reserved_upto = target
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("outbox is not open")
+        return self._db
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def close(self) -> None:
+        """Checkpoint and close; releases the lock."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._close_db()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event], ack_seqs: Sequence[int] = ()) -> AppendResult:
+        """Store ``events`` (and delete ``ack_seqs``) in one committed transaction.
+
+        Returns the seqs given, in order, and what was refused or evicted to make room.
+        Raises StoreFullError only when alarms cannot be stored (telemetry is shed first).
+        """
+        result = AppendResult()
+        pending = list(events)
+        for _attempt in range(3):
+            try:
+                self._append_tx(pending, ack_seqs, result)
+            except sqlite3.Error as exc:
+                if not _is_full(exc):
+                    raise StoreError(f"append failed: {exc}") from exc
+                self._make_room(result, need_bytes=sum(256 + len(e.data) * 32 for e in pending))
+                if _attempt == 1:  # still full after eviction: shed the telemetry in hand
+                    for e in pending:
+                        if e.prio not in ALARM_PRIOS:
+                            result.refused[e.prio] = result.refused.get(e.prio, 0) + 1
+                    pending = [e for e in pending if e.prio in ALARM_PRIOS]
+                continue
+            self._after_append(result)
+            return result
+        self._count_refused(result)
+        raise StoreFullError(f"{self.path}: no room even for {len(pending)} alarm events")
+
+    def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
+                   result: AppendResult) -> None:
+        first = self._next_seq
+        if first + len(events) > self._reserved_upto:
+            self._reserve(first + len(events))
+        over = self._used_bytes() > self.quota_bytes * HIGH_WATERMARK
+        rows = []
+        seq = first
+        stored: list[int] = []
+        refused: dict[int, int] = {}
+        alarms_only = over and self._telemetry_count() == 0
+        for event in events:
+            if alarms_only and event.prio not in ALARM_PRIOS:
+                refused[event.prio] = refused.get(event.prio, 0) + 1
+                continue
+            boot, mono = event.mono if event.mono else (None, None)
+            rows.append((seq, event.prio, event.ts_ns, boot, mono, encode_event(event, seq)))
+            stored.append(seq)
+            seq += 1
+        with self._tx() as db:
+            if over and not alarms_only:
+                self._evict(db, result, self.quota_bytes * LOW_WATERMARK)
+            if rows:
+                db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, mono_ms, "
+                               "payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._delete(db, ack_seqs)
+            for prio, n in refused.items():
+                self._bump(db, f"dropped.quota_refused.{prio}", n)
+        self._next_seq = seq
+        result.seqs.extend(stored)
+        for prio, n in refused.items():
+            result.refused[prio] = result.refused.get(prio, 0) + n
+        self._leased.difference_update(ack_seqs)
+
+    def _after_append(self, result: AppendResult) -> None:
+        if result.evicted and self._gap_factory is not None:
+            log.warning("outbox over quota: evicted %s (prio: events)", result.evicted)
+
+    def _count_refused(self, result: AppendResult) -> None:
+        with contextlib.suppress(sqlite3.Error), self._tx() as db:
+            for prio, n in result.refused.items():
+                self._bump(db, f"dropped.disk_full.{prio}", n)
+
+    def _make_room(self, result: AppendResult, need_bytes: int) -> None:
+        """Evict telemetry so that a DELETE-freed page can take new rows (disk or quota full)."""
+        try:
+            with self._tx() as db:
+                target = min(self._used_bytes(), self.quota_bytes) * LOW_WATERMARK - need_bytes
+                self._evict(db, result, max(target, 0))
+        except sqlite3.Error as exc:
+            log.warning("outbox could not evict on a full disk: %s", exc)
+
+    def _evict(self, db: sqlite3.Connection, result: AppendResult, target_bytes: float) -> None:
+        """Delete oldest telemetry (prio 3, then 2) until used bytes ≤ target; emit a gap."""
+        dropped: dict[int, int] = {}
+        first_seq, last_seq = 0, 0
+        for prio in (3, 2):
+            while self._used_bytes() > target_bytes:
+                seqs = [r[0] for r in db.execute(
+                    "SELECT seq FROM events WHERE prio=? ORDER BY seq LIMIT ?",
+                    (prio, DELETE_CHUNK))]
+                if not seqs:
+                    break
+                self._delete(db, seqs)
+                dropped[prio] = dropped.get(prio, 0) + len(seqs)
+                first_seq = min(first_seq or seqs[0], seqs[0])
+                last_seq = max(last_seq, seqs[-1])
+        if not dropped:
+            return
+        for prio, n in dropped.items():
+            self._bump(db, f"dropped.quota.{prio}", n)
+            result.evicted[prio] = result.evicted.get(prio, 0) + n
+        if self._gap_factory is not None:
+            gap = self._gap_factory("quota", dropped, first_seq, last_seq)
+            seq = self._next_seq
+            if seq + 1 > self._reserved_upto:
+                self._reserve(seq + 1)
+            db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
+                       (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
+            self._next_seq = seq + 1
+            result.gap_seqs.append(seq)
+
+    def _delete(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+        for i in range(0, len(seqs), DELETE_CHUNK):
+            chunk = list(seqs[i:i + DELETE_CHUNK])
+            db.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)  # noqa: S608 - placeholders only
+
+    def _bump(self, db: sqlite3.Connection, name: str, n: int) -> None:
+        db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
+                   "UPDATE SET value = value + excluded.value", (name, n))
+
+    def _used_bytes(self) -> int:
+        db = self._conn
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def _telemetry_count(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM events WHERE prio >= 2 "
+                                 "LIMIT 1)").fetchone()
+        return int(row[0])
+
+    # ---- the uplink's side -----------------------------------------------------------------
+
+    def lease(self, max_events: int, max_bytes: int = 1 << 30) -> list[Leased]:
+        """Return up to ``max_events`` unleased events, lowest prio first, then oldest."""
+        out: list[Leased] = []
+        size = 0
+        db = self._conn
+        for prio in range(4):
+            while len(out) < max_events:
+                want = max_events - len(out)
+                rows = db.execute(
+                    "SELECT seq, payload, attempts FROM events WHERE prio=? AND seq>? "
+                    "ORDER BY seq LIMIT ?", (prio, self._cursor[prio], want)).fetchall()
+                if not rows:
+                    break
+                for seq, payload, attempts in rows:
+                    self._cursor[prio] = seq
+                    if seq in self._leased:
+                        continue
+                    if out and size + len(payload) > max_bytes:
+                        return self._mark(out)
+                    out.append(Leased(seq, prio, bytes(payload), attempts))
+                    size += len(payload)
+                if len(rows) < want:
+                    break
+        return self._mark(out)
+
+    def _mark(self, out: list[Leased]) -> list[Leased]:
+        self._leased.update(item.seq for item in out)
+        return out
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        """Delete acknowledged events (committed before returning)."""
+        with self._tx() as db:
+            self._delete(db, seqs)
+        self._leased.difference_update(seqs)
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Return leased events to the queue without counting an attempt (link lost)."""
+        self._unlease(seqs)
+
+    def _unlease(self, seqs: Sequence[int]) -> None:
+        self._leased.difference_update(seqs)
+        if not seqs:
+            return
+        rows = self._conn.execute(
+            f"SELECT prio, min(seq) FROM events WHERE seq IN ({','.join('?' * len(seqs))}) "  # noqa: S608
+            "GROUP BY prio", list(seqs)).fetchall()
+        for prio, low in rows:
+            self._cursor[prio] = min(self._cursor[prio], int(low) - 1)
+
+    def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
+        """Count a failed attempt; return the seqs moved to dead letters after max_attempts."""
+        now = time.time_ns()
+        with self._tx() as db:
+            marks = ",".join("?" * len(seqs))
+            db.execute(f"UPDATE events SET attempts = attempts + 1 WHERE seq IN ({marks})",  # noqa: S608
+                       list(seqs))
+            dead = [r[0] for r in db.execute(
+                f"SELECT seq FROM events WHERE seq IN ({marks}) AND attempts >= ?",  # noqa: S608
+                [*seqs, self.max_attempts])]
+            if dead:
+                dmarks = ",".join("?" * len(dead))
+                db.execute("INSERT OR REPLACE INTO dead_letters (seq, prio, created_ns, attempts, "
+                           "reason, dead_ns, payload) SELECT seq, prio, created_ns, attempts, ?, "
+                           f"?, payload FROM events WHERE seq IN ({dmarks})",  # noqa: S608
+                           [reason, now, *dead])
+                self._delete(db, dead)
+                self._bump(db, "dead_letters", len(dead))
+        self._leased.difference_update(dead)
+        self._unlease([s for s in seqs if s not in set(dead)])
+        return dead
+
+    def requeue_dead(self) -> int:
+        """Move every dead letter back to the queue (attempts reset); return how many."""
+        with self._tx() as db:
+            n = db.execute("INSERT OR IGNORE INTO events (seq, prio, created_ns, attempts, "
+                           "payload) SELECT seq, prio, created_ns, 0, payload FROM dead_letters"
+                           ).rowcount
+            db.execute("DELETE FROM dead_letters")
+        self._cursor = [0, 0, 0, 0]  # requeued seqs are below the cursors
+        return int(n)
+
+    # ---- maintenance -----------------------------------------------------------------------
+
+    def prune(self, now_ns: int, *, alarm_retention_s: float,
+              telemetry_retention_s: float) -> dict[int, int]:
+        """Drop events older than their retention (counted, announced by a gap event)."""
+        dropped: dict[int, int] = {}
+        first_seq, last_seq = 0, 0
+        with self._tx() as db:
+            for prio in range(4):
+                keep_s = alarm_retention_s if prio in ALARM_PRIOS else telemetry_retention_s
+                cutoff = now_ns - int(keep_s * 1e9)
+                row = db.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE prio=? "
+                                 "AND created_ns < ?", (prio, cutoff)).fetchone()
+                if row[0]:
+                    db.execute("DELETE FROM events WHERE prio=? AND created_ns < ?",
+                               (prio, cutoff))
+                    dropped[prio] = int(row[0])
+                    first_seq = min(first_seq or row[1], row[1])
+                    last_seq = max(last_seq, row[2])
+                    self._bump(db, f"dropped.retention.{prio}", int(row[0]))
+            if dropped and self._gap_factory is not None:
+                gap = self._gap_factory("retention", dropped, first_seq, last_seq)
+                if self._next_seq + 1 > self._reserved_upto:
+                    self._reserve(self._next_seq + 1)
+                db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES "
+                           "(?, ?, ?, ?)", (self._next_seq, gap.prio, gap.ts_ns,
+                                            encode_event(gap, self._next_seq)))
+                self._next_seq += 1
+        return dropped
+
+    def correct_unsynced(self, boot_id: str, wall_now_ns: int, mono_now_ms: int) -> int:
+        """Re-stamp this boot's unsynced events from monotonic time (clock just synced)."""
+        from edge.clock import rfc3339_ms  # noqa: PLC0415 - keeps the hot import path small
+
+        rows = self._conn.execute("SELECT seq, mono_ms, payload FROM events WHERE boot_id=?",
+                                  (boot_id,)).fetchall()
+        if not rows:
+            return 0
+        updates = []
+        for seq, mono_ms, payload in rows:
+            ts_ns = wall_now_ns - (mono_now_ms - int(mono_ms)) * 1_000_000
+            doc = json.loads(payload)
+            doc["ts"] = rfc3339_ms(ts_ns)
+            doc["time_quality"] = "corrected"
+            updates.append((json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),
+                            ts_ns, seq))
+        with self._tx() as db:
+            db.executemany("UPDATE events SET payload=?, created_ns=?, boot_id=NULL, "
+                           "mono_ms=NULL WHERE seq=?", updates)
+        # leased copies were already sent unsynced; re-leasing sends the corrected version
+        return len(updates)
+
+    # ---- small key-value state kept with the events ----------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Return the persisted counters (drops by reason and prio, dead letters, ...)."""
+        return {k: int(v) for k, v in self._conn.execute("SELECT name, value FROM counters")}
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a persisted counter."""
+        with self._tx() as db:
+            self._bump(db, name, n)
+
+    def execute_tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run statements in one committed transaction (journals, alarm state)."""
+        with self._tx() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query."""
+        return [tuple(r) for r in self._conn.execute(sql, args)]
+
+    def stats(self, now_ns: int | None = None) -> dict[str, Any]:
+        """Return depth and bytes per prio, oldest age, dead letters and drop counters."""
+        now = time.time_ns() if now_ns is None else now_ns
+        by_prio = {}
+        for prio, n, size, oldest in self._conn.execute(
+                "SELECT prio, count(*), sum(length(payload)), min(created_ns) FROM events "
+                "GROUP BY prio"):
+            by_prio[str(prio)] = {"events": n, "bytes": size or 0,
+                                  "oldest_age_s": round(max(0, now - oldest) / 1e9, 3)}
+        dead = self._conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        counters = self.counters()
+        return {
+            "depth": sum(p["events"] for p in by_prio.values()),
+            "by_prio": by_prio,
+            "dead_letters": int(dead),
+            "used_bytes": self._used_bytes(),
+            "quota_bytes": self.quota_bytes,
+            "next_seq": self._next_seq,
+            "drops": {k.removeprefix("dropped."): v for k, v in counters.items()
+                      if k.startswith("dropped.")},
+            "dead_lettered_total": counters.get("dead_letters", 0),
+        }
+
+    def export(self) -> Iterator[bytes]:
+        """Yield every queued event's JSON, by (prio, seq), in short read transactions."""
+        for prio in range(4):
+            last = 0
+            while True:
+                rows = self._conn.execute("SELECT seq, payload FROM events WHERE prio=? AND "
+                                          "seq>? ORDER BY seq LIMIT 1000", (prio, last)).fetchall()
+                if not rows:
+                    break
+                for seq, payload in rows:
+                    last = seq
+                    yield bytes(payload)
