@@ -66,7 +66,6 @@ class TlsConfig(_Model):
     ca_file: str | None = None  # None: the system trust store
     cert_file: str | None = None  # client certificate (mTLS)
     key_file: str | None = None
-    server_name: str | None = None  # when the certificate names a host other than ``host``
 
 
 class UplinkConfig(_Model):

@@ -29,6 +29,7 @@ T = TypeVar("T")
 class _Op:
     events: list[Event] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)
+    statements: list[tuple[str, Sequence[Any]]] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
 
 
@@ -66,10 +67,12 @@ class AsyncOutbox:
         """Store one event; return once it is committed. StoreFullError if it was refused."""
         await self.put_many([event])
 
-    async def put_many(self, events: Sequence[Event]) -> None:
-        """Store events; return once they are committed."""
+    async def put_many(self, events: Sequence[Event],
+                       statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
+        """Store events (and run ``statements`` in the same transaction); return once
+        committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._ops.put(_Op(events=list(events), done=done))
+        await self._ops.put(_Op(events=list(events), statements=list(statements), done=done))
         await done
 
     async def ack(self, seqs: Sequence[int]) -> None:
@@ -78,9 +81,9 @@ class AsyncOutbox:
         await self._ops.put(_Op(acks=list(seqs), done=done))
         await done
 
-    async def lease(self, max_events: int, max_bytes: int) -> list[Leased]:
-        """Lease the next events by (prio, seq)."""
-        return await self.call(self.store.lease, max_events, max_bytes)
+    async def lease(self, max_events: int, max_bytes: int, max_prio: int = 3) -> list[Leased]:
+        """Lease the next events of prio ≤ ``max_prio`` by (prio, seq)."""
+        return await self.call(self.store.lease, max_events, max_bytes, max_prio)
 
     async def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
         """Count a failed attempt; return the seqs moved to dead letters."""
@@ -95,12 +98,24 @@ class AsyncOutbox:
         return await self.call(self.store.stats)
 
     async def run(self) -> None:
-        """Group-commit loop; runs until cancelled, then commits what it already took."""
+        """Group-commit loop; runs until cancelled (then call ``drain``)."""
         while True:
             first = await self._ops.get()
             batch = [first]
             await self._gather(batch)
             await self._commit(batch)
+
+    async def drain(self) -> int:
+        """Commit every op still queued (shutdown, after producers stopped); return count."""
+        batch: list[_Op] = []
+        while True:
+            try:
+                batch.append(self._ops.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        if batch:
+            await self._commit(batch)
+        return sum(len(op.events) for op in batch)
 
     async def _gather(self, batch: list[_Op]) -> None:
         n = sum(len(op.events) for op in batch)
@@ -126,11 +141,13 @@ class AsyncOutbox:
     async def _commit(self, batch: list[_Op]) -> None:
         events = [e for op in batch for e in op.events]
         acks = [s for op in batch for s in op.acks]
+        statements = [st for op in batch for st in op.statements]
         error: BaseException | None = None
         result = AppendResult()
         try:
             # shield: a cancelled agent still finishes the transaction it started
-            result = await asyncio.shield(self.call(self.store.append, events, acks))
+            result = await asyncio.shield(self.call(self.store.append, events, acks,
+                                                    statements))
         except StoreError as exc:
             error = exc
         except asyncio.CancelledError:

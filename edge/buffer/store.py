@@ -274,8 +274,9 @@ class Outbox:
 
     # ---- writing ---------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event], ack_seqs: Sequence[int] = ()) -> AppendResult:
-        """Store ``events`` (and delete ``ack_seqs``) in one committed transaction.
+    def append(self, events: Sequence[Event], ack_seqs: Sequence[int] = (),
+               statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> AppendResult:
+        """Store ``events``, delete ``ack_seqs`` and run ``statements`` in one transaction.
 
         Returns the seqs given, in order, and what was refused or evicted to make room.
         Raises StoreFullError only when alarms cannot be stored (telemetry is shed first).
@@ -284,7 +285,7 @@ class Outbox:
         pending = list(events)
         for _attempt in range(3):
             try:
-                self._append_tx(pending, ack_seqs, result)
+                self._append_tx(pending, ack_seqs, statements, result)
             except sqlite3.Error as exc:
                 if not _is_full(exc):
                     raise StoreError(f"append failed: {exc}") from exc
@@ -301,6 +302,7 @@ class Outbox:
         raise StoreFullError(f"{self.path}: no room even for {len(pending)} alarm events")
 
     def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
+                   statements: Sequence[tuple[str, Sequence[Any]]],
                    result: AppendResult) -> None:
         first = self._next_seq
         if first + len(events) > self._reserved_upto:
@@ -326,6 +328,8 @@ class Outbox:
                 db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, mono_ms, "
                                "payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._delete(db, ack_seqs)
+            for sql, args in statements:
+                db.execute(sql, args)
             for prio, n in refused.items():
                 self._bump(db, f"dropped.quota_refused.{prio}", n)
         self._next_seq = seq
@@ -404,12 +408,14 @@ class Outbox:
 
     # ---- the uplink's side -----------------------------------------------------------------
 
-    def lease(self, max_events: int, max_bytes: int = 1 << 30) -> list[Leased]:
-        """Return up to ``max_events`` unleased events, lowest prio first, then oldest."""
+    def lease(self, max_events: int, max_bytes: int = 1 << 30,
+              max_prio: int = 3) -> list[Leased]:
+        """Return up to ``max_events`` unleased events of prio ≤ ``max_prio``, lowest prio
+        first, then oldest."""
         out: list[Leased] = []
         size = 0
         db = self._conn
-        for prio in range(4):
+        for prio in range(max_prio + 1):
             while len(out) < max_events:
                 want = max_events - len(out)
                 rows = db.execute(

@@ -1,0 +1,208 @@
+"""The agent: builds everything from the config and owns the task tree.
+
+Task tree (all named, all owned)::
+
+    outbox.writer                   group commits; outlives the others to commit what they gave
+    └── TaskGroup
+        ├── uplink.mqtt             connect / forward / reconnect
+        ├── device[<name>] …        supervise(driver) per device
+        ├── agent.status            status file for ``edge status`` (no listening port)
+        └── agent.maintenance       retention pruning, time correction after a clock sync
+
+Stopping (SIGTERM, Ctrl-C): the group is cancelled, then everything drivers already handed
+over is committed, then the store is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Outbox
+from edge.clock import Clock, TimeQuality
+from edge.config_loader import LoadedConfig
+from edge.drivers.base import Driver, stats_dict
+from edge.drivers.factory import Transports, build_driver
+from edge.keys import load_key
+from edge.model import Event, EventType, Prio
+from edge.sink import EventSink
+from edge.supervisor import supervise
+from edge.uplink.mqtt import MqttUplink
+from edge.uplink.signing import Signer
+
+log = logging.getLogger(__name__)
+STATUS_FILE = "status.json"
+STATUS_EVERY_S = 2.0
+
+
+def make_gap_factory(clock: Clock) -> Any:
+    """Return the outbox's gap-event factory (events.md: ``gap`` is prio 0)."""
+
+    def gap(reason: str, dropped: dict[int, int], first_seq: int, last_seq: int) -> Event:
+        return Event(EventType.GAP, Prio.CRITICAL, clock.now_ns(), clock.quality(),
+                     data={"reason": reason, "dropped": {str(k): v for k, v in dropped.items()},
+                           "first_seq": first_seq, "last_seq": last_seq})
+
+    return gap
+
+
+class Agent:
+    """One gateway agent. ``run(stop)`` returns after ``stop`` is set and state is committed."""
+
+    def __init__(self, loaded: LoadedConfig, *, boot_delay_s: float | None = None) -> None:
+        self.loaded = loaded
+        cfg = loaded.config
+        self.clock = Clock(cfg.gateway.time_source)
+        state_dir = loaded.state_dir
+        self.state_dir = state_dir
+        store = Outbox(state_dir / cfg.outbox.path, quota_bytes=cfg.outbox.quota_bytes,
+                       max_attempts=cfg.uplink.max_attempts,
+                       gap_factory=make_gap_factory(self.clock))
+        self.outbox = AsyncOutbox(store, commit_max_events=cfg.outbox.commit_max_events,
+                                  commit_max_wait_s=cfg.outbox.commit_max_wait_s)
+        self._boot_delay_s = boot_delay_s
+        self.drivers: dict[str, Driver[Any]] = {}
+        self.sink: EventSink | None = None
+        self.uplink: MqttUplink | None = None
+        self.started = time.monotonic()
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set."""
+        cfg = self.loaded.config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        key = load_key(self.loaded.resolve(cfg.gateway.key_file))
+        await self.outbox.open()
+        writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
+        transports = Transports(cfg)
+        try:
+            active = await self._load_active_alarms()
+            self.sink = EventSink(cfg, self.outbox, self.clock, active)
+            if self.outbox.store.replaced_corrupt is not None:
+                await self.sink.system_alarm("store_corrupt",
+                                             f"outbox replaced: {self.outbox.store.corrupt_reason}")
+            self.uplink = MqttUplink(
+                cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
+                signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
+                password=self._password(), state_provider=self._uplink_state)
+            for device in cfg.devices:
+                if device.enabled:
+                    self.drivers[device.name] = build_driver(device, cfg, transports)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.uplink.run(boot_delay_s=self._boot_delay_s),
+                               name="uplink.mqtt")
+                for name, driver in self.drivers.items():
+                    tg.create_task(supervise(driver, self.sink), name=f"device[{name}]")
+                tg.create_task(self._status_loop(), name="agent.status")
+                tg.create_task(self._maintenance(), name="agent.maintenance")
+                log.info("edge %s running: gateway %s, %d devices", __version__,
+                         cfg.gateway.id, len(self.drivers))
+                self.ready.set()
+                await stop.wait()
+                raise _StopError
+        except* _StopError:
+            pass
+        finally:
+            for driver in self.drivers.values():
+                with contextlib.suppress(Exception):
+                    await driver.close()
+            await transports.close()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            committed = await self.outbox.drain()
+            await self._write_status()
+            await self.outbox.close()
+            log.info("stopped; outbox committed (%d late events)", committed)
+
+    def _password(self) -> str | None:
+        pw_file = self.loaded.config.uplink.password_file
+        if pw_file is None:
+            return None
+        return self.loaded.resolve(pw_file).read_text(encoding="utf-8").strip()
+
+    async def _load_active_alarms(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        rows = await self.outbox.call(self.outbox.store.query,
+                                      "SELECT alarm_key, alarm_id, detail FROM active_alarms")
+        return {str(k): (str(a), json.loads(d)) for k, a, d in rows}
+
+    async def _uplink_state(self) -> dict[str, Any]:
+        stats = await self.outbox.stats()
+        return {"outbox": {"depth": stats["depth"], "dead_letters": stats["dead_letters"],
+                           "by_prio": stats["by_prio"]},
+                "time_quality": self.clock.quality().value}
+
+    async def status(self) -> dict[str, Any]:
+        """Return what ``edge status`` shows."""
+        up = self.uplink.stats if self.uplink else None
+        return {
+            "version": __version__, "pid": os.getpid(), "gateway": self.loaded.config.gateway.id,
+            "written_at": time.time(), "uptime_s": round(time.monotonic() - self.started, 1),
+            "time_quality": self.clock.quality().value,
+            "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
+            "outbox": await self.outbox.stats(),
+            "uplink": None if up is None else {
+                "connected": up.connected, "connects": up.connects, "attempts": up.attempts,
+                "batches_published": up.batches_published, "events_acked": up.events_acked,
+                "failures": up.failures, "dead_lettered": up.dead_lettered,
+                "last_error": up.last_error},
+            "active_alarms": sorted(self.sink.active) if self.sink else [],
+        }
+
+    async def _write_status(self) -> None:
+        path = self.state_dir / STATUS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        data = json.dumps(await self.status(), ensure_ascii=False, indent=1)
+        await asyncio.to_thread(_write_atomic, tmp, path, data)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._write_status()
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    async def _maintenance(self) -> None:
+        cfg = self.loaded.config.outbox
+        was_synced = self.clock.quality() is TimeQuality.SYNCED
+        next_prune = 0.0
+        while True:
+            synced = self.clock.quality() is TimeQuality.SYNCED
+            if synced and not was_synced:
+                n = await self.outbox.call(self.outbox.store.correct_unsynced,
+                                           self.clock.boot_id, self.clock.now_ns(),
+                                           time.monotonic_ns() // 1_000_000)
+                log.info("clock synced: %d queued events re-stamped", n)
+            was_synced = synced
+            if time.monotonic() >= next_prune and synced:
+                await self.outbox.call(functools.partial(
+                    self.outbox.store.prune, self.clock.now_ns(),
+                    alarm_retention_s=cfg.alarm_retention_s,
+                    telemetry_retention_s=cfg.telemetry_retention_s))
+                next_prune = time.monotonic() + 600
+            await asyncio.sleep(1.0)
+
+
+class _StopError(Exception):
+    """Raised inside the task group to cancel it on a requested stop."""
+
+
+def _write_atomic(tmp: Path, path: Path, data: str) -> None:
+    tmp.write_text(data, encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_status(state_dir: Path) -> dict[str, Any] | None:
+    """Return the running agent's last status, or None when there is none."""
+    try:
+        status: dict[str, Any] = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status

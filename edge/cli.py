@@ -1,0 +1,306 @@
+"""The ``edge`` command: run | check | probe | status | schema | keys | outbox.
+
+Exit codes: ``check`` 0 all pass, 1 a check failed, 2 invalid config; ``run`` 78 (EX_CONFIG)
+on an invalid config, 69 (EX_UNAVAILABLE) when a required resource is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.config_loader import LoadedConfig, load_config
+from edge.errors import ConfigError, EdgeError
+
+EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
+EX_UNAVAILABLE, EX_CONFIG = 69, 78
+DEFAULT_CONFIG = Path("devices.yaml")
+
+
+def _load(path: Path) -> LoadedConfig:
+    return load_config(path)
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    print(f"{len(exc.problems)} problem(s) in the config:", file=sys.stderr)
+    for line in exc.problems:
+        print(f"  {line}", file=sys.stderr)
+
+
+def setup_logging(level: str, *, json_logs: bool | None = None) -> None:
+    """Readable text on a terminal, one JSON object a line under systemd (journald)."""
+    from edge.logs import configure  # noqa: PLC0415 - only the CLI needs it
+
+    configure(level, json_logs=json_logs)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM / Ctrl-C."""
+    from edge.agent import Agent  # noqa: PLC0415 - keep `edge check` fast
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_CONFIG
+    setup_logging(args.log_level)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        agent = Agent(loaded, boot_delay_s=args.boot_delay_s)
+        try:
+            await agent.run(stop)
+        except EdgeError as exc:
+            logging.getLogger("edge").error("cannot run: %s", exc)  # noqa: LOG015
+            return EX_UNAVAILABLE
+        return EX_OK
+
+    return asyncio.run(main())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config and run preflight checks."""
+    from edge.preflight import FAIL, run_checks  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"config": "invalid", "problems": exc.problems}, ensure_ascii=False))
+        else:
+            _print_config_errors(exc)
+        return EX_INVALID
+    checks = asyncio.run(run_checks(loaded))
+    failed = any(c.status == FAIL for c in checks)
+    if args.json:
+        print(json.dumps({"config": "valid", "ok": not failed,
+                          "checks": [c.__dict__ for c in checks]}, ensure_ascii=False))
+    else:
+        print(f"✔ config: {args.config} ({len(loaded.config.devices)} devices, "
+              f"{len(loaded.config.buses)} buses)")
+        for c in checks:
+            print(f"{c.mark} {c.name}: {c.detail}")
+    return EX_FAIL if failed else EX_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Read one device once and print decoded values."""
+    from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_INVALID
+    try:
+        device = loaded.config.device(args.device)
+    except KeyError:
+        names = ", ".join(d.name for d in loaded.config.devices)
+        print(f"no device {args.device!r}; devices: {names}", file=sys.stderr)
+        return EX_INVALID
+
+    async def probe() -> dict[str, Any]:
+        transports = Transports(loaded.config)
+        driver = build_driver(device, loaded.config, transports)
+        try:
+            async with asyncio.timeout(15):
+                return await driver.probe()
+        finally:
+            await driver.close()
+            await transports.close()
+
+    started = time.monotonic()
+    try:
+        values = asyncio.run(probe())
+    except (EdgeError, TimeoutError) as exc:
+        print(f"✘ {args.device}: {exc or 'timed out'}", file=sys.stderr)
+        return EX_FAIL
+    print(f"✔ {args.device} ({device.kind}, {device.model}) answered in "
+          f"{time.monotonic() - started:.3f} s")
+    for key, value in values.items():
+        print(f"  {key}: {value}")
+    return EX_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show what the running agent is doing (from its status file)."""
+    from edge.agent import read_status  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_INVALID
+    status = read_status(loaded.state_dir)
+    if status is None:
+        print("no status: the agent has not run with this config", file=sys.stderr)
+        return EX_FAIL
+    age_s = time.time() - float(status.get("written_at", 0))
+    if args.json:
+        print(json.dumps({**status, "age_s": round(age_s, 1)}, ensure_ascii=False))
+        return EX_OK
+    running = age_s < 10
+    print(f"agent {status['version']} pid {status['pid']}: "
+          f"{'running' if running else f'NOT running (last status {age_s:.0f} s ago)'}; "
+          f"clock {status['time_quality']}")
+    up = status.get("uplink") or {}
+    print(f"uplink: {'connected' if up.get('connected') else 'DISCONNECTED'}, "
+          f"{up.get('events_acked', 0)} events acked, last error: {up.get('last_error') or '-'}")
+    ob = status["outbox"]
+    print(f"outbox: {ob['depth']} queued, {ob['dead_letters']} dead letters, drops {ob['drops']}")
+    for name, dev in status["devices"].items():
+        print(f"  {name:<16} {dev['kind']:<13} {dev['state']:<9} ok {dev['polls_ok']:<6} "
+              f"failed {dev['polls_failed']:<5} {dev['last_error'] or ''}")
+    if status.get("active_alarms"):
+        print("active alarms: " + ", ".join(status["active_alarms"]))
+    return EX_OK if running else EX_FAIL
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    """Print the JSON Schema of event, batch and envelope."""
+    from edge.model import json_schemas  # noqa: PLC0415
+
+    print(json.dumps(json_schemas(), indent=2, ensure_ascii=False))
+    return EX_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create or show the gateway's signing key."""
+    from edge.keys import KeyFileError, describe, init_key, load_key  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_INVALID
+    path = loaded.resolve(loaded.config.gateway.key_file)
+    try:
+        key = init_key(path, force=args.force) if args.action == "init" else load_key(path)
+    except KeyFileError as exc:
+        print(f"✘ {exc}", file=sys.stderr)
+        return EX_FAIL
+    facts = {"gateway": loaded.config.gateway.id, **describe(key)}
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        if args.action == "init":
+            print(f"✔ created {path} (mode 0600)")
+        for k, v in facts.items():
+            print(f"{k}: {v}")
+    return EX_OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Inspect the outbox (stats, export, requeue-dead); safe while the agent is stopped."""
+    from edge.buffer.store import Outbox  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_INVALID
+    store = Outbox(loaded.state_dir / loaded.config.outbox.path,
+                   quota_bytes=loaded.config.outbox.quota_bytes)
+    try:
+        store.open()
+    except EdgeError as exc:
+        print(f"✘ {exc}", file=sys.stderr)
+        return EX_FAIL
+    try:
+        if args.action == "stats":
+            print(json.dumps(store.stats(), indent=None if args.json else 1))
+        elif args.action == "export":
+            _export(store)
+        elif args.action == "requeue-dead":
+            print(f"requeued {store.requeue_dead()} dead letters")
+    finally:
+        store.close()
+    return EX_OK
+
+
+def _export(store: Any) -> None:
+    total = store.stats()["depth"]
+    show_progress = sys.stderr.isatty()
+    out = sys.stdout.buffer
+    for n, line in enumerate(store.export(), 1):
+        out.write(line + b"\n")
+        if show_progress and (n % 1000 == 0 or n == total):
+            width = 30
+            done = int(width * n / max(total, 1))
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total}")
+    if show_progress:
+        sys.stderr.write("\n")
+    out.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    parser = argparse.ArgumentParser(prog="edge", description="street-side IoT gateway agent")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                       help="devices.yaml (default: ./devices.yaml)")
+        return p
+
+    p = with_config(sub.add_parser("run", help="run the agent"))
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--boot-delay-s", type=float, default=None,
+                   help="override the random boot delay (uplink.boot_delay_max_s)")
+    p.set_defaults(func=cmd_run)
+    p = with_config(sub.add_parser("check", help="validate the config and run preflight checks"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+    p = with_config(sub.add_parser("probe", help="read one device once"))
+    p.add_argument("device")
+    p.set_defaults(func=cmd_probe)
+    p = with_config(sub.add_parser("status", help="what the running agent is doing"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("schema", help="print the JSON Schema of event and batch")
+    p.set_defaults(func=cmd_schema)
+    p = with_config(sub.add_parser("keys", help="the gateway's signing key"))
+    p.add_argument("action", choices=["init", "show"])
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys)
+    p = with_config(sub.add_parser("outbox", help="inspect the outbox"))
+    p.add_argument("action", choices=["stats", "export", "requeue-dead"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edge`` console script."""
+    args = build_parser().parse_args(argv)
+    debug = "--debug" in (argv or sys.argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except EdgeError as exc:
+        if debug:
+            raise
+        print(f"✘ {exc}", file=sys.stderr)
+        return EX_FAIL
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

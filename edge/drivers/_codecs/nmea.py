@@ -1,0 +1,157 @@
+"""NMEA 0183 (firmware_notes/nmea-gnss.md): sentences in, fixes out. Pure.
+
+Dispatch is on the sentence type (last three letters), never on the talker: GP, GN, GL, GA,
+GB and BD all mean the same sentence (design/devices.md §3.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
+MAX_LEN = 82 + 10  # the standard says 82; some receivers run a little over
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """A checked sentence: talker, type and fields (the checksum removed)."""
+
+    talker: str
+    type: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A valid position at a UTC instant."""
+
+    utc: dt.datetime
+    lat: float
+    lon: float
+    speed_kmh: float | None
+    course_deg: float | None
+    mode: int  # 2 = 2D, 3 = 3D (gpsd's TPV mode)
+    source: str  # sentence type that completed it
+
+
+def parse_sentence(text: str) -> Sentence:
+    """Check and split one sentence; raise ValueError when malformed or the checksum is wrong."""
+    text = text.strip()
+    start = text.rfind("$")
+    if start < 0:
+        raise ValueError("no '$'")
+    text = text[start:]
+    if len(text) > MAX_LEN:
+        raise ValueError(f"sentence too long ({len(text)} chars)")
+    body, star, given = text[1:].partition("*")
+    if not star or len(given) != 2:
+        raise ValueError("missing checksum")
+    calc = 0
+    for ch in body:
+        calc ^= ord(ch)
+    try:
+        given_value = int(given, 16)
+    except ValueError as exc:
+        raise ValueError(f"bad checksum {given!r}") from exc
+    if given_value != calc:
+        raise ValueError(f"checksum {given} != {calc:02X}")
+    if not body.isascii() or not body.isprintable():
+        raise ValueError("non-printable characters")
+    head, *fields = body.split(",")
+    if len(head) != 5 or not head.isalpha():
+        raise ValueError(f"bad address {head!r}")
+    return Sentence(head[:2], head[2:], tuple(fields))
+
+
+def _coord(value: str, hemi: str, degree_digits: int) -> float:
+    if not value or hemi not in ("N", "S", "E", "W"):
+        raise ValueError("empty coordinate")
+    degrees = int(value[:degree_digits])
+    minutes = float(value[degree_digits:])
+    if minutes >= 60:
+        raise ValueError(f"minutes out of range: {value}")
+    result = degrees + minutes / 60
+    return -result if hemi in ("S", "W") else result
+
+
+def _time(value: str) -> dt.time:
+    if len(value) < 6:
+        raise ValueError(f"bad time {value!r}")
+    micro = round(float("0" + value[6:]) * 1e6) if len(value) > 6 else 0
+    return dt.time(int(value[0:2]), int(value[2:4]), int(value[4:6]), min(micro, 999_999))
+
+
+def _date(value: str) -> dt.date:
+    if len(value) != 6 or not value.isdigit():
+        raise ValueError(f"bad date {value!r}")
+    day, month, year = int(value[0:2]), int(value[2:4]), int(value[4:6])
+    # two-digit year: 80-99 → 1980-1999 (GPS epoch), else 20xx (devices.md §3.1 pitfall 3)
+    return dt.date(1900 + year if year >= 80 else 2000 + year, month, day)
+
+
+def _float(value: str) -> float | None:
+    return float(value) if value else None
+
+
+class NmeaTracker:
+    """Turns sentences into fixes; pairs GGA (no date) with the last RMC date."""
+
+    def __init__(self) -> None:
+        self._date: dt.date | None = None
+        self._last_time: dt.time | None = None
+        self.no_fix = 0
+
+    def feed(self, s: Sentence) -> Fix | None:
+        """Return a fix when ``s`` completes a valid one; ValueError on malformed fields."""
+        f = s.fields
+        if s.type == "RMC" and len(f) >= 9:
+            if not f[0] or not f[8]:
+                self.no_fix += 1
+                return None
+            when = _time(f[0])
+            self._date, self._last_time = _date(f[8]), when
+            mode = f[11] if len(f) > 11 else "A"
+            if f[1] != "A" or mode == "N":  # RMC V is void, whatever else it carries
+                self.no_fix += 1
+                return None
+            lat, lon = _coord(f[2], f[3], 2), _coord(f[4], f[5], 3)
+            if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+                raise ValueError("0,0 fake fix")  # null island with status A
+            knots = _float(f[6])
+            return Fix(dt.datetime.combine(self._date, when, dt.UTC), lat, lon,
+                       None if knots is None else round(knots * 1.852, 3), _float(f[7]), 2,
+                       "RMC")
+        if s.type == "GGA" and len(f) >= 6:
+            if f[5] not in ("1", "2", "4", "5") or not f[0] or self._date is None:
+                self.no_fix += 1
+                return None
+            when = _time(f[0])
+            day = self._date
+            if self._last_time is not None and when < self._last_time and \
+                    self._last_time.hour == 23 and when.hour == 0:
+                day += dt.timedelta(days=1)  # midnight rollover before the next RMC
+            lat, lon = _coord(f[1], f[2], 2), _coord(f[3], f[4], 3)
+            if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+                raise ValueError("0,0 fake fix")
+            return Fix(dt.datetime.combine(day, when, dt.UTC), lat, lon, None, None, 3, "GGA")
+        return None
+
+
+def checksum(body: str) -> str:
+    """Return the two-hex-digit checksum of a sentence body (between $ and *)."""
+    calc = 0
+    for ch in body:
+        calc ^= ord(ch)
+    return f"{calc:02X}"
+
+
+def rmc(when: dt.datetime, lat: float, lon: float, knots: float, course: float,
+        talker: str = "GN") -> str:
+    """Return an RMC sentence for a valid fix (simulators, tests)."""
+    la, lo = abs(lat), abs(lon)
+    body = (f"{talker}RMC,{when:%H%M%S}.{when.microsecond // 10000:02d},A,"
+            f"{int(la):02d}{(la - int(la)) * 60:09.6f},{'N' if lat >= 0 else 'S'},"
+            f"{int(lo):03d}{(lo - int(lo)) * 60:09.6f},{'E' if lon >= 0 else 'W'},"
+            f"{knots:.3f},{course:.2f},{when:%d%m%y},,,A")
+    return f"${body}*{checksum(body)}\r\n"

@@ -1,0 +1,58 @@
+"""SYN6288-style serial TTS frames (firmware_notes/syn6288-tts.md). Pure.
+
+Frame: ``FD LenH LenL Cmd [Param] Data… XOR``; Len counts the bytes after itself including
+the XOR; XOR covers every preceding byte including ``FD``.
+"""
+
+from __future__ import annotations
+
+HEADER = 0xFD
+CMD_SPEAK, CMD_STOP, CMD_STATUS = 0x01, 0x02, 0x21
+ENCODINGS = {"gb2312": 0, "gbk": 1, "big5": 2, "utf-16be": 3}
+MAX_TEXT_BYTES = 200
+STATUS_IDLE, STATUS_BUSY = b"\x41\x4f", b"\x41\x4e"
+
+
+def _xor(data: bytes) -> int:
+    out = 0
+    for byte in data:
+        out ^= byte
+    return out
+
+
+def frame(cmd: int, payload: bytes = b"") -> bytes:
+    """Return a complete frame for ``cmd`` with ``payload`` (param + data)."""
+    length = 1 + len(payload) + 1
+    head = bytes([HEADER, length >> 8, length & 0xFF, cmd]) + payload
+    return head + bytes([_xor(head)])
+
+
+def speak(text: str, encoding: str = "gb2312", music: int = 0) -> bytes:
+    """Return a speak frame; raise ValueError if the text cannot be encoded or is too long."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}")
+    data = text.encode(encoding)
+    if len(data) > MAX_TEXT_BYTES:
+        raise ValueError(f"text is {len(data)} bytes; the unit takes {MAX_TEXT_BYTES}")
+    return frame(CMD_SPEAK, bytes([(music & 0x1F) << 3 | ENCODINGS[encoding]]) + data)
+
+
+def parse_frame(data: bytes) -> tuple[int, bytes]:
+    """Return (cmd, payload) of a complete frame; raise ValueError when malformed."""
+    if len(data) < 5 or data[0] != HEADER:
+        raise ValueError("not a frame")
+    length = data[1] << 8 | data[2]
+    if length != len(data) - 3:
+        raise ValueError(f"length {length} does not match {len(data) - 3}")
+    if _xor(data[:-1]) != data[-1]:
+        raise ValueError("bad XOR")
+    return data[3], data[4:-1]
+
+
+def parse_status(reply: bytes) -> bool:
+    """Return True when busy, False when idle; raise ValueError on anything else."""
+    if reply == STATUS_BUSY:
+        return True
+    if reply == STATUS_IDLE:
+        return False
+    raise ValueError(f"unexpected status reply {reply.hex(' ')}")

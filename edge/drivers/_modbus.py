@@ -1,0 +1,243 @@
+"""ModbusBus: the only module that imports pymodbus.
+
+One ``ModbusBus`` per configured bus, shared by every device on it:
+
+* one ``asyncio.Lock`` per line (two masters garble an RS-485 line) and an inter-frame gap of
+  at least 3.5 characters at the bus baud rate (firmware_notes/modbus-rtu-timing.md);
+* a timeout on every request and our own retries (pymodbus' retries and background
+  reconnects are switched off so that timing stays ours);
+* a per-unit circuit breaker: a dead slave costs at most one timeout, then is only probed
+  with backoff, so the other slaves keep their rate (firmware_notes/modbus-rtu-timing.md);
+* a unit-id allow-list; pymodbus errors become ``DeviceError`` subclasses here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from edge.config import ModbusRtuBus, ModbusTcpBus
+from edge.errors import (
+    DeviceError,
+    DeviceProtocolError,
+    DeviceRejectedError,
+    DeviceUnavailableError,
+)
+
+BREAKER_BASE_S = 1.0
+BREAKER_CAP_S = 60.0
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    open_until: float = 0.0
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters per bus (metrics, bench)."""
+
+    requests: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    breaker_skips: int = 0
+    busy_s: float = 0.0  # time the line was held
+
+
+class ModbusBus:
+    """A Modbus line (RTU serial, RTU over TCP, or TCP) shared by the devices on it."""
+
+    def __init__(self, config: ModbusRtuBus | ModbusTcpBus) -> None:
+        self.config = config
+        self.name = config.name
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._last_frame_end = 0.0
+        self._breakers: dict[int, _Breaker] = {}
+        self.stats = BusStats()
+        self._gap_s = config.gap_s if isinstance(config, ModbusRtuBus) else 0.0
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        cfg = self.config
+        common = {"timeout": cfg.timeout_s, "retries": 0, "reconnect_delay": 0.0}
+        if isinstance(cfg, ModbusTcpBus):
+            return AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
+        if cfg.port.startswith("socket://"):  # RTU over TCP (a serial server)
+            host, _, port = cfg.port.removeprefix("socket://").rpartition(":")
+            return AsyncModbusTcpClient(host, port=int(port), framer=FramerType.RTU,
+                                        **common)  # type: ignore[arg-type]
+        return AsyncModbusSerialClient(cfg.port, framer=FramerType.RTU, baudrate=cfg.baud,
+                                       parity=cfg.parity, stopbits=cfg.stop_bits,
+                                       **common)  # type: ignore[arg-type]
+
+    async def _connected(self, device: str) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        await self.close()
+        client = self._make_client()
+        try:
+            async with asyncio.timeout(self.config.timeout_s + 1.0):
+                ok = await client.connect()
+        except (TimeoutError, OSError, ModbusException) as exc:
+            client.close()
+            raise DeviceUnavailableError(device, f"bus {self.name}: cannot connect: {exc}") \
+                from exc
+        if not ok:
+            client.close()
+            raise DeviceUnavailableError(device, f"bus {self.name}: cannot connect")
+        self._client = client
+        return client
+
+    async def close(self) -> None:
+        """Close the line (reopened on the next request)."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def _check_unit(self, device: str, unit_id: int) -> None:
+        allowed = self.config.allowed_unit_ids
+        if allowed is not None and unit_id not in allowed:
+            raise DeviceRejectedError(device, unit_id=unit_id, address=0, exception_code=-1)
+
+    def _breaker_open(self, unit_id: int) -> bool:
+        breaker = self._breakers.get(unit_id)
+        return breaker is not None and time.monotonic() < breaker.open_until
+
+    def _trip(self, unit_id: int) -> None:
+        breaker = self._breakers.setdefault(unit_id, _Breaker())
+        breaker.failures += 1
+        # full jitter keeps several dead slaves from being probed in lockstep
+        backoff = min(BREAKER_CAP_S, BREAKER_BASE_S * 2 ** (breaker.failures - 1))
+        breaker.open_until = time.monotonic() + random.uniform(backoff / 2, backoff)
+
+    def _reset(self, unit_id: int) -> None:
+        self._breakers.pop(unit_id, None)
+
+    async def read(self, device: str, unit_id: int, function: int, address: int,
+                   count: int, *, timeout_s: float | None = None) -> list[int]:
+        """Read ``count`` registers (FC 3 holding or 4 input); raise DeviceError on failure."""
+        self._check_unit(device, unit_id)
+        if self._breaker_open(unit_id):
+            self.stats.breaker_skips += 1
+            raise DeviceUnavailableError(device, f"unit {unit_id} not answering; next probe "
+                                                 "after backoff")
+        timeout = timeout_s or self.config.timeout_s
+        last_exc: DeviceError | None = None
+        for _ in range(self.config.retries + 1):
+            try:
+                words = await self._transact(device, unit_id, function, address, count, timeout)
+            except (DeviceUnavailableError, DeviceProtocolError) as exc:
+                last_exc = exc
+                continue
+            except DeviceRejectedError:
+                self._reset(unit_id)  # it answered: alive, just refusing
+                raise
+            self._reset(unit_id)
+            return words
+        self._trip(unit_id)
+        assert last_exc is not None
+        raise last_exc
+
+    async def write_register(self, device: str, unit_id: int, address: int, value: int, *,
+                             timeout_s: float | None = None) -> None:
+        """Write one holding register (FC 6)."""
+        await self._write(device, unit_id, address, value, timeout_s, coil=False)
+
+    async def write_coil(self, device: str, unit_id: int, address: int, value: bool, *,
+                         timeout_s: float | None = None) -> None:
+        """Write one coil (FC 5)."""
+        await self._write(device, unit_id, address, value, timeout_s, coil=True)
+
+    async def read_coils(self, device: str, unit_id: int, address: int, count: int, *,
+                         timeout_s: float | None = None) -> list[bool]:
+        """Read coils (FC 1)."""
+        words = await self.read(device, unit_id, 1, address, count, timeout_s=timeout_s)
+        return [bool(w) for w in words]
+
+    async def _write(self, device: str, unit_id: int, address: int, value: int | bool,
+                     timeout_s: float | None, *, coil: bool) -> None:
+        self._check_unit(device, unit_id)
+        timeout = timeout_s or self.config.timeout_s
+        async with self._lock:
+            client = await self._connected(device)
+            await self._gap()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(timeout):
+                    if coil:
+                        rr = await client.write_coil(address, bool(value), device_id=unit_id)
+                    else:
+                        rr = await client.write_register(address, int(value), device_id=unit_id)
+            except TimeoutError as exc:
+                await self.close()
+                raise DeviceUnavailableError(device, f"unit {unit_id}: no answer to write") \
+                    from exc
+            except ModbusException as exc:
+                await self.close()
+                raise DeviceUnavailableError(device, f"unit {unit_id}: {exc}") from exc
+            finally:
+                self._frame_done(started)
+        if rr.isError():
+            raise DeviceRejectedError(device, unit_id=unit_id, address=address,
+                                      exception_code=int(getattr(rr, "exception_code", 0)))
+
+    async def _gap(self) -> None:
+        wait = self._last_frame_end + self._gap_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _frame_done(self, started: float) -> None:
+        self._last_frame_end = time.monotonic()
+        self.stats.busy_s += self._last_frame_end - started
+        self.stats.requests += 1
+
+    async def _transact(self, device: str, unit_id: int, function: int, address: int,
+                        count: int, timeout_s: float) -> list[int]:
+        async with self._lock:
+            client = await self._connected(device)
+            await self._gap()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    if function == 3:
+                        rr = await client.read_holding_registers(address, count=count,
+                                                                 device_id=unit_id)
+                    elif function == 4:
+                        rr = await client.read_input_registers(address, count=count,
+                                                               device_id=unit_id)
+                    elif function == 1:
+                        rr = await client.read_coils(address, count=count, device_id=unit_id)
+                    else:
+                        raise DeviceRejectedError(device, unit_id=unit_id, address=address,
+                                                  exception_code=1)
+            except TimeoutError as exc:
+                self.stats.timeouts += 1
+                if isinstance(self.config, ModbusTcpBus):
+                    await self.close()  # a late TCP answer would be taken for the next request
+                raise DeviceUnavailableError(device, f"unit {unit_id}: no answer in "
+                                                     f"{timeout_s:g} s") from exc
+            except ModbusException as exc:
+                self.stats.errors += 1
+                await self.close()
+                raise DeviceUnavailableError(device, f"unit {unit_id}: {exc}") from exc
+            finally:
+                self._frame_done(started)
+        if rr.isError():
+            raise DeviceRejectedError(device, unit_id=unit_id, address=address,
+                                      exception_code=int(getattr(rr, "exception_code", 0)))
+        values: Sequence[int | bool] = rr.bits[:count] if function == 1 else rr.registers
+        if len(values) != count:
+            self.stats.errors += 1
+            raise DeviceProtocolError(device, f"unit {unit_id}: asked {count} registers, got "
+                                              f"{len(values)}")
+        return [int(v) for v in values]

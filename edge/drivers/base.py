@@ -1,0 +1,225 @@
+"""The driver contract, the polling loop every poll-based driver shares, and the Sink.
+
+Drivers know nothing of the outbox or the uplink: they hand readings, alarm transitions and
+state changes to a ``Sink`` that the agent implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from edge.errors import DeviceError
+
+ConfigT = TypeVar("ConfigT")
+Value = float | int | str | bool | None
+
+
+class DeviceState(StrEnum):
+    """Health of a device as reported in ``state`` events."""
+
+    ONLINE = "online"
+    DEGRADED = "degraded"  # some polls fail
+    OFFLINE = "offline"  # no answer for ``offline_after`` polls in a row
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Values read from one device at one instant (never merged with another read)."""
+
+    device: str
+    values: Mapping[str, Value]
+    at_ns: int  # wall clock when the answer arrived (read time, not send time)
+    mono_ns: int  # monotonic twin of ``at_ns``, for re-stamping after a clock sync
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """An alarm raised or cleared by a device's rules."""
+
+    device: str
+    kind: str
+    state: str  # "raised" | "cleared"
+    prio: int
+    severity: int
+    value: float | None = None
+    threshold: float | None = None
+    unit: str | None = None
+    event_class: str | None = None
+    data: Mapping[str, Value] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Where drivers deliver; the agent's implementation turns these into outbox events."""
+
+    async def reading(self, reading: Reading) -> None:
+        """Deliver a reading (returns once it is durable)."""
+
+    async def alarm(self, change: AlarmChange) -> None:
+        """Deliver an alarm raise or clear (returns once it is durable)."""
+
+    async def state(self, device: str, state: DeviceState, detail: str) -> None:
+        """Report a device health change."""
+
+    def active_alarms(self, device: str) -> set[str]:
+        """Return the alarm kinds still active for ``device`` (persisted across restarts)."""
+        ...
+
+
+@dataclass(slots=True)
+class DriverStats:
+    """Counters a driver keeps for metrics and ``edge status``."""
+
+    polls_ok: int = 0
+    polls_failed: int = 0
+    overruns: int = 0
+    parse_errors: int = 0
+    last_latency_s: float = 0.0
+    last_error: str = ""
+    last_values: dict[str, Value] = field(default_factory=dict)
+    state: DeviceState = DeviceState.ONLINE
+    last_ok_mono: float = 0.0
+
+
+class Driver(ABC, Generic[ConfigT]):
+    """A device driver.
+
+    Contract:
+
+    * ``run(sink)`` never returns normally; it lets ``CancelledError`` through and stops
+      within 1 s of cancellation, leaving the bus free.
+    * It raises only ``DeviceError`` subclasses on device trouble; anything else is a bug
+      that the supervisor logs and restarts with backoff.
+    * Transports are injected at construction; a driver opens nothing by itself.
+    * Readings carry read-time timestamps; two reads are never merged into one reading.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, config: ConfigT, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.stats = DriverStats()
+        self.log = logging.getLogger(f"edge.drivers.{self.kind}.{name}")
+
+    @abstractmethod
+    async def run(self, sink: Sink) -> None:
+        """Operate the device until cancelled."""
+
+    async def probe(self) -> dict[str, Value]:
+        """Read the device once and return decoded values (``edge probe``)."""
+        raise DeviceError(self.name, "this driver cannot be probed")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the driver holds (transports are closed by their owner)."""
+
+
+class PollingDriver(Driver[ConfigT]):
+    """``run()`` built from ``poll()``: a fixed-rate schedule that skips, never stacks.
+
+    A poll still running when the next is due makes that tick an overrun (counted). A failing
+    device goes ``degraded`` at the first failure and ``offline`` after ``offline_after``; the
+    outage is logged once (WARNING at start, INFO with its length at recovery).
+    """
+
+    offline_after: ClassVar[int] = 3
+
+    def __init__(self, config: ConfigT, name: str, *, poll_interval_s: float,
+                 timeout_s: float) -> None:
+        super().__init__(config, name)
+        self.poll_interval_s = poll_interval_s
+        self.timeout_s = timeout_s
+        self._failures = 0
+        self._outage_started: float | None = None
+
+    @abstractmethod
+    async def poll(self) -> Reading:
+        """Read the device once; raise DeviceError on failure."""
+
+    async def on_reading(self, reading: Reading, sink: Sink) -> None:
+        """Deliver ``reading`` and evaluate alarm rules (drivers override to add rules)."""
+        await sink.reading(reading)
+
+    async def on_offline(self, sink: Sink) -> None:
+        """Hook: the device just went offline (drivers raise comm_lost here)."""
+
+    async def on_online(self, sink: Sink) -> None:
+        """Hook: the device answers again after being offline."""
+
+    async def probe(self) -> dict[str, Value]:
+        """Read once (``edge probe``)."""
+        return dict((await self.poll()).values)
+
+    async def run(self, sink: Sink) -> None:
+        """Poll every ``poll_interval_s`` until cancelled."""
+        next_due = time.monotonic()
+        while True:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    reading = await self.poll()
+            except (DeviceError, TimeoutError) as exc:
+                await self._failed(exc, sink)
+            else:
+                self.stats.last_latency_s = time.monotonic() - started
+                await self._succeeded(reading, sink)
+            next_due += self.poll_interval_s
+            now = time.monotonic()
+            if now > next_due:  # the poll outran its period: skip the missed ticks
+                missed = int((now - next_due) // self.poll_interval_s) + 1
+                self.stats.overruns += missed
+                next_due += missed * self.poll_interval_s
+            await asyncio.sleep(max(0.0, next_due - now))
+
+    async def _succeeded(self, reading: Reading, sink: Sink) -> None:
+        self.stats.polls_ok += 1
+        self.stats.last_ok_mono = time.monotonic()
+        self.stats.last_values = dict(reading.values)
+        was = self.stats.state
+        self._failures = 0
+        if was is not DeviceState.ONLINE:
+            self.stats.state = DeviceState.ONLINE
+            if self._outage_started is not None:
+                self.log.info("%s recovered after %.1f s", self.name,
+                              time.monotonic() - self._outage_started)
+                self._outage_started = None
+            await sink.state(self.name, DeviceState.ONLINE, "answering again")
+            if was is DeviceState.OFFLINE:
+                await self.on_online(sink)
+        await self.on_reading(reading, sink)
+
+    async def _failed(self, exc: BaseException, sink: Sink) -> None:
+        self.stats.polls_failed += 1
+        self._failures += 1
+        detail = str(exc) if isinstance(exc, DeviceError) else f"{self.name}: no answer in " \
+            f"{self.timeout_s:g} s"
+        if isinstance(exc, DeviceError) and exc.code == "device.protocol":
+            self.stats.parse_errors += 1
+        self.stats.last_error = detail
+        if self._outage_started is None:
+            self._outage_started = time.monotonic()
+            self.log.warning("%s failing: %s", self.name, detail)  # once per outage
+        else:
+            self.log.debug("%s still failing: %s", self.name, detail)
+        new = DeviceState.OFFLINE if self._failures >= self.offline_after else DeviceState.DEGRADED
+        if new is not self.stats.state and not (
+                new is DeviceState.DEGRADED and self.stats.state is DeviceState.OFFLINE):
+            self.stats.state = new
+            await sink.state(self.name, new, detail)
+            if new is DeviceState.OFFLINE:
+                await self.on_offline(sink)
+
+
+def stats_dict(driver: Driver[Any]) -> dict[str, Any]:
+    """Return a driver's stats as plain JSON values (status file, metrics)."""
+    s = driver.stats
+    return {"kind": driver.kind, "state": s.state.value, "polls_ok": s.polls_ok,
+            "polls_failed": s.polls_failed, "overruns": s.overruns,
+            "parse_errors": s.parse_errors, "latency_s": round(s.last_latency_s, 4),
+            "last_error": s.last_error, "values": s.last_values}

@@ -1,0 +1,52 @@
+"""Build drivers from config, injecting their transports (one ModbusBus per bus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.config import (
+    AnyDevice,
+    EdgeConfig,
+    GpsDevice,
+    LoudspeakerDevice,
+    ManholeTiltDevice,
+    StreetlightDevice,
+)
+from edge.drivers._modbus import ModbusBus
+from edge.drivers._serial import SerialPort
+from edge.drivers.base import Driver
+from edge.drivers.gps import GpsDriver
+from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.streetlight import StreetlightDriver
+
+
+class Transports:
+    """Owns the buses and ports drivers share; closes them at the end."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.buses = {bus.name: ModbusBus(bus) for bus in config.buses}
+
+    async def close(self) -> None:
+        """Close every bus."""
+        for bus in self.buses.values():
+            await bus.close()
+
+
+def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) -> Driver[Any]:
+    """Return the driver for ``device`` with its transport injected."""
+    if isinstance(device, ManholeTiltDevice | StreetlightDevice):
+        assert device.bus is not None
+        bus = transports.buses[device.bus]
+        timeout_s = (device.timeout_s or config.bus(device.bus).timeout_s) * \
+            (config.bus(device.bus).retries + 1) + 1.0
+        if isinstance(device, ManholeTiltDevice):
+            return ManholeTiltDriver(device, bus, timeout_s=timeout_s)
+        return StreetlightDriver(device, bus, timeout_s=timeout_s)
+    if isinstance(device, GpsDevice):
+        assert device.port is not None
+        return GpsDriver(device, SerialPort(device.port, device.baud))
+    if isinstance(device, LoudspeakerDevice):
+        assert device.port is not None
+        return LoudspeakerDriver(device, SerialPort(device.port, device.baud))
+    raise TypeError(f"no driver for {device!r}")  # unreachable: the config union is closed

@@ -1,0 +1,190 @@
+"""``edge check``: preflight checks a technician runs at the cabinet.
+
+Each check returns ✔ (ok), ⚠ (works, but look at it) or ✘ (will not work) with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from edge.clock import Clock, TimeQuality
+from edge.config_loader import LoadedConfig
+from edge.errors import EdgeError, UplinkError
+from edge.keys import KeyFileError, load_key
+from edge.uplink._paho import MqttLink
+from edge.uplink.tls import client_context
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+CERT_WARN_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight result."""
+
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def mark(self) -> str:
+        """Return the mark printed before the line."""
+        return {"ok": "✔", "warn": "⚠", "fail": "✘"}[self.status]
+
+
+def _tcp(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return str(exc)
+
+
+def check_clock(loaded: LoadedConfig) -> Check:
+    """Is the wall clock trustworthy for event timestamps?"""
+    clock = Clock(loaded.config.gateway.time_source)
+    source = loaded.config.gateway.time_source
+    if clock.quality() is TimeQuality.SYNCED:
+        how = "trusting the system clock (time_source: system)" if source == "system" \
+            else "kernel reports the clock synchronised"
+        return Check("clock", OK, how)
+    if source == "gnss":
+        return Check("clock", WARN, "waiting for a GNSS fix; events are stamped 'unsynced' "
+                                    "and re-stamped once it comes")
+    return Check("clock", FAIL, "clock not synchronised (NTP); events will be 'unsynced' until "
+                                "it is: check timedatectl / chronyc tracking")
+
+
+def check_state_dir(loaded: LoadedConfig) -> Check:
+    """Can the outbox be written, with room for its quota?"""
+    state_dir = loaded.state_dir
+    probe = state_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        return Check("outbox", FAIL, f"{probe} is not writable by uid {os.getuid()}")
+    free = shutil.disk_usage(probe).free
+    quota = loaded.config.outbox.quota_bytes
+    outbox = state_dir / loaded.config.outbox.path
+    used = outbox.stat().st_size if outbox.exists() else 0
+    if free + used < quota:
+        return Check("outbox", WARN, f"{free / 2**20:.0f} MiB free on {probe}, below the "
+                                     f"{quota / 2**20:.0f} MiB quota: lower outbox.quota_bytes")
+    return Check("outbox", OK, f"{state_dir} writable, {free / 2**20:.0f} MiB free "
+                               f"(quota {quota / 2**20:.0f} MiB)")
+
+
+def check_key(loaded: LoadedConfig) -> Check:
+    """Is the gateway signing key present, private and valid?"""
+    path = loaded.resolve(loaded.config.gateway.key_file)
+    try:
+        load_key(path)
+    except KeyFileError as exc:
+        hint = " (run `edge keys init`)" if not path.exists() else ""
+        return Check("gateway key", FAIL, f"{exc}{hint}")
+    return Check("gateway key", OK, f"{path} (0600, Ed25519)")
+
+
+def check_certificates(loaded: LoadedConfig) -> list[Check]:
+    """Are the TLS files readable, and how long until they expire?"""
+    tls = loaded.config.uplink.tls
+    if tls is False:
+        return [Check("tls", WARN, "tls: false — plaintext to a loopback broker only; never "
+                                   "use this towards the platform")]
+    out = []
+    for label, value in (("CA", tls.ca_file), ("client certificate", tls.cert_file)):
+        if value is None:
+            continue
+        path = loaded.resolve(value)
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            out.append(Check(label, FAIL, f"{path}: {exc}"))
+            continue
+        left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+        if left.total_seconds() <= 0:
+            out.append(Check(label, FAIL, f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d}"))
+        elif left.days <= CERT_WARN_DAYS:
+            out.append(Check(label, WARN, f"{path} expires in {left.days} days"))
+        else:
+            out.append(Check(label, OK, f"{path} valid until {cert.not_valid_after_utc:%Y-%m-%d}"))
+    if tls.key_file is not None:
+        key_path = loaded.resolve(tls.key_file)
+        mode = key_path.stat().st_mode & 0o077 if key_path.exists() else None
+        if mode is None:
+            out.append(Check("client key", FAIL, f"{key_path} is missing"))
+        elif mode:
+            out.append(Check("client key", FAIL, f"{key_path} is readable by others; chmod 600"))
+    return out
+
+
+async def check_uplink(loaded: LoadedConfig) -> Check:
+    """Does the broker accept us, with TLS verified?"""
+    up = loaded.config.uplink
+    if up.kind != "mqtt":
+        return Check("uplink", WARN, "HTTPS uplink: reachability not checked yet")
+    try:
+        tls = None if up.tls is False else client_context(up.tls, loaded.base_dir)
+        # our own client id: the running agent's session must not be kicked by the check
+        link = MqttLink(host=up.host, port=up.port, client_id=f"{up.client_id or loaded.config.gateway.id}-check",
+                        protocol=up.protocol, keepalive_s=up.keepalive_s,
+                        connect_timeout_s=min(up.connect_timeout_s, 5.0), tls=tls)
+        try:
+            await link.connect()
+        finally:
+            await link.close()
+    except UplinkError as exc:
+        return Check("uplink", FAIL, f"{up.host}:{up.port}: {exc}")
+    how = "TLS verified" if up.tls is not False else "PLAINTEXT"
+    return Check("uplink", OK, f"MQTT {up.protocol} at {up.host}:{up.port} accepted us ({how})")
+
+
+def check_ports(loaded: LoadedConfig) -> list[Check]:
+    """Are serial ports present and permitted, and TCP endpoints reachable?"""
+    out = []
+    cfg = loaded.config
+    for bus in cfg.buses:
+        if bus.type == "modbus_tcp":
+            err = _tcp(bus.host, bus.port)
+            out.append(Check(f"bus {bus.name}", FAIL if err else OK,
+                             err or f"{bus.host}:{bus.port} reachable"))
+        else:
+            out.append(_port_check(f"bus {bus.name}", bus.port))
+    for device in cfg.devices:
+        if device.transport == "serial" and device.port:
+            out.append(_port_check(f"device {device.name}", device.port))
+    return out
+
+
+def _port_check(label: str, port: str) -> Check:
+    if port.startswith("socket://"):
+        host, _, num = port.removeprefix("socket://").rpartition(":")
+        err = _tcp(host, int(num))
+        return Check(label, FAIL if err else OK, err or f"{port} reachable")
+    path = Path(port)
+    if not path.exists():
+        return Check(label, FAIL, f"{port} does not exist (is the adapter plugged in?)")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check(label, FAIL, f"{port} not readable/writable by uid {os.getuid()} "
+                                  "(add the service user to group dialout)")
+    return Check(label, OK, f"{port} present and permitted")
+
+
+async def run_checks(loaded: LoadedConfig) -> list[Check]:
+    """Run every check."""
+    checks = [check_clock(loaded), check_state_dir(loaded), check_key(loaded)]
+    try:
+        checks += check_certificates(loaded)
+    except EdgeError as exc:
+        checks.append(Check("tls", FAIL, str(exc)))
+    checks.append(await check_uplink(loaded))
+    checks += await asyncio.to_thread(check_ports, loaded)
+    return checks

@@ -1,0 +1,120 @@
+"""EventSink: turns what drivers report into outbox events with asset, time and alarm ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from edge.buffer.async_outbox import AsyncOutbox
+from edge.clock import Clock, TimeQuality
+from edge.config import AnyDevice, EdgeConfig
+from edge.drivers.base import AlarmChange, DeviceState, Reading
+from edge.model import Alarm, Asset, Event, EventType, Prio
+
+log = logging.getLogger(__name__)
+
+
+def asset_of(device: AnyDevice) -> Asset:
+    """Return the event ``asset`` block of a configured device."""
+    a = device.asset
+    return Asset(code=a.code, cls=a.class_, grid=a.grid, name=a.name, lat=a.lat, lon=a.lon)
+
+
+class EventSink:
+    """The agent's ``Sink``: readings → prio-3 events, alarms → prio 0/1 with stable ids.
+
+    An alarm's id and active state are written in the same transaction as its event, so a
+    restart never loses the id of a raised alarm (its clear closes the same case).
+    """
+
+    def __init__(self, config: EdgeConfig, outbox: AsyncOutbox, clock: Clock,
+                 active: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        self._outbox = outbox
+        self._clock = clock
+        self._assets = {d.name: asset_of(d) for d in config.devices}
+        self._positional = {d.name for d in config.devices if d.kind == "gps"}
+        # "device:kind" -> (alarm_id, alarm block as raised)
+        self.active = active
+        self.alarms_raised = 0
+
+    def set_devices(self, config: EdgeConfig) -> None:
+        """Refresh the asset table after a config reload."""
+        self._assets = {d.name: asset_of(d) for d in config.devices}
+
+    def active_alarms(self, device: str) -> set[str]:
+        """Return the kinds of ``device``'s alarms that are raised and not yet cleared."""
+        prefix = f"{device}:"
+        return {key[len(prefix):] for key in self.active if key.startswith(prefix)}
+
+    def _stamp(self, at_ns: int, mono_ns: int) -> tuple[int, TimeQuality, tuple[str, int] | None]:
+        quality = self._clock.quality()
+        offset = self._clock.now_ns() - time.time_ns()
+        mono = (self._clock.boot_id, mono_ns // 1_000_000) \
+            if quality is TimeQuality.UNSYNCED else None
+        return at_ns + offset, quality, mono
+
+    async def reading(self, reading: Reading) -> None:
+        """Store a reading as telemetry (positions as prio 2)."""
+        ts, quality, mono = self._stamp(reading.at_ns, reading.mono_ns)
+        positional = reading.device in self._positional
+        await self._outbox.put(Event(
+            EventType.POSITION if positional else EventType.READING,
+            Prio.STATE if positional else Prio.TELEMETRY, ts, quality, device=reading.device,
+            asset=self._assets.get(reading.device), data=dict(reading.values), mono=mono))
+
+    async def alarm(self, change: AlarmChange) -> None:
+        """Store an alarm raise or clear; a clear reuses its raise's ``alarm_id``."""
+        key = f"{change.device}:{change.kind}"
+        asset = self._assets.get(change.device)
+        ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
+        statements: list[tuple[str, list[Any]]] = []
+        if change.state == "raised":
+            if key in self.active:  # already open (e.g. re-announced after a restart)
+                alarm_id = self.active[key][0]
+            else:
+                code = asset.code if asset else change.device
+                alarm_id = f"{code}:{change.kind}:{ts // 1_000_000}"
+            block = {"value": change.value, "threshold": change.threshold}
+            statements.append(("INSERT OR REPLACE INTO active_alarms (alarm_key, alarm_id, "
+                               "raised_ns, detail) VALUES (?, ?, ?, ?)",
+                               [key, alarm_id, ts, json.dumps(block)]))
+        else:
+            if key not in self.active:
+                log.debug("clear of %s without an active raise; ignored", key)
+                return
+            alarm_id = self.active[key][0]
+            statements.append(("DELETE FROM active_alarms WHERE alarm_key=?", [key]))
+        alarm = Alarm(kind=change.kind, state="raised" if change.state == "raised" else "cleared",
+                      alarm_id=alarm_id, severity=change.severity, value=change.value,
+                      threshold=change.threshold, unit=change.unit,
+                      event_class=change.event_class)
+        # a clear is never critical: it closes a case, so prio 1 (events.md)
+        prio = change.prio if change.state == "raised" else max(change.prio, Prio.ALARM)
+        event = Event(EventType.ALARM, prio, ts, quality, device=change.device, asset=asset,
+                      data=dict(change.data), alarm=alarm, mono=mono)
+        await self._outbox.put_many([event], statements)
+        if change.state == "raised":
+            self.active[key] = (alarm_id, {})
+            self.alarms_raised += 1
+            log.warning("alarm %s raised on %s (value %s, threshold %s)", change.kind,
+                        change.device, change.value, change.threshold)
+        else:
+            self.active.pop(key, None)
+            log.info("alarm %s cleared on %s", change.kind, change.device)
+
+    async def state(self, device: str, state: DeviceState, detail: str) -> None:
+        """Store a device health change (prio 2)."""
+        ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
+        await self._outbox.put(Event(EventType.STATE, Prio.STATE, ts, quality, device=device,
+                                     asset=self._assets.get(device),
+                                     data={"state": state.value, "detail": detail}, mono=mono))
+
+    async def system_alarm(self, kind: str, detail: str) -> None:
+        """Store a gateway-level critical alarm (e.g. the outbox was replaced after corruption)."""
+        ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
+        alarm = Alarm(kind=kind, state="raised", alarm_id=f"gateway:{kind}:{ts // 1_000_000}",
+                      severity=1)
+        await self._outbox.put(Event(EventType.ALARM, Prio.CRITICAL, ts, quality,
+                                     data={"detail": detail}, alarm=alarm, mono=mono))

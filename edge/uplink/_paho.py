@@ -1,0 +1,236 @@
+"""MqttLink: the only module that imports paho-mqtt.
+
+One ``MqttLink`` is one connection. It is never reconnected: the uplink makes a new one, so
+paho's in-memory resend of unacknowledged messages (which it does even with a clean session,
+design/reliability.md §2.2) can never happen; everything unacknowledged is re-sent from the
+outbox instead. paho runs its network loop in its own thread (``loop_start``); every callback
+hops to the event loop with ``call_soon_threadsafe`` and never blocks paho.
+
+paho facts this relies on (paho-mqtt 2.2, reliability.md §2.2): ``on_publish`` fires on PUBACK
+whatever its reason code, so the code is checked here; server Receive Maximum is ignored by
+paho, so it is read from CONNACK and returned to the caller; keep-alive PINGREQ without a
+PINGRESP within another keep-alive closes the socket (a silent drop is seen in ≤ 2 × keepalive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.errors import UplinkRejectedError, UplinkTLSError, UplinkUnavailableError
+
+log = logging.getLogger(__name__)
+
+# CONNACK / DISCONNECT codes that ask a client to go away for a while (reliability.md §3)
+BUSY_CODES = frozenset({0x89, 0x97, 0x9F})
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen: whoever awaits it sees it; nobody may not."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last will: published by the broker when the link dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message that arrived on a subscription."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """What the broker told us in CONNACK."""
+
+    receive_maximum: int  # 65535 when the broker sets no limit (MQTT 3.1.1 too)
+
+
+class MqttLink:
+    """One MQTT connection driven by paho's loop thread."""
+
+    def __init__(self, *, host: str, port: int, client_id: str, protocol: str,
+                 keepalive_s: int, connect_timeout_s: float, tls: ssl.SSLContext | None,
+                 username: str | None = None,
+                 password: str | None = None, will: Will | None = None,
+                 max_inflight: int = 20, inbound_max: int = 100) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.host, self.port = host, port
+        self._v5 = protocol == "5"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        self._keepalive_s = keepalive_s
+        self._client.connect_timeout = connect_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(max_inflight)  # paho must never queue unboundedly
+        if tls is not None:
+            self._client.tls_set_context(tls)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=1, retain=True)
+        self._connack: asyncio.Future[Connected] = self._loop.create_future()
+        self._connack.add_done_callback(_retrieve)
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=inbound_max)
+        self.inbound_dropped = 0
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._started = False
+
+    # ---- paho thread → event loop ----------------------------------------------------------
+
+    def _hop(self, fn: object, *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        receive_max = 65535
+        if props is not None and hasattr(props, "ReceiveMaximum"):
+            receive_max = int(props.ReceiveMaximum)
+        self._hop(self._connack_done, int(rc.value), str(rc), receive_max)
+
+    def _connack_done(self, code: int, text: str, receive_max: int) -> None:
+        if self._connack.done():
+            return
+        if code == 0:
+            self._connack.set_result(Connected(receive_max))
+        elif code in BUSY_CODES:
+            self._connack.set_exception(UplinkUnavailableError(f"broker busy: {text}",
+                                                               retry_after_s=float("inf")))
+        else:
+            self._connack.set_exception(UplinkRejectedError(f"connection refused: {text}",
+                                                            reason_code=code))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode,
+                       _props: Properties | None) -> None:
+        self._hop(self._closed_done, f"{rc} ({int(rc.value):#x})" if rc is not None else "closed")
+
+    def _closed_done(self, why: str) -> None:
+        if not self._connack.done():
+            self._connack.set_exception(UplinkUnavailableError(f"closed before CONNACK: {why}"))
+        if not self.closed.done():
+            self.closed.set_result(why)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(UplinkUnavailableError(f"link lost: {why}"))
+        self._pending.clear()
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode,
+                    _props: Properties | None) -> None:
+        self._hop(self._acked, mid, int(rc.value))
+
+    def _acked(self, mid: int, code: int) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(code)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._hop(self._deliver, Inbound(msg.topic, bytes(msg.payload)))
+
+    def _deliver(self, item: Inbound) -> None:
+        try:
+            self.inbound.put_nowait(item)
+        except asyncio.QueueFull:
+            self.inbound_dropped += 1  # bounded: a command flood cannot grow memory
+
+    # ---- the event loop's side ------------------------------------------------------------
+
+    async def connect(self) -> Connected:
+        """Connect and wait for CONNACK; raise an UplinkError subclass on any failure."""
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0
+        try:
+            async with asyncio.timeout(self._connect_timeout_s + 1):
+                await asyncio.to_thread(self._blocking_connect, props)
+        except ssl.SSLCertVerificationError as exc:
+            raise UplinkTLSError(f"{self.host}:{self.port}: certificate refused: "
+                                 f"{exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            raise UplinkTLSError(f"{self.host}:{self.port}: TLS failed: {exc.reason}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise UplinkUnavailableError(f"{self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        self._started = True
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                return await asyncio.shield(self._connack)
+        except TimeoutError as exc:
+            raise UplinkUnavailableError(f"{self.host}:{self.port}: no CONNACK in "
+                                         f"{self._connect_timeout_s:g} s") from exc
+
+    def _blocking_connect(self, props: Properties | None) -> None:
+        self._client.connect(self.host, self.port, keepalive=self._keepalive_s,
+                             clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                             properties=props)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                user_properties: list[tuple[str, str]] | None = None) -> asyncio.Future[int]:
+        """Publish at QoS 1; the future resolves to the PUBACK reason code (0 = success).
+
+        Raises UplinkUnavailableError when the link is down (nothing is queued in paho).
+        """
+        if self.closed.done():
+            raise UplinkUnavailableError("link is down")
+        props = None
+        if self._v5 and user_properties:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = user_properties
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho would keep the message and resend it later: this link is finished
+            self._client.disconnect()
+            raise UplinkUnavailableError(f"publish refused by the client: {mqtt.error_string(info.rc)}")
+        fut: asyncio.Future[int] = self._loop.create_future()
+        fut.add_done_callback(_retrieve)
+        # Registered before any await, so the PUBACK hop (queued behind us) finds it.
+        self._pending[info.mid] = fut
+        return fut
+
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe at QoS 1 (messages arrive in ``inbound``)."""
+        rc, _mid = self._client.subscribe(topic, qos=1)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
+
+    def abort(self) -> None:
+        """Drop the connection now (PUBACK overdue, shutdown)."""
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+
+    async def close(self) -> None:
+        """Disconnect cleanly (no last will) and stop paho's thread."""
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        if self._started:
+            await asyncio.to_thread(self._client.loop_stop)
+            self._started = False
+        self._closed_done("closed by us")

@@ -1,0 +1,309 @@
+"""The MQTT uplink: forwards signed batches from the outbox, deletes only on success PUBACK.
+
+Delivery rules (design/events.md, reliability.md §2.4):
+
+* publish only from the outbox and only while connected; a window of at most
+  min(max_inflight, broker Receive Maximum) batches in flight;
+* a success PUBACK acks the batch's events; a failure code nacks them (0x97 and other
+  "busy" codes back off, after ``max_attempts`` the events go to dead letters, so a poison
+  batch never blocks the queue head); a lost link releases every unacked event, which is
+  re-sent from the outbox on the next connection (duplicates ≤ the window, never loss);
+* alarms (prio 0-1) are leased before telemetry and bypass the replay token bucket;
+* reconnects use full jitter and reset their backoff only after ``stable_after_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.backoff import full_jitter
+from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Leased
+from edge.config import UplinkConfig
+from edge.errors import UplinkError, UplinkUnavailableError
+from edge.model import encode_batch
+from edge.uplink._paho import Inbound, MqttLink, Will
+from edge.uplink.signing import Signer
+from edge.uplink.tls import client_context
+
+log = logging.getLogger(__name__)
+BUSY_PUBACK = frozenset({0x97})  # quota exceeded: the broker asks us to slow down
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Uplink counters (status file, metrics)."""
+
+    connected: bool = False
+    connected_since: float = 0.0
+    connects: int = 0
+    attempts: int = 0
+    batches_published: int = 0
+    events_acked: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+    last_error: str = ""
+    last_progress_mono: float = 0.0
+    attempt_log: list[float] = field(default_factory=list)  # monotonic times of attempts
+
+
+class TokenBucket:
+    """Replay pacing: ``rate_per_s`` tokens a second, bursts up to one second's worth.
+
+    With ``fixed_rate_per_s`` 0 the rate follows the live rate: ``factor`` × the events/s the
+    outbox has been committing (EWMA), never below ``floor_per_s``.
+    """
+
+    def __init__(self, fixed_rate_per_s: float, *, factor: float = 10.0,
+                 floor_per_s: float = 50.0) -> None:
+        self.fixed = fixed_rate_per_s > 0
+        self.rate_per_s = fixed_rate_per_s if self.fixed else floor_per_s
+        self.factor, self.floor_per_s = factor, floor_per_s
+        self._tokens = self.rate_per_s
+        self._at = time.monotonic()
+        self._live_per_s = 0.0
+        self._seen: tuple[float, int] | None = None
+
+    def observe_committed(self, committed_total: int) -> None:
+        """Feed the outbox's commit counter; adapts the rate when not fixed."""
+        now = time.monotonic()
+        if self._seen is None:
+            self._seen = (now, committed_total)
+            return
+        at, seen = self._seen
+        if now - at < 1.0:
+            return
+        self._live_per_s = 0.8 * self._live_per_s + 0.2 * (committed_total - seen) / (now - at)
+        self._seen = (now, committed_total)
+        if not self.fixed:
+            self.rate_per_s = max(self.floor_per_s, self.factor * self._live_per_s)
+
+    def give_back(self, tokens: int) -> None:
+        """Return tokens that were granted but not used."""
+        self._tokens = min(self.rate_per_s, self._tokens + tokens)
+
+    def take(self, want: int) -> int:
+        """Take up to ``want`` tokens now; return how many were granted."""
+        now = time.monotonic()
+        self._tokens = min(self.rate_per_s, self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+        granted = min(want, int(self._tokens))
+        self._tokens -= granted
+        return granted
+
+
+CommandHandler = Callable[[bytes], Awaitable[None]]
+StateProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class MqttUplink:
+    """Owns the connection lifecycle and the publish pump; ``run()`` never returns."""
+
+    def __init__(self, cfg: UplinkConfig, *, gateway_id: str, boot_id: str, signer: Signer,
+                 outbox: AsyncOutbox, base_dir: Path, password: str | None = None,
+                 on_command: CommandHandler | None = None,
+                 state_provider: StateProvider | None = None) -> None:
+        self.cfg = cfg
+        self.gateway_id = gateway_id
+        self.boot_id = boot_id
+        self.signer = signer
+        self.outbox = outbox
+        self.base_dir = base_dir
+        self._password = password
+        self._on_command = on_command
+        self._state_provider = state_provider
+        prefix = cfg.topic_prefix
+        self.events_topic = f"{prefix}/{gateway_id}/events"
+        self.state_topic = f"{prefix}/{gateway_id}/state"
+        self.cmd_topic = f"{prefix}/{gateway_id}/cmd"
+        self.stats = LinkStats()
+        self._batch_no = 0
+        self._inflight: set[int] = set()
+        self.bucket = TokenBucket(cfg.replay_events_per_s)
+        self.link: MqttLink | None = None
+
+    def _make_link(self) -> MqttLink:
+        tls = None if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
+        will = Will(self.state_topic, json.dumps({"online": False, "gw": self.gateway_id,
+                                                   "boot_id": self.boot_id}).encode())
+        return MqttLink(host=self.cfg.host, port=self.cfg.port,
+                        client_id=self.cfg.client_id or self.gateway_id,
+                        protocol=self.cfg.protocol, keepalive_s=self.cfg.keepalive_s,
+                        connect_timeout_s=self.cfg.connect_timeout_s, tls=tls,
+                        username=self.cfg.username, password=self._password, will=will,
+                        max_inflight=self.cfg.max_inflight)
+
+    async def run(self, *, boot_delay_s: float | None = None) -> None:
+        """Connect, forward, reconnect with full jitter; forever (cancel to stop)."""
+        delay = full_jitter(0, self.cfg.boot_delay_max_s, self.cfg.boot_delay_max_s) \
+            if boot_delay_s is None else boot_delay_s
+        if delay > 0:
+            log.info("uplink: boot delay %.1f s (spreads a fleet that powered up together)",
+                     delay)
+            await asyncio.sleep(delay)
+        attempt = 0
+        outage_logged = False
+        while True:
+            self.stats.attempts += 1
+            self.stats.attempt_log.append(time.monotonic())
+            del self.stats.attempt_log[:-200]
+            busy = False
+            up_for = 0.0
+            try:
+                link = self._make_link()
+                self.link = link
+                connected = await link.connect()
+                self.stats.connected, self.stats.connects = True, self.stats.connects + 1
+                self.stats.connected_since = time.monotonic()
+                if outage_logged:
+                    log.info("uplink: connected to %s:%d again", self.cfg.host, self.cfg.port)
+                else:
+                    log.info("uplink: connected to %s:%d (MQTT %s, receive maximum %d)",
+                             self.cfg.host, self.cfg.port, self.cfg.protocol,
+                             connected.receive_maximum)
+                outage_logged = False
+                window = max(1, min(self.cfg.max_inflight, connected.receive_maximum))
+                reason = await self._session(link, window)
+                raise UplinkUnavailableError(f"link lost: {reason}")
+            except UplinkError as exc:
+                busy = isinstance(exc, UplinkUnavailableError) and exc.retry_after_s == float("inf")
+                self.stats.last_error = str(exc)
+                self.stats.failures[exc.code] = self.stats.failures.get(exc.code, 0) + 1
+                if not outage_logged:
+                    log.warning("uplink: %s", exc)  # once per outage
+                    outage_logged = True
+                else:
+                    log.debug("uplink: still down: %s", exc)
+            finally:
+                if self.stats.connected:
+                    up_for = time.monotonic() - self.stats.connected_since
+                self.stats.connected = False
+                await self._end_session()
+            # Reset only after a stable connection: an accept-then-kick broker backs us off.
+            attempt = 0 if up_for >= self.cfg.stable_after_s else attempt + 1
+            wait = self.cfg.reconnect_cap_s if busy else \
+                full_jitter(attempt, self.cfg.reconnect_base_s, self.cfg.reconnect_cap_s)
+            await asyncio.sleep(wait)
+
+    async def _end_session(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            link.abort()
+            await link.close()
+        if self._inflight:
+            await self.outbox.release(sorted(self._inflight))
+            self._inflight.clear()
+
+    async def _session(self, link: MqttLink, window: int) -> str:
+        await self._publish_state(link, online=True)
+        await link.subscribe(self.cmd_topic)
+        async with asyncio.TaskGroup() as tg:
+            pump = tg.create_task(self._pump(link, window, tg), name="uplink.pump")
+            cmds = tg.create_task(self._commands(link), name="uplink.commands")
+            state = tg.create_task(self._state_loop(link), name="uplink.state")
+            reason = await link.closed
+            for task in (pump, cmds, state):
+                task.cancel()
+        return reason
+
+    async def _state_loop(self, link: MqttLink) -> None:
+        while True:
+            await asyncio.sleep(10)
+            await self._publish_state(link, online=True)
+
+    async def _publish_state(self, link: MqttLink, *, online: bool) -> None:
+        state: dict[str, Any] = {"online": online, "gw": self.gateway_id, "version": __version__,
+                                 "boot_id": self.boot_id, "kid": self.signer.kid}
+        if self._state_provider is not None:
+            state.update(await self._state_provider())
+        link.publish(self.state_topic, json.dumps(state, ensure_ascii=False).encode(),
+                     retain=True)
+
+    async def _commands(self, link: MqttLink) -> None:
+        while True:
+            item: Inbound = await link.inbound.get()
+            if self._on_command is not None:
+                await self._on_command(item.payload)
+
+    async def _pump(self, link: MqttLink, window: int, tg: asyncio.TaskGroup) -> None:
+        slots = asyncio.Semaphore(window)
+        cfg = self.cfg
+        while True:
+            await slots.acquire()
+            batch = await self._next_batch(cfg.batch_max_events, cfg.batch_max_bytes)
+            self._batch_no += 1
+            seqs = [item.seq for item in batch]
+            self._inflight.update(seqs)
+            body = encode_batch(self.gateway_id, self._batch_no, time.time_ns(),
+                                [item.payload for item in batch])
+            envelope = self.signer.envelope(body)
+            batch_id = f"{self.gateway_id}:{seqs[0]}-{seqs[-1]}"
+            try:
+                ack = link.publish(self.events_topic, envelope,
+                                   user_properties=[("batch_id", batch_id)])
+            except UplinkUnavailableError:
+                slots.release()
+                raise
+            self.stats.batches_published += 1
+            tg.create_task(self._await_ack(link, ack, seqs, slots), name="uplink.ack")
+
+    async def _next_batch(self, max_events: int, max_bytes: int) -> list[Leased]:
+        """Lease the next batch: alarms first, telemetry as the replay bucket allows."""
+        while True:
+            self.outbox.new_data.clear()
+            batch = await self.outbox.lease(max_events, max_bytes, max_prio=1)
+            if batch:
+                return batch
+            self.bucket.observe_committed(self.outbox.events_committed)
+            granted = self.bucket.take(max_events)
+            if granted:
+                batch = await self.outbox.lease(granted, max_bytes, max_prio=3)
+                if batch:
+                    return batch
+                self.bucket.give_back(granted)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self.outbox.new_data.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await self.outbox.new_data.wait()  # an alarm wakes us early
+
+    async def _await_ack(self, link: MqttLink, ack: asyncio.Future[int], seqs: list[int],
+                         slots: asyncio.Semaphore) -> None:
+        try:
+            # MQTT never resends on a live link: a missing PUBACK means the link is dead.
+            async with asyncio.timeout(2.0 * self.cfg.keepalive_s):
+                code = await ack
+        except TimeoutError:
+            log.warning("uplink: PUBACK overdue; dropping the link")
+            link.abort()
+            return
+        except UplinkUnavailableError:
+            return  # the session ends; _end_session releases these
+        finally:
+            slots.release()
+        self._inflight.difference_update(seqs)
+        self.stats.last_progress_mono = time.monotonic()
+        if code < 0x80:
+            await self.outbox.ack(seqs)
+            self.stats.events_acked += len(seqs)
+            return
+        name = f"puback.{code:#04x}"
+        self.stats.failures[name] = self.stats.failures.get(name, 0) + 1
+        dead = await self.outbox.nack(seqs, f"PUBACK {code:#04x}")
+        self.stats.dead_lettered += len(dead)
+        if dead:
+            log.error("uplink: %d events dead-lettered after PUBACK %#04x", len(dead), code)
+        if code in BUSY_PUBACK:
+            await asyncio.sleep(min(self.cfg.reconnect_cap_s, 5.0))
+

@@ -1,0 +1,1 @@
+"""Hardware-in-loop tooling: device simulators, the reference platform receiver, the demo."""

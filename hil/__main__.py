@@ -1,0 +1,83 @@
+"""``python -m hil``: demo | sims | receiver | tilt | fault."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge.config_loader import load_config
+from edge.errors import ConfigError, EdgeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and dispatch."""
+    parser = argparse.ArgumentParser(prog="python -m hil")
+    parser.add_argument("--config", "-c", type=Path, default=Path("devices.yaml"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="broker + simulators + receiver + agent")
+    p.add_argument("--self-test", action="store_true", help="tilt, check, exit 0/1")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    sub.add_parser("sims", help="run the simulators of the config until Ctrl-C")
+    p = sub.add_parser("tilt", help="tilt a simulated cover")
+    p.add_argument("device")
+    p.add_argument("degrees", type=float)
+    p = sub.add_parser("fault", help="set a simulated unit's fault mode")
+    p.add_argument("device")
+    p.add_argument("mode", choices=["none", "dead", "slow", "exception"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "demo":
+        from hil.demo import demo_main  # noqa: PLC0415
+
+        return demo_main(args.config, self_test=args.self_test, seconds=args.seconds)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    try:
+        if args.command == "tilt":
+            from hil.tilt import set_tilt  # noqa: PLC0415
+
+            asyncio.run(set_tilt(loaded.config, args.device, args.degrees))
+            print(f"{args.device}: tilted to {args.degrees:g}°")
+        elif args.command == "fault":
+            from hil.tilt import set_fault  # noqa: PLC0415
+
+            asyncio.run(set_fault(loaded.config, args.device, args.mode))
+            print(f"{args.device}: fault mode {args.mode}")
+        elif args.command == "sims":
+            return _sims(loaded.config)
+    except (EdgeError, KeyError) as exc:
+        print(f"✘ {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sims(config: object) -> int:
+    from hil.sims.runner import SimSet  # noqa: PLC0415
+
+    async def serve() -> None:
+        sims = SimSet.for_config(config)  # type: ignore[arg-type]
+        await sims.start()
+        print(json.dumps({"modbus": list(sims.modbus), "gps": list(sims.gps),
+                          "tts": list(sims.tts)}))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sims.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Run the receiver against a broker: subscribe to every gateway's events and state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from edge.errors import UplinkError
+from edge.uplink._paho import MqttLink
+from hil.receiver.core import Receiver
+
+log = logging.getLogger("hil.receiver")
+
+
+async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLContext | None,
+                   prefix: str = "edge/v1", client_id: str = "reference-receiver",
+                   ready: asyncio.Event | None = None) -> None:
+    """Subscribe and handle messages until cancelled; reconnect after a second on loss."""
+    while True:
+        # A platform receiver must not drop what the broker already acknowledged to the
+        # gateway, so its queue is large; it is a test tool, sized for the benches.
+        link = MqttLink(host=host, port=port, client_id=client_id, protocol="5",
+                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=2_000_000)
+        try:
+            await link.connect()
+            await link.subscribe(f"{prefix}/+/events")
+            await link.subscribe(f"{prefix}/+/state")
+            if ready is not None:
+                ready.set()
+            while not link.closed.done():
+                get = asyncio.ensure_future(link.inbound.get())
+                await asyncio.wait({get, link.closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await get
+                    break
+                item = get.result()
+                receiver.handle(item.topic, item.payload)
+                # drain what is already queued without yielding per message
+                while not link.inbound.empty():
+                    item = link.inbound.get_nowait()
+                    receiver.handle(item.topic, item.payload)
+        except UplinkError as exc:
+            log.warning("receiver: %s", exc)
+        finally:
+            await link.close()
+        await asyncio.sleep(1.0)

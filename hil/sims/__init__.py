@@ -1,0 +1,1 @@
+"""Device simulators: Modbus (pymodbus' real server), NMEA and TTS over TCP."""

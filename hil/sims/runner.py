@@ -1,0 +1,56 @@
+"""Start the simulators a devices.yaml points at (loopback Modbus TCP and socket:// ports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.config import EdgeConfig, ModbusTcpBus
+from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
+from hil.sims.serial_sims import GpsSim, TtsSim
+
+
+def _socket_port(url: str | None) -> int | None:
+    if url is None or not url.startswith("socket://127.0.0.1:"):
+        return None
+    return int(url.rsplit(":", 1)[1])
+
+
+@dataclass
+class SimSet:
+    """Every simulator for one config."""
+
+    modbus: dict[str, ModbusTcpSim] = field(default_factory=dict)
+    units: dict[str, SimUnit] = field(default_factory=dict)  # device name -> unit
+    gps: dict[str, GpsSim] = field(default_factory=dict)
+    tts: dict[str, TtsSim] = field(default_factory=dict)
+
+    @classmethod
+    def for_config(cls, config: EdgeConfig) -> SimSet:
+        """Build (not start) simulators for the loopback devices of ``config``."""
+        sims = cls()
+        per_bus: dict[str, dict[int, SimUnit]] = {}
+        for device in config.devices:
+            if device.transport == "modbus_tcp" and device.bus and device.unit_id:
+                unit = tilt_unit() if device.kind == "manhole_tilt" else lamp_unit()
+                per_bus.setdefault(device.bus, {})[device.unit_id] = unit
+                sims.units[device.name] = unit
+            port = _socket_port(device.port)
+            if port is not None and device.kind == "gps":
+                sims.gps[device.name] = GpsSim(port)
+            if port is not None and device.kind == "loudspeaker":
+                sims.tts[device.name] = TtsSim(port)
+        for bus in config.buses:
+            if isinstance(bus, ModbusTcpBus) and bus.name in per_bus and \
+                    bus.host in ("127.0.0.1", "localhost"):
+                sims.modbus[bus.name] = ModbusTcpSim(per_bus[bus.name], bus.port)
+        return sims
+
+    async def start(self) -> None:
+        """Start every simulator."""
+        for sim in (*self.modbus.values(), *self.gps.values(), *self.tts.values()):
+            await sim.start()
+
+    async def stop(self) -> None:
+        """Stop every simulator."""
+        for sim in (*self.modbus.values(), *self.gps.values(), *self.tts.values()):
+            await sim.stop()

@@ -1,0 +1,49 @@
+"""Tilt a simulated cover (or set a fault) from the command line, through Modbus itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge.config import EdgeConfig
+from edge.drivers._codecs import witmotion
+from edge.drivers._modbus import ModbusBus
+from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, SimUnit
+
+
+def set_tilt_local(unit: SimUnit, tilt_deg: float) -> None:
+    """Set an in-process simulator's angles (roll = tilt, pitch = 0)."""
+    for offset, word in enumerate(witmotion.encode_angles(tilt_deg, 0.0)):
+        unit.holding[witmotion.ANGLE_REGISTER + offset] = word
+
+
+async def set_tilt(config: EdgeConfig, device_name: str, tilt_deg: float) -> None:
+    """Write the angle registers of a running simulator over Modbus TCP."""
+    device = config.device(device_name)
+    if device.kind != "manhole_tilt" or device.bus is None or device.unit_id is None:
+        raise SystemExit(f"{device_name} is not a Modbus manhole tilt sensor")
+    bus = ModbusBus(config.bus(device.bus))
+    try:
+        words = witmotion.encode_angles(tilt_deg, 0.0)
+        for offset, word in enumerate(words[:2]):
+            await bus.write_register(device_name, device.unit_id,
+                                     witmotion.ANGLE_REGISTER + offset, word)
+    finally:
+        await bus.close()
+
+
+async def set_fault(config: EdgeConfig, device_name: str, fault: str) -> None:
+    """Switch a running simulator unit's fault mode (none, dead, slow, exception)."""
+    device = config.device(device_name)
+    if device.bus is None or device.unit_id is None:
+        raise SystemExit(f"{device_name} is not a Modbus device")
+    bus = ModbusBus(config.bus(device.bus))
+    try:
+        await bus.write_register(device_name, device.unit_id, FAULT_REGISTER,
+                                 FAULTS.index(fault))
+    finally:
+        await bus.close()
+
+
+def run(coro: object) -> None:
+    """Run a coroutine to completion."""
+    asyncio.run(coro)  # type: ignore[arg-type]
