@@ -1,0 +1,53 @@
+# edge — make demo | make test | make faults | make bench | make lint | make wheels
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test faults bench lint wheels system-deps clean
+
+# Debian packages the demo and the tests need: mosquitto (a real broker) and venv support.
+system-deps:
+	@need=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need="$$need mosquitto"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing:$$need"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: system-deps $(STAMP)
+	$(PY) -m hil demo
+
+test: system-deps $(STAMP)
+	$(PY) -m pytest -m "not faults" -q
+
+faults: system-deps $(STAMP)
+	$(PY) -m pytest -m faults -q -p no:randomly
+
+bench: system-deps $(STAMP)
+	$(PY) -m bench all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge hil bench tests
+	$(VENV)/bin/mypy
+
+# Offline wheelhouse for gateways without internet (no run-time pip installs, ever).
+wheels: $(STAMP)
+	mkdir -p wheels
+	$(PY) -m pip wheel -q -w wheels .
+	for plat in manylinux2014_aarch64 manylinux2014_x86_64; do \
+	  $(PY) -m pip download -q -d wheels/$$plat --only-binary=:all: --platform $$plat \
+	    --python-version 3.11 . || echo "some wheels missing for $$plat (pure-python ones are in wheels/)"; \
+	done
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info

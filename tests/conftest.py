@@ -1,0 +1,78 @@
+"""Shared fixtures: a real mosquitto (TLS + client certs) on a free port, a PKI, configs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.broker import Mosquitto, free_port
+from hil.pki import Pki, ensure_pki
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with broker, gateway and receiver certificates."""
+    return ensure_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _require_mosquitto() -> None:
+    if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must install mosquitto: a skipped real-peer test hides a gap")
+    pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
+    """A real mosquitto with TLS and required client certificates, on a free port."""
+    _require_mosquitto()
+    mq = Mosquitto(tmp_path / "mosquitto", free_port(), pki)
+    mq.start()
+    yield mq
+    mq.stop()
+
+
+@pytest.fixture
+def plain_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto without TLS (behind fault-injecting proxies on loopback)."""
+    _require_mosquitto()
+    mq = Mosquitto(tmp_path / "mosquitto-plain", free_port(), None)
+    mq.start()
+    yield mq
+    mq.stop()
+
+
+class _FormatCheck(logging.Handler):
+    """Fails the test when a log call cannot be formatted (zigpy's trick)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.getMessage()
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(f"{record.pathname}:{record.lineno}: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _log_format_check() -> Iterator[None]:
+    handler = _FormatCheck()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old = root.level
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(old)
+    assert not handler.errors, handler.errors

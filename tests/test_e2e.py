@@ -1,0 +1,100 @@
+"""End to end: real mosquitto (TLS, client certs), in-process Modbus simulator, the agent and
+the reference receiver. Tilt → alarm raised at the receiver; level → cleared, same alarm_id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from pathlib import Path
+
+from edge.agent import Agent
+from edge.keys import describe, load_key
+from hil.broker import Mosquitto, free_port
+from hil.pki import Pki
+from hil.receiver.core import Receiver, load_gateway_keys
+from hil.receiver.service import run_mqtt
+from hil.receiver.store import ReceiverStore
+from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
+from hil.tilt import set_tilt_local
+from tests.cfg import tilt_device, write_config
+
+
+def receiver_tls(pki: Pki) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(pki.cert("ca")))
+    ctx.load_cert_chain(str(pki.cert("receiver")), str(pki.key("receiver")))
+    return ctx
+
+
+async def wait_until(predicate: object, timeout_s: float) -> float:
+    """Poll until predicate() is truthy; return the seconds it took."""
+    start = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_tilt_raises_and_level_clears_with_same_alarm_id(
+        tmp_path: Path, broker: Mosquitto, pki: Pki) -> None:
+    modbus_port = free_port()
+    unit = tilt_unit()
+    sim = ModbusTcpSim({80: unit}, modbus_port)
+    await sim.start()
+    loaded = write_config(
+        tmp_path, broker_port=broker.port, pki=pki,
+        buses=[{"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1",
+                "port": modbus_port, "timeout_s": 0.5}],
+        devices=[tilt_device("manhole-1", "covers", 80)])
+    key = describe(load_key(loaded.resolve("keys/gateway.key")))
+    store = ReceiverStore(tmp_path / "receiver.db")
+    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    stop = asyncio.Event()
+    agent = Agent(loaded, boot_delay_s=0)
+    ready = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=broker.port,
+                                         tls=receiver_tls(pki), ready=ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            run = tg.create_task(agent.run(stop))
+            # readings arrive: the gateway is connected and polling
+            await wait_until(lambda: store.seq_count("gw-320508-0007")[0] >= 3, 15)
+            assert store.cases() == []
+
+            set_tilt_local(unit, 38.5)
+            took = await wait_until(lambda: len(store.cases("open")) == 1, 5)
+            assert took < 2.0, f"alarm took {took:.2f} s to reach the receiver"
+            case = store.cases("open")[0]
+            assert case["kind"] == "cover_open"
+            assert case["asset_code"] == "3205080106000080"
+            assert case["value"] == 38.5
+
+            set_tilt_local(unit, 0.0)
+            await wait_until(lambda: len(store.cases("closed")) == 1, 5)
+            closed = store.cases("closed")[0]
+            assert closed["alarm_id"] == case["alarm_id"]
+            raised = [e for e in store.events(500, "alarm") if e["alarm"]["state"] == "raised"]
+            cleared = [e for e in store.events(500, "alarm") if e["alarm"]["state"] == "cleared"]
+            assert len(raised) == 1
+            assert len(cleared) == 1
+            assert raised[0]["alarm"]["alarm_id"] == cleared[0]["alarm"]["alarm_id"]
+            assert raised[0]["prio"] == 0
+            assert store.counters().get("rejected.signature", 0) == 0
+            stop.set()
+            await run
+            rx.cancel()
+    finally:
+        stop.set()
+        await sim.stop()
+        store.close()
+    # every event was acknowledged and deleted; nothing left behind
+    assert agent.outbox.store.path.exists()
+    count, low, high = 0, 0, 0
+    with contextlib.closing(ReceiverStore(tmp_path / "receiver.db")) as again:
+        count, low, high = again.seq_count("gw-320508-0007")
+        assert again.seq_gaps("gw-320508-0007") == []
+    assert count == high - low + 1
