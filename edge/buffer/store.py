@@ -168,15 +168,24 @@ class Outbox:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreCorruptError(f"quick_check: {check}")
-            self._migrate()
+            self._migrate_checked()
             # The file may never outgrow the quota plus headroom for a DELETE to succeed on a
             # full disk (the quota sits below the file-system limit: reliability.md R7).
             max_pages = (self.quota_bytes + 8 * 1024 * 1024) // self._page_size
             db.execute(f"PRAGMA max_page_count={max_pages}")
+        except StoreError:
+            raise
         except sqlite3.DatabaseError as exc:
             if _is_full(exc):
                 raise StoreFullError(f"cannot open {self.path}: {exc}") from exc
             raise StoreCorruptError(str(exc)) from exc
+
+    def _migrate_checked(self) -> None:
+        try:
+            self._migrate()
+        except StoreError:
+            self._close_db()
+            raise
 
     def _migrate(self) -> None:
         db = self._conn
@@ -195,9 +204,11 @@ class Outbox:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={v}")
             db.execute("COMMIT")
-        except BaseException:
+        except sqlite3.Error as exc:
             db.execute("ROLLBACK")
-            raise
+            # our bug, not a bad file: keep the data where it is and say so
+            raise StoreError(f"schema migration {version} -> {pending[-1][0]} failed: {exc}; "
+                             "the store is unchanged") from exc
         log.info("outbox schema migrated from version %d to %d", version, pending[-1][0])
 
     def _move_aside(self, reason: str) -> None:
@@ -304,35 +315,45 @@ class Outbox:
     def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
                    statements: Sequence[tuple[str, Sequence[Any]]],
                    result: AppendResult) -> None:
-        first = self._next_seq
-        if first + len(events) > self._reserved_upto:
-            self._reserve(first + len(events))
         over = self._used_bytes() > self.quota_bytes * HIGH_WATERMARK
-        rows = []
-        seq = first
-        stored: list[int] = []
-        refused: dict[int, int] = {}
         alarms_only = over and self._telemetry_count() == 0
-        for event in events:
-            if alarms_only and event.prio not in ALARM_PRIOS:
-                refused[event.prio] = refused.get(event.prio, 0) + 1
-                continue
-            boot, mono = event.mono if event.mono else (None, None)
-            rows.append((seq, event.prio, event.ts_ns, boot, mono, encode_event(event, seq)))
-            stored.append(seq)
-            seq += 1
-        with self._tx() as db:
-            if over and not alarms_only:
-                self._evict(db, result, self.quota_bytes * LOW_WATERMARK)
-            if rows:
-                db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, mono_ms, "
-                               "payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._delete(db, ack_seqs)
-            for sql, args in statements:
-                db.execute(sql, args)
-            for prio, n in refused.items():
-                self._bump(db, f"dropped.quota_refused.{prio}", n)
-        self._next_seq = seq
+        refused: dict[int, int] = {}
+        stored: list[int] = []
+        saved_next = self._next_seq
+        evicted_before = dict(result.evicted)
+        gaps_before = len(result.gap_seqs)
+        try:
+            with self._tx() as db:
+                if over and not alarms_only:
+                    self._evict(db, result, self.quota_bytes * LOW_WATERMARK)
+                keep = [e for e in events if not alarms_only or e.prio in ALARM_PRIOS]
+                for e in events:
+                    if alarms_only and e.prio not in ALARM_PRIOS:
+                        refused[e.prio] = refused.get(e.prio, 0) + 1
+                first = self._next_seq
+                if first + len(keep) > self._reserved_upto:
+                    self._reserve(first + len(keep))
+                rows = []
+                for seq, event in enumerate(keep, start=first):
+                    boot, mono = event.mono if event.mono else (None, None)
+                    rows.append((seq, event.prio, event.ts_ns, boot, mono,
+                                 encode_event(event, seq)))
+                    stored.append(seq)
+                if rows:
+                    db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, "
+                                   "mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._delete(db, ack_seqs)
+                for sql, args in statements:
+                    db.execute(sql, args)
+                for prio, n in refused.items():
+                    self._bump(db, f"dropped.quota_refused.{prio}", n)
+        except BaseException:
+            # nothing of this transaction happened: give back its seqs and its counts
+            self._next_seq = saved_next
+            result.evicted = evicted_before
+            del result.gap_seqs[gaps_before:]
+            raise
+        self._next_seq = first + len(rows)
         result.seqs.extend(stored)
         for prio, n in refused.items():
             result.refused[prio] = result.refused.get(prio, 0) + n
