@@ -27,13 +27,13 @@ from typing import Any
 
 from edge import __version__
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config_loader import LoadedConfig
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.keys import load_key
-from edge.model import Event, EventType, Prio
 from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.uplink.mqtt import MqttUplink
@@ -42,17 +42,6 @@ from edge.uplink.signing import Signer
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 STATUS_EVERY_S = 2.0
-
-
-def make_gap_factory(clock: Clock) -> Any:
-    """Return the outbox's gap-event factory (events.md: ``gap`` is prio 0)."""
-
-    def gap(reason: str, dropped: dict[int, int], first_seq: int, last_seq: int) -> Event:
-        return Event(EventType.GAP, Prio.CRITICAL, clock.now_ns(), clock.quality(),
-                     data={"reason": reason, "dropped": {str(k): v for k, v in dropped.items()},
-                           "first_seq": first_seq, "last_seq": last_seq})
-
-    return gap
 
 
 class Agent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.clock import Clock, TimeQuality
 from edge.config import AnyDevice, EdgeConfig
 from edge.drivers.base import AlarmChange, DeviceState, Reading
+from edge.errors import StoreFullError
 from edge.model import Alarm, Asset, Event, EventType, Prio
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class EventSink:
         # "device:kind" -> (alarm_id, alarm block as raised)
         self.active = active
         self.alarms_raised = 0
+        self.readings_refused = 0
 
     def set_devices(self, config: EdgeConfig) -> None:
         """Refresh the asset table after a config reload."""
@@ -59,10 +62,15 @@ class EventSink:
         """Store a reading as telemetry (positions as prio 2)."""
         ts, quality, mono = self._stamp(reading.at_ns, reading.mono_ns)
         positional = reading.device in self._positional
-        await self._outbox.put(Event(
-            EventType.POSITION if positional else EventType.READING,
-            Prio.STATE if positional else Prio.TELEMETRY, ts, quality, device=reading.device,
-            asset=self._assets.get(reading.device), data=dict(reading.values), mono=mono))
+        try:
+            await self._outbox.put(Event(
+                EventType.POSITION if positional else EventType.READING,
+                Prio.STATE if positional else Prio.TELEMETRY, ts, quality,
+                device=reading.device, asset=self._assets.get(reading.device),
+                data=dict(reading.values), mono=mono))
+        except StoreFullError:
+            # counted by the store and announced by a gap event; the device keeps polling
+            self.readings_refused += 1
 
     async def alarm(self, change: AlarmChange) -> None:
         """Store an alarm raise or clear; a clear reuses its raise's ``alarm_id``."""
@@ -107,9 +115,11 @@ class EventSink:
     async def state(self, device: str, state: DeviceState, detail: str) -> None:
         """Store a device health change (prio 2)."""
         ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
-        await self._outbox.put(Event(EventType.STATE, Prio.STATE, ts, quality, device=device,
-                                     asset=self._assets.get(device),
-                                     data={"state": state.value, "detail": detail}, mono=mono))
+        with contextlib.suppress(StoreFullError):  # counted by the store, like telemetry
+            await self._outbox.put(Event(EventType.STATE, Prio.STATE, ts, quality,
+                                         device=device, asset=self._assets.get(device),
+                                         data={"state": state.value, "detail": detail},
+                                         mono=mono))
 
     async def system_alarm(self, kind: str, detail: str) -> None:
         """Store a gateway-level critical alarm (e.g. the outbox was replaced after corruption)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.model import Event, EventType
@@ -21,8 +22,6 @@ def ev(prio: int = 3, size: int = 0, **data: object) -> Event:
 
 def open_store(path: Path, **kwargs: object) -> Outbox:
     """Open an outbox with a gap factory like the agent's."""
-    from edge.agent import make_gap_factory
-
     store = Outbox(path, gap_factory=make_gap_factory(Clock("system")), **kwargs)  # type: ignore[arg-type]
     store.open()
     return store

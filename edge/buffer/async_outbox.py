@@ -48,6 +48,7 @@ class AsyncOutbox:
         self.events_committed = 0
         self.last_commit_mono = time.monotonic()
         self.refused: dict[int, int] = {}
+        self.alarms_waiting = 0
         self.evicted: dict[int, int] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -138,6 +139,30 @@ class AsyncOutbox:
             if any(e.prio in ALARM_PRIOS for e in op.events):
                 deadline = time.monotonic()
 
+    async def _append_retrying_alarms(self, events: list[Event], acks: list[int],
+                                      statements: list[tuple[str, Sequence[Any]]]
+                                      ) -> AppendResult:
+        """Append; when even alarms find no room, keep them (bounded by the op queue) and
+        retry every second until space returns: an alarm is never dropped."""
+        outage_logged = False
+        while True:
+            try:
+                # shield: a cancelled agent still finishes the transaction it started
+                return await asyncio.shield(self.call(self.store.append, events, acks,
+                                                      statements))
+            except StoreFullError:
+                events = [e for e in events if e.prio in ALARM_PRIOS]
+                if not events:
+                    raise
+                if not outage_logged:
+                    log.error("outbox: no room for %d alarm events; holding them until space "
+                              "returns", len(events))
+                    outage_logged = True
+                self.alarms_waiting = len(events)
+                await asyncio.sleep(1.0)
+            finally:
+                self.alarms_waiting = 0
+
     async def _commit(self, batch: list[_Op]) -> None:
         events = [e for op in batch for e in op.events]
         acks = [s for op in batch for s in op.acks]
@@ -145,9 +170,7 @@ class AsyncOutbox:
         error: BaseException | None = None
         result = AppendResult()
         try:
-            # shield: a cancelled agent still finishes the transaction it started
-            result = await asyncio.shield(self.call(self.store.append, events, acks,
-                                                    statements))
+            result = await self._append_retrying_alarms(events, acks, statements)
         except StoreError as exc:
             error = exc
         except asyncio.CancelledError:

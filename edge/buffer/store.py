@@ -43,6 +43,13 @@ SEQ_RESERVE_BLOCK = 100_000
 HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
 LOW_WATERMARK = 0.80  # ... down to this share
 DELETE_CHUNK = 500
+# Space kept in reserve beside the store: released on a full disk so that DELETE (eviction)
+# and a WAL truncate can still run, re-created when space returns (reliability.md R7).
+BALLAST_BYTES = 2 * 1024 * 1024
+# Free file-system space the store never counts on: below it, telemetry is evicted as if the
+# quota were reached, so the WAL always has room to checkpoint and DELETE always works.
+FS_RESERVE_BYTES = 4 * 1024 * 1024
+WAL_AUTOCHECKPOINT_PAGES = 256  # a small WAL: at most ~1 MiB must fit when the disk is full
 ALARM_PRIOS = (0, 1)
 
 GapFactory = Callable[[str, dict[int, int], int, int], Event]
@@ -106,6 +113,9 @@ class Outbox:
         self._cursor = [0, 0, 0, 0]  # highest seq leased per prio
         self._leased: set[int] = set()
         self._page_size = 4096
+        self._ballast_check_at = 0.0
+        self._refused_unannounced: dict[int, int] = {}
+        self._refusal_gap_at = 0.0
         self.replaced_corrupt: Path | None = None  # set when open() moved a bad file aside
         self.corrupt_reason = ""
 
@@ -136,6 +146,39 @@ class Outbox:
         self._next_seq = max(floor, db_high) + 1
         self._cursor = [0, 0, 0, 0]
         self._leased.clear()
+        self.restore_ballast()
+
+    @property
+    def _ballast(self) -> Path:
+        return self.path.with_name(self.path.name + ".ballast")
+
+    def restore_ballast(self) -> bool:
+        """Create the reserve file when there is room for it twice over; return if present."""
+        if self._ballast.exists():
+            return True
+        stat = os.statvfs(self.path.parent)
+        if stat.f_bavail * stat.f_frsize < 3 * BALLAST_BYTES:
+            return False
+        tmp = self._ballast.with_name(self._ballast.name + ".tmp")
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(b"\0" * BALLAST_BYTES)  # real blocks, not a sparse hole
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self._ballast)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        return True
+
+    def _release_ballast(self) -> bool:
+        try:
+            self._ballast.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("outbox: disk full; released %d KiB of reserve to keep evicting",
+                    BALLAST_BYTES // 1024)
+        return True
 
     def _take_lock(self) -> None:
         if self._lock_fd is not None:
@@ -162,9 +205,12 @@ class Outbox:
             if mode != "wal":
                 raise StoreError(f"journal_mode is {mode}, WAL is required")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA wal_autocheckpoint=1000")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-            db.execute(f"PRAGMA journal_size_limit={4 * 1000 * self._page_size}")
+            # keep the WAL file's blocks after a checkpoint (up to 4x its normal size): a WAL
+            # that rewinds into its own blocks needs no new space on a full disk
+            db.execute("PRAGMA journal_size_limit="
+                       f"{4 * WAL_AUTOCHECKPOINT_PAGES * self._page_size}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreCorruptError(f"quick_check: {check}")
@@ -294,28 +340,41 @@ class Outbox:
         """
         result = AppendResult()
         pending = list(events)
-        for _attempt in range(3):
+        # On a full disk or quota, escalate: rewind the WAL into the blocks it has, then evict
+        # telemetry, then shed the telemetry in hand and spend the reserve (the ballast).
+        for attempt in range(4):
             try:
                 self._append_tx(pending, ack_seqs, statements, result)
             except sqlite3.Error as exc:
                 if not _is_full(exc):
                     raise StoreError(f"append failed: {exc}") from exc
-                self._make_room(result, need_bytes=sum(256 + len(e.data) * 32 for e in pending))
-                if _attempt == 1:  # still full after eviction: shed the telemetry in hand
+                if attempt == 1:
+                    self._make_room(result, need_bytes=sum(256 + 32 * len(e.data)
+                                                           for e in pending))
+                elif attempt == 2:
                     for e in pending:
                         if e.prio not in ALARM_PRIOS:
                             result.refused[e.prio] = result.refused.get(e.prio, 0) + 1
                     pending = [e for e in pending if e.prio in ALARM_PRIOS]
+                    self._release_ballast()
+                self._rewind_wal()
                 continue
             self._after_append(result)
+            if result.refused and attempt >= 2:
+                self._count_refused(result)
             return result
         self._count_refused(result)
         raise StoreFullError(f"{self.path}: no room even for {len(pending)} alarm events")
 
+    def _rewind_wal(self) -> None:
+        """Checkpoint so the next commit writes the WAL from its start, into blocks it has."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+
     def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
                    statements: Sequence[tuple[str, Sequence[Any]]],
                    result: AppendResult) -> None:
-        over = self._used_bytes() > self.quota_bytes * HIGH_WATERMARK
+        over = self._used_bytes() > self._effective_quota() * HIGH_WATERMARK
         alarms_only = over and self._telemetry_count() == 0
         refused: dict[int, int] = {}
         stored: list[int] = []
@@ -325,7 +384,7 @@ class Outbox:
         try:
             with self._tx() as db:
                 if over and not alarms_only:
-                    self._evict(db, result, self.quota_bytes * LOW_WATERMARK)
+                    self._evict(db, result, self._effective_quota() * LOW_WATERMARK)
                 keep = [e for e in events if not alarms_only or e.prio in ALARM_PRIOS]
                 for e in events:
                     if alarms_only and e.prio not in ALARM_PRIOS:
@@ -342,26 +401,34 @@ class Outbox:
                 if rows:
                     db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, "
                                    "mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._next_seq = first + len(rows)
                 self._delete(db, ack_seqs)
                 for sql, args in statements:
                     db.execute(sql, args)
                 for prio, n in refused.items():
                     self._bump(db, f"dropped.quota_refused.{prio}", n)
+                    self._refused_unannounced[prio] = self._refused_unannounced.get(prio, 0) + n
+                self._announce_refusals(db, result)
         except BaseException:
             # nothing of this transaction happened: give back its seqs and its counts
             self._next_seq = saved_next
             result.evicted = evicted_before
             del result.gap_seqs[gaps_before:]
             raise
-        self._next_seq = first + len(rows)
         result.seqs.extend(stored)
         for prio, n in refused.items():
             result.refused[prio] = result.refused.get(prio, 0) + n
         self._leased.difference_update(ack_seqs)
 
     def _after_append(self, result: AppendResult) -> None:
-        if result.evicted and self._gap_factory is not None:
-            log.warning("outbox over quota: evicted %s (prio: events)", result.evicted)
+        if result.evicted:
+            log.warning("outbox over quota or disk full: evicted %s (prio: events)",
+                        result.evicted)
+        now = time.monotonic()
+        if now >= self._ballast_check_at and not self._ballast.exists():
+            self._ballast_check_at = now + 10.0
+            if self.restore_ballast():
+                log.info("outbox: disk space is back; reserve restored")
 
     def _count_refused(self, result: AppendResult) -> None:
         with contextlib.suppress(sqlite3.Error), self._tx() as db:
@@ -370,12 +437,18 @@ class Outbox:
 
     def _make_room(self, result: AppendResult, need_bytes: int) -> None:
         """Evict telemetry so that a DELETE-freed page can take new rows (disk or quota full)."""
-        try:
-            with self._tx() as db:
-                target = min(self._used_bytes(), self.quota_bytes) * LOW_WATERMARK - need_bytes
-                self._evict(db, result, max(target, 0))
-        except sqlite3.Error as exc:
-            log.warning("outbox could not evict on a full disk: %s", exc)
+        for _ in range(2):
+            try:
+                with self._tx() as db:
+                    target = min(self._used_bytes(), self._effective_quota()) * LOW_WATERMARK \
+                        - need_bytes
+                    self._evict(db, result, max(target, 0))
+                self._rewind_wal()
+                return
+            except sqlite3.Error as exc:
+                if not _is_full(exc) or not self._release_ballast():
+                    log.warning("outbox could not evict on a full disk: %s", exc)
+                    return
 
     def _evict(self, db: sqlite3.Connection, result: AppendResult, target_bytes: float) -> None:
         """Delete oldest telemetry (prio 3, then 2) until used bytes ≤ target; emit a gap."""
@@ -407,6 +480,23 @@ class Outbox:
             self._next_seq = seq + 1
             result.gap_seqs.append(seq)
 
+    def _announce_refusals(self, db: sqlite3.Connection, result: AppendResult) -> None:
+        """Write one gap event for telemetry refused lately (at most one a minute)."""
+        now = time.monotonic()
+        if not self._refused_unannounced or now < self._refusal_gap_at or \
+                self._gap_factory is None:
+            return
+        gap = self._gap_factory("quota_refused", self._refused_unannounced, 0, 0)
+        seq = self._next_seq
+        if seq + 1 > self._reserved_upto:
+            self._reserve(seq + 1)
+        db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
+                   (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
+        self._next_seq = seq + 1
+        result.gap_seqs.append(seq)
+        self._refused_unannounced = {}
+        self._refusal_gap_at = now + 60.0
+
     def _delete(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
         for i in range(0, len(seqs), DELETE_CHUNK):
             chunk = list(seqs[i:i + DELETE_CHUNK])
@@ -415,6 +505,16 @@ class Outbox:
     def _bump(self, db: sqlite3.Connection, name: str, n: int) -> None:
         db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
                    "UPDATE SET value = value + excluded.value", (name, n))
+
+    def _effective_quota(self) -> int:
+        """Return the quota, lowered to what the file system can still hold minus a reserve."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return self.quota_bytes
+        fs_free = stat.f_bavail * stat.f_frsize
+        file_bytes = self._conn.execute("PRAGMA page_count").fetchone()[0] * self._page_size
+        return min(self.quota_bytes, file_bytes + fs_free - FS_RESERVE_BYTES)
 
     def _used_bytes(self) -> int:
         db = self._conn
