@@ -97,7 +97,7 @@ class Agent:
                          cfg.gateway.id, len(self.drivers))
                 self.ready.set()
                 await stop.wait()
-                raise _StopError
+                raise _StopError  # noqa: TRY301 - cancels the task group's siblings
         except* _StopError:
             pass
         finally:

@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             await agent.run(stop)
         except EdgeError as exc:
-            logging.getLogger("edge").error("cannot run: %s", exc)  # noqa: LOG015
+            logging.getLogger("edge").error("cannot run: %s", exc)  # noqa: TRY400 - no trace
             return EX_UNAVAILABLE
         return EX_OK
 

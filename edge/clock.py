@@ -69,9 +69,9 @@ class Clock:
 
     def now_ns(self) -> int:
         """Return the best wall-clock estimate in ns since the epoch."""
-        if self.source in ("gnss", "ntp") and self._gnss_offset_ns is not None:
-            if self.source == "gnss" or not self._kernel_synced():
-                return time.time_ns() + self._gnss_offset_ns
+        if self._gnss_offset_ns is not None and (
+                self.source == "gnss" or (self.source == "ntp" and not self._kernel_synced())):
+            return time.time_ns() + self._gnss_offset_ns
         return time.time_ns()
 
     def quality(self) -> TimeQuality:
@@ -104,7 +104,7 @@ def rfc3339_ms(ns: int) -> str:
 
 def parse_rfc3339(text: str) -> int:
     """Parse an RFC 3339 timestamp into ns since the epoch; raise ValueError if malformed."""
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise ValueError(f"timestamp without a zone: {text!r}")
     return int(value.timestamp() * 1_000_000_000)

@@ -187,8 +187,11 @@ class AssetConfig(_Model):
 
 
 class DebouncedThreshold(_Model):
-    """Raise after ``raise_after`` samples at or over ``threshold``; clear after ``clear_after``
-    samples below ``clear_below`` (hysteresis)."""
+    """A debounced threshold with hysteresis.
+
+    Raise after ``raise_after`` samples at or over ``threshold``; clear after ``clear_after``
+    samples below ``clear_below``.
+    """
 
     threshold: float
     clear_below: float

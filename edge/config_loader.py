@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ def _walk(tree: Any, loc: Loc) -> Iterator[tuple[Any, int | str]]:
     for part in loc:
         if isinstance(node, CommentedMap):
             if part not in node:
-                if isinstance(part, str) and node.get("kind") == part or node.get("type") == part:
+                if (isinstance(part, str) and node.get("kind") == part) or node.get("type") == part:
                     continue  # a discriminator tag in the loc, not a key in the file
                 yield node, part
                 return
@@ -182,7 +182,7 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind.startswith("union_tag"):
         loc = (*loc, str(ctx.get("discriminator", "kind")).strip("'"))
-    messages = {
+    messages: dict[str, Callable[[], str]] = {
         "less_than_equal": lambda: f"must be <= {ctx.get('le')} (got {_got(value)})",
         "greater_than_equal": lambda: f"must be >= {ctx.get('ge')} (got {_got(value)})",
         "less_than": lambda: f"must be < {ctx.get('lt')} (got {_got(value)})",
@@ -258,16 +258,18 @@ def cross_check(config: EdgeConfig) -> list[tuple[Loc, str]]:
     seen_buses: dict[str, int] = {}
     for i, bus in enumerate(config.buses):
         if bus.name in seen_buses:
+            first = seen_buses[bus.name]
             problems.append((("buses", i, "name"),
-                             f"duplicate bus name {bus.name!r} (also buses[{seen_buses[bus.name]}])"))
+                             f"duplicate bus name {bus.name!r} (also buses[{first}])"))
         seen_buses.setdefault(bus.name, i)
     seen: dict[str, int] = {}
     unit_ids: dict[tuple[str, int], int] = {}
     classes = config.class_table()
     for i, device in enumerate(config.devices):
         if device.name in seen:
+            first = seen[device.name]
             problems.append((("devices", i, "name"),
-                             f"duplicate device name {device.name!r} (also devices[{seen[device.name]}])"))
+                             f"duplicate device name {device.name!r} (also devices[{first}])"))
         seen.setdefault(device.name, i)
         problems += _check_transport(config, i, device, unit_ids)
         problems += _check_asset(config, i, device, classes)

@@ -14,7 +14,7 @@ flag (the retry policy lives in the type, never in string matching)::
     │   └── StoreCorruptError       store.corrupt       no    failed check, unknown schema version
     ├── UplinkError                 uplink              no
     │   ├── UplinkUnavailableError  uplink.unavailable  yes   network down, HTTP 5xx
-    │   ├── UplinkTLSError          uplink.tls          no    certificate refused: never a plaintext retry
+    │   ├── UplinkTLSError          uplink.tls          yes   refused certificate; never plaintext
     │   └── UplinkRejectedError     uplink.rejected     no    PUBACK failure code, HTTP 4xx
     └── CommandRejectedError        command.rejected    no    a downlink command failed a check
 

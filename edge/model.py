@@ -21,6 +21,7 @@ from edge.clock import TimeQuality, rfc3339_ms
 from edge.ids import uuid7
 
 WIRE_VERSION = 1
+UUID7_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 
 class EventType(StrEnum):
@@ -115,7 +116,7 @@ class Event:
 
 
 def dumps(value: Any) -> bytes:
-    """Serialise compactly as UTF-8 (Chinese asset names stay readable, not \\u-escaped)."""
+    """Serialise compactly as UTF-8 (Chinese asset names stay readable, not escaped)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -172,7 +173,7 @@ class WireMono(_Strict):
 class WireEvent(_Strict):
     """One event as it travels."""
 
-    id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    id: str = Field(pattern=UUID7_PATTERN)
     seq: int = Field(ge=1)
     type: EventType
     prio: int = Field(ge=0, le=3)

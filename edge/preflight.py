@@ -49,7 +49,7 @@ def _tcp(host: str, port: int, timeout_s: float = 2.0) -> str | None:
 
 
 def check_clock(loaded: LoadedConfig) -> Check:
-    """Is the wall clock trustworthy for event timestamps?"""
+    """Check that the wall clock can be trusted for event timestamps."""
     clock = Clock(loaded.config.gateway.time_source)
     source = loaded.config.gateway.time_source
     if clock.quality() is TimeQuality.SYNCED:
@@ -64,7 +64,7 @@ def check_clock(loaded: LoadedConfig) -> Check:
 
 
 def check_state_dir(loaded: LoadedConfig) -> Check:
-    """Can the outbox be written, with room for its quota?"""
+    """Check that the outbox can be written, with room for its quota."""
     state_dir = loaded.state_dir
     probe = state_dir
     while not probe.exists():
@@ -83,7 +83,7 @@ def check_state_dir(loaded: LoadedConfig) -> Check:
 
 
 def check_key(loaded: LoadedConfig) -> Check:
-    """Is the gateway signing key present, private and valid?"""
+    """Check that the gateway signing key is present, private and valid."""
     path = loaded.resolve(loaded.config.gateway.key_file)
     try:
         load_key(path)
@@ -94,7 +94,7 @@ def check_key(loaded: LoadedConfig) -> Check:
 
 
 def check_certificates(loaded: LoadedConfig) -> list[Check]:
-    """Are the TLS files readable, and how long until they expire?"""
+    """Check that the TLS files are readable and not about to expire."""
     tls = loaded.config.uplink.tls
     if tls is False:
         return [Check("tls", WARN, "tls: false — plaintext to a loopback broker only; never "
@@ -127,14 +127,15 @@ def check_certificates(loaded: LoadedConfig) -> list[Check]:
 
 
 async def check_uplink(loaded: LoadedConfig) -> Check:
-    """Does the broker accept us, with TLS verified?"""
+    """Check that the broker accepts us, with TLS verified."""
     up = loaded.config.uplink
     if up.kind != "mqtt":
         return Check("uplink", WARN, "HTTPS uplink: reachability not checked yet")
     try:
         tls = None if up.tls is False else client_context(up.tls, loaded.base_dir)
         # our own client id: the running agent's session must not be kicked by the check
-        link = MqttLink(host=up.host, port=up.port, client_id=f"{up.client_id or loaded.config.gateway.id}-check",
+        client_id = f"{up.client_id or loaded.config.gateway.id}-check"
+        link = MqttLink(host=up.host, port=up.port, client_id=client_id,
                         protocol=up.protocol, keepalive_s=up.keepalive_s,
                         connect_timeout_s=min(up.connect_timeout_s, 5.0), tls=tls)
         try:
@@ -148,7 +149,7 @@ async def check_uplink(loaded: LoadedConfig) -> Check:
 
 
 def check_ports(loaded: LoadedConfig) -> list[Check]:
-    """Are serial ports present and permitted, and TCP endpoints reachable?"""
+    """Check serial ports (present, permitted) and TCP endpoints (reachable)."""
     out = []
     cfg = loaded.config
     for bus in cfg.buses:
@@ -158,9 +159,8 @@ def check_ports(loaded: LoadedConfig) -> list[Check]:
                              err or f"{bus.host}:{bus.port} reachable"))
         else:
             out.append(_port_check(f"bus {bus.name}", bus.port))
-    for device in cfg.devices:
-        if device.transport == "serial" and device.port:
-            out.append(_port_check(f"device {device.name}", device.port))
+    out.extend(_port_check(f"device {device.name}", device.port) for device in cfg.devices
+               if device.transport == "serial" and device.port)
     return out
 
 

@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 
 
 async def supervise(driver: Driver[Any], sink: Sink, *, cap_s: float = 60.0) -> None:
-    """Run ``driver`` forever: restart it after a failure, waiting
-    ``uniform(0, min(cap_s, 1.5 ** attempt))``; cancellation stops it."""
+    """Run ``driver`` forever; cancellation stops it.
+
+    After a failure it waits ``uniform(0, min(cap_s, 1.5 ** attempt))`` and restarts it.
+    """
     attempt = 0
     down_since: float | None = None
     while True:
@@ -27,7 +29,7 @@ async def supervise(driver: Driver[Any], sink: Sink, *, cap_s: float = 60.0) -> 
             driver.stats.last_error = str(exc)
             if down_since is None:
                 log.warning("device %s stopped: %s", driver.name, exc)
-        except Exception:  # noqa: BLE001 - a driver bug must not stop the streetlights
+        except Exception:
             log.exception("device %s crashed (a bug); restarting", driver.name)
         if down_since is None:
             down_since = started

@@ -1,5 +1,6 @@
-"""The demo: mosquitto (TLS, client certs), simulators, the reference receiver and the agent
-on the default devices.yaml, all on loopback.
+"""The demo: broker, simulators, receiver and agent on devices.yaml, all on loopback.
+
+mosquitto runs with TLS and client certificates, as a platform broker would.
 
 ``python -m hil demo`` runs until Ctrl-C; ``--self-test`` tilts the cover itself, measures the
 time from tilt to alarm at the receiver, levels it, waits for the clear and exits 0 or 1.
@@ -96,7 +97,7 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
                 await ready.wait()
             log_path = workdir / "agent.log"
             with log_path.open("ab") as log:
-                agent = subprocess.Popen(
+                agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
                     [sys.executable, "-m", "edge.cli", "run", "--config", str(loaded.path),
                      "--boot-delay-s", "0"], stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)

@@ -60,7 +60,7 @@ class _FormatCheck(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             record.getMessage()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.errors.append(f"{record.pathname}:{record.lineno}: {exc}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,5 +41,5 @@ def test_bad_hysteresis_is_refused() -> None:
 def test_raises_and_clears_alternate(values: list[float]) -> None:
     a = Debounced(threshold=15, clear_at=10, raise_after=2, clear_after=2)
     changes = [c for c in (a.update(v) for v in values) if c]
-    assert all(x != y for x, y in zip(changes, changes[1:], strict=False))
+    assert all(x != y for x, y in itertools.pairwise(changes))
     assert not changes or changes[0] == "raised"

@@ -239,3 +239,17 @@ def test_retention_drops_old_telemetry_keeps_recent_alarms(tmp_path: Path) -> No
     assert dropped == {3: 1}
     assert store.counters()["dropped.retention.3"] == 1
     store.close()
+
+
+def test_after_a_reconnect_live_events_are_leased_apart_from_the_backlog(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "o.db")
+    backlog = store.append([ev(3) for _ in range(50)]).seqs
+    store.set_live_from()
+    live = store.append([ev(3) for _ in range(5)]).seqs
+    alarm = store.append([ev(1)]).seqs
+    assert [x.seq for x in store.lease(10, max_prio=1)] == alarm
+    assert [x.seq for x in store.lease(10, live=True)] == live
+    assert [x.seq for x in store.lease(10, live=False)] == backlog[:10]
+    assert [x.seq for x in store.lease(100, live=False)] == backlog[10:]
+    assert store.lease(10) == []
+    store.close()

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from edge.buffer.store import Outbox
-
 from tests.powerloss.replay import read_trace, sweep
 
 ROOT = Path(__file__).resolve().parents[1]

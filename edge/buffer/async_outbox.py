@@ -70,8 +70,7 @@ class AsyncOutbox:
 
     async def put_many(self, events: Sequence[Event],
                        statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
-        """Store events (and run ``statements`` in the same transaction); return once
-        committed."""
+        """Store events and run ``statements`` in one transaction; return once committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._ops.put(_Op(events=list(events), statements=list(statements), done=done))
         await done
@@ -82,9 +81,14 @@ class AsyncOutbox:
         await self._ops.put(_Op(acks=list(seqs), done=done))
         await done
 
-    async def lease(self, max_events: int, max_bytes: int, max_prio: int = 3) -> list[Leased]:
-        """Lease the next events of prio ≤ ``max_prio`` by (prio, seq)."""
-        return await self.call(self.store.lease, max_events, max_bytes, max_prio)
+    async def lease(self, max_events: int, max_bytes: int, max_prio: int = 3,
+                    live: bool | None = None) -> list[Leased]:
+        """Lease the next events of prio ≤ ``max_prio`` by (prio, seq) (see Outbox.lease)."""
+        return await self.call(self.store.lease, max_events, max_bytes, max_prio, live)
+
+    async def set_live_from(self) -> int:
+        """Everything queued now becomes backlog (a connection came up)."""
+        return await self.call(self.store.set_live_from)
 
     async def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
         """Count a failed attempt; return the seqs moved to dead letters."""
@@ -142,8 +146,10 @@ class AsyncOutbox:
     async def _append_retrying_alarms(self, events: list[Event], acks: list[int],
                                       statements: list[tuple[str, Sequence[Any]]]
                                       ) -> AppendResult:
-        """Append; when even alarms find no room, keep them (bounded by the op queue) and
-        retry every second until space returns: an alarm is never dropped."""
+        """Append; retry alarms every second while even they find no room.
+
+        An alarm is never dropped: it waits here (bounded by the op queue) for space.
+        """
         outage_logged = False
         while True:
             try:
@@ -155,7 +161,7 @@ class AsyncOutbox:
                 if not events:
                     raise
                 if not outage_logged:
-                    log.error("outbox: no room for %d alarm events; holding them until space "
+                    log.error("outbox: no room for %d alarm events; holding them until space "  # noqa: TRY400
                               "returns", len(events))
                     outage_logged = True
                 self.alarms_waiting = len(events)

@@ -77,11 +77,8 @@ class AppendResult:
 
 def _schema_files() -> list[tuple[int, str]]:
     folder = resources.files("edge.buffer") / "schema"
-    out = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
+    return sorted((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
+                  for entry in folder.iterdir() if entry.name.endswith(".sql"))
 
 
 SCHEMA = _schema_files()
@@ -110,7 +107,9 @@ class Outbox:
         self._lock_fd: int | None = None
         self._next_seq = 1
         self._reserved_upto = 0
-        self._cursor = [0, 0, 0, 0]  # highest seq leased per prio
+        # highest seq leased per (prio, live/backlog/all): a lease scans from there
+        self._cursors: dict[tuple[int, bool | None], int] = {}
+        self._live_from = 1
         self._leased: set[int] = set()
         self._page_size = 4096
         self._ballast_check_at = 0.0
@@ -144,7 +143,8 @@ class Outbox:
         # A fresh store (first boot, or a corrupt one replaced) continues above the reservation.
         floor = db_high if existed else max(db_high, self._reserved_upto)
         self._next_seq = max(floor, db_high) + 1
-        self._cursor = [0, 0, 0, 0]
+        self._cursors.clear()
+        self._live_from = self._next_seq
         self._leased.clear()
         self.restore_ballast()
 
@@ -203,7 +203,7 @@ class Outbox:
             db.execute("PRAGMA busy_timeout=5000")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
-                raise StoreError(f"journal_mode is {mode}, WAL is required")
+                raise StoreError(f"journal_mode is {mode}, WAL is required")  # noqa: TRY301
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
@@ -394,7 +394,7 @@ class Outbox:
                     self._reserve(first + len(keep))
                 rows = []
                 for seq, event in enumerate(keep, start=first):
-                    boot, mono = event.mono if event.mono else (None, None)
+                    boot, mono = event.mono or (None, None)
                     rows.append((seq, event.prio, event.ts_ns, boot, mono,
                                  encode_event(event, seq)))
                     stored.append(seq)
@@ -443,12 +443,13 @@ class Outbox:
                     target = min(self._used_bytes(), self._effective_quota()) * LOW_WATERMARK \
                         - need_bytes
                     self._evict(db, result, max(target, 0))
-                self._rewind_wal()
-                return
             except sqlite3.Error as exc:
                 if not _is_full(exc) or not self._release_ballast():
                     log.warning("outbox could not evict on a full disk: %s", exc)
                     return
+            else:
+                self._rewind_wal()
+                return
 
     def _evict(self, db: sqlite3.Connection, result: AppendResult, target_bytes: float) -> None:
         """Delete oldest telemetry (prio 3, then 2) until used bytes ≤ target; emit a gap."""
@@ -513,7 +514,7 @@ class Outbox:
         except OSError:
             return self.quota_bytes
         fs_free = stat.f_bavail * stat.f_frsize
-        file_bytes = self._conn.execute("PRAGMA page_count").fetchone()[0] * self._page_size
+        file_bytes = int(self._conn.execute("PRAGMA page_count").fetchone()[0]) * self._page_size
         return min(self.quota_bytes, file_bytes + fs_free - FS_RESERVE_BYTES)
 
     def _used_bytes(self) -> int:
@@ -529,23 +530,40 @@ class Outbox:
 
     # ---- the uplink's side -----------------------------------------------------------------
 
-    def lease(self, max_events: int, max_bytes: int = 1 << 30,
-              max_prio: int = 3) -> list[Leased]:
-        """Return up to ``max_events`` unleased events of prio ≤ ``max_prio``, lowest prio
-        first, then oldest."""
+    def set_live_from(self) -> int:
+        """Mark everything queued now as backlog (a connection just came up); return the split.
+
+        ``lease(live=True)`` then hands out only events stored from now on,
+        ``lease(live=False)`` only the backlog, each in (prio, seq) order.
+        """
+        self._live_from = self._next_seq
+        self._cursors.clear()
+        return self._live_from
+
+    def lease(self, max_events: int, max_bytes: int = 1 << 30, max_prio: int = 3,
+              live: bool | None = None) -> list[Leased]:
+        """Return up to ``max_events`` unleased events of prio ≤ ``max_prio``.
+
+        Lowest prio first, then oldest; ``live`` restricts to events stored after (True) or
+        before (False) the last ``set_live_from``.
+        """
         out: list[Leased] = []
         size = 0
         db = self._conn
+        low, high = {None: (0, 1 << 62), True: (self._live_from - 1, 1 << 62),
+                     False: (0, self._live_from)}[live]
         for prio in range(max_prio + 1):
+            key = (prio, live)
             while len(out) < max_events:
                 want = max_events - len(out)
+                after = max(self._cursors.get(key, 0), low)
                 rows = db.execute(
-                    "SELECT seq, payload, attempts FROM events WHERE prio=? AND seq>? "
-                    "ORDER BY seq LIMIT ?", (prio, self._cursor[prio], want)).fetchall()
+                    "SELECT seq, payload, attempts FROM events WHERE prio=? AND seq>? AND seq<? "
+                    "ORDER BY seq LIMIT ?", (prio, after, high, want)).fetchall()
                 if not rows:
                     break
                 for seq, payload, attempts in rows:
-                    self._cursor[prio] = seq
+                    self._cursors[key] = seq
                     if seq in self._leased:
                         continue
                     if out and size + len(payload) > max_bytes:
@@ -578,7 +596,8 @@ class Outbox:
             f"SELECT prio, min(seq) FROM events WHERE seq IN ({','.join('?' * len(seqs))}) "  # noqa: S608
             "GROUP BY prio", list(seqs)).fetchall()
         for prio, low in rows:
-            self._cursor[prio] = min(self._cursor[prio], int(low) - 1)
+            for key in [k for k in self._cursors if k[0] == prio]:
+                self._cursors[key] = min(self._cursors[key], int(low) - 1)
 
     def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
         """Count a failed attempt; return the seqs moved to dead letters after max_attempts."""
@@ -592,9 +611,9 @@ class Outbox:
                 [*seqs, self.max_attempts])]
             if dead:
                 dmarks = ",".join("?" * len(dead))
-                db.execute("INSERT OR REPLACE INTO dead_letters (seq, prio, created_ns, attempts, "
+                db.execute("INSERT OR REPLACE INTO dead_letters (seq, prio, created_ns, attempts, "  # noqa: S608
                            "reason, dead_ns, payload) SELECT seq, prio, created_ns, attempts, ?, "
-                           f"?, payload FROM events WHERE seq IN ({dmarks})",  # noqa: S608
+                           f"?, payload FROM events WHERE seq IN ({dmarks})",
                            [reason, now, *dead])
                 self._delete(db, dead)
                 self._bump(db, "dead_letters", len(dead))
@@ -609,7 +628,7 @@ class Outbox:
                            "payload) SELECT seq, prio, created_ns, 0, payload FROM dead_letters"
                            ).rowcount
             db.execute("DELETE FROM dead_letters")
-        self._cursor = [0, 0, 0, 0]  # requeued seqs are below the cursors
+        self._cursors.clear()  # requeued seqs are below the cursors
         return int(n)
 
     # ---- maintenance -----------------------------------------------------------------------

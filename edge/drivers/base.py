@@ -116,7 +116,7 @@ class Driver(ABC, Generic[ConfigT]):
         """Read the device once and return decoded values (``edge probe``)."""
         raise DeviceError(self.name, "this driver cannot be probed")
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release what the driver holds (transports are closed by their owner)."""
 
 
@@ -147,10 +147,10 @@ class PollingDriver(Driver[ConfigT]):
         await sink.reading(reading)
 
     async def on_offline(self, sink: Sink) -> None:
-        """Hook: the device just went offline (drivers raise comm_lost here)."""
+        """Handle the device going offline (drivers raise comm_lost here)."""
 
     async def on_online(self, sink: Sink) -> None:
-        """Hook: the device answers again after being offline."""
+        """Handle the device answering again after being offline."""
 
     async def probe(self) -> dict[str, Value]:
         """Read once (``edge probe``)."""
@@ -197,8 +197,8 @@ class PollingDriver(Driver[ConfigT]):
     async def _failed(self, exc: BaseException, sink: Sink) -> None:
         self.stats.polls_failed += 1
         self._failures += 1
-        detail = str(exc) if isinstance(exc, DeviceError) else f"{self.name}: no answer in " \
-            f"{self.timeout_s:g} s"
+        detail = str(exc) if isinstance(exc, DeviceError) else \
+            f"{self.name}: no answer in {self.timeout_s:g} s"
         if isinstance(exc, DeviceError) and exc.code == "device.protocol":
             self.stats.parse_errors += 1
         self.stats.last_error = detail

@@ -32,8 +32,7 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 class GpsDriver(Driver[GpsDevice]):
-    """Read NMEA lines; report a position when moved ``min_distance_m`` or every
-    ``max_interval_s``."""
+    """Read NMEA lines; report a position when moved or after ``max_interval_s``."""
 
     kind: ClassVar[str] = "gps"
 

@@ -1,5 +1,4 @@
-"""Loudspeaker broadcast unit with a SYN6288-style serial TTS board
-(firmware_notes/syn6288-tts.md)."""
+"""Loudspeaker broadcast unit with a SYN6288-style TTS board (firmware_notes/syn6288-tts.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Streetlight controller: relay, dimming and an SDM120-style meter over Modbus
-(firmware_notes/sdm120-lamp-controller.md)."""
+"""Streetlight controller: relay, dimming, SDM120-style meter (firmware_notes/sdm120.md)."""
 
 from __future__ import annotations
 

@@ -166,7 +166,7 @@ class MqttLink:
         """Connect and wait for CONNACK; raise an UplinkError subclass on any failure."""
         props = None
         if self._v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
         try:
             async with asyncio.timeout(self._connect_timeout_s + 1):
@@ -202,13 +202,14 @@ class MqttLink:
             raise UplinkUnavailableError("link is down")
         props = None
         if self._v5 and user_properties:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = user_properties
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             # paho would keep the message and resend it later: this link is finished
             self._client.disconnect()
-            raise UplinkUnavailableError(f"publish refused by the client: {mqtt.error_string(info.rc)}")
+            why = mqtt.error_string(info.rc)
+            raise UplinkUnavailableError(f"publish refused by the client: {why}")
         fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
         # Registered before any await, so the PUBACK hop (queued behind us) finds it.

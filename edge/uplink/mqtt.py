@@ -204,6 +204,7 @@ class MqttUplink:
             self._inflight.clear()
 
     async def _session(self, link: MqttLink, window: int) -> str:
+        await self.outbox.set_live_from()  # what queued while we were away is backlog
         await self._publish_state(link, online=True)
         await link.subscribe(self.cmd_topic)
         async with asyncio.TaskGroup() as tg:
@@ -257,26 +258,33 @@ class MqttUplink:
             tg.create_task(self._await_ack(link, ack, seqs, slots), name="uplink.ack")
 
     async def _next_batch(self, max_events: int, max_bytes: int) -> list[Leased]:
-        """Lease the next batch: alarms first, telemetry as the replay bucket allows."""
+        """Lease the next batch: alarms of any age, then live telemetry, then the backlog.
+
+        The backlog goes as fast as the replay bucket allows: a reconnecting fleet must not
+        flood the broker.
+        """
         while True:
             self.outbox.new_data.clear()
             batch = await self.outbox.lease(max_events, max_bytes, max_prio=1)
             if batch:
                 return batch
+            batch = await self.outbox.lease(max_events, max_bytes, max_prio=3, live=True)
+            if batch:
+                return batch
             self.bucket.observe_committed(self.outbox.events_committed)
             granted = self.bucket.take(max_events)
             if granted:
-                batch = await self.outbox.lease(granted, max_bytes, max_prio=3)
+                batch = await self.outbox.lease(granted, max_bytes, max_prio=3, live=False)
+                self.bucket.give_back(granted - len(batch))
                 if batch:
                     return batch
-                self.bucket.give_back(granted)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self.outbox.new_data.wait()
             else:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
-                        await self.outbox.new_data.wait()  # an alarm wakes us early
+                        await self.outbox.new_data.wait()  # new data wakes us early
 
     async def _await_ack(self, link: MqttLink, ack: asyncio.Future[int], seqs: list[int],
                          slots: asyncio.Semaphore) -> None:

@@ -123,7 +123,7 @@ class Receiver:
         assert isinstance(asset, dict)
         where = f"{event.get('device') or gw} {asset.get('name', '')}".strip()
         if alarm["state"] == "raised":
-            case = self.store.open_case(gw, event)  # type: ignore[arg-type]
+            case = self.store.open_case(gw, event)
             if case is not None:
                 out.opened.append(case)
                 self.echo(f"ALARM {alarm['kind']} raised on {where}: value {alarm.get('value')} "

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from typing import Any
 
 from edge.errors import UplinkError
 from edge.uplink._paho import MqttLink
@@ -31,7 +32,8 @@ async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLCont
                 ready.set()
             while not link.closed.done():
                 get = asyncio.ensure_future(link.inbound.get())
-                await asyncio.wait({get, link.closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiters: set[asyncio.Future[Any]] = {get, link.closed}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -85,16 +85,16 @@ class ReceiverStore:
 
     def cases(self, state: str | None = None) -> list[dict[str, Any]]:
         """Return cases, newest first."""
-        sql = "SELECT * FROM cases" + (" WHERE state=?" if state else "") + \
-            " ORDER BY case_no DESC"
+        where = " WHERE state=?" if state else ""
+        sql = f"SELECT * FROM cases{where} ORDER BY case_no DESC"  # noqa: S608 - fixed text
         cur = self.db.execute(sql, (state,) if state else ())
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def events(self, limit: int = 50, type_: str | None = None) -> list[dict[str, Any]]:
         """Return recent events (newest first)."""
-        sql = "SELECT doc FROM events" + (" WHERE type=?" if type_ else "") + \
-            " ORDER BY received_ns DESC LIMIT ?"
+        where = " WHERE type=?" if type_ else ""
+        sql = f"SELECT doc FROM events{where} ORDER BY received_ns DESC LIMIT ?"  # noqa: S608
         args: tuple[Any, ...] = (type_, limit) if type_ else (limit,)
         return [json.loads(r[0]) for r in self.db.execute(sql, args)]
 

@@ -36,8 +36,9 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
 
     def _table(self, fc: int) -> dict[int, int] | dict[int, bool]:
         kind = self.decode(fc)
-        return {"h": self.holding, "i": self.inputs, "c": self.coils, "d": self.coils}.get(
-            kind, self.holding)
+        if kind in ("c", "d"):
+            return self.coils
+        return self.inputs if kind == "i" else self.holding
 
     async def async_getValues(self, func_code: int, address: int,  # noqa: N802 - pymodbus API
                               count: int = 1) -> list[int] | list[bool] | ExcCodes:
@@ -56,7 +57,7 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
             return ExcCodes.ILLEGAL_ADDRESS
 
     async def async_setValues(self, func_code: int, address: int,  # noqa: N802
-                              values: list[int] | list[bool]) -> None | ExcCodes:
+                              values: list[int] | list[bool]) -> ExcCodes | None:
         """Serve a write; the fault register switches the fault mode."""
         if address == FAULT_REGISTER and self.decode(func_code) == "h":
             self.fault = FAULTS[int(values[0]) % len(FAULTS)]
@@ -78,7 +79,7 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
             return ExcCodes.ILLEGAL_ADDRESS
 
     def setValues(self, func_code: int, address: int,  # noqa: N802
-                  values: list[int] | list[bool]) -> None | ExcCodes:
+                  values: list[int] | list[bool]) -> ExcCodes | None:
         """Sync write."""
         table = self._table(func_code)
         for offset, value in enumerate(values):
@@ -86,7 +87,7 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
         return None
 
     def reset(self) -> None:
-        """pymodbus interface; nothing to reset."""
+        """Pymodbus interface; nothing to reset."""
 
 
 def tilt_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
@@ -100,7 +101,7 @@ def tilt_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
 
 def set_lamp(unit: SimUnit, *, voltage_v: float, current_a: float, power_w: float) -> None:
     """Set a lamp controller's meter registers (SDM120 float32 ABCD)."""
-    for reg in range(0, 0x4C):
+    for reg in range(0x4C):
         unit.inputs.setdefault(reg, 0)
     for reg, value in ((0x00, voltage_v), (0x06, current_a), (0x0C, power_w)):
         high, low = sdm120.encode_float_abcd(value)

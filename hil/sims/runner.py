@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edge.config import EdgeConfig, ModbusTcpBus
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
 from hil.sims.serial_sims import GpsSim, TtsSim
+
+
+class _Sim(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 def _socket_port(url: str | None) -> int | None:
@@ -45,12 +51,15 @@ class SimSet:
                 sims.modbus[bus.name] = ModbusTcpSim(per_bus[bus.name], bus.port)
         return sims
 
+    def _all(self) -> list[_Sim]:
+        return [*self.modbus.values(), *self.gps.values(), *self.tts.values()]
+
     async def start(self) -> None:
         """Start every simulator."""
-        for sim in (*self.modbus.values(), *self.gps.values(), *self.tts.values()):
+        for sim in self._all():
             await sim.start()
 
     async def stop(self) -> None:
         """Stop every simulator."""
-        for sim in (*self.modbus.values(), *self.gps.values(), *self.tts.values()):
+        for sim in self._all():
             await sim.stop()

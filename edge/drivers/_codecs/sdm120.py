@@ -6,6 +6,7 @@ design, not a vendor map) adds coil 0 = relay and holding 0x0100 = dim 0-100 %.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 
@@ -39,7 +40,7 @@ def decode_meter(words: Sequence[int]) -> dict[str, float]:
         "power_w": float_abcd(words[12], words[13]),
     }
     for name, value in values.items():
-        if value != value or abs(value) > 1e6:  # NaN or absurd: a garbled frame, not a reading
+        if math.isnan(value) or abs(value) > 1e6:  # NaN or absurd: a garbled frame, not a reading
             raise ValueError(f"implausible {name}: {value}")
         values[name] = round(value, 3)
     return values

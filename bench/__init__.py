@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench NAME [--quick] [--json]``; ``make bench`` runs them all."""
