@@ -120,7 +120,7 @@ class NmeaTracker:
                 raise ValueError("0,0 fake fix")  # null island with status A
             knots = _float(f[6])
             return Fix(dt.datetime.combine(self._date, when, dt.UTC), lat, lon,
-                       None if knots is None else round(knots * 1.852, 3), _float(f[7]), 2,
+                       None if knots is None else round(knots * 1.852, 4), _float(f[7]), 2,
                        "RMC")
         if s.type == "GGA" and len(f) >= 6:
             if f[5] not in ("1", "2", "4", "5") or not f[0] or self._date is None:

@@ -1,4 +1,4 @@
-"""Eastron SDM120 meter and our lamp controller (firmware_notes/sdm120-lamp-controller.md).
+"""Eastron SDM120 meter and our lamp controller (firmware_notes/sdm120.md).
 
 FC 0x04, float32 IEEE-754 big-endian, high word first (ABCD). The lamp controller (a simulator
 design, not a vendor map) adds coil 0 = relay and holding 0x0100 = dim 0-100 %.

@@ -1,0 +1,165 @@
+"""Pure codecs: vectors from firmware_notes/ (and design/devices.md), and fuzzing: garbage
+only ever raises ValueError, never anything else, never hangs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.drivers._codecs import modbus_frames, nmea, sdm120, syn6288, witmotion
+
+FUZZ = settings(max_examples=10_000, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_modbus_crc_matches_the_published_request() -> None:
+    assert modbus_frames.read_request(0x50, 3, 0x3D, 3) == bytes.fromhex("5003003D00039986")
+    assert modbus_frames.read_request(1, 4, 0, 2) == bytes.fromhex("01040000000271CB")
+
+
+def test_witmotion_reply_vector() -> None:
+    reply = bytes.fromhex("5003060AABFE39400025B1")
+    words = modbus_frames.parse_read_response(reply, 0x50, 3, 3)
+    angles = witmotion.decode_angles([*words, 2000])
+    assert angles["tilt_x_deg"] == pytest.approx(15.0, abs=0.01)
+    assert angles["tilt_y_deg"] == pytest.approx(-2.5, abs=0.01)
+    assert angles["yaw_deg"] == pytest.approx(90.0, abs=0.01)
+    assert angles["temperature_c"] == 20.0
+
+
+def test_witmotion_encode_decode_round_trip() -> None:
+    words = witmotion.encode_angles(38.5, -2.1, 0, 21.5)
+    values = witmotion.decode_angles(words)
+    assert values["tilt_x_deg"] == pytest.approx(38.5, abs=0.01)
+    assert witmotion.tilt_deg(values) == pytest.approx(38.5, abs=0.01)
+    assert witmotion.tilt_deg(values, baseline_deg=3.0) == pytest.approx(35.5, abs=0.01)
+
+
+def test_sdm120_float_is_high_word_first() -> None:
+    reply = bytes.fromhex("010404436680006FDF")
+    words = modbus_frames.parse_read_response(reply, 1, 4, 2)
+    assert sdm120.float_abcd(*words) == pytest.approx(230.5)
+    assert sdm120.float_abcd(words[1], words[0]) == pytest.approx(-2.4e-41, rel=0.1)
+
+
+def test_bad_crc_and_wrong_unit_are_refused() -> None:
+    reply = bytearray.fromhex("5003060AABFE39400025B1")
+    reply[4] ^= 0x01
+    with pytest.raises(ValueError, match="CRC"):
+        modbus_frames.parse_read_response(bytes(reply), 0x50, 3, 3)
+    other = modbus_frames.with_crc(bytes.fromhex("5103060AABFE394000"))
+    with pytest.raises(ValueError, match="unit 81"):
+        modbus_frames.parse_read_response(other, 0x50, 3, 3)
+
+
+def test_syn6288_frames_match_published_vectors() -> None:
+    assert syn6288.frame(syn6288.CMD_STATUS) == bytes.fromhex("FD000221DE")
+    assert syn6288.frame(syn6288.CMD_STOP) == bytes.fromhex("FD000202FD")
+    assert syn6288.speak("井盖异常") == bytes.fromhex("FD000B0100BEAEB8C7D2ECB3A3B6")
+    assert syn6288.parse_frame(syn6288.speak("井盖异常"))[0] == syn6288.CMD_SPEAK
+    assert syn6288.parse_status(b"\x41\x4e") is True
+
+
+def test_syn6288_refuses_overlong_text() -> None:
+    with pytest.raises(ValueError, match="200"):
+        syn6288.speak("路" * 101)
+
+
+def test_nmea_example_fix() -> None:
+    line = "$GNRMC,021152.000,A,2929.000108,N,10629.000282,E,0.003,316.55,020717,,E,A*09"
+    fix = nmea.NmeaTracker().feed(nmea.parse_sentence(line))
+    assert fix is not None
+    assert fix.utc == dt.datetime(2017, 7, 2, 2, 11, 52, tzinfo=dt.UTC)
+    assert fix.lat == pytest.approx(29.4833351, abs=1e-7)
+    assert fix.lon == pytest.approx(106.4833380, abs=1e-7)
+    assert fix.speed_kmh == pytest.approx(0.0056, abs=1e-4)
+
+
+@pytest.mark.parametrize("line", [
+    "$GPRMC,080919.091,V,,,,,0.00,0.00,231113,,,N*4F",
+    "$GPGGA,080919.091,,,,,0,0,,,M,,M,,*49",
+])
+def test_nmea_no_fix_sentences_give_no_fix(line: str) -> None:
+    assert nmea.NmeaTracker().feed(nmea.parse_sentence(line)) is None
+
+
+def test_nmea_rejects_null_island_and_bad_checksum() -> None:
+    body = "GPRMC,120000.00,A,0000.0000,N,00000.0000,E,0.0,0.0,010126,,,A"
+    with pytest.raises(ValueError, match="0,0"):
+        nmea.NmeaTracker().feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+    with pytest.raises(ValueError, match="checksum"):
+        nmea.parse_sentence(f"${body}*00")
+
+
+def test_nmea_gga_after_midnight_takes_the_next_day() -> None:
+    tracker = nmea.NmeaTracker()
+    rmc = nmea.rmc(dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC), 31.3, 120.6, 10, 90)
+    tracker.feed(nmea.parse_sentence(rmc))
+    body = "GNGGA,000000.00,3118.0000,N,12036.0000,E,1,08,1.0,10.0,M,0.0,M,,"
+    fix = tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+    assert fix is not None
+    assert fix.utc == dt.datetime(2026, 11, 26, 0, 0, 0, tzinfo=dt.UTC)
+
+
+@FUZZ
+@given(st.binary(max_size=120))
+def test_fuzz_modbus_response(data: bytes) -> None:
+    try:
+        modbus_frames.parse_read_response(data, 0x50, 3, 4)
+    except ValueError:
+        pass
+
+
+@FUZZ
+@given(st.lists(st.integers(-100, 0x1_0010), max_size=6))
+def test_fuzz_witmotion_registers(words: list[int]) -> None:
+    try:
+        witmotion.decode_angles(words)
+    except ValueError:
+        pass
+
+
+@FUZZ
+@given(st.lists(st.integers(0, 0xFFFF), min_size=14, max_size=14))
+def test_fuzz_sdm120_registers(words: list[int]) -> None:
+    try:
+        values = sdm120.decode_meter(words)
+    except ValueError:
+        return
+    assert all(abs(v) <= 1e6 for v in values.values())
+
+
+@FUZZ
+@given(st.binary(max_size=64))
+def test_fuzz_syn6288_frames(data: bytes) -> None:
+    try:
+        syn6288.parse_frame(data)
+    except ValueError:
+        pass
+
+
+@FUZZ
+@given(st.text(alphabet=st.characters(codec="latin-1"), max_size=100)
+       | st.builds(lambda b: f"$GNRMC,{b}", st.text(max_size=80)))
+def test_fuzz_nmea(line: str) -> None:
+    tracker = nmea.NmeaTracker()
+    try:
+        tracker.feed(nmea.parse_sentence(line))
+    except ValueError:
+        pass
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(["RMC", "GGA"]), max_size=5),
+       st.lists(st.text(alphabet="0123456789.,NSEWAV-", max_size=12), min_size=14, max_size=14))
+def test_fuzz_nmea_fields_with_valid_checksums(types: list[str], fields: list[str]) -> None:
+    tracker = nmea.NmeaTracker()
+    for kind in types:
+        body = f"GN{kind}," + ",".join(fields)
+        try:
+            tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+        except ValueError:
+            pass
