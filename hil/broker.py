@@ -56,6 +56,7 @@ class Mosquitto:
     acl: str | None = None  # acl_file contents
     require_certificate: bool = True
     tls_version: str = "tlsv1.2"
+    persistence: bool = False  # keep subscriber sessions across a restart (SIGTERM saves)
     proc: subprocess.Popen[bytes] | None = None
 
     def conf_text(self) -> str:
@@ -63,7 +64,9 @@ class Mosquitto:
         # run as whoever started it: as root, mosquitto would switch to its own user and
         # could not read our 0600 keys
         lines = [f"user {pwd.getpwuid(os.geteuid()).pw_name}",
-                 f"listener {self.port} 127.0.0.1", "persistence false",
+                 f"listener {self.port} 127.0.0.1",
+                 f"persistence {'true' if self.persistence else 'false'}",
+                 f"persistence_location {self.workdir}/",
                  "max_inflight_messages 100", "max_queued_messages 100000"]
         if self.pki is not None:
             lines += [f"cafile {self.pki.cert('ca')}", f"certfile {self.pki.cert('broker')}",

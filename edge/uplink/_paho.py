@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,8 @@ class MqttLink:
                  keepalive_s: int, connect_timeout_s: float, tls: ssl.SSLContext | None,
                  username: str | None = None,
                  password: str | None = None, will: Will | None = None,
-                 max_inflight: int = 20, inbound_max: int = 100) -> None:
+                 max_inflight: int = 20, inbound_max: int = 100,
+                 session_expiry_s: int = 0) -> None:
         self._loop = asyncio.get_running_loop()
         self.host, self.port = host, port
         self._v5 = protocol == "5"
@@ -81,6 +83,9 @@ class MqttLink:
             reconnect_on_failure=False,
         )
         self._keepalive_s = keepalive_s
+        # 0: a clean session (the gateway: its outbox is the session). A platform subscriber
+        # keeps one so messages wait at the broker while it reconnects.
+        self._session_expiry_s = session_expiry_s
         self._client.connect_timeout = connect_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._client.max_inflight_messages_set(max_inflight)
@@ -167,7 +172,7 @@ class MqttLink:
         props = None
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 0
+            props.SessionExpiryInterval = self._session_expiry_s
         try:
             async with asyncio.timeout(self._connect_timeout_s + 1):
                 await asyncio.to_thread(self._blocking_connect, props)
@@ -189,7 +194,7 @@ class MqttLink:
 
     def _blocking_connect(self, props: Properties | None) -> None:
         self._client.connect(self.host, self.port, keepalive=self._keepalive_s,
-                             clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                             clean_start=self._session_expiry_s == 0,
                              properties=props)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False,
@@ -223,15 +228,34 @@ class MqttLink:
             raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
 
     def abort(self) -> None:
-        """Drop the connection now (PUBACK overdue, shutdown)."""
+        """Drop the connection now (PUBACK overdue, silent link, shutdown).
+
+        paho's loop thread ends only once its outgoing queue has drained, which never
+        happens into a blackholed link: shutting the socket down makes paho see the loss.
+        """
         with contextlib.suppress(Exception):
             self._client.disconnect()
+        sock = self._client.socket()
+        shutdown = getattr(sock, "shutdown", None)
+        if shutdown is not None:
+            with contextlib.suppress(OSError):
+                shutdown(socket.SHUT_RDWR)
 
     async def close(self) -> None:
-        """Disconnect cleanly (no last will) and stop paho's thread."""
+        """Disconnect (DISCONNECT if the link still works: no last will) and stop paho."""
         with contextlib.suppress(Exception):
             self._client.disconnect()
         if self._started:
-            await asyncio.to_thread(self._client.loop_stop)
+            stopper = asyncio.ensure_future(asyncio.to_thread(self._client.loop_stop))
+            try:
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(stopper)
+            except TimeoutError:
+                self.abort()  # the DISCONNECT could not leave: cut the socket
+                try:
+                    async with asyncio.timeout(5.0):
+                        await stopper
+                except TimeoutError:
+                    log.error("paho's network thread did not stop; leaving it behind")  # noqa: TRY400
             self._started = False
         self._closed_done("closed by us")

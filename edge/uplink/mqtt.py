@@ -130,6 +130,7 @@ class MqttUplink:
         self._inflight: set[int] = set()
         self.bucket = TokenBucket(cfg.replay_events_per_s)
         self.link: MqttLink | None = None
+        self._outage_logged = False
 
     def _make_link(self) -> MqttLink:
         tls = None if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
@@ -151,48 +152,58 @@ class MqttUplink:
                      delay)
             await asyncio.sleep(delay)
         attempt = 0
-        outage_logged = False
         while True:
             self.stats.attempts += 1
             self.stats.attempt_log.append(time.monotonic())
             del self.stats.attempt_log[:-200]
-            busy = False
+            error: UplinkError | None = None
             up_for = 0.0
             try:
-                link = self._make_link()
-                self.link = link
-                connected = await link.connect()
-                self.stats.connected, self.stats.connects = True, self.stats.connects + 1
-                self.stats.connected_since = time.monotonic()
-                if outage_logged:
-                    log.info("uplink: connected to %s:%d again", self.cfg.host, self.cfg.port)
-                else:
-                    log.info("uplink: connected to %s:%d (MQTT %s, receive maximum %d)",
-                             self.cfg.host, self.cfg.port, self.cfg.protocol,
-                             connected.receive_maximum)
-                outage_logged = False
-                window = max(1, min(self.cfg.max_inflight, connected.receive_maximum))
-                reason = await self._session(link, window)
-                raise UplinkUnavailableError(f"link lost: {reason}")
+                await self._connect_and_forward()
             except UplinkError as exc:
-                busy = isinstance(exc, UplinkUnavailableError) and exc.retry_after_s == float("inf")
-                self.stats.last_error = str(exc)
-                self.stats.failures[exc.code] = self.stats.failures.get(exc.code, 0) + 1
-                if not outage_logged:
-                    log.warning("uplink: %s", exc)  # once per outage
-                    outage_logged = True
-                else:
-                    log.debug("uplink: still down: %s", exc)
+                error = exc
+            except Exception as exc:  # the uplink must outlive any bug: logged, reconnects
+                log.exception("uplink: unexpected error; reconnecting")
+                error = UplinkUnavailableError(f"internal error: {exc!r}")
             finally:
                 if self.stats.connected:
                     up_for = time.monotonic() - self.stats.connected_since
                 self.stats.connected = False
                 await self._end_session()
+            busy = False
+            if error is not None:
+                busy = isinstance(error, UplinkUnavailableError) and \
+                    error.retry_after_s == float("inf")
+                self.stats.last_error = str(error)
+                self.stats.failures[error.code] = self.stats.failures.get(error.code, 0) + 1
+                if not self._outage_logged:
+                    log.warning("uplink: %s", error)  # once per outage
+                    self._outage_logged = True
+                else:
+                    log.debug("uplink: still down: %s", error)
             # Reset only after a stable connection: an accept-then-kick broker backs us off.
             attempt = 0 if up_for >= self.cfg.stable_after_s else attempt + 1
             wait = self.cfg.reconnect_cap_s if busy else \
                 full_jitter(attempt, self.cfg.reconnect_base_s, self.cfg.reconnect_cap_s)
             await asyncio.sleep(wait)
+
+    async def _connect_and_forward(self) -> None:
+        """Connect, then forward until the link drops; always raises UplinkError."""
+        link = self._make_link()
+        self.link = link
+        connected = await link.connect()
+        self.stats.connected, self.stats.connects = True, self.stats.connects + 1
+        self.stats.connected_since = time.monotonic()
+        log.info("uplink: connected to %s:%d (MQTT %s, receive maximum %d)%s", self.cfg.host,
+                 self.cfg.port, self.cfg.protocol, connected.receive_maximum,
+                 " again" if self._outage_logged else "")
+        self._outage_logged = False
+        window = max(1, min(self.cfg.max_inflight, connected.receive_maximum))
+        try:
+            reason = await self._session(link, window)
+        except* UplinkError as group:
+            raise group.exceptions[0] from None
+        raise UplinkUnavailableError(f"link lost: {reason}")
 
     async def _end_session(self) -> None:
         link, self.link = self.link, None

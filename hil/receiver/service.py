@@ -17,13 +17,15 @@ log = logging.getLogger("hil.receiver")
 
 async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLContext | None,
                    prefix: str = "edge/v1", client_id: str = "reference-receiver",
-                   ready: asyncio.Event | None = None) -> None:
+                   ready: asyncio.Event | None = None, session_expiry_s: int = 3600,
+                   retry_s: float = 0.5) -> None:
     """Subscribe and handle messages until cancelled; reconnect after a second on loss."""
     while True:
         # A platform receiver must not drop what the broker already acknowledged to the
         # gateway, so its queue is large; it is a test tool, sized for the benches.
         link = MqttLink(host=host, port=port, client_id=client_id, protocol="5",
-                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=2_000_000)
+                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=2_000_000,
+                        session_expiry_s=session_expiry_s)
         try:
             await link.connect()
             await link.subscribe(f"{prefix}/+/events")
@@ -49,4 +51,4 @@ async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLCont
             log.warning("receiver: %s", exc)
         finally:
             await link.close()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(retry_s)

@@ -1,0 +1,164 @@
+"""Delivery through real mosquitto under faults (reliability.md R4, R5, R6, R10, R11)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from hil.broker import Mosquitto, free_port
+from hil.proxy import FaultProxy
+from tests.uplink_rig import rig
+
+
+async def wait_for(predicate: object, timeout_s: float) -> float:
+    start = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"not within {timeout_s} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_steady_delivery_acks_and_empties_the_outbox(tmp_path: Path,
+                                                           plain_broker: Mosquitto) -> None:
+    async with rig(tmp_path, uplink_port=plain_broker.port,
+                   receiver_port=plain_broker.port) as r:
+        await r.produce(500, 2.0, alarm_every_s=0.5)
+        await r.wait_delivered(10)
+        assert r.duplicates() == 0
+        await wait_for(lambda: r.outbox.store.stats()["depth"] == 0, 5)
+
+
+OUTAGE_S = 60
+
+
+async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq", free_port(), None, persistence=True)
+    broker.start()
+    try:
+        async with rig(tmp_path, uplink_port=broker.port, receiver_port=broker.port) as r:
+            await r.produce(200, 2.0)
+            await r.wait_delivered(10)
+            broker.stop()
+            await wait_for(lambda: not r.uplink.stats.connected, 5)
+            outage_started = len(r.produced)
+            await r.produce(200, OUTAGE_S, alarm_every_s=5)
+            broker.start()
+            back = time.monotonic()
+            reconnect_s = await wait_for(lambda: r.uplink.stats.connected, 10)
+            produced_during = list(r.produced)[outage_started:]
+            await r.wait_delivered(60)
+            window = r.uplink.cfg.max_inflight * r.uplink.cfg.batch_max_events
+            arrival = {row[0]: row[1] for row in r.store.db.execute(
+                "SELECT id, received_ns FROM events")}
+            alarms = [i for i in produced_during if r.produced[i] == 0]
+            backlog = [i for i in produced_during if r.produced[i] == 3]
+            print(f"R4: outage {OUTAGE_S} s, {len(produced_during)} events queued, "
+                  f"reconnect {reconnect_s:.2f} s after the broker returned, "
+                  f"{r.duplicates()} duplicates, {len(alarms)} alarms")
+            assert reconnect_s <= 3.0
+            assert len(produced_during) >= 200 * OUTAGE_S * 0.9
+            assert not r.missing()
+            assert r.duplicates() <= window
+            assert len(alarms) >= OUTAGE_S // 5 - 1
+            assert max(arrival[a] for a in alarms) <= min(arrival[b] for b in backlog), \
+                "backlog telemetry arrived before an alarm raised during the outage"
+            assert time.monotonic() - back < 70
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("blackhole_s", [pytest.param(25, id="25s"),
+                                         pytest.param(90, id="90s", marks=pytest.mark.faults)])
+async def test_silent_drop_is_detected_within_two_keepalives(tmp_path: Path,
+                                                             plain_broker: Mosquitto,
+                                                             blackhole_s: int) -> None:
+    proxy = FaultProxy(plain_broker.port)
+    await proxy.start()
+    try:
+        async with rig(tmp_path, uplink_port=proxy.port, receiver_port=plain_broker.port,
+                       keepalive_s=5) as r:
+            await wait_for(lambda: r.uplink.stats.connected, 10)
+            producing = asyncio.create_task(r.produce(100, blackhole_s + 5, alarm_every_s=3))
+            await asyncio.sleep(2)
+            proxy.set_mode("blackhole")
+            detected_s = await wait_for(lambda: not r.uplink.stats.connected, 15)
+            await asyncio.sleep(max(0, blackhole_s - detected_s))
+            proxy.set_mode("forward")
+            await producing
+            await r.wait_delivered(30)
+            print(f"R5 blackhole {blackhole_s} s: detected after {detected_s:.1f} s "
+                  f"(keepalive 5 s), {r.duplicates()} duplicates")
+            assert detected_s <= 2 * 5 + 1
+            assert not r.missing()
+    finally:
+        await proxy.stop()
+
+
+async def test_rst_flaps_lose_nothing(tmp_path: Path, plain_broker: Mosquitto) -> None:
+    proxy = FaultProxy(plain_broker.port)
+    await proxy.start()
+    try:
+        async with rig(tmp_path, uplink_port=proxy.port, receiver_port=plain_broker.port) as r:
+            producing = asyncio.create_task(r.produce(300, 8, alarm_every_s=1))
+            for _ in range(5):
+                await asyncio.sleep(1.2)
+                proxy.set_mode("rst")
+            await producing
+            await r.wait_delivered(30)
+            window = r.uplink.cfg.max_inflight * r.uplink.cfg.batch_max_events
+            assert not r.missing()
+            assert r.duplicates() <= 5 * window
+            assert r.uplink.stats.connects >= 3
+    finally:
+        await proxy.stop()
+
+
+async def test_accept_then_kick_backs_off_to_the_cap(tmp_path: Path,
+                                                     plain_broker: Mosquitto) -> None:
+    proxy = FaultProxy(plain_broker.port, mode="kick")
+    await proxy.start()
+    try:
+        async with rig(tmp_path, uplink_port=proxy.port, receiver_port=plain_broker.port,
+                       reconnect_base_s=0.1, reconnect_cap_s=2.0):
+            await asyncio.sleep(20)
+        gaps = [b - a for a, b in zip(proxy.accepted, proxy.accepted[1:], strict=False)]
+        print(f"R10: {len(proxy.accepted)} attempts, intervals "
+              f"{[round(g, 2) for g in gaps]}")
+        assert len(gaps) >= 12
+        # Full jitter over [0, min(cap, base·2^n)]: with the backoff never reset the late mean
+        # is ≈ cap/2 = 1 s; a client resetting on CONNACK would stay at ≈ 0.1-0.2 s.
+        late = statistics.mean(gaps[-10:])
+        assert late >= 0.5
+        assert statistics.mean(gaps[:3]) < late
+        assert max(gaps) <= 2.0 + 1.0  # cap + connect time
+    finally:
+        await proxy.stop()
+
+
+async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq-acl", free_port(), None,
+                       acl="topic read #\ntopic write edge/v1/+/state\n")
+    broker.start()
+    try:
+        async with rig(tmp_path, uplink_port=broker.port, receiver_port=broker.port,
+                       max_attempts=3, batch_max_events=10) as r:
+            await r.produce(50, 1.0)
+            await wait_for(lambda: r.outbox.store.stats()["dead_letters"] >= 40, 30)
+            stats = r.outbox.store.stats()
+            print(f"R11: {stats['dead_letters']} dead letters, failures {r.uplink.stats.failures}")
+            assert r.uplink.stats.failures.get("puback.0x87", 0) >= 3
+            assert r.uplink.stats.connects == 1, "a poison batch caused a reconnect loop"
+            assert r.uplink.stats.events_acked == 0
+            assert not r.received_ids()
+            # the queue head never blocked: every event was tried and dead-lettered
+            await wait_for(lambda: r.outbox.store.stats()["depth"] == 0, 30)
+            assert r.outbox.store.stats()["dead_letters"] == len(r.produced)
+            # other traffic flows: the state topic is allowed and arrives at the receiver
+            assert r.store.gateways()
+    finally:
+        broker.stop()
