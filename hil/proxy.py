@@ -13,7 +13,9 @@ import contextlib
 import socket
 import struct
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -27,9 +29,12 @@ class FaultProxy:
     _server: asyncio.Server | None = None
     _conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         """Listen; ``port`` 0 picks a free one."""
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -49,6 +54,10 @@ class FaultProxy:
         if mode == "rst":
             self.abort_all()
             self.mode = "forward"
+        if self.mode == "blackhole":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
 
     def abort_all(self) -> None:
         """Close every proxied connection with RST."""
@@ -57,8 +66,8 @@ class FaultProxy:
                 _rst(writer)
         self._conns.clear()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -86,8 +95,7 @@ class FaultProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                while self.mode == "blackhole":  # hold the bytes: nothing moves, nothing closes
-                    await asyncio.sleep(0.05)
+                await self._flowing.wait()  # blackhole: hold the bytes, close nothing
                 if pair not in self._conns:
                     return
                 writer.write(data)
