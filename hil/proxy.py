@@ -26,6 +26,7 @@ class FaultProxy:
     port: int = 0
     mode: str = "forward"
     accepted: list[float] = field(default_factory=list)  # monotonic accept times
+    first_bytes: list[int] = field(default_factory=list)  # first byte each client sent
     _server: asyncio.Server | None = None
     _conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -84,17 +85,21 @@ class FaultProxy:
         pair = (writer, up_writer)
         self._conns.add(pair)
         kick = self.mode == "kick"
-        self._spawn(self._pipe(reader, up_writer, pair, kick_after_first=False), "proxy.up")
+        self._spawn(self._pipe(reader, up_writer, pair, kick_after_first=False,
+                               record_first=True), "proxy.up")
         self._spawn(self._pipe(up_reader, writer, pair, kick_after_first=kick), "proxy.down")
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter], *,
-                    kick_after_first: bool) -> None:
+                    kick_after_first: bool, record_first: bool = False) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if record_first:
+                    self.first_bytes.append(data[0])
+                    record_first = False
                 await self._flowing.wait()  # blackhole: hold the bytes, close nothing
                 if pair not in self._conns:
                     return

@@ -106,6 +106,8 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._client.on_log = self._on_log
+        self._tls_failure: str | None = None
         self._started = False
 
     # ---- paho thread → event loop ----------------------------------------------------------
@@ -113,6 +115,12 @@ class MqttLink:
     def _hop(self, fn: object, *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+    def _on_log(self, _c: mqtt.Client, _u: object, level: int, text: str) -> None:
+        # TLS 1.3 reports a refused client certificate after the handshake, as an alert that
+        # paho only logs ("failed to receive on socket: [SSL: TLSV13_ALERT_...]").
+        if level == mqtt.MQTT_LOG_ERR and "SSL" in text:
+            self._tls_failure = text
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode,
                     props: Properties | None) -> None:
@@ -139,7 +147,15 @@ class MqttLink:
 
     def _closed_done(self, why: str) -> None:
         if not self._connack.done():
-            self._connack.set_exception(UplinkUnavailableError(f"closed before CONNACK: {why}"))
+            failure = self._tls_failure
+            if failure is not None:
+                hint = " (the broker requires a client certificate)" \
+                    if "CERTIFICATE_REQUIRED" in failure.upper() else ""
+                self._connack.set_exception(UplinkTLSError(
+                    f"{self.host}:{self.port}: TLS refused by the broker{hint}: {failure}"))
+            else:
+                self._connack.set_exception(
+                    UplinkUnavailableError(f"closed before CONNACK: {why}"))
         if not self.closed.done():
             self.closed.set_result(why)
         for fut in self._pending.values():

@@ -1,0 +1,160 @@
+"""TLS is verified always (reliability.md R14): each misconfiguration is refused with a clear
+error, and no connection ever carries anything but a TLS handshake (no plaintext retry)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import socket
+import ssl
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from edge.config import TlsConfig
+from edge.errors import UplinkError, UplinkTLSError
+from edge.uplink._paho import MqttLink
+from edge.uplink.tls import client_context
+from hil.broker import Mosquitto, free_port
+from hil.pki import Pki, _write_key, ensure_pki, issue, make_ca, write_cert
+from hil.proxy import FaultProxy
+
+TLS_HANDSHAKE = 0x16
+
+
+def broker_pki(folder: Path, good: Pki, **issue_args: Any) -> tuple[Pki, x509.Certificate]:
+    """A PKI whose broker certificate is issued with ``issue_args`` by a fresh CA that also
+    signs nothing else; the client CA file is copied from ``good``."""
+    folder.mkdir(parents=True)
+    ca_key, ca_cert = make_ca("broker CA")
+    key, cert = issue(ca_key, ca_cert, "localhost", server=True, **issue_args)
+    _write_key(folder / "broker-key.pem", key)
+    write_cert(folder / "broker.pem", cert)
+    shutil.copy(good.cert("ca"), folder / "ca.pem")  # clients' certificates verify
+    return Pki(folder), ca_cert
+
+
+async def connect(port: int, tls: ssl.SSLContext) -> None:
+    link = MqttLink(host="127.0.0.1", port=port, client_id="tls-test", protocol="5",
+                    keepalive_s=5, connect_timeout_s=3, tls=tls)
+    try:
+        await link.connect()
+    finally:
+        await link.close()
+
+
+def gateway_tls(pki: Pki, ca_file: Path | None = None, *, client_cert: bool = True) -> ssl.SSLContext:
+    return client_context(TlsConfig(ca_file=str(ca_file or pki.cert("ca")),
+                                    cert_file=str(pki.cert("gateway")) if client_cert else None,
+                                    key_file=str(pki.key("gateway")) if client_cert else None))
+
+
+async def refused_through_proxy(broker_port: int, tls: ssl.SSLContext) -> tuple[UplinkError, list[int]]:
+    proxy = FaultProxy(broker_port)
+    await proxy.start()
+    try:
+        with pytest.raises(UplinkError) as info:
+            await connect(proxy.port, tls)
+        with pytest.raises(UplinkError):
+            await connect(proxy.port, tls)  # and again: still TLS, never a plaintext retry
+    finally:
+        await proxy.stop()
+    return info.value, proxy.first_bytes
+
+
+async def test_good_tls_connects(broker: Mosquitto, pki: Pki) -> None:
+    await connect(broker.port, gateway_tls(pki))
+
+
+async def test_wrong_ca_is_refused(broker: Mosquitto, pki: Pki, tmp_path: Path) -> None:
+    other = ensure_pki(tmp_path / "other")
+    err, first = await refused_through_proxy(broker.port, gateway_tls(pki, other.cert("ca")))
+    assert isinstance(err, UplinkTLSError)
+    assert "certificate refused" in str(err)
+    assert first and set(first) == {TLS_HANDSHAKE}
+
+
+async def test_expired_broker_certificate_is_refused(pki: Pki, tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    bad, ca_cert = broker_pki(tmp_path / "expired", pki,
+                              not_before=now - dt.timedelta(days=30),
+                              not_after=now - dt.timedelta(days=1))
+    write_cert(tmp_path / "trust.pem", ca_cert)
+    mq = Mosquitto(tmp_path / "mq", free_port(), bad)
+    mq.start()
+    try:
+        err, first = await refused_through_proxy(mq.port, gateway_tls(pki, tmp_path / "trust.pem"))
+    finally:
+        mq.stop()
+    assert isinstance(err, UplinkTLSError)
+    assert "expired" in str(err)
+    assert set(first) == {TLS_HANDSHAKE}
+
+
+async def test_hostname_mismatch_is_refused(pki: Pki, tmp_path: Path) -> None:
+    bad, ca_cert = broker_pki(tmp_path / "mismatch", pki,
+                              hosts=("mqtt.other.example",))
+    write_cert(tmp_path / "trust.pem", ca_cert)
+    mq = Mosquitto(tmp_path / "mq", free_port(), bad)
+    mq.start()
+    try:
+        err, first = await refused_through_proxy(mq.port, gateway_tls(pki, tmp_path / "trust.pem"))
+    finally:
+        mq.stop()
+    assert isinstance(err, UplinkTLSError)
+    assert "mismatch" in str(err)
+    assert set(first) == {TLS_HANDSHAKE}
+
+
+async def test_missing_client_certificate_is_refused(broker: Mosquitto, pki: Pki) -> None:
+    err, first = await refused_through_proxy(broker.port, gateway_tls(pki, client_cert=False))
+    assert isinstance(err, UplinkTLSError)
+    assert "client certificate" in str(err)
+    assert set(first) == {TLS_HANDSHAKE}
+
+
+async def test_tls_1_1_only_server_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """A server that offers TLS 1.0/1.1 only: the client's TLS 1.2 floor refuses it."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        with warnings.catch_warnings():  # deprecated on purpose: this is the bad server
+            warnings.simplefilter("ignore", DeprecationWarning)
+            server_ctx.minimum_version = ssl.TLSVersion.TLSv1
+            server_ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        server_ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError) as exc:
+        pytest.fail(f"cannot build a TLS 1.1 server here: {exc}")
+    server_ctx.load_cert_chain(pki.cert("broker"), pki.key("broker"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[str] = []
+
+    def serve() -> None:
+        listener.settimeout(10)
+        for _ in range(2):
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                return
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls_conn:
+                    seen.append(tls_conn.version() or "?")
+            except (ssl.SSLError, OSError) as exc:
+                seen.append(f"refused: {exc.__class__.__name__}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        for _ in range(2):
+            with pytest.raises(UplinkTLSError) as info:
+                await connect(port, gateway_tls(pki))
+            assert "TLS failed" in str(info.value)
+    finally:
+        listener.close()
+        thread.join(5)
+    assert all(s.startswith("refused") for s in seen), seen
+
