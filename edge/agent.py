@@ -30,10 +30,15 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
+from edge.commands import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
+from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.streetlight import StreetlightDriver
+from edge.errors import DeviceUnavailableError
 from edge.keys import load_key
+from edge.safety import SafetyRules
 from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.uplink.mqtt import MqttUplink
@@ -62,6 +67,7 @@ class Agent:
         self.drivers: dict[str, Driver[Any]] = {}
         self.sink: EventSink | None = None
         self.uplink: MqttUplink | None = None
+        self.commands: CommandProcessor | None = None
         self.started = time.monotonic()
         self.ready = asyncio.Event()
 
@@ -79,13 +85,20 @@ class Agent:
             if self.outbox.store.replaced_corrupt is not None:
                 await self.sink.system_alarm("store_corrupt",
                                              f"outbox replaced: {self.outbox.store.corrupt_reason}")
-            self.uplink = MqttUplink(
-                cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
-                signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
-                password=self._password(), state_provider=self._uplink_state)
             for device in cfg.devices:
                 if device.enabled:
                     self.drivers[device.name] = build_driver(device, cfg, transports)
+            self.commands = CommandProcessor(
+                cfg, self.outbox, self.clock,
+                keys=load_platform_keys(cfg, self.loaded.base_dir),
+                execute=self._execute, safety=SafetyRules(cfg).check,
+                audit_path=self.state_dir / "audit.log")
+            await self.commands.recover()
+            self.uplink = MqttUplink(
+                cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
+                signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
+                password=self._password(), state_provider=self._uplink_state,
+                on_command=self._on_command)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.uplink.run(boot_delay_s=self._boot_delay_s),
                                name="uplink.mqtt")
@@ -112,6 +125,27 @@ class Agent:
             await self._write_status()
             await self.outbox.close()
             log.info("stopped; outbox committed (%d late events)", committed)
+
+    async def _on_command(self, raw: bytes) -> None:
+        if self.commands is not None:
+            await self.commands.handle(raw)
+
+    async def _execute(self, device: str, action: str, params: Any) -> dict[str, Any]:
+        """Carry out a verified command on its driver."""
+        driver = self.drivers.get(device)
+        if driver is None:
+            raise DeviceUnavailableError(device, "device is disabled")
+        if action == "device.read":
+            values = await driver.probe()
+            return {"values": values}
+        if action == "light.set" and isinstance(driver, StreetlightDriver):
+            return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
+        if action == "speaker.play_tts" and isinstance(driver, LoudspeakerDriver):
+            detail = await driver.play_tts(params.text, params.volume)
+            return {**detail, "priority": params.priority}
+        if action == "speaker.stop" and isinstance(driver, LoudspeakerDriver):
+            return await driver.stop_playback()
+        raise DeviceUnavailableError(device, f"{action} is not implemented for {driver.kind}")
 
     def _password(self) -> str | None:
         pw_file = self.loaded.config.uplink.password_file
@@ -145,6 +179,7 @@ class Agent:
                 "failures": up.failures, "dead_lettered": up.dead_lettered,
                 "last_error": up.last_error},
             "active_alarms": sorted(self.sink.active) if self.sink else [],
+            "commands": dict(self.commands.counts) if self.commands else {},
         }
 
     async def _write_status(self) -> None:

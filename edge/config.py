@@ -123,6 +123,9 @@ class GatewayConfig(_Model):
     key_file: str
     state_dir: str
     platform_keys: dict[str, PlatformKey] = Field(default_factory=dict)
+    # keys provisioned apart from the device list (JSON: {kid: {public_key_hex, roles}})
+    platform_keys_file: str | None = None
+    utc_offset_h: int = Field(default=8, ge=-12, le=14)  # local time for quiet hours, schedules
 
     _county = field_validator("county_code", mode="before")(_digits_from_int)
 
@@ -245,6 +248,8 @@ class StreetlightAlarms(_Model):
 class StreetlightDevice(_DeviceBase):
     """A streetlight controller with a meter (relay, dimming, power)."""
 
+    max_switches_per_min: int = Field(default=4, ge=1, le=60)  # relay wear and flicker
+
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]
     model: Literal["lamp_controller", "sdm120", "pzem004t"] = "lamp_controller"
@@ -258,6 +263,8 @@ class LoudspeakerDevice(_DeviceBase):
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
     max_volume: int = Field(default=12, ge=0, le=16)
+    quiet_hours: str | None = Field(default="22:00-07:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    max_text_chars: int = Field(default=100, ge=1, le=200)
 
 
 class GpsDevice(_DeviceBase):

@@ -138,6 +138,9 @@ class CommandRejectedError(EdgeError):
 
     code = "command.rejected"
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, cmd_id: str | None = None,
+                 action: str | None = None, device: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
+        self.cmd_id, self.action, self.device = cmd_id, action, device

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge.config_loader import load_config
 from edge.errors import ConfigError, EdgeError
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("tilt", help="tilt a simulated cover")
     p.add_argument("device")
     p.add_argument("degrees", type=float)
+    p = sub.add_parser("command", help="send a signed command as the platform")
+    p.add_argument("device")
+    p.add_argument("action")
+    p.add_argument("params", nargs="?", default="{}", help="JSON object")
     p = sub.add_parser("fault", help="set a simulated unit's fault mode")
     p.add_argument("device")
     p.add_argument("mode", choices=["none", "dead", "slow", "exception"])
@@ -52,11 +57,32 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(set_fault(loaded.config, args.device, args.mode))
             print(f"{args.device}: fault mode {args.mode}")
+        elif args.command == "command":
+            return _command(loaded, args.device, args.action, json.loads(args.params))
         elif args.command == "sims":
             return _sims(loaded.config)
     except (EdgeError, KeyError) as exc:
         print(f"✘ {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _command(loaded: Any, device: str, action: str, params: dict[str, Any]) -> int:
+    from hil.commander import platform_key, send, sign_command  # noqa: PLC0415
+    from hil.demo import client_tls  # noqa: PLC0415
+    from hil.pki import Pki  # noqa: PLC0415
+
+    cfg = loaded.config
+    key = platform_key(loaded.resolve("var/receiver/platform.key"))
+    cmd_id, envelope = sign_command(key, gateway=cfg.gateway.id, device=device, action=action,
+                                    params=params)
+    tls = None
+    if cfg.uplink.tls is not False and cfg.uplink.tls.ca_file:
+        tls = client_tls(Pki(loaded.resolve(cfg.uplink.tls.ca_file).parent), "receiver")
+    asyncio.run(send(envelope, host=cfg.uplink.host, port=cfg.uplink.port, tls=tls,
+                     topic=f"{cfg.uplink.topic_prefix}/{cfg.gateway.id}/cmd"))
+    print(f"sent {action} to {device} (cmd_id {cmd_id}); the result arrives as a "
+          "command_result event")
     return 0
 
 

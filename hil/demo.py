@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from edge.config_loader import LoadedConfig
 from edge.keys import describe, init_key, load_key
 from hil.broker import Mosquitto, wait_listening
+from hil.commander import ALL_ROLES, platform_key, register
 from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
@@ -45,12 +47,14 @@ def prepare(loaded: LoadedConfig) -> tuple[Pki, dict[str, str]]:
     reg_path = loaded.resolve("var/receiver/gateways.json")
     reg_path.parent.mkdir(parents=True, exist_ok=True)
     reg_path.write_text(json.dumps(registry, indent=1))
+    if cfg.gateway.platform_keys_file:  # the platform's command key, as provisioning would
+        register(loaded.resolve(cfg.gateway.platform_keys_file),
+                 platform_key(loaded.resolve("var/receiver/platform.key")), ALL_ROLES)
     return pki, registry
 
 
-def _client_tls(pki: Pki, name: str) -> object:
-    import ssl  # noqa: PLC0415
-
+def client_tls(pki: Pki, name: str) -> ssl.SSLContext:
+    """Return a client context for ``name``'s certificate, trusting only the demo CA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_verify_locations(cafile=str(pki.cert("ca")))
@@ -90,7 +94,7 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=cfg.uplink.port,
-                                         tls=_client_tls(pki, "receiver"),  # type: ignore[arg-type]
+                                         tls=client_tls(pki, "receiver"),
                                          prefix=cfg.uplink.topic_prefix, ready=ready),
                                 name="demo.receiver")
             async with asyncio.timeout(10):
@@ -124,6 +128,9 @@ def _instructions(loaded: LoadedConfig) -> None:
     say("demo running. In another terminal:")
     say(f"   {py} -m hil tilt {cover} {TILT_DEG:g}    # lift the cover: alarm shows here")
     say(f"   {py} -m hil tilt {cover} 0     # put it back: the case closes")
+    lamp = next((d.name for d in loaded.config.devices if d.kind == "streetlight"), None)
+    if lamp:
+        say(f"""   {py} -m hil command {lamp} light.set '{{"on": false}}'   # a signed command""")
     say("   .venv/bin/edge status   |   .venv/bin/edge check")
     say("Ctrl-C stops everything.")
 

@@ -26,10 +26,18 @@ def tilt_device(name: str, bus: str, unit_id: int, **extra: Any) -> dict[str, An
                                       "raise_after": 2, "clear_after": 2}}, **extra}
 
 
+def lamp_device(name: str, bus: str, unit_id: int, **extra: Any) -> dict[str, Any]:
+    """A lamp controller on a Modbus TCP bus."""
+    return {"name": name, "kind": "streetlight", "transport": "modbus_tcp", "bus": bus,
+            "unit_id": unit_id, "model": "lamp_controller", "poll_interval_s": 0.5,
+            "asset": LAMP_ASSET, **extra}
+
+
 def write_config(folder: Path, *, broker_port: int, pki: Pki | None,
                  devices: list[dict[str, Any]], buses: list[dict[str, Any]],
                  uplink: dict[str, Any] | None = None,
-                 outbox: dict[str, Any] | None = None) -> LoadedConfig:
+                 outbox: dict[str, Any] | None = None,
+                 gateway: dict[str, Any] | None = None) -> LoadedConfig:
     """Write devices.yaml (+ gateway key) into ``folder`` and load it."""
     folder.mkdir(parents=True, exist_ok=True)
     tls: Any = False
@@ -38,7 +46,7 @@ def write_config(folder: Path, *, broker_port: int, pki: Pki | None,
                "key_file": str(pki.key("gateway"))}
     doc = {
         "gateway": {"id": "gw-320508-0007", "county_code": "320508", "time_source": "system",
-                    "key_file": "keys/gateway.key", "state_dir": "state"},
+                    "key_file": "keys/gateway.key", "state_dir": "state", **(gateway or {})},
         "uplink": {"host": "127.0.0.1", "port": broker_port, "tls": tls, "keepalive_s": 5,
                    "boot_delay_max_s": 0, "reconnect_base_s": 0.2, "reconnect_cap_s": 1.0,
                    "connect_timeout_s": 3, **(uplink or {})},

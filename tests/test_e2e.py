@@ -98,3 +98,58 @@ async def test_tilt_raises_and_level_clears_with_same_alarm_id(
         count, low, high = again.seq_count("gw-320508-0007")
         assert again.seq_gaps("gw-320508-0007") == []
     assert count == high - low + 1
+
+
+async def test_signed_light_command_executes_within_a_second(tmp_path: Path, broker: Mosquitto,
+                                                            pki: Pki) -> None:
+    from edge.drivers._codecs import sdm120
+    from hil.commander import platform_key, register, send, sign_command
+    from hil.sims.modbus_sim import lamp_unit
+    from tests.cfg import lamp_device
+
+    port = free_port()
+    lamp = lamp_unit(on=True)
+    sim = ModbusTcpSim({1: lamp}, port)
+    await sim.start()
+    pkey = platform_key(tmp_path / "platform.key")
+    register(tmp_path / "platform-keys.json", pkey, ["lighting"])
+    loaded = write_config(
+        tmp_path, broker_port=broker.port, pki=pki,
+        buses=[{"name": "lamps", "type": "modbus_tcp", "host": "127.0.0.1", "port": port}],
+        devices=[lamp_device("lamp-07", "lamps", 1)],
+        gateway={"platform_keys_file": str(tmp_path / "platform-keys.json")})
+    key = describe(load_key(loaded.resolve("keys/gateway.key")))
+    store = ReceiverStore(tmp_path / "receiver.db")
+    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    agent = Agent(loaded, boot_delay_s=0)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=broker.port,
+                                         tls=receiver_tls(pki), ready=ready))
+            run = tg.create_task(agent.run(stop))
+            await asyncio.wait_for(ready.wait(), 10)
+            await wait_until(lambda: agent.uplink is not None and agent.uplink.stats.connected, 10)
+            await asyncio.sleep(0.3)  # the agent's cmd subscription is in place
+            cmd_id, env = sign_command(pkey, gateway="gw-320508-0007", device="lamp-07",
+                                       action="light.set", params={"on": False, "dim_pct": 30})
+            sent = time.monotonic()
+            await send(env, host="127.0.0.1", port=broker.port, tls=receiver_tls(pki),
+                       topic="edge/v1/gw-320508-0007/cmd")
+            took = await wait_until(lambda: lamp.coils[sdm120.RELAY_COIL] is False, 5)
+            assert time.monotonic() - sent < 1.5
+            assert took < 1.0
+            assert lamp.holding[sdm120.DIM_REGISTER] == 30
+            await wait_until(lambda: any(
+                e["data"].get("cmd_id") == cmd_id for e in store.events(50, "command_result")), 5)
+            result = next(e for e in store.events(50, "command_result")
+                          if e["data"]["cmd_id"] == cmd_id)
+            assert result["data"]["status"] == "executed"
+            assert result["data"]["detail"]["verified"] is True
+            stop.set()
+            await run
+            rx.cancel()
+    finally:
+        stop.set()
+        await sim.stop()
+        store.close()

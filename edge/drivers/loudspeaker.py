@@ -29,8 +29,13 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
         self._port = port
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._reply_timeout_s = timeout_s
+        self._io_lock = asyncio.Lock()
 
     async def _exchange(self, request: bytes, reply_len: int) -> bytes:
+        async with self._io_lock:  # a status poll and a play must not interleave on the line
+            return await self._exchange_locked(request, reply_len)
+
+    async def _exchange_locked(self, request: bytes, reply_len: int) -> bytes:
         if self._io is None:
             self._io = await self._port.open(self.name)
         reader, writer = self._io
@@ -43,6 +48,22 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
             self._io = None
             await self._port.close()
             raise DeviceUnavailableError(self.name, f"no status reply: {exc!r}") from exc
+
+    async def play_tts(self, text: str, volume: int) -> dict[str, object]:
+        """Speak ``text`` at ``volume`` (0-16); return once the unit accepted it."""
+        try:
+            frame = syn6288.speak(f"[v{volume}]{text}")
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, str(exc)) from exc
+        reply = await self._exchange(frame, 1)
+        if reply != b"\x41":
+            raise DeviceProtocolError(self.name, f"unit refused the text ({reply.hex()})")
+        return {"played": "accepted", "chars": len(text)}
+
+    async def stop_playback(self) -> dict[str, object]:
+        """Stop what is playing."""
+        reply = await self._exchange(syn6288.frame(syn6288.CMD_STOP), 1)
+        return {"stopped": reply == b"\x41"}
 
     @override
     async def poll(self) -> Reading:

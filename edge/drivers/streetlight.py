@@ -12,7 +12,7 @@ from edge.config import StreetlightDevice
 from edge.drivers._codecs import sdm120
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink
-from edge.errors import DeviceProtocolError
+from edge.errors import DeviceProtocolError, DeviceRejectedError
 
 LAMP_OUT = "lamp_out"
 POWER_LOSS = "power_loss"
@@ -54,6 +54,22 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             values["relay_on"] = bool(relay[0])
             values["dim_pct"] = dim[0]
         return Reading(cfg.name, values, at_ns, mono_ns)
+
+    async def set_light(self, *, on: bool, dim_pct: int) -> dict[str, object]:
+        """Switch and dim, then read back; raise DeviceError if the controller disagrees."""
+        cfg = self.config
+        assert cfg.unit_id is not None
+        if cfg.model != "lamp_controller":
+            raise DeviceRejectedError(cfg.name, unit_id=cfg.unit_id, address=sdm120.RELAY_COIL,
+                                      exception_code=1)
+        await self._bus.write_register(cfg.name, cfg.unit_id, sdm120.DIM_REGISTER, dim_pct)
+        await self._bus.write_coil(cfg.name, cfg.unit_id, sdm120.RELAY_COIL, on)
+        relay = await self._bus.read(cfg.name, cfg.unit_id, 1, sdm120.RELAY_COIL, 1)
+        dim = await self._bus.read(cfg.name, cfg.unit_id, 3, sdm120.DIM_REGISTER, 1)
+        if bool(relay[0]) != on or dim[0] != dim_pct:
+            raise DeviceProtocolError(cfg.name, f"read back relay={bool(relay[0])} dim={dim[0]}"
+                                                f", wrote relay={on} dim={dim_pct}")
+        return {"relay_on": on, "dim_pct": dim_pct, "verified": True}
 
     @override
     async def on_reading(self, reading: Reading, sink: Sink) -> None:

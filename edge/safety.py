@@ -1,0 +1,84 @@
+"""Device safety rules for downlink commands (check 5 of design/events.md §Commands).
+
+Safety-relevant actions — switching lights, speaking in the street — are limited even when a
+command is authentic: a stolen platform key must not be able to flicker a street or wake a
+neighbourhood at night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import deque
+
+from edge.config import EdgeConfig, LoudspeakerDevice, StreetlightDevice
+from edge.errors import CommandRejectedError
+
+SWITCH_WINDOW_S = 60.0
+
+
+def in_quiet_hours(spec: str, local: dt.time) -> bool:
+    """Return whether ``local`` falls in ``HH:MM-HH:MM`` (which may wrap past midnight)."""
+    start_s, end_s = spec.split("-")
+    start, end = dt.time.fromisoformat(start_s), dt.time.fromisoformat(end_s)
+    return start <= local < end if start <= end else local >= start or local < end
+
+
+class SafetyRules:
+    """Per-device limits: switch rate, dim range, quiet hours, volume, text length."""
+
+    def __init__(self, config: EdgeConfig, *, now: object = None) -> None:
+        self.config = config
+        self._switches: dict[str, deque[float]] = {}
+        self._now = now  # tests inject a clock: () -> datetime (UTC)
+
+    def _utc_now(self) -> dt.datetime:
+        if callable(self._now):
+            value = self._now()
+            assert isinstance(value, dt.datetime)
+            return value
+        return dt.datetime.now(dt.UTC)
+
+    def check(self, device_name: str, action: str, params: object, roles: set[str]) -> str | None:
+        """Return why the action is unsafe now, or None."""
+        try:
+            device = self.config.device(device_name)
+        except KeyError:
+            return "unknown device"
+        try:
+            if isinstance(device, StreetlightDevice) and action == "light.set":
+                self._switch_rate(device)
+            if isinstance(device, LoudspeakerDevice) and action == "speaker.play_tts":
+                self._speaker(device, params, roles)
+        except CommandRejectedError as exc:
+            return str(exc)
+        return None
+
+    def _switch_rate(self, device: StreetlightDevice) -> None:
+        now = time.monotonic()
+        recent = self._switches.setdefault(device.name, deque())
+        while recent and now - recent[0] > SWITCH_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= device.max_switches_per_min:
+            raise CommandRejectedError(f"{device.name} switched {len(recent)} times in the "
+                                       f"last minute (limit {device.max_switches_per_min})")
+        recent.append(now)
+
+    def _speaker(self, device: LoudspeakerDevice, params: object, roles: set[str]) -> None:
+        text = str(getattr(params, "text", ""))
+        volume = int(getattr(params, "volume", 0))
+        emergency = getattr(params, "priority", "normal") == "emergency" and \
+            "broadcast-emergency" in roles
+        if len(text) > device.max_text_chars:
+            raise CommandRejectedError(f"text of {len(text)} characters exceeds "
+                                       f"{device.max_text_chars}")
+        if emergency:
+            return  # only the broadcast-emergency role overrides quiet hours and volume
+        if volume > device.max_volume:
+            raise CommandRejectedError(f"volume {volume} above the unit's maximum "
+                                       f"{device.max_volume}")
+        if device.quiet_hours:
+            local = (self._utc_now() + dt.timedelta(hours=self.config.gateway.utc_offset_h)).time()
+            if in_quiet_hours(device.quiet_hours, local):
+                raise CommandRejectedError(f"quiet hours {device.quiet_hours} "
+                                           f"(local {local:%H:%M})")

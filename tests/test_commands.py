@@ -1,0 +1,200 @@
+"""Downlink commands (reliability.md R13): every forged, replayed, stale or unsafe command is
+rejected with its reason, counted, audited and not executed; a valid one executes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Outbox
+from edge.clock import Clock
+from edge.commands import CommandProcessor, Outcome, load_platform_keys
+from edge.config_loader import load_config
+from edge.safety import SafetyRules
+from edge.uplink.signing import Ed25519PrivateKey
+from hil.commander import register, sign_command
+
+ROOT = Path(__file__).resolve().parents[1]
+GW = "gw-320508-0007"
+NOON_LOCAL = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)  # 12:00 in UTC+8
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.lighting = Ed25519PrivateKey.generate()
+        self.broadcast = Ed25519PrivateKey.generate()
+        self.emergency = Ed25519PrivateKey.generate()
+        self.unknown = Ed25519PrivateKey.generate()
+        keys_file = tmp_path / "platform-keys.json"
+        register(keys_file, self.lighting, ["lighting", "read"])
+        register(keys_file, self.broadcast, ["broadcast"])
+        register(keys_file, self.emergency, ["broadcast", "broadcast-emergency"])
+        text = (ROOT / "devices.yaml").read_text(encoding="utf-8").replace(
+            "platform_keys_file: var/platform-keys.json", f"platform_keys_file: {keys_file}")
+        (tmp_path / "devices.yaml").write_text(text, encoding="utf-8")
+        self.loaded = load_config(tmp_path / "devices.yaml")
+        self.executed: list[tuple[str, str, Any]] = []
+        self.now = NOON_LOCAL
+        self.outbox: AsyncOutbox | None = None
+        self.processor: CommandProcessor | None = None
+
+    async def start(self) -> None:
+        self.outbox = AsyncOutbox(Outbox(self.tmp / "outbox.db"), commit_max_wait_s=0.001)
+        await self.outbox.open()
+        self.writer = __import__("asyncio").create_task(self.outbox.run())
+        self.processor = self._processor()
+
+    def _processor(self) -> CommandProcessor:
+        assert self.outbox is not None
+
+        async def execute(device: str, action: str, params: Any) -> dict[str, Any]:
+            self.executed.append((device, action, params))
+            return {"ok": True}
+
+        return CommandProcessor(self.loaded.config, self.outbox, Clock("system"),
+                                keys=load_platform_keys(self.loaded.config, self.tmp),
+                                execute=execute,
+                                safety=SafetyRules(self.loaded.config, now=lambda: self.now).check,
+                                audit_path=self.tmp / "audit.log")
+
+    async def stop(self) -> None:
+        assert self.outbox is not None
+        self.writer.cancel()
+        await self.outbox.drain()
+        await self.outbox.close()
+
+    async def send(self, key: Ed25519PrivateKey, action: str, params: dict[str, Any] | None = None,
+                   device: str | None = "lamp-07", **kw: Any) -> Outcome:
+        kw.setdefault("gateway", GW)
+        _cmd, env = sign_command(key, device=device, action=action, params=params, **kw)
+        assert self.processor is not None
+        return await self.processor.handle(env)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in (self.tmp / "audit.log").read_text().splitlines()]
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.stop()
+
+
+async def test_a_valid_command_executes_and_is_reported(h: Harness) -> None:
+    out = await h.send(h.lighting, "light.set", {"on": True, "dim_pct": 60})
+    assert out.status == "executed"
+    assert h.executed[0][0:2] == ("lamp-07", "light.set")
+    assert h.executed[0][2].dim_pct == 60
+    assert h.audit()[-1]["status"] == "executed"
+    assert h.outbox is not None
+    results = [json.loads(r[0]) for r in h.outbox.store.query(
+        "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE '%command_result%'")]
+    assert results[-1]["data"]["status"] == "executed"
+    assert results[-1]["data"]["cmd_id"] == out.cmd_id
+
+
+async def test_bad_signature(h: Harness) -> None:
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True})
+    doc = json.loads(env)
+    doc["body"] = doc["body"].replace('"on":true', '"on":false')
+    assert h.processor is not None
+    out = await h.processor.handle(json.dumps(doc).encode())
+    assert (out.status, out.reason) == ("rejected", "bad_signature")
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("unknown_kid", "unknown_kid"), ("wrong_role", "wrong_role"), ("wrong_aud", "wrong_aud"),
+    ("expired", "expired"), ("iat_future", "iat_in_future"), ("oversized", "oversized"),
+    ("bad_params", "bad_params"), ("unknown_device", "unknown_device"),
+    ("unsupported", "unsupported_action"),
+])
+async def test_rejections(h: Harness, case: str, reason: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    sends = {
+        "unknown_kid": lambda: h.send(h.unknown, "light.set", {"on": True}),
+        "wrong_role": lambda: h.send(h.broadcast, "light.set", {"on": True}),
+        "wrong_aud": lambda: h.send(h.lighting, "light.set", {"on": True}, gateway="gw-other"),
+        "expired": lambda: h.send(h.lighting, "light.set", {"on": True},
+                                  iat=now - dt.timedelta(minutes=10), ttl_s=60),
+        "iat_future": lambda: h.send(h.lighting, "light.set", {"on": True},
+                                     iat=now + dt.timedelta(minutes=5)),
+        "oversized": lambda: h.send(h.lighting, "light.set", {"on": True, "x": "y" * 9000}),
+        "bad_params": lambda: h.send(h.lighting, "light.set", {"on": True, "dim_pct": 150}),
+        "unknown_device": lambda: h.send(h.lighting, "light.set", {"on": True},
+                                         device="lamp-99"),
+        "unsupported": lambda: h.send(h.lighting, "light.set", {"on": True},
+                                      device="manhole-12"),
+    }
+    out = await sends[case]()
+    assert (out.status, out.reason) == ("rejected", reason)
+    assert not h.executed
+    assert h.audit()[-1]["reason"] == reason
+    assert h.processor is not None
+    assert h.processor.counts[f"rejected.{reason}"] == 1
+
+
+async def test_duplicate_cmd_id_is_rejected_also_after_a_restart(h: Harness) -> None:
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True})
+    assert h.processor is not None
+    assert (await h.processor.handle(env)).status == "executed"
+    assert (await h.processor.handle(env)).reason == "duplicate"
+    await h.stop()
+    await h.start()  # a new agent process on the same store
+    assert (await h.processor.handle(env)).reason == "duplicate"
+    assert len(h.executed) == 1
+
+
+async def test_counter_rollback_is_rejected(h: Harness) -> None:
+    assert (await h.send(h.lighting, "light.set", {"on": True}, ctr=100)).status == "executed"
+    out = await h.send(h.lighting, "light.set", {"on": False}, ctr=99)
+    assert out.reason == "counter_rollback"
+
+
+async def test_switching_too_often_is_unsafe(h: Harness) -> None:
+    outs = [await h.send(h.lighting, "light.set", {"on": i % 2 == 0}) for i in range(6)]
+    assert [o.status for o in outs[:4]] == ["executed"] * 4
+    assert outs[4].reason == "unsafe"
+    assert "switched 4 times" in outs[4].detail["detail"]
+
+
+async def test_speaker_quiet_hours_and_emergency_override(h: Harness) -> None:
+    h.now = dt.datetime(2026, 11, 26, 15, 0, tzinfo=dt.UTC)  # 23:00 local: quiet hours
+    quiet = await h.send(h.broadcast, "speaker.play_tts", {"text": "井盖异常"},
+                         device="speaker-01")
+    assert (quiet.status, quiet.reason) == ("rejected", "unsafe")
+    assert "quiet hours" in quiet.detail["detail"]
+    not_allowed = await h.send(h.broadcast, "speaker.play_tts",
+                               {"text": "紧急疏散", "priority": "emergency"}, device="speaker-01")
+    assert not_allowed.reason == "wrong_role"
+    emergency = await h.send(h.emergency, "speaker.play_tts",
+                             {"text": "紧急疏散", "priority": "emergency", "volume": 16},
+                             device="speaker-01")
+    assert emergency.status == "executed"
+    h.now = NOON_LOCAL
+    loud = await h.send(h.broadcast, "speaker.play_tts", {"text": "hi", "volume": 16},
+                        device="speaker-01")
+    assert loud.reason == "unsafe"
+    assert "volume" in loud.detail["detail"]
+
+
+async def test_interrupted_command_is_reported_unknown_not_rerun(h: Harness) -> None:
+    assert h.outbox is not None
+    h.outbox.store.execute_tx([("INSERT INTO commands (cmd_id, kid, ctr, action, device, state, "
+                                "received_ns, updated_ns) VALUES ('c1', 'k', 1, 'light.set', "
+                                "'lamp-07', 'executing', 0, 0)", ())])
+    assert h.processor is not None
+    lost = await h.processor.recover()
+    assert [(o.status, o.cmd_id) for o in lost] == [("unknown", "c1")]
+    assert not h.executed
+    assert h.outbox.store.query("SELECT state FROM commands WHERE cmd_id='c1'")[0][0] == "unknown"
