@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test faults bench lint wheels system-deps clean
 
-# Debian packages the demo and the tests need: mosquitto (a real broker) and venv support.
+# Debian packages the demo and the tests need: mosquitto (a real broker), venv support, a C
+# compiler (the power-loss simulation shim) and chromium (the receiver page is tested in it).
 system-deps:
 	@need=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need="$$need mosquitto"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
+	command -v cc >/dev/null || need="$$need gcc libc6-dev"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \

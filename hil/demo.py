@@ -27,11 +27,13 @@ from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
+from hil.receiver.web import serve
 from hil.sims.modbus_sim import SimUnit
 from hil.sims.runner import SimSet
 from hil.tilt import set_tilt_local
 
 TILT_DEG = 40.0
+WEB_PORT = 18080
 
 
 def prepare(loaded: LoadedConfig) -> tuple[Pki, dict[str, str]]:
@@ -91,6 +93,8 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
             say(f"cannot start mosquitto on 127.0.0.1:{cfg.uplink.port}: {exc}")
             return 1
         await sims.start()
+        web_runner = await serve(store, port=WEB_PORT)
+        say(f"receiver page: http://127.0.0.1:{WEB_PORT}/  (JSON: /api/state)")
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=cfg.uplink.port,
@@ -109,6 +113,7 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
             _instructions(loaded)
             code = await (_self_test(sims, events) if self_test else _wait(seconds, agent))
             rx.cancel()
+        await web_runner.cleanup()
         return code
     finally:
         if agent is not None and agent.poll() is None:
