@@ -9,6 +9,7 @@ of underground utilities may be sensitive (design/devices.md §1.6, reliability.
 from __future__ import annotations
 
 import html
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -18,36 +19,7 @@ from hil.receiver.store import ReceiverStore
 STORE_KEY: web.AppKey[ReceiverStore] = web.AppKey("store", ReceiverStore)
 OPEN311_KEY: web.AppKey[bool] = web.AppKey("open311", bool)
 
-PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>edge reference receiver</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.3em} h2{font-size:1.1em;margin-top:1.2em}
-table{border-collapse:collapse;min-width:40em} td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}
-.online{color:#11772d;font-weight:bold} .offline{color:#b00020;font-weight:bold}
-.alarm{background:#fff0f0} #updated{color:#888;font-size:.85em}
-</style></head><body>
-<h1>edge reference receiver <span id="updated"></span></h1>
-<h2>Gateways</h2><table id="gateways"><thead><tr><th>gateway</th><th>state</th>
-<th>outbox depth</th><th>version</th></tr></thead><tbody></tbody></table>
-<h2>Open cases</h2><table id="cases"><thead><tr><th>#</th><th>alarm</th><th>asset</th>
-<th>value</th><th>opened</th><th>alarm_id</th></tr></thead><tbody></tbody></table>
-<h2>Recent events</h2><table id="events"><thead><tr><th>seq</th><th>type</th><th>device</th>
-<th>ts</th><th>detail</th></tr></thead><tbody></tbody></table>
-<script>
-function esc(s){return String(s??"").replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]))}
-function rows(id, list, f){document.querySelector("#"+id+" tbody").innerHTML=list.map(f).join("")}
-async function refresh(){
-  try{
-    const s = await (await fetch("/api/state")).json();
-    rows("gateways", s.gateways, g=>`<tr><td>${esc(g.gw)}</td><td class="${g.online?"online":"offline"}">${g.online?"online":"offline"}</td><td>${esc((g.state.outbox||{}).depth)}</td><td>${esc(g.state.version)}</td></tr>`);
-    rows("cases", s.open_cases, c=>`<tr class="alarm"><td>${c.case_no}</td><td>${esc(c.kind)}</td><td>${esc(c.asset_name)} (${esc(c.asset_code)})</td><td>${esc(c.value)}</td><td>${esc(c.opened_ts)}</td><td>${esc(c.alarm_id)}</td></tr>`);
-    rows("events", s.recent_events, e=>`<tr class="${e.type=="alarm"?"alarm":""}"><td>${e.seq}</td><td>${esc(e.type)}</td><td>${esc(e.device)}</td><td>${esc(e.ts)}</td><td>${esc(e.alarm?e.alarm.kind+" "+e.alarm.state:JSON.stringify(e.data).slice(0,80))}</td></tr>`);
-    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  }catch(err){document.getElementById("updated").textContent = "offline: " + err}
-}
-refresh(); setInterval(refresh, 2000);
-</script></body></html>"""
+PAGE = (resources.files("hil.receiver") / "page.html").read_text(encoding="utf-8")
 
 
 def state(store: ReceiverStore, *, events: int = 30) -> dict[str, Any]:
@@ -64,18 +36,15 @@ def state(store: ReceiverStore, *, events: int = 30) -> dict[str, Any]:
 
 def open311(store: ReceiverStore) -> list[dict[str, Any]]:
     """Return open cases as GeoReport v2 service requests (devices.md §1.6 mapping)."""
-    out = []
-    for case in store.cases("open"):
-        out.append({
-            "service_request_id": str(case["case_no"]),
-            "status": "open",
-            "service_code": case["event_class"] or case["class"],
-            "description": html.escape(f"{case['kind']} value {case['value']}")[:4000],
-            "requested_datetime": case["opened_ts"],
-            "lat": case["lat"], "long": case["lon"],
-            "attribute": {"asset_code": case["asset_code"], "alarm_id": case["alarm_id"]},
-        })
-    return out
+    return [{
+        "service_request_id": str(case["case_no"]),
+        "status": "open",
+        "service_code": case["event_class"] or case["class"],
+        "description": html.escape(f"{case['kind']} value {case['value']}")[:4000],
+        "requested_datetime": case["opened_ts"],
+        "lat": case["lat"], "long": case["lon"],
+        "attribute": {"asset_code": case["asset_code"], "alarm_id": case["alarm_id"]},
+    } for case in store.cases("open")]
 
 
 async def _page(_request: web.Request) -> web.Response:
