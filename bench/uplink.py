@@ -127,7 +127,7 @@ async def measure(folder: Path, backlog: int) -> dict[str, Any]:
         births_before = len(sub.births)
         link = await connect_subscriber(broker.port)
         pumping = asyncio.create_task(pump(link, sub))
-        while len(sub.births) == births_before and time.monotonic() - back < 30:
+        while len(sub.births) == births_before and time.monotonic() - back < 30:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         reconnect_s = (sub.births[-1] - back) if len(sub.births) > births_before else float("nan")
         peak_rss = max(peak_rss, rss_mb(agent.pid))

@@ -41,6 +41,7 @@ from edge.keys import load_key
 from edge.safety import SafetyRules
 from edge.sink import EventSink
 from edge.supervisor import supervise
+from edge.uplink.https import HttpsUplink
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Signer
 
@@ -66,7 +67,7 @@ class Agent:
         self._boot_delay_s = boot_delay_s
         self.drivers: dict[str, Driver[Any]] = {}
         self.sink: EventSink | None = None
-        self.uplink: MqttUplink | None = None
+        self.uplink: MqttUplink | HttpsUplink | None = None
         self.commands: CommandProcessor | None = None
         self.started = time.monotonic()
         self.ready = asyncio.Event()
@@ -94,11 +95,16 @@ class Agent:
                 execute=self._execute, safety=SafetyRules(cfg).check,
                 audit_path=self.state_dir / "audit.log")
             await self.commands.recover()
-            self.uplink = MqttUplink(
-                cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
-                signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
-                password=self._password(), state_provider=self._uplink_state,
-                on_command=self._on_command)
+            if cfg.uplink.kind == "https":
+                self.uplink = HttpsUplink(cfg.uplink, gateway_id=cfg.gateway.id,
+                                          signer=Signer(key), outbox=self.outbox,
+                                          base_dir=self.loaded.base_dir, token=self._password())
+            else:
+                self.uplink = MqttUplink(
+                    cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
+                    signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
+                    password=self._password(), state_provider=self._uplink_state,
+                    on_command=self._on_command)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.uplink.run(boot_delay_s=self._boot_delay_s),
                                name="uplink.mqtt")

@@ -288,6 +288,11 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
         out.append((("uplink", "tls"), "cert_file and key_file go together (mTLS)"))
     if up.kind == "https" and not up.base_url:
         out.append((("uplink", "base_url"), "required when kind is https"))
+    elif up.kind == "https" and up.base_url:
+        scheme = "http://" if up.tls is False else "https://"
+        if not up.base_url.startswith(scheme):
+            out.append((("uplink", "base_url"), f"must start with {scheme} (tls is "
+                                                f"{'off' if up.tls is False else 'on'})"))
     if up.reconnect_base_s > up.reconnect_cap_s:
         out.append((("uplink", "reconnect_cap_s"),
                     f"must be >= reconnect_base_s ({up.reconnect_base_s})"))

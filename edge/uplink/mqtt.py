@@ -15,7 +15,6 @@ Delivery rules (design/events.md, reliability.md §2.4):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,11 +26,10 @@ from typing import Any
 from edge import __version__
 from edge.backoff import full_jitter
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.buffer.store import Leased
 from edge.config import UplinkConfig
 from edge.errors import UplinkError, UplinkUnavailableError
-from edge.model import encode_batch
 from edge.uplink._paho import Inbound, MqttLink, Will
+from edge.uplink.batches import BatchSource
 from edge.uplink.signing import Signer
 from edge.uplink.tls import client_context
 
@@ -54,51 +52,6 @@ class LinkStats:
     last_error: str = ""
     last_progress_mono: float = 0.0
     attempt_log: list[float] = field(default_factory=list)  # monotonic times of attempts
-
-
-class TokenBucket:
-    """Replay pacing: ``rate_per_s`` tokens a second, bursts up to one second's worth.
-
-    With ``fixed_rate_per_s`` 0 the rate follows the live rate: ``factor`` × the events/s the
-    outbox has been committing (EWMA), never below ``floor_per_s``.
-    """
-
-    def __init__(self, fixed_rate_per_s: float, *, factor: float = 10.0,
-                 floor_per_s: float = 50.0) -> None:
-        self.fixed = fixed_rate_per_s > 0
-        self.rate_per_s = fixed_rate_per_s if self.fixed else floor_per_s
-        self.factor, self.floor_per_s = factor, floor_per_s
-        self._tokens = self.rate_per_s
-        self._at = time.monotonic()
-        self._live_per_s = 0.0
-        self._seen: tuple[float, int] | None = None
-
-    def observe_committed(self, committed_total: int) -> None:
-        """Feed the outbox's commit counter; adapts the rate when not fixed."""
-        now = time.monotonic()
-        if self._seen is None:
-            self._seen = (now, committed_total)
-            return
-        at, seen = self._seen
-        if now - at < 1.0:
-            return
-        self._live_per_s = 0.8 * self._live_per_s + 0.2 * (committed_total - seen) / (now - at)
-        self._seen = (now, committed_total)
-        if not self.fixed:
-            self.rate_per_s = max(self.floor_per_s, self.factor * self._live_per_s)
-
-    def give_back(self, tokens: int) -> None:
-        """Return tokens that were granted but not used."""
-        self._tokens = min(self.rate_per_s, self._tokens + tokens)
-
-    def take(self, want: int) -> int:
-        """Take up to ``want`` tokens now; return how many were granted."""
-        now = time.monotonic()
-        self._tokens = min(self.rate_per_s, self._tokens + (now - self._at) * self.rate_per_s)
-        self._at = now
-        granted = min(want, int(self._tokens))
-        self._tokens -= granted
-        return granted
 
 
 CommandHandler = Callable[[bytes], Awaitable[None]]
@@ -126,9 +79,9 @@ class MqttUplink:
         self.state_topic = f"{prefix}/{gateway_id}/state"
         self.cmd_topic = f"{prefix}/{gateway_id}/cmd"
         self.stats = LinkStats()
-        self._batch_no = 0
         self._inflight: set[int] = set()
-        self.bucket = TokenBucket(cfg.replay_events_per_s)
+        self.batches = BatchSource(outbox, gateway_id=gateway_id, signer=signer,
+                                   replay_events_per_s=cfg.replay_events_per_s)
         self.link: MqttLink | None = None
         self._outage_logged = False
 
@@ -251,14 +204,10 @@ class MqttUplink:
         cfg = self.cfg
         while True:
             await slots.acquire()
-            batch = await self._next_batch(cfg.batch_max_events, cfg.batch_max_bytes)
-            self._batch_no += 1
-            seqs = [item.seq for item in batch]
+            batch = await self.batches.next(cfg.batch_max_events, cfg.batch_max_bytes)
+            seqs = batch.seqs
             self._inflight.update(seqs)
-            body = encode_batch(self.gateway_id, self._batch_no, time.time_ns(),
-                                [item.payload for item in batch])
-            envelope = self.signer.envelope(body)
-            batch_id = f"{self.gateway_id}:{seqs[0]}-{seqs[-1]}"
+            envelope, batch_id = batch.envelope, batch.batch_id
             try:
                 ack = link.publish(self.events_topic, envelope,
                                    user_properties=[("batch_id", batch_id)])
@@ -267,35 +216,6 @@ class MqttUplink:
                 raise
             self.stats.batches_published += 1
             tg.create_task(self._await_ack(link, ack, seqs, slots), name="uplink.ack")
-
-    async def _next_batch(self, max_events: int, max_bytes: int) -> list[Leased]:
-        """Lease the next batch: alarms of any age, then live telemetry, then the backlog.
-
-        The backlog goes as fast as the replay bucket allows: a reconnecting fleet must not
-        flood the broker.
-        """
-        while True:
-            self.outbox.new_data.clear()
-            batch = await self.outbox.lease(max_events, max_bytes, max_prio=1)
-            if batch:
-                return batch
-            batch = await self.outbox.lease(max_events, max_bytes, max_prio=3, live=True)
-            if batch:
-                return batch
-            self.bucket.observe_committed(self.outbox.events_committed)
-            granted = self.bucket.take(max_events)
-            if granted:
-                batch = await self.outbox.lease(granted, max_bytes, max_prio=3, live=False)
-                self.bucket.give_back(granted - len(batch))
-                if batch:
-                    return batch
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self.outbox.new_data.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await self.outbox.new_data.wait()  # new data wakes us early
 
     async def _await_ack(self, link: MqttLink, ack: asyncio.Future[int], seqs: list[int],
                          slots: asyncio.Semaphore) -> None:

@@ -9,14 +9,19 @@ of underground utilities may be sensitive (design/devices.md §1.6, reliability.
 from __future__ import annotations
 
 import html
+import ssl
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from hil.receiver.core import Receiver
 from hil.receiver.store import ReceiverStore
 
 STORE_KEY: web.AppKey[ReceiverStore] = web.AppKey("store", ReceiverStore)
+RECEIVER_KEY: web.AppKey[Receiver | None] = web.AppKey("receiver")
+# statuses to answer the next POSTs with, for tests of the gateway's backoff: (status, retry)
+FAIL_KEY: web.AppKey[list[tuple[int, str | None]]] = web.AppKey("fail_next")
 OPEN311_KEY: web.AppKey[bool] = web.AppKey("open311", bool)
 
 PAGE = (resources.files("hil.receiver") / "page.html").read_text(encoding="utf-8")
@@ -66,11 +71,31 @@ async def _open311(request: web.Request) -> web.Response:
     return web.json_response(open311(request.app[STORE_KEY]))
 
 
-def make_app(store: ReceiverStore, *, open311_enabled: bool = False) -> web.Application:
-    """Return the aiohttp application."""
-    app = web.Application()
+async def _post_events(request: web.Request) -> web.Response:
+    receiver = request.app[RECEIVER_KEY]
+    if receiver is None:
+        raise web.HTTPNotFound(text="this receiver takes no HTTPS uplink")
+    failing = request.app[FAIL_KEY]
+    if failing:
+        status, retry = failing.pop(0)
+        return web.Response(status=status, headers={"Retry-After": retry} if retry else {})
+    body = await request.read()
+    gw = request.match_info["gw"]
+    outcome = receiver.handle(f"edge/v1/{gw}/events", body)
+    if outcome.rejected:
+        return web.json_response({"rejected": outcome.rejected}, status=400)
+    return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
+
+
+def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
+             receiver: Receiver | None = None) -> web.Application:
+    """Return the aiohttp application (with the HTTPS uplink endpoint when ``receiver``)."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
     app[STORE_KEY] = store
     app[OPEN311_KEY] = open311_enabled
+    app[RECEIVER_KEY] = receiver
+    app[FAIL_KEY] = []
+    app.router.add_post("/v1/gateways/{gw}/events", _post_events)
     app.router.add_get("/", _page)
     app.router.add_get("/api/state", _state)
     app.router.add_get("/api/cases", _cases)
@@ -79,9 +104,11 @@ def make_app(store: ReceiverStore, *, open311_enabled: bool = False) -> web.Appl
 
 
 async def serve(store: ReceiverStore, *, port: int, host: str = "127.0.0.1",
-                open311_enabled: bool = False) -> web.AppRunner:
+                open311_enabled: bool = False, receiver: Receiver | None = None,
+                tls: ssl.SSLContext | None = None) -> web.AppRunner:
     """Start serving; return the runner (``await runner.cleanup()`` stops it)."""
-    runner = web.AppRunner(make_app(store, open311_enabled=open311_enabled), access_log=None)
+    runner = web.AppRunner(make_app(store, open311_enabled=open311_enabled, receiver=receiver),
+                           access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return runner
