@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -50,7 +51,7 @@ class HttpsRig:
 
 
 @contextlib.asynccontextmanager
-async def https_rig(tmp_path: Path, pki: Pki, **cfg: object) -> AsyncIterator[HttpsRig]:
+async def https_rig(tmp_path: Path, pki: Pki, **cfg: Any) -> AsyncIterator[HttpsRig]:
     key = Ed25519PrivateKey.generate()
     store = ReceiverStore(tmp_path / "rx.db")
     receiver = Receiver(store, load_gateway_keys({GW: raw_public_key(key.public_key()).hex()}))
@@ -58,7 +59,7 @@ async def https_rig(tmp_path: Path, pki: Pki, **cfg: object) -> AsyncIterator[Ht
     server_tls.load_cert_chain(pki.cert("broker"), pki.key("broker"))
     port = free_port()
     runner = await serve(store, port=port, receiver=receiver, tls=server_tls)
-    outbox = AsyncOutbox(Outbox(tmp_path / "o.db", max_attempts=int(cfg.pop("max_attempts", 5)),  # type: ignore[arg-type]
+    outbox = AsyncOutbox(Outbox(tmp_path / "o.db", max_attempts=int(cfg.pop("max_attempts", 5)),
                                 gap_factory=make_gap_factory(Clock("system"))),
                          commit_max_wait_s=0.001)
     await outbox.open()
