@@ -57,6 +57,7 @@ class Mosquitto:
     require_certificate: bool = True
     tls_version: str = "tlsv1.2"
     persistence: bool = False  # keep subscriber sessions across a restart (SIGTERM saves)
+    max_inflight: int = 100  # what the broker advertises as Receive Maximum (MQTT 5)
     proc: subprocess.Popen[bytes] | None = None
 
     def conf_text(self) -> str:
@@ -67,7 +68,7 @@ class Mosquitto:
                  f"listener {self.port} 127.0.0.1",
                  f"persistence {'true' if self.persistence else 'false'}",
                  f"persistence_location {self.workdir}/",
-                 "max_inflight_messages 100", "max_queued_messages 100000"]
+                 f"max_inflight_messages {self.max_inflight}", "max_queued_messages 100000"]
         if self.pki is not None:
             lines += [f"cafile {self.pki.cert('ca')}", f"certfile {self.pki.cert('broker')}",
                       f"keyfile {self.pki.key('broker')}", f"tls_version {self.tls_version}"]

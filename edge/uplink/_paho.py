@@ -77,11 +77,14 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self.host, self.port = host, port
         self._v5 = protocol == "5"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            reconnect_on_failure=False,
-        )
+        # MQTT 3.1.1 has clean_session on the client; MQTT 5 has clean_start on CONNECT
+        if self._v5:
+            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+        else:
+            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       protocol=mqtt.MQTTv311, reconnect_on_failure=False,
+                                       clean_session=session_expiry_s == 0)
         self._keepalive_s = keepalive_s
         # 0: a clean session (the gateway: its outbox is the session). A platform subscriber
         # keeps one so messages wait at the broker while it reconnects.
@@ -209,9 +212,11 @@ class MqttLink:
                                          f"{self._connect_timeout_s:g} s") from exc
 
     def _blocking_connect(self, props: Properties | None) -> None:
-        self._client.connect(self.host, self.port, keepalive=self._keepalive_s,
-                             clean_start=self._session_expiry_s == 0,
-                             properties=props)
+        if self._v5:
+            self._client.connect(self.host, self.port, keepalive=self._keepalive_s,
+                                 clean_start=self._session_expiry_s == 0, properties=props)
+        else:
+            self._client.connect(self.host, self.port, keepalive=self._keepalive_s)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                 user_properties: list[tuple[str, str]] | None = None) -> asyncio.Future[int]:

@@ -52,6 +52,7 @@ class LinkStats:
     last_error: str = ""
     last_progress_mono: float = 0.0
     attempt_log: list[float] = field(default_factory=list)  # monotonic times of attempts
+    window: int = 0  # batches in flight allowed on the current connection
 
 
 CommandHandler = Callable[[bytes], Awaitable[None]]
@@ -152,6 +153,7 @@ class MqttUplink:
                  " again" if self._outage_logged else "")
         self._outage_logged = False
         window = max(1, min(self.cfg.max_inflight, connected.receive_maximum))
+        self.stats.window = window
         try:
             reason = await self._session(link, window)
         except* UplinkError as group:

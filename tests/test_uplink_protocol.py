@@ -1,0 +1,75 @@
+"""MQTT protocol details: 3.1.1, birth and last will, the broker's Receive Maximum."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge.keys import describe, load_key
+from hil.broker import Mosquitto, free_port
+from hil.receiver.core import Receiver, load_gateway_keys
+from hil.receiver.service import run_mqtt
+from hil.receiver.store import ReceiverStore
+from tests.cfg import write_config
+from tests.uplink_rig import rig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_mqtt_3_1_1_delivers(tmp_path: Path, plain_broker: Mosquitto) -> None:
+    async with rig(tmp_path, uplink_port=plain_broker.port, receiver_port=plain_broker.port,
+                   protocol="3.1.1") as r:
+        await r.produce(200, 1.0, alarm_every_s=0.3)
+        await r.wait_delivered(10)
+        assert r.duplicates() == 0
+
+
+async def test_window_respects_the_broker_receive_maximum(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq", free_port(), None, max_inflight=3)
+    broker.start()
+    try:
+        async with rig(tmp_path, uplink_port=broker.port, receiver_port=broker.port,
+                       max_inflight=20) as r:
+            await r.produce(500, 1.0)
+            await r.wait_delivered(10)
+            assert r.uplink.stats.window == 3
+    finally:
+        broker.stop()
+
+
+async def test_birth_then_last_will_marks_the_gateway_offline(tmp_path: Path,
+                                                              plain_broker: Mosquitto) -> None:
+    loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
+                          devices=[], buses=[], uplink={"keepalive_s": 5})
+    key = describe(load_key(loaded.resolve("keys/gateway.key")))
+    store = ReceiverStore(tmp_path / "rx.db")
+    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    ready = asyncio.Event()
+    rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
+                                      tls=None, ready=ready))
+    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        deadline = time.monotonic() + 15
+        while not (store.gateways() and store.gateways()[0]["online"]):
+            assert time.monotonic() < deadline, "no birth message"
+            await asyncio.sleep(0.1)
+        birth = store.gateways()[0]["state"]
+        assert birth["version"]
+        assert "depth" in birth["outbox"]
+        agent.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the last will
+        agent.wait(10)
+        deadline = time.monotonic() + 15  # keepalive 5 s × 1.5 before the broker gives up
+        while store.gateways()[0]["online"]:
+            assert time.monotonic() < deadline, "no last will"
+            await asyncio.sleep(0.1)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        rx.cancel()
+        store.close()
