@@ -41,6 +41,7 @@ from edge.keys import load_key
 from edge.safety import SafetyRules
 from edge.sink import EventSink
 from edge.supervisor import supervise
+from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.uplink.https import HttpsUplink
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Signer
@@ -112,10 +113,16 @@ class Agent:
                     tg.create_task(supervise(driver, self.sink), name=f"device[{name}]")
                 tg.create_task(self._status_loop(), name="agent.status")
                 tg.create_task(self._maintenance(), name="agent.maintenance")
+                interval = watchdog_interval_s()
+                if interval is not None:
+                    tg.create_task(watchdog(self._progress, interval_s=interval),
+                                   name="agent.watchdog")
                 log.info("edge %s running: gateway %s, %d devices", __version__,
                          cfg.gateway.id, len(self.drivers))
                 self.ready.set()
+                notify("READY=1")
                 await stop.wait()
+                notify("STOPPING=1")
                 raise _StopError  # noqa: TRY301 - cancels the task group's siblings
         except* _StopError:
             pass
@@ -131,6 +138,14 @@ class Agent:
             await self._write_status()
             await self.outbox.close()
             log.info("stopped; outbox committed (%d late events)", committed)
+
+    def _progress(self) -> Progress:
+        uplink = self.uplink.stats.last_progress_mono if self.uplink else 0.0
+        if self.uplink is not None and self.uplink.stats.connected:
+            uplink = time.monotonic()  # connected and idle is progress too
+        devices = max((d.stats.last_ok_mono for d in self.drivers.values()), default=0.0)
+        return Progress(writer_queue=self.outbox.queued, writer_last_commit=self.outbox
+                        .last_commit_mono, uplink_last_progress=uplink, devices_last_ok=devices)
 
     async def _on_command(self, raw: bytes) -> None:
         if self.commands is not None:

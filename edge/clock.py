@@ -46,7 +46,11 @@ def kernel_clock_synced() -> bool:
 
     libc = ctypes.CDLL(libc_name, use_errno=True)
     state = libc.adjtimex(ctypes.byref(_Timex()))
-    return bool(state not in (-1, _TIME_ERROR))
+    if state == -1:
+        # ProtectClock= (systemd/edge.service) forbids even a read-only adjtimex: fall back to
+        # the flag file systemd-timesyncd keeps (chrony users: time_source: system or gnss)
+        return Path("/run/systemd/timesync/synchronized").exists()
+    return bool(state != _TIME_ERROR)
 
 
 class Clock:

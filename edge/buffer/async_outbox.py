@@ -51,6 +51,11 @@ class AsyncOutbox:
         self.alarms_waiting = 0
         self.evicted: dict[int, int] = {}
 
+    @property
+    def queued(self) -> int:
+        """Return how many ops wait for the writer."""
+        return self._ops.qsize()
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
