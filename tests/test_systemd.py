@@ -68,7 +68,7 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
-    sock.setblocking(False)
+    sock.setblocking(False)  # noqa: FBT003
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     yield sock
     sock.close()

@@ -64,7 +64,7 @@ async def test_birth_then_last_will_marks_the_gateway_offline(tmp_path: Path,
         assert "depth" in birth["outbox"]
         agent.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the last will
         agent.wait(10)
-        deadline = time.monotonic() + 15  # keepalive 5 s × 1.5 before the broker gives up
+        deadline = time.monotonic() + 15  # keepalive 5 s x 1.5 before the broker gives up
         while store.gateways()[0]["online"]:
             assert time.monotonic() < deadline, "no last will"
             await asyncio.sleep(0.1)
