@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from edge import __version__
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
@@ -38,13 +40,14 @@ from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.keys import load_key
+from edge.metrics import serve_metrics
 from edge.safety import SafetyRules
 from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.uplink.https import HttpsUplink
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Signer
+from edge.uplink.signing import Ed25519PrivateKey, Signer
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
@@ -81,38 +84,20 @@ class Agent:
         await self.outbox.open()
         writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
         transports = Transports(cfg)
+        metrics: web.AppRunner | None = None
         try:
-            active = await self._load_active_alarms()
-            self.sink = EventSink(cfg, self.outbox, self.clock, active)
-            if self.outbox.store.replaced_corrupt is not None:
-                await self.sink.system_alarm("store_corrupt",
-                                             f"outbox replaced: {self.outbox.store.corrupt_reason}")
-            for device in cfg.devices:
-                if device.enabled:
-                    self.drivers[device.name] = build_driver(device, cfg, transports)
-            self.commands = CommandProcessor(
-                cfg, self.outbox, self.clock,
-                keys=load_platform_keys(cfg, self.loaded.base_dir),
-                execute=self._execute, safety=SafetyRules(cfg).check,
-                audit_path=self.state_dir / "audit.log")
-            await self.commands.recover()
-            if cfg.uplink.kind == "https":
-                self.uplink = HttpsUplink(cfg.uplink, gateway_id=cfg.gateway.id,
-                                          signer=Signer(key), outbox=self.outbox,
-                                          base_dir=self.loaded.base_dir, token=self._password())
-            else:
-                self.uplink = MqttUplink(
-                    cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
-                    signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
-                    password=self._password(), state_provider=self._uplink_state,
-                    on_command=self._on_command)
+            uplink, sink = await self._build(key, transports)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.uplink.run(boot_delay_s=self._boot_delay_s),
-                               name="uplink.mqtt")
+                tg.create_task(uplink.run(boot_delay_s=self._boot_delay_s),
+                               name=f"uplink.{cfg.uplink.kind}")
                 for name, driver in self.drivers.items():
-                    tg.create_task(supervise(driver, self.sink), name=f"device[{name}]")
+                    tg.create_task(supervise(driver, sink), name=f"device[{name}]")
                 tg.create_task(self._status_loop(), name="agent.status")
                 tg.create_task(self._maintenance(), name="agent.maintenance")
+                obs = cfg.observability
+                if obs.metrics_port is not None:
+                    metrics = await serve_metrics(self.status, host=obs.metrics_host,
+                                                  port=obs.metrics_port)
                 interval = watchdog_interval_s()
                 if interval is not None:
                     tg.create_task(watchdog(self._progress, interval_s=interval),
@@ -127,6 +112,8 @@ class Agent:
         except* _StopError:
             pass
         finally:
+            if metrics is not None:
+                await metrics.cleanup()
             for driver in self.drivers.values():
                 with contextlib.suppress(Exception):
                     await driver.close()
@@ -138,6 +125,37 @@ class Agent:
             await self._write_status()
             await self.outbox.close()
             log.info("stopped; outbox committed (%d late events)", committed)
+
+    async def _build(self, key: Ed25519PrivateKey, transports: Transports
+                     ) -> tuple[MqttUplink | HttpsUplink, EventSink]:
+        """Create the sink, the drivers, the command processor and the uplink."""
+        cfg = self.loaded.config
+        active = await self._load_active_alarms()
+        self.sink = sink = EventSink(cfg, self.outbox, self.clock, active)
+        if self.outbox.store.replaced_corrupt is not None:
+            await sink.system_alarm("store_corrupt",
+                                    f"outbox replaced: {self.outbox.store.corrupt_reason}")
+        for device in cfg.devices:
+            if device.enabled:
+                self.drivers[device.name] = build_driver(device, cfg, transports)
+        self.commands = CommandProcessor(
+            cfg, self.outbox, self.clock, keys=load_platform_keys(cfg, self.loaded.base_dir),
+            execute=self._execute, safety=SafetyRules(cfg).check,
+            audit_path=self.state_dir / "audit.log")
+        await self.commands.recover()
+        uplink: MqttUplink | HttpsUplink
+        if cfg.uplink.kind == "https":
+            uplink = HttpsUplink(cfg.uplink, gateway_id=cfg.gateway.id, signer=Signer(key),
+                                 outbox=self.outbox, base_dir=self.loaded.base_dir,
+                                 token=self._password())
+        else:
+            uplink = MqttUplink(
+                cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
+                signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
+                password=self._password(), state_provider=self._uplink_state,
+                on_command=self._on_command)
+        self.uplink = uplink
+        return uplink, sink
 
     def _progress(self) -> Progress:
         uplink = self.uplink.stats.last_progress_mono if self.uplink else 0.0

@@ -114,6 +114,13 @@ class PlatformKey(_Model):
     roles: list[Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]]
 
 
+class ObservabilityConfig(_Model):
+    """Local observability; off by default (no listening port unless configured)."""
+
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus, e.g. 9108
+    metrics_host: str = "127.0.0.1"
+
+
 class GatewayConfig(_Model):
     """The gateway itself."""
 
@@ -302,6 +309,7 @@ class EdgeConfig(_Model):
     gateway: GatewayConfig
     uplink: UplinkConfig
     outbox: OutboxConfig = OutboxConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     buses: list[Bus] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
     asset_classes: dict[str, AssetClass] = Field(default_factory=dict)

@@ -293,6 +293,11 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
         if not up.base_url.startswith(scheme):
             out.append((("uplink", "base_url"), f"must start with {scheme} (tls is "
                                                 f"{'off' if up.tls is False else 'on'})"))
+    obs = config.observability
+    if obs.metrics_port is not None and not is_loopback(obs.metrics_host):
+        out.append((("observability", "metrics_host"),
+                    f"{obs.metrics_host} is not loopback: expose metrics through a VPN-bound "
+                    "reverse proxy, not directly"))
     if up.reconnect_base_s > up.reconnect_cap_s:
         out.append((("uplink", "reconnect_cap_s"),
                     f"must be >= reconnect_base_s ({up.reconnect_base_s})"))

@@ -1,0 +1,106 @@
+"""Prometheus text exposition and ``/healthz`` on loopback, only when configured.
+
+No listening port exists unless ``observability.metrics_port`` is set, and then it binds to
+``observability.metrics_host`` (127.0.0.1 by default; design/reliability.md S8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+StatusFn = Callable[[], Awaitable[dict[str, Any]]]
+STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
+
+
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def render(status: dict[str, Any]) -> str:
+    """Return the exposition text for an agent status (``Agent.status()``)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[dict[str, object], float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            tags = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{tags}}} {value}" if tags else f"{name} {value}")
+
+    ob = status["outbox"]
+    by_prio = ob["by_prio"]
+    metric("edge_outbox_events", "gauge", "Events waiting in the outbox.",
+           [({"prio": p}, by_prio.get(str(p), {}).get("events", 0)) for p in range(4)])
+    metric("edge_outbox_bytes", "gauge", "Payload bytes waiting in the outbox.",
+           [({"prio": p}, by_prio.get(str(p), {}).get("bytes", 0)) for p in range(4)])
+    metric("edge_outbox_oldest_age_seconds", "gauge", "Age of the oldest queued event.",
+           [({"prio": p}, by_prio.get(str(p), {}).get("oldest_age_s", 0)) for p in range(4)])
+    metric("edge_outbox_dead_letters", "gauge", "Events in the dead-letter table.",
+           [({}, ob["dead_letters"])])
+    drops = []
+    for key, value in ob["drops"].items():
+        reason, _, prio = key.rpartition(".")
+        drops.append(({"reason": reason, "prio": prio}, value))
+    metric("edge_outbox_dropped_total", "counter",
+           "Events dropped, by reason and prio (persisted across restarts).", drops)
+    up = status.get("uplink") or {}
+    metric("edge_uplink_connected", "gauge", "1 while the uplink is connected.",
+           [({}, 1 if up.get("connected") else 0)])
+    metric("edge_uplink_connects_total", "counter", "Successful connections.",
+           [({}, up.get("connects", 0))])
+    metric("edge_uplink_batches_published_total", "counter", "Batches published.",
+           [({}, up.get("batches_published", 0))])
+    metric("edge_uplink_events_acked_total", "counter", "Events acknowledged and deleted.",
+           [({}, up.get("events_acked", 0))])
+    metric("edge_uplink_failures_total", "counter", "Uplink failures by code.",
+           [({"code": k}, v) for k, v in (up.get("failures") or {}).items()])
+    devices = status["devices"]
+    for name, field, help_text, kind in (
+        ("edge_device_polls_ok_total", "polls_ok", "Successful polls.", "counter"),
+        ("edge_device_polls_failed_total", "polls_failed", "Failed polls.", "counter"),
+        ("edge_device_overruns_total", "overruns", "Polls skipped: the last one ran over.",
+         "counter"),
+        ("edge_device_parse_errors_total", "parse_errors", "Undecodable frames.", "counter"),
+        ("edge_device_poll_latency_seconds", "latency_s", "Latency of the last poll.", "gauge"),
+    ):
+        metric(name, kind, help_text,
+               [({"device": d, "kind": v["kind"]}, v[field]) for d, v in devices.items()])
+    metric("edge_device_online", "gauge", "1 online, 0.5 degraded, 0 offline.",
+           [({"device": d}, {"online": 1, "degraded": 0.5}.get(v["state"], 0))
+            for d, v in devices.items()])
+    metric("edge_commands_total", "counter", "Downlink commands by result.",
+           [({"result": k}, v) for k, v in (status.get("commands") or {}).items()])
+    metric("edge_time_synced", "gauge", "1 when the clock is trusted.",
+           [({"quality": status["time_quality"]},
+             1 if status["time_quality"] == "synced" else 0)])
+    return "\n".join(lines) + "\n"
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = render(await request.app[STATUS_KEY]())
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    status = await request.app[STATUS_KEY]()
+    healthy = any(d["state"] != "offline" for d in status["devices"].values()) or \
+        not status["devices"]
+    return web.json_response({"ok": healthy, "uplink": (status.get("uplink") or {})
+                              .get("connected", False)}, status=200 if healthy else 503)
+
+
+async def serve_metrics(status: StatusFn, *, host: str, port: int) -> web.AppRunner:
+    """Start the endpoint; return its runner."""
+    app = web.Application()
+    app[STATUS_KEY] = status
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
