@@ -4,7 +4,6 @@ configured (reliability.md R15, S8)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -80,7 +79,7 @@ async def test_metrics_after_a_scripted_alarm(tmp_path: Path, plain_broker: Mosq
 def listening_inodes() -> set[str]:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"):
-        with open(table) as fh:
+        with Path(table).open() as fh:
             for line in fh.readlines()[1:]:
                 fields = line.split()
                 if fields[3] == "0A" or table.endswith(("udp", "udp6")):  # LISTEN, or bound UDP
@@ -100,8 +99,8 @@ def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosqu
             time.sleep(0.1)
         time.sleep(1.0)
         sockets = set()
-        for fd in os.listdir(f"/proc/{agent.pid}/fd"):
-            target = os.readlink(f"/proc/{agent.pid}/fd/{fd}")
+        for fd in Path(f"/proc/{agent.pid}/fd").iterdir():
+            target = str(fd.readlink())
             if target.startswith("socket:["):
                 sockets.add(target[8:-1])
         assert sockets, "the agent has no socket at all: the check proves nothing"
