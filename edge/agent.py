@@ -33,14 +33,15 @@ from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.commands import CommandProcessor, load_platform_keys
-from edge.config_loader import LoadedConfig
+from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
-from edge.errors import DeviceUnavailableError
+from edge.errors import ConfigError, DeviceUnavailableError
 from edge.keys import load_key
 from edge.metrics import serve_metrics
+from edge.reload import plan
 from edge.safety import SafetyRules
 from edge.sink import EventSink
 from edge.supervisor import supervise
@@ -75,6 +76,12 @@ class Agent:
         self.commands: CommandProcessor | None = None
         self.started = time.monotonic()
         self.ready = asyncio.Event()
+        self.reload_requested = asyncio.Event()  # SIGHUP sets it
+        self.generation = 0
+        self.last_reload: dict[str, Any] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._transports: Transports | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
@@ -86,12 +93,14 @@ class Agent:
         transports = Transports(cfg)
         metrics: web.AppRunner | None = None
         try:
-            uplink, sink = await self._build(key, transports)
+            uplink = await self._build(key, transports)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(boot_delay_s=self._boot_delay_s),
                                name=f"uplink.{cfg.uplink.kind}")
-                for name, driver in self.drivers.items():
-                    tg.create_task(supervise(driver, sink), name=f"device[{name}]")
+                self._tg, self._transports = tg, transports
+                for name in list(self.drivers):
+                    self._start_device(name)
+                tg.create_task(self._reload_loop(), name="agent.reload")
                 tg.create_task(self._status_loop(), name="agent.status")
                 tg.create_task(self._maintenance(), name="agent.maintenance")
                 obs = cfg.observability
@@ -127,7 +136,7 @@ class Agent:
             log.info("stopped; outbox committed (%d late events)", committed)
 
     async def _build(self, key: Ed25519PrivateKey, transports: Transports
-                     ) -> tuple[MqttUplink | HttpsUplink, EventSink]:
+                     ) -> MqttUplink | HttpsUplink:
         """Create the sink, the drivers, the command processor and the uplink."""
         cfg = self.loaded.config
         active = await self._load_active_alarms()
@@ -155,7 +164,67 @@ class Agent:
                 password=self._password(), state_provider=self._uplink_state,
                 on_command=self._on_command)
         self.uplink = uplink
-        return uplink, sink
+        return uplink
+
+    def _start_device(self, name: str) -> None:
+        assert self._tg is not None
+        assert self.sink is not None
+        self._device_tasks[name] = self._tg.create_task(
+            supervise(self.drivers[name], self.sink), name=f"device[{name}]")
+
+    async def _stop_device(self, name: str) -> None:
+        task = self._device_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        driver = self.drivers.pop(name, None)
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                await driver.close()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> list[str]:
+        """Re-read devices.yaml; restart only what changed. Return the problems, if any."""
+        try:
+            new = await asyncio.to_thread(load_config, self.loaded.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload rejected: %s", problem)  # noqa: TRY400 - no traceback
+            self.last_reload = {"ok": False, "problems": exc.problems, "at": time.time()}
+            return exc.problems
+        old = self.loaded.config
+        change = plan(old, new.config)
+        for section in change.needs_restart:
+            log.warning("reload: %s changed; it takes effect at the next restart", section)
+        for name in (*change.removed, *change.changed):
+            await self._stop_device(name)
+        assert self._transports is not None
+        assert self.sink is not None
+        await self._transports.update(new.config, change.buses_changed)
+        kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
+        merged = new.config.model_copy(update=kept)
+        self.loaded = LoadedConfig(merged, self.loaded.path)
+        self.sink.set_devices(merged)
+        if self.commands is not None:
+            self.commands.config = merged
+            self.commands.set_safety(SafetyRules(merged).check)
+        for device in merged.devices:
+            if device.enabled and device.name in (*change.added, *change.changed):
+                self.drivers[device.name] = build_driver(device, merged, self._transports)
+                self._start_device(device.name)
+        self.generation += 1
+        self.last_reload = {"ok": True, "added": change.added, "removed": change.removed,
+                            "changed": change.changed, "needs_restart": change.needs_restart,
+                            "at": time.time()}
+        log.info("reloaded %s: added %s, removed %s, restarted %s", self.loaded.path,
+                 change.added or "-", change.removed or "-", change.changed or "-")
+        return []
 
     def _progress(self) -> Progress:
         uplink = self.uplink.stats.last_progress_mono if self.uplink else 0.0
@@ -219,6 +288,8 @@ class Agent:
                 "last_error": up.last_error},
             "active_alarms": sorted(self.sink.active) if self.sink else [],
             "commands": dict(self.commands.counts) if self.commands else {},
+            "config": {"path": str(self.loaded.path), "generation": self.generation,
+                       "last_reload": self.last_reload},
         }
 
     async def _write_status(self) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -60,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         agent = Agent(loaded, boot_delay_s=args.boot_delay_s)
+        loop.add_signal_handler(signal.SIGHUP, agent.reload_requested.set)
         try:
             await agent.run(stop)
         except EdgeError as exc:
@@ -168,6 +170,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK if running else EX_FAIL
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running agent to re-read devices.yaml (SIGHUP) and report the outcome."""
+    from edge.agent import read_status  # noqa: PLC0415
+
+    try:
+        loaded = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)  # the running agent would reject it too; not sent
+        return EX_INVALID
+    status = read_status(loaded.state_dir)
+    if status is None or time.time() - float(status.get("written_at", 0)) > 10:
+        print("the agent is not running with this config", file=sys.stderr)
+        return EX_FAIL
+    before = status["config"]["generation"]
+    os.kill(int(status["pid"]), signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = read_status(loaded.state_dir) or status
+        last = now["config"]["last_reload"]
+        if now["config"]["generation"] > before:
+            print(f"✔ reloaded: added {last['added']}, removed {last['removed']}, "
+                  f"restarted {last['changed']}")
+            if last["needs_restart"]:
+                print(f"⚠ needs a restart to apply: {', '.join(last['needs_restart'])}")
+            return EX_OK
+        if last and not last.get("ok") and last.get("at", 0) > status["written_at"]:
+            print("✘ reload rejected; the running config stays", file=sys.stderr)
+            return EX_INVALID
+    print("✘ no answer from the agent in 15 s", file=sys.stderr)
+    return EX_FAIL
+
+
 def cmd_schema(_args: argparse.Namespace) -> int:
     """Print the JSON Schema of event, batch and envelope."""
     from edge.model import json_schemas  # noqa: PLC0415
@@ -270,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("status", help="what the running agent is doing"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = with_config(sub.add_parser("reload", help="make the running agent re-read the config"))
+    p.set_defaults(func=cmd_reload)
     p = sub.add_parser("schema", help="print the JSON Schema of event and batch")
     p.set_defaults(func=cmd_schema)
     p = with_config(sub.add_parser("keys", help="the gateway's signing key"))

@@ -193,6 +193,10 @@ class CommandProcessor:
         self.counts: dict[str, int] = {}
         self._lock = asyncio.Lock()  # one command at a time: the journal order is the order
 
+    def set_safety(self, safety: Safety) -> None:
+        """Use new safety rules (after a config reload)."""
+        self._safety = safety
+
     async def recover(self) -> list[Outcome]:
         """Report commands a crash interrupted as ``unknown`` (never re-run them)."""
         lost = await self.outbox.call(_journal_recover, self.outbox.store)

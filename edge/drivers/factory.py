@@ -27,6 +27,16 @@ class Transports:
     def __init__(self, config: EdgeConfig) -> None:
         self.buses = {bus.name: ModbusBus(bus) for bus in config.buses}
 
+    async def update(self, config: EdgeConfig, changed: list[str]) -> None:
+        """Replace the buses whose settings changed (their devices are restarted too)."""
+        wanted = {bus.name: bus for bus in config.buses}
+        for name in changed:
+            old = self.buses.pop(name, None)
+            if old is not None:
+                await old.close()
+            if name in wanted:
+                self.buses[name] = ModbusBus(wanted[name])
+
     async def close(self) -> None:
         """Close every bus."""
         for bus in self.buses.values():
