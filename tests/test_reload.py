@@ -13,6 +13,7 @@ from ruamel.yaml import YAML
 
 from edge.agent import Agent
 from edge.cli import EX_INVALID, EX_OK, main
+from edge.drivers.base import PollingDriver
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from tests.cfg import tilt_device, write_config
@@ -57,7 +58,9 @@ async def test_reload_restarts_only_what_changed(tmp_path: Path, plain_broker: M
         assert set(agent.drivers) == {"mh-b", "mh-c", "mh-d"}
         assert agent.drivers["mh-d"] is kept, "an unchanged device was restarted"
         assert agent.drivers["mh-b"] is not before
-        assert agent.drivers["mh-b"].poll_interval_s == 0.2
+        restarted = agent.drivers["mh-b"]
+        assert isinstance(restarted, PollingDriver)
+        assert restarted.poll_interval_s == 0.2
         polled = kept.stats.polls_ok
         await polls(agent, "mh-c", 2)
         await polls(agent, "mh-d", polled)
