@@ -43,7 +43,9 @@ from edge.keys import load_key
 from edge.metrics import serve_metrics
 from edge.reload import plan
 from edge.safety import SafetyRules
+from edge.secrets import read_secret
 from edge.sink import EventSink
+from edge.status_page import serve_status_page
 from edge.supervisor import supervise
 from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.uplink.https import HttpsUplink
@@ -77,6 +79,7 @@ class Agent:
         self.started = time.monotonic()
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()  # SIGHUP sets it
+        self._uplink_password: str | None = None
         self.generation = 0
         self.last_reload: dict[str, Any] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -88,10 +91,16 @@ class Agent:
         cfg = self.loaded.config
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key = load_key(self.loaded.resolve(cfg.gateway.key_file))
+        page_password = None
+        if cfg.observability.status_page_password_file is not None:  # refuse placeholders
+            page_password = read_secret(
+                self.loaded.resolve(cfg.observability.status_page_password_file),
+                "status page password")
+        self._uplink_password = self._password()
         await self.outbox.open()
         writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
         transports = Transports(cfg)
-        metrics: web.AppRunner | None = None
+        servers: list[web.AppRunner] = []
         try:
             uplink = await self._build(key, transports)
             async with asyncio.TaskGroup() as tg:
@@ -105,8 +114,12 @@ class Agent:
                 tg.create_task(self._maintenance(), name="agent.maintenance")
                 obs = cfg.observability
                 if obs.metrics_port is not None:
-                    metrics = await serve_metrics(self.status, host=obs.metrics_host,
-                                                  port=obs.metrics_port)
+                    servers.append(await serve_metrics(self.status, host=obs.metrics_host,
+                                                       port=obs.metrics_port))
+                if obs.status_page_port is not None and page_password is not None:
+                    servers.append(await serve_status_page(
+                        self.status, self._probe, host=obs.status_page_host,
+                        port=obs.status_page_port, password=page_password))
                 interval = watchdog_interval_s()
                 if interval is not None:
                     tg.create_task(watchdog(self._progress, interval_s=interval),
@@ -121,8 +134,8 @@ class Agent:
         except* _StopError:
             pass
         finally:
-            if metrics is not None:
-                await metrics.cleanup()
+            for server in servers:
+                await server.cleanup()
             for driver in self.drivers.values():
                 with contextlib.suppress(Exception):
                     await driver.close()
@@ -156,12 +169,12 @@ class Agent:
         if cfg.uplink.kind == "https":
             uplink = HttpsUplink(cfg.uplink, gateway_id=cfg.gateway.id, signer=Signer(key),
                                  outbox=self.outbox, base_dir=self.loaded.base_dir,
-                                 token=self._password())
+                                 token=self._uplink_password)
         else:
             uplink = MqttUplink(
                 cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
                 signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
-                password=self._password(), state_provider=self._uplink_state,
+                password=self._uplink_password, state_provider=self._uplink_state,
                 on_command=self._on_command)
         self.uplink = uplink
         return uplink
@@ -259,7 +272,11 @@ class Agent:
         pw_file = self.loaded.config.uplink.password_file
         if pw_file is None:
             return None
-        return self.loaded.resolve(pw_file).read_text(encoding="utf-8").strip()
+        return read_secret(self.loaded.resolve(pw_file), "uplink password")
+
+    async def _probe(self, name: str) -> dict[str, Any]:
+        """Read one device now (the status page's button); KeyError if unknown."""
+        return await self.drivers[name].probe()
 
     async def _load_active_alarms(self) -> dict[str, tuple[str, dict[str, Any]]]:
         rows = await self.outbox.call(self.outbox.store.query,

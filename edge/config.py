@@ -119,6 +119,10 @@ class ObservabilityConfig(_Model):
 
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus, e.g. 9108
     metrics_host: str = "127.0.0.1"
+    # the technicians' status page: loopback, or the cabinet's service interface
+    status_page_port: int | None = Field(default=None, ge=1, le=65535)
+    status_page_host: str = "127.0.0.1"
+    status_page_password_file: str | None = None  # required with a port: no default password
 
 
 class GatewayConfig(_Model):

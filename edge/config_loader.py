@@ -298,6 +298,9 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
         out.append((("observability", "metrics_host"),
                     f"{obs.metrics_host} is not loopback: expose metrics through a VPN-bound "
                     "reverse proxy, not directly"))
+    if obs.status_page_port is not None and obs.status_page_password_file is None:
+        out.append((("observability", "status_page_password_file"),
+                    "required with status_page_port: the page has no default password"))
     if up.reconnect_base_s > up.reconnect_cap_s:
         out.append((("uplink", "reconnect_cap_s"),
                     f"must be >= reconnect_base_s ({up.reconnect_base_s})"))
