@@ -175,7 +175,42 @@ def _port_check(label: str, port: str) -> Check:
     if not os.access(path, os.R_OK | os.W_OK):
         return Check(label, FAIL, f"{port} not readable/writable by uid {os.getuid()} "
                                   "(add the service user to group dialout)")
+    problem = _service_group_ok(path)
+    if problem:
+        return Check(label, FAIL, problem)
     return Check(label, OK, f"{port} present and permitted")
+
+
+UNIT_PATHS = (Path("/etc/systemd/system/edge.service"), Path("/lib/systemd/system/edge.service"))
+
+
+def check_unit(paths: tuple[Path, ...] = UNIT_PATHS) -> Check:
+    """Check that the service unit is installed with its watchdog."""
+    for path in paths:
+        if path.exists():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if "WatchdogSec=" not in text or "Type=notify" not in text:
+                return Check("service", FAIL, f"{path} has no Type=notify watchdog")
+            return Check("service", OK, f"{path} installed, watchdog configured")
+    return Check("service", WARN, "edge.service is not installed (systemd/install.sh); fine on "
+                                  "a workbench, not in a cabinet")
+
+
+def _service_group_ok(path: Path, service_user: str = "edge") -> str | None:
+    """Return why the service user could not open ``path``, or None."""
+    try:
+        import grp  # noqa: PLC0415 - POSIX only
+        import pwd  # noqa: PLC0415
+
+        user = pwd.getpwnam(service_user)
+    except (ImportError, KeyError):
+        return None  # no service user on this machine (a workbench): nothing to judge
+    st = path.stat()
+    group = grp.getgrgid(st.st_gid)
+    if st.st_uid == user.pw_uid or service_user in group.gr_mem or \
+            user.pw_gid == st.st_gid:
+        return None
+    return f"user {service_user} is not in group {group.gr_name} of {path}"
 
 
 async def run_checks(loaded: LoadedConfig) -> list[Check]:
@@ -187,4 +222,5 @@ async def run_checks(loaded: LoadedConfig) -> list[Check]:
         checks.append(Check("tls", FAIL, str(exc)))
     checks.append(await check_uplink(loaded))
     checks += await asyncio.to_thread(check_ports, loaded)
+    checks.append(check_unit())
     return checks

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ PASSWORD = "cabinet-7f3a9c21d0"
 
 def secret(path: Path, value: str) -> Path:
     path.write_text(value + "\n")
-    os.chmod(path, 0o600)
+    path.chmod(0o600)
     return path
 
 

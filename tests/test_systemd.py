@@ -119,3 +119,15 @@ def test_the_agent_says_ready_and_stopping(tmp_path: Path, notify_socket: socket
     finally:
         if agent.poll() is None:
             agent.kill()
+
+
+def test_preflight_sees_the_unit_and_its_watchdog(tmp_path: Path) -> None:
+    from edge.preflight import check_unit
+
+    assert check_unit((tmp_path / "none.service",)).status == "warn"
+    good = tmp_path / "edge.service"
+    good.write_text((ROOT / "systemd" / "edge.service").read_text())
+    assert check_unit((good,)).status == "ok"
+    bad = tmp_path / "bad.service"
+    bad.write_text("[Service]\nExecStart=/bin/true\n")
+    assert check_unit((bad,)).status == "fail"
