@@ -110,11 +110,11 @@ class NmeaTracker:
                 self.no_fix += 1
                 return None
             when = _time(f[0])
-            self._date, self._last_time = _date(f[8]), when
             mode = f[11] if len(f) > 11 else "A"
-            if f[1] != "A" or mode == "N":  # RMC V is void, whatever else it carries
+            if f[1] != "A" or mode == "N":  # RMC V is void, its date and time too
                 self.no_fix += 1
                 return None
+            self._date, self._last_time = _date(f[8]), when
             lat, lon = _coord(f[2], f[3], 2), _coord(f[4], f[5], 3)
             if abs(lat) < 1e-6 and abs(lon) < 1e-6:
                 raise ValueError("0,0 fake fix")  # null island with status A
