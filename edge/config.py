@@ -278,8 +278,22 @@ class LoudspeakerDevice(_DeviceBase):
     max_text_chars: int = Field(default=100, ge=1, le=200)
 
 
+class Geofence(_Model):
+    """A polygon the vehicle must stay in (``alarm_on: exit``) or keep out of (``enter``)."""
+
+    name: str = Field(min_length=1, max_length=60)
+    polygon: list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(min_length=3)
+    alarm_on: Literal["exit", "enter"] = "exit"
+
+
 class GpsDevice(_DeviceBase):
     """A GPS tracker (NMEA over serial, or JSON over MQTT)."""
+
+    overspeed_kmh: float | None = Field(default=None, gt=0, le=300)
+    stopped_too_long_s: float | None = Field(default=None, ge=60)
+    no_fix_s: float = Field(default=60.0, ge=5)
+    heading_change_deg: float = Field(default=30.0, gt=0, le=180)
+    geofences: list[Geofence] = Field(default_factory=list)
 
     kind: Literal["gps"]
     transport: Literal["serial", "mqtt"]

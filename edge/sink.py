@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.clock import Clock, TimeQuality
+from edge.clock import CLOCK_FLOOR_NS, Clock, TimeQuality
 from edge.config import AnyDevice, EdgeConfig
 from edge.drivers.base import AlarmChange, DeviceState, Reading
 from edge.errors import StoreFullError
@@ -45,6 +45,14 @@ class EventSink:
     def set_devices(self, config: EdgeConfig) -> None:
         """Refresh the asset table after a config reload."""
         self._assets = {d.name: asset_of(d) for d in config.devices}
+
+    def gnss_time(self, utc_ns: int) -> None:
+        """Trust a GNSS time fix, unless it is implausibly old (week-rollover bugs)."""
+        if utc_ns >= CLOCK_FLOOR_NS and self._clock.source in ("gnss", "ntp"):
+            first = self._clock.quality() is not TimeQuality.SYNCED
+            self._clock.note_gnss_fix(utc_ns)
+            if first:
+                log.info("clock: trusted GNSS time from a fix")
 
     def active_alarms(self, device: str) -> set[str]:
         """Return the kinds of ``device``'s alarms that are raised and not yet cleared."""

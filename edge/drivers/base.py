@@ -71,6 +71,9 @@ class Sink(Protocol):
         """Return the alarm kinds still active for ``device`` (persisted across restarts)."""
         ...
 
+    def gnss_time(self, utc_ns: int) -> None:
+        """Offer a GNSS fix's time as a time source (a gateway with a GPS gets trusted time)."""
+
 
 @dataclass(slots=True)
 class DriverStats:

@@ -7,7 +7,6 @@ Positions are personal data: they are never logged at INFO, and their precision 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import ClassVar
 
@@ -16,23 +15,15 @@ from typing_extensions import override
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
 from edge.drivers._serial import SerialPort
-from edge.drivers.base import DeviceState, Driver, Reading, Sink
+from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
+from edge.drivers.gps_rules import Change, GpsRules
 from edge.errors import DeviceUnavailableError
 
 SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is an outage
-EARTH_M = 6_371_000.0
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Return the great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_M * math.asin(math.sqrt(a))
 
 
 class GpsDriver(Driver[GpsDevice]):
-    """Read NMEA lines; report a position when moved or after ``max_interval_s``."""
+    """Read NMEA lines; report thinned positions and the tracker's alarms."""
 
     kind: ClassVar[str] = "gps"
 
@@ -40,16 +31,8 @@ class GpsDriver(Driver[GpsDevice]):
         super().__init__(config, config.name)
         self._port = port
         self._tracker = nmea.NmeaTracker()
-        self._last: tuple[float, float, float] | None = None  # lat, lon, monotonic
+        self.rules = GpsRules(config)
         self.rejected = 0
-
-    def _due(self, fix: nmea.Fix) -> bool:
-        now = time.monotonic()
-        if self._last is None:
-            return True
-        lat, lon, at = self._last
-        moved = distance_m(lat, lon, fix.lat, fix.lon)
-        return moved >= self.config.min_distance_m or now - at >= self.config.max_interval_s
 
     def handle_line(self, line: str) -> nmea.Fix | None:
         """Parse one line; count rejects; return a fix when one completes (no I/O)."""
@@ -59,6 +42,11 @@ class GpsDriver(Driver[GpsDevice]):
             self.rejected += 1
             self.stats.parse_errors += 1
             return None
+
+    async def _alarms(self, changes: list[Change], sink: Sink) -> None:
+        for c in changes:
+            await sink.alarm(AlarmChange(self.name, c.kind, c.state, prio=1, severity=2,
+                                         value=c.value, threshold=c.threshold, unit=c.unit))
 
     @override
     async def run(self, sink: Sink) -> None:
@@ -80,15 +68,21 @@ class GpsDriver(Driver[GpsDevice]):
                 if self.stats.state is not DeviceState.ONLINE:
                     self.stats.state = DeviceState.ONLINE
                     await sink.state(self.name, DeviceState.ONLINE, "receiving")
+                now = time.monotonic()
+                await self._alarms(self.rules.on_tick(now), sink)
                 fix = self.handle_line(raw.decode("ascii", "replace"))
-                if fix is None or not self._due(fix):
+                if fix is None:
                     continue
-                self._last = (fix.lat, fix.lon, time.monotonic())
+                sink.gnss_time(int(fix.utc.timestamp() * 1e9))
+                await self._alarms(self.rules.on_fix(fix, now), sink)
+                if not self.rules.due(fix, now):
+                    continue
                 digits = self.config.position_decimals
                 values = {"lat": round(fix.lat, digits), "lon": round(fix.lon, digits),
                           "speed_kmh": fix.speed_kmh, "course_deg": fix.course_deg,
                           "mode": fix.mode, "fix_utc": fix.utc.isoformat()}
                 self.stats.polls_ok += 1
+                self.stats.last_ok_mono = now
                 self.stats.last_values = {"mode": fix.mode}  # no raw position in status
                 await sink.reading(Reading(self.name, values, time.time_ns(),
                                            time.monotonic_ns()))

@@ -1,0 +1,92 @@
+"""GPS rules: overspeed, stopped too long, geofences, lost fix, thinning, GNSS time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from edge.clock import Clock, TimeQuality
+from edge.config import GpsDevice
+from edge.drivers._codecs.nmea import Fix
+from edge.drivers.gps_rules import GpsRules
+from edge.geo import distance_m, heading_change_deg, inside
+
+SQUARE = [[31.30, 120.62], [31.30, 120.64], [31.32, 120.64], [31.32, 120.62]]
+
+
+def device(**kw: Any) -> GpsDevice:
+    return GpsDevice.model_validate({
+        "name": "truck-03", "kind": "gps", "transport": "serial", "port": "/dev/ttyS0",
+        "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
+                  "name": "truck"}, **kw})
+
+
+def fix(lat: float = 31.31, lon: float = 120.63, speed: float = 30.0,
+        course: float = 90.0) -> Fix:
+    return Fix(dt.datetime(2026, 11, 26, tzinfo=dt.UTC), lat, lon, speed, course, 2, "RMC")
+
+
+def test_geometry() -> None:
+    assert inside(31.31, 120.63, SQUARE)
+    assert not inside(31.33, 120.63, SQUARE)
+    assert 1100 < distance_m(31.31, 120.63, 31.32, 120.63) < 1120
+    assert heading_change_deg(350, 10) == 20
+
+
+def test_overspeed_is_debounced() -> None:
+    rules = GpsRules(device(overspeed_kmh=60))
+    changes = [c for s in (70, 70, 70, 70) for c in rules.on_fix(fix(speed=s), 0)]
+    assert [(c.kind, c.state) for c in changes] == [("overspeed", "raised")]
+    changes = [c for s in (50, 50, 50) for c in rules.on_fix(fix(speed=s), 0)]
+    assert [(c.kind, c.state) for c in changes] == [("overspeed", "cleared")]
+
+
+def test_stopped_too_long() -> None:
+    rules = GpsRules(device(stopped_too_long_s=600))
+    assert rules.on_fix(fix(speed=0), 0) == []
+    assert rules.on_fix(fix(speed=0.5), 599) == []
+    raised = rules.on_fix(fix(speed=0), 601)
+    assert [(c.kind, c.state) for c in raised] == [("stopped_too_long", "raised")]
+    assert rules.on_fix(fix(speed=0), 700) == []  # once
+    cleared = rules.on_fix(fix(speed=20), 710)
+    assert [(c.kind, c.state) for c in cleared] == [("stopped_too_long", "cleared")]
+
+
+def test_geofence_exit_and_back() -> None:
+    rules = GpsRules(device(geofences=[{"name": "gusu", "polygon": SQUARE}]))
+    assert rules.on_fix(fix(), 0) == []
+    out = rules.on_fix(fix(lat=31.40), 1)
+    assert [(c.kind, c.state) for c in out] == [("geofence_exit:gusu", "raised")]
+    back = rules.on_fix(fix(), 2)
+    assert [(c.kind, c.state) for c in back] == [("geofence_exit:gusu", "cleared")]
+
+
+def test_lost_fix_raises_and_a_fix_clears() -> None:
+    rules = GpsRules(device(no_fix_s=60))
+    assert rules.on_tick(0) == []
+    assert [(c.kind, c.state) for c in rules.on_tick(61)] == [("gps_no_fix", "raised")]
+    assert rules.on_tick(70) == []
+    assert [(c.kind, c.state) for c in rules.on_fix(fix(), 71)] == [("gps_no_fix", "cleared")]
+
+
+def test_thinning_by_distance_heading_and_interval() -> None:
+    rules = GpsRules(device(min_distance_m=20, max_interval_s=60, heading_change_deg=30))
+    assert rules.due(fix(), 0)
+    assert not rules.due(fix(lat=31.31005), 1)  # ~5 m
+    assert rules.due(fix(lat=31.3103), 2)  # ~33 m
+    assert rules.due(fix(lat=31.3103, course=140), 3)  # turned 50°
+    assert not rules.due(fix(lat=31.3103, course=140), 30)
+    assert rules.due(fix(lat=31.3103, course=140), 64)  # max interval
+
+
+def test_gnss_time_makes_the_clock_synced_but_not_a_1999_date() -> None:
+    from edge.sink import EventSink
+
+    clock = Clock("gnss")
+    sink = EventSink.__new__(EventSink)
+    sink._clock = clock
+    assert clock.quality() is TimeQuality.UNSYNCED
+    sink.gnss_time(int(dt.datetime(1999, 8, 22, tzinfo=dt.UTC).timestamp() * 1e9))
+    assert clock.quality() is TimeQuality.UNSYNCED
+    sink.gnss_time(int(dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC).timestamp() * 1e9))
+    assert clock.quality() is TimeQuality.SYNCED
