@@ -251,7 +251,8 @@ class Agent:
         if self.commands is not None:
             await self.commands.handle(raw)
 
-    async def _execute(self, device: str, action: str, params: Any) -> dict[str, Any]:
+    async def _execute(self, device: str, action: str, params: Any,
+                       cmd_id: str | None = None) -> dict[str, Any]:
         """Carry out a verified command on its driver."""
         driver = self.drivers.get(device)
         if driver is None:
@@ -262,8 +263,9 @@ class Agent:
         if action == "light.set" and isinstance(driver, StreetlightDriver):
             return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
         if action == "speaker.play_tts" and isinstance(driver, LoudspeakerDriver):
-            detail = await driver.play_tts(params.text, params.volume)
-            return {**detail, "priority": params.priority}
+            return await driver.play_tts(params.text, params.volume,
+                                         emergency=params.priority == "emergency",
+                                         cmd_id=cmd_id)
         if action == "speaker.stop" and isinstance(driver, LoudspeakerDriver):
             return await driver.stop_playback()
         raise DeviceUnavailableError(device, f"{action} is not implemented for {driver.kind}")

@@ -80,12 +80,21 @@ class PlayTts(_Params):
     priority: Literal["normal", "emergency"] = "normal"
 
 
+class PlayClip(_Params):
+    """``speaker.play_clip``: play an allow-listed audio clip."""
+
+    clip: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    volume: int = Field(default=8, ge=0, le=16)
+
+
 class NoParams(_Params):
     """Actions without parameters."""
 
 
 PARAMS: dict[str, type[_Params]] = {
-    "light.set": LightSet, "speaker.play_tts": PlayTts, "speaker.stop": NoParams,
+    "light.set": LightSet, "speaker.play_tts": PlayTts, "speaker.play_clip": PlayClip,
+    "speaker.stop": NoParams,
     "device.read": NoParams,
 }
 
@@ -117,7 +126,7 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-Executor = Callable[[str, str, _Params], Awaitable[dict[str, Any]]]
+Executor = Callable[[str, str, _Params, str | None], Awaitable[dict[str, Any]]]
 Safety = Callable[[str, str, _Params, set[str]], str | None]
 
 
@@ -238,7 +247,7 @@ class CommandProcessor:
         await self._journal(body.cmd_id, "executing", "")
         try:
             async with asyncio.timeout(EXECUTE_TIMEOUT_S):
-                detail = await self._execute(device, body.action, params)
+                detail = await self._execute(device, body.action, params, body.cmd_id)
         except (DeviceError, TimeoutError) as exc:
             await self._journal(body.cmd_id, "failed", str(exc))
             return Outcome("failed", str(exc) or "timed out", body.cmd_id, body.action, device)

@@ -267,8 +267,25 @@ class StreetlightDevice(_DeviceBase):
     alarms: StreetlightAlarms = StreetlightAlarms()
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BroadcastSchedule(_Model):
+    """A fixed announcement stored on the gateway: it plays even while the uplink is down."""
+
+    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local time (gateway.utc_offset_h)
+    text: str = Field(min_length=1, max_length=200)
+    volume: int = Field(default=8, ge=0, le=16)
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
+
+
 class LoudspeakerDevice(_DeviceBase):
     """A loudspeaker broadcast unit (serial TTS or IP speaker)."""
+
+    schedules: list[BroadcastSchedule] = Field(default_factory=list)
+    clips: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict)  # clip name -> SHA-256: the only audio that may be played
 
     kind: Literal["loudspeaker"]
     transport: Literal["serial", "mqtt"]

@@ -50,6 +50,8 @@ class SafetyRules:
                 self._switch_rate(device)
             if isinstance(device, LoudspeakerDevice) and action == "speaker.play_tts":
                 self._speaker(device, params, roles)
+            if isinstance(device, LoudspeakerDevice) and action == "speaker.play_clip":
+                self._clip(device, params)
         except CommandRejectedError as exc:
             return str(exc)
         return None
@@ -63,6 +65,13 @@ class SafetyRules:
             raise CommandRejectedError(f"{device.name} switched {len(recent)} times in the "
                                        f"last minute (limit {device.max_switches_per_min})")
         recent.append(now)
+
+    @staticmethod
+    def _clip(device: LoudspeakerDevice, params: object) -> None:
+        name, digest = str(getattr(params, "clip", "")), str(getattr(params, "sha256", ""))
+        if device.clips.get(name) != digest:
+            raise CommandRejectedError(f"clip {name!r} with sha256 {digest[:12]}… is not on "
+                                       f"{device.name}'s allow-list")
 
     def _speaker(self, device: LoudspeakerDevice, params: object, roles: set[str]) -> None:
         text = str(getattr(params, "text", ""))

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from edge.buffer.async_outbox import AsyncOutbox
@@ -128,6 +129,15 @@ class EventSink:
                                          device=device, asset=self._assets.get(device),
                                          data={"state": state.value, "detail": detail},
                                          mono=mono))
+
+    async def command_result(self, device: str, cmd_id: str | None, action: str, status: str,
+                             detail: Mapping[str, Any]) -> None:
+        """Store the final result of a long-running action (prio 1; 0 for an emergency)."""
+        ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
+        prio = Prio.CRITICAL if detail.get("priority") == "emergency" else Prio.ALARM
+        await self._outbox.put(Event(EventType.COMMAND_RESULT, prio, ts, quality, device=device,
+                                     data={"cmd_id": cmd_id, "action": action, "status": status,
+                                           "detail": dict(detail)}, mono=mono))
 
     async def system_alarm(self, kind: str, detail: str) -> None:
         """Store a gateway-level critical alarm (e.g. the outbox was replaced after corruption)."""

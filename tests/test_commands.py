@@ -54,7 +54,8 @@ class Harness:
     def _processor(self) -> CommandProcessor:
         assert self.outbox is not None
 
-        async def execute(device: str, action: str, params: Any) -> dict[str, Any]:
+        async def execute(device: str, action: str, params: Any,
+                          _cmd_id: str | None = None) -> dict[str, Any]:
             self.executed.append((device, action, params))
             return {"ok": True}
 

@@ -71,6 +71,10 @@ class Sink(Protocol):
         """Return the alarm kinds still active for ``device`` (persisted across restarts)."""
         ...
 
+    async def command_result(self, device: str, cmd_id: str | None, action: str,
+                             status: str, detail: Mapping[str, Value]) -> None:
+        """Report how a long-running action (a broadcast) ended."""
+
     def gnss_time(self, utc_ns: int) -> None:
         """Offer a GNSS fix's time as a time source (a gateway with a GPS gets trusted time)."""
 

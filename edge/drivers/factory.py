@@ -58,5 +58,7 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
         return GpsDriver(device, SerialPort(device.port, device.baud))
     if isinstance(device, LoudspeakerDevice):
         assert device.port is not None
-        return LoudspeakerDriver(device, SerialPort(device.port, device.baud))
+        driver = LoudspeakerDriver(device, SerialPort(device.port, device.baud))
+        driver.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
+        return driver
     raise TypeError(f"no driver for {device!r}")  # unreachable: the config union is closed
