@@ -99,7 +99,7 @@ class Agent:
         self._uplink_password = self._password()
         await self.outbox.open()
         writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
-        transports = Transports(cfg)
+        transports = Transports(cfg, base_dir=self.loaded.base_dir)
         servers: list[web.AppRunner] = []
         try:
             uplink = await self._build(key, transports)

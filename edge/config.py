@@ -95,6 +95,17 @@ class UplinkConfig(_Model):
     max_attempts: int = Field(default=5, ge=1, le=1000)
 
 
+class SouthboundMqttConfig(_Model):
+    """The broker MQTT devices (NB-IoT covers, IP speakers, trackers) report to."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    tls: TlsConfig | Literal[False]  # false only for a loopback broker
+    username: str | None = None
+    password_file: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=120)
+
+
 class OutboxConfig(_Model):
     """The durable outbox (edge/buffer)."""
 
@@ -225,8 +236,9 @@ class _DeviceBase(_Model):
     # serial transport
     port: str | None = None
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    # mqtt transport (a southbound broker)
+    # mqtt transport (the southbound broker); JSON fields by dotted path, e.g. {"lat": "gps.lat"}
     topic: str | None = None
+    json_map: dict[str, str] = Field(default_factory=dict)
 
 
 class TiltAlarms(_Model):
@@ -345,6 +357,7 @@ class EdgeConfig(_Model):
     uplink: UplinkConfig
     outbox: OutboxConfig = OutboxConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    southbound_mqtt: SouthboundMqttConfig | None = None
     buses: list[Bus] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
     asset_classes: dict[str, AssetClass] = Field(default_factory=dict)

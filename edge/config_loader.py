@@ -293,6 +293,10 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
         if not up.base_url.startswith(scheme):
             out.append((("uplink", "base_url"), f"must start with {scheme} (tls is "
                                                 f"{'off' if up.tls is False else 'on'})"))
+    south = config.southbound_mqtt
+    if south is not None and south.tls is False and not is_loopback(south.host):
+        out.append((("southbound_mqtt", "tls"),
+                    f"tls: false is allowed only for a loopback broker (host is {south.host!r})"))
     obs = config.observability
     if obs.metrics_port is not None and not is_loopback(obs.metrics_host):
         out.append((("observability", "metrics_host"),
@@ -342,6 +346,8 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
         out.append(((*here, "port"), "required for transport serial (a device path or URL)"))
     elif device.transport == "mqtt" and not device.topic:
         out.append(((*here, "topic"), "required for transport mqtt"))
+    elif device.transport == "mqtt" and config.southbound_mqtt is None:
+        out.append(((*here, "transport"), "mqtt needs a southbound_mqtt broker section"))
     return out
 
 

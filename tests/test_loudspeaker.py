@@ -15,6 +15,7 @@ from edge.commands import PlayClip
 from edge.config import EdgeConfig, LoudspeakerDevice
 from edge.drivers._serial import SerialPort
 from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.speaker_units import Syn6288Unit
 from edge.safety import SafetyRules
 from hil.broker import free_port
 from hil.sims.serial_sims import TtsSim
@@ -37,8 +38,8 @@ async def running(**kw: Any) -> AsyncIterator[tuple[LoudspeakerDriver, TtsSim, R
     port = free_port()
     sim = TtsSim(port)
     await sim.start()
-    driver = LoudspeakerDriver(speaker(port, **kw), SerialPort(f"socket://127.0.0.1:{port}",
-                                                               9600))
+    unit = Syn6288Unit("speaker-01", SerialPort(f"socket://127.0.0.1:{port}", 9600), 0.5)
+    driver = LoudspeakerDriver(speaker(port, **kw), unit)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edge.config import (
@@ -13,19 +14,23 @@ from edge.config import (
     StreetlightDevice,
 )
 from edge.drivers._modbus import ModbusBus
+from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import Driver
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.drivers.streetlight import StreetlightDriver
 
 
 class Transports:
     """Owns the buses and ports drivers share; closes them at the end."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, *, base_dir: Path | None = None) -> None:
         self.buses = {bus.name: ModbusBus(bus) for bus in config.buses}
+        self.broker = None if config.southbound_mqtt is None else DeviceBroker(
+            config.southbound_mqtt, base_dir=base_dir or Path(), gateway_id=config.gateway.id)
 
     async def update(self, config: EdgeConfig, changed: list[str]) -> None:
         """Replace the buses whose settings changed (their devices are restarted too)."""
@@ -54,11 +59,22 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
             return ManholeTiltDriver(device, bus, timeout_s=timeout_s)
         return StreetlightDriver(device, bus, timeout_s=timeout_s)
     if isinstance(device, GpsDevice):
+        if device.transport == "mqtt":
+            return GpsDriver(device, broker=transports.broker)
         assert device.port is not None
         return GpsDriver(device, SerialPort(device.port, device.baud))
     if isinstance(device, LoudspeakerDevice):
-        assert device.port is not None
-        driver = LoudspeakerDriver(device, SerialPort(device.port, device.baud))
+        unit: SpeakerUnit
+        if device.transport == "mqtt":
+            assert device.topic is not None
+            assert transports.broker is not None  # the loader checked
+            unit = IpSpeakerUnit(device.name, transports.broker, device.topic,
+                                 stale_after_s=3 * device.poll_interval_s + 5)
+        else:
+            assert device.port is not None
+            unit = Syn6288Unit(device.name, SerialPort(device.port, device.baud),
+                               device.timeout_s or 1.0)
+        driver = LoudspeakerDriver(device, unit)
         driver.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
         return driver
     raise TypeError(f"no driver for {device!r}")  # unreachable: the config union is closed

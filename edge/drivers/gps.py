@@ -7,18 +7,22 @@ Positions are personal data: they are never logged at INFO, and their precision 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from typing_extensions import override
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
+from edge.drivers._mqtt_device import DeviceBroker, parse_json, pick
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.gps_rules import Change, GpsRules
-from edge.errors import DeviceUnavailableError
+from edge.errors import DeviceError, DeviceUnavailableError
 
+JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
+                 "course_deg": "course_deg", "time": "time"}
 SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is an outage
 
 
@@ -27,9 +31,12 @@ class GpsDriver(Driver[GpsDevice]):
 
     kind: ClassVar[str] = "gps"
 
-    def __init__(self, config: GpsDevice, port: SerialPort) -> None:
+    def __init__(self, config: GpsDevice, port: SerialPort | None = None, *,
+                 broker: DeviceBroker | None = None) -> None:
         super().__init__(config, config.name)
         self._port = port
+        self._broker = broker
+        self._json_map = {**JSON_DEFAULTS, **config.json_map}
         self._tracker = nmea.NmeaTracker()
         self.rules = GpsRules(config)
         self.rejected = 0
@@ -48,8 +55,69 @@ class GpsDriver(Driver[GpsDevice]):
             await sink.alarm(AlarmChange(self.name, c.kind, c.state, prio=1, severity=2,
                                          value=c.value, threshold=c.threshold, unit=c.unit))
 
+    async def _on_fix(self, fix: nmea.Fix, sink: Sink) -> None:
+        now = time.monotonic()
+        sink.gnss_time(int(fix.utc.timestamp() * 1e9))
+        await self._alarms(self.rules.on_fix(fix, now), sink)
+        if not self.rules.due(fix, now):
+            return
+        digits = self.config.position_decimals
+        values = {"lat": round(fix.lat, digits), "lon": round(fix.lon, digits),
+                  "speed_kmh": fix.speed_kmh, "course_deg": fix.course_deg,
+                  "mode": fix.mode, "fix_utc": fix.utc.isoformat()}
+        self.stats.polls_ok += 1
+        self.stats.last_ok_mono = now
+        self.stats.last_values = {"mode": fix.mode}  # no raw position in status
+        await sink.reading(Reading(self.name, values, time.time_ns(), time.monotonic_ns()))
+
+    def fix_from_json(self, doc: dict[str, Any]) -> nmea.Fix:
+        """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable."""
+        m = self._json_map
+        lat, lon = pick(doc, m["lat"]), pick(doc, m["lon"])
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float) or \
+                isinstance(lat, bool) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError(f"no usable position in {sorted(doc)}")
+        if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+            raise ValueError("0,0 fake fix")
+        stamp = pick(doc, m["time"])
+        if isinstance(stamp, str):
+            when = dt.datetime.fromisoformat(stamp)
+        elif isinstance(stamp, int | float):  # epoch seconds, or milliseconds
+            when = dt.datetime.fromtimestamp(stamp / 1000 if stamp > 1e11 else stamp, dt.UTC)
+        else:
+            when = dt.datetime.now(dt.UTC)
+        if when.tzinfo is None:
+            raise ValueError("time without a zone")
+        speed, course = pick(doc, m["speed_kmh"]), pick(doc, m["course_deg"])
+        return nmea.Fix(when.astimezone(dt.UTC), float(lat), float(lon),
+                        float(speed) if isinstance(speed, int | float) else None,
+                        float(course) if isinstance(course, int | float) else None, 2, "json")
+
+    async def _run_mqtt(self, sink: Sink) -> None:
+        assert self._broker is not None
+        assert self.config.topic is not None
+        link = await self._broker.connect(self.name, [self.config.topic])
+        try:
+            while not link.closed.done():
+                item = await link.inbound.get()
+                await self._alarms(self.rules.on_tick(time.monotonic()), sink)
+                try:
+                    fix = self.fix_from_json(parse_json(self.name, item))
+                except (DeviceError, ValueError):
+                    self.rejected += 1
+                    self.stats.parse_errors += 1
+                    continue
+                await self._on_fix(fix, sink)
+            raise DeviceUnavailableError(self.name, "southbound broker link lost")
+        finally:
+            await link.close()
+
     @override
     async def run(self, sink: Sink) -> None:
+        if self.config.transport == "mqtt":
+            await self._run_mqtt(sink)
+            return
+        assert self._port is not None
         reader, _writer = await self._port.open(self.name)
         try:
             while True:
@@ -71,20 +139,7 @@ class GpsDriver(Driver[GpsDevice]):
                 now = time.monotonic()
                 await self._alarms(self.rules.on_tick(now), sink)
                 fix = self.handle_line(raw.decode("ascii", "replace"))
-                if fix is None:
-                    continue
-                sink.gnss_time(int(fix.utc.timestamp() * 1e9))
-                await self._alarms(self.rules.on_fix(fix, now), sink)
-                if not self.rules.due(fix, now):
-                    continue
-                digits = self.config.position_decimals
-                values = {"lat": round(fix.lat, digits), "lon": round(fix.lon, digits),
-                          "speed_kmh": fix.speed_kmh, "course_deg": fix.course_deg,
-                          "mode": fix.mode, "fix_utc": fix.utc.isoformat()}
-                self.stats.polls_ok += 1
-                self.stats.last_ok_mono = now
-                self.stats.last_values = {"mode": fix.mode}  # no raw position in status
-                await sink.reading(Reading(self.name, values, time.time_ns(),
-                                           time.monotonic_ns()))
+                if fix is not None:
+                    await self._on_fix(fix, sink)
         finally:
             await self._port.close()

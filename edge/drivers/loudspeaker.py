@@ -1,4 +1,4 @@
-"""Loudspeaker broadcast unit with a SYN6288-style TTS board (firmware_notes/syn6288-tts.md)."""
+"""Loudspeaker broadcast units: serial TTS boards and IP speakers (firmware_notes/)."""
 
 from __future__ import annotations
 
@@ -11,54 +11,54 @@ from typing import ClassVar
 from typing_extensions import override
 
 from edge.config import LoudspeakerDevice
-from edge.drivers._codecs import syn6288
-from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.errors import DeviceProtocolError, DeviceUnavailableError
+from edge.drivers.speaker_units import SpeakerUnit
 
 SPEAKER_OFFLINE = "speaker_offline"
 PLAYBACK_FAILED = "playback_failed"
-SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
+AMPLIFIER_FAULT = "amplifier_fault"
 SCHEDULE_TICK_S = 5.0
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
-    """Poll the unit's busy/idle status; raise ``speaker_offline`` when it stops answering."""
+    """Poll the unit's status; queue plays; run stored schedules.
+
+    Alarms: ``speaker_offline`` (no answer), ``amplifier_fault`` (where the model reports it),
+    ``playback_failed`` (a play failed; cleared by the next that plays).
+    """
 
     kind: ClassVar[str] = "loudspeaker"
 
-    def __init__(self, config: LoudspeakerDevice, port: SerialPort) -> None:
+    def __init__(self, config: LoudspeakerDevice, unit: SpeakerUnit) -> None:
         timeout_s = config.timeout_s or 1.0
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
                          timeout_s=timeout_s + 5.0)
-        self._port = port
-        self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._reply_timeout_s = timeout_s
-        self._io_lock = asyncio.Lock()
+        self.unit = unit
         self._sink: Sink | None = None
-        self.queue = BroadcastQueue(self._speak, self._stop_unit, self._report)
+        self.queue = BroadcastQueue(self.unit.speak, self.unit.stop, self._report)
         self.utc_offset_h = 8
         self._now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
-    async def _exchange(self, request: bytes, reply_len: int) -> bytes:
-        async with self._io_lock:  # a status poll and a play must not interleave on the line
-            return await self._exchange_locked(request, reply_len)
+    @override
+    async def poll(self) -> Reading:
+        status = await self.unit.status()
+        return Reading(self.name, {"busy": bool(status["busy"]),
+                                   "amp_fault": status.get("amp_fault")},
+                       time.time_ns(), time.monotonic_ns())
 
-    async def _exchange_locked(self, request: bytes, reply_len: int) -> bytes:
-        if self._io is None:
-            self._io = await self._port.open(self.name)
-        reader, writer = self._io
-        try:
-            writer.write(request)
-            async with asyncio.timeout(self._reply_timeout_s):
-                await writer.drain()
-                return await reader.readexactly(reply_len)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            self._io = None
-            await self._port.close()
-            raise DeviceUnavailableError(self.name, f"no status reply: {exc!r}") from exc
+    @override
+    async def on_reading(self, reading: Reading, sink: Sink) -> None:
+        await sink.reading(reading)
+        fault = reading.values.get("amp_fault")
+        active = AMPLIFIER_FAULT in sink.active_alarms(self.name)
+        if fault is True and not active:
+            await sink.alarm(AlarmChange(self.name, AMPLIFIER_FAULT, "raised", prio=1,
+                                         severity=2))
+        elif fault is False and active:
+            await sink.alarm(AlarmChange(self.name, AMPLIFIER_FAULT, "cleared", prio=1,
+                                         severity=2))
 
     async def play_tts(self, text: str, volume: int, *, emergency: bool = False,
                        cmd_id: str | None = None) -> dict[str, object]:
@@ -67,25 +67,10 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
         return {"queued": queued, "chars": len(text),
                 "priority": "emergency" if emergency else "normal"}
 
-    async def _speak(self, play: Play) -> None:
-        """Say one text and wait until the unit is idle again (the queue's player)."""
-        try:
-            frame = syn6288.speak(f"[v{play.volume}]{play.text}")
-        except ValueError as exc:
-            raise DeviceProtocolError(self.name, str(exc)) from exc
-        reply = await self._exchange(frame, 1)
-        if reply != b"\x41":
-            raise DeviceProtocolError(self.name, f"unit refused the text ({reply.hex()})")
-        # the unit talks for a while; it answers "busy" until it is done
-        deadline = time.monotonic() + SPEECH_S_PER_CHAR * len(play.text) + 5.0
-        while True:
-            await asyncio.sleep(0.1)
-            busy = syn6288.parse_status(await self._exchange(syn6288.frame(
-                syn6288.CMD_STATUS), 2))
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                raise DeviceUnavailableError(self.name, "still speaking long after the text")
+    async def stop_playback(self) -> dict[str, object]:
+        """Stop what is playing."""
+        await self.unit.stop()
+        return {"stopped": True}
 
     async def _report(self, play: Play, status: str, why: str) -> None:
         sink = self._sink
@@ -126,25 +111,6 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
             tg.create_task(self._schedules(), name=f"schedule[{self.name}]")
             await super().run(sink)
 
-    async def _stop_unit(self) -> None:
-        await self._exchange(syn6288.frame(syn6288.CMD_STOP), 1)
-
-    async def stop_playback(self) -> dict[str, object]:
-        """Stop what is playing."""
-        reply = await self._exchange(syn6288.frame(syn6288.CMD_STOP), 1)
-        return {"stopped": reply == b"\x41"}
-
-    @override
-    async def poll(self) -> Reading:
-        reply = await self._exchange(syn6288.frame(syn6288.CMD_STATUS), 2)
-        try:
-            busy = syn6288.parse_status(reply)
-        except ValueError as exc:
-            self._io = None
-            await self._port.close()  # resynchronise: a stray byte would shift every reply
-            raise DeviceProtocolError(self.name, str(exc)) from exc
-        return Reading(self.name, {"busy": busy}, time.time_ns(), time.monotonic_ns())
-
     @override
     async def on_offline(self, sink: Sink) -> None:
         await sink.alarm(AlarmChange(self.name, SPEAKER_OFFLINE, "raised", prio=1, severity=2))
@@ -157,4 +123,4 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
 
     @override
     async def close(self) -> None:
-        await self._port.close()
+        await self.unit.close()

@@ -1,0 +1,66 @@
+"""Southbound MQTT for devices: one link per device to the local broker, JSON in and out.
+
+Uses the same paho adapter as the uplink (edge/uplink/_paho.py); devices never see paho.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.config import SouthboundMqttConfig
+from edge.errors import DeviceProtocolError, DeviceUnavailableError, UplinkError
+from edge.secrets import read_secret
+from edge.uplink._paho import Inbound, MqttLink
+from edge.uplink.tls import client_context
+
+
+class DeviceBroker:
+    """Connects a device's link to the southbound broker (injected into drivers)."""
+
+    def __init__(self, config: SouthboundMqttConfig, *, base_dir: Path, gateway_id: str) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.gateway_id = gateway_id
+
+    async def connect(self, device: str, subscriptions: list[str]) -> MqttLink:
+        """Return a connected link subscribed to ``subscriptions``; DeviceUnavailableError."""
+        cfg = self.config
+        password = None
+        if cfg.password_file is not None:
+            password = read_secret(self.base_dir / cfg.password_file, "southbound password")
+        tls = None if cfg.tls is False else client_context(cfg.tls, self.base_dir)
+        link = MqttLink(host=cfg.host, port=cfg.port, client_id=f"{self.gateway_id}-{device}",
+                        protocol="5", keepalive_s=cfg.keepalive_s, connect_timeout_s=10,
+                        tls=tls, username=cfg.username, password=password, inbound_max=1000)
+        try:
+            await link.connect()
+            for topic in subscriptions:
+                await link.subscribe(topic)
+        except UplinkError as exc:
+            await link.close()
+            raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
+        return link
+
+
+def pick(doc: Mapping[str, Any], path: str) -> Any:
+    """Return the value at a dotted ``path`` of a JSON document (None when absent)."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def parse_json(device: str, item: Inbound) -> dict[str, Any]:
+    """Decode a device's JSON message; DeviceProtocolError when it is not a JSON object."""
+    try:
+        doc = json.loads(item.payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DeviceProtocolError(device, f"not JSON on {item.topic}") from exc
+    if not isinstance(doc, dict):
+        raise DeviceProtocolError(device, f"not a JSON object on {item.topic}")
+    return doc

@@ -1,0 +1,187 @@
+"""Loudspeaker units by model: what the driver and its broadcast queue talk to.
+
+* ``Syn6288Unit``: a serial TTS board (firmware_notes/syn6288-tts.md); busy/idle by polling.
+* ``IpSpeakerUnit``: an IP speaker on the southbound broker (firmware_notes/ip-speaker.md):
+  ``{topic}/play`` and ``{topic}/stop`` out, ``{topic}/status`` in (JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, Protocol
+
+from edge.drivers._codecs import syn6288
+from edge.drivers._mqtt_device import DeviceBroker, parse_json
+from edge.drivers._serial import SerialPort
+from edge.drivers.broadcast import Play
+from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
+from edge.uplink._paho import MqttLink
+
+SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
+
+
+class SpeakerUnit(Protocol):
+    """What a loudspeaker model offers the driver."""
+
+    async def status(self) -> dict[str, Any]:
+        """Return at least ``busy`` (bool) and ``amp_fault`` (bool | None)."""
+        ...
+
+    async def speak(self, play: Play) -> None:
+        """Say ``play.text``; return when it has been said; raise DeviceError on failure."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop what is playing."""
+        ...
+
+    async def close(self) -> None:
+        """Release the transport."""
+        ...
+
+
+class Syn6288Unit:
+    """SYN6288-style serial TTS board."""
+
+    def __init__(self, name: str, port: SerialPort, reply_timeout_s: float) -> None:
+        self.name = name
+        self._port = port
+        self._reply_timeout_s = reply_timeout_s
+        self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()  # a status poll and a play must not interleave
+
+    async def _exchange(self, request: bytes, reply_len: int) -> bytes:
+        async with self._lock:
+            if self._io is None:
+                self._io = await self._port.open(self.name)
+            reader, writer = self._io
+            try:
+                writer.write(request)
+                async with asyncio.timeout(self._reply_timeout_s):
+                    await writer.drain()
+                    return await reader.readexactly(reply_len)
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+                await self.close()
+                raise DeviceUnavailableError(self.name, f"no reply: {exc!r}") from exc
+
+    async def status(self) -> dict[str, Any]:
+        """Poll busy/idle; a stray byte means we lost sync: reconnect to resynchronise."""
+        reply = await self._exchange(syn6288.frame(syn6288.CMD_STATUS), 2)
+        try:
+            return {"busy": syn6288.parse_status(reply), "amp_fault": None}
+        except ValueError as exc:
+            await self.close()
+            raise DeviceProtocolError(self.name, str(exc)) from exc
+
+    async def speak(self, play: Play) -> None:
+        """Say one text and wait until the unit is idle again."""
+        try:
+            frame = syn6288.speak(f"[v{play.volume}]{play.text}")
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, str(exc)) from exc
+        if await self._exchange(frame, 1) != b"\x41":
+            raise DeviceProtocolError(self.name, "unit refused the text")
+        deadline = time.monotonic() + SPEECH_S_PER_CHAR * len(play.text) + 5.0
+        while True:  # it answers "busy" until it is done
+            await asyncio.sleep(0.1)
+            if not (await self.status())["busy"]:
+                return
+            if time.monotonic() > deadline:
+                raise DeviceUnavailableError(self.name, "still speaking long after the text")
+
+    async def stop(self) -> None:
+        """Send the stop frame."""
+        await self._exchange(syn6288.frame(syn6288.CMD_STOP), 1)
+
+    async def close(self) -> None:
+        """Drop the serial stream (reopened on the next exchange)."""
+        self._io = None
+        await self._port.close()
+
+
+class IpSpeakerUnit:
+    """An IP speaker speaking JSON on the southbound broker."""
+
+    def __init__(self, name: str, broker: DeviceBroker, topic: str, stale_after_s: float
+                 ) -> None:
+        self.name = name
+        self._broker = broker
+        self.topic = topic.rstrip("/")
+        self._stale_after_s = stale_after_s
+        self._link: MqttLink | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._last: tuple[float, dict[str, Any]] | None = None
+        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._counter = 0
+
+    async def _connected(self) -> MqttLink:
+        if self._link is not None and not self._link.closed.done():
+            return self._link
+        await self.close()
+        link = await self._broker.connect(self.name, [f"{self.topic}/status"])
+        self._link = link
+        # owned here: cancelled and awaited in close(); it only feeds caches and futures
+        self._reader = asyncio.create_task(self._read(link), name=f"ip-speaker[{self.name}]")
+        return link
+
+    async def _read(self, link: MqttLink) -> None:
+        while True:
+            item = await link.inbound.get()
+            try:
+                doc = parse_json(self.name, item)
+            except DeviceError:
+                continue
+            self._last = (time.monotonic(), doc)
+            play_id, result = doc.get("id"), doc.get("result")
+            if isinstance(play_id, str) and isinstance(result, str):
+                fut = self._pending.pop(play_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
+
+    async def status(self) -> dict[str, Any]:
+        """Return the speaker's last status if fresh; it publishes one periodically."""
+        await self._connected()
+        if self._last is None or time.monotonic() - self._last[0] > self._stale_after_s:
+            raise DeviceUnavailableError(self.name, "no status from the speaker")
+        doc = self._last[1]
+        return {"busy": doc.get("state") == "playing", "amp_fault": doc.get("amp_fault")}
+
+    async def speak(self, play: Play) -> None:
+        """Publish a play and wait for the speaker's result for it."""
+        link = await self._connected()
+        self._counter += 1
+        play_id = f"{play.cmd_id or 'local'}-{self._counter}"
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[play_id] = fut
+        body = {"id": play_id, "text": play.text, "volume": play.volume,
+                "priority": "emergency" if play.rank == 0 else "normal"}
+        try:
+            await link.publish(f"{self.topic}/play", json.dumps(body, ensure_ascii=False)
+                               .encode())
+            async with asyncio.timeout(SPEECH_S_PER_CHAR * len(play.text) + 10.0):
+                result = await fut
+        except TimeoutError as exc:
+            raise DeviceUnavailableError(self.name, "no result from the speaker") from exc
+        finally:
+            self._pending.pop(play_id, None)
+        if result != "played":
+            raise DeviceProtocolError(self.name, f"speaker reported {result}")
+
+    async def stop(self) -> None:
+        """Publish a stop."""
+        link = await self._connected()
+        await link.publish(f"{self.topic}/stop", b"{}")
+
+    async def close(self) -> None:
+        """Stop the reader and the link."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._link is not None:
+            await self._link.close()
+            self._link = None

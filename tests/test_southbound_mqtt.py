@@ -1,0 +1,100 @@
+"""Devices on the southbound broker: a JSON tracker with a path map, an IP speaker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
+from edge.drivers._mqtt_device import DeviceBroker
+from edge.drivers.gps import GpsDriver
+from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.speaker_units import IpSpeakerUnit
+from edge.uplink._paho import MqttLink
+from hil.broker import Mosquitto
+from hil.sims.ip_speaker import IpSpeakerSim
+from tests.recording_sink import RecordingSink
+
+ASSET = {"code": "3205082190000003", "class": "2190", "grid": "320508001002003", "name": "x"}
+
+
+def broker_for(mq: Mosquitto) -> DeviceBroker:
+    from pathlib import Path
+
+    return DeviceBroker(SouthboundMqttConfig(host="127.0.0.1", port=mq.port, tls=False),
+                        base_dir=Path(), gateway_id="gw-1")
+
+
+async def until(predicate: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
+
+
+async def test_json_tracker_with_a_path_map(plain_broker: Mosquitto) -> None:
+    device = GpsDevice.model_validate({
+        "name": "patrol-1", "kind": "gps", "transport": "mqtt", "model": "mqtt_json",
+        "topic": "trackers/patrol-1", "min_distance_m": 0, "overspeed_kmh": 60,
+        "json_map": {"lat": "gps.lat", "lon": "gps.lng", "speed_kmh": "gps.spd", "time": "ts"},
+        "asset": ASSET})
+    driver = GpsDriver(device, broker=broker_for(plain_broker))
+    sink = RecordingSink()
+    task = asyncio.create_task(driver.run(sink))
+    pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="tracker", protocol="5",
+                   keepalive_s=30, connect_timeout_s=5, tls=None)
+    try:
+        await pub.connect()
+        await asyncio.sleep(0.5)  # the driver subscribed
+        for i in range(5):
+            doc = {"ts": 1_795_000_000_000 + i * 1000,
+                   "gps": {"lat": 31.31 + i * 1e-3, "lng": 120.63, "spd": 80.0}}
+            await pub.publish("trackers/patrol-1", json.dumps(doc).encode())
+        await pub.publish("trackers/patrol-1", b"not json")
+        await pub.publish("trackers/patrol-1", b'{"gps": {"lat": 0, "lng": 0}}')
+        await until(lambda: len(sink.readings) == 5)
+    finally:
+        await pub.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sink.readings[0].values["lat"] == 31.31
+    assert sink.readings[0].values["fix_utc"] == "2026-11-18T11:06:40+00:00"  # epoch ms
+    assert [a.kind for a in sink.alarms if a.state == "raised"] == ["overspeed"]
+    assert driver.rejected == 2
+
+
+async def test_ip_speaker_plays_reports_amp_fault_and_goes_offline(
+        plain_broker: Mosquitto) -> None:
+    sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/guanqian")
+    await sim.start()
+    device = LoudspeakerDevice.model_validate({
+        "name": "ipspk-1", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
+        "topic": "speakers/guanqian", "poll_interval_s": 0.5, "asset": {
+            **ASSET, "code": "3205082105000009", "class": "2105"}})
+    unit = IpSpeakerUnit("ipspk-1", broker_for(plain_broker), "speakers/guanqian",
+                         stale_after_s=1.5)
+    driver = LoudspeakerDriver(device, unit)
+    sink = RecordingSink()
+    task = asyncio.create_task(driver.run(sink))
+    try:
+        await until(lambda: driver.stats.polls_ok >= 1)
+        await driver.play_tts("请勿乱扔垃圾", 8, cmd_id="c1")
+        await until(lambda: any(r["cmd_id"] == "c1" for r in sink.results))
+        assert sink.results[-1]["status"] == "played"
+        assert sim.spoken == ["请勿乱扔垃圾"]
+        sim.amp_fault = True
+        await until(lambda: ("ipspk-1", "amplifier_fault") in sink.active)
+        sim.amp_fault = False
+        await until(lambda: ("ipspk-1", "amplifier_fault") not in sink.active)
+        sim.silent = True
+        await until(lambda: ("ipspk-1", "speaker_offline") in sink.active, 15)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await driver.close()
+        await sim.stop()
