@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -32,6 +33,7 @@ from edge.errors import (
     DeviceUnavailableError,
 )
 
+T = TypeVar("T")
 BREAKER_BASE_S = 1.0
 BREAKER_CAP_S = 60.0
 
@@ -173,11 +175,12 @@ class ModbusBus:
             await self._gap()
             started = time.monotonic()
             try:
-                async with asyncio.timeout(timeout):
-                    if coil:
-                        rr = await client.write_coil(address, bool(value), device_id=unit_id)
-                    else:
-                        rr = await client.write_register(address, int(value), device_id=unit_id)
+                if coil:
+                    rr = await self._guarded(client.write_coil(address, bool(value),
+                                                               device_id=unit_id), timeout)
+                else:
+                    rr = await self._guarded(client.write_register(address, int(value),
+                                                                   device_id=unit_id), timeout)
             except TimeoutError as exc:
                 await self.close()
                 raise DeviceUnavailableError(device, f"unit {unit_id}: no answer to write") \
@@ -190,6 +193,28 @@ class ModbusBus:
         if rr.isError():
             raise DeviceRejectedError(device, unit_id=unit_id, address=address,
                                       exception_code=int(getattr(rr, "exception_code", 0)))
+
+    async def _guarded(self, call: Awaitable[T], timeout_s: float) -> T:
+        """Await a pymodbus call with a timeout, keeping cancellation intact.
+
+        pymodbus turns a ``CancelledError`` into ``ModbusIOException("Request cancelled
+        outside library")`` — both our own timeout's and the agent's shutdown. Here the first
+        becomes ``TimeoutError`` and the second ``CancelledError`` again, so a driver always
+        stops when cancelled (the conformance kit checks it).
+        """
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                return await call
+        except ModbusException:
+            task = asyncio.current_task()
+            if deadline.expired():
+                if task is not None:
+                    task.uncancel()
+                raise TimeoutError from None
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None
+            raise
 
     async def _gap(self) -> None:
         wait = self._last_frame_end + self._gap_s - time.monotonic()
@@ -207,19 +232,18 @@ class ModbusBus:
             client = await self._connected(device)
             await self._gap()
             started = time.monotonic()
+            if function == 3:
+                call = client.read_holding_registers(address, count=count, device_id=unit_id)
+            elif function == 4:
+                call = client.read_input_registers(address, count=count, device_id=unit_id)
+            elif function == 1:
+                call = client.read_coils(address, count=count, device_id=unit_id)
+            else:
+                self._frame_done(started)
+                raise DeviceRejectedError(device, unit_id=unit_id, address=address,
+                                          exception_code=1)
             try:
-                async with asyncio.timeout(timeout_s):
-                    if function == 3:
-                        rr = await client.read_holding_registers(address, count=count,
-                                                                 device_id=unit_id)
-                    elif function == 4:
-                        rr = await client.read_input_registers(address, count=count,
-                                                               device_id=unit_id)
-                    elif function == 1:
-                        rr = await client.read_coils(address, count=count, device_id=unit_id)
-                    else:
-                        raise DeviceRejectedError(device, unit_id=unit_id, address=address,
-                                                  exception_code=1)
+                rr = await self._guarded(call, timeout_s)
             except TimeoutError as exc:
                 self.stats.timeouts += 1
                 if isinstance(self.config, ModbusTcpBus):
