@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ("outbox", "uplink")
+BENCHES = ("outbox", "uplink", "serial")
 
 
 def main() -> int:

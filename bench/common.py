@@ -94,6 +94,7 @@ def write_config(folder: Path, *, broker_port: int, devices: list[dict[str, Any]
         "outbox": outbox or {},
         "buses": buses, "devices": devices,
     }
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "devices.yaml"
     with path.open("w", encoding="utf-8") as fh:
         YAML().dump(doc, fh)
