@@ -338,7 +338,8 @@ class Agent:
                 await self.outbox.call(functools.partial(
                     self.outbox.store.prune, self.clock.now_ns(),
                     alarm_retention_s=cfg.alarm_retention_s,
-                    telemetry_retention_s=cfg.telemetry_retention_s))
+                    telemetry_retention_s=cfg.telemetry_retention_s,
+                    position_retention_s=cfg.position_retention_s))
                 next_prune = time.monotonic() + 600
             await asyncio.sleep(1.0)
 

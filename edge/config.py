@@ -115,6 +115,8 @@ class OutboxConfig(_Model):
     commit_max_wait_s: float = Field(default=0.05, gt=0, le=5)
     alarm_retention_s: float = Field(default=7 * 86400, ge=3600)
     telemetry_retention_s: float = Field(default=72 * 3600, ge=600)
+    # positions are personal data (reliability.md S12): kept no longer than this, even unsent
+    position_retention_s: float = Field(default=24 * 3600, ge=600)
     max_attempts: int = Field(default=5, ge=1, le=1000)
 
 
@@ -304,6 +306,8 @@ class LoudspeakerDevice(_DeviceBase):
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
     max_volume: int = Field(default=12, ge=0, le=16)
     quiet_hours: str | None = Field(default="22:00-07:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    # SYN6288 boards take GB2312, GBK, BIG5 or UTF-16 (firmware_notes/syn6288-tts.md)
+    text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
     max_text_chars: int = Field(default=100, ge=1, le=200)
 
 

@@ -154,3 +154,16 @@ def test_fuzz_nmea_fields_with_valid_checksums(types: list[str], fields: list[st
         body = f"GN{kind}," + ",".join(fields)
         with contextlib.suppress(ValueError):
             tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+
+
+def test_vtg_speed_and_gsa_mode_feed_gga_fixes() -> None:
+    tracker = nmea.NmeaTracker()
+    rmc = nmea.rmc(dt.datetime(2026, 11, 26, 4, 0, 0, tzinfo=dt.UTC), 31.3, 120.6, 10, 90)
+    tracker.feed(nmea.parse_sentence(rmc))
+    for body in ("GNVTG,271.5,T,,M,20.0,N,37.0,K,A", "GNGSA,A,2,01,02,03,,,,,,,,,,2.5,1.3,2.1"):
+        assert tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}")) is None
+    gga = "GNGGA,040001.00,3118.0000,N,12036.0000,E,1,08,1.3,12.0,M,0.0,M,,"
+    fix = tracker.feed(nmea.parse_sentence(f"${gga}*{nmea.checksum(gga)}"))
+    assert fix is not None
+    assert (fix.speed_kmh, fix.course_deg, fix.mode) == (37.0, 271.5, 2)
+    assert tracker.hdop == 1.3

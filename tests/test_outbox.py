@@ -253,3 +253,19 @@ def test_after_a_reconnect_live_events_are_leased_apart_from_the_backlog(tmp_pat
     assert [x.seq for x in store.lease(100, live=False)] == backlog[10:]
     assert store.lease(10) == []
     store.close()
+
+
+def test_positions_have_their_own_retention(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "o.db")
+    old = time.time_ns() - 2 * 86400 * 10**9
+    store.append([Event(EventType.POSITION, 2, old, TimeQuality.SYNCED, data={"lat": 31.3}),
+                  Event(EventType.STATE, 2, old, TimeQuality.SYNCED, data={"state": "online"}),
+                  Event(EventType.POSITION, 2, time.time_ns(), TimeQuality.SYNCED, data={})])
+    dropped = store.prune(time.time_ns(), alarm_retention_s=7 * 86400,
+                          telemetry_retention_s=72 * 3600, position_retention_s=86400)
+    assert dropped == {2: 1}
+    kinds = [json.loads(r[0])["type"] for r in store.query("SELECT payload FROM events")]
+    assert kinds.count("position") == 1  # the fresh one
+    assert "state" in kinds
+    assert store.counters()["dropped.position_retention.2"] == 1
+    store.close()

@@ -633,12 +633,26 @@ class Outbox:
 
     # ---- maintenance -----------------------------------------------------------------------
 
-    def prune(self, now_ns: int, *, alarm_retention_s: float,
-              telemetry_retention_s: float) -> dict[int, int]:
-        """Drop events older than their retention (counted, announced by a gap event)."""
+    def prune(self, now_ns: int, *, alarm_retention_s: float, telemetry_retention_s: float,
+              position_retention_s: float | None = None) -> dict[int, int]:
+        """Drop events older than their retention (counted, announced by a gap event).
+
+        Positions (personal data) have their own, usually shorter, retention.
+        """
         dropped: dict[int, int] = {}
         first_seq, last_seq = 0, 0
         with self._tx() as db:
+            if position_retention_s is not None:
+                cutoff = now_ns - int(position_retention_s * 1e9)
+                where = ("prio=2 AND created_ns < ? AND CAST(payload AS TEXT) LIKE "
+                         "'%\"type\":\"position\"%'")
+                row = db.execute(f"SELECT count(*), min(seq), max(seq) FROM events WHERE {where}",  # noqa: S608
+                                 (cutoff,)).fetchone()
+                if row[0]:
+                    db.execute(f"DELETE FROM events WHERE {where}", (cutoff,))  # noqa: S608
+                    dropped[2] = int(row[0])
+                    first_seq, last_seq = int(row[1]), int(row[2])
+                    self._bump(db, "dropped.position_retention.2", int(row[0]))
             for prio in range(4):
                 keep_s = alarm_retention_s if prio in ALARM_PRIOS else telemetry_retention_s
                 cutoff = now_ns - int(keep_s * 1e9)
@@ -647,7 +661,7 @@ class Outbox:
                 if row[0]:
                     db.execute("DELETE FROM events WHERE prio=? AND created_ns < ?",
                                (prio, cutoff))
-                    dropped[prio] = int(row[0])
+                    dropped[prio] = dropped.get(prio, 0) + int(row[0])
                     first_seq = min(first_seq or row[1], row[1])
                     last_seq = max(last_seq, row[2])
                     self._bump(db, f"dropped.retention.{prio}", int(row[0]))

@@ -73,7 +73,7 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
         else:
             assert device.port is not None
             unit = Syn6288Unit(device.name, SerialPort(device.port, device.baud),
-                               device.timeout_s or 1.0)
+                               device.timeout_s or 1.0, device.text_encoding)
         driver = LoudspeakerDriver(device, unit)
         driver.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
         return driver

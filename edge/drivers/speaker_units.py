@@ -46,8 +46,10 @@ class SpeakerUnit(Protocol):
 class Syn6288Unit:
     """SYN6288-style serial TTS board."""
 
-    def __init__(self, name: str, port: SerialPort, reply_timeout_s: float) -> None:
+    def __init__(self, name: str, port: SerialPort, reply_timeout_s: float,
+                 encoding: str = "gbk") -> None:
         self.name = name
+        self._encoding = encoding
         self._port = port
         self._reply_timeout_s = reply_timeout_s
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -79,7 +81,7 @@ class Syn6288Unit:
     async def speak(self, play: Play) -> None:
         """Say one text and wait until the unit is idle again."""
         try:
-            frame = syn6288.speak(f"[v{play.volume}]{play.text}")
+            frame = syn6288.speak(f"[v{play.volume}]{play.text}", self._encoding)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, str(exc)) from exc
         if await self._exchange(frame, 1) != b"\x41":

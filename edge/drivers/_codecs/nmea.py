@@ -101,11 +101,18 @@ class NmeaTracker:
         self._date: dt.date | None = None
         self._last_time: dt.time | None = None
         self.no_fix = 0
+        self._vtg: tuple[float | None, float | None] = (None, None)  # km/h, course
+        self.gsa_mode = 0  # 1 no fix, 2 2D, 3 3D (0: no GSA seen)
+        self.hdop: float | None = None
 
     def feed(self, s: Sentence) -> Fix | None:
         """Return a fix when ``s`` completes a valid one; ValueError on malformed fields."""
-        f = s.fields
-        if s.type == "RMC" and len(f) >= 9:
+        handler = {"RMC": self._rmc, "GGA": self._gga, "VTG": self._vtg_sentence,
+                   "GSA": self._gsa}.get(s.type)
+        return handler(s.fields) if handler is not None else None
+
+    def _rmc(self, f: tuple[str, ...]) -> Fix | None:
+        if len(f) >= 9:
             if not f[0] or not f[8]:
                 self.no_fix += 1
                 return None
@@ -122,7 +129,19 @@ class NmeaTracker:
             return Fix(dt.datetime.combine(self._date, when, dt.UTC), lat, lon,
                        None if knots is None else round(knots * 1.852, 4), _float(f[7]), 2,
                        "RMC")
-        if s.type == "GGA" and len(f) >= 6:
+        return None
+
+    def _vtg_sentence(self, f: tuple[str, ...]) -> None:
+        if len(f) >= 7:  # speed over ground in km/h and true course: GGA carries neither
+            self._vtg = (_float(f[6]), _float(f[0]))
+
+    def _gsa(self, f: tuple[str, ...]) -> None:
+        if len(f) >= 2:
+            self.gsa_mode = int(f[1]) if f[1] in ("1", "2", "3") else 0
+            self.hdop = _float(f[15]) if len(f) > 15 else None
+
+    def _gga(self, f: tuple[str, ...]) -> Fix | None:
+        if len(f) >= 6:
             if f[5] not in ("1", "2", "4", "5") or not f[0] or self._date is None:
                 self.no_fix += 1
                 return None
@@ -134,7 +153,10 @@ class NmeaTracker:
             lat, lon = _coord(f[1], f[2], 2), _coord(f[3], f[4], 3)
             if abs(lat) < 1e-6 and abs(lon) < 1e-6:
                 raise ValueError("0,0 fake fix")
-            return Fix(dt.datetime.combine(day, when, dt.UTC), lat, lon, None, None, 3, "GGA")
+            speed_kmh, course = self._vtg
+            mode = 2 if self.gsa_mode == 2 or not f[8:9] or not f[8] else 3  # no altitude: 2D
+            return Fix(dt.datetime.combine(day, when, dt.UTC), lat, lon, speed_kmh, course,
+                       mode, "GGA")
         return None
 
 
