@@ -167,3 +167,28 @@ def test_vtg_speed_and_gsa_mode_feed_gga_fixes() -> None:
     assert fix is not None
     assert (fix.speed_kmh, fix.course_deg, fix.mode) == (37.0, 271.5, 2)
     assert tracker.hdop == 1.3
+
+
+def test_ip_speaker_status_codec() -> None:
+    from edge.drivers._codecs import ip_speaker
+
+    status = ip_speaker.decode_status(b'{"state":"idle","amp_fault":false,"id":"c1-1",'
+                                      b'"result":"played"}')
+    assert (status.playing, status.amp_fault, status.play_id, status.result) == \
+        (False, False, "c1-1", "played")
+    for bad in (b"", b"[]", b'{"state":"on"}', b'{"state":"idle","result":"maybe","id":"x"}'):
+        with pytest.raises(ValueError):
+            ip_speaker.decode_status(bad)
+    assert b'"priority": "emergency"' in ip_speaker.encode_play("p", "疏散", 16, emergency=True)
+
+
+@FUZZ
+@given(st.binary(max_size=80) | st.builds(lambda d: __import__("json").dumps(d).encode(),
+                                          st.dictionaries(st.sampled_from(
+                                              ["state", "amp_fault", "id", "result"]),
+                                              st.none() | st.booleans() | st.text(max_size=8))))
+def test_fuzz_ip_speaker_status(data: bytes) -> None:
+    from edge.drivers._codecs import ip_speaker
+
+    with contextlib.suppress(ValueError):
+        ip_speaker.decode_status(data)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from typing import Any, Protocol
 
-from edge.drivers._codecs import syn6288
-from edge.drivers._mqtt_device import DeviceBroker, parse_json
+from edge.drivers._codecs import ip_speaker, syn6288
+from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers._serial import SerialPort
 from edge.drivers.broadcast import Play
-from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
+from edge.errors import DeviceProtocolError, DeviceUnavailableError
 from edge.uplink._paho import MqttLink
 
 SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
@@ -115,9 +114,10 @@ class IpSpeakerUnit:
         self._stale_after_s = stale_after_s
         self._link: MqttLink | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._last: tuple[float, dict[str, Any]] | None = None
+        self._last: tuple[float, ip_speaker.Status] | None = None
         self._pending: dict[str, asyncio.Future[str]] = {}
         self._counter = 0
+        self.parse_errors = 0
 
     async def _connected(self) -> MqttLink:
         if self._link is not None and not self._link.closed.done():
@@ -133,23 +133,23 @@ class IpSpeakerUnit:
         while True:
             item = await link.inbound.get()
             try:
-                doc = parse_json(self.name, item)
-            except DeviceError:
+                status = ip_speaker.decode_status(item.payload)
+            except ValueError:
+                self.parse_errors += 1
                 continue
-            self._last = (time.monotonic(), doc)
-            play_id, result = doc.get("id"), doc.get("result")
-            if isinstance(play_id, str) and isinstance(result, str):
-                fut = self._pending.pop(play_id, None)
+            self._last = (time.monotonic(), status)
+            if status.play_id is not None and status.result is not None:
+                fut = self._pending.pop(status.play_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(result)
+                    fut.set_result(status.result)
 
     async def status(self) -> dict[str, Any]:
         """Return the speaker's last status if fresh; it publishes one periodically."""
         await self._connected()
         if self._last is None or time.monotonic() - self._last[0] > self._stale_after_s:
             raise DeviceUnavailableError(self.name, "no status from the speaker")
-        doc = self._last[1]
-        return {"busy": doc.get("state") == "playing", "amp_fault": doc.get("amp_fault")}
+        status = self._last[1]
+        return {"busy": status.playing, "amp_fault": status.amp_fault}
 
     async def speak(self, play: Play) -> None:
         """Publish a play and wait for the speaker's result for it."""
@@ -158,11 +158,10 @@ class IpSpeakerUnit:
         play_id = f"{play.cmd_id or 'local'}-{self._counter}"
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[play_id] = fut
-        body = {"id": play_id, "text": play.text, "volume": play.volume,
-                "priority": "emergency" if play.rank == 0 else "normal"}
+        body = ip_speaker.encode_play(play_id, play.text, play.volume,
+                                      emergency=play.rank == 0)
         try:
-            await link.publish(f"{self.topic}/play", json.dumps(body, ensure_ascii=False)
-                               .encode())
+            await link.publish(f"{self.topic}/play", body)
             async with asyncio.timeout(SPEECH_S_PER_CHAR * len(play.text) + 10.0):
                 result = await fut
         except TimeoutError as exc:

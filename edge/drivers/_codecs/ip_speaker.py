@@ -1,0 +1,43 @@
+"""The IP-speaker JSON contract (firmware_notes/ip-speaker.md). Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+RESULTS = frozenset({"played", "interrupted", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A ``{topic}/status`` message."""
+
+    playing: bool
+    amp_fault: bool | None
+    play_id: str | None = None
+    result: str | None = None
+
+
+def encode_play(play_id: str, text: str, volume: int, *, emergency: bool) -> bytes:
+    """Return the ``{topic}/play`` body."""
+    return json.dumps({"id": play_id, "text": text, "volume": volume,
+                       "priority": "emergency" if emergency else "normal"},
+                      ensure_ascii=False).encode()
+
+
+def decode_status(payload: bytes) -> Status:
+    """Decode a status message; raise ValueError when it is not one."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError("status is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise ValueError("status is not a JSON object")  # noqa: TRY004 - codecs raise ValueError
+    state, fault = doc.get("state"), doc.get("amp_fault")
+    play_id, result = doc.get("id"), doc.get("result")
+    if state not in ("idle", "playing") or not isinstance(fault, bool | None):
+        raise ValueError(f"bad status {doc!r:.80}")
+    if result is not None and (result not in RESULTS or not isinstance(play_id, str)):
+        raise ValueError(f"bad result {result!r}")
+    return Status(state == "playing", fault, play_id if isinstance(play_id, str) else None,
+                  result)
