@@ -51,7 +51,9 @@ wheels: $(STAMP)
 	for plat in manylinux2014_aarch64 manylinux2014_x86_64; do \
 	  $(PY) -m pip download -q -d wheels/$$plat --only-binary=:all: --platform $$plat \
 	    --python-version 3.11 . || echo "some wheels missing for $$plat (pure-python ones are in wheels/)"; \
+	  cp wheels/edge-*.whl wheels/$$plat/; \
 	done
+	@echo "copy wheels/<platform>/ to the gateway: systemd/install.sh --wheels DIR"
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info
