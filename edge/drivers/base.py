@@ -136,6 +136,9 @@ class PollingDriver(Driver[ConfigT]):
     """
 
     offline_after: ClassVar[int] = 3
+    # raised when the device goes offline, cleared when it answers again; silence never
+    # fakes the clear of any other alarm (their trackers simply get no samples)
+    offline_alarm: ClassVar[str | None] = "comm_lost"
 
     def __init__(self, config: ConfigT, name: str, *, poll_interval_s: float,
                  timeout_s: float) -> None:
@@ -154,10 +157,17 @@ class PollingDriver(Driver[ConfigT]):
         await sink.reading(reading)
 
     async def on_offline(self, sink: Sink) -> None:
-        """Handle the device going offline (drivers raise comm_lost here)."""
+        """Handle the device going offline: raise ``offline_alarm``."""
+        if self.offline_alarm is not None:
+            await sink.alarm(AlarmChange(self.name, self.offline_alarm, "raised", prio=1,
+                                         severity=2))
 
     async def on_online(self, sink: Sink) -> None:
-        """Handle the device answering again after being offline."""
+        """Handle the device answering again after being offline: clear ``offline_alarm``."""
+        if self.offline_alarm is not None and \
+                self.offline_alarm in sink.active_alarms(self.name):
+            await sink.alarm(AlarmChange(self.name, self.offline_alarm, "cleared", prio=1,
+                                         severity=2))
 
     async def probe(self) -> dict[str, Value]:
         """Read once (``edge probe``)."""

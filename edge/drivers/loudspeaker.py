@@ -30,6 +30,7 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
     """
 
     kind: ClassVar[str] = "loudspeaker"
+    offline_alarm: ClassVar[str | None] = SPEAKER_OFFLINE
 
     def __init__(self, config: LoudspeakerDevice, unit: SpeakerUnit) -> None:
         timeout_s = config.timeout_s or 1.0
@@ -111,15 +112,6 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
             tg.create_task(self._schedules(), name=f"schedule[{self.name}]")
             await super().run(sink)
 
-    @override
-    async def on_offline(self, sink: Sink) -> None:
-        await sink.alarm(AlarmChange(self.name, SPEAKER_OFFLINE, "raised", prio=1, severity=2))
-
-    @override
-    async def on_online(self, sink: Sink) -> None:
-        if SPEAKER_OFFLINE in sink.active_alarms(self.name):
-            await sink.alarm(AlarmChange(self.name, SPEAKER_OFFLINE, "cleared", prio=1,
-                                         severity=2))
 
     @override
     async def close(self) -> None:

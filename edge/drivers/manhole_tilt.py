@@ -15,7 +15,6 @@ from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink
 from edge.errors import DeviceProtocolError
 
 COVER_OPEN = "cover_open"
-COMM_LOST = "comm_lost"
 
 
 class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
@@ -65,11 +64,3 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
                                          value=tilt, threshold=rule.threshold, unit="deg",
                                          data=dict(reading.values)))
 
-    @override
-    async def on_offline(self, sink: Sink) -> None:
-        await sink.alarm(AlarmChange(self.name, COMM_LOST, "raised", prio=1, severity=2))
-
-    @override
-    async def on_online(self, sink: Sink) -> None:
-        if COMM_LOST in sink.active_alarms(self.name):
-            await sink.alarm(AlarmChange(self.name, COMM_LOST, "cleared", prio=1, severity=2))

@@ -16,7 +16,6 @@ from edge.errors import DeviceProtocolError, DeviceRejectedError
 
 LAMP_OUT = "lamp_out"
 POWER_LOSS = "power_loss"
-COMM_LOST = "comm_lost"
 
 
 class StreetlightDriver(PollingDriver[StreetlightDevice]):
@@ -88,11 +87,3 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
                 await sink.alarm(AlarmChange(self.name, kind, change, prio=1, severity=2,
                                              value=value, threshold=threshold, unit=unit))
 
-    @override
-    async def on_offline(self, sink: Sink) -> None:
-        await sink.alarm(AlarmChange(self.name, COMM_LOST, "raised", prio=1, severity=2))
-
-    @override
-    async def on_online(self, sink: Sink) -> None:
-        if COMM_LOST in sink.active_alarms(self.name):
-            await sink.alarm(AlarmChange(self.name, COMM_LOST, "cleared", prio=1, severity=2))

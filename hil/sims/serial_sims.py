@@ -10,16 +10,49 @@ import math
 from edge.drivers._codecs import nmea, syn6288
 
 
-class GpsSim:
+class _TcpSim:
+    """Serves each connection with ``_serve`` on 127.0.0.1:``port`` (a ``socket://`` port)."""
+
+    port: int
+    name = "sim"
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1:port."""
+
+        def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            task = asyncio.get_running_loop().create_task(self._serve(r, w), name=self.name)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Stop serving and end every connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class GpsSim(_TcpSim):
     """Streams RMC + GGA at ``rate_hz`` for a vehicle driving a circle around a point."""
 
     def __init__(self, port: int, *, lat: float = 31.3105, lon: float = 120.6302,
                  speed_kmh: float = 30.0, rate_hz: float = 1.0) -> None:
+        super().__init__()
+        self.name = "sim.gps"
         self.port, self.lat, self.lon = port, lat, lon
         self.speed_kmh, self.rate_hz = speed_kmh, rate_hz
         self.noise = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def sentences(self, t_s: float, now: dt.datetime) -> str:
         """Return the sentences for time ``t_s`` into the drive."""
@@ -45,36 +78,18 @@ class GpsSim:
         finally:
             writer.close()
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1:port."""
-
-        def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            task = asyncio.get_running_loop().create_task(self._serve(r, w), name="sim.gps")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
-class TtsSim:
+class TtsSim(_TcpSim):
     """A SYN6288-style unit: answers status, speaks for 50 ms per character."""
 
     def __init__(self, port: int) -> None:
+        super().__init__()
+        self.name = "sim.tts"
         self.port = port
         self.spoken: list[str] = []
         self.busy_until = 0.0
         self.dead = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
@@ -109,21 +124,3 @@ class TtsSim:
         finally:
             writer.close()
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1:port."""
-
-        def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            task = asyncio.get_running_loop().create_task(self._serve(r, w), name="sim.tts")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
