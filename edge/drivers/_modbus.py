@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -34,6 +34,7 @@ from edge.errors import (
 )
 
 T = TypeVar("T")
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 BREAKER_BASE_S = 1.0
 BREAKER_CAP_S = 60.0
 
@@ -169,23 +170,36 @@ class ModbusBus:
     async def _write(self, device: str, unit_id: int, address: int, value: int | bool,
                      timeout_s: float | None, *, coil: bool) -> None:
         self._check_unit(device, unit_id)
-        timeout = timeout_s or self.config.timeout_s
+
+        def call(client: Client) -> Awaitable[Any]:
+            if coil:
+                return client.write_coil(address, bool(value), device_id=unit_id)
+            return client.write_register(address, int(value), device_id=unit_id)
+
+        await self._request(device, unit_id, address, call, timeout_s or self.config.timeout_s)
+
+    async def _request(self, device: str, unit_id: int, address: int,
+                       call: Callable[[Client], Awaitable[Any]], timeout_s: float) -> Any:
+        """Run one transaction on the line: lock, gap, timeout, errors mapped to ours.
+
+        On TCP a timeout drops the connection: a late answer would be taken for the next
+        request. On RTU the port stays open (reopening it costs every slave on the line); a
+        late frame fails the next request's unit and CRC checks and is dropped.
+        """
         async with self._lock:
             client = await self._connected(device)
             await self._gap()
             started = time.monotonic()
             try:
-                if coil:
-                    rr = await self._guarded(client.write_coil(address, bool(value),
-                                                               device_id=unit_id), timeout)
-                else:
-                    rr = await self._guarded(client.write_register(address, int(value),
-                                                                   device_id=unit_id), timeout)
+                rr = await self._guarded(call(client), timeout_s)
             except TimeoutError as exc:
-                await self.close()
-                raise DeviceUnavailableError(device, f"unit {unit_id}: no answer to write") \
-                    from exc
+                self.stats.timeouts += 1
+                if isinstance(self.config, ModbusTcpBus):
+                    await self.close()
+                raise DeviceUnavailableError(device, f"unit {unit_id}: no answer in "
+                                                     f"{timeout_s:g} s") from exc
             except ModbusException as exc:
+                self.stats.errors += 1
                 await self.close()
                 raise DeviceUnavailableError(device, f"unit {unit_id}: {exc}") from exc
             finally:
@@ -193,6 +207,7 @@ class ModbusBus:
         if rr.isError():
             raise DeviceRejectedError(device, unit_id=unit_id, address=address,
                                       exception_code=int(getattr(rr, "exception_code", 0)))
+        return rr
 
     async def _guarded(self, call: Awaitable[T], timeout_s: float) -> T:
         """Await a pymodbus call with a timeout, keeping cancellation intact.
@@ -228,37 +243,16 @@ class ModbusBus:
 
     async def _transact(self, device: str, unit_id: int, function: int, address: int,
                         count: int, timeout_s: float) -> list[int]:
-        async with self._lock:
-            client = await self._connected(device)
-            await self._gap()
-            started = time.monotonic()
-            if function == 3:
-                call = client.read_holding_registers(address, count=count, device_id=unit_id)
-            elif function == 4:
-                call = client.read_input_registers(address, count=count, device_id=unit_id)
-            elif function == 1:
-                call = client.read_coils(address, count=count, device_id=unit_id)
-            else:
-                self._frame_done(started)
-                raise DeviceRejectedError(device, unit_id=unit_id, address=address,
-                                          exception_code=1)
-            try:
-                rr = await self._guarded(call, timeout_s)
-            except TimeoutError as exc:
-                self.stats.timeouts += 1
-                if isinstance(self.config, ModbusTcpBus):
-                    await self.close()  # a late TCP answer would be taken for the next request
-                raise DeviceUnavailableError(device, f"unit {unit_id}: no answer in "
-                                                     f"{timeout_s:g} s") from exc
-            except ModbusException as exc:
-                self.stats.errors += 1
-                await self.close()
-                raise DeviceUnavailableError(device, f"unit {unit_id}: {exc}") from exc
-            finally:
-                self._frame_done(started)
-        if rr.isError():
+        readers = {3: "read_holding_registers", 4: "read_input_registers", 1: "read_coils"}
+        if function not in readers:
             raise DeviceRejectedError(device, unit_id=unit_id, address=address,
-                                      exception_code=int(getattr(rr, "exception_code", 0)))
+                                      exception_code=1)
+
+        def call(client: Client) -> Awaitable[Any]:
+            method = getattr(client, readers[function])
+            return method(address, count=count, device_id=unit_id)  # type: ignore[no-any-return]
+
+        rr = await self._request(device, unit_id, address, call, timeout_s)
         values: Sequence[int | bool] = rr.bits[:count] if function == 1 else rr.registers
         if len(values) != count:
             self.stats.errors += 1
