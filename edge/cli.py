@@ -27,8 +27,25 @@ EX_UNAVAILABLE, EX_CONFIG = 69, 78
 DEFAULT_CONFIG = Path("devices.yaml")
 
 
+class _ExitError(Exception):
+    """Leave the command with this exit code (the message was printed)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _load(path: Path) -> LoadedConfig:
     return load_config(path)
+
+
+def _config(args: argparse.Namespace, code: int = EX_INVALID) -> LoadedConfig:
+    """Load ``--config``; print every problem with its line and exit with ``code`` if invalid."""
+    try:
+        return _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        raise _ExitError(code) from None
 
 
 def _print_config_errors(exc: ConfigError) -> None:
@@ -48,11 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM / Ctrl-C."""
     from edge.agent import Agent  # noqa: PLC0415 - keep `edge check` fast
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_CONFIG
+    loaded = _config(args, EX_CONFIG)
     setup_logging(args.log_level)
 
     async def main() -> int:
@@ -101,11 +114,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Read one device once and print decoded values."""
     from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_INVALID
+    loaded = _config(args)
     try:
         device = loaded.config.device(args.device)
     except KeyError:
@@ -140,11 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show what the running agent is doing (from its status file)."""
     from edge.agent import read_status  # noqa: PLC0415
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_INVALID
+    loaded = _config(args)
     status = read_status(loaded.state_dir)
     if status is None:
         print("no status: the agent has not run with this config", file=sys.stderr)
@@ -174,11 +179,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running agent to re-read devices.yaml (SIGHUP) and report the outcome."""
     from edge.agent import read_status  # noqa: PLC0415
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)  # the running agent would reject it too; not sent
-        return EX_INVALID
+    loaded = _config(args)
     status = read_status(loaded.state_dir)
     if status is None or time.time() - float(status.get("written_at", 0)) > 10:
         print("the agent is not running with this config", file=sys.stderr)
@@ -215,11 +216,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """Create or show the gateway's signing key."""
     from edge.keys import KeyFileError, describe, init_key, load_key  # noqa: PLC0415
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_INVALID
+    loaded = _config(args)
     path = loaded.resolve(loaded.config.gateway.key_file)
     try:
         key = init_key(path, force=args.force) if args.action == "init" else load_key(path)
@@ -241,11 +238,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     """Inspect the outbox (stats, export, requeue-dead); safe while the agent is stopped."""
     from edge.buffer.store import Outbox  # noqa: PLC0415
 
-    try:
-        loaded = _load(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_INVALID
+    loaded = _config(args)
     store = Outbox(loaded.state_dir / loaded.config.outbox.path,
                    quota_bytes=loaded.config.outbox.quota_bytes)
     try:
@@ -327,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv or sys.argv)
     try:
         code: int = args.func(args)
+    except _ExitError as exc:
+        return exc.code
     except KeyboardInterrupt:
         return 130
     except EdgeError as exc:
