@@ -471,30 +471,18 @@ class Outbox:
         for prio, n in dropped.items():
             self._bump(db, f"dropped.quota.{prio}", n)
             result.evicted[prio] = result.evicted.get(prio, 0) + n
-        if self._gap_factory is not None:
-            gap = self._gap_factory("quota", dropped, first_seq, last_seq)
-            seq = self._next_seq
-            if seq + 1 > self._reserved_upto:
-                self._reserve(seq + 1)
-            db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
-                       (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
-            self._next_seq = seq + 1
+        seq = self._insert_gap(db, "quota", dropped, first_seq, last_seq)
+        if seq is not None:
             result.gap_seqs.append(seq)
 
     def _announce_refusals(self, db: sqlite3.Connection, result: AppendResult) -> None:
         """Write one gap event for telemetry refused lately (at most one a minute)."""
         now = time.monotonic()
-        if not self._refused_unannounced or now < self._refusal_gap_at or \
-                self._gap_factory is None:
+        if not self._refused_unannounced or now < self._refusal_gap_at:
             return
-        gap = self._gap_factory("quota_refused", self._refused_unannounced, 0, 0)
-        seq = self._next_seq
-        if seq + 1 > self._reserved_upto:
-            self._reserve(seq + 1)
-        db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
-                   (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
-        self._next_seq = seq + 1
-        result.gap_seqs.append(seq)
+        seq = self._insert_gap(db, "quota_refused", self._refused_unannounced, 0, 0)
+        if seq is not None:
+            result.gap_seqs.append(seq)
         self._refused_unannounced = {}
         self._refusal_gap_at = now + 60.0
 
@@ -640,40 +628,41 @@ class Outbox:
         Positions (personal data) have their own, usually shorter, retention.
         """
         dropped: dict[int, int] = {}
-        first_seq, last_seq = 0, 0
+        seqs: list[int] = []
+        rules: list[tuple[int, str, float, str]] = []
+        if position_retention_s is not None:
+            rules.append((2, "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'",
+                          position_retention_s, "position_retention"))
+        rules += [(prio, "1", alarm_retention_s if prio in ALARM_PRIOS else
+                   telemetry_retention_s, "retention") for prio in range(4)]
         with self._tx() as db:
-            if position_retention_s is not None:
-                cutoff = now_ns - int(position_retention_s * 1e9)
-                where = ("prio=2 AND created_ns < ? AND CAST(payload AS TEXT) LIKE "
-                         "'%\"type\":\"position\"%'")
-                row = db.execute(f"SELECT count(*), min(seq), max(seq) FROM events WHERE {where}",  # noqa: S608
-                                 (cutoff,)).fetchone()
+            for prio, extra, keep_s, reason in rules:
+                where = f"prio=? AND created_ns < ? AND {extra}"
+                args = (prio, now_ns - int(keep_s * 1e9))
+                row = db.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE "  # noqa: S608
+                                 + where, args).fetchone()
                 if row[0]:
-                    db.execute(f"DELETE FROM events WHERE {where}", (cutoff,))  # noqa: S608
-                    dropped[2] = int(row[0])
-                    first_seq, last_seq = int(row[1]), int(row[2])
-                    self._bump(db, "dropped.position_retention.2", int(row[0]))
-            for prio in range(4):
-                keep_s = alarm_retention_s if prio in ALARM_PRIOS else telemetry_retention_s
-                cutoff = now_ns - int(keep_s * 1e9)
-                row = db.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE prio=? "
-                                 "AND created_ns < ?", (prio, cutoff)).fetchone()
-                if row[0]:
-                    db.execute("DELETE FROM events WHERE prio=? AND created_ns < ?",
-                               (prio, cutoff))
+                    db.execute("DELETE FROM events WHERE " + where, args)  # noqa: S608
                     dropped[prio] = dropped.get(prio, 0) + int(row[0])
-                    first_seq = min(first_seq or row[1], row[1])
-                    last_seq = max(last_seq, row[2])
-                    self._bump(db, f"dropped.retention.{prio}", int(row[0]))
-            if dropped and self._gap_factory is not None:
-                gap = self._gap_factory("retention", dropped, first_seq, last_seq)
-                if self._next_seq + 1 > self._reserved_upto:
-                    self._reserve(self._next_seq + 1)
-                db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES "
-                           "(?, ?, ?, ?)", (self._next_seq, gap.prio, gap.ts_ns,
-                                            encode_event(gap, self._next_seq)))
-                self._next_seq += 1
+                    seqs += [int(row[1]), int(row[2])]
+                    self._bump(db, f"dropped.{reason}.{prio}", int(row[0]))
+            if dropped:
+                self._insert_gap(db, "retention", dropped, min(seqs), max(seqs))
         return dropped
+
+    def _insert_gap(self, db: sqlite3.Connection, reason: str, dropped: dict[int, int],
+                    first_seq: int, last_seq: int) -> int | None:
+        """Store a ``gap`` event in the current transaction; return its seq."""
+        if self._gap_factory is None:
+            return None
+        gap = self._gap_factory(reason, dropped, first_seq, last_seq)
+        seq = self._next_seq
+        if seq + 1 > self._reserved_upto:
+            self._reserve(seq + 1)
+        db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
+                   (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
+        self._next_seq = seq + 1
+        return seq
 
     def correct_unsynced(self, boot_id: str, wall_now_ns: int, mono_now_ms: int) -> int:
         """Re-stamp this boot's unsynced events from monotonic time (clock just synced)."""
