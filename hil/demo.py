@@ -85,6 +85,7 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
         say(f"[receiver] {line}")
 
     receiver = Receiver(store, load_gateway_keys(registry), echo=echo)
+    started_ns = time.time_ns()
     agent: subprocess.Popen[bytes] | None = None
     try:
         try:
@@ -111,7 +112,8 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
                     start_new_session=True)
             say(f"agent started (pid {agent.pid}, log {log_path})")
             _instructions(loaded)
-            code = await (_self_test(sims, events) if self_test else _wait(seconds, agent))
+            code = await (_self_test(sims, events, store, started_ns) if self_test
+                          else _wait(seconds, agent))
             rx.cancel()
         await web_runner.cleanup()
         return code
@@ -169,16 +171,20 @@ async def _wait_for(events: list[tuple[float, str]], needle: str, since: float,
     return None
 
 
-async def _self_test(sims: SimSet, events: list[tuple[float, str]]) -> int:
+async def _self_test(sims: SimSet, events: list[tuple[float, str]], store: ReceiverStore,
+                     started_ns: int) -> int:
     unit: SimUnit | None = next((u for n, u in sims.units.items() if n.startswith("manhole")),
                                 None)
     if unit is None:
         say("self-test: no manhole sensor in the config")
         return 1
-    # wait until the agent is connected and its first events arrived
-    if await _wait_for(events, "online", 0, 45) is None:
-        say("self-test FAILED: the gateway never came online")
-        return 1
+    # wait until the agent of this run is connected (its birth message reached the receiver)
+    deadline = time.monotonic() + 45
+    while not any(g["online"] and g["updated_ns"] >= started_ns for g in store.gateways()):
+        if time.monotonic() > deadline:
+            say("self-test FAILED: the gateway never came online")
+            return 1
+        await asyncio.sleep(0.1)
     t0 = time.monotonic()
     set_tilt_local(unit, TILT_DEG)
     raised = await _wait_for(events, "raised", t0, 10)

@@ -73,3 +73,34 @@ async def test_birth_then_last_will_marks_the_gateway_offline(tmp_path: Path,
             agent.kill()
         rx.cancel()
         store.close()
+
+
+async def test_a_clean_stop_says_goodbye(tmp_path: Path, plain_broker: Mosquitto) -> None:
+    loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
+                          devices=[], buses=[])
+    key = describe(load_key(loaded.resolve("keys/gateway.key")))
+    store = ReceiverStore(tmp_path / "rx.db")
+    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    ready = asyncio.Event()
+    rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
+                                      tls=None, ready=ready))
+    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
+                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        deadline = time.monotonic() + 15
+        while not (store.gateways() and store.gateways()[0]["online"]):
+            assert time.monotonic() < deadline, "no birth message"
+            await asyncio.sleep(0.1)
+        agent.terminate()  # SIGTERM: a clean stop
+        assert agent.wait(20) == 0
+        deadline = time.monotonic() + 5  # not the last will: that would take 1.5 keepalives
+        while store.gateways()[0]["online"]:
+            assert time.monotonic() < deadline, "no goodbye"
+            await asyncio.sleep(0.05)
+        assert store.gateways()[0]["state"]["reason"] == "stopped"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        rx.cancel()
+        store.close()

@@ -15,6 +15,7 @@ Delivery rules (design/events.md, reliability.md §2.4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -114,6 +115,9 @@ class MqttUplink:
             up_for = 0.0
             try:
                 await self._connect_and_forward()
+            except asyncio.CancelledError:
+                await self._say_goodbye()
+                raise
             except UplinkError as exc:
                 error = exc
             except Exception as exc:  # the uplink must outlive any bug: logged, reconnects
@@ -159,6 +163,18 @@ class MqttUplink:
         except* UplinkError as group:
             raise group.exceptions[0] from None
         raise UplinkUnavailableError(f"link lost: {reason}")
+
+    async def _say_goodbye(self) -> None:
+        """On a clean stop, leave a retained ``online: false`` (a kill leaves the last will)."""
+        link = self.link
+        if link is None or link.closed.done():
+            return
+        with contextlib.suppress(Exception):
+            ack = link.publish(self.state_topic, json.dumps(
+                {"online": False, "gw": self.gateway_id, "boot_id": self.boot_id,
+                 "reason": "stopped"}).encode(), retain=True)
+            async with asyncio.timeout(2.0):
+                await ack
 
     async def _end_session(self) -> None:
         link, self.link = self.link, None
