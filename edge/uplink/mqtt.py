@@ -113,10 +113,12 @@ class MqttUplink:
             del self.stats.attempt_log[:-200]
             error: UplinkError | None = None
             up_for = 0.0
+            graceful = False
             try:
                 await self._connect_and_forward()
             except asyncio.CancelledError:
                 await self._say_goodbye()
+                graceful = True
                 raise
             except UplinkError as exc:
                 error = exc
@@ -127,7 +129,7 @@ class MqttUplink:
                 if self.stats.connected:
                     up_for = time.monotonic() - self.stats.connected_since
                 self.stats.connected = False
-                await self._end_session()
+                await self._end_session(graceful=graceful)
             busy = False
             if error is not None:
                 busy = isinstance(error, UplinkUnavailableError) and \
@@ -176,10 +178,11 @@ class MqttUplink:
             async with asyncio.timeout(2.0):
                 await ack
 
-    async def _end_session(self) -> None:
+    async def _end_session(self, *, graceful: bool = False) -> None:
         link, self.link = self.link, None
         if link is not None:
-            link.abort()
+            if not graceful:
+                link.abort()  # a dead link: do not wait for a DISCONNECT to leave
             await link.close()
         if self._inflight:
             await self.outbox.release(sorted(self._inflight))
@@ -193,7 +196,8 @@ class MqttUplink:
             pump = tg.create_task(self._pump(link, window, tg), name="uplink.pump")
             cmds = tg.create_task(self._commands(link), name="uplink.commands")
             state = tg.create_task(self._state_loop(link), name="uplink.state")
-            reason = await link.closed
+            # shielded: cancelling the session must not cancel the link's own future
+            reason = await asyncio.shield(link.closed)
             for task in (pump, cmds, state):
                 task.cancel()
         return reason
