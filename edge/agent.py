@@ -55,6 +55,7 @@ from edge.uplink.signing import Ed25519PrivateKey, Signer
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 STATUS_EVERY_S = 2.0
+STOP_DEVICE_S = 5.0
 
 
 class Agent:
@@ -189,8 +190,10 @@ class Agent:
         task = self._device_tasks.pop(name, None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _pending = await asyncio.wait({task}, timeout=STOP_DEVICE_S)
+            if not done:  # a driver that ignores cancellation must not hang a reload
+                log.error("device %s did not stop within %.0f s; the task group will end it",
+                          name, STOP_DEVICE_S)
         driver = self.drivers.pop(name, None)
         if driver is not None:
             with contextlib.suppress(Exception):

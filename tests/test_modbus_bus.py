@@ -51,7 +51,9 @@ async def test_ten_slaves_one_dead_keep_their_rate() -> None:
             continue
         stamps = sorted(r.at_ns / 1e9 for r in sink.readings if r.device == f"mh-{u}")
         gaps = [b - a for a, b in itertools.pairwise(stamps)]
-        assert len(stamps) >= 13, f"mh-{u}: only {len(stamps)} readings in 8 s"
+        # 16 ticks in 8 s; ticks a dead-slave timeout overran are skipped (counted), not
+        # stacked, so fewer readings are fine: the bound that matters is the gap below
+        assert len(stamps) >= 10, f"mh-{u}: only {len(stamps)} readings in 8 s"
         worst = max(worst, *gaps)
     print(f"worst gap {worst:.3f} s (nominal {POLL_S}, one timeout {one_timeout}); "
           f"dead slave asked {bus.stats.breaker_skips} times skipped, "

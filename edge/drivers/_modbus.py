@@ -56,6 +56,11 @@ class BusStats:
     busy_s: float = 0.0  # time the line was held
 
 
+def _cancel_pending() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ModbusBus:
     """A Modbus line (RTU serial, RTU over TCP, or TCP) shared by the devices on it."""
 
@@ -88,12 +93,14 @@ class ModbusBus:
         await self.close()
         client = self._make_client()
         try:
-            async with asyncio.timeout(self.config.timeout_s + 1.0):
-                ok = await client.connect()
+            ok = await self._guarded(client.connect(), self.config.timeout_s + 1.0)
         except (TimeoutError, OSError, ModbusException) as exc:
             client.close()
             raise DeviceUnavailableError(device, f"bus {self.name}: cannot connect: {exc}") \
                 from exc
+        except asyncio.CancelledError:
+            client.close()
+            raise
         if not ok:
             client.close()
             raise DeviceUnavailableError(device, f"bus {self.name}: cannot connect")
@@ -220,16 +227,18 @@ class ModbusBus:
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                return await call
+                result = await call
         except ModbusException:
-            task = asyncio.current_task()
-            if deadline.expired():
-                if task is not None:
-                    task.uncancel()
-                raise TimeoutError from None
-            if task is not None and task.cancelling():
+            # the timeout context has already withdrawn its own cancellation: whatever
+            # request is left came from outside (the agent stopping, an outer timeout)
+            if _cancel_pending():
                 raise asyncio.CancelledError from None
+            if deadline.expired():
+                raise TimeoutError from None
             raise
+        if _cancel_pending():  # pymodbus may also swallow it and return (connect(): False)
+            raise asyncio.CancelledError
+        return result
 
     async def _gap(self) -> None:
         wait = self._last_frame_end + self._gap_s - time.monotonic()
