@@ -7,26 +7,16 @@ import asyncio
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from edge.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
-from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
-from hil.receiver.store import ReceiverStore
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from tests.cfg import tilt_device, write_config
+from tests.helpers import receiver_for, start_agent
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-                                cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
 
 
 async def test_kill_9_during_outage_then_restart_delivers_everything(tmp_path: Path) -> None:
@@ -39,9 +29,7 @@ async def test_kill_9_during_outage_then_restart_delivers_everything(tmp_path: P
         tmp_path / "gw", broker_port=broker.port, pki=None,
         buses=[{"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": sim_port}],
         devices=[tilt_device("manhole-1", "covers", 80, poll_interval_s=0.05)])
-    key = describe(load_key(loaded.resolve("keys/gateway.key")))
-    store = ReceiverStore(tmp_path / "receiver.db")
-    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    store, receiver = receiver_for(loaded, tmp_path / "receiver.db")
     ready = asyncio.Event()
     rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=broker.port, tls=None,
                                       ready=ready, retry_s=0.2))

@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 
 from edge.agent import Agent
-from edge.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki
-from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cfg import tilt_device, write_config
+from tests.helpers import receiver_for, wait_until
 
 
 def receiver_tls(pki: Pki) -> ssl.SSLContext:
@@ -26,16 +25,6 @@ def receiver_tls(pki: Pki) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=str(pki.cert("ca")))
     ctx.load_cert_chain(str(pki.cert("receiver")), str(pki.key("receiver")))
     return ctx
-
-
-async def wait_until(predicate: object, timeout_s: float) -> float:
-    """Poll until predicate() is truthy; return the seconds it took."""
-    start = time.monotonic()
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 async def test_tilt_raises_and_level_clears_with_same_alarm_id(
@@ -49,9 +38,7 @@ async def test_tilt_raises_and_level_clears_with_same_alarm_id(
         buses=[{"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1",
                 "port": modbus_port, "timeout_s": 0.5}],
         devices=[tilt_device("manhole-1", "covers", 80)])
-    key = describe(load_key(loaded.resolve("keys/gateway.key")))
-    store = ReceiverStore(tmp_path / "receiver.db")
-    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    store, receiver = receiver_for(loaded, tmp_path / "receiver.db")
     stop = asyncio.Event()
     agent = Agent(loaded, boot_delay_s=0)
     ready = asyncio.Event()
@@ -118,9 +105,7 @@ async def test_signed_light_command_executes_within_a_second(tmp_path: Path, bro
         buses=[{"name": "lamps", "type": "modbus_tcp", "host": "127.0.0.1", "port": port}],
         devices=[lamp_device("lamp-07", "lamps", 1)],
         gateway={"platform_keys_file": str(tmp_path / "platform-keys.json")})
-    key = describe(load_key(loaded.resolve("keys/gateway.key")))
-    store = ReceiverStore(tmp_path / "receiver.db")
-    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    store, receiver = receiver_for(loaded, tmp_path / "receiver.db")
     stop, ready = asyncio.Event(), asyncio.Event()
     agent = Agent(loaded, boot_delay_s=0)
     try:

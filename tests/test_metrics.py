@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cfg import tilt_device, write_config
+from tests.helpers import start_agent, stop_agent, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,13 +89,9 @@ def listening_inodes() -> set[str]:
 def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, devices=[],
                           buses=[])
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    agent = start_agent(loaded.path)
     try:
-        deadline = time.monotonic() + 20
-        while not (loaded.state_dir / "status.json").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_sync((loaded.state_dir / "status.json").exists, 20, "the status file")
         time.sleep(1.0)
         sockets = set()
         for fd in Path(f"/proc/{agent.pid}/fd").iterdir():
@@ -106,5 +101,4 @@ def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosqu
         assert sockets, "the agent has no socket at all: the check proves nothing"
         assert not sockets & listening_inodes(), "the agent listens on a port"
     finally:
-        agent.terminate()
-        agent.wait(20)
+        stop_agent(agent)

@@ -4,8 +4,6 @@ rejected with line numbers and the running config stays; the file is never rewri
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from edge.drivers.base import PollingDriver
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from tests.cfg import tilt_device, write_config
+from tests.helpers import start_agent, stop_agent, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,18 +82,13 @@ def test_edge_reload_command_signals_the_running_agent(tmp_path: Path,
                                                        plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, devices=[],
                           buses=[])
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    agent = start_agent(loaded.path)
     try:
-        deadline = time.monotonic() + 20
-        while not (loaded.state_dir / "status.json").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_sync((loaded.state_dir / "status.json").exists, 20, "the status file")
         assert main(["reload", "--config", str(loaded.path)]) == EX_OK
         bad = tmp_path / "bad.yaml"
         bad.write_text(loaded.path.read_text().replace("county_code: '320508'",
                                                        "county_code: 'x'"))
         assert main(["reload", "--config", str(bad)]) == EX_INVALID
     finally:
-        agent.terminate()
-        agent.wait(20)
+        stop_agent(agent)

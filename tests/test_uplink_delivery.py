@@ -11,16 +11,8 @@ import pytest
 
 from hil.broker import Mosquitto, free_port
 from hil.proxy import FaultProxy
+from tests.helpers import wait_until
 from tests.uplink_rig import rig
-
-
-async def wait_for(predicate: object, timeout_s: float) -> float:
-    start = time.monotonic()
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"not within {timeout_s} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 async def test_steady_delivery_acks_and_empties_the_outbox(tmp_path: Path,
@@ -30,7 +22,7 @@ async def test_steady_delivery_acks_and_empties_the_outbox(tmp_path: Path,
         await r.produce(500, 2.0, alarm_every_s=0.5)
         await r.wait_delivered(10)
         assert r.duplicates() == 0
-        await wait_for(lambda: r.outbox.store.stats()["depth"] == 0, 5)
+        await wait_until(lambda: r.outbox.store.stats()["depth"] == 0, 5)
 
 
 OUTAGE_S = 60
@@ -44,12 +36,12 @@ async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path) -
             await r.produce(200, 2.0)
             await r.wait_delivered(10)
             broker.stop()
-            await wait_for(lambda: not r.uplink.stats.connected, 5)
+            await wait_until(lambda: not r.uplink.stats.connected, 5)
             outage_started = len(r.produced)
             await r.produce(200, OUTAGE_S, alarm_every_s=5)
             broker.start()
             back = time.monotonic()
-            reconnect_s = await wait_for(lambda: r.uplink.stats.connected, 10)
+            reconnect_s = await wait_until(lambda: r.uplink.stats.connected, 10)
             produced_during = list(r.produced)[outage_started:]
             await r.wait_delivered(60)
             window = r.uplink.cfg.max_inflight * r.uplink.cfg.batch_max_events
@@ -82,11 +74,11 @@ async def test_silent_drop_is_detected_within_two_keepalives(tmp_path: Path,
     try:
         async with rig(tmp_path, uplink_port=proxy.port, receiver_port=plain_broker.port,
                        keepalive_s=5) as r:
-            await wait_for(lambda: r.uplink.stats.connected, 10)
+            await wait_until(lambda: r.uplink.stats.connected, 10)
             producing = asyncio.create_task(r.produce(100, blackhole_s + 5, alarm_every_s=3))
             await asyncio.sleep(2)
             proxy.set_mode("blackhole")
-            detected_s = await wait_for(lambda: not r.uplink.stats.connected, 15)
+            detected_s = await wait_until(lambda: not r.uplink.stats.connected, 15)
             await asyncio.sleep(max(0, blackhole_s - detected_s))
             proxy.set_mode("forward")
             await producing
@@ -148,7 +140,7 @@ async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> 
         async with rig(tmp_path, uplink_port=broker.port, receiver_port=broker.port,
                        max_attempts=3, batch_max_events=10) as r:
             await r.produce(50, 1.0)
-            await wait_for(lambda: r.outbox.store.stats()["dead_letters"] >= 40, 30)
+            await wait_until(lambda: r.outbox.store.stats()["dead_letters"] >= 40, 30)
             stats = r.outbox.store.stats()
             print(f"R11: {stats['dead_letters']} dead letters, failures {r.uplink.stats.failures}")
             assert r.uplink.stats.failures.get("puback.0x87", 0) >= 3
@@ -156,7 +148,7 @@ async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> 
             assert r.uplink.stats.events_acked == 0
             assert not r.received_ids()
             # the queue head never blocked: every event was tried and dead-lettered
-            await wait_for(lambda: r.outbox.store.stats()["depth"] == 0, 30)
+            await wait_until(lambda: r.outbox.store.stats()["depth"] == 0, 30)
             assert r.outbox.store.stats()["dead_letters"] == len(r.produced)
             # other traffic flows: the state topic is allowed and arrives at the receiver
             assert r.store.gateways()

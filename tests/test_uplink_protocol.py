@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from edge.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
-from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
-from hil.receiver.store import ReceiverStore
 from tests.cfg import write_config
+from tests.helpers import receiver_for, start_agent, stop_agent, wait_until
 from tests.uplink_rig import rig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,32 +40,24 @@ async def test_birth_then_last_will_marks_the_gateway_offline(tmp_path: Path,
                                                               plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
                           devices=[], buses=[], uplink={"keepalive_s": 5})
-    key = describe(load_key(loaded.resolve("keys/gateway.key")))
-    store = ReceiverStore(tmp_path / "rx.db")
-    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    store, receiver = receiver_for(loaded, tmp_path / "rx.db")
     ready = asyncio.Event()
     rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
                                       tls=None, ready=ready))
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    agent = start_agent(loaded.path)
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        deadline = time.monotonic() + 15
-        while not (store.gateways() and store.gateways()[0]["online"]):
-            assert time.monotonic() < deadline, "no birth message"
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: store.gateways() and store.gateways()[0]["online"], 15,
+                         "a birth message")
         birth = store.gateways()[0]["state"]
         assert birth["version"]
         assert "depth" in birth["outbox"]
         agent.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the last will
         agent.wait(10)
-        deadline = time.monotonic() + 15  # keepalive 5 s x 1.5 before the broker gives up
-        while store.gateways()[0]["online"]:
-            assert time.monotonic() < deadline, "no last will"
-            await asyncio.sleep(0.1)
+        # keepalive 5 s x 1.5 before the broker gives up
+        await wait_until(lambda: not store.gateways()[0]["online"], 15, "the last will")
     finally:
-        if agent.poll() is None:
-            agent.kill()
+        stop_agent(agent)
         rx.cancel()
         store.close()
 
@@ -78,29 +65,21 @@ async def test_birth_then_last_will_marks_the_gateway_offline(tmp_path: Path,
 async def test_a_clean_stop_says_goodbye(tmp_path: Path, plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
                           devices=[], buses=[])
-    key = describe(load_key(loaded.resolve("keys/gateway.key")))
-    store = ReceiverStore(tmp_path / "rx.db")
-    receiver = Receiver(store, load_gateway_keys({"gw-320508-0007": key["public_key_hex"]}))
+    store, receiver = receiver_for(loaded, tmp_path / "rx.db")
     ready = asyncio.Event()
     rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
                                       tls=None, ready=ready))
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                              str(loaded.path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    agent = start_agent(loaded.path)
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        deadline = time.monotonic() + 15
-        while not (store.gateways() and store.gateways()[0]["online"]):
-            assert time.monotonic() < deadline, "no birth message"
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: store.gateways() and store.gateways()[0]["online"], 15,
+                         "a birth message")
         agent.terminate()  # SIGTERM: a clean stop
         assert agent.wait(20) == 0
-        deadline = time.monotonic() + 5  # not the last will: that would take 1.5 keepalives
-        while store.gateways()[0]["online"]:
-            assert time.monotonic() < deadline, "no goodbye"
-            await asyncio.sleep(0.05)
+        # not the last will: that would take 1.5 keepalives
+        await wait_until(lambda: not store.gateways()[0]["online"], 5, "a goodbye")
         assert store.gateways()[0]["state"]["reason"] == "stopped"
     finally:
-        if agent.poll() is None:
-            agent.kill()
+        stop_agent(agent)
         rx.cancel()
         store.close()
