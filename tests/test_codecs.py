@@ -192,3 +192,35 @@ def test_fuzz_ip_speaker_status(data: bytes) -> None:
 
     with contextlib.suppress(ValueError):
         ip_speaker.decode_status(data)
+
+
+def test_pzem004t_vector_low_word_first() -> None:
+    from edge.drivers._codecs import pzem004t
+
+    reply = bytes.fromhex("01041408FD01C40000 03D90000 11700001 01F4005F0000EE6E".replace(" ", ""))
+    words = modbus_frames.parse_read_response(reply, 1, 4, 10)
+    values = pzem004t.decode(words)
+    assert values == {"voltage_v": 230.1, "current_a": 0.452, "power_w": 98.5,
+                      "energy_wh": 70_000.0, "frequency_hz": 50.0, "power_factor": 0.95,
+                      "alarm": False}
+
+
+def test_sunspec304_vector() -> None:
+    from edge.drivers._codecs import sunspec304
+
+    words = [304, 6, 0x0000, 0x05FE, 0xFFFF, 0xFF06, 0, 0]
+    assert sunspec304.decode(words) == {"tilt_x_deg": 15.34, "tilt_y_deg": -2.5,
+                                        "tilt_z_deg": 0.0}
+    with pytest.raises(ValueError, match="model id"):
+        sunspec304.decode([1, 6, 0, 0, 0, 0, 0, 0])
+
+
+@FUZZ
+@given(st.lists(st.integers(-5, 0x1_0005), max_size=12))
+def test_fuzz_pzem_and_sunspec(words: list[int]) -> None:
+    from edge.drivers._codecs import pzem004t, sunspec304
+
+    with contextlib.suppress(ValueError):
+        pzem004t.decode(words)
+    with contextlib.suppress(ValueError):
+        sunspec304.decode(words)

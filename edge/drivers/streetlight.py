@@ -9,7 +9,8 @@ from typing_extensions import override
 
 from edge.alarms import Debounced
 from edge.config import StreetlightDevice
-from edge.drivers._codecs import sdm120
+from edge.drivers._codecs import pzem004t, sdm120
+from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink
 from edge.errors import DeviceProtocolError, DeviceRejectedError
@@ -37,12 +38,13 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
     async def poll(self) -> Reading:
         cfg = self.config
         assert cfg.unit_id is not None
-        block = sdm120.BLOCKS[0]
+        block = READ_PLANS[cfg.model][0]
         words = await self._bus.read(cfg.name, cfg.unit_id, block.function, block.address,
                                      block.count, timeout_s=cfg.timeout_s)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         try:
-            values: dict[str, float | bool] = dict(sdm120.decode_meter(words))
+            values: dict[str, float | bool] = dict(
+                pzem004t.decode(words) if cfg.model == "pzem004t" else sdm120.decode_meter(words))
         except ValueError as exc:
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
         if cfg.model == "lamp_controller":

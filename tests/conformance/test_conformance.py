@@ -72,3 +72,30 @@ async def test_modbus_fault_modes(kind: str, fault: str) -> None:
     assert rig.driver.stats.polls_failed >= 1
     assert not sink.readings
     assert fault in FAULTS
+
+
+async def test_streetlight_reads_a_pzem004t_meter() -> None:
+    from edge.config import ModbusTcpBus, StreetlightDevice
+    from edge.drivers._modbus import ModbusBus
+    from edge.drivers.streetlight import StreetlightDriver
+    from hil.broker import free_port
+    from hil.sims.modbus_sim import ModbusTcpSim, SimUnit
+    from tests.conformance.harness import asset
+
+    unit = SimUnit()
+    for reg, word in enumerate([0x08FD, 0x01C4, 0, 0x03D9, 0, 0x1170, 0x0001, 0x01F4, 0x5F, 0]):
+        unit.inputs[reg] = word
+    port = free_port()
+    sim = ModbusTcpSim({1: unit}, port)
+    await sim.start()
+    bus = ModbusBus(ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1", port=port))
+    cfg = StreetlightDevice.model_validate({
+        "name": "meter-1", "kind": "streetlight", "transport": "modbus_tcp", "bus": "b",
+        "unit_id": 1, "model": "pzem004t", "asset": asset("streetlight")})
+    try:
+        values = await StreetlightDriver(cfg, bus, timeout_s=2.0).probe()
+    finally:
+        await bus.close()
+        await sim.stop()
+    assert values["energy_wh"] == 70_000.0
+    assert values["power_w"] == 98.5
