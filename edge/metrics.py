@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from edge.http_site import start_site
+
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 
@@ -100,7 +102,4 @@ async def serve_metrics(status: StatusFn, *, host: str, port: int) -> web.AppRun
     app[STATUS_KEY] = status
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await start_site(app, host=host, port=port)

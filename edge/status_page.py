@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from edge.errors import DeviceError
+from edge.http_site import start_site
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 ProbeFn = Callable[[str], Awaitable[dict[str, Any]]]
@@ -80,7 +81,4 @@ async def serve_status_page(status: StatusFn, probe: ProbeFn, *, host: str, port
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/probe/{device}", _probe)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await start_site(app, host=host, port=port)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge.http_site import start_site
 from hil.receiver.core import Receiver
 from hil.receiver.store import ReceiverStore
 
@@ -107,8 +108,5 @@ async def serve(store: ReceiverStore, *, port: int, host: str = "127.0.0.1",
                 open311_enabled: bool = False, receiver: Receiver | None = None,
                 tls: ssl.SSLContext | None = None) -> web.AppRunner:
     """Start serving; return the runner (``await runner.cleanup()`` stops it)."""
-    runner = web.AppRunner(make_app(store, open311_enabled=open311_enabled, receiver=receiver),
-                           access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls).start()
-    return runner
+    return await start_site(make_app(store, open311_enabled=open311_enabled, receiver=receiver),
+                            host=host, port=port, tls=tls)
