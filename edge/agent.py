@@ -100,7 +100,7 @@ class Agent:
         self._uplink_password = self._password()
         await self.outbox.open()
         writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
-        transports = Transports(cfg, base_dir=self.loaded.base_dir)
+        transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
         servers: list[web.AppRunner] = []
         try:
             uplink = await self._build(key, transports)
@@ -265,6 +265,9 @@ class Agent:
             return {"values": values}
         if action == "light.set" and isinstance(driver, StreetlightDriver):
             return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
+        if action == "light.schedule" and isinstance(driver, StreetlightDriver):
+            driver.store_schedule(params.steps)  # the schedule task applies the step in force
+            return {"steps": len(params.steps), "stored": True}
         if action == "speaker.play_tts" and isinstance(driver, LoudspeakerDriver):
             return await driver.play_tts(params.text, params.volume,
                                          emergency=params.priority == "emergency",

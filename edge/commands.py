@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality, parse_rfc3339
-from edge.config import EdgeConfig, PlatformKey
+from edge.config import EdgeConfig, LightStep, PlatformKey
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.uplink.signing import (
@@ -72,6 +72,12 @@ class LightSet(_Params):
     dim_pct: int = Field(default=100, ge=0, le=100)
 
 
+class LightSchedule(_Params):
+    """``light.schedule``: replace the lamp's stored schedule (it runs on the gateway)."""
+
+    steps: list[LightStep] = Field(min_length=1, max_length=24)
+
+
 class PlayTts(_Params):
     """``speaker.play_tts``: speak a text."""
 
@@ -93,7 +99,8 @@ class NoParams(_Params):
 
 
 PARAMS: dict[str, type[_Params]] = {
-    "light.set": LightSet, "speaker.play_tts": PlayTts, "speaker.play_clip": PlayClip,
+    "light.set": LightSet, "light.schedule": LightSchedule,
+    "speaker.play_tts": PlayTts, "speaker.play_clip": PlayClip,
     "speaker.stop": NoParams,
     "device.read": NoParams,
 }

@@ -12,7 +12,9 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.light_schedule import AT_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 # Default class table (design/devices.md §1.3); a city overrides it under asset_classes.
@@ -244,21 +246,48 @@ class _DeviceBase(_Model):
 
 
 class TiltAlarms(_Model):
-    """Manhole-cover alarm thresholds (design/devices.md §2.1, cover rules)."""
+    """Manhole-cover alarm rules (design/devices.md §2.1, cover rules).
+
+    ``cover_open`` (prio 0): tilt past 15° held 3 samples (rejects a passing truck's shock).
+    ``cover_displaced``: tilt past 60° or gravity flipped — the cover is off its seat.
+    ``water_level_high`` / ``battery_low`` need a cover that reports them (the MQTT variant);
+    ``battery_low`` alarms *below* its threshold and clears above ``clear_below``.
+    """
 
     cover_open: DebouncedThreshold = DebouncedThreshold(
         threshold=15.0, clear_below=10.0, raise_after=3, clear_after=3)
-    battery_low: DebouncedThreshold | None = None  # threshold in V, raised when *below*
+    cover_displaced: DebouncedThreshold = DebouncedThreshold(
+        threshold=60.0, clear_below=45.0, raise_after=3, clear_after=3)
+    water_level_high: DebouncedThreshold | None = None  # metres in the well
+    # CJ/T 214 event class of a flooding alarm (0406 road flooding; some cities file 0404)
+    water_event_class: str | None = Field(default="0406", pattern=r"^\d{4}$")
+    battery_low: DebouncedThreshold | None = None  # volts; raised when *below* threshold
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TiltAlarms:
+        for name in ("cover_open", "cover_displaced", "water_level_high"):
+            rule = getattr(self, name)
+            if rule is not None and rule.clear_below > rule.threshold:
+                raise ValueError(f"{name}: clear_below {rule.clear_below} must not exceed "
+                                 f"threshold {rule.threshold}")
+        low = self.battery_low
+        if low is not None and low.clear_below < low.threshold:
+            raise ValueError(f"battery_low alarms below {low.threshold} V and clears above "
+                             f"clear_below, so clear_below ({low.clear_below}) must be at "
+                             "least the threshold")
+        return self
 
 
 class ManholeTiltDevice(_DeviceBase):
-    """A manhole-cover tilt sensor."""
+    """A manhole-cover tilt sensor (Modbus inclinometer, or an NB-IoT/LoRa cover over MQTT)."""
 
     kind: Literal["manhole_tilt"]
     transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
     model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
     baseline_deg: float = Field(default=0.0, ge=-180, le=180)
     alarms: TiltAlarms = TiltAlarms()
+    # SunSpec: where the "SunS" marker sits; None walks 40000, 0 and 50000 in that order
+    sunspec_base: int | None = Field(default=None, ge=0, le=65_535)
 
 
 class StreetlightAlarms(_Model):
@@ -266,14 +295,31 @@ class StreetlightAlarms(_Model):
 
     lamp_out_below_w: float = Field(default=5.0, ge=0)
     power_loss_below_v: float = Field(default=180.0, ge=0)
+    overcurrent_a: float = Field(default=2.0, gt=0)  # a 150 W LED lamp draws ~0.7 A
+    # day_burn: lit (power over lamp_out_below_w) while the sun is up by more than this margin,
+    # so dawn and dusk switching jitter never alarms; needs the asset's lat/lon
+    day_burn_margin_min: float = Field(default=30.0, ge=0, le=240)
     raise_after: int = Field(default=3, ge=1, le=1000)
     clear_after: int = Field(default=3, ge=1, le=1000)
+
+
+class LightStep(_Model):
+    """A stored light schedule entry: at a local or astronomical time, take this state."""
+
+    at: str = Field(pattern=AT_PATTERN)  # "18:30", "sunset+15", "sunrise-10" (minutes)
+    on: bool
+    dim_pct: int = Field(default=100, ge=0, le=100)
 
 
 class StreetlightDevice(_DeviceBase):
     """A streetlight controller with a meter (relay, dimming, power)."""
 
     max_switches_per_min: int = Field(default=4, ge=1, le=60)  # relay wear and flicker
+    # the lowest dim level the LED driver holds without flicker (many stop below 10 %)
+    min_dim_pct: int = Field(default=0, ge=0, le=100)
+    # the schedule the lamp runs on the gateway, also while the uplink is down; a
+    # light.schedule command replaces it (kept in gateway.state_dir across restarts)
+    schedule: list[LightStep] = Field(default_factory=list, max_length=24)
 
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]

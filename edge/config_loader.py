@@ -28,10 +28,12 @@ from edge.config import (
     EdgeConfig,
     ModbusRtuBus,
     ModbusTcpBus,
+    StreetlightDevice,
     is_loopback,
 )
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.errors import ConfigError
+from edge.light_schedule import is_astronomical
 
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
@@ -273,8 +275,23 @@ def cross_check(config: EdgeConfig) -> list[tuple[Loc, str]]:
         seen.setdefault(device.name, i)
         problems += _check_transport(config, i, device, unit_ids)
         problems += _check_asset(config, i, device, classes)
+        problems += _check_schedule(i, device)
     problems += _check_wire_capacity(config)
     return problems
+
+
+def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
+    """Check a lamp schedule: a relay to switch, and a position for sunset steps."""
+    if not isinstance(device, StreetlightDevice) or not device.schedule:
+        return []
+    if device.model != "lamp_controller":
+        return [(("devices", i, "schedule"), f"model {device.model} is a meter without a relay; "
+                                             "only a lamp_controller runs a schedule")]
+    if device.asset.lat is not None and device.asset.lon is not None:
+        return []
+    return [(("devices", i, "schedule", j, "at"),
+             f"{step.at!r} needs asset.lat and asset.lon (sunrise and sunset are local)")
+            for j, step in enumerate(device.schedule) if is_astronomical(step.at)]
 
 
 def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
@@ -344,6 +361,10 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
             out.append(((*here, "model"), f"model {device.model} is not a Modbus model"))
     elif device.transport == "serial" and not device.port:
         out.append(((*here, "port"), "required for transport serial (a device path or URL)"))
+    elif device.transport == "mqtt" and device.kind == "manhole_tilt" and \
+            device.model != "mqtt_json":
+        out.append(((*here, "model"), f"model {device.model} is a Modbus map; an MQTT cover "
+                                      "is model mqtt_json"))
     elif device.transport == "mqtt" and not device.topic:
         out.append(((*here, "topic"), "required for transport mqtt"))
     elif device.transport == "mqtt" and config.southbound_mqtt is None:

@@ -13,6 +13,7 @@ from collections import deque
 
 from edge.config import EdgeConfig, LoudspeakerDevice, StreetlightDevice
 from edge.errors import CommandRejectedError
+from edge.light_schedule import is_astronomical
 
 SWITCH_WINDOW_S = 60.0
 
@@ -47,7 +48,10 @@ class SafetyRules:
             return "unknown device"
         try:
             if isinstance(device, StreetlightDevice) and action == "light.set":
+                self._dim(device, [params])
                 self._switch_rate(device)
+            if isinstance(device, StreetlightDevice) and action == "light.schedule":
+                self._schedule(device, list(getattr(params, "steps", [])))
             if isinstance(device, LoudspeakerDevice) and action == "speaker.play_tts":
                 self._speaker(device, params, roles)
             if isinstance(device, LoudspeakerDevice) and action == "speaker.play_clip":
@@ -55,6 +59,24 @@ class SafetyRules:
         except CommandRejectedError as exc:
             return str(exc)
         return None
+
+    @staticmethod
+    def _dim(device: StreetlightDevice, steps: list[object]) -> None:
+        if device.model != "lamp_controller":
+            raise CommandRejectedError(f"{device.name} is a {device.model} meter without a relay")
+        for step in steps:
+            dim = int(getattr(step, "dim_pct", 100))
+            if getattr(step, "on", False) and dim < device.min_dim_pct:
+                raise CommandRejectedError(f"dim {dim} % is below {device.name}'s minimum "
+                                           f"{device.min_dim_pct} % (the driver flickers)")
+
+    def _schedule(self, device: StreetlightDevice, steps: list[object]) -> None:
+        self._dim(device, steps)
+        if device.asset.lat is None or device.asset.lon is None:
+            for step in steps:
+                at = str(getattr(step, "at", ""))
+                if is_astronomical(at):
+                    raise CommandRejectedError(f"{at!r} needs {device.name}'s asset lat/lon")
 
     def _switch_rate(self, device: StreetlightDevice) -> None:
         now = time.monotonic()

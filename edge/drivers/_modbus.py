@@ -53,6 +53,8 @@ class BusStats:
     timeouts: int = 0
     errors: int = 0
     breaker_skips: int = 0
+    bad_frames: int = 0  # bytes came back but never a valid frame (bad CRC, garbage)
+    wrong_unit: int = 0  # a valid frame from a unit we did not ask
     busy_s: float = 0.0  # time the line was held
 
 
@@ -73,10 +75,17 @@ class ModbusBus:
         self._breakers: dict[int, _Breaker] = {}
         self.stats = BusStats()
         self._gap_s = config.gap_s if isinstance(config, ModbusRtuBus) else 0.0
+        self._rx_seen = 0  # receive callbacks, to tell a garbled reply from silence
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._rx_seen += 1
+        return data
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         cfg = self.config
-        common = {"timeout": cfg.timeout_s, "retries": 0, "reconnect_delay": 0.0}
+        common = {"timeout": cfg.timeout_s, "retries": 0, "reconnect_delay": 0.0,
+                  "trace_packet": self._trace}
         if isinstance(cfg, ModbusTcpBus):
             return AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
         if cfg.port.startswith("socket://"):  # RTU over TCP (a serial server)
@@ -197,15 +206,26 @@ class ModbusBus:
             client = await self._connected(device)
             await self._gap()
             started = time.monotonic()
+            rx_before = self._rx_seen
             try:
                 rr = await self._guarded(call(client), timeout_s)
             except TimeoutError as exc:
                 self.stats.timeouts += 1
                 if isinstance(self.config, ModbusTcpBus):
                     await self.close()
+                if self._rx_seen != rx_before:  # bytes came, no valid frame: bad CRC, noise
+                    self.stats.bad_frames += 1
+                    raise DeviceProtocolError(device, f"unit {unit_id}: garbled reply (bad "
+                                                      "CRC or noise), dropped") from exc
                 raise DeviceUnavailableError(device, f"unit {unit_id}: no answer in "
                                                      f"{timeout_s:g} s") from exc
             except ModbusException as exc:
+                if "device id" in str(exc):  # pymodbus: "request uses device id=X but ..."
+                    # another unit answered (a late reply, a duplicate address): drop the
+                    # frame; the port stays open (reopening costs every slave on the line)
+                    self.stats.wrong_unit += 1
+                    raise DeviceProtocolError(device, f"unit {unit_id}: reply from another "
+                                                      "unit, dropped") from exc
                 self.stats.errors += 1
                 await self.close()
                 raise DeviceUnavailableError(device, f"unit {unit_id}: {exc}") from exc

@@ -27,7 +27,9 @@ from edge.drivers.streetlight import StreetlightDriver
 class Transports:
     """Owns the buses and ports drivers share; closes them at the end."""
 
-    def __init__(self, config: EdgeConfig, *, base_dir: Path | None = None) -> None:
+    def __init__(self, config: EdgeConfig, *, base_dir: Path | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir  # where drivers keep state (stored light schedules)
         self.buses = {bus.name: ModbusBus(bus) for bus in config.buses}
         self.broker = None if config.southbound_mqtt is None else DeviceBroker(
             config.southbound_mqtt, base_dir=base_dir or Path(), gateway_id=config.gateway.id)
@@ -50,6 +52,10 @@ class Transports:
 
 def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) -> Driver[Any]:
     """Return the driver for ``device`` with its transport injected."""
+    if isinstance(device, ManholeTiltDevice) and device.transport == "mqtt":
+        assert transports.broker is not None  # the loader checked
+        return ManholeTiltDriver(device, timeout_s=device.poll_interval_s,
+                                 broker=transports.broker)
     if isinstance(device, ManholeTiltDevice | StreetlightDevice):
         assert device.bus is not None
         bus = transports.buses[device.bus]
@@ -57,7 +63,11 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
             (config.bus(device.bus).retries + 1) + 1.0
         if isinstance(device, ManholeTiltDevice):
             return ManholeTiltDriver(device, bus, timeout_s=timeout_s)
-        return StreetlightDriver(device, bus, timeout_s=timeout_s)
+        light = StreetlightDriver(device, bus, timeout_s=timeout_s)
+        light.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
+        if transports.state_dir is not None:
+            light.schedule_dir = transports.state_dir / "schedules"
+        return light
     if isinstance(device, GpsDevice):
         if device.transport == "mqtt":
             return GpsDriver(device, broker=transports.broker)

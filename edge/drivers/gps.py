@@ -19,7 +19,7 @@ from edge.drivers._mqtt_device import DeviceBroker, parse_json, pick
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.gps_rules import Change, GpsRules
-from edge.errors import DeviceError, DeviceUnavailableError
+from edge.errors import DeviceError, DeviceUnavailableError, UplinkError
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
                  "course_deg": "course_deg", "time": "time"}
@@ -98,8 +98,14 @@ class GpsDriver(Driver[GpsDevice]):
         assert self.config.topic is not None
         link = await self._broker.connect(self.name, [self.config.topic])
         try:
-            while not link.closed.done():
-                item = await link.inbound.get()
+            while True:
+                try:
+                    item = await link.next_inbound(SILENCE_S * 60)
+                except TimeoutError:
+                    continue  # a parked vehicle may stay silent; its alarms tick on reports
+                except UplinkError as exc:
+                    raise DeviceUnavailableError(self.name, f"southbound broker: {exc}") \
+                        from exc
                 await self._alarms(self.rules.on_tick(time.monotonic()), sink)
                 try:
                     fix = self.fix_from_json(parse_json(self.name, item))
@@ -108,7 +114,6 @@ class GpsDriver(Driver[GpsDevice]):
                     self.stats.parse_errors += 1
                     continue
                 await self._on_fix(fix, sink)
-            raise DeviceUnavailableError(self.name, "southbound broker link lost")
         finally:
             await link.close()
 

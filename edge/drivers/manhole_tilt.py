@@ -1,66 +1,160 @@
-"""Manhole-cover tilt sensor over Modbus (firmware_notes/witmotion-inclinometer.md)."""
+"""Manhole-cover tilt sensors: Modbus inclinometers and MQTT covers.
+
+A WitMotion-style or SunSpec 304 inclinometer over Modbus, or an NB-IoT/LoRa cover that reports
+JSON over MQTT (firmware_notes/witmotion-inclinometer.md, firmware_notes/sunspec304.md,
+firmware_notes/mqtt-cover.md).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from typing_extensions import override
 
-from edge.alarms import Debounced
 from edge.config import ManholeTiltDevice
-from edge.drivers._codecs import witmotion
+from edge.drivers._codecs import sunspec304, witmotion
 from edge.drivers._modbus import ModbusBus
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink
-from edge.errors import DeviceProtocolError
+from edge.drivers._mqtt_device import DeviceBroker, parse_json, pick
+from edge.drivers.base import PollingDriver, Reading, Sink, Value
+from edge.drivers.cover_rules import CoverRules
+from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError, UplinkError
 
-COVER_OPEN = "cover_open"
+# JSON paths of an MQTT cover's report, overridable per device with json_map
+JSON_DEFAULTS = {"tilt_deg": "tilt", "tilt_x_deg": "tilt_x", "tilt_y_deg": "tilt_y",
+                 "water_level_m": "water_level", "battery_v": "battery", "signal_dbm": "rssi"}
+SUNSPEC_BASES = (40000, 0, 50000)  # where a SunSpec map may start (design/devices.md §2.2)
+SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
+SUNSPEC_END = 0xFFFF
+SUNSPEC_MAX_MODELS = 32  # a walk longer than this is a broken map, not a long one
 
 
 class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
-    """Poll tilt; raise ``cover_open`` (prio 0) when the cover tilts past the threshold.
+    """Report tilt (and, for MQTT covers, water level and battery) and the cover's alarms.
 
-    A comm loss raises ``comm_lost`` and freezes the tilt alarm: silence never fakes a clear.
+    A comm loss raises ``comm_lost`` and freezes the other alarms: silence never fakes a clear.
     """
 
     kind: ClassVar[str] = "manhole_tilt"
 
-    def __init__(self, config: ManholeTiltDevice, bus: ModbusBus, *,
-                 timeout_s: float) -> None:
+    def __init__(self, config: ManholeTiltDevice, bus: ModbusBus | None = None, *,
+                 timeout_s: float, broker: DeviceBroker | None = None) -> None:
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
                          timeout_s=timeout_s)
         self._bus = bus  # injected, shared by every device on the line
-        rule = config.alarms.cover_open
-        self.cover_open = Debounced(rule.threshold, rule.clear_below, rule.raise_after,
-                                    rule.clear_after)
-        self._restored = False
+        self._broker = broker
+        self.rules = CoverRules(config.name, config.alarms)
+        self._sunspec_addr: int | None = None  # model 304's address, found by discovery
+        self._json_map = {**JSON_DEFAULTS, **config.json_map}
+
+    async def _read(self, function: int, address: int, count: int) -> list[int]:
+        cfg = self.config
+        assert self._bus is not None
+        assert cfg.unit_id is not None  # the loader checked
+        return await self._bus.read(cfg.name, cfg.unit_id, function, address, count,
+                                    timeout_s=cfg.timeout_s)
+
+    async def discover_sunspec(self) -> int:
+        """Walk the SunSpec model chain to model 304; return its address (cached)."""
+        bases = (self.config.sunspec_base,) if self.config.sunspec_base is not None \
+            else SUNSPEC_BASES
+        for base in bases:
+            try:
+                marker = await self._read(3, base, 2)
+            except DeviceProtocolError:
+                continue
+            except DeviceError as exc:
+                if exc.code == "device.rejected":  # illegal address: no map here
+                    continue
+                raise
+            if tuple(marker) != SUNSPEC_MARKER:
+                continue
+            address = base + 2
+            for _ in range(SUNSPEC_MAX_MODELS):
+                model_id, length = await self._read(3, address, 2)
+                if model_id == sunspec304.MODEL_ID:
+                    self._sunspec_addr = address
+                    return address
+                if model_id == SUNSPEC_END:
+                    break
+                address += 2 + length
+            raise DeviceProtocolError(self.name, f"SunSpec map at {base} has no model 304")
+        raise DeviceProtocolError(self.name, f"no SunSpec marker at {list(bases)}")
 
     @override
     async def poll(self) -> Reading:
         cfg = self.config
-        assert cfg.unit_id is not None  # the loader checked
-        block = witmotion.BLOCKS[0]
-        words = await self._bus.read(cfg.name, cfg.unit_id, block.function, block.address,
-                                     block.count, timeout_s=cfg.timeout_s)
+        if cfg.model == "sunspec304":
+            address = self._sunspec_addr or await self.discover_sunspec()
+            words = await self._read(3, address, 8)
+        else:
+            block = witmotion.BLOCKS[0]
+            words = await self._read(block.function, block.address, block.count)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         try:
-            values = witmotion.decode_angles(words)
+            values: dict[str, Value] = dict(
+                sunspec304.decode(words) if cfg.model == "sunspec304"
+                else witmotion.decode_angles(words))
         except ValueError as exc:  # codecs don't know device names
+            self._sunspec_addr = None  # a map that moved (firmware update): walk again
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
-        values["tilt_deg"] = round(witmotion.tilt_deg(values, cfg.baseline_deg), 2)
+        values["tilt_deg"] = round(witmotion.tilt_deg(values, cfg.baseline_deg), 2)  # type: ignore[arg-type]
         return Reading(cfg.name, values, at_ns, mono_ns)
 
     @override
     async def on_reading(self, reading: Reading, sink: Sink) -> None:
-        if not self._restored:  # an alarm active before a restart keeps its case open
-            self.cover_open.active = COVER_OPEN in sink.active_alarms(self.name)
-            self._restored = True
+        self.rules.restore(sink.active_alarms(self.name))
         await sink.reading(reading)
-        tilt = float(reading.values["tilt_deg"])  # type: ignore[arg-type]
-        change = self.cover_open.update(tilt)
-        if change is not None:
-            rule = self.config.alarms.cover_open
-            await sink.alarm(AlarmChange(self.name, COVER_OPEN, change, prio=0, severity=1,
-                                         value=tilt, threshold=rule.threshold, unit="deg",
-                                         data=dict(reading.values)))
+        for change in self.rules.evaluate(reading.values):
+            await sink.alarm(change)
 
+    def values_from_json(self, doc: dict[str, Any]) -> dict[str, Value]:
+        """Map a cover's JSON report to values (json_map); ValueError when it holds no tilt."""
+        values: dict[str, Value] = {}
+        for key, path in self._json_map.items():
+            value = pick(doc, path)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[key] = float(value)
+        if "tilt_deg" in values:
+            values["tilt_deg"] = round(abs(float(values["tilt_deg"]) -  # type: ignore[arg-type]
+                                           self.config.baseline_deg), 2)
+        elif "tilt_x_deg" in values and "tilt_y_deg" in values:
+            values["tilt_deg"] = round(witmotion.tilt_deg(
+                values, self.config.baseline_deg), 2)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"no tilt in a report with keys {sorted(doc)}")
+        return values
+
+    async def _run_mqtt(self, sink: Sink) -> None:
+        """Take the cover's reports as they come; silence past 3 periods is an outage."""
+        assert self._broker is not None
+        assert self.config.topic is not None
+        link = await self._broker.connect(self.name, [self.config.topic])
+        silence_s = 3 * self.poll_interval_s + 5.0
+        try:
+            while True:
+                try:
+                    item = await link.next_inbound(silence_s)
+                except TimeoutError:
+                    await self._failed(DeviceUnavailableError(
+                        self.name, f"no report in {silence_s:g} s"), sink)
+                    continue
+                except UplinkError as exc:
+                    raise DeviceUnavailableError(self.name, f"southbound broker: {exc}") from exc
+                at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
+                try:
+                    values = self.values_from_json(parse_json(self.name, item))
+                except (DeviceError, ValueError) as exc:
+                    self.stats.parse_errors += 1
+                    self.stats.last_error = str(exc)
+                    continue
+                await self._succeeded(Reading(self.name, values, at_ns, mono_ns), sink)
+        finally:
+            await link.close()
+
+    @override
+    async def run(self, sink: Sink) -> None:
+        if self.config.transport == "mqtt":
+            await self._run_mqtt(sink)
+            return
+        await super().run(sink)

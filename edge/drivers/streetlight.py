@@ -1,59 +1,87 @@
-"""Streetlight controller: relay, dimming, SDM120-style meter (firmware_notes/sdm120.md)."""
+"""Streetlight controller: relay, dimming and a meter; a schedule stored on the gateway.
+
+firmware_notes/sdm120.md, firmware_notes/pzem004t.md. The schedule runs uplink or not.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+import os
 import time
+from pathlib import Path
 from typing import ClassVar
 
 from typing_extensions import override
 
 from edge.alarms import Debounced
-from edge.config import StreetlightDevice
+from edge.clock import CLOCK_FLOOR_NS
+from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers._modbus import ModbusBus
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink
-from edge.errors import DeviceProtocolError, DeviceRejectedError
+from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
+from edge.errors import DeviceError, DeviceProtocolError, DeviceRejectedError
+from edge.light_schedule import Step, in_force
+from edge.sun import is_day
 
 LAMP_OUT = "lamp_out"
 POWER_LOSS = "power_loss"
+OVERCURRENT = "overcurrent"
+DAY_BURN = "day_burn"
+SCHEDULE_TICK_S = 20.0  # a schedule step is applied within this of its minute
 
 
 class StreetlightDriver(PollingDriver[StreetlightDevice]):
-    """Poll relay state and meter; raise ``lamp_out`` (on but dark) and ``power_loss``."""
+    """Poll relay state and meter, raise the lamp's alarms, run the stored light schedule.
+
+    Alarms: ``lamp_out``, ``power_loss`` (prio 0: the cabinet lost supply), ``overcurrent``,
+    ``day_burn``.
+    """
 
     kind: ClassVar[str] = "streetlight"
+    utc_offset_h: float = 8.0  # set by the factory from gateway.utc_offset_h
+    schedule_dir: Path | None = None  # set by the factory: gateway.state_dir/schedules
 
     def __init__(self, config: StreetlightDevice, bus: ModbusBus, *, timeout_s: float) -> None:
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
                          timeout_s=timeout_s)
         self._bus = bus
         rules = config.alarms
-        # lamp_out: a value of 1 means "commanded on and drawing less than the threshold"
-        self.lamp_out = Debounced(1.0, 0.0, rules.raise_after, rules.clear_after)
+        n, m = rules.raise_after, rules.clear_after
+        # lamp_out / day_burn: a sample of 1 means "the condition holds", -1 "it does not"
+        self.lamp_out = Debounced(1.0, 0.0, n, m)
+        self.day_burn = Debounced(1.0, 0.0, n, m)
         self.power_loss = Debounced(rules.power_loss_below_v, rules.power_loss_below_v + 10,
-                                    rules.raise_after, rules.clear_after, below=True)
+                                    n, m, below=True)
+        self.overcurrent = Debounced(rules.overcurrent_a, rules.overcurrent_a * 0.9, n, m)
+        self.schedule: list[LightStep] = list(config.schedule)
+        self.schedule_applied: tuple[Step, dt.datetime] | None = None
+        self._schedule_failed: tuple[Step, dt.datetime] | None = None
+        self._restored = False
+
+    # ---- polling ------------------------------------------------------------------------
 
     @override
     async def poll(self) -> Reading:
         cfg = self.config
         assert cfg.unit_id is not None
-        block = READ_PLANS[cfg.model][0]
-        words = await self._bus.read(cfg.name, cfg.unit_id, block.function, block.address,
-                                     block.count, timeout_s=cfg.timeout_s)
+        words: dict[int, list[int]] = {}
+        for block in READ_PLANS[cfg.model]:  # merged by the planner, one request per block
+            words[block.function] = await self._bus.read(
+                cfg.name, cfg.unit_id, block.function, block.address, block.count,
+                timeout_s=cfg.timeout_s)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         try:
-            values: dict[str, float | bool] = dict(
-                pzem004t.decode(words) if cfg.model == "pzem004t" else sdm120.decode_meter(words))
+            values: dict[str, Value] = dict(
+                pzem004t.decode(words[4]) if cfg.model == "pzem004t"
+                else sdm120.decode_meter(words[4]))
         except ValueError as exc:
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
         if cfg.model == "lamp_controller":
-            relay = await self._bus.read(cfg.name, cfg.unit_id, 1, sdm120.RELAY_COIL, 1,
-                                         timeout_s=cfg.timeout_s)
-            dim = await self._bus.read(cfg.name, cfg.unit_id, 3, sdm120.DIM_REGISTER, 1,
-                                       timeout_s=cfg.timeout_s)
-            values["relay_on"] = bool(relay[0])
-            values["dim_pct"] = dim[0]
+            values["relay_on"] = bool(words[1][0])
+            values["dim_pct"] = words[3][0]
         return Reading(cfg.name, values, at_ns, mono_ns)
 
     async def set_light(self, *, on: bool, dim_pct: int) -> dict[str, object]:
@@ -72,20 +100,118 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
                                                 f", wrote relay={on} dim={dim_pct}")
         return {"relay_on": on, "dim_pct": dim_pct, "verified": True}
 
+    def _daylight(self, at_ns: int) -> bool:
+        asset = self.config.asset
+        if asset.lat is None or asset.lon is None or at_ns < CLOCK_FLOOR_NS:
+            return False  # no position, or a clock still at 1970: never a false day_burn
+        now = dt.datetime.fromtimestamp(at_ns / 1e9, dt.UTC)
+        return is_day(asset.lat, asset.lon, now, self.utc_offset_h,
+                      margin_min=self.config.alarms.day_burn_margin_min)
+
     @override
     async def on_reading(self, reading: Reading, sink: Sink) -> None:
+        if not self._restored:  # alarms active before a restart keep their cases open
+            active = sink.active_alarms(self.name)
+            for kind, tracker in self._trackers():
+                tracker.active = kind in active
+            self._restored = True
         await sink.reading(reading)
         values = reading.values
         power_w = float(values["power_w"])  # type: ignore[arg-type]
         voltage_v = float(values["voltage_v"])  # type: ignore[arg-type]
+        current_a = float(values["current_a"])  # type: ignore[arg-type]
         rules = self.config.alarms
-        dark = bool(values.get("relay_on")) and power_w < rules.lamp_out_below_w
-        for kind, tracker, sample, value, threshold, unit in (
-            (LAMP_OUT, self.lamp_out, 1.0 if dark else -1.0, power_w, rules.lamp_out_below_w, "W"),
-            (POWER_LOSS, self.power_loss, voltage_v, voltage_v, rules.power_loss_below_v, "V"),
+        lit = power_w >= rules.lamp_out_below_w
+        dark = bool(values.get("relay_on")) and not lit
+        burning = lit and self._daylight(reading.at_ns)
+        for kind, tracker, sample, value, threshold, unit, prio in (
+            (LAMP_OUT, self.lamp_out, 1.0 if dark else -1.0, power_w, rules.lamp_out_below_w,
+             "W", 1),
+            (POWER_LOSS, self.power_loss, voltage_v, voltage_v, rules.power_loss_below_v, "V",
+             0),
+            (OVERCURRENT, self.overcurrent, current_a, current_a, rules.overcurrent_a, "A", 1),
+            (DAY_BURN, self.day_burn, 1.0 if burning else -1.0, power_w,
+             rules.lamp_out_below_w, "W", 1),
         ):
             change = tracker.update(sample)
             if change is not None:
-                await sink.alarm(AlarmChange(self.name, kind, change, prio=1, severity=2,
-                                             value=value, threshold=threshold, unit=unit))
+                await sink.alarm(AlarmChange(self.name, kind, change, prio=prio,
+                                             severity=1 if prio == 0 else 2, value=value,
+                                             threshold=threshold, unit=unit))
 
+    def _trackers(self) -> tuple[tuple[str, Debounced], ...]:
+        return ((LAMP_OUT, self.lamp_out), (POWER_LOSS, self.power_loss),
+                (OVERCURRENT, self.overcurrent), (DAY_BURN, self.day_burn))
+
+    # ---- the stored schedule ------------------------------------------------------------
+
+    def _schedule_file(self) -> Path | None:
+        return None if self.schedule_dir is None else self.schedule_dir / f"{self.name}.json"
+
+    def load_schedule(self) -> None:
+        """Take the schedule a light.schedule command stored (it wins over devices.yaml)."""
+        path = self._schedule_file()
+        if path is None or not path.exists():
+            return
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.schedule = [LightStep.model_validate(step) for step in raw["steps"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("%s: stored schedule %s unreadable (%s); using devices.yaml",
+                             self.name, path, exc)
+
+    def store_schedule(self, steps: list[LightStep]) -> None:
+        """Replace and persist the schedule (atomic: a power cut leaves old or new, whole)."""
+        path = self._schedule_file()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump({"steps": [s.model_dump() for s in steps]}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        self.schedule = list(steps)
+        self.schedule_applied = None  # apply the step in force now
+
+    def due_step(self, now_utc: dt.datetime) -> tuple[Step, dt.datetime] | None:
+        """Return the step the schedule wants now if it is not applied yet (pure)."""
+        steps = [Step(s.at, s.on, s.dim_pct) for s in self.schedule]
+        asset = self.config.asset
+        current = in_force(steps, now_utc, self.utc_offset_h, asset.lat, asset.lon)
+        if current is None or current == self.schedule_applied:
+            return None
+        return current
+
+    async def run_schedule(self, sink: Sink) -> None:
+        """Apply the schedule's steps as they come due; retry a failed step every tick."""
+        while True:
+            if time.time_ns() >= CLOCK_FLOOR_NS:  # a clock at 1970 would switch at random
+                due = self.due_step(dt.datetime.now(dt.UTC))
+                if due is not None:
+                    step, at = due
+                    try:
+                        result = await self.set_light(on=step.on, dim_pct=step.dim_pct)
+                    except DeviceError as exc:
+                        if due != self._schedule_failed:  # once per step, not every tick
+                            self._schedule_failed = due
+                            await sink.command_result(self.name, None, "light.schedule",
+                                                      "failed", {"step": step.at,
+                                                                 "error": str(exc)})
+                    else:
+                        self.schedule_applied = due
+                        await sink.command_result(
+                            self.name, None, "light.schedule", "executed",
+                            {"step": step.at, "at": at.isoformat(),
+                             **{k: v for k, v in result.items() if isinstance(v, bool | int)}})
+            await asyncio.sleep(SCHEDULE_TICK_S)
+
+    @override
+    async def run(self, sink: Sink) -> None:
+        if not self.schedule and self._schedule_file() is None:
+            await super().run(sink)
+            return
+        self.load_schedule()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.run_schedule(sink), name=f"light-schedule[{self.name}]")
+            await super().run(sink)

@@ -242,6 +242,30 @@ class MqttLink:
         self._pending[info.mid] = fut
         return fut
 
+    async def next_inbound(self, timeout_s: float) -> Inbound:
+        """Return the next inbound message.
+
+        TimeoutError after ``timeout_s`` of silence; UplinkUnavailableError as soon as the link
+        closes (never a hang on a dead link).
+        """
+        if not self.inbound.empty():
+            return self.inbound.get_nowait()
+        if self.closed.done():
+            raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
+        getter: asyncio.Future[Inbound] = asyncio.ensure_future(self.inbound.get())
+        closed: asyncio.Future[Any] = self.closed
+        try:
+            done, _ = await asyncio.wait({getter, closed}, timeout=timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        if self.closed.done():
+            raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
+        raise TimeoutError
+
     async def subscribe(self, topic: str) -> None:
         """Subscribe at QoS 1 (messages arrive in ``inbound``)."""
         rc, _mid = self._client.subscribe(topic, qos=1)

@@ -2,8 +2,11 @@
 
 Each unit is a ``SimUnit`` holding plain register dicts (no pymodbus off-by-one), a scenario
 state (tilt angles, lamp power) and a fault mode: ``dead`` (never answers), ``slow``
-(answers after ``delay_s``), ``exception`` (Modbus exception 0x04), ``none``.
-Writes arrive through Modbus itself, so ``python -m hil tilt`` needs no side channel.
+(answers after ``delay_s``), ``exception`` (Modbus exception 0x04), ``none``; on the RTU line
+also ``crc`` (reply with a broken CRC), ``garbage`` (noise instead of a reply) and
+``wrong_unit`` (a valid reply from another unit id) — TCP has no CRC, so there they act as none.
+Writes arrive through Modbus itself (fault register 0x7F00, scenario register 0x7F01), so
+``python -m hil fault|scenario`` need no side channel.
 """
 
 from __future__ import annotations
@@ -16,11 +19,32 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.datastore.context import ModbusBaseDeviceContext
 from pymodbus.server import ModbusTcpServer
 
-from edge.drivers._codecs import sdm120, witmotion
+from edge.drivers._codecs import pzem004t, sdm120, sunspec304, witmotion
 
-FAULTS = ("none", "dead", "slow", "exception")
-# A holding register a simulator exposes to choose its fault mode over Modbus (tests, CLI).
+FAULTS = ("none", "dead", "slow", "exception", "crc", "garbage", "wrong_unit")
+# Holding registers a simulator exposes to choose its fault mode and scenario over Modbus.
 FAULT_REGISTER = 0x7F00
+SCENARIO_REGISTER = 0x7F01
+# lamp scenarios (design/devices.md §2.4, lamp-controller simulator faults)
+LAMP_SCENARIOS = ("normal", "lamp_failure", "power_loss", "overcurrent")
+
+
+@dataclass
+class LampModel:
+    """A lamp behind the controller: what the meter reads follows relay, dim and scenario."""
+
+    rated_w: float = 98.5
+    supply_v: float = 230.1
+    scenario: str = "normal"
+
+    def meter(self, on: bool, dim_pct: int) -> tuple[float, float, float]:
+        """Return (voltage V, current A, power W) the meter would read."""
+        volts = 150.0 if self.scenario == "power_loss" else self.supply_v
+        if not on or self.scenario in ("lamp_failure", "power_loss"):
+            return volts, 0.0, 0.0
+        power = self.rated_w * max(dim_pct, 1) / 100
+        amps = 3.5 if self.scenario == "overcurrent" else power / volts
+        return volts, amps, power
 
 
 @dataclass
@@ -33,6 +57,32 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
     fault: str = "none"
     delay_s: float = 1.0
     requests: int = 0
+    lamp: LampModel | None = None
+
+    def control(self, address: int, value: int) -> bool:
+        """Handle a write to a control register; return whether it was one."""
+        if address == FAULT_REGISTER:
+            self.fault = FAULTS[value % len(FAULTS)]
+            return True
+        if address == SCENARIO_REGISTER and self.lamp is not None:
+            self.lamp.scenario = LAMP_SCENARIOS[value % len(LAMP_SCENARIOS)]
+            self.refresh()
+            return True
+        return False
+
+    def refresh(self) -> None:
+        """Recompute the meter from relay, dim and scenario (a lamp controller only)."""
+        if self.lamp is not None:
+            volts, amps, watts = self.lamp.meter(bool(self.coils.get(sdm120.RELAY_COIL)),
+                                                 int(self.holding.get(sdm120.DIM_REGISTER, 100)))
+            set_lamp(self, voltage_v=volts, current_a=amps, power_w=watts)
+
+    def write(self, table: dict[int, int] | dict[int, bool], address: int,
+              values: list[int] | list[bool]) -> None:
+        """Store written values and let the lamp follow."""
+        for offset, value in enumerate(values):
+            table[address + offset] = value  # type: ignore[assignment]
+        self.refresh()
 
     def _table(self, fc: int) -> dict[int, int] | dict[int, bool]:
         kind = self.decode(fc)
@@ -59,14 +109,11 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
     async def async_setValues(self, func_code: int, address: int,  # noqa: N802
                               values: list[int] | list[bool]) -> ExcCodes | None:
         """Serve a write; the fault register switches the fault mode."""
-        if address == FAULT_REGISTER and self.decode(func_code) == "h":
-            self.fault = FAULTS[int(values[0]) % len(FAULTS)]
+        if self.decode(func_code) == "h" and self.control(address, int(values[0])):
             return None
         if self.fault == "dead":
             await asyncio.sleep(3600)
-        table = self._table(func_code)
-        for offset, value in enumerate(values):
-            table[address + offset] = value  # type: ignore[assignment]
+        self.write(self._table(func_code), address, values)
         return None
 
     def getValues(self, func_code: int, address: int, count: int = 1  # noqa: N802
@@ -110,13 +157,49 @@ def set_lamp(unit: SimUnit, *, voltage_v: float, current_a: float, power_w: floa
 
 def lamp_unit(*, on: bool = True, power_w: float = 98.5) -> SimUnit:
     """Return a lamp controller: SDM120 meter + relay coil 0 + dim register 0x0100."""
-    unit = SimUnit()
-    set_lamp(unit, voltage_v=230.1, current_a=power_w / 230.1 if on else 0.0,
-             power_w=power_w if on else 0.0)
+    unit = SimUnit(lamp=LampModel(rated_w=power_w))
     unit.coils[sdm120.RELAY_COIL] = on
     unit.holding[sdm120.DIM_REGISTER] = 100
     unit.holding[FAULT_REGISTER] = 0
+    unit.holding[SCENARIO_REGISTER] = 0
+    unit.refresh()
     return unit
+
+
+def pzem_unit(*, voltage_v: float = 230.1, current_a: float = 0.452,
+              power_w: float = 98.5) -> SimUnit:
+    """Return a PZEM-004T v3 meter (firmware_notes/pzem004t.md)."""
+    unit = SimUnit()
+    unit.inputs.update(enumerate(pzem004t.encode(voltage_v=voltage_v, current_a=current_a,
+                                                 power_w=power_w)))
+    unit.holding[FAULT_REGISTER] = 0
+    return unit
+
+
+SUNSPEC_BASE = 40000
+SUNSPEC_304_ADDR = SUNSPEC_BASE + 2 + 2 + 66  # after "SunS" and model 1 (ID, L = 66)
+
+
+def sunspec_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
+    """Return a SunSpec inclinometer: "SunS", model 1 (common), model 304, end marker."""
+    unit = SimUnit()
+    unit.holding.update({SUNSPEC_BASE: 0x5375, SUNSPEC_BASE + 1: 0x6E53,
+                         SUNSPEC_BASE + 2: 1, SUNSPEC_BASE + 3: 66})
+    unit.holding.update({SUNSPEC_BASE + 4 + i: 0 for i in range(66)})
+    end = SUNSPEC_304_ADDR + 8
+    unit.holding.update({end: 0xFFFF, end + 1: 0})
+    set_sunspec_tilt(unit, tilt_x_deg, tilt_y_deg)
+    unit.holding[FAULT_REGISTER] = 0
+    return unit
+
+
+def set_sunspec_tilt(unit: SimUnit, tilt_x_deg: float, tilt_y_deg: float) -> None:
+    """Set a SunSpec unit's model 304 group (int32 high word first, sf -2)."""
+    words = [sunspec304.MODEL_ID, 6]
+    for deg in (tilt_x_deg, tilt_y_deg, 0.0):
+        raw = round(deg * 100) & 0xFFFF_FFFF
+        words += [raw >> 16, raw & 0xFFFF]
+    unit.holding.update({SUNSPEC_304_ADDR + i: w for i, w in enumerate(words)})
 
 
 class ModbusTcpSim:

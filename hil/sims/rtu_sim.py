@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import struct
 import tty
 
 from edge.drivers._codecs.modbus_frames import check_crc, with_crc
-from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, SimUnit
+from hil.sims.modbus_sim import SimUnit
 
 TURNAROUND_S = 0.001
 
@@ -36,6 +37,7 @@ class RtuLineSim:
         self.busy_s = 0.0  # wire time of every frame answered
         self.requests = 0
         self.crc_errors = 0
+        self._rng = random.Random(0x485)
 
     async def start(self) -> None:
         """Listen on the pty."""
@@ -87,11 +89,21 @@ class RtuLineSim:
         self.requests += 1
         if unit is None or unit.fault == "dead":
             return  # silence: the master times out
-        reply = self._reply(unit, unit_id, function, body)
+        reply = self._faulty(unit, self._reply(unit, unit_id, function, body))
         wire_s = (len(frame) + len(reply)) * self.char_s + TURNAROUND_S
         await asyncio.sleep(wire_s + (unit.delay_s if unit.fault == "slow" else 0.0))
         self.busy_s += wire_s
         os.write(self._master, reply)
+
+    def _faulty(self, unit: SimUnit, reply: bytes) -> bytes:
+        """Spoil a good reply the way a noisy RS-485 line or a misconfigured slave does."""
+        if unit.fault == "crc":
+            return reply[:-1] + bytes([reply[-1] ^ 0xFF])
+        if unit.fault == "garbage":
+            return self._rng.randbytes(len(reply))
+        if unit.fault == "wrong_unit":  # a valid frame, but from the neighbour's address
+            return with_crc(bytes([(reply[0] % 247) + 1]) + reply[1:-2])
+        return reply
 
     def _reply(self, unit: SimUnit, unit_id: int, function: int, body: bytes) -> bytes:
         if unit.fault == "exception":
@@ -113,12 +125,10 @@ class RtuLineSim:
                 data = struct.pack(f">{len(words)}H", *words)
             return with_crc(bytes([unit_id, function, len(data)]) + data)
         if function == 6:
-            if address == FAULT_REGISTER:
-                unit.fault = FAULTS[value % len(FAULTS)]
-            else:
-                unit.holding[address] = value
+            if not unit.control(address, value):
+                unit.write(unit.holding, address, [value])
             return with_crc(body[:6])
         if function == 5:
-            unit.coils[address] = value == 0xFF00
+            unit.write(unit.coils, address, [value == 0xFF00])
             return with_crc(body[:6])
         return with_crc(bytes([unit_id, function | 0x80, 0x01]))

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.config import EdgeConfig, ModbusTcpBus
-from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
+from hil.sims.modbus_sim import (
+    ModbusTcpSim,
+    SimUnit,
+    lamp_unit,
+    pzem_unit,
+    sunspec_unit,
+    tilt_unit,
+)
 from hil.sims.serial_sims import GpsSim, TtsSim
 
 
 class _Sim(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+def unit_for(model: str) -> SimUnit:
+    """Return a simulated slave speaking ``model``'s register map."""
+    makers: dict[str, Callable[[], SimUnit]] = {
+        "witmotion": tilt_unit, "sunspec304": sunspec_unit, "lamp_controller": lamp_unit,
+        "sdm120": lamp_unit, "pzem004t": pzem_unit}
+    return makers[model]()
 
 
 def _socket_port(url: str | None) -> int | None:
@@ -37,7 +53,7 @@ class SimSet:
         per_bus: dict[str, dict[int, SimUnit]] = {}
         for device in config.devices:
             if device.transport == "modbus_tcp" and device.bus and device.unit_id:
-                unit = tilt_unit() if device.kind == "manhole_tilt" else lamp_unit()
+                unit = unit_for(device.model)
                 per_bus.setdefault(device.bus, {})[device.unit_id] = unit
                 sims.units[device.name] = unit
             port = _socket_port(device.port)

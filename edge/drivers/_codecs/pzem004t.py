@@ -29,3 +29,12 @@ def decode(words: Sequence[int]) -> dict[str, float | bool]:
         "power_factor": words[8] / 100,
         "alarm": words[9] == 0xFFFF,
     }
+
+
+def encode(*, voltage_v: float, current_a: float, power_w: float, energy_wh: int = 0,
+           frequency_hz: float = 50.0, power_factor: float = 0.95) -> list[int]:
+    """Return the ten registers a meter with these values reports (for simulators)."""
+    amps, watts = round(current_a * 1000), round(power_w * 10)
+    return [round(voltage_v * 10), amps & 0xFFFF, amps >> 16, watts & 0xFFFF, watts >> 16,
+            energy_wh & 0xFFFF, energy_wh >> 16, round(frequency_hz * 10),
+            round(power_factor * 100), 0]
