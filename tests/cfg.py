@@ -37,7 +37,8 @@ def write_config(folder: Path, *, broker_port: int, pki: Pki | None,
                  devices: list[dict[str, Any]], buses: list[dict[str, Any]],
                  uplink: dict[str, Any] | None = None,
                  outbox: dict[str, Any] | None = None,
-                 gateway: dict[str, Any] | None = None) -> LoadedConfig:
+                 gateway: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> LoadedConfig:
     """Write devices.yaml (+ gateway key) into ``folder`` and load it."""
     folder.mkdir(parents=True, exist_ok=True)
     tls: Any = False
@@ -53,6 +54,7 @@ def write_config(folder: Path, *, broker_port: int, pki: Pki | None,
         "outbox": {"commit_max_wait_s": 0.01, **(outbox or {})},
         "buses": buses,
         "devices": devices,
+        **(extra or {}),
     }
     path = folder / "devices.yaml"
     with path.open("w", encoding="utf-8") as fh:

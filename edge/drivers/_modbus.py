@@ -26,6 +26,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge.config import ModbusRtuBus, ModbusTcpBus
+from edge.drivers._codecs.modbus_frames import check_crc
 from edge.errors import (
     DeviceError,
     DeviceProtocolError,
@@ -76,11 +77,27 @@ class ModbusBus:
         self.stats = BusStats()
         self._gap_s = config.gap_s if isinstance(config, ModbusRtuBus) else 0.0
         self._rx_seen = 0  # receive callbacks, to tell a garbled reply from silence
+        self._rx_last = b""  # what pymodbus held when it last got bytes (it drops bad frames)
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if not sending and data:
             self._rx_seen += 1
+            self._rx_last = bytes(data[-260:])  # an RTU frame is at most 256 bytes
         return data
+
+    def _classify_dropped(self, device: str, unit_id: int) -> DeviceProtocolError:
+        """Name what pymodbus silently dropped: a frame from another unit, or noise."""
+        try:
+            body = check_crc(self._rx_last)
+        except ValueError:
+            body = b""
+        if body and body[0] != unit_id:
+            self.stats.wrong_unit += 1
+            return DeviceProtocolError(device, f"unit {unit_id}: reply from unit {body[0]}, "
+                                               "dropped")
+        self.stats.bad_frames += 1
+        return DeviceProtocolError(device, f"unit {unit_id}: garbled reply (bad CRC or noise), "
+                                           "dropped")
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         cfg = self.config
@@ -213,10 +230,8 @@ class ModbusBus:
                 self.stats.timeouts += 1
                 if isinstance(self.config, ModbusTcpBus):
                     await self.close()
-                if self._rx_seen != rx_before:  # bytes came, no valid frame: bad CRC, noise
-                    self.stats.bad_frames += 1
-                    raise DeviceProtocolError(device, f"unit {unit_id}: garbled reply (bad "
-                                                      "CRC or noise), dropped") from exc
+                if self._rx_seen != rx_before:  # bytes came, but no frame for us
+                    raise self._classify_dropped(device, unit_id) from exc
                 raise DeviceUnavailableError(device, f"unit {unit_id}: no answer in "
                                                      f"{timeout_s:g} s") from exc
             except ModbusException as exc:

@@ -14,6 +14,7 @@ from edge.config import (
     GpsDevice,
     LoudspeakerDevice,
     ManholeTiltDevice,
+    ModbusRtuBus,
     ModbusTcpBus,
     StreetlightDevice,
 )
@@ -27,6 +28,7 @@ from edge.drivers.speaker_units import Syn6288Unit
 from edge.drivers.streetlight import StreetlightDriver
 from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
+from hil.sims.rtu_sim import RtuLineSim
 from hil.sims.serial_sims import GpsSim, TtsSim
 
 ASSETS = {
@@ -47,10 +49,14 @@ class Rig:
     unit: SimUnit | None
 
 
-def _modbus_driver(kind: str, port: int, unit_id: int) -> tuple[Driver[Any], ModbusBus]:
-    bus = ModbusBus(ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1", port=port,
+def _modbus_driver(kind: str, port: int | str, unit_id: int) -> tuple[Driver[Any], ModbusBus]:
+    """A Modbus driver on TCP (``port`` a number) or RTU (``port`` a pty path)."""
+    transport = "modbus_rtu" if isinstance(port, str) else "modbus_tcp"
+    bus = ModbusBus(ModbusRtuBus(name="b", type="modbus_rtu", port=port, baud=9600,
+                                 timeout_s=0.3, retries=0) if isinstance(port, str) else
+                    ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1", port=port,
                                  timeout_s=0.3, retries=0))
-    common = {"name": "dev", "transport": "modbus_tcp", "bus": "b", "unit_id": unit_id,
+    common = {"name": "dev", "transport": transport, "bus": "b", "unit_id": unit_id,
               "poll_interval_s": 0.1, "asset": asset(kind)}
     if kind == "manhole_tilt":
         cfg_t = ManholeTiltDevice.model_validate({**common, "kind": kind})
@@ -73,8 +79,19 @@ def _serial_driver(kind: str, port: int) -> Driver[Any]:
 
 @contextlib.asynccontextmanager
 async def with_simulator(kind: str) -> AsyncIterator[Rig]:
-    """The driver against its real simulator."""
+    """The driver against its real simulator (``manhole_tilt/rtu``: over a wire-timed pty)."""
     port = free_port()
+    if kind.endswith("/rtu"):
+        unit = tilt_unit(12.5) if kind.startswith("manhole_tilt") else lamp_unit()
+        line = RtuLineSim({7: unit}, baud=9600)
+        await line.start()
+        driver, bus = _modbus_driver(kind.removesuffix("/rtu"), line.path, 7)
+        try:
+            yield Rig(driver, bus, unit)
+        finally:
+            await bus.close()
+            await line.stop()
+        return
     if kind in ("manhole_tilt", "streetlight"):
         unit = tilt_unit(12.5) if kind == "manhole_tilt" else lamp_unit()
         sim = ModbusTcpSim({7: unit}, port)

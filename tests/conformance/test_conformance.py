@@ -32,7 +32,7 @@ async def run_for(driver: object, sink: RecordingSink, seconds: float) -> BaseEx
     return None
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "manhole_tilt/rtu", "streetlight/rtu"])
 async def test_reads_with_read_time_timestamps_and_never_merges(kind: str) -> None:
     async with with_simulator(kind) as rig:
         sink = RecordingSink()
@@ -60,8 +60,11 @@ async def test_garbage_peer_raises_only_device_errors(kind: str, seed: int) -> N
         assert not rig.bus._lock.locked()
 
 
-@pytest.mark.parametrize("kind", ["manhole_tilt", "streetlight"])
-@pytest.mark.parametrize("fault", ["exception", "slow", "dead"])
+@pytest.mark.parametrize(("kind", "fault"), [
+    *[(k, f) for k in ("manhole_tilt", "streetlight", "manhole_tilt/rtu", "streetlight/rtu")
+      for f in ("exception", "slow", "dead")],
+    *[(k, f) for k in ("manhole_tilt/rtu", "streetlight/rtu")
+      for f in ("crc", "garbage", "wrong_unit")]])
 async def test_modbus_fault_modes(kind: str, fault: str) -> None:
     async with with_simulator(kind) as rig:
         assert rig.unit is not None
@@ -72,6 +75,48 @@ async def test_modbus_fault_modes(kind: str, fault: str) -> None:
     assert rig.driver.stats.polls_failed >= 1
     assert not sink.readings
     assert fault in FAULTS
+    counter = {"crc": "bad_frames", "garbage": "bad_frames", "wrong_unit": "wrong_unit"}
+    if fault in counter:  # counted and dropped, never decoded
+        assert rig.bus is not None
+        assert getattr(rig.bus.stats, counter[fault]) >= 1
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str) -> None:
+    from edge.config import ManholeTiltDevice, ModbusRtuBus, ModbusTcpBus
+    from edge.drivers._modbus import ModbusBus
+    from edge.drivers.manhole_tilt import ManholeTiltDriver
+    from hil.broker import free_port
+    from hil.sims.modbus_sim import SUNSPEC_304_ADDR, ModbusTcpSim, set_sunspec_tilt, sunspec_unit
+    from hil.sims.rtu_sim import RtuLineSim
+    from tests.conformance.harness import asset
+
+    unit = sunspec_unit(15.34, -2.5)
+    sim: ModbusTcpSim | RtuLineSim
+    if transport == "tcp":
+        sim = ModbusTcpSim({3: unit}, free_port())
+        bus = ModbusBus(ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1",
+                                     port=sim.port))
+    else:
+        sim = RtuLineSim({3: unit})
+        bus = ModbusBus(ModbusRtuBus(name="b", type="modbus_rtu", port=sim.path))
+    await sim.start()
+    cfg = ManholeTiltDevice.model_validate({
+        "name": "ss-1", "kind": "manhole_tilt", "transport": f"modbus_{transport}", "bus": "b",
+        "unit_id": 3, "model": "sunspec304", "asset": asset("manhole_tilt")})
+    driver = ManholeTiltDriver(cfg, bus, timeout_s=3.0)
+    try:
+        first = await driver.probe()
+        assert await driver.discover_sunspec() == SUNSPEC_304_ADDR  # 40000 + "SunS" + model 1
+        set_sunspec_tilt(unit, 70.0, 0.0)
+        second = await driver.probe()
+    finally:
+        await bus.close()
+        await sim.stop()
+    assert first["tilt_x_deg"] == 15.34
+    assert first["tilt_y_deg"] == -2.5
+    assert first["tilt_deg"] == 15.34
+    assert second["tilt_deg"] == 70.0
 
 
 async def test_streetlight_reads_a_pzem004t_meter() -> None:
