@@ -1,4 +1,4 @@
-"""``python -m hil``: demo | sims | receiver | tilt | fault."""
+"""``python -m hil``: demo | sims | tilt | fault | scenario | command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from edge.config_loader import load_config
 from edge.errors import ConfigError, EdgeError
+from hil.sims.modbus_sim import FAULTS, LAMP_SCENARIOS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("params", nargs="?", default="{}", help="JSON object")
     p = sub.add_parser("fault", help="set a simulated unit's fault mode")
     p.add_argument("device")
-    p.add_argument("mode", choices=["none", "dead", "slow", "exception"])
+    p.add_argument("mode", choices=FAULTS)
+    p = sub.add_parser("scenario", help="put a simulated lamp into a scenario")
+    p.add_argument("device")
+    p.add_argument("scenario", choices=LAMP_SCENARIOS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -57,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(set_fault(loaded.config, args.device, args.mode))
             print(f"{args.device}: fault mode {args.mode}")
+        elif args.command == "scenario":
+            from hil.tilt import set_scenario  # noqa: PLC0415
+
+            asyncio.run(set_scenario(loaded.config, args.device, args.scenario))
+            print(f"{args.device}: scenario {args.scenario}")
         elif args.command == "command":
             return _command(loaded, args.device, args.action, json.loads(args.params))
         elif args.command == "sims":

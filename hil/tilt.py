@@ -7,7 +7,13 @@ import asyncio
 from edge.config import EdgeConfig
 from edge.drivers._codecs import witmotion
 from edge.drivers._modbus import ModbusBus
-from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, SimUnit
+from hil.sims.modbus_sim import (
+    FAULT_REGISTER,
+    FAULTS,
+    LAMP_SCENARIOS,
+    SCENARIO_REGISTER,
+    SimUnit,
+)
 
 
 def set_tilt_local(unit: SimUnit, tilt_deg: float) -> None:
@@ -31,17 +37,26 @@ async def set_tilt(config: EdgeConfig, device_name: str, tilt_deg: float) -> Non
         await bus.close()
 
 
-async def set_fault(config: EdgeConfig, device_name: str, fault: str) -> None:
-    """Switch a running simulator unit's fault mode (none, dead, slow, exception)."""
+async def _write_control(config: EdgeConfig, device_name: str, register: int,
+                         value: int) -> None:
     device = config.device(device_name)
     if device.bus is None or device.unit_id is None:
         raise SystemExit(f"{device_name} is not a Modbus device")
     bus = ModbusBus(config.bus(device.bus))
     try:
-        await bus.write_register(device_name, device.unit_id, FAULT_REGISTER,
-                                 FAULTS.index(fault))
+        await bus.write_register(device_name, device.unit_id, register, value)
     finally:
         await bus.close()
+
+
+async def set_fault(config: EdgeConfig, device_name: str, fault: str) -> None:
+    """Switch a running simulator unit's fault mode (hil.sims.modbus_sim.FAULTS)."""
+    await _write_control(config, device_name, FAULT_REGISTER, FAULTS.index(fault))
+
+
+async def set_scenario(config: EdgeConfig, device_name: str, scenario: str) -> None:
+    """Put a running lamp simulator into a scenario (normal, lamp_failure, power_loss, ...)."""
+    await _write_control(config, device_name, SCENARIO_REGISTER, LAMP_SCENARIOS.index(scenario))
 
 
 def run(coro: object) -> None:

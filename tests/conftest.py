@@ -16,6 +16,21 @@ from hil.pki import Pki, ensure_pki
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--hil-rig rig.yaml``: run the hardware-in-loop tests against real devices."""
+    parser.addoption("--hil-rig", default=None, type=Path,
+                     help="devices.yaml of a hardware-in-loop rig (tests/test_hil_rig.py)")
+
+
+@pytest.fixture(scope="session")
+def hil_rig(request: pytest.FixtureRequest) -> Path:
+    """The rig's devices.yaml; the test skips without ``--hil-rig`` (real hardware only)."""
+    path: Path | None = request.config.getoption("--hil-rig")
+    if path is None:
+        pytest.skip("needs real hardware: --hil-rig path/to/rig.yaml")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA with broker, gateway and receiver certificates."""
