@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ("outbox", "uplink", "serial")
+BENCHES = ("outbox", "uplink", "serial", "modbus")
 
 
 def main() -> int:

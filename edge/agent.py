@@ -23,9 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.buffer.async_outbox import AsyncOutbox
@@ -40,17 +38,19 @@ from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError
 from edge.keys import load_key
-from edge.metrics import serve_metrics
 from edge.reload import plan
 from edge.safety import SafetyRules
 from edge.secrets import read_secret
 from edge.sink import EventSink
-from edge.status_page import serve_status_page
 from edge.supervisor import supervise
 from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
-from edge.uplink.https import HttpsUplink
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Ed25519PrivateKey, Signer
+
+if TYPE_CHECKING:  # aiohttp costs ~10 MB of RSS: imported only when an HTTP part is configured
+    from aiohttp import web
+
+    from edge.uplink.https import HttpsUplink
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
@@ -113,14 +113,7 @@ class Agent:
                 tg.create_task(self._reload_loop(), name="agent.reload")
                 tg.create_task(self._status_loop(), name="agent.status")
                 tg.create_task(self._maintenance(), name="agent.maintenance")
-                obs = cfg.observability
-                if obs.metrics_port is not None:
-                    servers.append(await serve_metrics(self.status, host=obs.metrics_host,
-                                                       port=obs.metrics_port))
-                if obs.status_page_port is not None and page_password is not None:
-                    servers.append(await serve_status_page(
-                        self.status, self._probe, host=obs.status_page_host,
-                        port=obs.status_page_port, password=page_password))
+                servers += await self._start_servers(page_password)
                 interval = watchdog_interval_s()
                 if interval is not None:
                     tg.create_task(watchdog(self._progress, interval_s=interval),
@@ -149,6 +142,23 @@ class Agent:
             await self.outbox.close()
             log.info("stopped; outbox committed (%d late events)", committed)
 
+    async def _start_servers(self, page_password: str | None) -> list[web.AppRunner]:
+        """Start the configured local HTTP endpoints (none by default)."""
+        obs = self.loaded.config.observability
+        servers: list[web.AppRunner] = []
+        if obs.metrics_port is not None:
+            from edge.metrics import serve_metrics  # noqa: PLC0415 - see TYPE_CHECKING
+
+            servers.append(await serve_metrics(self.status, host=obs.metrics_host,
+                                               port=obs.metrics_port))
+        if obs.status_page_port is not None and page_password is not None:
+            from edge.status_page import serve_status_page  # noqa: PLC0415
+
+            servers.append(await serve_status_page(
+                self.status, self._probe, host=obs.status_page_host,
+                port=obs.status_page_port, password=page_password))
+        return servers
+
     async def _build(self, key: Ed25519PrivateKey, transports: Transports
                      ) -> MqttUplink | HttpsUplink:
         """Create the sink, the drivers, the command processor and the uplink."""
@@ -168,6 +178,8 @@ class Agent:
         await self.commands.recover()
         uplink: MqttUplink | HttpsUplink
         if cfg.uplink.kind == "https":
+            from edge.uplink.https import HttpsUplink  # noqa: PLC0415 - see TYPE_CHECKING
+
             uplink = HttpsUplink(cfg.uplink, gateway_id=cfg.gateway.id, signer=Signer(key),
                                  outbox=self.outbox, base_dir=self.loaded.base_dir,
                                  token=self._uplink_password)
