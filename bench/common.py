@@ -18,6 +18,9 @@ from ruamel.yaml import YAML
 
 from edge.keys import init_key
 
+# the environment systemd/edge.service gives the agent (glibc arenas capped: see the unit)
+EDGE_ENV = {"MALLOC_ARENA_MAX": "2"}
+
 
 @dataclass
 class Row:

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.common import Row, cpu_s, current_rss_mb, report, workdir, write_config
-from bench.sidebyside import EDGE_ENV, run_in_namespace
+from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, workdir, write_config
+from bench.sidebyside import run_in_namespace
 from edge.config import ManholeTiltDevice, ModbusRtuBus
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, DeviceState, Reading

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_s, rss_mb, workdir, write_config
+from bench.common import EDGE_ENV, cpu_s, rss_mb, workdir, write_config
 from bench.tbgw_setup import tbgw_python
 from bench.tbgw_setup import write_config as write_tbgw_config
 from edge.uplink._paho import MqttLink
@@ -34,8 +34,6 @@ from hil.demo import client_tls
 from hil.pki import Pki, ensure_pki
 
 DEVICES = 100
-# the environment systemd/edge.service gives the agent (glibc arenas capped: see the unit)
-EDGE_ENV = {"MALLOC_ARENA_MAX": "2"}
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, cpu_s, current_rss_mb, report, rss_mb, workdir, write_config
+from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, rss_mb, workdir, write_config
 from bench.outbox import ASSET, build_backlog
 from edge.clock import parse_rfc3339
 from edge.uplink._paho import MqttLink
@@ -32,6 +33,7 @@ class Subscriber:
         self.drained_at: float | None = None
         self.alarm_latency_s: list[float] = []
         self.births: list[float] = []
+        self.first_live_at: float | None = None  # the first reading read after the start
 
     def handle(self, topic: str, payload: bytes) -> None:
         now = time.monotonic()
@@ -50,6 +52,8 @@ class Subscriber:
                     self.drained_at = now
             elif event["type"] == "alarm":
                 self.alarm_latency_s.append((wall_ns - parse_rfc3339(event["ts"])) / 1e9)
+            elif event["type"] == "reading" and self.first_live_at is None:
+                self.first_live_at = now
 
 
 async def pump(link: MqttLink, sub: Subscriber) -> None:
@@ -102,10 +106,12 @@ async def measure(folder: Path, backlog: int) -> dict[str, Any]:
     sub = Subscriber(backlog)
     link = await connect_subscriber(broker.port)
     pumping = asyncio.create_task(pump(link, sub))
+    started = time.monotonic()
     agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config),
-         "--log-level", "WARNING"], stderr=subprocess.DEVNULL)
+         "--log-level", "WARNING"], stderr=subprocess.DEVNULL, env={**os.environ, **EDGE_ENV})
     peak_rss = 0.0
+    rss_samples: list[float] = []
     try:
         deadline = time.monotonic() + 600
         tilted = False
@@ -113,7 +119,8 @@ async def measure(folder: Path, backlog: int) -> dict[str, Any]:
             tilted = not tilted
             set_tilt_local(unit, 40.0 if tilted else 0.0)  # an alarm raise or clear
             await asyncio.sleep(0.5)
-            peak_rss = max(peak_rss, current_rss_mb(agent.pid))
+            rss_samples.append(current_rss_mb(agent.pid))
+            peak_rss = max(peak_rss, rss_samples[-1])
         drain_cpu_s = cpu_s(agent.pid)
         drain_s = (sub.drained_at or time.monotonic()) - (sub.first_backlog_at or 0)
         latencies = list(sub.alarm_latency_s)
@@ -140,7 +147,9 @@ async def measure(folder: Path, backlog: int) -> dict[str, Any]:
         broker.stop()
     return {"drain_events_per_s": len(sub.backlog_seen) / drain_s if drain_s > 0 else 0.0,
             "drained": len(sub.backlog_seen), "drain_s": drain_s, "drain_cpu_s": drain_cpu_s,
-            "latencies": latencies, "reconnect_s": reconnect_s, "rss_mb": peak_rss}
+            "latencies": latencies, "reconnect_s": reconnect_s, "rss_mb": peak_rss,
+            "first_live_reading_s": (sub.first_live_at or float("nan")) - started,
+            "rss_samples": rss_samples}
 
 
 def _pct(values: list[float], q: float) -> float:
