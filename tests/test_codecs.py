@@ -224,3 +224,17 @@ def test_fuzz_pzem_and_sunspec(words: list[int]) -> None:
         pzem004t.decode(words)
     with contextlib.suppress(ValueError):
         sunspec304.decode(words)
+
+
+@pytest.mark.parametrize("fields", [
+    ("0000001E303", "A", "3118.0000", "N", "12036.0000", "E", "0", "0", "261126", "", ""),
+    ("120000", "A", "31NAN", "N", "12036.0000", "E", "0", "0", "261126", "", ""),
+    ("120000", "A", "3118.0000", "N", "12036.0000", "E", "inf", "0", "261126", "", ""),
+], ids=["exponent-time", "nan-coordinate", "inf-speed"])
+def test_nmea_numbers_are_plain_decimals(fields: tuple[str, ...]) -> None:
+    """float() takes "1E303", "NAN" and "inf"; NMEA never sends them (found by fuzzing)."""
+    from edge.drivers._codecs import nmea
+
+    body = "GPRMC," + ",".join(fields)
+    with pytest.raises(ValueError, match="bad"):
+        nmea.NmeaTracker().feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))

@@ -86,6 +86,7 @@ class MqttUplink:
                                    replay_events_per_s=cfg.replay_events_per_s)
         self.link: MqttLink | None = None
         self._outage_logged = False
+        self._spreading = False  # retries after losing an established link (a fleet event)
 
     def _make_link(self) -> MqttLink:
         tls = None if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
@@ -143,8 +144,14 @@ class MqttUplink:
                     log.debug("uplink: still down: %s", error)
             # Reset only after a stable connection: an accept-then-kick broker backs us off.
             attempt = 0 if up_for >= self.cfg.stable_after_s else attempt + 1
+            # the link was up: this drop may be the whole fleet's (a broker restart), so every
+            # retry until it is back again is spread over the fleet window
+            if up_for > 0:
+                self._spreading = True
+            spread = self.cfg.reconnect_spread_s if self._spreading else 0.0
             wait = self.cfg.reconnect_cap_s if busy else \
-                full_jitter(attempt, self.cfg.reconnect_base_s, self.cfg.reconnect_cap_s)
+                full_jitter(attempt, self.cfg.reconnect_base_s, self.cfg.reconnect_cap_s,
+                            floor_s=spread)
             await asyncio.sleep(wait)
 
     async def _connect_and_forward(self) -> None:
@@ -154,6 +161,7 @@ class MqttUplink:
         connected = await link.connect()
         self.stats.connected, self.stats.connects = True, self.stats.connects + 1
         self.stats.connected_since = time.monotonic()
+        self._spreading = False
         log.info("uplink: connected to %s:%d (MQTT %s, receive maximum %d)%s", self.cfg.host,
                  self.cfg.port, self.cfg.protocol, connected.receive_maximum,
                  " again" if self._outage_logged else "")

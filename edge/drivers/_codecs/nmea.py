@@ -7,6 +7,7 @@ GB and BD all mean the same sentence (design/devices.md §3.1).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
@@ -64,9 +65,16 @@ def parse_sentence(text: str) -> Sentence:
     return Sentence(head[:2], head[2:], tuple(fields))
 
 
+# NMEA numbers are plain decimals; float() would also take "1E303", "NAN" and "inf"
+_DECIMAL = re.compile(r"-?\d+(\.\d*)?")
+_TIME = re.compile(r"\d{6}(\.\d*)?")
+
+
 def _coord(value: str, hemi: str, degree_digits: int) -> float:
     if not value or hemi not in ("N", "S", "E", "W"):
         raise ValueError("empty coordinate")
+    if not _DECIMAL.fullmatch(value) or value.startswith("-"):
+        raise ValueError(f"bad coordinate {value!r}")
     degrees = int(value[:degree_digits])
     minutes = float(value[degree_digits:])
     if minutes >= 60:
@@ -76,7 +84,7 @@ def _coord(value: str, hemi: str, degree_digits: int) -> float:
 
 
 def _time(value: str) -> dt.time:
-    if len(value) < 6:
+    if not _TIME.fullmatch(value):
         raise ValueError(f"bad time {value!r}")
     micro = round(float("0" + value[6:]) * 1e6) if len(value) > 6 else 0
     return dt.time(int(value[0:2]), int(value[2:4]), int(value[4:6]), min(micro, 999_999))
@@ -91,7 +99,11 @@ def _date(value: str) -> dt.date:
 
 
 def _float(value: str) -> float | None:
-    return float(value) if value else None
+    if not value:
+        return None
+    if not _DECIMAL.fullmatch(value):
+        raise ValueError(f"bad number {value!r}")
+    return float(value)
 
 
 class NmeaTracker:
