@@ -3,9 +3,10 @@ CPU-second (beside thingsboard-gateway 3.8.x), and memory under overload.
 
 * Bus utilisation: ten WitMotion slaves on a wire-timed 9,600 baud pty (hil/sims/rtu_sim.py),
   polled faster than the wire allows, so the line never idles by choice. What the wire allows
-  for a request is its request and reply characters plus the 3.5-character silence that ends a
-  frame; for a request to a dead slave it is the request plus the configured timeout (the
-  master may not talk before that). Utilisation = that sum over every request / elapsed time.
+  for a transaction is its request and reply characters plus the two 3.5-character silences
+  that end them (the plan edge check uses); for a request to a dead slave it is the request, one
+  silence and the configured timeout (the master may not talk before that).
+  Utilisation = that sum over every request / elapsed time.
 * Side by side (bench/sidebyside.py): 100 devices x 10 registers at 1 Hz, in a loopback-only
   network namespace.
 * Points per CPU-second: devices of 100 contiguous registers polled as fast as the agent can,
@@ -102,7 +103,7 @@ async def bus_utilisation(seconds: float, *, dead_slave: bool) -> dict[str, floa
     await bus.close()
     await line.stop()
     frame_chars = 8 + 5 + 2 * 4  # request + reply of a 4-register read
-    ok_s = (frame_chars + 3.5) * line.char_s
+    ok_s = (frame_chars + 7) * line.char_s
     dead_s = (8 + 3.5) * line.char_s + TIMEOUT_S
     allowed_s = (requests - timeouts) * ok_s + timeouts * dead_s
     overruns = sum(d.stats.overruns for d in drivers)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -317,10 +318,15 @@ class Agent:
             "written_at": time.time(), "uptime_s": round(time.monotonic() - self.started, 1),
             "time_quality": self.clock.quality().value,
             "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
-            "outbox": await self.outbox.stats(),
+            "outbox": await self.outbox.stats() | {
+                "commits": self.outbox.commits, "events_committed": self.outbox.events_committed},
+            "buses": {} if self._transports is None else {
+                name: dataclasses.asdict(bus.stats)
+                for name, bus in self._transports.buses.items()},
             "uplink": None if up is None else {
                 "connected": up.connected, "connects": up.connects, "attempts": up.attempts,
                 "batches_published": up.batches_published, "events_acked": up.events_acked,
+                "bytes_published": up.bytes_published,
                 "failures": up.failures, "dead_lettered": up.dead_lettered,
                 "last_error": up.last_error},
             "active_alarms": sorted(self.sink.active) if self.sink else [],

@@ -92,6 +92,7 @@ class HttpsUplink:
         if 200 <= status < 300:
             await self.outbox.ack(batch.seqs)
             self.stats.batches_published += 1
+            self.stats.bytes_published += len(batch.envelope)
             self.stats.events_acked += len(batch.seqs)
             self.stats.last_progress_mono = time.monotonic()
             if not self.stats.connected:

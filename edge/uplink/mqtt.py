@@ -47,6 +47,7 @@ class LinkStats:
     connects: int = 0
     attempts: int = 0
     batches_published: int = 0
+    bytes_published: int = 0  # envelope bytes handed to the link (the 4G bill's share)
     events_acked: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
@@ -245,6 +246,7 @@ class MqttUplink:
                 slots.release()
                 raise
             self.stats.batches_published += 1
+            self.stats.bytes_published += len(envelope)
             tg.create_task(self._await_ack(link, ack, seqs, slots), name="uplink.ack")
 
     async def _await_ack(self, link: MqttLink, ack: asyncio.Future[int], seqs: list[int],

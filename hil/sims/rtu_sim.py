@@ -2,8 +2,9 @@
 
 A pty moves bytes instantly; a real 9,600 baud line does not. Each answer is therefore held
 back by the time the request and the reply would take on the wire (start, 8 data, parity and
-stop bits per character) plus a 1 ms slave turnaround, so bus timing in tests and benchmarks is
-real (firmware_notes/modbus-rtu-timing.md). Faults come from each ``SimUnit``.
+stop bits per character) plus the 3.5-character silence a slave must see before it knows the
+request has ended, so bus timing in tests and benchmarks is real
+(firmware_notes/modbus-rtu-timing.md). Faults come from each ``SimUnit``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import tty
 from edge.drivers._codecs.modbus_frames import check_crc, with_crc
 from hil.sims.modbus_sim import SimUnit
 
-TURNAROUND_S = 0.001
 
 
 class RtuLineSim:
@@ -34,7 +34,7 @@ class RtuLineSim:
         self.path = os.ttyname(self._slave)
         self._buf = bytearray()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.busy_s = 0.0  # wire time of every frame answered
+        self.busy_s = 0.0  # wire time of every transaction answered, both silences included
         self.requests = 0
         self.crc_errors = 0
         self._rng = random.Random(0x485)
@@ -90,9 +90,11 @@ class RtuLineSim:
         if unit is None or unit.fault == "dead":
             return  # silence: the master times out
         reply = self._faulty(unit, self._reply(unit, unit_id, function, body))
-        wire_s = (len(frame) + len(reply)) * self.char_s + TURNAROUND_S
+        # request, t3.5 (the slave's end-of-frame detection), reply; the master keeps the
+        # second t3.5 after the reply before its next request
+        wire_s = (len(frame) + 3.5 + len(reply)) * self.char_s
         await asyncio.sleep(wire_s + (unit.delay_s if unit.fault == "slow" else 0.0))
-        self.busy_s += wire_s
+        self.busy_s += wire_s + 3.5 * self.char_s
         os.write(self._master, reply)
 
     def _faulty(self, unit: SimUnit, reply: bytes) -> bytes:
