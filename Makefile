@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test faults bench lint wheels system-deps test-deps clean
 
 # Debian packages: the demo needs mosquitto (a real broker) and venv support; the tests also
-# need a C compiler (the power-loss simulation shim), chromium (pages are tested in it) and
-# systemd-analyze (the sandbox score).
+# need a C compiler (the power-loss simulation shim), chromium (pages are tested in it),
+# systemd-analyze (the sandbox score) and faketime (a gateway booting at 1970, R19).
 system-deps:
 	@need=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need="$$need mosquitto"; \
@@ -25,6 +25,7 @@ test-deps: system-deps
 	command -v cc >/dev/null || need="$$need gcc libc6-dev"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v systemd-analyze >/dev/null || need="$$need systemd"; \
+	command -v faketime >/dev/null || need="$$need faketime"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \
@@ -43,7 +44,7 @@ test: test-deps $(STAMP)
 	$(PY) -m pytest -m "not faults" -q
 
 faults: test-deps $(STAMP)
-	$(PY) -m pytest -m faults -q -p no:randomly
+	FUZZ_EXAMPLES=100000 $(PY) -m pytest -m "faults or reliability" -q -p no:randomly
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench all

@@ -348,7 +348,9 @@ class Agent:
 
     async def _maintenance(self) -> None:
         cfg = self.loaded.config.outbox
-        was_synced = self.clock.quality() is TimeQuality.SYNCED
+        # False at start: events queued unsynced earlier in this boot (a restart before the
+        # first sync) are re-stamped as soon as the clock is trusted
+        was_synced = False
         next_prune = 0.0
         while True:
             synced = self.clock.quality() is TimeQuality.SYNCED

@@ -10,11 +10,16 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from hil.broker import Mosquitto, free_port
 from hil.receiver.service import run_mqtt
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from tests.cfg import tilt_device, write_config
+from tests.figures import figure
 from tests.helpers import receiver_for, start_agent
+
+pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +62,7 @@ async def test_kill_9_during_outage_then_restart_delivers_everything(tmp_path: P
                 break
             assert time.monotonic() < deadline, f"{len(committed - got)} committed events lost"
             await asyncio.sleep(0.2)
-        print(f"R6: {len(committed)} events committed during the outage, all delivered after "
+        figure("R6", f"{len(committed)} events committed during the outage, all delivered after "
               f"restart; {store.counters().get('events.duplicates', 0)} duplicates")
     finally:
         if agent.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,11 @@ from hypothesis import strategies as st
 
 from edge.drivers._codecs import modbus_frames, nmea, sdm120, syn6288, witmotion
 
-FUZZ = settings(max_examples=10_000, deadline=None,
+pytestmark = pytest.mark.reliability
+
+# 10 k examples per parser in CI; make faults runs 100 k (R12)
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -20,6 +20,8 @@ from edge.safety import SafetyRules
 from edge.uplink.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
 
+pytestmark = pytest.mark.reliability
+
 ROOT = Path(__file__).resolve().parents[1]
 GW = "gw-320508-0007"
 NOON_LOCAL = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)  # 12:00 in UTC+8

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.drivers._codecs import jt808
+
+pytestmark = pytest.mark.reliability
 
 LOCATION = bytes.fromhex(
     "7E0200002801380013800000020000000000 0C0003 01DE3DB2 072FF497 000C 0164 005A "
@@ -61,7 +64,8 @@ def test_framer_splits_a_stream_fed_byte_by_byte_with_junk() -> None:
     assert [jt808.decode(f).msg_id for f in frames] == [0x0200, 0x0002]
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=80))
 def test_fuzz_decode_and_location(data: bytes) -> None:
     with contextlib.suppress(ValueError):

@@ -16,6 +16,8 @@ import pytest
 
 from tests.outbox_util import open_store
 
+pytestmark = pytest.mark.reliability
+
 ROOT = Path(__file__).resolve().parents[1]
 KILLS_CI = 50
 

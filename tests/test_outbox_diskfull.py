@@ -15,6 +15,8 @@ import pytest
 from edge.errors import StoreFullError
 from tests.outbox_util import ev, open_store
 
+pytestmark = pytest.mark.reliability
+
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from edge.buffer.store import Outbox
+from tests.figures import figure
 from tests.powerloss.replay import read_trace, sweep
+
+pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM_SRC = ROOT / "tests" / "powerloss" / "plsim.c"
@@ -98,7 +101,7 @@ def test_full_sync_loses_no_acknowledged_event_at_500_crash_points(shim: Path,
                                                                    tmp_path: Path) -> None:
     checked, lossy, corrupt = crash_images(shim, tmp_path / "full", "FULL", points=500,
                                            images=3, commits=400)
-    print(f"R2 FULL: {checked} crash images, {lossy} lost acknowledged events, {corrupt} corrupt")
+    figure("R2", f"FULL: {checked} crash images, {lossy} lost acknowledged events, {corrupt} corrupt")
     assert checked >= 1500
     assert corrupt == 0
     assert lossy == 0
@@ -108,5 +111,5 @@ def test_normal_sync_is_caught_losing_acknowledged_events(shim: Path, tmp_path: 
     """Proves the test above can fail: NORMAL does not fsync the WAL at commit."""
     checked, lossy, _corrupt = crash_images(shim, tmp_path / "normal", "NORMAL", points=200,
                                             images=3, commits=200)
-    print(f"R2 NORMAL: {checked} crash images, {lossy} lost acknowledged events")
+    figure("R2", f"NORMAL: {checked} crash images, {lossy} lost acknowledged events")
     assert lossy > 0

@@ -17,6 +17,7 @@ import pytest
 
 from edge.systemd import Progress, should_ping, watchdog
 from tests.cfg import write_config
+from tests.figures import figure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_unit_exposure_score_is_at_most_2() -> None:
                          capture_output=True, text=True, check=False).stdout
     match = re.search(r"Overall exposure level for edge\.service: ([0-9.]+)", out)
     assert match, out[-2000:]
-    print(f"R16: exposure {match.group(1)}")
+    figure("R16", f"exposure {match.group(1)}")
     assert float(match.group(1)) <= 2.0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import random
 import statistics
 import time
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 
 from hil.broker import Mosquitto, free_port
 from hil.proxy import FaultProxy
+from tests.figures import figure
 from tests.helpers import wait_until
 from tests.uplink_rig import rig
 
@@ -25,10 +29,14 @@ async def test_steady_delivery_acks_and_empties_the_outbox(tmp_path: Path,
         await wait_until(lambda: r.outbox.store.stats()["depth"] == 0, 5)
 
 
-OUTAGE_S = 60
+pytestmark = pytest.mark.reliability
 
 
-async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("outage_s", [
+    pytest.param(60, id="60s"),
+    pytest.param(600, id="10min", marks=[pytest.mark.faults, pytest.mark.timeout(1200)])])
+async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path,
+                                                               outage_s: int) -> None:
     broker = Mosquitto(tmp_path / "mq", free_port(), None, persistence=True)
     broker.start()
     try:
@@ -38,7 +46,7 @@ async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path) -
             broker.stop()
             await wait_until(lambda: not r.uplink.stats.connected, 5)
             outage_started = len(r.produced)
-            await r.produce(200, OUTAGE_S, alarm_every_s=5)
+            await r.produce(200, outage_s, alarm_every_s=5)
             broker.start()
             back = time.monotonic()
             reconnect_s = await wait_until(lambda: r.uplink.stats.connected, 10)
@@ -49,14 +57,14 @@ async def test_broker_outage_loses_nothing_and_alarms_go_first(tmp_path: Path) -
                 "SELECT id, received_ns FROM events")}
             alarms = [i for i in produced_during if r.produced[i] == 0]
             backlog = [i for i in produced_during if r.produced[i] == 3]
-            print(f"R4: outage {OUTAGE_S} s, {len(produced_during)} events queued, "
+            figure("R4", f"outage {outage_s} s, {len(produced_during)} events queued, "
                   f"reconnect {reconnect_s:.2f} s after the broker returned, "
                   f"{r.duplicates()} duplicates, {len(alarms)} alarms")
             assert reconnect_s <= 3.0
-            assert len(produced_during) >= 200 * OUTAGE_S * 0.9
+            assert len(produced_during) >= 200 * outage_s * 0.9
             assert not r.missing()
             assert r.duplicates() <= window
-            assert len(alarms) >= OUTAGE_S // 5 - 1
+            assert len(alarms) >= outage_s // 5 - 1
             assert max(arrival[a] for a in alarms) <= min(arrival[b] for b in backlog), \
                 "backlog telemetry arrived before an alarm raised during the outage"
             assert time.monotonic() - back < 70
@@ -83,7 +91,7 @@ async def test_silent_drop_is_detected_within_two_keepalives(tmp_path: Path,
             proxy.set_mode("forward")
             await producing
             await r.wait_delivered(30)
-            print(f"R5 blackhole {blackhole_s} s: detected after {detected_s:.1f} s "
+            figure("R5", f"blackhole {blackhole_s} s: detected after {detected_s:.1f} s "
                   f"(keepalive 5 s), {r.duplicates()} duplicates")
             assert detected_s <= 2 * 5 + 1
             assert not r.missing()
@@ -119,7 +127,7 @@ async def test_accept_then_kick_backs_off_to_the_cap(tmp_path: Path,
                        reconnect_base_s=0.1, reconnect_cap_s=2.0):
             await asyncio.sleep(20)
         gaps = [b - a for a, b in zip(proxy.accepted, proxy.accepted[1:], strict=False)]
-        print(f"R10: {len(proxy.accepted)} attempts, intervals "
+        figure("R10", f"{len(proxy.accepted)} attempts, intervals "
               f"{[round(g, 2) for g in gaps]}")
         assert len(gaps) >= 12
         # Full jitter over [0, min(cap, base·2^n)]: with the backoff never reset the late mean
@@ -142,7 +150,7 @@ async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> 
             await r.produce(50, 1.0)
             await wait_until(lambda: r.outbox.store.stats()["dead_letters"] >= 40, 30)
             stats = r.outbox.store.stats()
-            print(f"R11: {stats['dead_letters']} dead letters, failures {r.uplink.stats.failures}")
+            figure("R11", f"{stats['dead_letters']} dead letters, failures {r.uplink.stats.failures}")
             assert r.uplink.stats.failures.get("puback.0x87", 0) >= 3
             assert r.uplink.stats.connects == 1, "a poison batch caused a reconnect loop"
             assert r.uplink.stats.events_acked == 0
@@ -154,3 +162,56 @@ async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> 
             assert r.store.gateways()
     finally:
         broker.stop()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(3600)
+async def test_fifty_flaps_of_rst_and_blackhole_lose_nothing(tmp_path: Path,
+                                                             plain_broker: Mosquitto) -> None:
+    """R5: 50 cuts of 1-30 s, alternating RST (then refused) and blackhole, under load."""
+    rng = random.Random(int(os.environ.get("FLAP_SEED", "5")))
+    proxy = FaultProxy(plain_broker.port)
+    await proxy.start()
+    done = asyncio.Event()
+    try:
+        async with rig(tmp_path, uplink_port=proxy.port, receiver_port=plain_broker.port,
+                       keepalive_s=5) as r:
+
+            async def load() -> None:
+                while not done.is_set():
+                    await r.produce(50, 1.0, alarm_every_s=0.9)
+
+            producing = asyncio.create_task(load())
+            refused_accepts: list[float] = []
+            cuts_s = 0.0
+            for k in range(50):
+                await wait_until(lambda: r.uplink.stats.connected, 60)
+                await asyncio.sleep(rng.uniform(1.0, 4.0))
+                cut = rng.uniform(1.0, 30.0)
+                cuts_s += cut
+                if k % 2 == 0:
+                    proxy.set_mode("rst")
+                    proxy.set_mode("refuse")
+                    mark = len(proxy.accepted)
+                    await asyncio.sleep(cut)
+                    refused_accepts += proxy.accepted[mark:]
+                else:
+                    proxy.set_mode("blackhole")
+                    await asyncio.sleep(cut)
+                proxy.set_mode("forward")
+            done.set()
+            await producing
+            await r.wait_delivered(120)
+            window = r.uplink.cfg.max_inflight * r.uplink.cfg.batch_max_events
+            gaps = [b - a for a, b in itertools.pairwise(refused_accepts) if b - a < 5]
+            cv = statistics.pstdev(gaps) / statistics.mean(gaps) if len(gaps) > 2 else 0.0
+            figure("R5", f"50 flaps ({cuts_s:.0f} s cut in all, RST and blackhole): "
+                         f"{len(r.missing())} lost of {len(r.produced)}, {r.duplicates()} "
+                         f"duplicates (limit {50 * window}), {r.uplink.stats.connects} connects, "
+                         f"reconnect interval CV {cv:.2f}")
+            assert not r.missing()
+            assert r.duplicates() <= 50 * window
+            assert cv > 0.3, "reconnect delays show no jitter"
+    finally:
+        done.set()
+        await proxy.stop()

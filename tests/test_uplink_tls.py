@@ -23,6 +23,8 @@ from hil.broker import Mosquitto, free_port
 from hil.pki import Pki, _write_key, ensure_pki, issue, make_ca, write_cert
 from hil.proxy import FaultProxy
 
+pytestmark = pytest.mark.reliability
+
 TLS_HANDSHAKE = 0x16
 
 

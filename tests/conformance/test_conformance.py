@@ -14,6 +14,8 @@ from hil.sims.modbus_sim import FAULTS
 from tests.conformance.harness import KINDS, with_garbage, with_simulator
 from tests.recording_sink import RecordingSink
 
+pytestmark = pytest.mark.reliability
+
 
 def test_the_kit_covers_every_registered_driver() -> None:
     assert sorted(KINDS) == sorted(DRIVERS)
