@@ -58,6 +58,7 @@ class Mosquitto:
     tls_version: str = "tlsv1.2"
     persistence: bool = False  # keep subscriber sessions across a restart (SIGTERM saves)
     max_inflight: int = 100  # what the broker advertises as Receive Maximum (MQTT 5)
+    extra: tuple[str, ...] = ()  # more mosquitto.conf lines (a bridge section: docs/scale.md)
     proc: subprocess.Popen[bytes] | None = None
 
     def conf_text(self) -> str:
@@ -84,6 +85,7 @@ class Mosquitto:
             lines.append(f"acl_file {acl_path}")
         if self.pki is not None and self.require_certificate:
             lines.append("allow_anonymous false")
+        lines += self.extra  # last: a bridge "connection" section takes the lines after it
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:

@@ -18,8 +18,13 @@ log = logging.getLogger("hil.receiver")
 async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLContext | None,
                    prefix: str = "edge/v1", client_id: str = "reference-receiver",
                    ready: asyncio.Event | None = None, session_expiry_s: int = 3600,
-                   retry_s: float = 0.5) -> None:
-    """Subscribe and handle messages until cancelled; reconnect after a second on loss."""
+                   retry_s: float = 0.5, share_group: str | None = None) -> None:
+    """Subscribe and handle messages until cancelled; reconnect after a second on loss.
+
+    ``share_group`` subscribes as ``$share/<group>/...``: several receiver instances then
+    split the gateways' events between them, each event handled once (docs/scale.md).
+    """
+    share = f"$share/{share_group}/" if share_group else ""
     while True:
         # A platform receiver must not drop what the broker already acknowledged to the
         # gateway, so its queue is large; it is a test tool, sized for the benches.
@@ -28,8 +33,8 @@ async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLCont
                         session_expiry_s=session_expiry_s)
         try:
             await link.connect()
-            await link.subscribe(f"{prefix}/+/events")
-            await link.subscribe(f"{prefix}/+/state")
+            await link.subscribe(f"{share}{prefix}/+/events")
+            await link.subscribe(f"{share}{prefix}/+/state")
             if ready is not None:
                 ready.set()
             while not link.closed.done():

@@ -20,7 +20,6 @@ from edge.drivers._codecs.modbus_frames import check_crc, with_crc
 from hil.sims.modbus_sim import SimUnit
 
 
-
 class RtuLineSim:
     """Slaves on one pty; ``path`` is what the gateway opens (like /dev/ttyUSB0)."""
 
