@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +18,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from edge.errors import UplinkError
 from edge.keys import init_key
+from edge.uplink._paho import MqttLink
 
 # the environment systemd/edge.service gives the agent (glibc arenas capped: see the unit)
 EDGE_ENV = {"MALLOC_ARENA_MAX": "2"}
@@ -104,6 +108,24 @@ def write_config(folder: Path, *, broker_port: int, devices: list[dict[str, Any]
     if not (folder / "keys" / "gateway.key").exists():
         init_key(folder / "keys" / "gateway.key")
     return path
+
+
+async def subscribe(port: int, client_id: str, topics: list[str],
+                    tls: ssl.SSLContext | None = None) -> MqttLink:
+    """Return a link subscribed to ``topics``, retrying while the broker (re)starts."""
+    for _ in range(200):
+        link = MqttLink(host="127.0.0.1", port=port, client_id=client_id, protocol="5",
+                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=10_000_000)
+        try:
+            await link.connect()
+        except UplinkError:
+            await link.close()
+            await asyncio.sleep(0.05)
+            continue
+        for topic in topics:
+            await link.subscribe(topic)
+        return link
+    raise RuntimeError(f"cannot subscribe to 127.0.0.1:{port}")
 
 
 def wait_for(predicate: Any, timeout_s: float, step_s: float = 0.01) -> float:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, report, workdir
+from bench.common import Row, report, subscribe, workdir
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
@@ -57,18 +57,8 @@ async def _pump(link: MqttLink, arrivals: Arrivals) -> None:
 
 
 async def _subscriber(port: int, arrivals: Arrivals) -> tuple[MqttLink, asyncio.Task[None]]:
-    for _ in range(200):
-        link = MqttLink(host="127.0.0.1", port=port, client_id="bench-fleet-sub", protocol="5",
-                        keepalive_s=30, connect_timeout_s=5, tls=None, inbound_max=10_000_000)
-        try:
-            await link.connect()
-        except Exception:
-            await link.close()
-            await asyncio.sleep(0.05)
-            continue
-        await link.subscribe("edge/v1/+/events")
-        return link, asyncio.create_task(_pump(link, arrivals), name="bench.fleet.sub")
-    raise RuntimeError("cannot subscribe")
+    link = await subscribe(port, "bench-fleet-sub", ["edge/v1/+/events"])
+    return link, asyncio.create_task(_pump(link, arrivals), name="bench.fleet.sub")
 
 
 def _events(n: int) -> list[Event]:

@@ -29,13 +29,21 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, workdir, write_config
+from bench.common import (
+    EDGE_ENV,
+    Row,
+    cpu_s,
+    current_rss_mb,
+    report,
+    subscribe,
+    workdir,
+    write_config,
+)
 from bench.sidebyside import run_in_namespace
 from edge.config import ManholeTiltDevice, ModbusRtuBus
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, DeviceState, Reading
 from edge.drivers.manhole_tilt import ManholeTiltDriver
-from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import tilt_unit
 from hil.sims.rtu_sim import RtuLineSim
@@ -134,10 +142,7 @@ def _lamps(count: int, buses: int, poll_s: float) -> tuple[list[dict[str, Any]],
 
 
 async def _count_points(port: int, points: list[int], stop: asyncio.Event) -> None:
-    link = MqttLink(host="127.0.0.1", port=port, client_id="bench-points", protocol="5",
-                    keepalive_s=30, connect_timeout_s=5, tls=None, inbound_max=1_000_000)
-    await link.connect()
-    await link.subscribe("edge/v1/+/events")
+    link = await subscribe(port, "bench-points", ["edge/v1/+/events"])
     try:
         while not stop.is_set():
             try:

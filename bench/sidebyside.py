@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import EDGE_ENV, cpu_s, rss_mb, workdir, write_config
+from bench.common import EDGE_ENV, cpu_s, rss_mb, subscribe, workdir, write_config
 from bench.tbgw_setup import tbgw_python
 from bench.tbgw_setup import write_config as write_tbgw_config
 from edge.uplink._paho import MqttLink
@@ -76,21 +76,10 @@ async def _pump(link: MqttLink, counts: Counts) -> None:
 
 
 async def _subscribe(port: int, pki: Pki, counts: Counts) -> tuple[MqttLink, asyncio.Task[None]]:
-    for _ in range(200):
-        link = MqttLink(host="127.0.0.1", port=port, client_id="bench-sbs", protocol="5",
-                        keepalive_s=30, connect_timeout_s=5, tls=client_tls(pki, "receiver"),
-                        inbound_max=10_000_000)
-        try:
-            await link.connect()
-        except Exception:
-            await link.close()
-            await asyncio.sleep(0.05)
-            continue
-        await link.subscribe("edge/v1/+/events")
-        await link.subscribe("v1/gateway/telemetry")
-        await link.subscribe("v1/devices/me/rpc/request/+")
-        return link, asyncio.create_task(_pump(link, counts), name="bench.sbs.pump")
-    raise RuntimeError("cannot subscribe")
+    link = await subscribe(port, "bench-sbs", ["edge/v1/+/events", "v1/gateway/telemetry",
+                                               "v1/devices/me/rpc/request/+"],
+                           tls=client_tls(pki, "receiver"))
+    return link, asyncio.create_task(_pump(link, counts), name="bench.sbs.pump")
 
 
 def _edge_config(folder: Path, broker_port: int, sim_port: int, pki: Pki) -> Path:

@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, rss_mb, workdir, write_config
+from bench.common import (
+    EDGE_ENV,
+    Row,
+    cpu_s,
+    current_rss_mb,
+    report,
+    rss_mb,
+    subscribe,
+    workdir,
+    write_config,
+)
 from bench.outbox import ASSET, build_backlog
 from edge.clock import parse_rfc3339
 from edge.uplink._paho import MqttLink
@@ -65,20 +75,7 @@ async def pump(link: MqttLink, sub: Subscriber) -> None:
 
 async def connect_subscriber(port: int) -> MqttLink:
     """Subscribe to every gateway's events and state (retrying while the broker starts)."""
-    for _ in range(100):
-        link = MqttLink(host="127.0.0.1", port=port, client_id="bench-uplink-sub",
-                        protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None,
-                        inbound_max=10_000_000)
-        try:
-            await link.connect()
-        except Exception:
-            await link.close()
-            await asyncio.sleep(0.05)
-            continue
-        await link.subscribe("edge/v1/+/events")
-        await link.subscribe("edge/v1/+/state")
-        return link
-    raise RuntimeError("cannot subscribe")
+    return await subscribe(port, "bench-uplink-sub", ["edge/v1/+/events", "edge/v1/+/state"])
 
 
 async def measure(folder: Path, backlog: int) -> dict[str, Any]:

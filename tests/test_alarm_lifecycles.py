@@ -77,6 +77,31 @@ async def run_for(driver: Any, sink: EventSink, until: Callable[[], bool]) -> No
             await task
 
 
+@contextlib.asynccontextmanager
+async def lamp_pipeline(tmp_path: Path, **extra: Any
+                        ) -> AsyncIterator[tuple[Pipeline, StreetlightDriver, ModbusBus]]:
+    """A lamp controller simulator, its driver and the real sink/outbox pipeline."""
+    port = free_port()
+    sim = ModbusTcpSim({1: lamp_unit(on=True)}, port)
+    await sim.start()
+    bus = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+           "timeout_s": 0.5}
+    try:
+        async with pipeline(tmp_path, [lamp_device("lamp-1", "b", 1, poll_interval_s=0.05,
+                                                   **extra)], [bus]) as pipe:
+            cfg = pipe.config.device("lamp-1")
+            assert isinstance(cfg, StreetlightDevice)
+            mb = ModbusBus(pipe.config.bus("b"))
+            driver = StreetlightDriver(cfg, mb, timeout_s=2.0)
+            driver.utc_offset_h = 8.0
+            try:
+                yield pipe, driver, mb
+            finally:
+                await mb.close()
+    finally:
+        await sim.stop()
+
+
 def assert_one_lifecycle(found: list[dict[str, Any]]) -> None:
     states = [e["alarm"]["state"] for e in found]
     assert states == ["raised", "cleared"], states  # exactly one raise, one clear: no flapping
@@ -124,34 +149,17 @@ async def test_cover_open_and_displaced_lifecycles(tmp_path: Path) -> None:
     ("overcurrent", "overcurrent", 1)])
 async def test_lamp_alarm_lifecycles(tmp_path: Path, kind: str, scenario: str,
                                      event_prio: int) -> None:
-    port = free_port()
-    unit = lamp_unit()
-    sim = ModbusTcpSim({1: unit}, port)
-    await sim.start()
-    bus = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
-           "timeout_s": 0.5}
-    lamp = lamp_device("lamp-1", "b", 1, poll_interval_s=0.05,
-                       alarms={"raise_after": 3, "clear_after": 3})
-    try:
-        async with pipeline(tmp_path, [lamp], [bus]) as pipe:
-            cfg = pipe.config.device("lamp-1")
-            assert isinstance(cfg, StreetlightDevice)
-            mb = ModbusBus(pipe.config.bus("b"))
-            driver = StreetlightDriver(cfg, mb, timeout_s=2.0)
-            driver.utc_offset_h = 8.0
-            assert pipe.sink is not None
-            # the scenario is chosen over Modbus, as `python -m hil scenario` does
-            await mb.write_register("lamp-1", 1, SCENARIO_REGISTER,
-                                    LAMP_SCENARIOS.index(scenario))
-            await run_for(driver, pipe.sink, lambda: len(pipe.alarms(kind)) == 1)
-            await mb.write_register("lamp-1", 1, SCENARIO_REGISTER, 0)
-            await run_for(driver, pipe.sink, lambda: len(pipe.alarms(kind)) == 2)
-            await mb.close()
-            found = pipe.alarms(kind)
-            assert_one_lifecycle(found)
-            assert found[0]["prio"] == event_prio
-    finally:
-        await sim.stop()
+    async with lamp_pipeline(tmp_path, alarms={"raise_after": 3, "clear_after": 3}) as (
+            pipe, driver, mb):
+        assert pipe.sink is not None
+        # the scenario is chosen over Modbus, as `python -m hil scenario` does
+        await mb.write_register("lamp-1", 1, SCENARIO_REGISTER, LAMP_SCENARIOS.index(scenario))
+        await run_for(driver, pipe.sink, lambda: len(pipe.alarms(kind)) == 1)
+        await mb.write_register("lamp-1", 1, SCENARIO_REGISTER, 0)
+        await run_for(driver, pipe.sink, lambda: len(pipe.alarms(kind)) == 2)
+        found = pipe.alarms(kind)
+    assert_one_lifecycle(found)
+    assert found[0]["prio"] == event_prio
 
 
 def solar_noon_lon(now: dt.datetime) -> float:
@@ -165,26 +173,13 @@ async def test_day_burn_raises_only_while_the_sun_is_up(tmp_path: Path, daytime:
     lon = solar_noon_lon(dt.datetime.now(dt.UTC))
     if not daytime:
         lon = (lon + 360) % 360 - 180  # the antimeridian: midnight
-    port = free_port()
-    sim = ModbusTcpSim({1: lamp_unit(on=True)}, port)  # lit, as a lamp left on all day
-    await sim.start()
-    bus = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
-           "timeout_s": 0.5}
-    lamp = lamp_device("lamp-1", "b", 1, poll_interval_s=0.05,
-                       asset={**LAMP_ASSET, "lat": 0.0, "lon": round(lon, 3)})
-    try:
-        async with pipeline(tmp_path, [lamp], [bus]) as pipe:
-            cfg = pipe.config.device("lamp-1")
-            assert isinstance(cfg, StreetlightDevice)
-            mb = ModbusBus(pipe.config.bus("b"))
-            driver = StreetlightDriver(cfg, mb, timeout_s=2.0)
-            driver.utc_offset_h = round(lon / 15)
-            assert pipe.sink is not None
-            await run_for(driver, pipe.sink, lambda: driver.stats.polls_ok >= 8)
-            await mb.close()
-            assert len(pipe.alarms("day_burn")) == (1 if daytime else 0)
-    finally:
-        await sim.stop()
+    # lit, as a lamp left on all day
+    async with lamp_pipeline(tmp_path, asset={**LAMP_ASSET, "lat": 0.0, "lon": round(lon, 3)},
+                             ) as (pipe, driver, _mb):
+        driver.utc_offset_h = round(lon / 15)
+        assert pipe.sink is not None
+        await run_for(driver, pipe.sink, lambda: driver.stats.polls_ok >= 8)
+        assert len(pipe.alarms("day_burn")) == (1 if daytime else 0)
 
 
 async def test_mqtt_cover_water_and_battery_lifecycles(tmp_path: Path, plain_broker: Any) -> None:

@@ -45,6 +45,19 @@ class DeviceBroker:
         return link
 
 
+async def next_report(link: MqttLink, device: str, silence_s: float) -> Inbound | None:
+    """Return the device's next message, or None after ``silence_s`` without one.
+
+    A lost broker link raises DeviceUnavailableError at once (the supervisor reconnects).
+    """
+    try:
+        return await link.next_inbound(silence_s)
+    except TimeoutError:
+        return None
+    except UplinkError as exc:
+        raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
+
+
 def pick(doc: Mapping[str, Any], path: str) -> Any:
     """Return the value at a dotted ``path`` of a JSON document (None when absent)."""
     value: Any = doc

@@ -15,11 +15,11 @@ from typing_extensions import override
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
-from edge.drivers._mqtt_device import DeviceBroker, parse_json, pick
+from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.gps_rules import Change, GpsRules
-from edge.errors import DeviceError, DeviceUnavailableError, UplinkError
+from edge.errors import DeviceError, DeviceUnavailableError
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
                  "course_deg": "course_deg", "time": "time"}
@@ -99,13 +99,9 @@ class GpsDriver(Driver[GpsDevice]):
         link = await self._broker.connect(self.name, [self.config.topic])
         try:
             while True:
-                try:
-                    item = await link.next_inbound(SILENCE_S * 60)
-                except TimeoutError:
+                item = await next_report(link, self.name, SILENCE_S * 60)
+                if item is None:
                     continue  # a parked vehicle may stay silent; its alarms tick on reports
-                except UplinkError as exc:
-                    raise DeviceUnavailableError(self.name, f"southbound broker: {exc}") \
-                        from exc
                 await self._alarms(self.rules.on_tick(time.monotonic()), sink)
                 try:
                     fix = self.fix_from_json(parse_json(self.name, item))

@@ -15,10 +15,10 @@ from typing_extensions import override
 from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import sunspec304, witmotion
 from edge.drivers._modbus import ModbusBus
-from edge.drivers._mqtt_device import DeviceBroker, parse_json, pick
+from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
 from edge.drivers.cover_rules import CoverRules
-from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError, UplinkError
+from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
 
 # JSON paths of an MQTT cover's report, overridable per device with json_map
 JSON_DEFAULTS = {"tilt_deg": "tilt", "tilt_x_deg": "tilt_x", "tilt_y_deg": "tilt_y",
@@ -133,14 +133,11 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
         silence_s = 3 * self.poll_interval_s + 5.0
         try:
             while True:
-                try:
-                    item = await link.next_inbound(silence_s)
-                except TimeoutError:
+                item = await next_report(link, self.name, silence_s)
+                if item is None:
                     await self._failed(DeviceUnavailableError(
                         self.name, f"no report in {silence_s:g} s"), sink)
                     continue
-                except UplinkError as exc:
-                    raise DeviceUnavailableError(self.name, f"southbound broker: {exc}") from exc
                 at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
                 try:
                     values = self.values_from_json(parse_json(self.name, item))
