@@ -306,9 +306,15 @@ class Agent:
 
     async def _uplink_state(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
+        # every (re)connect and every state tick re-announces the alarms still active, so a
+        # platform that missed a raise (or lost its state) can open the case
+        active = [] if self.sink is None else [
+            {**block, "device": key.partition(":")[0], "kind": key.partition(":")[2],
+             "alarm_id": alarm_id}
+            for key, (alarm_id, block) in sorted(self.sink.active.items())]
         return {"outbox": {"depth": stats["depth"], "dead_letters": stats["dead_letters"],
                            "by_prio": stats["by_prio"]},
-                "time_quality": self.clock.quality().value}
+                "time_quality": self.clock.quality().value, "active_alarms": active}
 
     async def status(self) -> dict[str, Any]:
         """Return what ``edge status`` shows."""

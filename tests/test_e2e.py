@@ -138,3 +138,48 @@ async def test_signed_light_command_executes_within_a_second(tmp_path: Path, bro
         stop.set()
         await sim.stop()
         store.close()
+
+
+async def test_an_alarm_the_platform_missed_is_reannounced_and_opens_its_case(
+        tmp_path: Path, broker: Mosquitto, pki: Pki) -> None:
+    """The raise went to a broker nobody listened on (PUBACKed, so the gateway deleted it);
+    the gateway's state, re-published on every connect and every 10 s, still carries it."""
+    modbus_port = free_port()
+    unit = tilt_unit()
+    sim = ModbusTcpSim({80: unit}, modbus_port)
+    await sim.start()
+    loaded = write_config(
+        tmp_path, broker_port=broker.port, pki=pki,
+        buses=[{"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1",
+                "port": modbus_port, "timeout_s": 0.5}],
+        devices=[tilt_device("manhole-1", "covers", 80)])
+    store, receiver = receiver_for(loaded, tmp_path / "receiver.db")
+    stop = asyncio.Event()
+    agent = Agent(loaded, boot_delay_s=0)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(agent.run(stop))
+            await asyncio.wait_for(agent.ready.wait(), 10)
+            set_tilt_local(unit, 38.5)
+            await wait_until(lambda: agent.sink is not None and bool(agent.sink.active), 5)
+            await wait_until(lambda: agent.outbox.store.stats()["by_prio"].get("0") is None, 5)
+            alarm_id = next(iter(agent.sink.active.values()))[0] if agent.sink else ""
+            # only now does the platform subscribe: the raise is gone, the state is retained
+            # (or comes with the next 10 s tick)
+            ready = asyncio.Event()
+            rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=broker.port,
+                                         tls=receiver_tls(pki), ready=ready))
+            await wait_until(lambda: len(store.cases("open")) == 1, 15)
+            case = store.cases("open")[0]
+            assert case["alarm_id"] == alarm_id
+            assert case["kind"] == "cover_open"
+            assert store.counters().get("alarms.reannounced") == 1
+            set_tilt_local(unit, 0.0)  # the clear closes the re-announced case as any other
+            await wait_until(lambda: len(store.cases("closed")) == 1, 10)
+            stop.set()
+            await run
+            rx.cancel()
+    finally:
+        stop.set()
+        await sim.stop()
+        store.close()

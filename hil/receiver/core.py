@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable
@@ -67,6 +68,15 @@ class Receiver:
         online = bool(state.get("online"))
         before = {g["gw"]: g["online"] for g in self.store.gateways()}.get(gw)
         self.store.set_gateway(gw, online, state)
+        for alarm in state.get("active_alarms") or []:
+            # an alarm the gateway still holds but we never saw raised: open its case now
+            if isinstance(alarm, dict) and alarm.get("alarm_id") and alarm.get("kind"):
+                case = self.store.open_case(gw, {"alarm": alarm, "device": alarm.get("device"),
+                                                 "ts": dt.datetime.now(dt.UTC).isoformat()})
+                if case is not None:
+                    self.store.bump("alarms.reannounced")
+                    self.echo(f"ALARM {alarm['kind']} on {alarm.get('device')} re-announced by "
+                              f"{gw} -> case #{case} opened ({alarm['alarm_id']})")
         if before != online:
             depth = (state.get("outbox") or {}).get("depth", "?")
             self.echo(f"gateway {gw} {'online' if online else 'OFFLINE'}"
