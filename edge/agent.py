@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import os
@@ -57,6 +59,17 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 STATUS_EVERY_S = 2.0
 STOP_DEVICE_S = 5.0
+
+
+def release_startup_memory() -> None:
+    """Hand the heap that config parsing and validation left free back to the kernel.
+
+    ruamel and pydantic build large temporary structures for a 200-device file; glibc keeps
+    the freed pages unless asked (docs/decisions.md D27). No-op where there is no glibc.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Agent:
@@ -121,6 +134,7 @@ class Agent:
                                    name="agent.watchdog")
                 log.info("edge %s running: gateway %s, %d devices", __version__,
                          cfg.gateway.id, len(self.drivers))
+                release_startup_memory()
                 self.ready.set()
                 notify("READY=1")
                 await stop.wait()
