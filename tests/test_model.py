@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -107,3 +108,26 @@ def test_rfc3339_round_trip() -> None:
     text = rfc3339_ms(ns)
     assert text.endswith("Z") and "." in text
     assert parse_rfc3339(text) == ns
+
+
+def test_gateway_key_files_are_the_pkcs8_openssl_writes_and_reads(tmp_path: Path) -> None:
+    """Keys move between our tools and openssl (provisioning, HSM exports) unchanged."""
+    import shutil
+    import subprocess
+
+    from edge.keys import init_key, load_key
+    from edge.uplink.signing import raw_public_key
+
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "openssl is part of every Debian base system"
+    theirs = tmp_path / "theirs.pem"
+    subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(theirs)], check=True)
+    theirs.chmod(0o600)
+    public_der = subprocess.run([openssl, "pkey", "-in", str(theirs), "-pubout", "-outform",
+                                 "DER"], check=True, capture_output=True).stdout
+    assert raw_public_key(load_key(theirs).public_key()) == public_der[-32:]
+    ours = tmp_path / "ours.pem"
+    key = init_key(ours)
+    public_der = subprocess.run([openssl, "pkey", "-in", str(ours), "-pubout", "-outform",
+                                 "DER"], check=True, capture_output=True).stdout
+    assert raw_public_key(key.public_key()) == public_der[-32:]

@@ -1,7 +1,8 @@
 """Ed25519 detached-signature envelopes (design/events.md §Batch and signature).
 
-The only module that imports ``cryptography``'s signing primitives. Pure: bytes in, bytes out;
-key files are read and written by ``edge.keys``.
+The only module that imports a signing library: PyNaCl (libsodium), which costs a third of the
+memory ``cryptography`` does (docs/decisions.md D27). Pure: bytes in, bytes out; key files are
+read and written by ``edge.keys``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import base64
 import hashlib
 import json
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 __all__ = ["Ed25519PrivateKey", "Ed25519PublicKey", "SignatureError", "Signer", "kid_of",
            "open_envelope", "public_key_from_raw", "raw_public_key"]
@@ -22,15 +22,58 @@ class SignatureError(ValueError):
     """An envelope is malformed or its signature does not verify."""
 
 
+class Ed25519PublicKey:
+    """A public key: verifies detached signatures."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
+        self.raw = bytes(raw)
+        self._key = VerifyKey(self.raw)
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise SignatureError unless ``signature`` signs ``data``."""
+        try:
+            self._key.verify(data, signature)
+        except (BadSignatureError, ValueError, TypeError) as exc:
+            raise SignatureError("bad signature") from exc
+
+
+class Ed25519PrivateKey:
+    """A private key (its 32-byte seed): signs, and gives its public key."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError(f"an Ed25519 seed is 32 bytes, not {len(seed)}")
+        self.seed = bytes(seed)
+        self._key = SigningKey(self.seed)
+
+    @classmethod
+    def generate(cls) -> Ed25519PrivateKey:
+        """Return a new random key (libsodium's CSPRNG)."""
+        return cls(bytes(SigningKey.generate()))
+
+    def public_key(self) -> Ed25519PublicKey:
+        """Return the matching public key."""
+        return Ed25519PublicKey(bytes(self._key.verify_key))
+
+    def sign(self, data: bytes) -> bytes:
+        """Return the 64-byte detached signature of ``data``."""
+        return bytes(self._key.sign(data).signature)
+
+    def __repr__(self) -> str:
+        return "Ed25519PrivateKey(<secret>)"  # never the seed, not even in a traceback
+
+
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
     """Return the 32 raw bytes of a public key."""
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.raw
 
 
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
     """Load a public key from its 32 raw bytes; raise SignatureError if malformed."""
     try:
-        return Ed25519PublicKey.from_public_bytes(raw)
+        return Ed25519PublicKey(raw)
     except ValueError as exc:
         raise SignatureError(f"bad public key: {exc}") from exc
 
@@ -83,7 +126,8 @@ def open_envelope(raw: bytes, keys: dict[str, Ed25519PublicKey]) -> tuple[str, b
         raise SignatureError(f"unknown kid {kid}")
     body_bytes = body.encode("utf-8")
     try:
-        key.verify(_unb64url(sig), body_bytes)
-    except (InvalidSignature, ValueError) as exc:
+        signature = _unb64url(sig)
+    except ValueError as exc:
         raise SignatureError("bad signature") from exc
+    key.verify(signature, body_bytes)
     return kid, body_bytes
