@@ -74,6 +74,19 @@ def render(status: dict[str, Any]) -> str:
     metric("edge_device_online", "gauge", "1 online, 0.5 degraded, 0 offline.",
            [({"device": d}, {"online": 1, "degraded": 0.5}.get(v["state"], 0))
             for d, v in devices.items()])
+    buses = status.get("buses") or {}
+    for name, field, help_text in (
+        ("edge_bus_requests_total", "requests", "Modbus transactions on the line."),
+        ("edge_bus_timeouts_total", "timeouts", "Requests without an answer in time."),
+        ("edge_bus_bad_frames_total", "bad_frames", "Replies dropped: bad CRC or noise."),
+        ("edge_bus_wrong_unit_total", "wrong_unit", "Replies dropped: from another unit."),
+        ("edge_bus_breaker_skips_total", "breaker_skips", "Polls skipped: slave not answering."),
+        ("edge_bus_busy_seconds_total", "busy_s", "Time the line was held."),
+    ):
+        metric(name, "counter", help_text, [({"bus": b}, v.get(field, 0))
+                                            for b, v in buses.items()])
+    metric("edge_uplink_bytes_published_total", "counter", "Envelope bytes published.",
+           [({}, up.get("bytes_published", 0))])
     metric("edge_commands_total", "counter", "Downlink commands by result.",
            [({"result": k}, v) for k, v in (status.get("commands") or {}).items()])
     metric("edge_time_synced", "gauge", "1 when the clock is trusted.",

@@ -229,3 +229,38 @@ async def test_mqtt_cover_water_and_battery_lifecycles(tmp_path: Path, plain_bro
         assert water[0]["alarm"]["event_class"] == "0406"
         assert battery[0]["alarm"]["value"] == 3.2
         assert driver.stats.parse_errors == 1
+
+
+async def test_a_silent_mqtt_cover_raises_comm_lost_and_clears_when_it_reports(
+        tmp_path: Path, plain_broker: Any) -> None:
+    from edge.drivers.factory import Transports, build_driver
+    from edge.uplink._paho import MqttLink
+
+    cover = {"name": "cover-7", "kind": "manhole_tilt", "transport": "mqtt",
+             "model": "mqtt_json", "topic": "covers/7", "poll_interval_s": 0.2,
+             "asset": {**TILT_ASSET, "code": "3205080106000997"}}
+    loaded = write_config(tmp_path / "cfg", broker_port=1, pki=None, devices=[cover], buses=[],
+                          extra={"southbound_mqtt": {"host": "127.0.0.1",
+                                                     "port": plain_broker.port, "tls": False}})
+    async with pipeline(tmp_path, [], []) as pipe:
+        pipe.sink = EventSink(loaded.config, pipe.outbox, Clock("system"), {})
+        driver = build_driver(loaded.config.device("cover-7"), loaded.config,
+                              Transports(loaded.config))
+        task = asyncio.create_task(driver.run(pipe.sink))
+        pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="cover-7",
+                       protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
+        try:
+            await pub.connect()
+            await asyncio.sleep(0.5)
+            await pub.publish("covers/7", b'{"tilt": 1.0}')
+            # then silence: three report periods without a word
+            await wait_until(lambda: len(pipe.alarms("comm_lost")) == 1, 10)
+            await pub.publish("covers/7", b'{"tilt": 1.0}')
+            await wait_until(lambda: len(pipe.alarms("comm_lost")) == 2, 10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await pub.close()
+        assert_one_lifecycle(pipe.alarms("comm_lost"))
+        assert driver.stats.state.value == "online"

@@ -126,11 +126,15 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
         return values
 
     async def _run_mqtt(self, sink: Sink) -> None:
-        """Take the cover's reports as they come; silence past 3 periods is an outage."""
+        """Take the cover's reports as they come.
+
+        A report period (plus up to 5 s of grace) without one is a failed poll: degraded after
+        one, offline (``comm_lost``) after three, as for a polled device.
+        """
         assert self._broker is not None
         assert self.config.topic is not None
         link = await self._broker.connect(self.name, [self.config.topic])
-        silence_s = 3 * self.poll_interval_s + 5.0
+        silence_s = self.poll_interval_s + min(5.0, self.poll_interval_s)
         try:
             while True:
                 item = await next_report(link, self.name, silence_s)
