@@ -92,9 +92,9 @@ class UplinkConfig(_Model):
     reconnect_base_s: float = Field(default=1.0, gt=0, le=60)
     reconnect_cap_s: float = Field(default=300.0, gt=0, le=3600)
     stable_after_s: float = Field(default=60.0, ge=0, le=3600)
-    # a lost connection may be the whole fleet's (a broker restart): until it is back, retries
-    # are spread over at least this window (capped by reconnect_cap_s); 20 s keeps the busiest
-    # second of a fleet under 10 % of it (bench fleet, docs/scale.md)
+    # a stable connection lost may be the whole fleet's (a broker restart): until it is back,
+    # retries are spread over at least this window (capped by reconnect_cap_s); 20 s keeps the
+    # busiest second of a fleet under 10 % of it (bench fleet, docs/scale.md)
     reconnect_spread_s: float = Field(default=20.0, ge=0, le=600)
     boot_delay_max_s: float = Field(default=30.0, ge=0, le=600)
     replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate

@@ -145,9 +145,10 @@ class MqttUplink:
                     log.debug("uplink: still down: %s", error)
             # Reset only after a stable connection: an accept-then-kick broker backs us off.
             attempt = 0 if up_for >= self.cfg.stable_after_s else attempt + 1
-            # the link was up: this drop may be the whole fleet's (a broker restart), so every
-            # retry until it is back again is spread over the fleet window
-            if up_for > 0:
+            # a stable link dropped: this may be the whole fleet's (a broker restart), so every
+            # retry until it is back is spread over the fleet window. An accept-then-kick loop
+            # never gets here: it keeps its growing backoff (R10).
+            if up_for >= self.cfg.stable_after_s:
                 self._spreading = True
             spread = self.cfg.reconnect_spread_s if self._spreading else 0.0
             wait = self.cfg.reconnect_cap_s if busy else \
