@@ -111,11 +111,16 @@ def write_config(folder: Path, *, broker_port: int, devices: list[dict[str, Any]
 
 
 async def subscribe(port: int, client_id: str, topics: list[str],
-                    tls: ssl.SSLContext | None = None) -> MqttLink:
-    """Return a link subscribed to ``topics``, retrying while the broker (re)starts."""
+                    tls: ssl.SSLContext | None = None, session_expiry_s: int = 0) -> MqttLink:
+    """Return a link subscribed to ``topics``, retrying while the broker (re)starts.
+
+    With ``session_expiry_s`` (and a persistent broker) nothing published while the subscriber
+    reconnects is missed: loss figures must count only what the agents lost.
+    """
     for _ in range(200):
         link = MqttLink(host="127.0.0.1", port=port, client_id=client_id, protocol="5",
-                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=10_000_000)
+                        keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=10_000_000,
+                        session_expiry_s=session_expiry_s)
         try:
             await link.connect()
         except UplinkError:

@@ -78,7 +78,7 @@ async def _pump(link: MqttLink, counts: Counts) -> None:
 async def _subscribe(port: int, pki: Pki, counts: Counts) -> tuple[MqttLink, asyncio.Task[None]]:
     link = await subscribe(port, "bench-sbs", ["edge/v1/+/events", "v1/gateway/telemetry",
                                                "v1/devices/me/rpc/request/+"],
-                           tls=client_tls(pki, "receiver"))
+                           tls=client_tls(pki, "receiver"), session_expiry_s=3600)
     return link, asyncio.create_task(_pump(link, counts), name="bench.sbs.pump")
 
 
@@ -99,7 +99,7 @@ def _edge_config(folder: Path, broker_port: int, sim_port: int, pki: Pki) -> Pat
 async def measure(folder: Path, *, seconds: float, outage_s: float) -> dict[str, Any]:
     """Run both agents; return their figures (inside the namespace)."""
     pki = ensure_pki(folder / "pki", clients=("gateway", "receiver", "tbgw"))
-    broker = Mosquitto(folder / "mq", free_port(), pki)
+    broker = Mosquitto(folder / "mq", free_port(), pki, persistence=True)
     broker.start()
     sim_port = free_port()
     sim = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
@@ -153,14 +153,14 @@ async def measure(folder: Path, *, seconds: float, outage_s: float) -> dict[str,
         answered = json.loads(out.decode().strip().splitlines()[-1])
         edge_reads = sum(v for k, v in answered.items() if int(k) <= DEVICES)
         tb_reads = sum(v for k, v in answered.items() if int(k) > DEVICES)
-        settle_deadline = time.monotonic() + max(30.0, outage_s)
-        last = (-1, -1)
+        # both deliver what they hold; edge's outbox is durable, so wait for all of it (or time)
+        settle_deadline = time.monotonic() + max(30.0, 2 * outage_s)
+        last = -1
         while time.monotonic() < settle_deadline:
             await asyncio.sleep(2.0)
-            now = (len(counts.edge), len(counts.tbgw))
-            if now == last:
+            if len(counts.edge) >= edge_reads and len(counts.tbgw) == last:
                 break
-            last = now
+            last = len(counts.tbgw)
         result |= {"edge_rss_mb": rss_mb(edge.pid), "tbgw_rss_mb": rss_mb(tbgw.pid),
                    "edge_lost": max(0, edge_reads - len(counts.edge)),
                    "tbgw_lost": max(0, tb_reads - len(counts.tbgw)),
