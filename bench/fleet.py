@@ -119,7 +119,7 @@ async def worker(folder: Path, port: int, first: int, count: int, backlog: int) 
         marks = [len(u.stats.attempt_log) for u in uplinks]
         print("queued", flush=True)
         await reader.readline()  # "restarted"
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 300  # late is not lost: wait for stragglers
         while time.monotonic() < deadline:
             depths = [(await o.stats())["depth"] for o in outboxes]
             if not any(depths):
