@@ -130,7 +130,8 @@ async def measure(folder: Path, seconds: float) -> dict[str, Any]:
         started = time.monotonic()
         lifted: list[tuple[float, SimUnit]] = []
         while time.monotonic() - started < seconds:
-            index = rng.randrange(len(covers))
+            busy = {id(unit) for _at, unit in lifted}
+            index = rng.choice([i for i, c in enumerate(covers) if id(c) not in busy])
             set_tilt_local(covers[index], 40.0)
             lifts.append((f"cover-{index + 1:03d}", time.time_ns()))
             lifted.append((time.monotonic(), covers[index]))
@@ -162,7 +163,8 @@ async def measure(folder: Path, seconds: float) -> dict[str, Any]:
     pipeline = [(rcv - parse_rfc3339(ts)) / 1e9 for _dev, ts, rcv in rows]
     from_lift = []
     for device, lifted_ns in lifts:
-        later = [rcv for dev, _ts, rcv in rows if dev == device and rcv >= lifted_ns]
+        later = [rcv for dev, _ts, rcv in rows
+                 if dev == device and lifted_ns <= rcv <= lifted_ns + 10 * 10**9]
         if later:
             from_lift.append((min(later) - lifted_ns) / 1e9)
     utilisation = [100 * (b1 - b0) / elapsed for b0, b1 in zip(busy0, busy1, strict=True)]
