@@ -128,13 +128,7 @@ async def worker(folder: Path, port: int, first: int, count: int, backlog: int) 
         attempts = [t for u, n in zip(uplinks, marks, strict=True)
                     for t in u.stats.attempt_log[max(0, n - 1):]]
         errors = Counter(u.stats.last_error for u in uplinks if u.stats.last_error)
-        late = [{"gw": u.gateway_id, "attempts": u.stats.attempt_log[max(0, n - 1):],
-                 "failures": u.stats.failures}
-                for u, n in zip(uplinks, marks, strict=True)
-                if u.stats.attempt_log and u.stats.attempt_log[-1] - u.stats.attempt_log[
-                    max(0, n - 1)] > 25]
-        print(json.dumps({"attempts": attempts, "produced": produced, "errors": errors,
-                          "late": late}),
+        print(json.dumps({"attempts": attempts, "produced": produced, "errors": errors}),
               flush=True)
     finally:
         for task in tasks:
@@ -202,7 +196,6 @@ async def measure(folder: Path, gateways: int, backlog: int) -> dict[str, Any]:
             "lost": len(produced - arrivals.ids), "produced": len(produced),
             "max_replay_per_s": max(rates, default=0.0), "drain_s": drain_s,
             "errors": dict(errors.most_common(5)),
-            "late": [x for r in results for x in r["late"]][:5],
             "last_arrival_s": max((t[-1] for t in arrivals.times.values()), default=restart)
             - restart}
 
