@@ -69,6 +69,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         assert cfg.unit_id is not None
         words: dict[int, list[int]] = {}
         for block in READ_PLANS[cfg.model]:  # merged by the planner, one request per block
+            assert block.function not in words, "one block per function code for these maps"
             words[block.function] = await self._bus.read(
                 cfg.name, cfg.unit_id, block.function, block.address, block.count,
                 timeout_s=cfg.timeout_s)
