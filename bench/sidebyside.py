@@ -153,14 +153,17 @@ async def measure(folder: Path, *, seconds: float, outage_s: float) -> dict[str,
         answered = json.loads(out.decode().strip().splitlines()[-1])
         edge_reads = sum(v for k, v in answered.items() if int(k) <= DEVICES)
         tb_reads = sum(v for k, v in answered.items() if int(k) > DEVICES)
-        # both deliver what they hold; edge's outbox is durable, so wait for all of it (or time)
-        settle_deadline = time.monotonic() + max(30.0, 2 * outage_s)
-        last = -1
+        # both deliver what they hold: edge's outbox is durable, so wait for all of it; tbgw
+        # may still be reconnecting, so late is not lost until it has been quiet for 20 s
+        settle_deadline = time.monotonic() + max(90.0, 3 * outage_s)
+        quiet_since, last = time.monotonic(), -1
         while time.monotonic() < settle_deadline:
             await asyncio.sleep(2.0)
-            if len(counts.edge) >= edge_reads and len(counts.tbgw) == last:
+            if len(counts.tbgw) != last:
+                quiet_since, last = time.monotonic(), len(counts.tbgw)
+            if len(counts.edge) >= edge_reads and (len(counts.tbgw) >= tb_reads or
+                                                   time.monotonic() - quiet_since >= 20):
                 break
-            last = len(counts.tbgw)
         result |= {"edge_rss_mb": rss_mb(edge.pid), "tbgw_rss_mb": rss_mb(tbgw.pid),
                    "edge_lost": max(0, edge_reads - len(counts.edge)),
                    "tbgw_lost": max(0, tb_reads - len(counts.tbgw)),
