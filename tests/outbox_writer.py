@@ -18,7 +18,9 @@ from tests.outbox_util import ev, open_store
 def main() -> None:
     path = Path(sys.argv[1])
     sync = sys.argv[2].upper() if len(sys.argv) > 2 else "FULL"
-    store = open_store(path, synchronous=sync)
+    # a quota far above what 100 kills write: this measures crash safety, not the quota policy
+    # (evictions are announced by gap events and tested in test_outbox.py)
+    store = open_store(path, synchronous=sync, quota_bytes=8 << 30)
     out = sys.stdout
     out.write(f"S {store._next_seq}\n")
     out.flush()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import figure
 from tests.outbox_util import open_store
 
 pytestmark = pytest.mark.reliability
@@ -81,6 +82,8 @@ def test_kill_9_loop_loses_nothing_committed_and_never_reuses_a_seq(tmp_path: Pa
         missing = (all_committed - all_acked) - present
         assert not missing, f"{len(missing)} committed events lost, e.g. {sorted(missing)[:5]}"
     assert total_events > kills * 50, "the writer did not get going; the test proves nothing"
+    figure("R1", f"storage level: {kills} x kill -9 of a writer committing {total_events} events "
+                 f"(flat out, batches of 1-100): 0 corrupt, 0 committed lost, no seq reused")
     store = open_store(db)
     assert store._next_seq > highest
     store.close()
