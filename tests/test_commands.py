@@ -19,6 +19,7 @@ from edge.config_loader import load_config
 from edge.safety import SafetyRules
 from edge.uplink.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
+from tests.figures import figure
 
 pytestmark = pytest.mark.reliability
 
@@ -144,6 +145,7 @@ async def test_rejections(h: Harness, case: str, reason: str) -> None:
     assert h.audit()[-1]["reason"] == reason
     assert h.processor is not None
     assert h.processor.counts[f"rejected.{reason}"] == 1
+    figure("R13", f"{case}: rejected ({reason}), not executed, audited and counted")
 
 
 async def test_duplicate_cmd_id_is_rejected_also_after_a_restart(h: Harness) -> None:

@@ -22,6 +22,7 @@ from edge.uplink.tls import client_context
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki, _write_key, ensure_pki, issue, make_ca, write_cert
 from hil.proxy import FaultProxy
+from tests.figures import figure
 
 pytestmark = pytest.mark.reliability
 
@@ -65,6 +66,9 @@ async def refused_through_proxy(broker_port: int, tls: ssl.SSLContext) -> tuple[
             await connect(proxy.port, tls)  # and again: still TLS, never a plaintext retry
     finally:
         await proxy.stop()
+    first = sorted({f"{b:#04x}" for b in proxy.first_bytes})
+    figure("R14", f"{info.value.code}: refused ({str(info.value)[:70]}); first byte of every "
+                  f"attempt {first} (a TLS handshake, never plaintext)")
     return info.value, proxy.first_bytes
 
 
