@@ -102,6 +102,34 @@ async def lamp_pipeline(tmp_path: Path, **extra: Any
         await sim.stop()
 
 
+@contextlib.asynccontextmanager
+async def mqtt_cover(tmp_path: Path, broker_port: int, cover: dict[str, Any]
+                     ) -> AsyncIterator[tuple[Pipeline, Any, Any]]:
+    """An MQTT cover's driver running into the real pipeline, and a publisher as the cover."""
+    from edge.drivers.factory import Transports, build_driver
+    from edge.uplink._paho import MqttLink
+
+    loaded = write_config(tmp_path / "cfg", broker_port=1, pki=None, devices=[cover], buses=[],
+                          extra={"southbound_mqtt": {"host": "127.0.0.1", "port": broker_port,
+                                                     "tls": False}})
+    async with pipeline(tmp_path, [], []) as pipe:
+        pipe.sink = EventSink(loaded.config, pipe.outbox, Clock("system"), {})
+        driver = build_driver(loaded.config.device(cover["name"]), loaded.config,
+                              Transports(loaded.config))
+        task = asyncio.create_task(driver.run(pipe.sink))
+        pub = MqttLink(host="127.0.0.1", port=broker_port, client_id=cover["name"],
+                       protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
+        try:
+            await pub.connect()
+            await asyncio.sleep(0.5)  # the driver subscribed
+            yield pipe, driver, pub
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await pub.close()
+
+
 def assert_one_lifecycle(found: list[dict[str, Any]]) -> None:
     states = [e["alarm"]["state"] for e in found]
     assert states == ["raised", "cleared"], states  # exactly one raise, one clear: no flapping
@@ -183,8 +211,6 @@ async def test_day_burn_raises_only_while_the_sun_is_up(tmp_path: Path, daytime:
 
 
 async def test_mqtt_cover_water_and_battery_lifecycles(tmp_path: Path, plain_broker: Any) -> None:
-    from edge.uplink._paho import MqttLink
-
     cover = {"name": "cover-9", "kind": "manhole_tilt", "transport": "mqtt",
              "model": "mqtt_json", "topic": "covers/9", "poll_interval_s": 5,
              "json_map": {"tilt_deg": "d.angle", "water_level_m": "d.level_cm",
@@ -194,73 +220,35 @@ async def test_mqtt_cover_water_and_battery_lifecycles(tmp_path: Path, plain_bro
                                              "raise_after": 2, "clear_after": 2},
                         "battery_low": {"threshold": 3.3, "clear_below": 3.5,
                                         "raise_after": 2, "clear_after": 2}}}
-    loaded = write_config(tmp_path / "cfg", broker_port=1, pki=None, devices=[cover], buses=[],
-                          extra={"southbound_mqtt": {"host": "127.0.0.1",
-                                                     "port": plain_broker.port, "tls": False}})
-    from edge.drivers.factory import Transports, build_driver
-
-    async with pipeline(tmp_path, [], []) as pipe:
-        pipe.sink = EventSink(loaded.config, pipe.outbox, Clock("system"), {})
-        driver = build_driver(loaded.config.device("cover-9"), loaded.config,
-                              Transports(loaded.config))
-        task = asyncio.create_task(driver.run(pipe.sink))
-        pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="cover-9",
-                       protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
-        try:
-            await pub.connect()
-            await asyncio.sleep(0.5)  # the driver subscribed
-            # the vendor reports centimetres under level_cm; map as is and check the value
-            reports = [(3.6, 0.1), (3.2, 0.6), (3.35, 0.45), (3.2, 0.6), (3.2, 0.7),
-                       (3.6, 0.2), (3.6, 0.2)]
-            for battery_v, level_m in reports:
-                doc = {"d": {"angle": 1.0, "level_cm": level_m}, "bat": battery_v}
-                await pub.publish("covers/9", json.dumps(doc).encode())
-            await pub.publish("covers/9", b'{"d": {}}')  # no tilt: counted, no reading
-            await wait_until(lambda: len(pipe.alarms("water_level_high")) == 2
-                             and len(pipe.alarms("battery_low")) == 2, timeout_s=10)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await pub.close()
+    async with mqtt_cover(tmp_path, plain_broker.port, cover) as (pipe, driver, pub):
+        # the vendor reports centimetres under level_cm; map as is and check the value
+        reports = [(3.6, 0.1), (3.2, 0.6), (3.35, 0.45), (3.2, 0.6), (3.2, 0.7),
+                   (3.6, 0.2), (3.6, 0.2)]
+        for battery_v, level_m in reports:
+            doc = {"d": {"angle": 1.0, "level_cm": level_m}, "bat": battery_v}
+            await pub.publish("covers/9", json.dumps(doc).encode())
+        await pub.publish("covers/9", b'{"d": {}}')  # no tilt: counted, no reading
+        await wait_until(lambda: len(pipe.alarms("water_level_high")) == 2
+                         and len(pipe.alarms("battery_low")) == 2, timeout_s=10)
         water, battery = pipe.alarms("water_level_high"), pipe.alarms("battery_low")
-        assert_one_lifecycle(water)
-        assert_one_lifecycle(battery)
-        assert water[0]["alarm"]["event_class"] == "0406"
-        assert battery[0]["alarm"]["value"] == 3.2
-        assert driver.stats.parse_errors == 1
+    assert_one_lifecycle(water)
+    assert_one_lifecycle(battery)
+    assert water[0]["alarm"]["event_class"] == "0406"
+    assert battery[0]["alarm"]["value"] == 3.2
+    assert driver.stats.parse_errors == 1
 
 
 async def test_a_silent_mqtt_cover_raises_comm_lost_and_clears_when_it_reports(
         tmp_path: Path, plain_broker: Any) -> None:
-    from edge.drivers.factory import Transports, build_driver
-    from edge.uplink._paho import MqttLink
-
     cover = {"name": "cover-7", "kind": "manhole_tilt", "transport": "mqtt",
              "model": "mqtt_json", "topic": "covers/7", "poll_interval_s": 0.2,
              "asset": {**TILT_ASSET, "code": "3205080106000997"}}
-    loaded = write_config(tmp_path / "cfg", broker_port=1, pki=None, devices=[cover], buses=[],
-                          extra={"southbound_mqtt": {"host": "127.0.0.1",
-                                                     "port": plain_broker.port, "tls": False}})
-    async with pipeline(tmp_path, [], []) as pipe:
-        pipe.sink = EventSink(loaded.config, pipe.outbox, Clock("system"), {})
-        driver = build_driver(loaded.config.device("cover-7"), loaded.config,
-                              Transports(loaded.config))
-        task = asyncio.create_task(driver.run(pipe.sink))
-        pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="cover-7",
-                       protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
-        try:
-            await pub.connect()
-            await asyncio.sleep(0.5)
-            await pub.publish("covers/7", b'{"tilt": 1.0}')
-            # then silence: three report periods without a word
-            await wait_until(lambda: len(pipe.alarms("comm_lost")) == 1, 10)
-            await pub.publish("covers/7", b'{"tilt": 1.0}')
-            await wait_until(lambda: len(pipe.alarms("comm_lost")) == 2, 10)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await pub.close()
-        assert_one_lifecycle(pipe.alarms("comm_lost"))
-        assert driver.stats.state.value == "online"
+    async with mqtt_cover(tmp_path, plain_broker.port, cover) as (pipe, driver, pub):
+        await pub.publish("covers/7", b'{"tilt": 1.0}')
+        # then silence: three report periods without a word
+        await wait_until(lambda: len(pipe.alarms("comm_lost")) == 1, 10)
+        await pub.publish("covers/7", b'{"tilt": 1.0}')
+        await wait_until(lambda: len(pipe.alarms("comm_lost")) == 2, 10)
+        comm_lost = pipe.alarms("comm_lost")
+    assert_one_lifecycle(comm_lost)
+    assert driver.stats.state.value == "online"
