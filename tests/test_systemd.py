@@ -46,6 +46,33 @@ def test_unit_keeps_what_the_agent_needs() -> None:
         assert line in unit
 
 
+def test_unit_forbids_core_dumps() -> None:
+    # the agent holds the gateway's Ed25519 seed in memory: a core dump would write it to disk
+    lines = (ROOT / "systemd" / "edge.service").read_text().splitlines()
+    assert "LimitCORE=0" in lines
+    assert "UMask=0077" in lines  # state files are private even if the agent forgot a mode
+
+
+# versions below these have published CVEs (aiohttp: request smuggling and directory
+# traversal up to 3.10.10, smuggling in the pure-Python parser up to 3.12.13; cryptography:
+# NULL dereference up to 42.0.3, vulnerable bundled OpenSSL up to 44.0.0)
+FIXED_FLOORS = {"aiohttp": (3, 12, 14), "cryptography": (44, 0, 1)}
+
+
+def test_dependency_floors_exclude_known_vulnerable_versions() -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for name, fixed in FIXED_FLOORS.items():
+        spec = next(d for d in deps if re.match(rf"{name}\b", d))
+        floor = re.search(r">=\s*([0-9.]+)", spec)
+        assert floor, spec
+        assert tuple(int(p) for p in floor.group(1).split(".")) >= fixed, spec
+        installed = tuple(int(p) for p in version(name).split(".")[:3])
+        assert installed >= fixed, (name, installed)  # the venv we test with satisfies it
+
+
 GOOD = Progress(writer_queue=0, writer_last_commit=100.0, uplink_last_progress=100.0,
                 devices_last_ok=100.0)
 
