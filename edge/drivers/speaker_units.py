@@ -80,7 +80,7 @@ class Syn6288Unit:
     async def speak(self, play: Play) -> None:
         """Say one text and wait until the unit is idle again."""
         try:
-            frame = syn6288.speak(f"[v{play.volume}]{play.text}", self._encoding)
+            frame = syn6288.speak(play.text, self._encoding, volume=play.volume)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, str(exc)) from exc
         if await self._exchange(frame, 1) != b"\x41":

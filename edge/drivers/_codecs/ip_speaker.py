@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from edge.drivers._codecs.tts_text import strip_all_tags
+
 RESULTS = frozenset({"played", "interrupted", "failed"})
 
 
@@ -19,8 +21,13 @@ class Status:
 
 
 def encode_play(play_id: str, text: str, volume: int, *, emergency: bool) -> bytes:
-    """Return the ``{topic}/play`` body."""
-    return json.dumps({"id": play_id, "text": text, "volume": volume,
+    """Return the ``{topic}/play`` body.
+
+    The bridge behind the contract may hand the text to a tag-obeying engine (a SYN/XFS chip,
+    an SSML service): tags are stripped so only ``volume`` sets the volume
+    (firmware_notes/ip-speaker.md).
+    """
+    return json.dumps({"id": play_id, "text": strip_all_tags(text), "volume": volume,
                        "priority": "emergency" if emergency else "normal"},
                       ensure_ascii=False).encode()
 

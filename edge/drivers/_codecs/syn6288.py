@@ -6,10 +6,13 @@ the XOR; XOR covers every preceding byte including ``FD``.
 
 from __future__ import annotations
 
+from edge.drivers._codecs.tts_text import strip_syn_tags
+
 HEADER = 0xFD
 CMD_SPEAK, CMD_STOP, CMD_STATUS = 0x01, 0x02, 0x21
 ENCODINGS = {"gb2312": 0, "gbk": 1, "big5": 2, "utf-16be": 3}
 MAX_TEXT_BYTES = 200
+MAX_VOLUME = 16  # [v0]..[v16]
 STATUS_IDLE, STATUS_BUSY = b"\x41\x4f", b"\x41\x4e"
 
 
@@ -27,11 +30,21 @@ def frame(cmd: int, payload: bytes = b"") -> bytes:
     return head + bytes([_xor(head)])
 
 
-def speak(text: str, encoding: str = "gb2312", music: int = 0) -> bytes:
-    """Return a speak frame; raise ValueError if the text cannot be encoded or is too long."""
+def speak(text: str, encoding: str = "gb2312", music: int = 0, *,
+          volume: int | None = None) -> bytes:
+    """Return a speak frame; raise ValueError if the text cannot be encoded or is too long.
+
+    Inline tags in ``text`` are removed (tts_text.strip_syn_tags): the only tag the unit gets
+    is the ``[v{volume}]`` this builder writes itself, so the text cannot change the volume.
+    """
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}")
-    data = text.encode(encoding)
+    if volume is not None and not 0 <= volume <= MAX_VOLUME:
+        raise ValueError(f"volume {volume} outside 0-{MAX_VOLUME}")
+    said = strip_syn_tags(text)
+    if volume is not None:
+        said = f"[v{volume}]{said}"
+    data = said.encode(encoding)
     if len(data) > MAX_TEXT_BYTES:
         raise ValueError(f"text is {len(data)} bytes; the unit takes {MAX_TEXT_BYTES}")
     return frame(CMD_SPEAK, bytes([(music & 0x1F) << 3 | ENCODINGS[encoding]]) + data)
