@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -99,6 +100,17 @@ class UplinkConfig(_Model):
     boot_delay_max_s: float = Field(default=30.0, ge=0, le=600)
     replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate
     max_attempts: int = Field(default=5, ge=1, le=1000)
+
+    def connect_host(self) -> str:
+        """Return the host the uplink actually connects to (``base_url``'s for HTTPS).
+
+        ``host`` is only the MQTT broker: the HTTPS uplink connects to ``base_url`` (security
+        review 19 #6: ``tls: false`` passed on a loopback ``host`` with a remote ``base_url``).
+        An HTTPS URL without a host returns "" (not loopback).
+        """
+        if self.kind == "https":
+            return urlsplit(self.base_url or "").hostname or ""
+        return self.host
 
 
 class SouthboundMqttConfig(_Model):

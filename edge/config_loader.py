@@ -297,9 +297,11 @@ def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
 def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
     up = config.uplink
     out: list[tuple[Loc, str]] = []
-    if up.tls is False and not is_loopback(up.host):
-        out.append((("uplink", "tls"),
-                    f"tls: false is allowed only for a loopback broker (host is {up.host!r})"))
+    if up.tls is False and not is_loopback(up.connect_host()):
+        peer = f"base_url host is {up.connect_host()!r}" if up.kind == "https" else \
+            f"host is {up.host!r}"
+        out.append((("uplink", "tls"), f"tls: false is allowed only for a loopback broker "
+                                       f"({peer})"))
     if isinstance(up.tls, object) and up.tls is not False and \
             (up.tls.cert_file is None) != (up.tls.key_file is None):
         out.append((("uplink", "tls"), "cert_file and key_file go together (mTLS)"))

@@ -156,3 +156,23 @@ async def test_tls_1_1_only_server_is_refused(pki: Pki, tmp_path: Path) -> None:
         thread.join(5)
     assert all(s.startswith("refused") for s in seen), seen
 
+
+
+@pytest.mark.parametrize(("base_url", "host", "bad"), [
+    ("http://203.0.113.7:8080", "127.0.0.1", True),  # uplink.host is loopback, the URL is not
+    ("http://platform.example:8080", "localhost", True),
+    ("http://127.0.0.1:8080", "203.0.113.7", False),  # the host actually connected to counts
+    ("http://[::1]:8080", "127.0.0.1", False),
+    ("http://localhost:8080", "127.0.0.1", False),
+    ("http://127.0.0.1@203.0.113.7/", "127.0.0.1", True),  # userinfo does not fool it
+])
+def test_tls_false_checks_the_https_base_url_host(base_url: str, host: str, bad: bool) -> None:
+    from edge.config import EdgeConfig
+    from edge.config_loader import cross_check
+
+    cfg = EdgeConfig.model_validate({
+        "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
+        "uplink": {"kind": "https", "host": host, "port": 1, "base_url": base_url,
+                   "tls": False}})
+    problems = [msg for loc, msg in cross_check(cfg) if "loopback" in msg]
+    assert bool(problems) == bad, problems
