@@ -108,6 +108,7 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_log = self._on_log
         self._tls_failure: str | None = None
@@ -174,6 +175,11 @@ class MqttLink:
         fut = self._pending.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(code)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode],
+                      _props: Properties | None) -> None:
+        # one topic per SUBSCRIBE: its one code is the granted QoS, or >= 0x80 refused
+        self._hop(self._acked, mid, max((int(c.value) for c in codes), default=0x80))
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._hop(self._deliver, Inbound(msg.topic, bytes(msg.payload)))
@@ -266,11 +272,33 @@ class MqttLink:
             raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
         raise TimeoutError
 
-    async def subscribe(self, topic: str) -> None:
-        """Subscribe at QoS 1 (messages arrive in ``inbound``)."""
-        rc, _mid = self._client.subscribe(topic, qos=1)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
+    async def subscribe(self, topic: str) -> bool:
+        """Subscribe at QoS 1 and wait for the SUBACK (messages arrive in ``inbound``).
+
+        Returns True once the broker holds the subscription (a message published after this
+        reaches us), False when the broker refused it (an ACL: logged, the link stays up so
+        telemetry still flows). UplinkUnavailableError when the link is lost or no SUBACK
+        comes within the connect timeout.
+        """
+        rc, mid = self._client.subscribe(topic, qos=1)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
+        fut: asyncio.Future[int] = self._loop.create_future()
+        fut.add_done_callback(_retrieve)
+        # Registered before any await, so the SUBACK hop (queued behind us) finds it.
+        self._pending[mid] = fut
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                code = await fut
+        except TimeoutError as exc:
+            self._pending.pop(mid, None)
+            raise UplinkUnavailableError(f"no SUBACK for {topic} in "
+                                         f"{self._connect_timeout_s:g} s") from exc
+        if code >= 0x80:  # MQTT: a SUBACK code >= 0x80 is a refusal
+            log.warning("broker %s:%d refused the subscription to %s (%#x)", self.host,
+                        self.port, topic, code)
+            return False
+        return True
 
     def abort(self) -> None:
         """Drop the connection now (PUBACK overdue, silent link, shutdown).
