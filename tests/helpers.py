@@ -10,8 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import override
+
 from edge.config_loader import LoadedConfig
+from edge.drivers._mqtt_device import DeviceBroker
+from edge.drivers._serial import SerialPort
 from edge.keys import describe, load_key
+from edge.uplink._paho import MqttLink
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.store import ReceiverStore
 
@@ -37,6 +42,46 @@ def wait_until_sync(predicate: Callable[[], Any], timeout_s: float, what: str = 
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not met within {timeout_s} s"
         time.sleep(0.1)
+
+
+class ObservedBroker(DeviceBroker):
+    """A DeviceBroker that says when a driver's link is subscribed (its SUBACKs are in)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscribed = asyncio.Event()
+
+    @override
+    async def connect(self, device: str, subscriptions: list[str]) -> MqttLink:
+        """Connect and subscribe as the real one does, then set ``subscribed``."""
+        link = await super().connect(device, subscriptions)
+        self.subscribed.set()
+        return link
+
+
+class ObservedPort(SerialPort):
+    """A SerialPort that says when the driver has opened it (pyserial's open() flushes input,
+    so bytes written before that are lost)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = asyncio.Event()
+
+    @override
+    async def open(self, device: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open as the real one does, then set ``opened``."""
+        streams = await super().open(device)
+        self.opened.set()
+        return streams
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float, what: str) -> None:
+    """Wait for ``event``; fail saying ``what`` was awaited after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        raise AssertionError(f"{what} not met within {timeout_s} s") from None
 
 
 def start_agent(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
