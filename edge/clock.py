@@ -17,6 +17,16 @@ from pathlib import Path
 # A wall clock before this instant is certainly wrong (this release was built later).
 CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
 _TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+_S = 1_000_000_000
+# A GNSS time is plausible only between the floor and this many years after it: a receiver's
+# week-rollover bug lands before the floor, a forged or corrupt date far ahead.
+GNSS_MAX_AHEAD_NS = 15 * 366 * 86_400 * _S
+# A fix may differ from the timeline it continues (the last accepted fix advanced by the
+# monotonic clock, or a kernel-synced wall clock) by this much: receivers are within 1 µs,
+# our own latency from the UART adds well under a second.
+GNSS_MAX_DRIFT_NS = 2 * _S
+GNSS_CONFIRM_FIXES, GNSS_CONFIRM_SPAN_NS = 3, 2 * _S  # before the first adoption
+GNSS_RELOCK_FIXES, GNSS_RELOCK_SPAN_NS = 60, 60 * _S  # to replace an adopted timeline
 
 
 class TimeQuality(StrEnum):
@@ -66,10 +76,58 @@ class Clock:
         self.boot_id = boot_id()
         self._gnss_offset_ns: int | None = None
         self._synced_cache: tuple[float, bool] = (-1e9, False)
+        self._gnss_anchor: tuple[int, int] | None = None  # (utc_ns, mono_ns) last accepted
+        self._gnss_run: list[tuple[int, int]] = []  # consecutive agreeing, not yet accepted
+        self.gnss_rejected = 0
+        self.gnss_last_reject = ""
 
-    def note_gnss_fix(self, fix_utc_ns: int) -> None:
-        """Record a GNSS time fix: the offset wall clock → GNSS time is used from now on."""
+    def note_gnss_fix(self, fix_utc_ns: int, mono_ns: int | None = None) -> bool:
+        """Offer a GNSS fix's time; return whether it was accepted.
+
+        Accepted, the offset wall clock → GNSS time is used from then on. Issue 19 #3: one
+        message must never move the clock, so a fix is accepted only when it is plausible
+        (``CLOCK_FLOOR_NS`` ≤ t ≤ floor + ``GNSS_MAX_AHEAD_NS``) and either continues a
+        trusted timeline within ``GNSS_MAX_DRIFT_NS`` (a kernel-synced clock, which GNSS never
+        overrides, or the last accepted fix) or completes a run of fixes that advance with
+        the monotonic clock: 3 over 2 s for a first adoption, 60 over 60 s to replace one.
+        Only local receivers call this (edge/drivers/gps.py); refusals are counted.
+        """
+        mono = time.monotonic_ns() if mono_ns is None else mono_ns
+        if not CLOCK_FLOOR_NS <= fix_utc_ns <= CLOCK_FLOOR_NS + GNSS_MAX_AHEAD_NS:
+            return self._gnss_refuse("implausible date")
+        kernel_trusted = self.source == "system" or (
+            self.source == "ntp" and self._kernel_synced())
+        if kernel_trusted:
+            if abs(fix_utc_ns - time.time_ns()) > GNSS_MAX_DRIFT_NS:
+                return self._gnss_refuse("disagrees with the synced system clock")
+            return self._gnss_accept(fix_utc_ns, mono)
+        if self._gnss_anchor is not None:
+            anchor_utc, anchor_mono = self._gnss_anchor
+            if abs(fix_utc_ns - (anchor_utc + mono - anchor_mono)) <= GNSS_MAX_DRIFT_NS:
+                return self._gnss_accept(fix_utc_ns, mono)
+        if self._gnss_run:
+            last_utc, last_mono = self._gnss_run[-1]
+            if mono < last_mono or \
+                    abs((fix_utc_ns - last_utc) - (mono - last_mono)) > GNSS_MAX_DRIFT_NS // 2:
+                self._gnss_run.clear()  # not one timeline: start counting again
+        self._gnss_run.append((fix_utc_ns, mono))
+        fixes, span_ns = (GNSS_CONFIRM_FIXES, GNSS_CONFIRM_SPAN_NS) \
+            if self._gnss_anchor is None else (GNSS_RELOCK_FIXES, GNSS_RELOCK_SPAN_NS)
+        if len(self._gnss_run) >= fixes and \
+                self._gnss_run[-1][1] - self._gnss_run[0][1] >= span_ns:
+            return self._gnss_accept(fix_utc_ns, mono)
+        return self._gnss_refuse("not confirmed by a run of agreeing fixes")
+
+    def _gnss_accept(self, fix_utc_ns: int, mono_ns: int) -> bool:
         self._gnss_offset_ns = fix_utc_ns - time.time_ns()
+        self._gnss_anchor = (fix_utc_ns, mono_ns)
+        self._gnss_run.clear()
+        return True
+
+    def _gnss_refuse(self, why: str) -> bool:
+        self.gnss_rejected += 1
+        self.gnss_last_reject = why
+        return False
 
     def now_ns(self) -> int:
         """Return the best wall-clock estimate in ns since the epoch."""

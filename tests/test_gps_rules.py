@@ -79,6 +79,16 @@ def test_thinning_by_distance_heading_and_interval() -> None:
     assert rules.due(fix(lat=31.3103, course=140), 64)  # max interval
 
 
+S = 1_000_000_000
+T2026 = int(dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC).timestamp()) * S
+T2031 = int(dt.datetime(2031, 6, 1, tzinfo=dt.UTC).timestamp()) * S
+
+
+def _feed(clock: Clock, start_ns: int, count: int, mono0_ns: int = 10 * S) -> list[bool]:
+    """Feed ``count`` fixes one second apart, as a 1 Hz receiver does."""
+    return [clock.note_gnss_fix(start_ns + i * S, mono0_ns + i * S) for i in range(count)]
+
+
 def test_gnss_time_makes_the_clock_synced_but_not_a_1999_date() -> None:
     from edge.sink import EventSink
 
@@ -88,5 +98,44 @@ def test_gnss_time_makes_the_clock_synced_but_not_a_1999_date() -> None:
     assert clock.quality() is TimeQuality.UNSYNCED
     sink.gnss_time(int(dt.datetime(1999, 8, 22, tzinfo=dt.UTC).timestamp() * 1e9))
     assert clock.quality() is TimeQuality.UNSYNCED
-    sink.gnss_time(int(dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC).timestamp() * 1e9))
+    assert _feed(clock, T2026, 3) == [False, False, True]  # three agreeing fixes
     assert clock.quality() is TimeQuality.SYNCED
+
+
+def test_one_gnss_fix_never_sets_the_clock() -> None:
+    """Issue 19 #3: one message with a 2031 time moved the clock and marked it synced."""
+    clock = Clock("gnss")
+    assert not clock.note_gnss_fix(T2031, 10 * S)
+    assert clock.quality() is TimeQuality.UNSYNCED
+    assert clock.gnss_rejected == 1
+    # fixes that do not advance with the monotonic clock never confirm each other
+    assert not any(clock.note_gnss_fix(T2031 + i * 3600 * S, 11 * S + i * S) for i in range(5))
+    assert clock.quality() is TimeQuality.UNSYNCED
+
+
+def test_an_adopted_gnss_time_does_not_jump_on_a_few_fixes() -> None:
+    clock = Clock("gnss")
+    _feed(clock, T2026, 3)
+    offset_ns = clock.now_ns() - dt.datetime.now(dt.UTC).timestamp() * 1e9
+    # a source now claiming 2031, even steadily for 10 s, is refused (drift bound 2 s)
+    assert not any(_feed(clock, T2031, 10, mono0_ns=13 * S))
+    after_ns = clock.now_ns() - dt.datetime.now(dt.UTC).timestamp() * 1e9
+    assert abs(after_ns - offset_ns) < 1e9
+    # small drift inside the bound is followed
+    assert clock.note_gnss_fix(T2026 + 100 * S + S // 2, 10 * S + 100 * S)
+
+
+def test_gnss_never_overrides_a_kernel_synced_clock() -> None:
+    clock = Clock("ntp")
+    clock._synced_cache = (1e18, True)  # the kernel says NTP disciplines the clock
+    now_ns = dt.datetime.now(dt.UTC).timestamp() * 1e9
+    assert not any(_feed(clock, T2031, 5))
+    assert abs(clock.now_ns() - now_ns) < 60e9
+    assert _feed(clock, int(now_ns), 1) == [True]  # agreeing within the bound: fine
+
+
+def test_gnss_time_beyond_the_plausible_range_is_refused() -> None:
+    clock = Clock("gnss")
+    far_ns = int(dt.datetime(2080, 1, 1, tzinfo=dt.UTC).timestamp()) * S
+    assert not any(_feed(clock, far_ns, 5))
+    assert clock.quality() is TimeQuality.UNSYNCED

@@ -9,22 +9,22 @@ import time
 from typing import Any
 
 from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
-from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
+from tests.helpers import ObservedBroker, wait_event
 from tests.recording_sink import RecordingSink
 
 ASSET = {"code": "3205082190000003", "class": "2190", "grid": "320508001002003", "name": "x"}
 
 
-def broker_for(mq: Mosquitto) -> DeviceBroker:
+def broker_for(mq: Mosquitto) -> ObservedBroker:
     from pathlib import Path
 
-    return DeviceBroker(SouthboundMqttConfig(host="127.0.0.1", port=mq.port, tls=False),
+    return ObservedBroker(SouthboundMqttConfig(host="127.0.0.1", port=mq.port, tls=False),
                         base_dir=Path(), gateway_id="gw-1")
 
 
@@ -41,21 +41,22 @@ async def test_json_tracker_with_a_path_map(plain_broker: Mosquitto) -> None:
         "topic": "trackers/patrol-1", "min_distance_m": 0, "overspeed_kmh": 60,
         "json_map": {"lat": "gps.lat", "lon": "gps.lng", "speed_kmh": "gps.spd", "time": "ts"},
         "asset": ASSET})
-    driver = GpsDriver(device, broker=broker_for(plain_broker))
+    broker = broker_for(plain_broker)
+    driver = GpsDriver(device, broker=broker)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="tracker", protocol="5",
                    keepalive_s=30, connect_timeout_s=5, tls=None)
     try:
         await pub.connect()
-        await asyncio.sleep(0.5)  # the driver subscribed
+        await wait_event(broker.subscribed, 10, "the driver's subscription")
         for i in range(5):
             doc = {"ts": 1_795_000_000_000 + i * 1000,
                    "gps": {"lat": 31.31 + i * 1e-3, "lng": 120.63, "spd": 80.0}}
             await pub.publish("trackers/patrol-1", json.dumps(doc).encode())
         await pub.publish("trackers/patrol-1", b"not json")
         await pub.publish("trackers/patrol-1", b'{"gps": {"lat": 0, "lng": 0}}')
-        await until(lambda: len(sink.readings) == 5)
+        await until(lambda: len(sink.readings) == 5 and driver.rejected == 2)
     finally:
         await pub.close()
         task.cancel()
@@ -65,6 +66,7 @@ async def test_json_tracker_with_a_path_map(plain_broker: Mosquitto) -> None:
     assert sink.readings[0].values["fix_utc"] == "2026-11-18T11:06:40+00:00"  # epoch ms
     assert [a.kind for a in sink.alarms if a.state == "raised"] == ["overspeed"]
     assert driver.rejected == 2
+    assert sink.gnss == []  # a remote tracker never sets the gateway's clock (issue 19 #3)
 
 
 async def test_ip_speaker_plays_reports_amp_fault_and_goes_offline(

@@ -57,7 +57,11 @@ class GpsDriver(Driver[GpsDevice]):
 
     async def _on_fix(self, fix: nmea.Fix, sink: Sink) -> None:
         now = time.monotonic()
-        sink.gnss_time(int(fix.utc.timestamp() * 1e9))
+        if self.config.transport == "serial" and fix.source != "json":
+            # only the gateway's own receiver is a time source: a remote tracker's JSON is
+            # whatever the tracker (or anyone who can publish) says (issue 19 #3); the
+            # clock still checks plausibility and drift (edge/clock.py)
+            sink.gnss_time(int(fix.utc.timestamp() * 1e9))
         await self._alarms(self.rules.on_fix(fix, now), sink)
         if not self.rules.due(fix, now):
             return
