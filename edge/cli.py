@@ -25,6 +25,7 @@ from edge.errors import ConfigError, EdgeError
 EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
 EX_UNAVAILABLE, EX_CONFIG = 69, 78
 DEFAULT_CONFIG = Path("devices.yaml")
+PROBE_TIMEOUT_S = 15.0  # a GPS probe listens a few seconds; a Modbus one takes milliseconds
 
 
 class _ExitError(Exception):
@@ -111,8 +112,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    """Read one device once and print decoded values."""
+    """Read one device once; print the wire (bus, unit, request, raw) and decoded values."""
     from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
+    from edge.drivers.probe_trace import ProbeTrace, labelled, tracing  # noqa: PLC0415
 
     loaded = _config(args)
     try:
@@ -121,28 +123,46 @@ def cmd_probe(args: argparse.Namespace) -> int:
         names = ", ".join(d.name for d in loaded.config.devices)
         print(f"no device {args.device!r}; devices: {names}", file=sys.stderr)
         return EX_INVALID
+    trace = ProbeTrace()
 
     async def probe() -> dict[str, Any]:
-        transports = Transports(loaded.config)
+        nonlocal trace
+        transports = Transports(loaded.config, base_dir=loaded.base_dir)
         driver = build_driver(device, loaded.config, transports)
         try:
-            async with asyncio.timeout(15):
-                return await driver.probe()
+            with tracing() as trace:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    return await driver.probe()
         finally:
             await driver.close()
             await transports.close()
 
     started = time.monotonic()
+    where = f"{device.kind}, {device.model}" + (f", unit {device.unit_id}"
+                                                if device.unit_id is not None else "")
     try:
         values = asyncio.run(probe())
     except (EdgeError, TimeoutError) as exc:
-        print(f"✘ {args.device}: {exc or 'timed out'}", file=sys.stderr)
+        detail = exc.detail if hasattr(exc, "detail") else str(exc) or \
+            f"no answer in {PROBE_TIMEOUT_S:g} s"
+        print(f"✘ {args.device} ({where}): {detail}", file=sys.stderr)
+        _print_wire(trace, sys.stderr)
         return EX_FAIL
-    print(f"✔ {args.device} ({device.kind}, {device.model}) answered in "
-          f"{time.monotonic() - started:.3f} s")
+    print(f"✔ {args.device} ({where}) answered in {time.monotonic() - started:.3f} s")
+    _print_wire(trace, sys.stdout)
     for key, value in values.items():
-        print(f"  {key}: {value}")
+        print(f"  {key}: {labelled(key, value)}")
     return EX_OK
+
+
+def _print_wire(trace: Any, out: Any) -> None:
+    """Print each exchange of a probe: link, unit, request, then what came back."""
+    for r in trace.records:
+        unit = f" unit {r.unit}" if r.unit is not None else ""
+        print(f"  {r.link}{unit}: {r.request}", file=out)
+        print(f"    {'✘ ' + r.error if r.error else '<- ' + r.raw}", file=out)
+    if trace.dropped:
+        print(f"  ... {trace.dropped} more exchanges", file=out)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -73,8 +73,12 @@ class DeviceRejectedError(DeviceError):
 
     code = "device.rejected"
 
-    def __init__(self, device: str, *, unit_id: int, address: int, exception_code: int) -> None:
-        super().__init__(device, f"unit {unit_id} refused 0x{address:04x} (code {exception_code})")
+    def __init__(self, device: str, *, unit_id: int, address: int, exception_code: int,
+                 name: str = "") -> None:
+        # the adapter names the code (ILLEGAL DATA ADDRESS...): a technician reads names
+        super().__init__(device, f"unit {unit_id} refused 0x{address:04x}: {name} (exception "
+                                 f"{exception_code})" if name else
+                         f"unit {unit_id} refused 0x{address:04x} (code {exception_code})")
         self.unit_id = unit_id
         self.address = address
         self.exception_code = exception_code

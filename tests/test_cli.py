@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge.cli import EX_CONFIG, EX_FAIL, EX_INVALID, main
+from edge.config import ModbusTcpBus
+from edge.drivers._modbus import ModbusBus
+from edge.drivers.probe_trace import tracing
+from edge.errors import DeviceUnavailableError
+from hil.broker import free_port
+from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, tilt_unit
 from tests.cfg import tilt_device, write_config
 from tests.outbox_util import ev, open_store
 
@@ -91,3 +100,90 @@ def test_schema_prints_event_and_batch(capsys: object) -> None:
     assert main(["schema"]) == 0
     doc = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
     assert set(doc) == {"event", "batch", "envelope"}
+
+
+# --- edge probe: the wire, exception names, backoff, a quiet terminal ---------------------
+
+
+def _probe_cli(config: Path, device: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "probe", "--config", str(config),
+                           device], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+async def _probe_sim(tmp_path: Path, unit: SimUnit, *,
+                     device: str = "manhole-12") -> subprocess.CompletedProcess[str]:
+    port = free_port()
+    sim = ModbusTcpSim({80: unit}, port)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[
+            tilt_device("manhole-12", "covers", 80)], buses=[
+            {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+             "retries": 0}])
+        return await asyncio.to_thread(_probe_cli, loaded.path, device)
+    finally:
+        await sim.stop()
+
+
+async def test_probe_shows_bus_unit_request_raw_registers_and_units(tmp_path: Path) -> None:
+    result = await _probe_sim(tmp_path, tilt_unit(tilt_x_deg=7.25))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "bus covers (modbus_tcp 127.0.0.1:" in out
+    assert "unit 80: FC3 read holding registers 0x003D x4" in out
+    assert "<- 0x0" in out  # the raw registers as read
+    assert "tilt_x_deg: 7.25 °" in out
+    assert "temperature_c: 20.0 °C" in out
+
+
+async def test_probe_names_modbus_exceptions(tmp_path: Path) -> None:
+    unit = tilt_unit()
+    unit.holding.clear()  # nothing at the angle registers: ILLEGAL DATA ADDRESS
+    result = await _probe_sim(tmp_path / "a", unit)
+    assert result.returncode == EX_FAIL
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("✘ manhole-12 (manhole_tilt, witmotion, unit 80)")
+    assert "ILLEGAL DATA ADDRESS (exception 2)" in first
+    assert "FC3 read holding registers 0x003D x4" in result.stderr
+    unit = tilt_unit()
+    unit.fault = "exception"
+    result = await _probe_sim(tmp_path / "b", unit)
+    assert "SERVER DEVICE FAILURE (exception 4)" in result.stderr
+
+
+async def test_probe_goes_through_the_breaker_of_a_unit_in_backoff() -> None:
+    port = free_port()
+    unit = tilt_unit(tilt_x_deg=1.0)
+    sim = ModbusTcpSim({80: unit}, port)
+    await sim.start()
+    bus = ModbusBus(ModbusTcpBus(name="covers", type="modbus_tcp", host="127.0.0.1",
+                                 port=port, timeout_s=0.2, retries=0))
+    try:
+        unit.fault = "dead"
+        with pytest.raises(DeviceUnavailableError):
+            await bus.read("manhole-12", 80, 3, 0x3D, 4)
+        unit.fault = "none"  # the technician fixed the wiring; the breaker is still open
+        with pytest.raises(DeviceUnavailableError, match="next probe after backoff"):
+            await bus.read("manhole-12", 80, 3, 0x3D, 4)
+        with tracing() as trace:
+            words = await bus.read("manhole-12", 80, 3, 0x3D, 4)
+        assert len(words) == 4
+        assert trace.records[0].raw.startswith("0x")
+        await bus.read("manhole-12", 80, 3, 0x3D, 4)  # it answered: the breaker is closed
+    finally:
+        await bus.close()
+        await sim.stop()
+
+
+def test_pymodbus_never_prints_on_the_terminal() -> None:
+    # with no logging configured (edge probe, hil), Python's last-resort handler would print
+    # pymodbus' ERROR records: "Cancel send, because not connected!" and ">>>>> recv" dumps
+    code = ("import edge.drivers._modbus\n"
+            "from pymodbus.logging import Log\n"
+            "Log.error('Cancel send, because not connected!')\n"
+            "Log.error('>>>>> recv: 0x1 0x3')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 0
+    assert result.stderr == ""

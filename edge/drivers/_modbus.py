@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,8 @@ from pymodbus.exceptions import ModbusException
 
 from edge.config import ModbusRtuBus, ModbusTcpBus
 from edge.drivers._codecs.modbus_frames import check_crc
+from edge.drivers.probe_trace import FUNCTION_NAMES, WireRecord, exception_name, words_hex
+from edge.drivers.probe_trace import current as current_probe
 from edge.errors import (
     DeviceError,
     DeviceProtocolError,
@@ -38,6 +41,10 @@ T = TypeVar("T")
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 BREAKER_BASE_S = 1.0
 BREAKER_CAP_S = 60.0
+# pymodbus logs frame dumps (">>>>> recv ...") and "Cancel send" at ERROR on its own logger;
+# with no logging configured (``edge probe``, ``hil``) Python's last-resort handler prints them
+# on the terminal. Every failure is reported as our DeviceError, and a probe shows the wire.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 @dataclass(slots=True)
@@ -78,6 +85,18 @@ class ModbusBus:
         self._gap_s = config.gap_s if isinstance(config, ModbusRtuBus) else 0.0
         self._rx_seen = 0  # receive callbacks, to tell a garbled reply from silence
         self._rx_last = b""  # what pymodbus held when it last got bytes (it drops bad frames)
+
+    def describe(self) -> str:
+        """Return where the line goes (``bus covers (modbus_tcp 127.0.0.1:502)``)."""
+        cfg = self.config
+        where = f"{cfg.host}:{cfg.port}" if isinstance(cfg, ModbusTcpBus) else \
+            f"{cfg.port} {cfg.baud} {cfg.parity}{cfg.stop_bits}"
+        return f"bus {self.name} ({cfg.type} {where})"
+
+    def _record(self, unit_id: int, request: str, raw: str = "", error: str = "") -> None:
+        trace = current_probe()
+        if trace is not None:
+            trace.add(WireRecord(self.describe(), unit_id, request, raw, error))
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if not sending and data:
@@ -143,7 +162,9 @@ class ModbusBus:
     def _check_unit(self, device: str, unit_id: int) -> None:
         allowed = self.config.allowed_unit_ids
         if allowed is not None and unit_id not in allowed:
-            raise DeviceRejectedError(device, unit_id=unit_id, address=0, exception_code=-1)
+            self._record(unit_id, "(not sent)", error=exception_name(-1))
+            raise DeviceRejectedError(device, unit_id=unit_id, address=0, exception_code=-1,
+                                      name=exception_name(-1))
 
     def _breaker_open(self, unit_id: int) -> bool:
         breaker = self._breakers.get(unit_id)
@@ -163,7 +184,10 @@ class ModbusBus:
                    count: int, *, timeout_s: float | None = None) -> list[int]:
         """Read ``count`` registers (FC 3 holding or 4 input); raise DeviceError on failure."""
         self._check_unit(device, unit_id)
-        if self._breaker_open(unit_id):
+        probing = current_probe() is not None
+        # a probe goes through an open breaker: it is asked for by a technician (who may
+        # just have fixed the wiring), once, not by the poll loop
+        if self._breaker_open(unit_id) and not probing:
             self.stats.breaker_skips += 1
             raise DeviceUnavailableError(device, f"unit {unit_id} not answering; next probe "
                                                  "after backoff")
@@ -180,7 +204,8 @@ class ModbusBus:
                 raise
             self._reset(unit_id)
             return words
-        self._trip(unit_id)
+        if not probing:  # the poll loop's backoff is its own; a probe neither adds nor waits
+            self._trip(unit_id)
         assert last_exc is not None
         raise last_exc
 
@@ -209,7 +234,14 @@ class ModbusBus:
                 return client.write_coil(address, bool(value), device_id=unit_id)
             return client.write_register(address, int(value), device_id=unit_id)
 
-        await self._request(device, unit_id, address, call, timeout_s or self.config.timeout_s)
+        request = f"{FUNCTION_NAMES[5 if coil else 6]} 0x{address:04X} = {int(value)}"
+        try:
+            await self._request(device, unit_id, address, call,
+                                timeout_s or self.config.timeout_s)
+        except DeviceError as exc:
+            self._record(unit_id, request, error=_reason(exc))
+            raise
+        self._record(unit_id, request, raw="ok")
 
     async def _request(self, device: str, unit_id: int, address: int,
                        call: Callable[[Client], Awaitable[Any]], timeout_s: float) -> Any:
@@ -247,8 +279,9 @@ class ModbusBus:
             finally:
                 self._frame_done(started)
         if rr.isError():
+            code = int(getattr(rr, "exception_code", 0))
             raise DeviceRejectedError(device, unit_id=unit_id, address=address,
-                                      exception_code=int(getattr(rr, "exception_code", 0)))
+                                      exception_code=code, name=exception_name(code))
         return rr
 
     async def _guarded(self, call: Awaitable[T], timeout_s: float) -> T:
@@ -290,16 +323,29 @@ class ModbusBus:
         readers = {3: "read_holding_registers", 4: "read_input_registers", 1: "read_coils"}
         if function not in readers:
             raise DeviceRejectedError(device, unit_id=unit_id, address=address,
-                                      exception_code=1)
+                                      exception_code=1, name=exception_name(1))
 
         def call(client: Client) -> Awaitable[Any]:
             method = getattr(client, readers[function])
             return method(address, count=count, device_id=unit_id)  # type: ignore[no-any-return]
 
-        rr = await self._request(device, unit_id, address, call, timeout_s)
-        values: Sequence[int | bool] = rr.bits[:count] if function == 1 else rr.registers
-        if len(values) != count:
-            self.stats.errors += 1
-            raise DeviceProtocolError(device, f"unit {unit_id}: asked {count} registers, got "
-                                              f"{len(values)}")
-        return [int(v) for v in values]
+        request = f"FC{function} {FUNCTION_NAMES[function]} 0x{address:04X} x{count}"
+        try:
+            rr = await self._request(device, unit_id, address, call, timeout_s)
+            values: Sequence[int | bool] = rr.bits[:count] if function == 1 else rr.registers
+            if len(values) != count:
+                self.stats.errors += 1
+                raise DeviceProtocolError(device, f"unit {unit_id}: asked {count} registers, "
+                                                  f"got {len(values)}")
+        except DeviceError as exc:
+            self._record(unit_id, request, error=_reason(exc))
+            raise
+        words = [int(v) for v in values]
+        self._record(unit_id, request, raw=words_hex(words) if function != 1 else
+                     " ".join(str(w) for w in words))
+        return words
+
+
+def _reason(exc: DeviceError) -> str:
+    """Return what went wrong without the device name the caller already shows."""
+    return exc.detail
