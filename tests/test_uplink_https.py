@@ -9,7 +9,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from aiohttp import web
@@ -141,3 +141,136 @@ def test_plain_http_needs_tls_false(base_url: str) -> None:
         "uplink": {"kind": "https", "host": "127.0.0.1", "port": 1, "base_url": base_url,
                    "tls": {"ca_file": "ca.pem"}}})
     assert any("https://" in msg for _loc, msg in cross_check(cfg))
+
+
+TOKEN = "tok-3f9a1c77e2"  # must never leave the Authorization header
+
+
+class PlainPeer:
+    """A plaintext aiohttp server on loopback that records whatever reaches it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def _any(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.read())
+        return web.json_response({"accepted": 1})  # a foreign 2xx must not ack anything
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def redirecting_platform(pki: Pki, location: str) -> AsyncIterator[tuple[int, list[str]]]:
+    """A real TLS aiohttp server on loopback answering every POST with 307 to ``location``
+    (``{port}`` in it is replaced by the server's own port); yields (port, seen paths)."""
+    port = free_port()
+    seen: list[str] = []
+
+    async def post(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        await request.read()
+        raise web.HTTPTemporaryRedirect(location.replace("{port}", str(port)))
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", post)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(pki.cert("broker"), pki.key("broker"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    try:
+        yield port, seen
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def uplink_to(tmp_path: Path, pki: Pki, port: int) -> AsyncIterator[HttpsUplink]:
+    outbox = AsyncOutbox(Outbox(tmp_path / "o.db", gap_factory=make_gap_factory(Clock("system"))),
+                         commit_max_wait_s=0.001)
+    await outbox.open()
+    config = UplinkConfig.model_validate({
+        "kind": "https", "host": "127.0.0.1", "port": port,
+        "base_url": f"https://127.0.0.1:{port}", "boot_delay_max_s": 0,
+        "tls": {"ca_file": str(pki.cert("ca"))}, "reconnect_base_s": 0.05,
+        "reconnect_cap_s": 0.2})
+    uplink = HttpsUplink(config, gateway_id=GW, signer=Signer(Ed25519PrivateKey.generate()),
+                         outbox=outbox, base_dir=tmp_path, token=TOKEN)
+    tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(uplink.run())]
+    try:
+        await outbox.put_many([Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED,
+                                     device="d", data={"n": i}) for i in range(3)])
+        yield uplink
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await outbox.drain()
+        await outbox.close()
+
+
+def assert_no_secret(uplink: HttpsUplink, caplog: pytest.LogCaptureFixture) -> None:
+    shown = [uplink.stats.last_error, repr(uplink.stats), caplog.text]
+    for text in shown:
+        assert "Bearer" not in text
+        assert TOKEN not in text
+
+
+async def test_a_redirect_to_plain_http_sends_nothing_in_cleartext(
+        tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    async with PlainPeer() as plain, \
+            redirecting_platform(pki, f"http://127.0.0.1:{plain.port}/v1/x") as (port, seen), \
+            uplink_to(tmp_path, pki, port) as uplink:
+        await wait_for(lambda: len(seen) >= 2, 10)  # retried, never followed
+        await asyncio.sleep(0.3)
+        assert plain.bodies == []
+        assert uplink.outbox.store.stats()["depth"] == 3  # not acked, not deleted
+        assert uplink.outbox.store.stats()["dead_letters"] == 0
+        assert uplink.stats.events_acked == 0
+        assert uplink.stats.failures.get("http.redirect", 0) >= 2
+        assert "307" in uplink.stats.last_error
+    assert_no_secret(uplink, caplog)
+
+
+async def test_a_redirect_loop_leaks_no_header(tmp_path: Path, pki: Pki,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    async with redirecting_platform(pki, "https://127.0.0.1:{port}/v1/again") as (port, seen), \
+            uplink_to(tmp_path, pki, port) as uplink:
+        await wait_for(lambda: uplink.stats.failures.get("http.redirect", 0) >= 3, 10)
+        assert set(seen) == {f"/v1/gateways/{GW}/events"}  # the loop was never entered
+        assert uplink.outbox.store.stats()["depth"] == 3
+    assert_no_secret(uplink, caplog)
+
+
+def test_stored_error_text_never_carries_request_headers() -> None:
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    from edge.uplink.https import describe_error
+
+    url = URL("https://127.0.0.1:1/v1/gateways/gw/events")
+    info = aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict(
+        {"Authorization": f"Bearer {TOKEN}"})), url)
+    for exc in (aiohttp.TooManyRedirects(info, (), status=307, message="Temporary Redirect"),
+                aiohttp.ClientResponseError(info, (), status=500, message=f"Bearer {TOKEN}"),
+                aiohttp.ClientPayloadError(f"Authorization: Bearer {TOKEN}"),
+                OSError(f"x Bearer {TOKEN}")):
+        assert TOKEN in repr(exc) or TOKEN in str(exc)  # what used to be stored
+        text = describe_error(exc)
+        assert TOKEN not in text
+        assert "Bearer" not in text
+        assert type(exc).__name__ in text

@@ -4,6 +4,12 @@ The only module that imports aiohttp's client. 2xx acks the batch (the receiver 
 429 and 5xx release it and back off, honouring ``Retry-After``; any other 4xx counts an
 attempt and dead-letters after ``max_attempts`` (design/events.md §HTTPS uplink). TLS is
 verified always; ``Idempotency-Key`` carries the batch id (reliability.md §2.4).
+
+Redirects are never followed: a 3xx releases the batch and backs off like a 5xx. Following
+one sent the envelope and the bearer token to wherever ``Location`` pointed, plain http://
+included, and a foreign 2xx acked the batch (security review 19 #5). What is stored as
+``last_error`` (shown by ``edge status``, the status page and the log) is built by
+``describe_error`` from fields that cannot carry our request headers, never ``repr(exc)``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,30 @@ from edge.uplink.tls import client_context
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_CAP_S = 3600.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return a short description of a send failure that never includes request headers.
+
+    aiohttp's exceptions carry the request (``Authorization: Bearer ...`` included) in their
+    repr, and some carry server-chosen text; only the class name and fixed fields are kept.
+    """
+    detail = ""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        reason = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
+        detail = f"certificate refused ({reason})"
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        detail = f"HTTP {exc.status}"
+    elif isinstance(exc, ssl.SSLError):
+        detail = str(exc.reason or "TLS failure")
+    elif isinstance(exc, TimeoutError):
+        detail = "timed out"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        detail = f"cannot connect ({exc.os_error.strerror or 'refused'})"
+    elif isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror  # the errno text; args may hold anything
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -80,7 +110,7 @@ class HttpsUplink:
         """Post one batch; return how long to wait before the next."""
         self.stats.attempts += 1
         try:
-            async with session.post(self.url, data=batch.envelope,
+            async with session.post(self.url, data=batch.envelope, allow_redirects=False,
                                     headers={"Idempotency-Key": batch.batch_id}) as resp:
                 status, retry_after = resp.status, _retry_after(resp.headers.get("Retry-After"))
                 await resp.read()
@@ -88,7 +118,7 @@ class HttpsUplink:
             await self.outbox.release(batch.seqs)
             code = "uplink.tls" if "SSL" in repr(exc) or "certificate" in str(exc).lower() \
                 else "uplink.unavailable"
-            return self._failed(code, f"{self.url}: {exc!r}", None)
+            return self._failed(code, f"{self.url}: {describe_error(exc)}", None)
         if 200 <= status < 300:
             await self.outbox.ack(batch.seqs)
             self.stats.batches_published += 1
@@ -103,6 +133,10 @@ class HttpsUplink:
                 self._outage_logged = False
             self._attempt = 0
             return 0.0
+        if 300 <= status < 400:  # the platform moved: an operator fixes base_url, nothing lost
+            await self.outbox.release(batch.seqs)
+            return self._failed("http.redirect", f"{self.url}: HTTP {status} redirect refused "
+                                "(redirects are never followed; check uplink.base_url)", None)
         if status == 429 or status >= 500:
             await self.outbox.release(batch.seqs)
             return self._failed(f"http.{status}", f"{self.url}: HTTP {status}", retry_after)
