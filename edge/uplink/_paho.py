@@ -9,7 +9,10 @@ hops to the event loop with ``call_soon_threadsafe`` and never blocks paho.
 paho facts this relies on (paho-mqtt 2.2, reliability.md §2.2): ``on_publish`` fires on PUBACK
 whatever its reason code, so the code is checked here; server Receive Maximum is ignored by
 paho, so it is read from CONNACK and returned to the caller; keep-alive PINGREQ without a
-PINGRESP within another keep-alive closes the socket (a silent drop is seen in ≤ 2 × keepalive).
+PINGRESP within another keep-alive closes the socket (a silent drop is seen in ≤ 2 × keepalive);
+``loop_start`` opens a loopback socket pair per client that only ``Client.__del__`` closes, and
+the network loop is a ``select()``, which fails on a descriptor above 1023 (FD_SETSIZE) and ends
+the loop thread without ``on_disconnect`` — so ``close()`` releases paho's sockets itself (R5).
 """
 
 from __future__ import annotations
@@ -331,4 +334,18 @@ class MqttLink:
                 except TimeoutError:
                     log.error("paho's network thread did not stop; leaving it behind")  # noqa: TRY400
             self._started = False
+        self._release_sockets()
         self._closed_done("closed by us")
+
+    def _release_sockets(self) -> None:
+        """Close paho's socket and its socket pair now, not whenever the GC gets to them.
+
+        This link and its client refer to each other (the callbacks), so only a full garbage
+        collection would run ``Client.__del__``; an agent with a large heap rarely runs one, and
+        every reconnect leaked two descriptors until ``select()`` failed (R5 stuck at the 30th
+        flap). A loop thread left behind sees its sockets closed and ends.
+        """
+        reset = getattr(self._client, "_reset_sockets", None)  # paho 1.x-2.x; test pins it
+        if callable(reset):
+            with contextlib.suppress(OSError):
+                reset()

@@ -1,0 +1,102 @@
+"""One MqttLink per connection must give back every file descriptor when it closes (R5).
+
+paho's ``loop_start`` opens a loopback socket pair per client and closes it only in
+``Client.__del__``; an MqttLink and its client reference each other, so without an explicit
+close the pair waits for a full garbage collection, which a long-running agent with a large heap
+rarely runs. Every reconnect then leaked two descriptors until paho's ``select()`` met one
+numbered above 1023 (FD_SETSIZE): its network thread died silently and every later connection
+got "no CONNACK" (R5 stuck at about the 30th flap). The garbage collector is off in these tests:
+the release must not depend on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.errors import UplinkUnavailableError
+from edge.uplink._paho import MqttLink
+from hil.broker import Mosquitto
+
+LINKS = 15
+
+
+def _open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+@contextlib.asynccontextmanager
+async def _silent_server() -> AsyncIterator[int]:
+    """Accept, read, never answer: a CONNECT that gets no CONNACK (a blackholed link)."""
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def _link(port: int, n: int, connect_timeout_s: float = 3.0) -> MqttLink:
+    return MqttLink(host="127.0.0.1", port=port, client_id=f"fd-test-{n}", protocol="5",
+                    keepalive_s=5, connect_timeout_s=connect_timeout_s, tls=None)
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_connect_and_close_leaves_no_descriptor(plain_broker: Mosquitto) -> None:
+    warm = _link(plain_broker.port, -1)
+    await warm.connect()
+    await warm.close()
+    before = _open_fds()
+    for n in range(LINKS):
+        link = _link(plain_broker.port, n)
+        await link.connect()
+        await link.close()
+    assert _open_fds() - before <= 2, f"{_open_fds() - before} descriptors leaked by {LINKS} links"
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_aborted_link_leaves_no_descriptor(plain_broker: Mosquitto) -> None:
+    """The uplink's path after a dead link: abort(), then close()."""
+    before = _open_fds()
+    for n in range(LINKS):
+        link = _link(plain_broker.port, n)
+        await link.connect()
+        link.abort()
+        await link.close()
+    assert _open_fds() - before <= 2, f"{_open_fds() - before} descriptors leaked by {LINKS} links"
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_no_connack_attempts_leave_no_descriptor() -> None:
+    """A blackholed link: CONNECT goes out, CONNACK never comes, the attempt is abandoned."""
+    async with _silent_server() as port:
+        before = _open_fds()
+        for n in range(5):
+            link = _link(port, n, connect_timeout_s=0.3)
+            with pytest.raises(UplinkUnavailableError, match="no CONNACK"):
+                await link.connect()
+            link.abort()
+            await link.close()
+        await asyncio.sleep(0.1)  # the silent server sees the FINs and closes its side
+        assert _open_fds() - before <= 2, f"{_open_fds() - before} descriptors leaked"
