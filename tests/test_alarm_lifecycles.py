@@ -31,7 +31,7 @@ from hil.sims.modbus_sim import (
 )
 from hil.tilt import set_tilt_local
 from tests.cfg import LAMP_ASSET, TILT_ASSET, lamp_device, tilt_device, write_config
-from tests.helpers import wait_until
+from tests.helpers import ObservedBroker, wait_event, wait_until
 
 
 class Pipeline:
@@ -114,14 +114,18 @@ async def mqtt_cover(tmp_path: Path, broker_port: int, cover: dict[str, Any]
                                                      "tls": False}})
     async with pipeline(tmp_path, [], []) as pipe:
         pipe.sink = EventSink(loaded.config, pipe.outbox, Clock("system"), {})
-        driver = build_driver(loaded.config.device(cover["name"]), loaded.config,
-                              Transports(loaded.config))
+        transports = Transports(loaded.config)
+        assert transports.broker is not None
+        broker = ObservedBroker(transports.broker.config, base_dir=transports.broker.base_dir,
+                                gateway_id=transports.broker.gateway_id)
+        transports.broker = broker
+        driver = build_driver(loaded.config.device(cover["name"]), loaded.config, transports)
         task = asyncio.create_task(driver.run(pipe.sink))
         pub = MqttLink(host="127.0.0.1", port=broker_port, client_id=cover["name"],
                        protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
         try:
             await pub.connect()
-            await asyncio.sleep(0.5)  # the driver subscribed
+            await wait_event(broker.subscribed, 10, "the cover driver's subscription")
             yield pipe, driver, pub
         finally:
             task.cancel()
