@@ -114,8 +114,10 @@ async def test_signed_light_command_executes_within_a_second(tmp_path: Path, bro
                                          tls=receiver_tls(pki), ready=ready))
             run = tg.create_task(agent.run(stop))
             await asyncio.wait_for(ready.wait(), 10)
-            await wait_until(lambda: agent.uplink is not None and agent.uplink.stats.connected, 10)
-            await asyncio.sleep(0.3)  # the agent's cmd subscription is in place
+            # the session starts its command reader once the cmd subscription's SUBACK is in
+            await wait_until(lambda: any(t.get_name() == "uplink.commands"
+                                         for t in asyncio.all_tasks()), 10,
+                             "the agent's cmd subscription")
             cmd_id, env = sign_command(pkey, gateway="gw-320508-0007", device="lamp-07",
                                        action="light.set", params={"on": False, "dim_pct": 30})
             sent = time.monotonic()
