@@ -64,7 +64,10 @@ async def test_emergency_preempts_and_interrupts_normal_play() -> None:
         await driver.play_tts("前方道路施工请绕行" * 3, 8, cmd_id="normal-1")
         await driver.play_tts("排队的普通广播", 8, cmd_id="normal-2")
         await until(lambda: len(sim.spoken) == 1)
-        await asyncio.sleep(0.2)  # the first normal play is on air
+        # the first normal play is on air: the queue's current play, and the unit busy with it
+        await until(lambda: driver.queue._current is not None
+                    and driver.queue._current.cmd_id == "normal-1"
+                    and asyncio.get_running_loop().time() < sim.busy_until)
         await driver.play_tts("紧急疏散", 16, emergency=True, cmd_id="emergency-1")
         await until(lambda: {"normal-1", "emergency-1", "normal-2"} <=
                     {r["cmd_id"] for r in sink.results})
