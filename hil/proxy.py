@@ -49,6 +49,11 @@ class FaultProxy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def census(self) -> dict[str, int]:
+        """Count what the proxy holds now (R5: tells a piling-up proxy from a stuck client)."""
+        return {"pairs": len(self._conns), "tasks": len(self._tasks),
+                "accepted": len(self.accepted)}
+
     def set_mode(self, mode: str) -> None:
         """Switch mode; ``rst`` aborts the current connections at once."""
         self.mode = mode
