@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 from aiohttp import ClientSession
@@ -15,7 +14,7 @@ from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cfg import tilt_device, write_config
-from tests.helpers import start_agent, stop_agent, wait_until_sync
+from tests.helpers import start_agent, stop_agent, wait_until, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,11 +47,12 @@ async def test_metrics_after_a_scripted_alarm(tmp_path: Path, plain_broker: Mosq
     try:
         await asyncio.wait_for(agent.ready.wait(), 10)
         set_tilt_local(unit, 40.0)
-        deadline = time.monotonic() + 10
-        while not (agent.sink and agent.sink.alarms_raised):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.sink and agent.sink.alarms_raised, 10, "the alarm")
+        # what the assertions below read, in the agent itself: then /metrics must show it
+        await wait_until(lambda: agent.uplink is not None and agent.uplink.stats.connected
+                         and agent.uplink.stats.events_acked >= 5
+                         and agent.drivers["manhole-1"].stats.polls_ok >= 5, 10,
+                         "5 polls and 5 events acknowledged")
         async with ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
                 assert resp.status == 200
@@ -89,10 +89,13 @@ def listening_inodes() -> set[str]:
 def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, devices=[],
                           buses=[])
-    agent = start_agent(loaded.path)
+    log = tmp_path / "agent.log"
+    agent = start_agent(loaded.path, log)
     try:
-        wait_until_sync((loaded.state_dir / "status.json").exists, 20, "the status file")
-        time.sleep(1.0)
+        # logged once every configured server is up, and once the uplink's socket is open
+        wait_until_sync(lambda: "running: gateway" in log.read_text()
+                        and "uplink: connected" in log.read_text(), 20,
+                        "the agent running and connected")
         sockets = set()
         for fd in Path(f"/proc/{agent.pid}/fd").iterdir():
             target = str(fd.readlink())
