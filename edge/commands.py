@@ -12,6 +12,12 @@ A command executes only if all five checks pass, in this order:
 Every outcome is counted, written to the audit log and reported as a ``command_result``
 event. The journal goes ``received → executing → done | failed``; a command found
 ``executing`` after a crash is never re-run: it is reported ``unknown``.
+
+Nothing that arrives on the command topic may raise past ``handle()`` (issue 19, finding 1: a
+retained ``b"[" * 8000`` ended every uplink session): any envelope the checks cannot read is a
+counted, audited ``malformed`` rejection. Rejections of unauthenticated input (before a valid
+signature) are reported in full only ``REJECT_BURST`` times per reason and minute; the rest are
+counted and summed up in one ``suppressed`` report (finding 8, docs/decisions.md D36).
 """
 
 from __future__ import annotations
@@ -31,16 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality, parse_rfc3339
-from edge.config import EdgeConfig, LightStep, PlatformKey
+from edge.command_keys import PlatformKeys, load_platform_keys
+from edge.command_replay import CTR_MAX, ReplayState
+from edge.config import EdgeConfig, LightStep
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
-from edge.uplink.signing import (
-    Ed25519PublicKey,
-    SignatureError,
-    kid_of,
-    open_envelope,
-    public_key_from_raw,
-)
+from edge.uplink.signing import SignatureError, open_envelope
+
+__all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edge.audit")
@@ -48,6 +52,18 @@ audit_log = logging.getLogger("edge.audit")
 MAX_COMMAND_BYTES = 8 * 1024
 IAT_SKEW_S = 60.0
 EXECUTE_TIMEOUT_S = 10.0
+# Reasons given before any signature verified: anyone who can publish on the topic can cause
+# them, so their reports are rate-limited (each full report is an fsynced audit line and a
+# prio-1 event that is never evicted).
+UNAUTHENTICATED = frozenset({"oversized", "malformed", "unknown_kid", "bad_signature",
+                             "inbound_full"})
+REJECT_BURST = 5  # full reports per reason per window
+REJECT_WINDOW_S = 60.0
+# speaker.stop needs broadcast-emergency this long after an emergency play was accepted (a
+# 200-character text plays in under a minute; a queue ahead of it adds more): the ``broadcast``
+# role alone must not silence an evacuation message (finding 11).
+EMERGENCY_STOP_GUARD_S = 600.0
+SPEAKER_PLAYS = frozenset({"speaker.play_tts", "speaker.play_clip"})
 ACTION_ROLES = {
     "light.set": "lighting", "light.schedule": "lighting",
     "speaker.play_tts": "broadcast", "speaker.play_clip": "broadcast", "speaker.stop": "broadcast",
@@ -118,14 +134,14 @@ class CommandBody(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     iat: str
     exp: str
-    ctr: int = Field(ge=0)
+    ctr: int = Field(ge=0, le=CTR_MAX)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended."""
 
-    status: str  # executed | rejected | failed | unknown
+    status: str  # executed | rejected | failed | unknown | dropped
     reason: str = ""
     cmd_id: str | None = None
     action: str | None = None
@@ -135,32 +151,6 @@ class Outcome:
 
 Executor = Callable[[str, str, _Params, str | None], Awaitable[dict[str, Any]]]
 Safety = Callable[[str, str, _Params, set[str]], str | None]
-
-
-def load_platform_keys(config: EdgeConfig, base_dir: Path
-                       ) -> dict[str, tuple[Ed25519PublicKey, frozenset[str]]]:
-    """Return kid → (key, roles) from devices.yaml and ``platform_keys_file``."""
-    entries: dict[str, PlatformKey] = dict(config.gateway.platform_keys)
-    file = config.gateway.platform_keys_file
-    if file is not None:
-        path = Path(file) if Path(file).is_absolute() else base_dir / file
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            for kid, entry in raw.items():
-                entries[kid] = PlatformKey.model_validate(entry)
-        except FileNotFoundError:
-            log.warning("no platform keys file %s: every command will be refused", path)
-        except (ValueError, ValidationError) as exc:
-            log.error("platform keys file %s is invalid (%s): every command will be refused",  # noqa: TRY400
-                      path, exc)
-    out: dict[str, tuple[Ed25519PublicKey, frozenset[str]]] = {}
-    for kid, entry in entries.items():
-        key = public_key_from_raw(bytes.fromhex(entry.public_key_hex))
-        if kid_of(key) != kid:
-            log.error("platform key %s does not match its kid (%s); ignored", kid, kid_of(key))
-            continue
-        out[kid] = (key, frozenset(entry.roles))
-    return out
 
 
 def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> str | None:
@@ -197,8 +187,8 @@ class CommandProcessor:
     """Runs the checks, the journal and the execution of downlink commands."""
 
     def __init__(self, config: EdgeConfig, outbox: AsyncOutbox, clock: Clock, *,
-                 keys: dict[str, tuple[Ed25519PublicKey, frozenset[str]]],
-                 execute: Executor, safety: Safety, audit_path: Path) -> None:
+                 keys: PlatformKeys, execute: Executor, safety: Safety, audit_path: Path,
+                 replay_path: Path | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.clock = clock
@@ -208,13 +198,30 @@ class CommandProcessor:
         self.audit_path = audit_path
         self.counts: dict[str, int] = {}
         self._lock = asyncio.Lock()  # one command at a time: the journal order is the order
+        self.replay = ReplayState(replay_path) if replay_path is not None else \
+            ReplayState.beside(outbox.store.path)
+        self._replay_loaded = False
+        self._window_start = time.monotonic()
+        self._window_counts: dict[str, int] = {}
+        self._suppressed: dict[str, int] = {}
+        self._emergency_until: dict[str, float] = {}  # device -> monotonic end of the guard
 
     def set_safety(self, safety: Safety) -> None:
         """Use new safety rules (after a config reload)."""
         self._safety = safety
 
+    async def _load_replay(self) -> None:
+        if self._replay_loaded:
+            return
+        store = self.outbox.store
+        rows = await self.outbox.call(store.query, "SELECT kid, ctr FROM command_counters")
+        await asyncio.to_thread(self.replay.load, {str(k): int(c) for k, c in rows},
+                                store_replaced=store.replaced_corrupt is not None)
+        self._replay_loaded = True
+
     async def recover(self) -> list[Outcome]:
         """Report commands a crash interrupted as ``unknown`` (never re-run them)."""
+        await self._load_replay()
         lost = await self.outbox.call(_journal_recover, self.outbox.store)
         outcomes = [Outcome("unknown", "interrupted by a restart", c, a, d) for c, a, d in lost]
         for outcome in outcomes:
@@ -222,15 +229,29 @@ class CommandProcessor:
         return outcomes
 
     async def handle(self, raw: bytes) -> Outcome:
-        """Process one command envelope; never raises for a bad command."""
+        """Process one command envelope; never raises (short of cancellation)."""
         async with self._lock:
             try:
+                await self._load_replay()
                 outcome = await self._process(raw)
             except CommandRejectedError as exc:
                 outcome = Outcome("rejected", exc.reason, exc.cmd_id, exc.action, exc.device,
                                   detail={"detail": exc.detail} if exc.detail else {})
-            await self._report(outcome)
+            except Exception as exc:  # a bug or a full disk: reported, never past the uplink
+                log.exception("command: internal error")
+                outcome = Outcome("failed", "internal_error", detail={"detail": repr(exc)[:200]})
+            await self._report_safely(outcome)
             return outcome
+
+    async def tick(self, dropped: int = 0) -> None:
+        """Account ``dropped`` envelopes the link could not queue; flush due summaries."""
+        async with self._lock:
+            if dropped > 0:
+                log.warning("command: %d envelopes dropped unread (inbound queue full)", dropped)
+                await self._report_safely(Outcome("dropped", "inbound_full",
+                                                  detail={"count": dropped}))
+            else:
+                await self._flush_suppressed()
 
     @staticmethod
     def _reject(reason: str, body: CommandBody | None = None, detail: str = "") -> NoReturn:
@@ -242,12 +263,18 @@ class CommandProcessor:
     async def _process(self, raw: bytes) -> Outcome:
         kid, body = self._verify(raw)  # check 1 (signature, kid)
         device, params = self._validate(kid, body)  # checks 1 (role) and 2
+        roles = set(self.keys[kid][1])
         time_checked = self._check_fresh(body)  # check 3
+        if await self.outbox.call(self.outbox.store.query,
+                                  "SELECT 1 FROM commands WHERE cmd_id=?", (body.cmd_id,)):
+            self._reject("duplicate", body)  # check 4: cmd_id (named before the counter)
+        await self._check_replay(kid, body)  # check 4: the counter, durably, before anything
         reason = await self.outbox.call(_journal_claim, self.outbox.store, body, kid,
-                                        time.time_ns())  # check 4
+                                        time.time_ns())  # check 4: the journal
         if reason is not None:
             self._reject(reason, body)
-        unsafe = self._safety(device, body.action, params, set(self.keys[kid][1]))  # check 5
+        unsafe = self._unsafe_clock(device, body.action, params, roles) or \
+            self._safety(device, body.action, params, roles)  # check 5
         if unsafe is not None:
             await self._journal(body.cmd_id, "rejected", unsafe)
             self._reject("unsafe", body, unsafe)
@@ -258,10 +285,55 @@ class CommandProcessor:
         except (DeviceError, TimeoutError) as exc:
             await self._journal(body.cmd_id, "failed", str(exc))
             return Outcome("failed", str(exc) or "timed out", body.cmd_id, body.action, device)
+        except Exception as exc:  # a driver bug: the command failed, the uplink goes on
+            log.exception("command %s: executor error", body.cmd_id)
+            await self._journal(body.cmd_id, "failed", repr(exc)[:200])
+            return Outcome("failed", "internal_error", body.cmd_id, body.action, device)
         await self._journal(body.cmd_id, "done", "")
+        if body.action == "speaker.play_tts" and getattr(params, "priority", "") == "emergency":
+            self._emergency_until[device] = time.monotonic() + EMERGENCY_STOP_GUARD_S
         if not time_checked:
             detail = {**detail, "note": "clock unsynced: only the counter checked freshness"}
         return Outcome("executed", "", body.cmd_id, body.action, device, detail)
+
+    def _trusted_now_ns(self) -> int | None:
+        if self.clock.quality() is TimeQuality.UNSYNCED:
+            return None
+        return self.clock.now_ns()
+
+    async def _check_replay(self, kid: str, body: CommandBody) -> None:
+        """Fail closed while the replay state is lost; bound and record the counter."""
+        replay = self.replay
+        now_ns = self._trusted_now_ns()
+        if replay.lost:
+            if now_ns is None:
+                self._reject("replay_state_lost", body, f"{replay.lost_reason}; refused until "
+                             "the clock is trusted")
+            await asyncio.to_thread(replay.reestablish, now_ns)
+        if replay.floor_ns:
+            try:
+                iat_ns = parse_rfc3339(body.iat)
+            except (ValueError, OverflowError):
+                self._reject("bad_body", body, "iat is not RFC 3339")
+            if iat_ns < replay.floor_ns:
+                self._reject("replay_state_lost", body, "issued before the replay state was "
+                             "re-established")
+        problem = replay.check(kid, body.ctr, now_ns)
+        if problem is not None:
+            self._reject(problem[0], body, problem[1])
+        await asyncio.to_thread(replay.accept, kid, body.ctr)
+
+    def _unsafe_clock(self, device: str, action: str, params: _Params, roles: set[str]
+                      ) -> str | None:
+        """Quiet hours fail safe: without a trusted clock a play may be in them (finding 10)."""
+        if action not in SPEAKER_PLAYS or self.clock.quality() is not TimeQuality.UNSYNCED:
+            return None
+        if getattr(params, "priority", "normal") == "emergency" and \
+                "broadcast-emergency" in roles:
+            return None
+        if getattr(self.config.device(device), "quiet_hours", None):
+            return "clock untrusted: quiet hours cannot be ruled out"
+        return None
 
     async def _journal(self, cmd_id: str, state: str, reason: str) -> None:
         await self.outbox.call(_journal_set, self.outbox.store, cmd_id, state, reason)
@@ -273,12 +345,19 @@ class CommandProcessor:
         try:
             kid, body_bytes = open_envelope(raw, keys)
         except SignatureError as exc:
+            if str(exc).startswith("malformed"):
+                self._reject("malformed", detail=str(exc)[:200])
             self._reject("unknown_kid" if "unknown kid" in str(exc) else "bad_signature",
-                         detail=str(exc))
+                         detail=str(exc)[:200])
+        except (RecursionError, ValueError, TypeError) as exc:
+            # json.loads of b"[" * 8000 recurses too deep; a body with a lone surrogate escape
+            # cannot be encoded to the bytes that were signed (UnicodeEncodeError)
+            self._reject("malformed", detail=type(exc).__name__)
         try:
             return kid, CommandBody.model_validate_json(body_bytes)
-        except ValidationError as exc:
-            self._reject("bad_body", detail=f"{exc.error_count()} errors")
+        except (ValidationError, RecursionError, ValueError) as exc:
+            count = exc.error_count() if isinstance(exc, ValidationError) else 1
+            self._reject("bad_body", detail=f"{count} errors")
 
     def _validate(self, kid: str, body: CommandBody) -> tuple[str, _Params]:
         role = ACTION_ROLES.get(body.action)
@@ -299,6 +378,11 @@ class CommandProcessor:
             self._reject("unknown_device", body)
         if device.kind not in kinds:
             self._reject("unsupported_action", body, f"{device.kind} cannot {body.action}")
+        if body.action == "speaker.stop" and \
+                self._emergency_until.get(device.name, 0.0) > time.monotonic() and \
+                "broadcast-emergency" not in self.keys[kid][1]:
+            self._reject("wrong_role", body, "an emergency broadcast may be on air: stopping "
+                         "it needs role broadcast-emergency")
         try:
             return device.name, PARAMS[body.action].model_validate(body.params)
         except ValidationError as exc:
@@ -312,7 +396,7 @@ class CommandProcessor:
         now_ns = self.clock.now_ns()
         try:
             exp_ns, iat_ns = parse_rfc3339(body.exp), parse_rfc3339(body.iat)
-        except ValueError:
+        except (ValueError, OverflowError):
             self._reject("bad_body", body, "iat/exp are not RFC 3339")
         if exp_ns <= now_ns:
             self._reject("expired", body, f"expired at {body.exp}")
@@ -320,9 +404,50 @@ class CommandProcessor:
             self._reject("iat_in_future", body, f"issued at {body.iat}")
         return True
 
+    async def _report_safely(self, outcome: Outcome) -> None:
+        try:
+            await self._report(outcome)
+        except Exception:  # the audit disk is full or gone: counted, logged, the uplink goes on
+            self.counts["report_failed"] = self.counts.get("report_failed", 0) + 1
+            log.exception("command: cannot report %s %s", outcome.status, outcome.reason)
+
+    def _admit(self, outcome: Outcome) -> bool:
+        """Return whether to report ``outcome`` in full (else it is counted for a summary)."""
+        if outcome.reason not in UNAUTHENTICATED:
+            return True
+        n = self._window_counts.get(outcome.reason, 0) + 1
+        self._window_counts[outcome.reason] = n
+        if n <= REJECT_BURST:
+            return True
+        weight = int(outcome.detail.get("count", 1)) if outcome.status == "dropped" else 1
+        self._suppressed[outcome.reason] = self._suppressed.get(outcome.reason, 0) + weight
+        return False
+
+    async def _flush_suppressed(self) -> None:
+        """Once a window has passed: one report sums up what it did not report in full."""
+        if time.monotonic() - self._window_start < REJECT_WINDOW_S:
+            return
+        self._window_start = time.monotonic()
+        self._window_counts.clear()
+        suppressed, self._suppressed = self._suppressed, {}
+        if suppressed:
+            await self._write(Outcome("rejected", "suppressed",
+                                      detail={"counts": suppressed, "window_s": REJECT_WINDOW_S}))
+
     async def _report(self, outcome: Outcome) -> None:
-        key = outcome.status if outcome.status != "rejected" else f"rejected.{outcome.reason}"
-        self.counts[key] = self.counts.get(key, 0) + 1
+        key = outcome.status if outcome.status not in {"rejected", "dropped"} else \
+            f"{outcome.status}.{outcome.reason}"
+        n = int(outcome.detail.get("count", 1)) if outcome.status == "dropped" else 1
+        self.counts[key] = self.counts.get(key, 0) + n
+        await self._flush_suppressed()
+        if self._admit(outcome):
+            await self._write(outcome)
+
+    async def _write(self, outcome: Outcome) -> None:
+        # an unauthenticated kid or body may hold lone surrogates: they cannot be encoded to
+        # UTF-8 (finding 1's UnicodeEncodeError), so every string is escaped before it is kept
+        outcome = Outcome(outcome.status, outcome.reason, _clean(outcome.cmd_id),
+                          _clean(outcome.action), _clean(outcome.device), _clean(outcome.detail))
         record = {"ts": time.time(), "status": outcome.status, "reason": outcome.reason,
                   "cmd_id": outcome.cmd_id, "action": outcome.action, "device": outcome.device,
                   "detail": outcome.detail}
@@ -335,6 +460,17 @@ class CommandProcessor:
             device=outcome.device,
             data={"cmd_id": outcome.cmd_id, "action": outcome.action, "status": outcome.status,
                   "reason": outcome.reason or None, "detail": outcome.detail}))
+
+
+def _clean(value: Any) -> Any:
+    """Return ``value`` with every string made encodable (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _append_audit(path: Path, record: dict[str, Any]) -> None:

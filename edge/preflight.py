@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from edge.clock import Clock, TimeQuality
+from edge.command_keys import platform_keys_problem
 from edge.config_loader import LoadedConfig
 from edge.errors import EdgeError, UplinkError
 from edge.keys import KeyFileError, load_key
@@ -216,6 +217,8 @@ def _service_group_ok(path: Path, service_user: str = "edge") -> str | None:
 async def run_checks(loaded: LoadedConfig) -> list[Check]:
     """Run every check."""
     checks = [check_clock(loaded), check_state_dir(loaded), check_key(loaded)]
+    keys = platform_keys_problem(loaded.config, loaded.base_dir)  # issue 19 #7
+    checks.append(Check("platform keys", FAIL if keys else OK, keys or "all entries valid"))
     try:
         checks += check_certificates(loaded)
     except EdgeError as exc:

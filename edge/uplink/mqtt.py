@@ -58,6 +58,8 @@ class LinkStats:
 
 
 CommandHandler = Callable[[bytes], Awaitable[None]]
+CommandTick = Callable[[int], Awaitable[None]]  # envelopes dropped unread since the last tick
+COMMAND_TICK_S = 5.0  # how often an idle command path reports drops and flushes summaries
 StateProvider = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -67,6 +69,7 @@ class MqttUplink:
     def __init__(self, cfg: UplinkConfig, *, gateway_id: str, boot_id: str, signer: Signer,
                  outbox: AsyncOutbox, base_dir: Path, password: str | None = None,
                  on_command: CommandHandler | None = None,
+                 on_command_tick: CommandTick | None = None,
                  state_provider: StateProvider | None = None) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -76,6 +79,9 @@ class MqttUplink:
         self.base_dir = base_dir
         self._password = password
         self._on_command = on_command
+        self._on_command_tick = on_command_tick
+        self.commands_failed = 0  # handler exceptions caught here (a bug: the link stays up)
+        self.commands_dropped = 0  # envelopes the link's bounded inbound queue could not take
         self._state_provider = state_provider
         prefix = cfg.topic_prefix
         self.events_topic = f"{prefix}/{gateway_id}/events"
@@ -226,10 +232,28 @@ class MqttUplink:
                      retain=True)
 
     async def _commands(self, link: MqttLink) -> None:
+        """Hand each inbound envelope to the handler; nothing it raises ends the session.
+
+        A retained malformed command is delivered again after every reconnect, so an exception
+        here would end every session (issue 19, finding 1). Drops of the bounded inbound queue
+        are passed on to be counted and reported (finding 8).
+        """
+        seen_dropped = link.inbound_dropped
         while True:
-            item: Inbound = await link.inbound.get()
-            if self._on_command is not None:
-                await self._on_command(item.payload)
+            item: Inbound | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(COMMAND_TICK_S):
+                    item = await link.inbound.get()
+            dropped, seen_dropped = link.inbound_dropped - seen_dropped, link.inbound_dropped
+            self.commands_dropped += dropped
+            try:
+                if self._on_command_tick is not None and (dropped or item is None):
+                    await self._on_command_tick(dropped)
+                if item is not None and self._on_command is not None:
+                    await self._on_command(item.payload)
+            except Exception:  # the handler's bug must not drop the uplink
+                self.commands_failed += 1
+                log.exception("uplink: command handler failed; the link stays up")
 
     async def _pump(self, link: MqttLink, window: int, tg: asyncio.TaskGroup) -> None:
         slots = asyncio.Semaphore(window)

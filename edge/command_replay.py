@@ -1,0 +1,119 @@
+"""Replay state of downlink commands, in its own small file beside the outbox.
+
+The per-key counters used to live only in the outbox, so replacing a corrupt outbox forgot them
+and a captured command ran again (issue 19, finding 2; at 1970 freshness is skipped and the
+counter stands alone). They now live in ``<outbox>.replay``: a few hundred bytes of JSON,
+written to a temporary file, fsynced, renamed over the old one and the directory fsynced —
+before the command executes. A store replacement leaves it alone.
+
+When this file itself is unreadable (or missing while the outbox was just replaced), the state
+is **lost** and the processor fails closed: every command is refused (``replay_state_lost``)
+until the clock is trusted; the first trusted instant becomes a ``floor`` written to the file,
+and only commands issued at or after it are accepted — any command captured before the loss
+was issued before it (docs/decisions.md D35).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Signed counters are bounded so that one signed command cannot lock its key out for good
+# (finding 11: ``ctr = 2**63-1``): never above 2**53-1 (exact in every JSON reader), and never
+# more than MAX_CTR_STEP above both the last accepted value and, when the clock is trusted, now
+# in microseconds (the reference platform's counter is microseconds since the epoch).
+CTR_MAX = 2**53 - 1
+MAX_CTR_STEP = 2**40  # ~12.7 days of microseconds; a sequence counter never jumps that far
+
+
+@dataclass
+class ReplayState:
+    """Per-kid last accepted counters and the fail-closed floor."""
+
+    path: Path
+    counters: dict[str, int] = field(default_factory=dict)
+    lost: bool = False  # unreadable and not re-established: refuse everything
+    lost_reason: str = ""
+    floor_ns: int = 0  # accept only commands issued at or after this (0: no floor)
+
+    @classmethod
+    def beside(cls, outbox_path: Path) -> ReplayState:
+        """Return the (not yet loaded) state that lives beside ``outbox_path``."""
+        return cls(outbox_path.with_name(outbox_path.name + ".replay"))
+
+    def load(self, journal_counters: dict[str, int], *, store_replaced: bool) -> None:
+        """Read the file; merge the outbox journal's counters (the higher wins)."""
+        try:
+            doc = json.loads(self.path.read_bytes())
+            counters = {str(k): int(v) for k, v in doc["counters"].items()}
+            floor_ns = int(doc.get("floor_ns", 0))
+            lost = bool(doc.get("lost", False))
+        except FileNotFoundError:
+            if store_replaced:
+                self._lose("the outbox was replaced and no replay file exists", journal_counters)
+                return
+            # first start (or first start of an agent that kept counters in the outbox only)
+            self.counters = dict(journal_counters)
+            self.write()
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            self._lose(f"{self.path} is unreadable ({type(exc).__name__})", journal_counters)
+            return
+        for kid, ctr in journal_counters.items():
+            counters[kid] = max(counters.get(kid, 0), ctr)
+        self.counters, self.floor_ns, self.lost = counters, floor_ns, lost
+        if lost:
+            self.lost_reason = "replay state lost at an earlier start; not re-established yet"
+
+    def _lose(self, why: str, journal_counters: dict[str, int]) -> None:
+        log.error("command replay state lost: %s; commands are refused until the clock is "
+                  "trusted, then only commands issued after that are accepted", why)
+        self.counters = dict(journal_counters)
+        self.lost, self.lost_reason = True, why
+        self.write()  # a restart before the clock syncs stays closed
+
+    def reestablish(self, now_ns: int) -> None:
+        """Close the loss at a trusted ``now_ns``: older commands are refused from now on."""
+        self.floor_ns, self.lost, self.lost_reason = max(self.floor_ns, now_ns), False, ""
+        self.write()
+        log.warning("command replay state re-established: commands issued before %d ns are "
+                    "refused", self.floor_ns)
+
+    def check(self, kid: str, ctr: int, trusted_now_ns: int | None) -> tuple[str, str] | None:
+        """Return ``(reason, detail)`` when ``ctr`` may not be accepted for ``kid``."""
+        last = self.counters.get(kid)
+        if last is not None and ctr <= last:
+            return "counter_rollback", f"ctr {ctr} <= last accepted {last}"
+        base = max(last or 0, (trusted_now_ns or 0) // 1000)
+        if (last is not None or trusted_now_ns is not None) and ctr > base + MAX_CTR_STEP:
+            return "counter_jump", f"ctr {ctr} is more than {MAX_CTR_STEP} above {base}"
+        return None
+
+    def accept(self, kid: str, ctr: int) -> None:
+        """Record ``ctr`` as the last accepted for ``kid``, durably (blocking: run in a thread)."""
+        self.counters[kid] = ctr
+        self.write()
+
+    def write(self) -> None:
+        """Replace the file atomically and durably."""
+        doc = {"version": 1, "counters": self.counters, "floor_ns": self.floor_ns,
+               "lost": self.lost}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(doc, separators=(",", ":")).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,337 @@
+"""Issue 19 on the command path: malformed envelopes, replay state across a store replacement,
+the platform keys file, floods, quiet hours on an untrusted clock, counters, emergency stop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.clock import Clock, TimeQuality
+from edge.command_keys import load_platform_keys, platform_keys_problem
+from edge.commands import REJECT_BURST, CommandProcessor
+from edge.preflight import run_checks
+from edge.uplink.signing import Ed25519PrivateKey, Signer
+from hil.commander import register, sign_command
+from tests.figures import figure
+from tests.test_commands import GW, NOON_LOCAL, Harness
+
+pytestmark = pytest.mark.reliability
+
+
+class SettableClock(Clock):
+    """The gateway's clock with a quality the test sets (1970 boots, NTP not yet synced)."""
+
+    def __init__(self) -> None:
+        super().__init__("system")
+        self.q = TimeQuality.SYNCED
+
+    def quality(self) -> TimeQuality:
+        return self.q
+
+
+class HardHarness(Harness):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.clock = SettableClock()
+
+    def _processor(self) -> CommandProcessor:
+        proc = super()._processor()
+        proc.clock = self.clock
+        return proc
+
+    def events(self, like: str) -> list[dict[str, Any]]:
+        assert self.outbox is not None
+        return [json.loads(r[0]) for r in self.outbox.store.query(
+            "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE ?", (f"%{like}%",))]
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[HardHarness]:
+    harness = HardHarness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.stop()
+
+
+def _forged_envelope(key: Ed25519PrivateKey, body: dict[str, Any]) -> bytes:
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return Signer(key).envelope(raw)
+
+
+def _body(**kw: Any) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    body: dict[str, Any] = {
+        "cmd_id": "0193f1c3-0000-7000-8000-000000000001", "aud": GW, "device": "lamp-07",
+        "action": "light.set", "params": {"on": True},
+        "iat": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exp": (now + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"), "ctr": 1}
+    body.update(kw)
+    return body
+
+
+# ---- finding 1: nothing from the command path raises -----------------------------------------
+
+MALFORMED = {
+    "deep_json": b"[" * 8000,
+    "deep_object": b'{"a":' * 1500,
+    "surrogate_kid": b'{"kid":"\\ud800","alg":"Ed25519","sig":"AA","body":"x"}',
+    "not_utf8": b"\xff\xfe\x00{",
+    "not_an_object": b"[1,2,3]",
+    "empty": b"",
+    "body_not_string": b'{"kid":"k","alg":"Ed25519","sig":"AA","body":{}}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+async def test_malformed_envelopes_are_counted_audited_rejections(h: HardHarness,
+                                                                  case: str) -> None:
+    assert h.processor is not None
+    out = await h.processor.handle(MALFORMED[case])
+    assert out.status == "rejected"
+    assert out.reason in {"malformed", "unknown_kid"}
+    assert h.processor.counts[f"rejected.{out.reason}"] == 1
+    assert h.audit()[-1]["reason"] == out.reason
+
+
+async def test_surrogate_body_under_a_known_kid_is_rejected(h: HardHarness) -> None:
+    kid = Signer(h.lighting).kid
+    env = ('{"kid":"' + kid + '","alg":"Ed25519","sig":"AA","body":"\\udc00"}').encode()
+    assert h.processor is not None
+    out = await h.processor.handle(env)
+    assert (out.status, out.reason) == ("rejected", "malformed")
+
+
+@pytest.mark.parametrize("ctr", [2**64, 2**63, -1, 2**53])
+async def test_signed_out_of_range_counter_is_a_bad_body(h: HardHarness, ctr: int) -> None:
+    assert h.processor is not None
+    out = await h.processor.handle(_forged_envelope(h.lighting, _body(ctr=ctr)))
+    assert (out.status, out.reason) == ("rejected", "bad_body")
+
+
+async def test_an_executor_bug_is_a_failed_command_not_an_exception(h: HardHarness) -> None:
+    assert h.processor is not None
+
+    async def broken(*_a: Any) -> dict[str, Any]:
+        raise KeyError("driver bug")
+
+    h.processor._execute = broken  # a broken executor
+    out = await h.send(h.lighting, "light.set", {"on": True})
+    assert (out.status, out.reason) == ("failed", "internal_error")
+
+
+# ---- finding 11: the counter step is bounded ---------------------------------------------------
+
+async def test_a_huge_signed_counter_does_not_lock_the_key_out(h: HardHarness) -> None:
+    first = await h.send(h.lighting, "light.set", {"on": True})
+    assert first.status == "executed"
+    jump = await h.send(h.lighting, "light.set", {"on": False}, ctr=2**53 - 1)
+    assert (jump.status, jump.reason) == ("rejected", "counter_jump")
+    huge = await h.send(h.lighting, "light.set", {"on": False}, ctr=2**63 - 1)
+    assert huge.status == "rejected"
+    after = await h.send(h.lighting, "light.set", {"on": False})
+    assert after.status == "executed"  # the key still works
+
+
+async def test_first_counter_is_bounded_by_a_trusted_clock(h: HardHarness) -> None:
+    now_us = dt.datetime.now(dt.UTC).timestamp() * 1e6
+    out = await h.send(h.lighting, "light.set", {"on": True}, ctr=int(now_us + 2**41))
+    assert out.reason == "counter_jump"
+
+
+# ---- finding 11: speaker.stop cannot silence an emergency with the broadcast role -------------
+
+async def test_stopping_an_emergency_broadcast_needs_the_emergency_role(h: HardHarness) -> None:
+    emergency = await h.send(h.emergency, "speaker.play_tts",
+                             {"text": "紧急疏散", "priority": "emergency"}, device="speaker-01")
+    assert emergency.status == "executed"
+    stop = await h.send(h.broadcast, "speaker.stop", device="speaker-01")
+    assert (stop.status, stop.reason) == ("rejected", "wrong_role")
+    assert "broadcast-emergency" in stop.detail["detail"]
+    assert (await h.send(h.emergency, "speaker.stop", device="speaker-01")).status == "executed"
+
+
+async def test_stopping_a_normal_broadcast_needs_only_broadcast(h: HardHarness) -> None:
+    assert (await h.send(h.broadcast, "speaker.play_tts", {"text": "hi"},
+                         device="speaker-01")).status == "executed"
+    assert (await h.send(h.broadcast, "speaker.stop", device="speaker-01")).status == "executed"
+
+
+# ---- finding 10: quiet hours fail safe on an untrusted clock -----------------------------------
+
+async def test_quiet_hours_fail_safe_when_the_clock_is_untrusted(h: HardHarness) -> None:
+    h.clock.q = TimeQuality.UNSYNCED
+    h.now = dt.datetime(1970, 1, 1, 0, 5, tzinfo=dt.UTC)  # 08:05 local by the raw clock
+    out = await h.send(h.broadcast, "speaker.play_tts", {"text": "hi"}, device="speaker-01",
+                       iat=NOON_LOCAL)
+    assert (out.status, out.reason) == ("rejected", "unsafe")
+    assert "clock untrusted" in out.detail["detail"]
+    emergency = await h.send(h.emergency, "speaker.play_tts",
+                             {"text": "紧急疏散", "priority": "emergency"}, device="speaker-01")
+    assert emergency.status == "executed"  # only broadcast-emergency overrides quiet hours
+    lamp = await h.send(h.lighting, "light.set", {"on": True})
+    assert lamp.status == "executed"  # lamps have no quiet hours
+
+
+# ---- finding 2: replay state survives a store replacement, or fails closed -------------------
+
+async def _corrupt_outbox(h: HardHarness) -> None:
+    await h.stop()
+    db = h.tmp / "outbox.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database" * 200)
+
+
+async def test_a_captured_command_does_not_run_again_after_the_store_is_replaced(
+        h: HardHarness) -> None:
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True})
+    assert h.processor is not None
+    assert (await h.processor.handle(env)).status == "executed"
+    await _corrupt_outbox(h)
+    h.clock.q = TimeQuality.UNSYNCED  # booting at 1970: freshness is skipped
+    await h.start()
+    assert h.outbox is not None
+    assert h.outbox.store.replaced_corrupt is not None  # the old store was moved aside
+    await h.processor.recover()
+    again = await h.processor.handle(env)
+    assert (again.status, again.reason) == ("rejected", "counter_rollback")
+    assert len(h.executed) == 1
+    figure("R13", "captured command replayed after the outbox was replaced: rejected "
+           "(counter_rollback), replay state kept in <outbox>.replay")
+
+
+async def test_lost_replay_state_fails_closed_until_the_clock_is_trusted(h: HardHarness) -> None:
+    old_iat = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True}, iat=old_iat)
+    assert h.processor is not None
+    assert (await h.processor.handle(env)).status == "executed"
+    await _corrupt_outbox(h)
+    (h.tmp / "outbox.db.replay").write_bytes(b"{garbage")  # the replay file lost too
+    h.clock.q = TimeQuality.UNSYNCED
+    await h.start()
+    await h.processor.recover()
+    closed = await h.processor.handle(env)
+    assert (closed.status, closed.reason) == ("rejected", "replay_state_lost")
+    fresh = await h.send(h.lighting, "light.set", {"on": False})
+    assert fresh.reason == "replay_state_lost"  # even a new one, while the clock is untrusted
+    await h.stop()
+    await h.start()  # a restart does not reopen it
+    assert (await h.processor.handle(env)).reason == "replay_state_lost"
+    h.clock.q = TimeQuality.SYNCED
+    replayed = await h.processor.handle(env)
+    assert replayed.reason == "replay_state_lost"  # issued before the state was re-established
+    new = await h.send(h.lighting, "light.set", {"on": False},
+                       iat=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))
+    assert new.status == "executed"
+    assert len(h.executed) == 1 + 1
+
+
+# ---- finding 7: the platform keys file ------------------------------------------------------
+
+def _keys_harness(tmp_path: Path) -> tuple[HardHarness, Path]:
+    harness = HardHarness(tmp_path)
+    return harness, tmp_path / "platform-keys.json"
+
+
+def test_a_group_or_world_writable_keys_file_is_refused(tmp_path: Path) -> None:
+    harness, keys_file = _keys_harness(tmp_path)
+    cfg = harness.loaded.config
+    assert len(load_platform_keys(cfg, tmp_path)) == 3
+    rogue = Ed25519PrivateKey.generate()
+    register(keys_file, rogue, ["lighting", "broadcast", "broadcast-emergency", "config"])
+    for mode in (0o666, 0o664, 0o646):
+        keys_file.chmod(mode)
+        assert load_platform_keys(cfg, tmp_path) == {}
+        problem = platform_keys_problem(cfg, tmp_path)
+        assert problem is not None
+        assert "others can write" in problem
+    keys_file.chmod(0o644)
+    assert len(load_platform_keys(cfg, tmp_path)) == 4
+    assert platform_keys_problem(cfg, tmp_path) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"public_key_hex": "00" * 31, "roles": ["lighting"]},
+    {"public_key_hex": "ab" * 32, "roles": ["lighting"]},  # does not match its kid
+    {"public_key_hex": "ab" * 32, "roles": ["superuser"]},
+    "not an object",
+])
+def test_a_keys_file_loads_all_or_nothing(tmp_path: Path, bad: object) -> None:
+    harness, keys_file = _keys_harness(tmp_path)
+    doc = json.loads(keys_file.read_text())
+    doc["deadbeefdeadbeef"] = bad
+    keys_file.write_text(json.dumps(doc))
+    keys_file.chmod(0o600)
+    assert load_platform_keys(harness.loaded.config, tmp_path) == {}
+    assert platform_keys_problem(harness.loaded.config, tmp_path) is not None
+
+
+def test_a_keys_file_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    harness, keys_file = _keys_harness(tmp_path)
+    os.chown(keys_file, 4242, 4242)
+    assert load_platform_keys(harness.loaded.config, tmp_path) == {}
+
+
+def test_edge_check_reports_the_keys_file(tmp_path: Path) -> None:
+    harness, keys_file = _keys_harness(tmp_path)
+    keys_file.chmod(0o666)
+    checks = asyncio.run(run_checks(harness.loaded))
+    keys = [c for c in checks if c.name == "platform keys"]
+    assert keys, [c.name for c in checks]
+    assert keys[0].status == "fail"
+    assert "others can write" in keys[0].detail
+
+
+# ---- finding 8: a flood does not lose a valid command, rejections are aggregated -------------
+
+async def test_a_flood_of_forged_commands_is_aggregated_and_a_valid_one_executes(
+        h: HardHarness) -> None:
+    assert h.processor is not None
+    forger = Ed25519PrivateKey.generate()
+    for i in range(250):
+        if i % 2:
+            _c, env = sign_command(forger, gateway=GW, device="lamp-07", action="light.set",
+                                   params={"on": True})
+        else:
+            doc = json.loads(sign_command(h.lighting, gateway=GW, device="lamp-07",
+                                          action="light.set", params={"on": True})[1])
+            doc["sig"] = doc["sig"][::-1]
+            env = json.dumps(doc).encode()
+        await h.processor.handle(env)
+    valid = await h.send(h.lighting, "light.set", {"on": True, "dim_pct": 40})
+    assert valid.status == "executed"
+    counts = h.processor.counts
+    assert counts["rejected.unknown_kid"] + counts["rejected.bad_signature"] == 250
+    audit = h.audit()
+    rejected_lines = [a for a in audit if a["status"] == "rejected"]
+    assert len(rejected_lines) <= 2 * REJECT_BURST  # not 250 fsynced lines
+    rejected_events = [e for e in h.events("command_result") if e["data"]["status"] == "rejected"]
+    assert len(rejected_events) <= 2 * REJECT_BURST
+    # the window closes: one summary accounts for every rejection not reported in full
+    h.processor._window_start -= 61  # skip the minute
+    await h.processor.tick()
+    summary = h.audit()[-1]
+    assert summary["reason"] == "suppressed"
+    assert sum(summary["detail"]["counts"].values()) + len(rejected_lines) == 250
+    figure("R13", f"flood of 250 forged commands: {len(rejected_lines)} audit lines + 1 summary, "
+           f"{len(rejected_events)} rejection events; the valid light.set executed")
+
+
+async def test_inbound_drops_are_counted_and_reported(h: HardHarness) -> None:
+    assert h.processor is not None
+    await h.processor.tick(37)
+    assert h.processor.counts["dropped.inbound_full"] == 37
+    assert h.audit()[-1]["status"] == "dropped"
+    assert h.audit()[-1]["detail"] == {"count": 37}
+    assert h.events("inbound_full")
