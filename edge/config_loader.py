@@ -9,6 +9,7 @@ cross-check path is mapped back to the line a technician must edit::
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -16,15 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config import (
+    DEFAULT_ASSET_CLASSES,
     DEVICE_MODELS,
+    NAME_PATTERN,
     AnyDevice,
+    Bus,
+    Device,
     EdgeConfig,
     ModbusRtuBus,
     ModbusTcpBus,
@@ -33,7 +38,7 @@ from edge.config import (
 )
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.errors import ConfigError
-from edge.light_schedule import is_astronomical
+from edge.light_schedule import AT_PATTERN, is_astronomical
 
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
@@ -80,9 +85,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     try:
         tree = yaml.load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError([f"{path.name}:{line}: YAML syntax: {exc.problem}"]) from exc
+        raise ConfigError([_yaml_problem(path.name, text, exc)]) from exc
     if not isinstance(tree, CommentedMap):
         raise ConfigError([f"{path.name}:1: the file must be a mapping with gateway, uplink, "
                            "buses and devices"])
@@ -90,17 +93,84 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     try:
         config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_format_error(path.name, tree, err) for err in exc.errors()]
-        raise ConfigError(_unique(problems)) from None
-    problems = [f"{path.name}:{_line_of(tree, loc)}: {_dotted(loc)}: {msg}"
-                for loc, msg in cross_check(config)]
-    if problems:
-        raise ConfigError(problems)
+        # every mistake in one pass: the parts that did validate are still cross-checked, so a
+        # bus-name typo shows up beside a unit id out of range, not after it is fixed
+        problems = [(_line_of(tree, _clean_loc(tree, tuple(err["loc"]))),
+                     _format_error(path.name, tree, err)) for err in exc.errors()]
+        config, partial = _partial_config(data)
+        problems += _cross_problems(path.name, tree, config, partial)
+        raise ConfigError(_by_line(problems)) from None
+    found = _cross_problems(path.name, tree, config, None)
+    if found:
+        raise ConfigError(_by_line(found))
     return LoadedConfig(config, path)
 
 
-def _unique(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
+def _cross_problems(filename: str, tree: Any, config: EdgeConfig,
+                    partial: Partial | None) -> list[tuple[int, str]]:
+    def line_of(loc: Loc) -> int:
+        return _line_of(tree, loc)
+
+    return [(line_of(loc), f"{filename}:{line_of(loc)}: {_dotted(loc, tree)}: {msg}")
+            for loc, msg in cross_check(config, partial=partial, line_of=line_of,
+                                        name_of=lambda loc: _dotted(loc, tree))]
+
+
+def _by_line(problems: list[tuple[int, str]]) -> list[str]:
+    """Return the messages once each, top of the file first (the order a technician edits)."""
+    seen = dict.fromkeys(message for _, message in
+                         sorted(problems, key=lambda item: item[0]))
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What validated of a file that did not: cross-checks run on these parts only."""
+
+    broken: frozenset[str]  # top-level sections that did not validate
+    devices: tuple[int, ...]  # file indices of the devices that validated
+    buses: tuple[int, ...]
+    raw_bus_names: tuple[str, ...]  # every bus name written, valid or not
+    raw_devices: tuple[tuple[int, dict[str, Any]], ...]  # the devices that did not validate
+
+
+def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
+    """Validate section by section and item by item; build a config of what passed."""
+    data = data if isinstance(data, dict) else {}
+    parts: dict[str, Any] = {}
+    broken: set[str] = set()
+    items: dict[str, tuple[list[Any], list[int]]] = {}
+    raw_devices: list[tuple[int, dict[str, Any]]] = []
+    for name, field in EdgeConfig.model_fields.items():
+        if name not in data:
+            continue
+        if name in ("devices", "buses") and isinstance(data[name], list):
+            adapter: TypeAdapter[Any] = TypeAdapter(Device if name == "devices" else Bus)
+            good: list[Any] = []
+            where: list[int] = []
+            for i, raw in enumerate(data[name]):
+                try:
+                    good.append(adapter.validate_python(raw))
+                    where.append(i)
+                except ValidationError:
+                    if name == "devices" and isinstance(raw, dict):
+                        raw_devices.append((i, raw))
+            items[name] = (good, where)
+            parts[name] = good
+            continue
+        try:
+            annotation: Any = field.annotation
+            parts[name] = TypeAdapter(annotation).validate_python(data[name])
+        except ValidationError:
+            broken.add(name)
+    for name in ("gateway", "uplink"):
+        if name not in parts:
+            broken.add(name)
+    raw_buses = data.get("buses") if isinstance(data.get("buses"), list) else []
+    bus_names = tuple(str(b["name"]) for b in raw_buses if isinstance(b, dict) and "name" in b)
+    partial = Partial(frozenset(broken), tuple(items.get("devices", ([], []))[1]),
+                      tuple(items.get("buses", ([], []))[1]), bus_names, tuple(raw_devices))
+    return EdgeConfig.model_construct(**parts), partial
 
 
 def _plain(node: Any) -> Any:
@@ -167,10 +237,25 @@ def _clean_loc(tree: Any, loc: Loc) -> Loc:
     return tuple(keep)
 
 
-def _dotted(loc: Loc) -> str:
+def _dotted(loc: Loc, tree: Any = None) -> str:
+    """Return ``loc`` as a technician reads it: devices and buses by name, not by index."""
     out = ""
+    node = tree
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        label: int | str = part
+        if isinstance(part, int) and isinstance(node, CommentedSeq) and part < len(node):
+            item = node[part]
+            name = item.get("name") if isinstance(item, CommentedMap) else None
+            if isinstance(name, str) and name and loc[0] in ("devices", "buses") and \
+                    node is tree.get(loc[0]):
+                label = name
+        out += f"[{label}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(node, CommentedMap):
+            node = node.get(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
     return out.replace(".class_", ".class")
 
 
@@ -185,12 +270,13 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
     if kind.startswith("union_tag"):
         loc = (*loc, str(ctx.get("discriminator", "kind")).strip("'"))
     messages: dict[str, Callable[[], str]] = {
+        **_type_words(ctx, value),
         "less_than_equal": lambda: f"must be <= {ctx.get('le')} (got {_got(value)})",
         "greater_than_equal": lambda: f"must be >= {ctx.get('ge')} (got {_got(value)})",
         "less_than": lambda: f"must be < {ctx.get('lt')} (got {_got(value)})",
         "greater_than": lambda: f"must be > {ctx.get('gt')} (got {_got(value)})",
         "missing": lambda: "required field is missing",
-        "string_pattern_mismatch": lambda: f"must match {ctx.get('pattern')} (got {_got(value)})",
+        "string_pattern_mismatch": lambda: _pattern_words(loc, str(ctx.get("pattern")), value),
         "literal_error": lambda: f"must be one of {ctx.get('expected')} (got {_got(value)})",
         "union_tag_invalid": lambda: (f"unknown value {ctx.get('tag')!r}; expected one of "
                                       f"{ctx.get('expected_tags')}"),
@@ -202,7 +288,102 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
         message = messages[kind]()
     else:
         message = f"{err['msg'].removeprefix('Value error, ')} (got {_got(value)})"
-    return f"{filename}:{_line_of(tree, loc)}: {_dotted(loc)}: {message}"
+    return f"{filename}:{_line_of(tree, loc)}: {_dotted(loc, tree)}: {message}"
+
+
+def _type_words(ctx: dict[str, Any], value: Any) -> dict[str, Callable[[], str]]:
+    """Plain words for a value of the wrong type (pydantic says 'Input should be ...')."""
+    got = _got(value)
+    block = "a block of 'key: value' lines indented under it"
+    return {
+        "int_type": lambda: f"must be a whole number (got {got})",
+        "int_parsing": lambda: f"must be a whole number (got {got})",
+        "int_from_float": lambda: f"must be a whole number (got {got})",
+        "float_type": lambda: f"must be a number (got {got})",
+        "float_parsing": lambda: f"must be a number (got {got})",
+        "string_type": lambda: f"must be text; put it in quotes (got {got})",
+        "bool_type": lambda: f"must be true or false (got {got})",
+        "bool_parsing": lambda: f"must be true or false (got {got})",
+        "list_type": lambda: f"must be a list, one '- ' line per item (got {got})",
+        "model_type": lambda: f"must be {block} (got {got})",
+        "model_attributes_type": lambda: f"must be {block} (got {got})",
+        "dict_type": lambda: f"must be {block} (got {got})",
+        "too_short": lambda: f"needs at least {ctx.get('min_length')} items",
+        "too_long": lambda: f"takes at most {ctx.get('max_length')} items",
+        "string_too_short": lambda: f"must not be empty (got {got})",
+        "string_too_long": lambda: f"takes at most {ctx.get('max_length')} characters",
+    }
+
+
+# what a pattern means, in the words a technician uses (the pattern itself is for programmers)
+_PATTERN_WORDS: dict[str, str] = {
+    NAME_PATTERN: "lowercase letters, digits, '-', '_' or '.', starting with a letter or "
+                  "digit, at most 63 characters",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$": "letters, digits, '-', '_' or '.', starting with a "
+                                          "letter or digit, at most 64 characters",
+    AT_PATTERN: "a time like '18:30', 'sunset+15' or 'sunrise-10'",
+    r"^([01]\d|2[0-3]):[0-5]\d$": "a 24-hour time like '07:30'",
+    r"^\d\d:\d\d-\d\d:\d\d$": "a range of times like '22:00-07:00'",
+    r"^[^#+$][^#+]*[^/#+]$": "a topic prefix without '+' or '#', not starting with '$' or "
+                             "ending with '/'",
+}
+_DIGITS = re.compile(r"\^\\d\{(\d+)(?:,(\d+))?\}\$")
+_FIELD_WORDS = {"code": "asset code", "grid": "grid code", "class_": "class code",
+                "class": "class code", "county_code": "county code",
+                "water_event_class": "event class", "public_key_hex": "public key"}
+
+
+def _pattern_words(loc: Loc, pattern: str, value: Any) -> str:
+    """Say what ``pattern`` wants: "asset code must have 16 digits, you gave 15"."""
+    field = str(loc[-1]) if loc and isinstance(loc[-1], str) else "value"
+    what = _FIELD_WORDS.get(field, field.replace("_", " "))
+    text = str(value)
+    digits = _DIGITS.fullmatch(pattern)
+    if digits:
+        low, high = digits.groups()
+        want = f"{low} or {high}" if high else low
+        if text.isdigit():
+            return f"{what} must have {want} digits, you gave {len(text)}"
+        return f"{what} must be {want} digits and nothing else (got {_got(value)})"
+    if pattern == r"^[0-9a-f]{64}$":
+        return (f"{what} must be 64 hex digits (0-9, a-f), you gave {len(text)} characters"
+                + ("" if re.fullmatch(r"[0-9a-fA-F]*", text) else f": {_got(value)}"))
+    words = _PATTERN_WORDS.get(pattern)
+    if words:
+        return f"{what} must be {words} (got {_got(value)})"
+    return f"{what} does not have the expected form {pattern} (got {_got(value)})"
+
+
+def _yaml_problem(filename: str, text: str, exc: MarkedYAMLError) -> str:
+    """Say a YAML error as a technician fixes it: most of them are indentation."""
+    mark = exc.problem_mark
+    line = mark.line + 1 if mark is not None else 1
+    lines = text.splitlines()
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    problem = str(exc.problem or "")
+    if "\t" in here[: len(here) - len(here.lstrip())] or "'\\t'" in problem:
+        return f"{filename}:{line}: YAML indentation: a tab; indent with spaces only"
+    if problem.startswith("expected <block end>") and exc.context_mark is not None:
+        start = exc.context_mark.line + 1
+        return (f"{filename}:{line}: YAML indentation: this line does not line up with the "
+                f"keys above it (the block starts on line {start}); indent it like them")
+    if problem == "mapping values are not allowed here":
+        above = _line_above(lines, line)
+        indent = len(here) - len(here.lstrip())
+        if above is not None and indent > len(above) - len(above.lstrip()):
+            return (f"{filename}:{line}: YAML indentation: this line is indented more than "
+                    "the line above it, which already has a value; line them up")
+        return (f"{filename}:{line}: YAML syntax: a second ':' on this line; put a value "
+                "that holds ': ' in quotes")
+    return f"{filename}:{line}: YAML syntax: {problem}"
+
+
+def _line_above(lines: list[str], line: int) -> str | None:
+    """Return the nearest line above ``line`` (1-based) that is not blank or a comment."""
+    for candidate in reversed(lines[: line - 1]):
+        if candidate.strip() and not candidate.lstrip().startswith("#"):
+            return candidate
+    return None
 
 
 def _did_you_mean(loc: Loc) -> str:
@@ -253,31 +434,63 @@ def _unwrap(tp: Any) -> list[Any]:
 # ---- cross-checks: run once the structure is valid -----------------------------------------
 
 
-def cross_check(config: EdgeConfig) -> list[tuple[Loc, str]]:
-    """Return (loc, message) for every problem across sections."""
+def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
+                line_of: Callable[[Loc], int] | None = None,
+                name_of: Callable[[Loc], str] | None = None) -> list[tuple[Loc, str]]:
+    """Return (loc, message) for every problem across sections.
+
+    With ``partial`` (the file did not validate) only the parts that did are checked, and
+    devices that did not are still checked for a bus that does not exist.
+    """
+    broken = partial.broken if partial else frozenset()
+    dev_at = partial.devices if partial else tuple(range(len(config.devices)))
+    bus_at = partial.buses if partial else tuple(range(len(config.buses)))
+
+    def where(loc: Loc) -> str:
+        named = name_of(loc) if name_of else _dotted(loc)
+        return f"{named} on line {line_of(loc)}" if line_of else named
+
     problems: list[tuple[Loc, str]] = []
-    problems += _check_uplink(config)
+    if "uplink" not in broken:
+        problems += _check_uplink(config)
+    problems += _check_local(config, broken)
     seen_buses: dict[str, int] = {}
-    for i, bus in enumerate(config.buses):
+    for i, bus in zip(bus_at, config.buses, strict=True):
         if bus.name in seen_buses:
             first = seen_buses[bus.name]
-            problems.append((("buses", i, "name"),
-                             f"duplicate bus name {bus.name!r} (also buses[{first}])"))
+            problems.append((("buses", i, "name"), f"duplicate bus name {bus.name!r} (also "
+                                                   f"{where(('buses', first, 'name'))})"))
         seen_buses.setdefault(bus.name, i)
     seen: dict[str, int] = {}
     unit_ids: dict[tuple[str, int], int] = {}
-    classes = config.class_table()
-    for i, device in enumerate(config.devices):
+    classes = config.class_table() if "asset_classes" not in broken else \
+        dict(DEFAULT_ASSET_CLASSES)
+    bus_names = list(partial.raw_bus_names) if partial else [b.name for b in config.buses]
+    for i, device in zip(dev_at, config.devices, strict=True):
         if device.name in seen:
             first = seen[device.name]
-            problems.append((("devices", i, "name"),
-                             f"duplicate device name {device.name!r} (also devices[{first}])"))
+            first_at = f"line {line_of(('devices', first))}" if line_of else \
+                f"devices[{first}]"
+            problems.append((("devices", i, "name"), f"duplicate device name {device.name!r} "
+                                                     f"(the first is at {first_at})"))
         seen.setdefault(device.name, i)
-        problems += _check_transport(config, i, device, unit_ids)
-        problems += _check_asset(config, i, device, classes)
+        problems += _check_transport(config, i, device, unit_ids, bus_names=bus_names,
+                                     broken=broken, where=where)
+        problems += _check_asset(config, i, device, classes, broken)
         problems += _check_schedule(i, device)
-    problems += _check_wire_capacity(config)
+    for i, raw in partial.raw_devices if partial else ():
+        written = raw.get("bus")
+        if raw.get("transport") in _MODBUS and isinstance(written, str) and \
+                written not in bus_names:
+            problems.append((("devices", i, "bus"), _no_bus(written, bus_names)))
+    problems += _check_wire_capacity(config, bus_at)
     return problems
+
+
+def _no_bus(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; buses: {', '.join(names) or 'none'}"
+    return f"no bus named {name!r}{hint}"
 
 
 def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
@@ -295,6 +508,7 @@ def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
 
 
 def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
+    """Check the uplink section against itself (tls, https base URL, backoff)."""
     up = config.uplink
     out: list[tuple[Loc, str]] = []
     if up.tls is False and not is_loopback(up.connect_host()):
@@ -312,10 +526,22 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
         if not up.base_url.startswith(scheme):
             out.append((("uplink", "base_url"), f"must start with {scheme} (tls is "
                                                 f"{'off' if up.tls is False else 'on'})"))
+    if up.reconnect_base_s > up.reconnect_cap_s:
+        out.append((("uplink", "reconnect_cap_s"),
+                    f"must be >= reconnect_base_s ({up.reconnect_base_s})"))
+    return out
+
+
+def _check_local(config: EdgeConfig, broken: frozenset[str]) -> list[tuple[Loc, str]]:
+    """Check the southbound broker and the local listeners."""
+    out: list[tuple[Loc, str]] = []
     south = config.southbound_mqtt
-    if south is not None and south.tls is False and not is_loopback(south.host):
+    if "southbound_mqtt" not in broken and south is not None and south.tls is False and \
+            not is_loopback(south.host):
         out.append((("southbound_mqtt", "tls"),
                     f"tls: false is allowed only for a loopback broker (host is {south.host!r})"))
+    if "observability" in broken:
+        return out
     obs = config.observability
     if obs.metrics_port is not None and not is_loopback(obs.metrics_host):
         out.append((("observability", "metrics_host"),
@@ -324,14 +550,19 @@ def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:
     if obs.status_page_port is not None and obs.status_page_password_file is None:
         out.append((("observability", "status_page_password_file"),
                     "required with status_page_port: the page has no default password"))
-    if up.reconnect_base_s > up.reconnect_cap_s:
-        out.append((("uplink", "reconnect_cap_s"),
-                    f"must be >= reconnect_base_s ({up.reconnect_base_s})"))
+    if obs.status_page_port is not None and not is_loopback(obs.status_page_host) and \
+            not obs.status_page_plain_http:
+        out.append((("observability", "status_page_host"),
+                    f"{obs.status_page_host} is not loopback: the page's Basic auth would cross "
+                    "the network in clear; bind 127.0.0.1 and tunnel, or set "
+                    "status_page_plain_http: true for a closed service interface"))
     return out
 
 
 def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
-                     unit_ids: dict[tuple[str, int], int]) -> list[tuple[Loc, str]]:
+                     unit_ids: dict[tuple[str, int], int], *, bus_names: list[str],
+                     broken: frozenset[str], where: Callable[[Loc], str]
+                     ) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     here: Loc = ("devices", i)
     if device.transport in _MODBUS:
@@ -339,12 +570,12 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
             return [((*here, "bus"), f"required for transport {device.transport}")]
         if device.unit_id is None:
             out.append(((*here, "unit_id"), f"required for transport {device.transport}"))
-        names = [b.name for b in config.buses]
-        if device.bus not in names:
-            close = difflib.get_close_matches(device.bus, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; buses: {names}"
-            return [*out, ((*here, "bus"), f"no bus named {device.bus!r}{hint}")]
-        bus = config.bus(device.bus)
+        if device.bus not in bus_names:
+            return [*out, ((*here, "bus"), _no_bus(device.bus, bus_names))]
+        try:
+            bus = config.bus(device.bus)
+        except KeyError:
+            return out  # the bus is written but has its own mistakes, reported at its line
         if bus.type != device.transport:
             out.append(((*here, "transport"),
                         f"{device.transport} does not match bus {bus.name!r} of type {bus.type}"))
@@ -353,7 +584,7 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
             if key in unit_ids:
                 out.append(((*here, "unit_id"),
                             f"unit id {device.unit_id} already used on bus {device.bus!r} "
-                            f"by devices[{unit_ids[key]}]"))
+                            f"by {where(('devices', unit_ids[key]))}"))
             unit_ids.setdefault(key, i)
             if bus.allowed_unit_ids is not None and device.unit_id not in bus.allowed_unit_ids:
                 out.append(((*here, "unit_id"),
@@ -369,13 +600,15 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
                                       "is model mqtt_json"))
     elif device.transport == "mqtt" and not device.topic:
         out.append(((*here, "topic"), "required for transport mqtt"))
-    elif device.transport == "mqtt" and config.southbound_mqtt is None:
+    elif device.transport == "mqtt" and config.southbound_mqtt is None and \
+            "southbound_mqtt" not in broken:
         out.append(((*here, "transport"), "mqtt needs a southbound_mqtt broker section"))
     return out
 
 
 def _check_asset(config: EdgeConfig, i: int, device: AnyDevice,
-                 classes: dict[str, tuple[str, tuple[str, ...]]]) -> list[tuple[Loc, str]]:
+                 classes: dict[str, tuple[str, tuple[str, ...]]],
+                 broken: frozenset[str] = frozenset()) -> list[tuple[Loc, str]]:
     asset, here = device.asset, ("devices", i, "asset")
     out: list[tuple[Loc, str]] = []
     if asset.code[6:10] != asset.class_:
@@ -384,7 +617,8 @@ def _check_asset(config: EdgeConfig, i: int, device: AnyDevice,
     if asset.code[:6] != asset.grid[:6]:
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from the grid's "
                                      f"{asset.grid[:6]}"))
-    if asset.code[:6] != config.gateway.county_code and device.kind != "gps":
+    if "gateway" not in broken and asset.code[:6] != config.gateway.county_code and \
+            device.kind != "gps":
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from "
                                      f"gateway.county_code {config.gateway.county_code}"))
     row = classes.get(asset.class_)
@@ -397,10 +631,10 @@ def _check_asset(config: EdgeConfig, i: int, device: AnyDevice,
     return out
 
 
-def _check_wire_capacity(config: EdgeConfig) -> list[tuple[Loc, str]]:
+def _check_wire_capacity(config: EdgeConfig, bus_at: Sequence[int]) -> list[tuple[Loc, str]]:
     """Report RS-485 buses whose poll plan needs more wire time than a second holds."""
     out: list[tuple[Loc, str]] = []
-    for b, bus in enumerate(config.buses):
+    for b, bus in zip(bus_at, config.buses, strict=True):
         if not isinstance(bus, ModbusRtuBus):
             continue
         busy_s_per_s, count = 0.0, 0

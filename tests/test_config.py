@@ -14,7 +14,7 @@ from edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = sorted(p for p in (ROOT / "tests" / "config_cases").iterdir() if p.is_dir())
-LINE = re.compile(r"^devices\.yaml:(\d+): (YAML syntax|\S+?):")
+LINE = re.compile(r"^devices\.yaml:(\d+): (YAML syntax|YAML indentation|\S+?):")
 
 
 def test_there_are_at_least_15_cases() -> None:
@@ -34,7 +34,7 @@ def test_invalid_config_reports_file_line_and_field(case: Path) -> None:
         line_no = int(match.group(1))
         assert 1 <= line_no <= len(text)
         field = match.group(2).rsplit(".", 1)[-1].split("[")[0]
-        if match.group(2) != "YAML syntax":
+        if not match.group(2).startswith("YAML "):
             # the line named is the field's own line, or the line of the block holding it
             assert field in text[line_no - 1] or text[line_no - 1].lstrip().startswith("- "), \
                 f"line {line_no} ({text[line_no - 1]!r}) does not show {field!r}"
@@ -65,3 +65,104 @@ def test_tls_false_is_allowed_for_loopback_only() -> None:
     remote = loopback.replace("host: 127.0.0.1\n  port: 18883", "host: 10.1.2.3\n  port: 8883")
     with pytest.raises(ConfigError, match="loopback"):
         parse_config(remote, Path("devices.yaml"))
+
+
+# --- edge check in a technician's words (issue 21) -----------------------------------------
+
+
+def _shipped() -> str:
+    return (ROOT / "devices.yaml").read_text(encoding="utf-8")
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("devices.yaml"))
+    return info.value.problems
+
+
+def test_a_bus_typo_is_reported_in_the_same_pass_as_field_errors() -> None:
+    text = _shipped().replace("unit_id: 80 ", "unit_id: 300 ").replace(
+        "keepalive_s: 30", "keepalive_s: 99").replace("bus: sim-lamps", "bus: sim-lamp")
+    problems = _problems(text)
+    assert [p.split(": ", 2)[1] for p in problems] == [
+        "uplink.keepalive_s", "devices[manhole-12].unit_id", "devices[lamp-07].bus"]
+    assert "no bus named 'sim-lamp' (did you mean 'sim-lamps'?)" in problems[2]
+
+
+def test_a_bus_typo_in_a_device_with_other_mistakes_is_reported_too() -> None:
+    text = _shipped().replace("bus: sim-lamps", "bus: sim-lamp").replace(
+        'code: "3205080118000007"', 'code: "320508011800007"')
+    problems = _problems(text)
+    assert any("devices[lamp-07].bus: no bus named 'sim-lamp'" in p for p in problems)
+    assert any("devices[lamp-07].asset.code: asset code must have 16 digits, you gave 15" in p
+               for p in problems)
+
+
+def test_cross_checks_still_run_beside_a_broken_section() -> None:
+    # the gateway section is broken; a duplicate unit id among valid devices is still found
+    text = _shipped().replace('county_code: "320508"', 'county_code: "32050"').replace(
+        "    unit_id: 1\n", "    unit_id: 80\n    allowed: 1\n", 0)
+    text = text.replace("bus: sim-lamps", "bus: sim-covers")
+    text = text.replace("  - name: lamp-07\n", "  - name: lamp-07\n", 1).replace(
+        "    unit_id: 1\n", "    unit_id: 80\n", 1)
+    problems = _problems(text)
+    assert any("gateway.county_code: county code must have 6 digits, you gave 5" in p
+               for p in problems)
+    assert any("unit id 80 already used on bus 'sim-covers' by devices[manhole-12] on line"
+               in p for p in problems)
+
+
+def test_problems_are_listed_from_the_top_of_the_file() -> None:
+    text = _shipped().replace("bus: sim-lamps", "bus: sim-lamp").replace(
+        "keepalive_s: 30", "keepalive_s: 99")
+    lines = [int(p.split(":")[1]) for p in _problems(text)]
+    assert lines == sorted(lines)
+    assert len(lines) == 2
+
+
+def test_devices_are_named_by_their_name() -> None:
+    problems = _problems(_shipped().replace("baud: 9600\n    model: syn6288",
+                                            "baud: 9601\n    model: syn6288"))
+    assert problems[0].split(": ", 2)[1] == "devices[speaker-01].baud"
+    assert "devices[2]" not in problems[0]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('code: "3205080106000123"', 'code: "320508010600012"',
+     "devices[manhole-12].asset.code: asset code must have 16 digits, you gave 15"),
+    ('code: "3205080106000123"', 'code: "32050801060001AB"',
+     "asset code must be 16 digits and nothing else (got '32050801060001AB')"),
+    ('grid: "320508001002003"', 'grid: "3205080010020"',
+     "asset.grid: grid code must have 14 or 15 digits, you gave 13"),
+    ("- name: lamp-07", "- name: Lamp 07",
+     "devices[Lamp 07].name: name must be lowercase letters, digits, '-', '_' or '.'"),
+    ('{at: "23:30", on: true', '{at: "midnight", on: true',
+     "schedule[1].at: at must be a time like '18:30', 'sunset+15' or 'sunrise-10'"),
+    ("poll_interval_s: 5\n", "poll_interval_s: fast\n",
+     "devices[lamp-07].poll_interval_s: must be a number (got 'fast')"),
+])
+def test_patterns_and_types_are_said_in_plain_words(old: str, new: str, expected: str) -> None:
+    text = _shipped()
+    assert old in text
+    problems = _problems(text.replace(old, new, 1))
+    assert any(expected in p for p in problems), problems
+    assert not any("^" in p or "Input should" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("old", "new", "line", "words"), [
+    ("    unit_id: 1\n", "     unit_id: 1\n", 71, "indented more than the line above it"),
+    ("    unit_id: 1\n", "   unit_id: 1\n", 71, "does not line up with the keys above it"),
+    ("    unit_id: 1\n", "\tunit_id: 1\n", 71, "a tab; indent with spaces only"),
+])
+def test_yaml_indentation_errors_are_said_as_such(old: str, new: str, line: int,
+                                                  words: str) -> None:
+    problems = _problems(_shipped().replace(old, new, 1))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"devices.yaml:{line}: YAML indentation: "), problems
+    assert words in problems[0]
+
+
+def test_a_colon_in_a_value_is_not_called_indentation() -> None:
+    problems = _problems(_shipped().replace("name: 路灯 干将东路 7号", "name: 路灯: 干将东路 7号"))
+    assert "YAML syntax: a second ':' on this line; put a value that holds ': ' in quotes" in \
+        problems[0]

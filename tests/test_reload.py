@@ -67,7 +67,7 @@ async def test_reload_restarts_only_what_changed(tmp_path: Path, plain_broker: M
         # an invalid file: rejected with its lines, nothing changes
         loaded.path.write_text(text.replace("unit_id: 3", "unit_id: 300"))
         problems = await agent.reload()
-        assert any("devices[1].unit_id: must be <= 247 (got 300)" in p for p in problems)
+        assert any("devices[mh-c].unit_id: must be <= 247 (got 300)" in p for p in problems)
         assert any(p.startswith("devices.yaml:") for p in problems)
         assert set(agent.drivers) == {"mh-b", "mh-c", "mh-d"}
         assert agent.generation == 1
