@@ -4,6 +4,7 @@ committed arrives at the receiver (paho's memory queue is irrelevant by design).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ from hil.receiver.service import run_mqtt
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from tests.cfg import tilt_device, write_config
 from tests.figures import figure
-from tests.helpers import receiver_for, start_agent
+from tests.helpers import receiver_for, start_agent, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -46,7 +47,13 @@ async def test_kill_9_during_outage_then_restart_delivers_everything(tmp_path: P
             assert time.monotonic() < deadline, (tmp_path / "agent.log").read_text()
             await asyncio.sleep(0.1)
         broker.stop()
-        await asyncio.sleep(3.0)  # readings pile up in the outbox
+
+        def queued() -> int:  # a reader beside the agent's writer (WAL)
+            with contextlib.closing(sqlite3.connect(loaded.state_dir / "outbox.db",
+                                                    timeout=5)) as db:
+                return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+        await wait_until(lambda: queued() >= 30, 20, "30 readings queued in the outbox")
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)
         db = sqlite3.connect(loaded.state_dir / "outbox.db")
