@@ -26,6 +26,19 @@ EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
 EX_UNAVAILABLE, EX_CONFIG = 69, 78
 DEFAULT_CONFIG = Path("devices.yaml")
 PROBE_TIMEOUT_S = 15.0  # a GPS probe listens a few seconds; a Modbus one takes milliseconds
+# where systemd/install.sh puts the site config; found without --config, so `edge check` and
+# `edge status` at the cabinet need no flags (a ./devices.yaml, the demo's, wins when present)
+INSTALLED_CONFIG = Path("/etc/edge/devices.yaml")
+
+
+def default_config() -> Path:
+    """Return the config to use without ``--config``: $EDGE_CONFIG, ./devices.yaml, /etc/edge."""
+    env = os.environ.get("EDGE_CONFIG")
+    if env:
+        return Path(env)
+    if not DEFAULT_CONFIG.exists() and INSTALLED_CONFIG.exists():
+        return INSTALLED_CONFIG
+    return DEFAULT_CONFIG
 
 
 class _ExitError(Exception):
@@ -300,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
-                       help="devices.yaml (default: ./devices.yaml)")
+        p.add_argument("--config", "-c", type=Path, default=None,
+                       help="devices.yaml (default: $EDGE_CONFIG, ./devices.yaml, else "
+                            "/etc/edge/devices.yaml)")
         return p
 
     p = with_config(sub.add_parser("run", help="run the agent"))
@@ -337,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edge`` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "config", False) is None:
+        args.config = default_config()
     debug = "--debug" in (argv or sys.argv)
     try:
         code: int = args.func(args)

@@ -28,7 +28,7 @@ def test_check_exits_2_on_an_invalid_config_with_line_numbers(capsys: object) ->
     case = ROOT / "tests" / "config_cases" / "01-unit-id-range" / "devices.yaml"
     assert main(["check", "--config", str(case)]) == EX_INVALID
     err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert "devices.yaml:54: devices[0].unit_id: must be <= 247 (got 300)" in err
+    assert "devices.yaml:54: devices[manhole-12].unit_id: must be <= 247 (got 300)" in err
 
 
 def test_check_json_on_invalid_config(capsys: object) -> None:
@@ -44,7 +44,7 @@ def test_run_exits_78_on_an_invalid_config() -> None:
     result = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(case)],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == EX_CONFIG
-    assert "devices.yaml:68: devices[1].kind" in result.stderr
+    assert "devices.yaml:68: devices[lamp-07].kind" in result.stderr
 
 
 def test_check_fails_when_nothing_answers(tmp_path: Path, capsys: object) -> None:
