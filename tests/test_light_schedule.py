@@ -135,7 +135,9 @@ async def test_a_failing_step_is_reported_once_and_retried(
         task = asyncio.create_task(driver.run_schedule(sink))
         try:
             await wait_until(lambda: sink.results, timeout_s=10)
-            await asyncio.sleep(0.3)  # several more ticks, still failing
+            tried = unit.requests  # several more ticks reach the controller, still failing
+            await wait_until(lambda: unit.requests >= tried + 3, timeout_s=10,
+                             what="three more ticks")
             assert [r["status"] for r in sink.results] == ["failed"]
             unit.fault = FAULTS[0]  # the controller recovers: the next tick applies the step
             await wait_until(lambda: len(sink.results) == 2, timeout_s=10)
