@@ -167,11 +167,12 @@ class Agent:
             servers.append(await serve_metrics(self.status, host=obs.metrics_host,
                                                port=obs.metrics_port))
         if obs.status_page_port is not None and page_password is not None:
-            from edge.status_page import serve_status_page  # noqa: PLC0415
+            from edge.status_page import assets_of, serve_status_page  # noqa: PLC0415
 
             servers.append(await serve_status_page(
                 self.status, self._probe, host=obs.status_page_host,
-                port=obs.status_page_port, password=page_password))
+                port=obs.status_page_port, password=page_password,
+                assets=lambda: assets_of(self.loaded.config)))
         return servers
 
     async def _build(self, key: Ed25519PrivateKey, transports: Transports
@@ -350,6 +351,9 @@ class Agent:
                 "failures": up.failures, "dead_lettered": up.dead_lettered,
                 "last_error": up.last_error},
             "active_alarms": sorted(self.sink.active) if self.sink else [],
+            # alarm ids end in the raise time in ms (sink.py): the page shows "since"
+            "active_alarm_ids": {k: v[0] for k, v in self.sink.active.items()}
+            if self.sink else {},
             "commands": dict(self.commands.counts) if self.commands else {},
             "config": {"path": str(self.loaded.path), "generation": self.generation,
                        "last_reload": self.last_reload},

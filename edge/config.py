@@ -154,6 +154,8 @@ class ObservabilityConfig(_Model):
     status_page_port: int | None = Field(default=None, ge=1, le=65535)
     status_page_host: str = "127.0.0.1"
     status_page_password_file: str | None = None  # required with a port: no default password
+    # Basic auth sends the password in clear: off loopback only when set (docs/decisions.md)
+    status_page_plain_http: bool = False
 
 
 class GatewayConfig(_Model):

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edge.http_site import start_site
+from edge.http_site import rejected_exposition, start_site
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
@@ -96,7 +96,7 @@ def render(status: dict[str, Any]) -> str:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = render(await request.app[STATUS_KEY]())
+    text = render(await request.app[STATUS_KEY]()) + rejected_exposition()
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -115,4 +115,4 @@ async def serve_metrics(status: StatusFn, *, host: str, port: int) -> web.AppRun
     app[STATUS_KEY] = status
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
-    return await start_site(app, host=host, port=port)
+    return await start_site(app, host=host, port=port, name="metrics")

@@ -2,83 +2,225 @@
 
 Off by default. When ``observability.status_page_port`` is set it binds to
 ``status_page_host`` (loopback, or the cabinet's service interface) and asks for HTTP Basic
-credentials: any user name, the password in ``status_page_password_file`` (no default; a
-placeholder refuses to start). State-changing requests need ``X-Requested-With`` so that a
-page on another origin cannot make the browser of a logged-in technician probe devices.
+credentials: the user name is ignored (any name works; the page says so when it refuses), the
+password is the one in ``status_page_password_file`` (no default; a placeholder refuses to
+start). Off loopback, Basic auth over plain HTTP needs ``status_page_plain_http: true``
+(docs/decisions.md). Failed logins are throttled per client (429 with Retry-After).
+State-changing requests need ``X-Requested-With`` so that a page on another origin cannot make
+the browser of a logged-in technician probe devices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hmac
+import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge.drivers.probe_trace import ProbeTrace, labelled, tracing
 from edge.errors import DeviceError
 from edge.http_site import start_site
 
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+
+log = logging.getLogger("edge.status_page")
+
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 ProbeFn = Callable[[str], Awaitable[dict[str, Any]]]
+AssetsFn = Callable[[], dict[str, dict[str, Any]]]
 PAGE = (resources.files("edge") / "status_page.html").read_text(encoding="utf-8")
+PROBE_TIMEOUT_S = 15.0
+REALM = 'Basic realm="edge status page: any user name, the password file", charset="UTF-8"'
+LOGIN_HELP = ("Log in with any user name and the password in status_page_password_file "
+              "(the user name is ignored).\n")
+# Failed-login throttle: a 20-character password is out of reach of any rate, but a weak one
+# set by hand is not; 5 tries a minute per client is plenty for a technician who mistyped.
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 60.0
+LOCKOUT_S = 60.0
+MAX_CLIENTS = 1024  # clients remembered (oldest forgotten first): memory stays bounded
+
+
+@dataclass(slots=True)
+class _Client:
+    failures: list[float] = field(default_factory=list)
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Failed Basic-auth attempts per client address, in bounded memory."""
+
+    def __init__(self, *, max_failures: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S,
+                 lockout_s: float = LOCKOUT_S, max_clients: int = MAX_CLIENTS) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self.max_clients = max_clients
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self.failed = 0  # counted failed logins
+        self.throttled = 0  # requests answered 429
+
+    def retry_after_s(self, client: str, now: float) -> float:
+        """Return how long ``client`` must wait, 0 when it may try."""
+        entry = self._clients.get(client)
+        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+
+    def failure(self, client: str, now: float) -> None:
+        """Count a failed login; lock the client out after too many in the window."""
+        self.failed += 1
+        entry = self._clients.pop(client, None) or _Client()
+        self._clients[client] = entry  # most recent last
+        recent = [t for t in entry.failures if now - t < self.window_s]
+        entry.failures = [*recent[-self.max_failures:], now]
+        if len(entry.failures) >= self.max_failures:
+            entry.locked_until = now + self.lockout_s
+            entry.failures.clear()
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+
+    def success(self, client: str) -> None:
+        """Forget a client that logged in."""
+        self._clients.pop(client, None)
+
+    def __len__(self) -> int:
+        """Return the number of clients remembered."""
+        return len(self._clients)
+
+
 PASSWORD_KEY: web.AppKey[str] = web.AppKey("password", str)
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 PROBE_KEY: web.AppKey[ProbeFn] = web.AppKey("probe")
-PROBE_TIMEOUT_S = 15.0
+ASSETS_KEY: web.AppKey[AssetsFn] = web.AppKey("assets")
+THROTTLE_KEY: web.AppKey[LoginThrottle] = web.AppKey("throttle", LoginThrottle)
+UPLINK_KEY: web.AppKey[dict[str, Any]] = web.AppKey("uplink_since", dict)
+
+
+def _password(header: str) -> str | None:
+    """Return the password of a Basic ``Authorization`` header, None when there is none."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+        return raw.decode("utf-8").partition(":")[2]
+    except (binascii.Error, ValueError):
+        return ""  # a malformed header is a failed login, not an anonymous request
 
 
 @web.middleware
 async def _auth(request: web.Request,
                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
-    header = request.headers.get("Authorization", "")
-    password = ""
-    if header.startswith("Basic "):
-        try:
-            password = base64.b64decode(header[6:]).decode().partition(":")[2]
-        except (ValueError, UnicodeDecodeError):
-            password = ""
-    if not hmac.compare_digest(password.encode(), request.app[PASSWORD_KEY].encode()):
-        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="edge"'})
+    throttle = request.app[THROTTLE_KEY]
+    client = request.remote or "?"
+    now = time.monotonic()
+    wait_s = throttle.retry_after_s(client, now)
+    if wait_s > 0:
+        throttle.throttled += 1
+        return web.Response(status=429, text="too many failed logins; try again later\n",
+                            headers={"Retry-After": str(int(wait_s) + 1)})
+    password = _password(request.headers.get("Authorization", ""))
+    if password is None or not hmac.compare_digest(
+            password.encode(), request.app[PASSWORD_KEY].encode()):
+        if password is not None:
+            throttle.failure(client, now)
+        return web.Response(status=401, text=LOGIN_HELP, headers={"WWW-Authenticate": REALM})
+    throttle.success(client)
     response = await handler(request)
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
 async def _page(_request: web.Request) -> web.Response:
-    return web.Response(text=PAGE, content_type="text/html")
+    return web.Response(text=PAGE, content_type="text/html",
+                        headers={"Content-Security-Policy": "default-src 'self'; "
+                                 "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+
+
+def _uplink_since(app: web.Application, status: dict[str, Any]) -> float:
+    """Return since when the uplink is in its current state (seen by the page's polls)."""
+    up = status.get("uplink") or {}
+    seen = app[UPLINK_KEY]
+    connected = bool(up.get("connected"))
+    if seen.get("connected") is not connected:
+        seen["connected"], seen["since"] = connected, time.time()
+    return float(seen["since"])
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STATUS_KEY]())
+    status = await request.app[STATUS_KEY]()
+    assets = request.app[ASSETS_KEY]()
+    devices = status.get("devices") or {}
+    for name, dev in devices.items():
+        dev["asset"] = assets.get(name, {})
+        dev["labelled"] = {k: labelled(k, v) for k, v in (dev.get("values") or {}).items()}
+    ages = [p.get("oldest_age_s", 0) for p in
+            ((status.get("outbox") or {}).get("by_prio") or {}).values()]
+    status["banner"] = {
+        "uplink_connected": bool((status.get("uplink") or {}).get("connected")),
+        "uplink_since": _uplink_since(request.app, status),
+        "devices_offline": sorted(n for n, d in devices.items() if d.get("state") == "offline"),
+        "active_alarms": len(status.get("active_alarms") or []),
+        "outbox_oldest_age_s": max(ages, default=0),
+    }
+    return web.json_response(status)
 
 
 async def _probe(request: web.Request) -> web.Response:
     if request.headers.get("X-Requested-With") != "edge":
-        raise web.HTTPForbidden(text="missing X-Requested-With")
+        raise web.HTTPForbidden(text="missing X-Requested-With: edge\n")
     name = request.match_info["device"]
+    trace = ProbeTrace()
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            values = await request.app[PROBE_KEY](name)
+        with tracing() as trace:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                values = await request.app[PROBE_KEY](name)
     except KeyError:
-        raise web.HTTPNotFound(text=f"no device {name}") from None
-    except (DeviceError, TimeoutError) as exc:
-        return web.json_response({"ok": False, "error": str(exc) or "timed out"}, status=502)
-    return web.json_response({"ok": True, "values": values})
+        raise web.HTTPNotFound(text=f"no device {name}\n") from None
+    except DeviceError as exc:
+        return web.json_response({"ok": False, "error": exc.detail, "wire": trace.as_json()},
+                                 status=502)
+    except TimeoutError:
+        return web.json_response({"ok": False, "error": f"no answer in {PROBE_TIMEOUT_S:g} s",
+                                  "wire": trace.as_json()}, status=504)
+    return web.json_response({"ok": True, "values": values, "wire": trace.as_json(),
+                              "labelled": {k: labelled(k, v) for k, v in values.items()}})
 
 
 async def serve_status_page(status: StatusFn, probe: ProbeFn, *, host: str, port: int,
-                            password: str) -> web.AppRunner:
+                            password: str, assets: AssetsFn | None = None,
+                            throttle: LoginThrottle | None = None) -> web.AppRunner:
     """Start the page; return its runner."""
-    app = web.Application(middlewares=[_auth])
+    app = web.Application(middlewares=[_auth], client_max_size=4096)  # no uploads here
     app[PASSWORD_KEY] = password
     app[STATUS_KEY] = status
     app[PROBE_KEY] = probe
+    app[ASSETS_KEY] = assets or dict
+    app[THROTTLE_KEY] = throttle if throttle is not None else LoginThrottle()
+    app[UPLINK_KEY] = {}
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/probe/{device}", _probe)
-    return await start_site(app, host=host, port=port)
+    runner = await start_site(app, host=host, port=port, name="status_page")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("status page at http://%s:%d/ (any user name, the password in "
+             "status_page_password_file)", shown, port)
+    return runner
+
+
+def assets_of(config: EdgeConfig) -> dict[str, dict[str, Any]]:
+    """Return each device's asset name and position (shown next to the device name)."""
+    return {d.name: {"name": d.asset.name, "code": d.asset.code, "lat": d.asset.lat,
+                     "lon": d.asset.lon} for d in config.devices}

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 
 from edge.agent import Agent
 from edge.cli import EX_UNAVAILABLE
 from edge.config_loader import load_config
+from edge.http_site import REJECTED
+from edge.status_page import LoginThrottle, serve_status_page
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
@@ -35,8 +41,8 @@ def with_page(path: Path, port: int, password_file: Path) -> None:
                     f"  status_page_password_file: {password_file}\n")
 
 
-async def test_status_page_probe_button_in_chromium(tmp_path: Path,
-                                                    plain_broker: Mosquitto) -> None:
+async def test_status_page_probe_button_in_chromium(tmp_path: Path, plain_broker: Mosquitto,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     sim_port, page_port = free_port(), free_port()
     unit = tilt_unit(tilt_x_deg=3.5)
     sim = ModbusTcpSim({80: unit}, sim_port)
@@ -48,13 +54,16 @@ async def test_status_page_probe_button_in_chromium(tmp_path: Path,
     with_page(loaded.path, page_port, secret(tmp_path / "page.pw", PASSWORD))
     agent = Agent(load_config(loaded.path), boot_delay_s=0)
     stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="edge.status_page")
     run = asyncio.create_task(agent.run(stop))
     url = f"http://127.0.0.1:{page_port}"
     try:
         await asyncio.wait_for(agent.ready.wait(), 10)
+        assert f"status page at {url}/" in caplog.text  # the URL is logged at start
         async with ClientSession() as http:
             async with http.get(url + "/") as resp:
                 assert resp.status == 401  # no default password, no anonymous access
+                assert "any user name" in await resp.text()  # how to log in
             auth = {"Authorization": "Basic " + base64.b64encode(
                 f"tech:{PASSWORD}".encode()).decode()}
             async with http.get(url + "/", headers={"Authorization": "Basic dGVjaDp3cm9uZw=="}
@@ -67,24 +76,192 @@ async def test_status_page_probe_button_in_chromium(tmp_path: Path,
             await page.call("Page.navigate", url=url + "/")
             await page.wait_for("!!document.querySelector('button[data-device=\"manhole-12\"]')")
             await page.wait_for("document.querySelector('#devices').innerText"
-                                ".includes('online')")
+                                ".includes('7.25 °')")
             await page.evaluate("document.querySelector('button[data-device=\"manhole-12\"]')"
                                 ".click()")
             probed = await page.wait_for(
                 "(t => t.includes('tilt_x_deg') && t)(document.querySelector('#probe')"
                 ".textContent)")
             text = await page.evaluate("document.body.innerText")
+            banner = await page.evaluate("document.querySelector('#banner').innerText")
             await page.screenshot(ARTIFACTS / "status-page.png")
     finally:
         stop.set()
         await run
         await sim.stop()
-    assert '"ok":true' in probed
-    assert '"tilt_x_deg":7.25' in probed
+    assert "✔ manhole-12 answered" in probed
+    assert "bus covers (modbus_tcp 127.0.0.1:" in probed
+    assert "unit 80: FC3 read holding registers 0x003D x4" in probed
+    assert "tilt_x_deg: 7.25 °" in probed
+    assert "uplink connected since" in banner
+    assert "all devices answering" in banner
+    assert "0 active alarm(s)" in banner
+    assert "outbox oldest" in banner
     assert "manhole-12" in text
+    assert "路灯井盖 测试 (31.31050, 120.63020)" in text  # the asset next to the device
+    assert "temperature_c\n20.0 °C" in text or "temperature_c\t20.0 °C" in text
+    assert "s ago" in text  # last seen
+    assert "{" not in text  # values as labelled numbers, not raw JSON
     assert "Outbox" in text
-    assert "connected" in text
     assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
+
+
+async def test_credentials_in_the_url_do_not_break_the_page(tmp_path: Path) -> None:
+    page_port = free_port()
+    runner = await serve_status_page(_fake_status, _fake_probe, host="127.0.0.1",
+                                     port=page_port, password=PASSWORD)
+    try:
+        async with browser(tmp_path) as page:
+            await page.call("Page.navigate", url=f"http://tech:{PASSWORD}@127.0.0.1:{page_port}/")
+            await page.wait_for("document.querySelector('#devices').innerText"
+                                ".includes('lamp-3')")
+            await page.evaluate("document.querySelector('button[data-device=\"lamp-3\"]')"
+                                ".click()")
+            probed = await page.wait_for(
+                "(t => t.includes('power_w') && t)(document.querySelector('#probe').textContent)")
+    finally:
+        await runner.cleanup()
+    assert "power_w: 98.5 W" in probed
+
+
+async def _fake_status() -> dict[str, Any]:
+    return {"gateway": "gw-1", "version": "t", "uptime_s": 1.0, "time_quality": "synced",
+            "devices": {"lamp-3": {"kind": "streetlight", "state": "offline", "polls_ok": 1,
+                                   "polls_failed": 3, "last_error": "no answer",
+                                   "values": {"power_w": 98.5}, "last_ok_age_s": 12.0}},
+            "outbox": {"depth": 0, "dead_letters": 0, "by_prio": {}},
+            "uplink": {"connected": False, "events_acked": 0, "last_error": None},
+            "active_alarms": ["lamp-3:comm_lost"],
+            "active_alarm_ids": {"lamp-3:comm_lost": "3205080118000007:comm_lost:1764633600000"}}
+
+
+async def _fake_probe(name: str) -> dict[str, Any]:
+    if name != "lamp-3":
+        raise KeyError(name)
+    return {"power_w": 98.5}
+
+
+def _basic(password: str, user: str = "tech") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def test_failed_logins_are_throttled_per_client_with_retry_after() -> None:
+    port = free_port()
+    throttle = LoginThrottle(max_failures=5, window_s=60, lockout_s=30)
+    runner = await serve_status_page(_fake_status, _fake_probe, host="127.0.0.1", port=port,
+                                     password=PASSWORD, throttle=throttle)
+    url = f"http://127.0.0.1:{port}/api/status"
+    before = REJECTED["status_page", 429]
+    try:
+        async with ClientSession() as http:
+            async with http.get(url) as resp:
+                assert resp.status == 401  # no credentials yet: not a failed login
+            for n in range(5):
+                async with http.get(url, headers=_basic(f"guess-{n}")) as resp:
+                    assert resp.status == 401
+            async with http.get(url, headers=_basic(PASSWORD)) as resp:
+                assert resp.status == 429  # even the right password waits out the lockout
+                assert 1 <= int(resp.headers["Retry-After"]) <= 31
+    finally:
+        await runner.cleanup()
+    assert throttle.failed == 5
+    assert throttle.throttled == 1
+    assert REJECTED["status_page", 429] == before + 1  # counted (edge_http_rejected_total)
+    # another client is not locked out, and a login forgets the client's failures
+    assert throttle.retry_after_s("10.0.0.9", time.monotonic()) == 0
+
+
+def test_the_throttle_remembers_a_bounded_number_of_clients() -> None:
+    throttle = LoginThrottle(max_failures=3, window_s=60, lockout_s=60, max_clients=100)
+    for n in range(10_000):
+        throttle.failure(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 1.0)
+    assert len(throttle) == 100
+    for _ in range(3):
+        throttle.failure("192.0.2.1", 2.0)
+    assert throttle.retry_after_s("192.0.2.1", 2.0) == 60
+    assert throttle.retry_after_s("192.0.2.1", 62.5) == 0
+
+
+async def test_hostile_http_gets_a_clear_4xx_never_a_500_and_is_counted(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    page_port, metrics_port = free_port(), free_port()
+    loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, devices=[],
+                          buses=[])
+    with_page(loaded.path, page_port, secret(tmp_path / "page.pw", PASSWORD))
+    loaded.path.write_text(loaded.path.read_text() + f"  metrics_port: {metrics_port}\n")
+    agent = Agent(load_config(loaded.path), boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    page, metrics = f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{metrics_port}"
+    seen: list[tuple[str, int]] = []
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        ok = _basic(PASSWORD)
+        cases: list[tuple[str, str, dict[str, str], int]] = [
+            ("GET", page + "/", {"Authorization": "Basic !!!not-base64"}, 401),
+            ("GET", page + "/", {"Authorization": "Basic " + base64.b64encode(
+                b"\xff\xfe:\xff").decode()}, 401),
+            ("GET", page + "/", {"Authorization": "Bearer abc"}, 401),
+            ("GET", page + "/", {"Authorization": "Basic"}, 401),
+            ("GET", page + "/nope", ok, 404),
+            ("GET", page + "/../../etc/passwd", ok, 404),
+            ("DELETE", page + "/api/status", ok, 405),
+            ("GET", page + "/api/probe/x", ok, 405),
+            ("POST", page + "/api/probe/ghost", {**ok, "X-Requested-With": "edge"}, 404),
+            ("POST", page + "/api/probe/ghost", ok, 403),
+            ("GET", metrics + "/nope", {}, 404),
+            ("POST", metrics + "/metrics", {}, 405),
+            ("GET", metrics + "/metrics", {"Authorization": "Basic !!!"}, 200),
+        ]
+        async with ClientSession() as http:
+            for method, url, headers, want in cases:
+                async with http.request(method, url, headers=headers) as resp:
+                    seen.append((f"{method} {url}", resp.status))
+                    assert resp.status == want, (method, url, resp.status)
+        for base in (page, metrics):  # a 100 kB header: aiohttp's parser refuses it
+            host, port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 +
+                         b"\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.read(64), 5)
+            writer.close()
+            assert head.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), head
+        async with ClientSession() as http, http.get(metrics + "/metrics") as resp:
+            exposition = await resp.text()
+    finally:
+        stop.set()
+        await run
+    assert all(status < 500 for _, status in seen)
+    for line in ('edge_http_rejected_total{site="status_page",status="401"}',
+                 'edge_http_rejected_total{site="status_page",status="404"}',
+                 'edge_http_rejected_total{site="status_page",status="405"}',
+                 'edge_http_rejected_total{site="status_page",status="403"}',
+                 'edge_http_rejected_total{site="status_page",status="400"}',
+                 'edge_http_rejected_total{site="metrics",status="400"}',
+                 'edge_http_rejected_total{site="metrics",status="405"}',
+                 'edge_http_rejected_total{site="metrics",status="404"}'):
+        assert line in exposition, line
+    assert not any(',status="5' in x for x in exposition.splitlines())
+
+
+def test_basic_auth_off_loopback_needs_an_explicit_plain_http(tmp_path: Path) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[])
+    with_page(loaded.path, 8080, secret(tmp_path / "page.pw", PASSWORD))
+    text = loaded.path.read_text() + "  status_page_host: 192.0.2.10\n"
+    loaded.path.write_text(text)
+    line = text.splitlines().index("  status_page_host: 192.0.2.10") + 1
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "check", "--config",
+                             str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 2
+    want = f"devices.yaml:{line}: observability.status_page_host: 192.0.2.10 is not loopback"
+    assert want in result.stderr
+    loaded.path.write_text(text + "  status_page_plain_http: true\n")
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "check", "--config",
+                             str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert "status_page_host" not in result.stderr
 
 
 def test_a_placeholder_password_refuses_to_start(tmp_path: Path) -> None:

@@ -239,4 +239,7 @@ def stats_dict(driver: Driver[Any]) -> dict[str, Any]:
     return {"kind": driver.kind, "state": s.state.value, "polls_ok": s.polls_ok,
             "polls_failed": s.polls_failed, "overruns": s.overruns,
             "parse_errors": s.parse_errors, "latency_s": round(s.last_latency_s, 4),
-            "last_error": s.last_error, "values": s.last_values}
+            "last_error": s.last_error, "values": s.last_values,
+            # how long since the device last answered (the status page's "last seen")
+            "last_ok_age_s": round(time.monotonic() - s.last_ok_mono, 1) if s.last_ok_mono
+            else None}
