@@ -60,6 +60,10 @@ class LinkStats:
 CommandHandler = Callable[[bytes], Awaitable[None]]
 CommandTick = Callable[[int], Awaitable[None]]  # envelopes dropped unread since the last tick
 COMMAND_TICK_S = 5.0  # how often an idle command path reports drops and flushes summaries
+# Inbound command envelopes the link may hold: a burst of 250 forged envelopes must not push a
+# valid command out (issue 19 #8); rejecting one costs ~0.1 ms, so the queue drains in
+# 0.1 s. Drops beyond it are counted and reported (on_command_tick).
+COMMAND_INBOUND_MAX = 1000
 StateProvider = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -104,7 +108,7 @@ class MqttUplink:
                         protocol=self.cfg.protocol, keepalive_s=self.cfg.keepalive_s,
                         connect_timeout_s=self.cfg.connect_timeout_s, tls=tls,
                         username=self.cfg.username, password=self._password, will=will,
-                        max_inflight=self.cfg.max_inflight)
+                        max_inflight=self.cfg.max_inflight, inbound_max=COMMAND_INBOUND_MAX)
 
     async def run(self, *, boot_delay_s: float | None = None) -> None:
         """Connect, forward, reconnect with full jitter; forever (cancel to stop)."""
