@@ -16,7 +16,7 @@ from edge.errors import ConfigError, EdgeError
 from hil.sims.modbus_sim import FAULTS, LAMP_SCENARIOS
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
     """Parse and dispatch."""
     parser = argparse.ArgumentParser(prog="python -m hil")
     parser.add_argument("--config", "-c", type=Path, default=Path("devices.yaml"))
@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(set_tilt(loaded.config, args.device, args.degrees))
             print(f"{args.device}: tilted to {args.degrees:g}°")
         elif args.command == "fault":
-            from hil.tilt import set_fault  # noqa: PLC0415
-
-            asyncio.run(set_fault(loaded.config, args.device, args.mode))
-            print(f"{args.device}: fault mode {args.mode}")
+            return _fault(loaded.config, args.device, args.mode)
         elif args.command == "scenario":
             from hil.tilt import set_scenario  # noqa: PLC0415
 
@@ -73,6 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeError, KeyError) as exc:
         print(f"✘ {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _fault(config: Any, device: str, mode: str) -> int:
+    """Set a fault the device's simulator models; refuse one it would silently ignore."""
+    from hil.sims.runner import faults_for  # noqa: PLC0415
+    from hil.tilt import set_fault  # noqa: PLC0415
+
+    modelled = faults_for(config, device)
+    if mode not in modelled:
+        sim = "a Modbus TCP simulator" if modelled else "no Modbus simulator"
+        print(f"✘ {device}: is on {sim}, which does not model {mode!r}"
+              + (f" (it models {', '.join(modelled)}; crc, garbage and wrong_unit need the "
+                 "RTU line simulator)" if modelled else ""), file=sys.stderr)
+        return 2
+    asyncio.run(set_fault(config, device, mode))
+    print(f"{device}: fault mode {mode}")
     return 0
 
 

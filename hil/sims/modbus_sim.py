@@ -4,7 +4,8 @@ Each unit is a ``SimUnit`` holding plain register dicts (no pymodbus off-by-one)
 state (tilt angles, lamp power) and a fault mode: ``dead`` (never answers), ``slow``
 (answers after ``delay_s``), ``exception`` (Modbus exception 0x04), ``none``; on the RTU line
 also ``crc`` (reply with a broken CRC), ``garbage`` (noise instead of a reply) and
-``wrong_unit`` (a valid reply from another unit id) — TCP has no CRC, so there they act as none.
+``wrong_unit`` (a valid reply from another unit id) — TCP has no CRC, so ``python -m hil fault``
+refuses them for a device on a Modbus TCP simulator (hil.sims.runner.faults_for).
 Writes arrive through Modbus itself (fault register 0x7F00, scenario register 0x7F01), so
 ``python -m hil fault|scenario`` need no side channel.
 """
@@ -70,6 +71,12 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
             return True
         return False
 
+    def control_value(self, address: int) -> int:
+        """Return what a control register holds (the fault or scenario index)."""
+        if address == FAULT_REGISTER:
+            return FAULTS.index(self.fault)
+        return LAMP_SCENARIOS.index(self.lamp.scenario) if self.lamp is not None else 0
+
     def refresh(self) -> None:
         """Recompute the meter from relay, dim and scenario (a lamp controller only)."""
         if self.lamp is not None:
@@ -94,6 +101,10 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
                               count: int = 1) -> list[int] | list[bool] | ExcCodes:
         """Serve a read according to the fault mode."""
         self.requests += 1
+        if address in (FAULT_REGISTER, SCENARIO_REGISTER):
+            # pymodbus reads a written register back for the reply: the control registers
+            # answer in every mode, or `hil fault ... dead` could never report success
+            return [self.control_value(address)]
         if self.fault == "dead":
             await asyncio.sleep(3600)
         if self.fault == "slow":

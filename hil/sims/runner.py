@@ -8,6 +8,7 @@ from typing import Protocol
 
 from edge.config import EdgeConfig, ModbusTcpBus
 from hil.sims.modbus_sim import (
+    FAULTS,
     ModbusTcpSim,
     SimUnit,
     lamp_unit,
@@ -29,6 +30,20 @@ def unit_for(model: str) -> SimUnit:
         "witmotion": tilt_unit, "sunspec304": sunspec_unit, "lamp_controller": lamp_unit,
         "sdm120": lamp_unit, "pzem004t": pzem_unit}
     return makers[model]()
+
+
+# What each simulator models: Modbus TCP has no CRC and one unit per connection's reply, so
+# crc, garbage and wrong_unit exist only on the RTU line simulator (hil.sims.rtu_sim).
+TCP_FAULTS = ("none", "dead", "slow", "exception")
+RTU_FAULTS = FAULTS
+
+
+def faults_for(config: EdgeConfig, device_name: str) -> tuple[str, ...]:
+    """Return the faults the simulator behind ``device_name`` models (KeyError: no device)."""
+    device = config.device(device_name)
+    if device.bus is None or device.unit_id is None:
+        return ()
+    return TCP_FAULTS if isinstance(config.bus(device.bus), ModbusTcpBus) else RTU_FAULTS
 
 
 def _socket_port(url: str | None) -> int | None:
