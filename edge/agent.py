@@ -204,7 +204,7 @@ class Agent:
                 cfg.uplink, gateway_id=cfg.gateway.id, boot_id=self.clock.boot_id,
                 signer=Signer(key), outbox=self.outbox, base_dir=self.loaded.base_dir,
                 password=self._uplink_password, state_provider=self._uplink_state,
-                on_command=self._on_command)
+                on_command=self._on_command, on_command_tick=self.commands.tick)
         self.uplink = uplink
         return uplink
 
