@@ -17,7 +17,8 @@ pytestmark = pytest.mark.reliability
 
 # 10 k examples per parser in CI; make faults runs 100 k (R12)
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
+# a hang is a failure: each example must finish within 1 s (pure codecs take microseconds)
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=dt.timedelta(seconds=1),
                 suppress_health_check=[HealthCheck.too_slow])
 
 

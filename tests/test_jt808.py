@@ -64,7 +64,9 @@ def test_framer_splits_a_stream_fed_byte_by_byte_with_junk() -> None:
     assert [jt808.decode(f).msg_id for f in frames] == [0x0200, 0x0002]
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")), deadline=None,
+# a hang is a failure: each example must finish within 1 s
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
+          deadline=dt.timedelta(seconds=1),
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=80))
 def test_fuzz_decode_and_location(data: bytes) -> None:
