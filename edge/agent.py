@@ -399,7 +399,12 @@ class _StopError(Exception):
 
 
 def _write_atomic(tmp: Path, path: Path, data: str) -> None:
-    tmp.write_text(data, encoding="utf-8")
+    # owner-only even under a shell's umask 022: status carries errors and alarm keys
+    # (security review 19 #11); fchmod also tightens a tmp file an older agent left 0644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(data)
     tmp.replace(path)
 
 

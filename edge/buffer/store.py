@@ -85,6 +85,17 @@ SCHEMA = _schema_files()
 SCHEMA_VERSION = SCHEMA[-1][0]
 
 
+def _private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """Open (creating) ``path`` owner-only and return the fd; an older 0644 file is tightened.
+
+    Outside systemd's UMask=0077 a shell umask made the outbox world-readable (security
+    review 19 #11); SQLite gives its -wal and -shm files the database file's mode.
+    """
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def _is_full(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL)
@@ -161,7 +172,7 @@ class Outbox:
             return False
         tmp = self._ballast.with_name(self._ballast.name + ".tmp")
         try:
-            with tmp.open("wb") as fh:
+            with os.fdopen(_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as fh:
                 fh.write(b"\0" * BALLAST_BYTES)  # real blocks, not a sparse hole
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -195,8 +206,9 @@ class Outbox:
         # psow=0: SD cards and eMMC do not promise powersafe overwrite (reliability.md §1).
         uri = f"file:{self.path}?psow=0"
         try:
+            os.close(_private(self.path))  # before SQLite creates it (and -wal, -shm) 0644
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreCorruptError(f"cannot open: {exc}") from exc
         self._db = db
         try:
@@ -283,7 +295,8 @@ class Outbox:
         """Durably record that seqs up to ``upto`` may be used (before any is used)."""
         target = max(upto, self._next_seq) + SEQ_RESERVE_BLOCK
         tmp = self._seq_file.with_name(self._seq_file.name + ".tmp")
-        with tmp.open("w", encoding="ascii") as fh:
+        with os.fdopen(_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w",
+                       encoding="ascii") as fh:
             fh.write(json.dumps({"reserved_upto": target}))
             fh.flush()
             os.fsync(fh.fileno())
