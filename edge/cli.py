@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -178,12 +179,39 @@ def _print_wire(trace: Any, out: Any) -> None:
         print(f"  ... {trace.dropped} more exchanges", file=out)
 
 
+def _state_dir_of(path: Path) -> tuple[Path, list[str]]:
+    """Return the state folder named by ``path`` and the file's problems (none if valid).
+
+    The running agent keeps the config it loaded; a file broken since then must not hide what
+    the agent is doing, so gateway.state_dir is read from its own line of the text (which
+    even a file that no longer parses keeps), and the installed default is the last resort.
+    """
+    try:
+        return _load(path).state_dir, []
+    except ConfigError as exc:
+        problems = exc.problems
+    from edge.preflight import SERVICE_STATE_DIR  # noqa: PLC0415
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return SERVICE_STATE_DIR, problems
+    match = re.search(r"^\s+state_dir:\s*[\"']?([^\"'#\s]+)", text, re.MULTILINE)
+    if match is None:
+        return SERVICE_STATE_DIR, problems
+    folder = Path(match.group(1))
+    return (folder if folder.is_absolute() else path.resolve().parent / folder), problems
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show what the running agent is doing (from its status file)."""
     from edge.agent import read_status  # noqa: PLC0415
 
-    loaded = _config(args)
-    status = read_status(loaded.state_dir)
+    state_dir, problems = _state_dir_of(args.config)
+    if problems:
+        print(f"⚠ {args.config} has {len(problems)} problem(s) now (see `edge check`); the "
+              "agent runs the config it loaded before", file=sys.stderr)
+    status = read_status(state_dir)
     if status is None:
         print("no status: the agent has not run with this config", file=sys.stderr)
         return EX_FAIL

@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,13 @@ class LoadedConfig:
 
     config: EdgeConfig
     path: Path
+    # the parsed YAML, for the line of a field in `edge check`'s messages (None: built in code)
+    tree: Any = field(default=None, compare=False, repr=False)
+
+    def line_of(self, *loc: int | str) -> str:
+        """Return ``devices.yaml:LINE`` of a field, e.g. ``line_of("buses", 0)``."""
+        return f"{self.path.name}:{_line_of(self.tree, loc)}" if self.tree is not None \
+            else self.path.name
 
     @property
     def base_dir(self) -> Path:
@@ -103,7 +110,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     found = _cross_problems(path.name, tree, config, None)
     if found:
         raise ConfigError(_by_line(found))
-    return LoadedConfig(config, path)
+    return LoadedConfig(config, path, tree)
 
 
 def _cross_problems(filename: str, tree: Any, config: EdgeConfig,
@@ -141,7 +148,7 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     broken: set[str] = set()
     items: dict[str, tuple[list[Any], list[int]]] = {}
     raw_devices: list[tuple[int, dict[str, Any]]] = []
-    for name, field in EdgeConfig.model_fields.items():
+    for name, spec in EdgeConfig.model_fields.items():
         if name not in data:
             continue
         if name in ("devices", "buses") and isinstance(data[name], list):
@@ -159,7 +166,7 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
             parts[name] = good
             continue
         try:
-            annotation: Any = field.annotation
+            annotation: Any = spec.annotation
             parts[name] = TypeAdapter(annotation).validate_python(data[name])
         except ValidationError:
             broken.add(name)

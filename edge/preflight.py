@@ -17,9 +17,11 @@ from cryptography import x509
 
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import platform_keys_problem
+from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_loader import LoadedConfig
 from edge.errors import EdgeError, UplinkError
 from edge.keys import KeyFileError, load_key
+from edge.secrets import SecretError, read_secret
 from edge.uplink._paho import MqttLink
 from edge.uplink.tls import client_context
 
@@ -42,11 +44,18 @@ class Check:
 
 
 def _tcp(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """Return why ``host:port`` does not accept a connection, in words, or None."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return None
+    except TimeoutError:
+        return f"no answer in {timeout_s:g} s (wrong address, or a firewall)"
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens on that port)"
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror})"
     except OSError as exc:
-        return str(exc)
+        return exc.strerror or str(exc)
 
 
 def check_clock(loaded: LoadedConfig) -> Check:
@@ -64,9 +73,19 @@ def check_clock(loaded: LoadedConfig) -> Check:
                                 "it is: check timedatectl / chronyc tracking")
 
 
-def check_state_dir(loaded: LoadedConfig) -> Check:
+# the unit's sandbox (ProtectSystem=strict) lets the service write its StateDirectory only
+SERVICE_STATE_DIR = Path("/var/lib/edge")
+
+
+def check_state_dir(loaded: LoadedConfig, unit_paths: tuple[Path, ...] | None = None) -> Check:
     """Check that the outbox can be written, with room for its quota."""
     state_dir = loaded.state_dir
+    unit = next((p for p in (unit_paths or UNIT_PATHS) if p.exists()), None)
+    if unit is not None and not state_dir.resolve().is_relative_to(SERVICE_STATE_DIR):
+        return Check("outbox", FAIL, f"gateway.state_dir is {state_dir} "
+                                     f"({loaded.line_of('gateway', 'state_dir')}), but the "
+                                     f"service ({unit}) may write only {SERVICE_STATE_DIR}: "
+                                     f"set state_dir: {SERVICE_STATE_DIR}")
     probe = state_dir
     while not probe.exists():
         probe = probe.parent
@@ -144,7 +163,9 @@ async def check_uplink(loaded: LoadedConfig) -> Check:
         finally:
             await link.close()
     except UplinkError as exc:
-        return Check("uplink", FAIL, f"{up.host}:{up.port}: {exc}")
+        where = f"{up.host}:{up.port}"
+        said = str(exc).removeprefix(f"{where}: ")  # the link names the address itself
+        return Check("uplink", FAIL, f"{where}: {said} ({loaded.line_of('uplink', 'host')})")
     how = "TLS verified" if up.tls is not False else "PLAINTEXT"
     return Check("uplink", OK, f"MQTT {up.protocol} at {up.host}:{up.port} accepted us ({how})")
 
@@ -153,33 +174,105 @@ def check_ports(loaded: LoadedConfig) -> list[Check]:
     """Check serial ports (present, permitted) and TCP endpoints (reachable)."""
     out = []
     cfg = loaded.config
-    for bus in cfg.buses:
+    for b, bus in enumerate(cfg.buses):
+        where = loaded.line_of("buses", b)
         if bus.type == "modbus_tcp":
             err = _tcp(bus.host, bus.port)
             out.append(Check(f"bus {bus.name}", FAIL if err else OK,
-                             err or f"{bus.host}:{bus.port} reachable"))
+                             f"{bus.host}:{bus.port}: {err} ({where})" if err
+                             else f"{bus.host}:{bus.port} reachable"))
         else:
-            out.append(_port_check(f"bus {bus.name}", bus.port))
-    out.extend(_port_check(f"device {device.name}", device.port) for device in cfg.devices
+            out.append(_port_check(f"bus {bus.name}", bus.port, where))
+    out.extend(_port_check(f"device {device.name}", device.port,
+                           loaded.line_of("devices", i, "port"))
+               for i, device in enumerate(cfg.devices)
                if device.transport == "serial" and device.port)
     return out
 
 
-def _port_check(label: str, port: str) -> Check:
+def _port_check(label: str, port: str, where: str = "") -> Check:
+    at = f" ({where})" if where else ""
     if port.startswith("socket://"):
         host, _, num = port.removeprefix("socket://").rpartition(":")
         err = _tcp(host, int(num))
-        return Check(label, FAIL if err else OK, err or f"{port} reachable")
+        return Check(label, FAIL if err else OK, f"{port}: {err}{at}" if err
+                     else f"{port} reachable")
     path = Path(port)
     if not path.exists():
-        return Check(label, FAIL, f"{port} does not exist (is the adapter plugged in?)")
+        return Check(label, FAIL, f"{port} does not exist (is the adapter plugged in?){at}")
     if not os.access(path, os.R_OK | os.W_OK):
         return Check(label, FAIL, f"{port} not readable/writable by uid {os.getuid()} "
-                                  "(add the service user to group dialout)")
+                                  f"(add the service user to group dialout){at}")
     problem = _service_group_ok(path)
     if problem:
-        return Check(label, FAIL, problem)
+        return Check(label, FAIL, f"{problem}{at}")
     return Check(label, OK, f"{port} present and permitted")
+
+
+async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
+                               timeout_s: float = 10.0) -> list[Check]:
+    """Read every enabled Modbus device once: an open TCP port is not a unit that answers.
+
+    Devices on a bus already reported down (``down``) are not read again.
+    """
+    from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415 - heavy
+
+    cfg = loaded.config
+    wanted = [(i, d) for i, d in enumerate(cfg.devices)
+              if d.enabled and d.transport in ("modbus_tcp", "modbus_rtu") and d.bus
+              and d.bus not in down]
+    if not wanted:
+        return []
+    transports = Transports(cfg, base_dir=loaded.base_dir)
+
+    async def read(i: int, device: AnyDevice) -> Check:
+        assert device.bus is not None  # the loader checked
+        bus = cfg.bus(device.bus)
+        link = f"{bus.host}:{bus.port}" if isinstance(bus, ModbusTcpBus) else bus.port
+        who = f"unit {device.unit_id} on bus {bus.name} ({link})"
+        driver = build_driver(device, cfg, transports)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await driver.probe()
+        except (EdgeError, TimeoutError) as exc:
+            why = getattr(exc, "detail", "") or str(exc) or f"no answer in {timeout_s:g} s"
+            return Check(f"device {device.name}", FAIL,
+                         f"{who} did not answer a read: {why} "
+                         f"({loaded.line_of('devices', i, 'unit_id')})")
+        finally:
+            await driver.close()
+        return Check(f"device {device.name}", OK, f"{who} answered ({device.model})")
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(read(i, d), name=f"check-{d.name}") for i, d in wanted]
+    finally:
+        await transports.close()
+    return [t.result() for t in tasks]
+
+
+def check_secrets(loaded: LoadedConfig) -> list[Check]:
+    """Check password files the agent would refuse: missing, too open, or a placeholder."""
+    cfg = loaded.config
+    files = [("status page password", ("observability", "status_page_password_file"),
+              cfg.observability.status_page_password_file
+              if cfg.observability.status_page_port is not None else None),
+             ("uplink password", ("uplink", "password_file"), cfg.uplink.password_file)]
+    if cfg.southbound_mqtt is not None:
+        files.append(("southbound password", ("southbound_mqtt", "password_file"),
+                      cfg.southbound_mqtt.password_file))
+    out = []
+    for label, loc, value in files:
+        if value is None:
+            continue
+        try:
+            read_secret(loaded.resolve(value), label)
+        except SecretError as exc:
+            out.append(Check(label, FAIL, f"{exc} ({loaded.line_of(*loc)}); `edge run` "
+                                          "refuses to start with it"))
+            continue
+        out.append(Check(label, OK, f"{loaded.resolve(value)} set, mode 0600"))
+    return out
 
 
 UNIT_PATHS = (Path("/etc/systemd/system/edge.service"), Path("/lib/systemd/system/edge.service"))
@@ -223,7 +316,12 @@ async def run_checks(loaded: LoadedConfig) -> list[Check]:
         checks += check_certificates(loaded)
     except EdgeError as exc:
         checks.append(Check("tls", FAIL, str(exc)))
+    checks += check_secrets(loaded)
     checks.append(await check_uplink(loaded))
-    checks += await asyncio.to_thread(check_ports, loaded)
+    ports = await asyncio.to_thread(check_ports, loaded)
+    checks += ports
+    down = {c.name.removeprefix("bus ") for c in ports
+            if c.status == FAIL and c.name.startswith("bus ")}
+    checks += await check_modbus_devices(loaded, down)
     checks.append(check_unit())
     return checks

@@ -1,0 +1,168 @@
+"""`edge check` and `edge status` at the cabinet: what a technician sees (issue 21).
+
+Real peers only: a pymodbus server for the buses, a real agent process for `edge status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge.agent import read_status
+from edge.config_loader import LoadedConfig
+from edge.preflight import FAIL, OK, check_state_dir
+from hil.broker import Mosquitto, free_port
+from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit, tilt_unit
+from tests.cfg import lamp_device, tilt_device, write_config
+from tests.helpers import start_agent, stop_agent, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "check", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _line(loaded: LoadedConfig, text: str, after: str = "") -> int:
+    """Return the 1-based line of ``text`` in the config (the first after ``after``)."""
+    lines = loaded.path.read_text(encoding="utf-8").splitlines()
+    start = next(n for n, line in enumerate(lines) if after in line) if after else 0
+    return next(n for n, line in enumerate(lines) if n >= start and text in line) + 1
+
+
+def _marks(stdout: str) -> dict[str, str]:
+    """Return 'name' -> the whole line, for each ✔/⚠/✘ line."""
+    out = {}
+    for line in stdout.splitlines():
+        if line[:1] in "✔⚠✘":
+            out[line[2:].split(":", 1)[0]] = line
+    return out
+
+
+async def test_a_modbus_device_that_does_not_exist_fails_check(tmp_path: Path) -> None:
+    port = free_port()
+    sim = ModbusTcpSim({80: tilt_unit(), 1: lamp_unit()}, port)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=free_port(), pki=None, buses=[
+            {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+             "timeout_s": 0.3, "retries": 0}], devices=[
+            tilt_device("manhole-1", "covers", 80), tilt_device("manhole-9", "covers", 81),
+            lamp_device("lamp-1", "covers", 1), lamp_device("lamp-9", "covers", 9)])
+        result = await asyncio.to_thread(_check, loaded.path)
+    finally:
+        await sim.stop()
+    marks = _marks(result.stdout)
+    assert result.returncode == 1, result.stdout
+    # the TCP port answers, so the bus passes; two units behind it do not exist
+    assert marks["bus covers"].startswith("✔")
+    assert marks["device manhole-1"].startswith("✔")
+    assert marks["device lamp-1"].startswith("✔")
+    for name, unit in (("manhole-9", 81), ("lamp-9", 9)):
+        line = marks[f"device {name}"]
+        assert line.startswith(f"✘ device {name}: unit {unit} on bus covers "
+                               f"(127.0.0.1:{port}) did not answer a read"), line
+        unit_line = _line(loaded, f"unit_id: {unit}", after=f"name: {name}")
+        assert line.endswith(f"(devices.yaml:{unit_line})"), line
+
+
+async def test_a_bus_that_does_not_answer_names_host_port_and_line(tmp_path: Path) -> None:
+    dead = free_port()
+    loaded = write_config(tmp_path, broker_port=free_port(), pki=None, buses=[
+        {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": dead}],
+        devices=[tilt_device("manhole-1", "covers", 80)])
+    result = await asyncio.to_thread(_check, loaded.path)
+    marks = _marks(result.stdout)
+    assert result.returncode == 1
+    bus_line = _line(loaded, "name: covers")
+    assert marks["bus covers"] == (
+        f"✘ bus covers: 127.0.0.1:{dead}: connection refused (nothing listens on that port) "
+        f"(devices.yaml:{bus_line})")
+    assert "device manhole-1" not in marks  # the bus is down: its devices are not read again
+    assert marks["uplink"].endswith(f"(devices.yaml:{_line(loaded, 'host: 127.0.0.1')})")
+
+
+def test_a_serial_port_that_is_missing_names_the_port_and_line(tmp_path: Path) -> None:
+    loaded = write_config(tmp_path, broker_port=free_port(), pki=None, buses=[
+        {"name": "rs485", "type": "modbus_rtu", "port": "/dev/ttyUSB97"}],
+        devices=[tilt_device("manhole-1", "rs485", 80, transport="modbus_rtu")])
+    marks = _marks(_check(loaded.path).stdout)
+    assert marks["bus rs485"] == ("✘ bus rs485: /dev/ttyUSB97 does not exist (is the adapter "
+                                  f"plugged in?) (devices.yaml:{_line(loaded, 'name: rs485')})")
+
+
+def _with_status_page(tmp_path: Path, password: str) -> LoadedConfig:
+    tmp_path.mkdir(parents=True)
+    secret = tmp_path / "status-password"
+    secret.write_text(password + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    return write_config(tmp_path, broker_port=free_port(), pki=None, buses=[], devices=[],
+                        extra={"observability": {"status_page_port": free_port(),
+                                                 "status_page_password_file": str(secret)}})
+
+
+def test_a_placeholder_status_page_password_fails_check(tmp_path: Path) -> None:
+    loaded = _with_status_page(tmp_path / "a", "changeme")
+    result = _check(loaded.path)
+    line = _marks(result.stdout)["status page password"]
+    assert result.returncode == 1
+    assert line.startswith("✘ status page password: ")
+    assert "placeholder" in line
+    assert f"(devices.yaml:{_line(loaded, 'status_page_password_file')})" in line
+    good = _with_status_page(tmp_path / "b", "7f3e-lamp-cabinet-91c2")
+    assert _marks(_check(good.path).stdout)["status page password"].startswith("✔")
+
+
+def test_a_state_dir_the_sandbox_cannot_write_fails_check(tmp_path: Path) -> None:
+    # the shipped devices.yaml copied to /etc/edge put state in /etc/edge/var/state, which
+    # ProtectSystem=strict makes read-only: `edge check` said ✔ there
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+    unit = tmp_path / "edge.service"
+    unit.write_text((ROOT / "systemd" / "edge.service").read_text(encoding="utf-8"))
+    check = check_state_dir(loaded, (unit,))
+    assert check.status == FAIL
+    assert "may write only /var/lib/edge" in check.detail
+    assert f"(devices.yaml:{_line(loaded, 'state_dir:')})" in check.detail
+    assert check_state_dir(loaded, (tmp_path / "absent.service",)).status == OK
+
+
+async def test_status_shows_the_running_agent_while_the_file_is_broken(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, buses=[],
+                          devices=[])
+    agent = start_agent(loaded.path, tmp_path / "agent.log")
+    try:
+        await wait_until(lambda: read_status(loaded.state_dir) is not None, 20, "status file")
+        good = loaded.path.read_text(encoding="utf-8")
+        # a technician's edit in progress: a broken file on disk, the agent still running
+        loaded.path.write_text(good.replace("devices: []", "devices: [\n  - name: x"),
+                               encoding="utf-8")
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "edge.cli", "status", "--json", "--config",
+                             str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert status["pid"] == agent.pid
+        assert status["age_s"] < 10
+        assert "problem(s) now (see `edge check`)" in result.stderr
+    finally:
+        stop_agent(agent)
+
+
+def test_status_finds_the_state_folder_of_an_unparseable_file(tmp_path: Path) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    (loaded.state_dir / "status.json").write_text(json.dumps({
+        "version": "x", "pid": 1, "written_at": time.time() - 3600, "time_quality": "synced",
+        "outbox": {"depth": 0, "dead_letters": 0, "drops": 0}, "devices": {}}))
+    loaded.path.write_text(loaded.path.read_text().replace("gateway:", "gateway: [", 1))
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config",
+                             str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "NOT running (last status 3600 s ago)" in result.stdout, result.stderr
