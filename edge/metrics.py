@@ -67,10 +67,12 @@ def render(status: dict[str, Any]) -> str:
         ("edge_device_overruns_total", "overruns", "Polls skipped: the last one ran over.",
          "counter"),
         ("edge_device_parse_errors_total", "parse_errors", "Undecodable frames.", "counter"),
+        ("edge_device_bad_values_total", "bad_values",
+         "Values refused where a reading is built (NaN, out of range, wrong type).", "counter"),
         ("edge_device_poll_latency_seconds", "latency_s", "Latency of the last poll.", "gauge"),
     ):
         metric(name, kind, help_text,
-               [({"device": d, "kind": v["kind"]}, v[field]) for d, v in devices.items()])
+               [({"device": d, "kind": v["kind"]}, v.get(field, 0)) for d, v in devices.items()])
     metric("edge_device_online", "gauge", "1 online, 0.5 degraded, 0 offline.",
            [({"device": d}, {"online": 1, "degraded": 0.5}.get(v["state"], 0))
             for d, v in devices.items()])

@@ -5,12 +5,12 @@ Uses the same paho adapter as the uplink (edge/uplink/_paho.py); devices never s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edge.config import SouthboundMqttConfig
+from edge.drivers._codecs import json_doc
 from edge.errors import DeviceProtocolError, DeviceUnavailableError, UplinkError
 from edge.secrets import read_secret
 from edge.uplink._paho import Inbound, MqttLink
@@ -69,11 +69,13 @@ def pick(doc: Mapping[str, Any], path: str) -> Any:
 
 
 def parse_json(device: str, item: Inbound) -> dict[str, Any]:
-    """Decode a device's JSON message; DeviceProtocolError when it is not a JSON object."""
+    """Decode a device's JSON message; DeviceProtocolError when it is not a JSON object.
+
+    Also refused: more than 64 KiB, nesting deeper than the parser's guard, non-UTF-8
+    (json_doc.loads). NaN/±Infinity/1e400 come back as ``json_doc.NON_FINITE`` for the
+    driver to refuse value by value.
+    """
     try:
-        doc = json.loads(item.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DeviceProtocolError(device, f"not JSON on {item.topic}") from exc
-    if not isinstance(doc, dict):
-        raise DeviceProtocolError(device, f"not a JSON object on {item.topic}")
-    return doc
+        return json_doc.loads(item.payload)
+    except ValueError as exc:
+        raise DeviceProtocolError(device, f"bad JSON on {item.topic}: {exc}") from exc

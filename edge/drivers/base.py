@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -37,6 +38,23 @@ class Reading:
     values: Mapping[str, Value]
     at_ns: int  # wall clock when the answer arrived (read time, not send time)
     mono_ns: int  # monotonic twin of ``at_ns``, for re-stamping after a clock sync
+
+    def __post_init__(self) -> None:
+        """Refuse what the event encoder would refuse later, far from its cause.
+
+        Raises ValueError for NaN or ±Infinity (JSON cannot carry them: the encoder runs
+        with ``allow_nan=False``) and TypeError for a value that is not a ``Value``
+        (issue 14 #1). Drivers check device data before building a reading; this is the
+        net under all of them.
+        """
+        for key, value in self.values.items():
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    msg = f"{self.device}: non-finite value for {key!r}"
+                    raise ValueError(msg)
+            elif value is not None and not isinstance(value, int | str):  # bool is an int
+                msg = f"{self.device}: {key!r} is a {type(value).__name__}, not a value"
+                raise TypeError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,7 @@ class DriverStats:
     polls_failed: int = 0
     overruns: int = 0
     parse_errors: int = 0
+    bad_values: int = 0  # values refused where a reading is built (NaN, wrong type, ...)
     last_latency_s: float = 0.0
     last_error: str = ""
     last_values: dict[str, Value] = field(default_factory=dict)
@@ -114,10 +133,25 @@ class Driver(ABC, Generic[ConfigT]):
         self.name = name
         self.stats = DriverStats()
         self.log = logging.getLogger(f"edge.drivers.{self.kind}.{name}")
+        self._bad_logged: set[str] = set()
 
     @abstractmethod
     async def run(self, sink: Sink) -> None:
         """Operate the device until cancelled."""
+
+    def bad_value(self, key: str, why: str) -> None:
+        """Count a refused value of ``key``; log it once per key (WARNING), then DEBUG.
+
+        ``why`` must not carry the value itself: it may be a position (personal data).
+        """
+        self.stats.bad_values += 1
+        self.stats.last_error = f"bad value for {key}: {why}"
+        if key in self._bad_logged:
+            self.log.debug("%s: bad value for %s again: %s", self.name, key, why)
+        else:
+            self._bad_logged.add(key)
+            self.log.warning("%s: bad value for %s refused: %s (counted in bad_values)",
+                             self.name, key, why)
 
     async def probe(self) -> dict[str, Value]:
         """Read the device once and return decoded values (``edge probe``)."""
@@ -238,7 +272,8 @@ def stats_dict(driver: Driver[Any]) -> dict[str, Any]:
     s = driver.stats
     return {"kind": driver.kind, "state": s.state.value, "polls_ok": s.polls_ok,
             "polls_failed": s.polls_failed, "overruns": s.overruns,
-            "parse_errors": s.parse_errors, "latency_s": round(s.last_latency_s, 4),
+            "parse_errors": s.parse_errors, "bad_values": s.bad_values,
+            "latency_s": round(s.last_latency_s, 4),
             "last_error": s.last_error, "values": s.last_values,
             # how long since the device last answered (the status page's "last seen")
             "last_ok_age_s": round(time.monotonic() - s.last_ok_mono, 1) if s.last_ok_mono

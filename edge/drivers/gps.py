@@ -7,6 +7,7 @@ Positions are personal data: they are never logged at INFO, and their precision 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from typing import Any, ClassVar
@@ -14,16 +15,21 @@ from typing import Any, ClassVar
 from typing_extensions import override
 
 from edge.config import GpsDevice
-from edge.drivers._codecs import nmea
+from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.gps_rules import Change, GpsRules
+from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
+from edge.drivers.probe_trace import current as current_probe
 from edge.errors import DeviceError, DeviceUnavailableError
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
                  "course_deg": "course_deg", "time": "time"}
+# 2000-01-01 .. 2100-01-01: a tracker's epoch outside it is garbage (and 1e300 would overflow)
+TRACKER_EPOCH_S = (946_684_800.0, 4_102_444_800.0)
 SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is an outage
+PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
 
 
 class GpsDriver(Driver[GpsDevice]):
@@ -40,6 +46,8 @@ class GpsDriver(Driver[GpsDevice]):
         self._tracker = nmea.NmeaTracker()
         self.rules = GpsRules(config)
         self.rejected = 0
+        self._reading = False  # run() holds the port: a probe listens through the tap
+        self._tap: asyncio.Queue[str] | None = None
 
     def handle_line(self, line: str) -> nmea.Fix | None:
         """Parse one line; count rejects; return a fix when one completes (no I/O)."""
@@ -75,27 +83,51 @@ class GpsDriver(Driver[GpsDevice]):
         await sink.reading(Reading(self.name, values, time.time_ns(), time.monotonic_ns()))
 
     def fix_from_json(self, doc: dict[str, Any]) -> nmea.Fix:
-        """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable."""
+        """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable.
+
+        Position and time present but not usable refuse the fix; a bad speed or course is
+        refused on its own (None). Each refused value is counted in ``bad_values``, never
+        logged with its content (positions are personal data).
+        """
         m = self._json_map
-        lat, lon = pick(doc, m["lat"]), pick(doc, m["lon"])
-        if not isinstance(lat, int | float) or not isinstance(lon, int | float) or \
-                isinstance(lat, bool) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise ValueError(f"no usable position in {sorted(doc)}")
+        lat, lon = self._number(doc, "lat"), self._number(doc, "lon")
+        if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError(f"no usable position in {sorted(doc)[:10]}")
         if abs(lat) < 1e-6 and abs(lon) < 1e-6:
             raise ValueError("0,0 fake fix")
-        stamp = pick(doc, m["time"])
-        if isinstance(stamp, str):
-            when = dt.datetime.fromisoformat(stamp)
-        elif isinstance(stamp, int | float):  # epoch seconds, or milliseconds
-            when = dt.datetime.fromtimestamp(stamp / 1000 if stamp > 1e11 else stamp, dt.UTC)
-        else:
-            when = dt.datetime.now(dt.UTC)
-        if when.tzinfo is None:
-            raise ValueError("time without a zone")
-        speed, course = pick(doc, m["speed_kmh"]), pick(doc, m["course_deg"])
-        return nmea.Fix(when.astimezone(dt.UTC), float(lat), float(lon),
-                        float(speed) if isinstance(speed, int | float) else None,
-                        float(course) if isinstance(course, int | float) else None, 2, "json")
+        when = self._when(pick(doc, m["time"]))
+        return nmea.Fix(when, lat, lon, self._number(doc, "speed_kmh"),
+                        self._number(doc, "course_deg"), 2, "json")
+
+    def _number(self, doc: dict[str, Any], key: str) -> float | None:
+        value = pick(doc, self._json_map[key])
+        if value is None:
+            return None
+        try:
+            return json_doc.finite_number(value)
+        except ValueError as exc:
+            self.bad_value(key, str(exc))
+            return None
+
+    def _when(self, stamp: object) -> dt.datetime:
+        if stamp is None:
+            return dt.datetime.now(dt.UTC)
+        try:
+            if isinstance(stamp, str):
+                when = dt.datetime.fromisoformat(stamp[:64])
+                if when.tzinfo is None:
+                    raise ValueError("time without a zone")  # noqa: TRY301
+            else:  # epoch seconds, or milliseconds
+                secs = json_doc.finite_number(stamp)
+                secs = secs / 1000 if secs > 1e11 else secs
+                if not TRACKER_EPOCH_S[0] <= secs <= TRACKER_EPOCH_S[1]:
+                    raise ValueError("epoch time out of range")  # noqa: TRY301
+                when = dt.datetime.fromtimestamp(secs, dt.UTC)
+            when = when.astimezone(dt.UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            self.bad_value("time", str(exc)[:80])
+            raise ValueError("unusable time") from exc
+        return when
 
     async def _run_mqtt(self, sink: Sink) -> None:
         assert self._broker is not None
@@ -124,6 +156,7 @@ class GpsDriver(Driver[GpsDevice]):
             return
         assert self._port is not None
         reader, _writer = await self._port.open(self.name)
+        self._reading = True
         try:
             while True:
                 try:
@@ -143,8 +176,66 @@ class GpsDriver(Driver[GpsDevice]):
                     await sink.state(self.name, DeviceState.ONLINE, "receiving")
                 now = time.monotonic()
                 await self._alarms(self.rules.on_tick(now), sink)
+                if self._tap is not None:  # a probe is listening (bounded: it may drop)
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self._tap.put_nowait(raw.decode("ascii", "replace"))
                 fix = self.handle_line(raw.decode("ascii", "replace"))
                 if fix is not None:
                     await self._on_fix(fix, sink)
         finally:
+            self._reading = False
             await self._port.close()
+
+    @override
+    async def probe(self) -> dict[str, Any]:
+        """Listen ``PROBE_LISTEN_S`` to the receiver: sentences, fix quality, satellites."""
+        if self.config.transport == "mqtt":
+            raise DeviceError(self.name, "an MQTT tracker reports when it wakes; see its "
+                                         "last values")
+        lines = await (self._listen_tap() if self._reading else self._listen_port())
+        if not lines:
+            raise DeviceUnavailableError(self.name, f"receiver silent for {PROBE_LISTEN_S:g} s")
+        status: dict[str, Any] = {}
+        valid = bad = 0
+        trace = current_probe()
+        link = f"serial {self.config.port}"
+        for line in lines:
+            try:
+                sentence = nmea.parse_sentence(line)
+                status.update(nmea.receiver_status(sentence))
+            except ValueError as exc:
+                bad += 1
+                if trace is not None:
+                    trace.add(WireRecord(link, None, "NMEA", error=f"{exc}: {line.strip()!r}"))
+                continue
+            valid += 1
+            if trace is not None:  # positions are personal data: shown blanked
+                trace.add(WireRecord(link, None, "NMEA", raw=nmea.without_position(sentence)))
+        return {"sentences": valid, "bad_lines": bad,
+                "fix_quality": status.get("fix_quality", "no GGA heard"),
+                "satellites": status.get("satellites"), "fix_mode": status.get("fix_mode"),
+                "hdop": status.get("hdop")}
+
+    async def _listen_tap(self) -> list[str]:
+        tap: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_RECORDS)
+        self._tap = tap
+        try:
+            await asyncio.sleep(PROBE_LISTEN_S)
+        finally:
+            self._tap = None
+        return [tap.get_nowait() for _ in range(tap.qsize())]
+
+    async def _listen_port(self) -> list[str]:
+        assert self._port is not None
+        reader, _writer = await self._port.open(self.name)
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(PROBE_LISTEN_S):
+                while len(lines) < MAX_RECORDS:
+                    lines.append((await reader.readuntil(b"\n")).decode("ascii", "replace"))
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
+                asyncio.LimitOverrunError):
+            pass  # listened long enough, or the line ended: report what came
+        finally:
+            await self._port.close()
+        return lines

@@ -44,6 +44,7 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
 
     @override
     async def poll(self) -> Reading:
+        self.stats.bad_values = self.unit.rejected
         status = await self.unit.status()
         return Reading(self.name, {"busy": bool(status["busy"]),
                                    "amp_fault": status.get("amp_fault")},

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from typing_extensions import override
 
 from edge.config import ManholeTiltDevice
-from edge.drivers._codecs import sunspec304, witmotion
+from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._modbus import ModbusBus
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
@@ -109,12 +109,21 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
             await sink.alarm(change)
 
     def values_from_json(self, doc: dict[str, Any]) -> dict[str, Value]:
-        """Map a cover's JSON report to values (json_map); ValueError when it holds no tilt."""
+        """Map a cover's JSON report to values (json_map); ValueError when it holds no tilt.
+
+        A mapped value that is present but not a finite number (NaN, 1e400, a string, a
+        list, a bool) is refused on its own and counted (``bad_values``); absent or null is
+        no sample (firmware_notes/mqtt-cover.md).
+        """
         values: dict[str, Value] = {}
         for key, path in self._json_map.items():
             value = pick(doc, path)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values[key] = float(value)
+            if value is None:
+                continue
+            try:
+                values[key] = json_doc.finite_number(value)
+            except ValueError as exc:
+                self.bad_value(key, str(exc))
         if "tilt_deg" in values:
             values["tilt_deg"] = round(abs(float(values["tilt_deg"]) -  # type: ignore[arg-type]
                                            self.config.baseline_deg), 2)

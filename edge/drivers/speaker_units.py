@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ from edge.drivers._codecs import ip_speaker, syn6288
 from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers._serial import SerialPort
 from edge.drivers.broadcast import Play
+from edge.drivers.probe_trace import WireRecord
+from edge.drivers.probe_trace import current as current_probe
 from edge.errors import DeviceProtocolError, DeviceUnavailableError
 from edge.uplink._paho import MqttLink
 
@@ -24,6 +27,8 @@ SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
 
 class SpeakerUnit(Protocol):
     """What a loudspeaker model offers the driver."""
+
+    rejected: int  # status messages refused (bad JSON, bad values): the driver's bad_values
 
     async def status(self) -> dict[str, Any]:
         """Return at least ``busy`` (bool) and ``amp_fault`` (bool | None)."""
@@ -53,6 +58,7 @@ class Syn6288Unit:
         self._reply_timeout_s = reply_timeout_s
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()  # a status poll and a play must not interleave
+        self.rejected = 0  # replies are fixed bytes: a bad one is a protocol error instead
 
     async def _exchange(self, request: bytes, reply_len: int) -> bytes:
         async with self._lock:
@@ -70,7 +76,18 @@ class Syn6288Unit:
 
     async def status(self) -> dict[str, Any]:
         """Poll busy/idle; a stray byte means we lost sync: reconnect to resynchronise."""
-        reply = await self._exchange(syn6288.frame(syn6288.CMD_STATUS), 2)
+        request = syn6288.frame(syn6288.CMD_STATUS)
+        trace = current_probe()
+        try:
+            reply = await self._exchange(request, 2)
+        except DeviceUnavailableError as exc:
+            if trace is not None:  # `edge probe`: the status frame sent, and what went wrong
+                trace.add(WireRecord(f"serial {self._port.url}", None,
+                                     f"status frame {request.hex(' ')}", error=exc.detail))
+            raise
+        if trace is not None:
+            trace.add(WireRecord(f"serial {self._port.url}", None,
+                                 f"status frame {request.hex(' ')}", raw=reply.hex(" ")))
         try:
             return {"busy": syn6288.parse_status(reply), "amp_fault": None}
         except ValueError as exc:
@@ -117,7 +134,8 @@ class IpSpeakerUnit:
         self._last: tuple[float, ip_speaker.Status] | None = None
         self._pending: dict[str, asyncio.Future[str]] = {}
         self._counter = 0
-        self.parse_errors = 0
+        self.rejected = 0
+        self._log = logging.getLogger(f"edge.drivers.loudspeaker.{name}")
 
     async def _connected(self) -> MqttLink:
         if self._link is not None and not self._link.closed.done():
@@ -134,8 +152,12 @@ class IpSpeakerUnit:
             item = await link.inbound.get()
             try:
                 status = ip_speaker.decode_status(item.payload)
-            except ValueError:
-                self.parse_errors += 1
+            except ValueError as exc:
+                # counted and dropped: a hostile status must not end this reader (issue 14 #1)
+                self.rejected += 1
+                log = self._log.warning if self.rejected == 1 else self._log.debug
+                log("%s: status refused (%s); counted in bad_values", self.name,
+                    str(exc)[:120])
                 continue
             self._last = (time.monotonic(), status)
             if status.play_id is not None and status.result is not None:
@@ -149,6 +171,11 @@ class IpSpeakerUnit:
         if self._last is None or time.monotonic() - self._last[0] > self._stale_after_s:
             raise DeviceUnavailableError(self.name, "no status from the speaker")
         status = self._last[1]
+        trace = current_probe()
+        if trace is not None:  # `edge probe`: the unit's last status report, as decoded
+            age_s = time.monotonic() - self._last[0]
+            trace.add(WireRecord(f"mqtt {self.topic}/status", None,
+                                 f"status report {age_s:.1f} s old", raw=repr(status)))
         return {"busy": status.playing, "amp_fault": status.amp_fault}
 
     async def speak(self, play: Play) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from edge.drivers._codecs import json_doc
 from edge.drivers._codecs.tts_text import strip_all_tags
 
 RESULTS = frozenset({"played", "interrupted", "failed"})
@@ -33,17 +34,19 @@ def encode_play(play_id: str, text: str, volume: int, *, emergency: bool) -> byt
 
 
 def decode_status(payload: bytes) -> Status:
-    """Decode a status message; raise ValueError when it is not one."""
+    """Decode a status message; raise ValueError when it is not one.
+
+    Hostile payloads (64 KiB+, deep nesting, non-UTF-8, NaN) are ValueError too
+    (json_doc.loads; issue 14 #1).
+    """
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError("status is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise ValueError("status is not a JSON object")  # noqa: TRY004 - codecs raise ValueError
+        doc = json_doc.loads(payload)
+    except ValueError as exc:
+        raise ValueError(f"status is not a JSON object: {exc}") from exc
     state, fault = doc.get("state"), doc.get("amp_fault")
     play_id, result = doc.get("id"), doc.get("result")
     if state not in ("idle", "playing") or not isinstance(fault, bool | None):
-        raise ValueError(f"bad status {doc!r:.80}")
+        raise ValueError(f"bad status with keys {sorted(doc)[:8]}")
     if result is not None and (result not in RESULTS or not isinstance(play_id, str)):
         raise ValueError(f"bad result {result!r}")
     return Status(state == "playing", fault, play_id if isinstance(play_id, str) else None,
