@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -100,3 +102,22 @@ async def test_no_connack_attempts_leave_no_descriptor() -> None:
             await link.close()
         await asyncio.sleep(0.1)  # the silent server sees the FINs and closes its side
         assert _open_fds() - before <= 2, f"{_open_fds() - before} descriptors leaked"
+
+
+async def test_a_descriptor_above_select_limit_is_named_not_a_silent_hang(
+        plain_broker: Mosquitto) -> None:
+    """paho polls with select(): a socket numbered above 1023 must fail loudly, at once."""
+    fillers: list[int] = []
+    try:
+        while (fd := os.open("/dev/null", os.O_RDONLY)) < 1100:
+            fillers.append(fd)
+        os.close(fd)
+        link = _link(plain_broker.port, 0)
+        started = time.monotonic()
+        with pytest.raises(UplinkUnavailableError, match="select"):
+            await link.connect()
+        assert time.monotonic() - started < 1.0
+        await link.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # CONNACK / DISCONNECT codes that ask a client to go away for a while (reliability.md §3)
 BUSY_CODES = frozenset({0x89, 0x97, 0x9F})
+# paho's network loop is select(), which cannot poll a descriptor numbered FD_SETSIZE or above
+FD_SETSIZE = 1024
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -213,12 +215,24 @@ class MqttLink:
             raise UplinkUnavailableError(f"{self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
         self._started = True
+        # select() raises ValueError on such a descriptor and paho ends its loop thread without
+        # on_disconnect: without this check it looks like "no CONNACK" on every attempt (R5).
+        too_high = [fd for fd in self._polled_fds() if fd >= FD_SETSIZE]
+        if too_high:
+            raise UplinkUnavailableError(
+                f"{self.host}:{self.port}: socket descriptor {max(too_high)} is above what "
+                f"paho's select() can poll ({FD_SETSIZE - 1}): are descriptors leaking?")
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 return await asyncio.shield(self._connack)
         except TimeoutError as exc:
             raise UplinkUnavailableError(f"{self.host}:{self.port}: no CONNACK in "
                                          f"{self._connect_timeout_s:g} s") from exc
+
+    def _polled_fds(self) -> list[int]:
+        """Descriptors paho's loop selects on: its socket and the loop_start socket pair."""
+        socks = [self._client.socket(), getattr(self._client, "_sockpairR", None)]
+        return [sock.fileno() for sock in socks if isinstance(sock, socket.socket)]
 
     def _blocking_connect(self, props: Properties | None) -> None:
         if self._v5:
