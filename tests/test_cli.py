@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import stat
 import subprocess
@@ -12,14 +13,19 @@ from pathlib import Path
 import pytest
 
 from edge.cli import EX_CONFIG, EX_FAIL, EX_INVALID, main
-from edge.config import ModbusTcpBus
+from edge.config import GpsDevice, ModbusTcpBus
+from edge.drivers._codecs import nmea
 from edge.drivers._modbus import ModbusBus
+from edge.drivers._serial import SerialPort
+from edge.drivers.gps import GpsDriver
 from edge.drivers.probe_trace import tracing
 from edge.errors import DeviceUnavailableError
 from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, tilt_unit
+from hil.sims.serial_sims import TtsSim
 from tests.cfg import tilt_device, write_config
 from tests.outbox_util import ev, open_store
+from tests.recording_sink import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,3 +193,94 @@ def test_pymodbus_never_prints_on_the_terminal() -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+GPS_ASSET = {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
+             "name": "truck"}
+
+
+def _nmea(body: str) -> bytes:
+    return f"${body}*{nmea.checksum(body)}\r\n".encode()
+
+
+async def _nmea_server() -> tuple[asyncio.Server, int]:
+    async def talk(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"half a line from before we joined*00\r\n")
+            while True:
+                writer.write(_nmea("GNGGA,120000.00,3118.6300,N,12037.8120,E,1,09,0.9,12.0,M,"
+                                   "0.0,M,,") +
+                             _nmea("GNGSA,A,3,01,02,03,04,05,06,07,08,09,,,,1.6,0.9,1.3") +
+                             _nmea("GNRMC,120000.00,A,3118.6300,N,12037.8120,E,0.0,0.0,011226,"
+                                   ",,A"))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+
+    server = await asyncio.start_server(talk, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_probe_a_gps_listens_to_nmea_with_fix_quality_and_satellites(
+        tmp_path: Path) -> None:
+    server, port = await _nmea_server()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[
+            {"name": "truck-03", "kind": "gps", "transport": "serial", "model": "nmea",
+             "port": f"socket://127.0.0.1:{port}", "asset": GPS_ASSET}])
+        result = await asyncio.to_thread(_probe_cli, loaded.path, "truck-03")
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"serial socket://127.0.0.1:{port}: NMEA" in out
+    assert "<- $GNGGA,120000.00,*,*,*,*,1,09,0.9" in out  # the position is not shown
+    assert "3118.6300" not in out
+    assert "fix_quality: GPS" in out
+    assert "satellites: 9" in out
+    assert "fix_mode: 3D" in out
+    assert "bad_lines: 1" in out  # the half line
+
+
+async def test_probe_a_gps_while_its_driver_runs_listens_beside_it() -> None:
+    server, port = await _nmea_server()
+    driver = GpsDriver(GpsDevice.model_validate({
+        "name": "truck-03", "kind": "gps", "transport": "serial", "model": "nmea",
+        "port": f"socket://127.0.0.1:{port}", "asset": GPS_ASSET}),
+        SerialPort(f"socket://127.0.0.1:{port}", 9600))
+    run = asyncio.create_task(driver.run(RecordingSink()))
+    try:
+        await asyncio.sleep(0.5)
+        with tracing() as trace:
+            values = await driver.probe()
+        assert values["satellites"] == 9
+        assert len(trace.records) >= 6
+        assert not run.done()  # the run loop kept the port and kept reading
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        server.close()
+
+
+async def test_probe_a_loudspeaker_shows_its_status_frame(tmp_path: Path) -> None:
+    port = free_port()
+    sim = TtsSim(port)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[
+            {"name": "speaker-01", "kind": "loudspeaker", "transport": "serial",
+             "model": "syn6288", "port": f"socket://127.0.0.1:{port}", "timeout_s": 0.5,
+             "asset": {"code": "3205082105000001", "class": "2105",
+                       "grid": "320508001002003", "name": "广播"}}])
+        result = await asyncio.to_thread(_probe_cli, loaded.path, "speaker-01")
+        sim.dead = True
+        dead = await asyncio.to_thread(_probe_cli, loaded.path, "speaker-01")
+    finally:
+        await sim.stop()
+    assert result.returncode == 0, result.stderr
+    assert f"serial socket://127.0.0.1:{port}: status frame fd 00 02 21 de" in result.stdout
+    assert "<- 41 4f" in result.stdout  # idle
+    assert "busy: False" in result.stdout
+    assert dead.returncode == EX_FAIL
+    assert dead.stderr.startswith("✘ speaker-01 (loudspeaker, syn6288): no reply")
+    assert "status frame fd 00 02 21 de" in dead.stderr

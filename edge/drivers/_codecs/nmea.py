@@ -189,3 +189,31 @@ def rmc(when: dt.datetime, lat: float, lon: float, knots: float, course: float,
             f"{int(lo):03d}{(lo - int(lo)) * 60:09.6f},{'E' if lon >= 0 else 'W'},"
             f"{knots:.3f},{course:.2f},{when:%d%m%y},,,A")
     return f"${body}*{checksum(body)}\r\n"
+
+
+# GGA field 6, fix quality (firmware_notes/nmea-gnss.md); shown by `edge probe`
+GGA_QUALITY = {"0": "no fix", "1": "GPS", "2": "DGPS", "3": "PPS", "4": "RTK fixed",
+               "5": "RTK float", "6": "dead reckoning", "7": "manual", "8": "simulation"}
+
+
+def receiver_status(s: Sentence) -> dict[str, str | int | float | None]:
+    """Return what a GGA or GSA says about the receiver (fix quality, satellites, mode)."""
+    f = s.fields
+    if s.type == "GGA" and len(f) >= 8:
+        sats = f[6] if f[6].isdigit() and len(f[6]) <= 2 else None
+        return {"fix_quality": GGA_QUALITY.get(f[5], f"unknown ({f[5][:4]!r})"),
+                "satellites": int(sats) if sats is not None else None, "hdop": _float(f[7])}
+    if s.type == "GSA" and len(f) >= 2:
+        return {"fix_mode": {"1": "no fix", "2": "2D", "3": "3D"}.get(f[1], "unknown")}
+    return {}
+
+
+# where a sentence carries the position: shown by a probe without it (personal data)
+_POSITION_FIELDS = {"RMC": (2, 3, 4, 5), "GGA": (1, 2, 3, 4), "GLL": (0, 1, 2, 3)}
+
+
+def without_position(s: Sentence) -> str:
+    """Return ``s`` as text with its position fields blanked (``*``), checksum left off."""
+    hidden = _POSITION_FIELDS.get(s.type, ())
+    fields = ["*" if i in hidden and v else v for i, v in enumerate(s.fields)]
+    return f"${s.talker}{s.type}," + ",".join(fields)
