@@ -396,7 +396,21 @@ def _line_above(lines: list[str], line: int) -> str | None:
 def _did_you_mean(loc: Loc) -> str:
     allowed = _allowed_keys(loc[:-1], _raw_loc_kind=None)
     close = difflib.get_close_matches(str(loc[-1]), sorted(allowed), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return _misindented(loc, allowed)
+
+
+def _misindented(loc: Loc, allowed: set[str]) -> str:
+    """Say where a key that is valid elsewhere belongs: a YAML indentation slip, not a typo."""
+    key = str(loc[-1])
+    for child in sorted(allowed):
+        if key in _allowed_keys((*loc[:-1], child), _raw_loc_kind=None):
+            return f" (it belongs under {child}: — indented too little?)"
+    if len(loc) >= 2 and isinstance(loc[-2], str) and \
+            key in _allowed_keys(loc[:-2], _raw_loc_kind=None):
+        return f" (it belongs beside {loc[-2]}:, not under it — indented too far?)"
+    return ""
 
 
 def _allowed_keys(loc: Sequence[int | str], _raw_loc_kind: str | None) -> set[str]:

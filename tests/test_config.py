@@ -166,3 +166,18 @@ def test_a_colon_in_a_value_is_not_called_indentation() -> None:
     problems = _problems(_shipped().replace("name: 路灯 干将东路 7号", "name: 路灯: 干将东路 7号"))
     assert "YAML syntax: a second ':' on this line; put a value that holds ': ' in quotes" in \
         problems[0]
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    ("      lat: 31.3107\n      lon: 120.6311\n", "    lat: 31.3107\n    lon: 120.6311\n",
+     "devices[lamp-07].lat: unknown key 'lat' (it belongs under asset: — indented too little?)"),
+    ("      name: 路灯 干将东路 7号\n", "      name: 路灯 干将东路 7号\n      max_switches_per_min: 2\n",
+     "devices[lamp-07].asset.max_switches_per_min: unknown key 'max_switches_per_min' (it "
+     "belongs beside asset:, not under it — indented too far?)"),
+])
+def test_a_key_at_the_wrong_depth_is_called_an_indentation_slip(old: str, new: str,
+                                                                 words: str) -> None:
+    text = _shipped()
+    assert old in text
+    problems = _problems(text.replace(old, new, 1))
+    assert any(words in p for p in problems), problems
