@@ -39,7 +39,7 @@ from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
-from edge.errors import ConfigError, DeviceUnavailableError
+from edge.errors import ConfigError, DeviceUnavailableError, EdgeError
 from edge.keys import load_key
 from edge.reload import plan
 from edge.safety import SafetyRules
@@ -113,35 +113,17 @@ class Agent:
                 "status page password")
         self._uplink_password = self._password()
         await self.outbox.open()
-        writer = asyncio.create_task(self.outbox.run(), name="outbox.writer")
         transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
         servers: list[web.AppRunner] = []
         try:
-            uplink = await self._build(key, transports)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(uplink.run(boot_delay_s=self._boot_delay_s),
-                               name=f"uplink.{cfg.uplink.kind}")
-                self._tg, self._transports = tg, transports
-                for name in list(self.drivers):
-                    self._start_device(name)
-                tg.create_task(self._reload_loop(), name="agent.reload")
-                tg.create_task(self._status_loop(), name="agent.status")
-                tg.create_task(self._maintenance(), name="agent.maintenance")
-                servers += await self._start_servers(page_password)
-                interval = watchdog_interval_s()
-                if interval is not None:
-                    tg.create_task(watchdog(self._progress, interval_s=interval),
-                                   name="agent.watchdog")
-                log.info("edge %s running: gateway %s, %d devices", __version__,
-                         cfg.gateway.id, len(self.drivers))
-                release_startup_memory()
-                self.ready.set()
-                notify("READY=1")
-                await stop.wait()
-                notify("STOPPING=1")
-                raise _StopError  # noqa: TRY301 - cancels the task group's siblings
-        except* _StopError:
-            pass
+            async with asyncio.TaskGroup() as core:
+                writer = core.create_task(self.outbox.run(), name="outbox.writer")
+                try:
+                    await self._run_parts(stop, key, transports, servers, page_password)
+                finally:
+                    writer.cancel()  # after the parts: drain() commits what they handed over
+        except BaseExceptionGroup as group:
+            _raise_failures(group)
         finally:
             for server in servers:
                 await server.cleanup()
@@ -149,13 +131,43 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await driver.close()
             await transports.close()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            committed = await self.outbox.drain()
+            committed = 0
+            try:
+                committed = await self.outbox.drain()
+            except Exception:  # a writer that failed may fail its drain too; still close
+                log.exception("outbox: final commit failed")
             await self._write_status()
             await self.outbox.close()
             log.info("stopped; outbox committed (%d late events)", committed)
+
+    async def _run_parts(self, stop: asyncio.Event, key: Ed25519PrivateKey,
+                         transports: Transports, servers: list[web.AppRunner],
+                         page_password: str | None) -> None:
+        """Run uplink, devices and housekeeping in one TaskGroup; _StopError once stopped."""
+        cfg = self.loaded.config
+        uplink = await self._build(key, transports)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(uplink.run(boot_delay_s=self._boot_delay_s),
+                           name=f"uplink.{cfg.uplink.kind}")
+            self._tg, self._transports = tg, transports
+            for name in list(self.drivers):
+                self._start_device(name)
+            tg.create_task(self._reload_loop(), name="agent.reload")
+            tg.create_task(self._status_loop(), name="agent.status")
+            tg.create_task(self._maintenance(), name="agent.maintenance")
+            servers += await self._start_servers(page_password)
+            interval = watchdog_interval_s()
+            if interval is not None:
+                tg.create_task(watchdog(self._progress, interval_s=interval),
+                               name="agent.watchdog")
+            log.info("edge %s running: gateway %s, %d devices", __version__,
+                     cfg.gateway.id, len(self.drivers))
+            release_startup_memory()
+            self.ready.set()
+            notify("READY=1")
+            await stop.wait()
+            notify("STOPPING=1")
+            raise _StopError  # cancels the task groups' other tasks
 
     async def _start_servers(self, page_password: str | None) -> list[web.AppRunner]:
         """Start the configured local HTTP endpoints (none by default)."""
@@ -340,7 +352,8 @@ class Agent:
             "time_quality": self.clock.quality().value,
             "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
             "outbox": await self.outbox.stats() | {
-                "commits": self.outbox.commits, "events_committed": self.outbox.events_committed},
+                "commits": self.outbox.commits, "events_committed": self.outbox.events_committed,
+                "rejected": {str(p): n for p, n in self.outbox.rejected.items()}},
             "buses": {} if self._transports is None else {
                 name: dataclasses.asdict(bus.stats)
                 for name, bus in self._transports.buses.items()},
@@ -396,6 +409,28 @@ class Agent:
 
 class _StopError(Exception):
     """Raised inside the task group to cancel it on a requested stop."""
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+def _raise_failures(group: BaseExceptionGroup[BaseException]) -> None:
+    """Return on a requested stop; otherwise log and raise what failed.
+
+    A lone EdgeError (a start-up failure: key, store, port) is raised as itself, so ``edge
+    run`` prints it and exits 69; anything else (a bug, a dead writer) is raised as the group.
+    """
+    failures = [exc for exc in _leaves(group) if not isinstance(exc, _StopError)]
+    if not failures:
+        return
+    if len(failures) == 1 and isinstance(failures[0], EdgeError):
+        raise failures[0]
+    log.critical("agent stopping: a task failed: %r", failures)
+    raise group
 
 
 def _write_atomic(tmp: Path, path: Path, data: str) -> None:

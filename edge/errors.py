@@ -11,7 +11,8 @@ flag (the retry policy lives in the type, never in string matching)::
     │   └── DeviceRejectedError     device.rejected     no    Modbus exception code
     ├── StoreError                  store               no
     │   ├── StoreFullError          store.full          yes
-    │   └── StoreCorruptError       store.corrupt       no    failed check, unknown schema version
+    │   ├── StoreCorruptError       store.corrupt       no    failed check, unknown schema version
+    │   └── EventRejectedError      store.rejected      no    the event cannot be encoded (NaN)
     ├── UplinkError                 uplink              no
     │   ├── UplinkUnavailableError  uplink.unavailable  yes   network down, HTTP 5xx
     │   ├── UplinkTLSError          uplink.tls          yes   refused certificate; never plaintext
@@ -101,6 +102,12 @@ class StoreCorruptError(StoreError):
     """The store failed its check or has an unknown schema version."""
 
     code = "store.corrupt"
+
+
+class EventRejectedError(StoreError):
+    """The event cannot be encoded (NaN, infinity, a non-JSON value): it alone is refused."""
+
+    code = "store.rejected"
 
 
 class UplinkError(EdgeError):

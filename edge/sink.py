@@ -13,7 +13,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.clock import CLOCK_FLOOR_NS, Clock, TimeQuality
 from edge.config import AnyDevice, EdgeConfig
 from edge.drivers.base import AlarmChange, DeviceState, Reading
-from edge.errors import StoreFullError
+from edge.errors import EventRejectedError, StoreFullError
 from edge.model import Alarm, Asset, Event, EventType, Prio
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class EventSink:
         self.active = active
         self.alarms_raised = 0
         self.readings_refused = 0
+        self.readings_rejected = 0  # values the encoder refuses (NaN): counted, logged once
+        self._rejected_logged: set[str] = set()
 
     def set_devices(self, config: EdgeConfig) -> None:
         """Refresh the asset table after a config reload."""
@@ -80,6 +82,13 @@ class EventSink:
         except StoreFullError:
             # counted by the store and announced by a gap event; the device keeps polling
             self.readings_refused += 1
+        except EventRejectedError as exc:
+            # one bad value (a NaN a JSON parser let through) costs its own reading only
+            self.readings_rejected += 1
+            if reading.device not in self._rejected_logged:
+                self._rejected_logged.add(reading.device)
+                log.warning("reading of %s refused (logged once per device): %s",
+                            reading.device, exc)
 
     async def alarm(self, change: AlarmChange) -> None:
         """Store an alarm raise or clear; a clear reuses its raise's ``alarm_id``."""
@@ -124,7 +133,7 @@ class EventSink:
     async def state(self, device: str, state: DeviceState, detail: str) -> None:
         """Store a device health change (prio 2)."""
         ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
-        with contextlib.suppress(StoreFullError):  # counted by the store, like telemetry
+        with contextlib.suppress(StoreFullError, EventRejectedError):  # counted, like telemetry
             await self._outbox.put(Event(EventType.STATE, Prio.STATE, ts, quality,
                                          device=device, asset=self._assets.get(device),
                                          data={"state": state.value, "detail": detail},

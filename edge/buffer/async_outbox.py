@@ -4,6 +4,12 @@
 Appends and acks that arrive while a commit runs share the next transaction (natural group
 commit, capped at ``commit_max_events``); telemetry-only batches linger up to
 ``commit_max_wait_s`` to share an fsync, alarms never wait.
+
+Each event is encoded once before it joins a batch: one the encoder refuses (a NaN from a
+device) raises ``EventRejectedError`` to its own caller and never fails the events batched
+with it. Anything else that breaks a commit fails that batch's callers and ends ``run()``, so
+the agent's TaskGroup stops the agent (systemd restarts it) instead of leaving every later
+``put`` waiting (issue 14).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edge.buffer.store import ALARM_PRIOS, AppendResult, Leased, Outbox
-from edge.errors import StoreError, StoreFullError
-from edge.model import Event
+from edge.errors import EventRejectedError, StoreError, StoreFullError
+from edge.model import Event, encode_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +56,7 @@ class AsyncOutbox:
         self.refused: dict[int, int] = {}
         self.alarms_waiting = 0
         self.evicted: dict[int, int] = {}
+        self.rejected: dict[int, int] = {}  # prio -> events refused by the encoder
 
     @property
     def queued(self) -> int:
@@ -75,10 +82,24 @@ class AsyncOutbox:
 
     async def put_many(self, events: Sequence[Event],
                        statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
-        """Store events and run ``statements`` in one transaction; return once committed."""
+        """Store events and run ``statements`` in one transaction; return once committed.
+
+        EventRejectedError (before anything is queued) when an event cannot be encoded.
+        """
+        for event in events:
+            self._check_encodable(event)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._ops.put(_Op(events=list(events), statements=list(statements), done=done))
         await done
+
+    def _check_encodable(self, event: Event) -> None:
+        """Encode ``event`` now, on its caller's side: a refusal stays with that caller."""
+        try:
+            encode_event(event, 0)
+        except (ValueError, TypeError, RecursionError) as exc:
+            self.rejected[event.prio] = self.rejected.get(event.prio, 0) + 1
+            raise EventRejectedError(f"{event.type.value} event of {event.device or 'gateway'} "
+                                     f"cannot be encoded: {exc}") from exc
 
     async def ack(self, seqs: Sequence[int]) -> None:
         """Delete acknowledged events; return once the delete is committed."""
@@ -185,9 +206,13 @@ class AsyncOutbox:
         except StoreError as exc:
             error = exc
         except asyncio.CancelledError:
-            for op in batch:
-                if op.done is not None and not op.done.done():
-                    op.done.cancel()
+            _settle(batch, None)
+            raise
+        except Exception as exc:
+            # a bug, not a full or corrupt store: the callers hear it, then the writer dies
+            # and takes the agent down with it (its TaskGroup) rather than hang every put
+            log.critical("outbox writer failed on a batch of %d events: %r", len(events), exc)
+            _settle(batch, StoreError(f"outbox writer failed: {exc!r}"))
             raise
         self.commits += 1
         self.events_committed += len(result.seqs)
@@ -212,3 +237,16 @@ class AsyncOutbox:
             if op.done is not None and op.done.done() and not op.done.cancelled():
                 with contextlib.suppress(BaseException):
                     op.done.exception()
+
+
+def _settle(batch: list[_Op], error: BaseException | None) -> None:
+    """Fail every op of ``batch`` still waiting with ``error`` (None: cancel it)."""
+    for op in batch:
+        if op.done is None or op.done.done():
+            continue
+        if error is None:
+            op.done.cancel()
+        else:
+            op.done.set_exception(error)
+            with contextlib.suppress(BaseException):  # nobody may await it any more
+                op.done.exception()
