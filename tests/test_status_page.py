@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from aiohttp import ClientSession
 from edge.agent import Agent
 from edge.cli import EX_UNAVAILABLE
 from edge.config_loader import load_config
+from edge.drivers.factory import Transports, build_driver
+from edge.errors import DeviceError
 from edge.http_site import REJECTED
 from edge.status_page import LoginThrottle, serve_status_page
 from hil.broker import Mosquitto, free_port
@@ -284,3 +287,44 @@ def test_status_page_needs_a_password_file(tmp_path: Path) -> None:
                             timeout=30, check=False)
     assert result.returncode == 2
     assert "status_page_password_file: required" in result.stderr
+
+
+async def test_probe_now_answers_for_a_device_the_poll_loop_backs_off_from(
+        tmp_path: Path) -> None:
+    sim_port, page_port = free_port(), free_port()
+    unit = tilt_unit(tilt_x_deg=2.0)
+    unit.fault = "dead"
+    sim = ModbusTcpSim({80: unit}, sim_port)
+    await sim.start()
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": sim_port,
+         "timeout_s": 0.2, "retries": 0}], devices=[tilt_device("manhole-12", "covers", 80)])
+    transports = Transports(loaded.config)
+    driver = build_driver(loaded.config.device("manhole-12"), loaded.config, transports)
+    bus = transports.buses["covers"]
+    for _ in range(4):  # the poll loop's failures open the unit's breaker for seconds
+        with contextlib.suppress(DeviceError):
+            await bus.read("manhole-12", 80, 3, 0x3D, 4)
+    unit.fault = "none"  # the technician fixed the wiring
+
+    async def probe(name: str) -> dict[str, Any]:
+        if name != "manhole-12":
+            raise KeyError(name)
+        return dict(await driver.probe())
+
+    runner = await serve_status_page(_fake_status, probe, host="127.0.0.1", port=page_port,
+                                     password=PASSWORD)
+    try:
+        with pytest.raises(DeviceError, match="after backoff"):
+            await bus.read("manhole-12", 80, 3, 0x3D, 4)  # the poll loop would still wait
+        async with ClientSession() as http, http.post(
+                f"http://127.0.0.1:{page_port}/api/probe/manhole-12",
+                headers={**_basic(PASSWORD), "X-Requested-With": "edge"}) as resp:
+            body = await resp.json()
+    finally:
+        await runner.cleanup()
+        await transports.close()
+        await sim.stop()
+    assert resp.status == 200, body
+    assert body["labelled"]["tilt_x_deg"] == "2.0 °"
+    assert body["wire"][0]["request"] == "FC3 read holding registers 0x003D x4"
