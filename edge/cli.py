@@ -210,7 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state_dir, problems = _state_dir_of(args.config)
     if problems:
         print(f"⚠ {args.config} has {len(problems)} problem(s) now (see `edge check`); the "
-              "agent runs the config it loaded before", file=sys.stderr)
+              "running agent keeps the config it loaded", file=sys.stderr)
     status = read_status(state_dir)
     if status is None:
         print("no status: the agent has not run with this config", file=sys.stderr)

@@ -165,4 +165,34 @@ def test_status_finds_the_state_folder_of_an_unparseable_file(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config",
                              str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=60, check=False)
-    assert "NOT running (last status 3600 s ago)" in result.stdout, result.stderr
+    assert "NOT running (last status 360" in result.stdout, result.stderr
+
+
+async def test_check_beside_a_running_agent_judges_devices_by_its_polls(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    # a second master on the line would garble the agent's frames (RS-485) or take the only
+    # connection a Modbus TCP device allows: while the agent runs, its polls answer
+    port = free_port()
+    sim = ModbusTcpSim({80: tilt_unit()}, port)
+    await sim.start()
+    loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, buses=[
+        {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+         "timeout_s": 0.2, "retries": 0}], devices=[
+        tilt_device("manhole-1", "covers", 80), tilt_device("manhole-9", "covers", 81)])
+    agent = start_agent(loaded.path, tmp_path / "agent.log")
+    try:
+        def polled() -> bool:
+            status = read_status(loaded.state_dir) or {}
+            devices = status.get("devices", {})
+            return bool(devices.get("manhole-1", {}).get("polls_ok", 0) > 0 and
+                        devices.get("manhole-9", {}).get("polls_failed", 0) > 0)
+        await wait_until(polled, 20, "the agent's first polls")
+        result = await asyncio.to_thread(_check, loaded.path)
+    finally:
+        stop_agent(agent)
+        await sim.stop()
+    marks = _marks(result.stdout)
+    assert "answers the running agent" in marks["device manhole-1"]
+    line = marks["device manhole-9"]
+    assert line.startswith("✘ device manhole-9: unit 81 on bus covers: the running agent has it")
+    assert line.endswith(f"(devices.yaml:{_line(loaded, 'unit_id: 81')})"), line
