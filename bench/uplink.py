@@ -48,7 +48,8 @@ class Subscriber:
     def handle(self, topic: str, payload: bytes) -> None:
         now = time.monotonic()
         if topic.endswith("/state"):
-            if json.loads(payload).get("online"):
+            state = json.loads(payload)  # signed like a batch (docs/decisions.md D39)
+            if json.loads(state.get("body", "{}")).get("online"):
                 self.births.append(now)
             return
         wall_ns = time.time_ns()

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
 from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
@@ -82,3 +84,152 @@ def test_raise_opens_a_case_and_clear_closes_it(tmp_path: Path) -> None:
     closed = rx.handle(TOPIC, batch(signer, [(alarm("cleared"), 3)]))
     assert closed.closed == [1]
     assert rx.store.cases("closed")[0]["alarm_id"] == "x:cover_open:1"
+
+
+def state_doc(alarm_id: str = "x:cover_open:7", **extra: object) -> dict[str, object]:
+    return {"online": True, "gw": GW, "version": "0.1.0", "boot_id": "b",
+            "outbox": {"depth": 0}, "active_alarms": [
+                {"device": "d", "kind": "cover_open", "alarm_id": alarm_id, "severity": 1}],
+            **extra}
+
+
+STATE = f"edge/v1/{GW}/state"
+
+
+def test_case_numbers_are_dense_with_duplicated_raises(tmp_path: Path) -> None:
+    rx, signer = setup(tmp_path)
+    first = alarm("raised", "a:cover_open:1")
+    numbers = rx.handle(TOPIC, batch(signer, [(first, 1)])).opened
+    for seq in (2, 3, 4):  # the same raise re-sent (after a reconnect) with new seqs
+        assert rx.handle(TOPIC, batch(signer, [(alarm("raised", "a:cover_open:1"), seq)])
+                         ).opened == []
+    assert rx.handle(TOPIC, batch(signer, [(first, 1)])).duplicates == 1  # a replayed batch
+    assert rx.handle(STATE, signer.envelope(json.dumps(
+        state_doc("a:cover_open:1")).encode())).opened == []  # re-announced, already open
+    numbers += rx.handle(TOPIC, batch(signer, [(alarm("raised", "b:cover_open:1"), 5),
+                                               (alarm("raised", "b:cover_open:1"), 6)])).opened
+    numbers += rx.handle(STATE, signer.envelope(json.dumps(
+        state_doc("c:cover_open:1")).encode())).opened
+    numbers += rx.handle(TOPIC, batch(signer, [(alarm("raised", "d:cover_open:1"), 7)])).opened
+    assert numbers == [1, 2, 3, 4]
+    assert sorted(c["case_no"] for c in rx.store.cases()) == [1, 2, 3, 4]
+
+
+def test_an_unsigned_or_forged_state_opens_no_case(tmp_path: Path) -> None:
+    rx, signer = setup(tmp_path)
+    forged = rx.handle(STATE, json.dumps(state_doc()).encode())  # plain JSON: presence only
+    assert forged.opened == []
+    assert rx.store.gateways()[0]["online"] is True
+    assert rx.store.gateways()[0]["state"]["signed"] is False
+    other = Signer(Ed25519PrivateKey.generate())
+    assert "unknown kid" in rx.handle(STATE, other.envelope(json.dumps(state_doc()).encode())
+                                      ).rejected
+    env = json.loads(signer.envelope(json.dumps(state_doc()).encode()))
+    env["body"] = env["body"].replace("x:cover_open:7", "x:cover_open:8")
+    assert rx.handle(STATE, json.dumps(env).encode()).rejected == "bad signature"
+    mismatch = json.dumps(state_doc(gw="gw-other")).encode()
+    assert "gw-other" in rx.handle(STATE, signer.envelope(mismatch)).rejected
+    assert rx.store.cases() == []
+    signed = rx.handle(STATE, signer.envelope(json.dumps(state_doc()).encode()))
+    assert signed.opened == [1]  # the gateway's own word: a missed raise gets its case
+    assert rx.store.gateways()[0]["state"]["signed"] is True
+    counters = rx.store.counters()
+    assert counters["state.unsigned"] == 1
+    assert counters["rejected.signature"] == 2
+    assert counters["rejected.gateway_mismatch"] == 1
+    assert counters["alarms.reannounced"] == 1
+
+
+def deep(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+HOSTILE: list[tuple[str, bytes]] = [
+    ("empty", b""), ("not json", b"hello"), ("array", b"[]"), ("null", b"null"),
+    ("number", b"1"), ("string", b'"x"'), ("non-utf8", b"\xff\xfe{\x80}"),
+    ("deep", deep(200_000)), ("deep object", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+    ("huge", b'{"online": true, "pad": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
+    ("nan", b'{"online": NaN}'),
+    ("wrong types", b'{"online": "yes", "active_alarms": "x", "outbox": []}'),
+    ("alarms of wrong types", b'{"online": true, "active_alarms": [1, [], {"alarm_id": 5, '
+                              b'"kind": []}, {"alarm_id": "a", "kind": "k", "device": {}}]}'),
+    ("envelope of wrong types", b'{"kid": 1, "alg": [], "sig": {}, "body": 2}'),
+    ("envelope body not json", b'{"kid": "0123456789abcdef", "alg": "Ed25519", "sig": "AA", '
+                               b'"body": "\\u0000"}'),
+]
+
+
+@pytest.mark.parametrize("leaf", ["events", "state"])
+@pytest.mark.parametrize(("name", "payload"), HOSTILE, ids=[n for n, _p in HOSTILE])
+def test_a_hostile_payload_is_a_counted_rejection(tmp_path: Path, leaf: str, name: str,
+                                                  payload: bytes) -> None:
+    rx, signer = setup(tmp_path)
+    before = sum(v for k, v in rx.store.counters().items() if k.startswith("rejected."))
+    out = rx.handle(f"edge/v1/{GW}/{leaf}", payload)
+    assert out.rejected, name
+    assert out.opened == []
+    after = sum(v for k, v in rx.store.counters().items() if k.startswith("rejected."))
+    assert after == before + 1
+    assert rx.store.cases() == []
+    # and it keeps working
+    assert rx.handle(TOPIC, batch(signer, [(alarm("raised"), 1)])).opened == [1]
+
+
+SIGNED_HOSTILE: list[tuple[str, bytes]] = [
+    ("array", b"[]"), ("null", b"null"), ("deep", deep(100_000)),
+    ("wrong types", json.dumps(state_doc(online="yes", active_alarms="x")).encode()),
+    ("alarm not a dict", json.dumps(state_doc() | {"active_alarms": [1, None, []]}).encode()),
+    ("alarm fields of wrong types", json.dumps(state_doc() | {"active_alarms": [
+        {"alarm_id": 5, "kind": "k"}, {"alarm_id": "a", "kind": ["k"]},
+        {"alarm_id": "a", "kind": "k", "device": {}}, {"alarm_id": "a", "kind": "k",
+                                                        "value": "hot"}]}).encode()),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), SIGNED_HOSTILE, ids=[n for n, _b in SIGNED_HOSTILE])
+def test_a_signed_but_malformed_state_is_a_counted_rejection(tmp_path: Path, name: str,
+                                                             body: bytes) -> None:
+    rx, signer = setup(tmp_path)
+    out = rx.handle(STATE, signer.envelope(body))
+    assert out.rejected, name
+    assert rx.store.cases() == []
+    assert rx.store.counters().get("rejected.state", 0) == 1
+
+
+def test_a_signed_batch_with_odd_gap_data_is_a_counted_rejection(tmp_path: Path) -> None:
+    rx, signer = setup(tmp_path)
+    gap = Event(EventType.GAP, 0, time.time_ns(), TimeQuality.SYNCED,
+                data={"reason": "quota", "first_seq": "three", "last_seq": [5]})
+    out = rx.handle(TOPIC, batch(signer, [(reading(), 1), (gap, 2)]))
+    assert out.rejected
+    assert rx.store.seq_count(GW)[0] == 0  # the whole batch rolled back, nothing half-stored
+    assert rx.handle(TOPIC, batch(signer, [(reading(), 3)])).accepted == 1
+
+
+async def test_hostile_https_posts_are_counted_rejections(tmp_path: Path) -> None:
+    from aiohttp import ClientSession
+
+    from hil.broker import free_port
+    from hil.receiver.web import serve
+
+    rx, signer = setup(tmp_path)
+    port = free_port()
+    runner = await serve(rx.store, port=port, receiver=rx)
+    url = f"http://127.0.0.1:{port}/v1/gateways/{GW}/events"
+    try:
+        async with ClientSession() as session:
+            for _name, payload in HOSTILE:
+                async with session.post(url, data=payload) as resp:
+                    assert resp.status in {400, 413}, (_name, resp.status)
+            async with session.post(url, data=b"[]" * (21 * 1024 * 1024)) as resp:
+                assert resp.status == 413
+            async with session.post(f"http://127.0.0.1:{port}/v1/gateways/gw-x/events",
+                                    data=batch(signer, [(reading(), 1)])) as resp:
+                assert resp.status == 400
+            async with session.post(url, data=batch(signer, [(alarm("raised"), 1)])) as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    rejected = sum(v for k, v in rx.store.counters().items() if k.startswith("rejected."))
+    assert rejected == len(HOSTILE) + 2
+    assert [c["case_no"] for c in rx.store.cases()] == [1]

@@ -1,4 +1,11 @@
-"""Receiver logic: verify, validate, dedup, detect seq gaps, open and close cases."""
+"""Receiver logic: verify, validate, dedup, detect seq gaps, open and close cases.
+
+Every input is hostile until verified (security review 19 #4): a payload that is not JSON,
+not UTF-8, too large, too deep or of the wrong shape is a counted rejection (``rejected.*``
+counters) and the receiver keeps running. Cases open only from signed data: a verified batch,
+or a ``state`` message in the same Ed25519 envelope (docs/decisions.md D39); a plain-JSON
+state (an older agent) updates the gateway's presence only.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,9 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.model import WireBatch
 from edge.uplink.signing import (
@@ -21,6 +29,46 @@ from edge.uplink.signing import (
 from hil.receiver.store import ReceiverStore
 
 log = logging.getLogger("hil.receiver")
+
+# batch_max_bytes is at most 16 MiB and the body travels JSON-escaped inside the envelope
+MAX_EVENTS_BYTES = 40 * 1024 * 1024
+MAX_STATE_BYTES = 256 * 1024  # a state message is a few hundred bytes per active alarm
+
+
+class RejectedError(ValueError):
+    """A message the receiver refuses; ``counter`` names the ``rejected.*`` counter."""
+
+    def __init__(self, counter: str, reason: str) -> None:
+        super().__init__(reason)
+        self.counter = counter
+
+
+class StateAlarm(BaseModel):
+    """An active alarm as the agent re-announces it on ``state`` (edge/agent.py)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    alarm_id: str = Field(min_length=1, max_length=256)
+    kind: str = Field(min_length=1, max_length=64)
+    device: str | None = Field(default=None, max_length=128)
+    event_class: str | None = Field(default=None, max_length=16)
+    value: float | None = None
+
+
+class GatewayState(BaseModel):
+    """A birth, periodic state, goodbye or last-will message."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    online: bool
+    gw: str | None = None
+    outbox: dict[str, Any] | None = None
+    active_alarms: list[StateAlarm] = Field(default_factory=list, max_length=10_000)
+
+
+def _json(raw: bytes | str, counter: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RejectedError(counter, f"not JSON: {type(exc).__name__}") from exc
 
 
 @dataclass
@@ -49,59 +97,87 @@ class Receiver:
         self.echo = echo or (lambda _line: None)
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Process one message."""
+        """Process one message; never raises: a bad one is a counted rejection."""
         parts = topic.split("/")
         if len(parts) < 3:
-            return Outcome(rejected="bad topic")
+            return self._reject(RejectedError("rejected.topic", "bad topic"))
         gw, leaf = parts[-2], parts[-1]
-        if leaf == "state":
-            return self._state(gw, payload)
-        if leaf == "events":
-            return self._events(gw, payload)
-        return Outcome(rejected="unknown topic")
-
-    def _state(self, gw: str, payload: bytes) -> Outcome:
+        limit = {"state": MAX_STATE_BYTES, "events": MAX_EVENTS_BYTES}.get(leaf)
+        if limit is None:
+            return self._reject(RejectedError("rejected.topic", "unknown topic"))
+        if len(payload) > limit:
+            return self._reject(RejectedError("rejected.too_large",
+                                              f"{len(payload)} bytes > {limit}"))
         try:
-            state = json.loads(payload)
-        except ValueError:
-            return Outcome(rejected="bad state json")
-        online = bool(state.get("online"))
-        before = {g["gw"]: g["online"] for g in self.store.gateways()}.get(gw)
-        self.store.set_gateway(gw, online, state)
-        for alarm in state.get("active_alarms") or []:
-            # an alarm the gateway still holds but we never saw raised: open its case now
-            if isinstance(alarm, dict) and alarm.get("alarm_id") and alarm.get("kind"):
-                case = self.store.open_case(gw, {"alarm": alarm, "device": alarm.get("device"),
-                                                 "ts": dt.datetime.now(dt.UTC).isoformat()})
-                if case is not None:
-                    self.store.bump("alarms.reannounced")
-                    self.echo(f"ALARM {alarm['kind']} on {alarm.get('device')} re-announced by "
-                              f"{gw} -> case #{case} opened ({alarm['alarm_id']})")
-        if before != online:
-            depth = (state.get("outbox") or {}).get("depth", "?")
-            self.echo(f"gateway {gw} {'online' if online else 'OFFLINE'}"
-                      + (f" (outbox {depth})" if online else ""))
-        return Outcome()
+            return self._state(gw, payload) if leaf == "state" else self._events(gw, payload)
+        except RejectedError as exc:
+            return self._reject(exc)
+        except Exception as exc:  # one bad message must not stop the receiver
+            log.exception("receiver: a message on %s failed", topic)
+            return self._reject(RejectedError("rejected.malformed",
+                                              f"malformed: {type(exc).__name__}"))
 
-    def _events(self, gw: str, payload: bytes) -> Outcome:
+    def _reject(self, exc: RejectedError) -> Outcome:
+        self.store.bump(exc.counter)
+        return Outcome(rejected=str(exc))
+
+    def _verified_body(self, gw: str, payload: bytes) -> bytes:
         key = self.keys.get(gw)
         if key is None:
-            self.store.bump("rejected.unknown_gateway")
-            return Outcome(rejected=f"unknown gateway {gw}")
+            raise RejectedError("rejected.unknown_gateway", f"unknown gateway {gw}")
         try:
             _kid, body = open_envelope(payload, {kid_of(key): key})
-            batch = WireBatch.model_validate_json(body)
         except SignatureError as exc:
-            self.store.bump("rejected.signature")
-            log.warning("rejected a batch on %s: %s", gw, exc)
-            return Outcome(rejected=str(exc))
+            log.warning("rejected a message of %s: %s", gw, exc)
+            raise RejectedError("rejected.signature", str(exc)) from exc
+        except RecursionError as exc:
+            raise RejectedError("rejected.signature", "malformed envelope: too deep") from exc
+        return body
+
+    def _state(self, gw: str, payload: bytes) -> Outcome:
+        doc = _json(payload, "rejected.state")
+        signed = isinstance(doc, dict) and "sig" in doc
+        if signed:  # the agent's envelope (D39); a bad one is refused, not read as plain
+            doc = _json(self._verified_body(gw, payload), "rejected.state")
+        try:
+            state = GatewayState.model_validate(doc)
         except ValidationError as exc:
-            self.store.bump("rejected.schema")
-            return Outcome(rejected=f"schema: {exc.error_count()} errors")
+            raise RejectedError("rejected.state",
+                                f"state: {exc.error_count()} errors") from exc
+        if signed and state.gw != gw:
+            raise RejectedError("rejected.gateway_mismatch",
+                                f"state of {state.gw} on topic of {gw}")
+        if not signed:
+            self.store.bump("state.unsigned")
+        before = {g["gw"]: g["online"] for g in self.store.gateways()}.get(gw)
+        self.store.set_gateway(gw, state.online, {**doc, "signed": signed})
+        out = Outcome()
+        # an alarm the gateway still holds but we never saw raised: open its case now, only
+        # on the gateway's signed word (a forged state opened cases: security review 19 #4)
+        for alarm in state.active_alarms if signed else []:
+            case = self.store.open_case(gw, {"alarm": alarm.model_dump(), "device": alarm.device,
+                                             "ts": dt.datetime.now(dt.UTC).isoformat()})
+            if case is not None:
+                out.opened.append(case)
+                self.store.bump("alarms.reannounced")
+                self.echo(f"ALARM {alarm.kind} on {alarm.device} re-announced by "
+                          f"{gw} -> case #{case} opened ({alarm.alarm_id})")
+        if before != state.online:
+            depth = (state.outbox or {}).get("depth", "?")
+            self.echo(f"gateway {gw} {'online' if state.online else 'OFFLINE'}"
+                      + (f" (outbox {depth})" if state.online else ""))
+        return out
+
+    def _events(self, gw: str, payload: bytes) -> Outcome:
+        body = self._verified_body(gw, payload)
+        try:
+            batch = WireBatch.model_validate_json(body)
+        except ValidationError as exc:
+            raise RejectedError("rejected.schema", f"schema: {exc.error_count()} errors") from exc
         if batch.gw != gw:
-            self.store.bump("rejected.gateway_mismatch")
-            return Outcome(rejected=f"batch for {batch.gw} on topic of {gw}")
-        raw_events = json.loads(body)["events"]
+            raise RejectedError("rejected.gateway_mismatch",
+                                f"batch for {batch.gw} on topic of {gw}")
+        raw_events = _json(body, "rejected.schema")["events"]
         out = Outcome()
         self.store.db.execute("BEGIN")
         try:
@@ -115,23 +191,24 @@ class Receiver:
             self.store.bump("events.duplicates", out.duplicates)
             self.store.db.execute("COMMIT")
         except BaseException:
-            self.store.db.execute("ROLLBACK")
+            self.store.db.execute("ROLLBACK")  # nothing of a refused batch is half-stored
             raise
         return out
 
-    def _apply(self, gw: str, event: dict[str, object], out: Outcome) -> None:
+    def _apply(self, gw: str, event: dict[str, Any], out: Outcome) -> None:
         alarm = event.get("alarm")
         if event.get("type") == "gap":
             data = event.get("data") or {}
-            assert isinstance(data, dict)
-            self.store.announce_gap(gw, int(data.get("first_seq", 0)),
-                                    int(data.get("last_seq", 0)), str(data.get("reason")))
+            first, last = data.get("first_seq", 0), data.get("last_seq", 0)
+            if not isinstance(first, int) or not isinstance(last, int):
+                raise RejectedError("rejected.schema", "gap: first_seq and last_seq must be "
+                                                       "integers")
+            self.store.announce_gap(gw, first, last, str(data.get("reason")))
             self.echo(f"gap announced by {gw}: {data}")
         if not isinstance(alarm, dict):
             return
         asset = event.get("asset") or {}
-        assert isinstance(asset, dict)
-        where = f"{event.get('device') or gw} {asset.get('name', '')}".strip()
+        where = f"{event.get('device') or gw} {asset.get('name') or ''}".strip()
         if alarm["state"] == "raised":
             case = self.store.open_case(gw, event)
             if case is not None:

@@ -62,13 +62,19 @@ class ReceiverStore:
     def open_case(self, gw: str, event: dict[str, Any]) -> int | None:
         """Open a case for an alarm raise; return its number (None if already open)."""
         alarm, asset = event["alarm"], event.get("asset") or {}
+        # Case numbers are what operators see: numbered max + 1 in the same statement (dense
+        # 1, 2, 3 ...). INSERT OR IGNORE with AUTOINCREMENT let re-announced raises of an open
+        # case consume numbers (#1 then #4 in a short demo: review 14 #8).
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO cases (gw, alarm_id, kind, device, asset_code, asset_name, "
-            "lat, lon, class, event_class, value, state, opened_ts, opened_ns) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+            "INSERT INTO cases (case_no, gw, alarm_id, kind, device, asset_code, asset_name, "
+            "lat, lon, class, event_class, value, state, opened_ts, opened_ns) "
+            "SELECT (SELECT coalesce(max(case_no), 0) + 1 FROM cases), "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM cases WHERE alarm_id = ?)",
             (gw, alarm["alarm_id"], alarm["kind"], event.get("device"), asset.get("code"),
              asset.get("name"), asset.get("lat"), asset.get("lon"), asset.get("class"),
-             alarm.get("event_class"), alarm.get("value"), event["ts"], time.time_ns()))
+             alarm.get("event_class"), alarm.get("value"), event["ts"], time.time_ns(),
+             alarm["alarm_id"]))
         if cur.rowcount != 1:
             return None
         return int(cur.lastrowid or 0)

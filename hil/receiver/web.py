@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from edge.http_site import start_site
-from hil.receiver.core import Receiver
+from hil.receiver.core import MAX_EVENTS_BYTES, Receiver
 from hil.receiver.store import ReceiverStore
 
 STORE_KEY: web.AppKey[ReceiverStore] = web.AppKey("store", ReceiverStore)
@@ -80,7 +80,11 @@ async def _post_events(request: web.Request) -> web.Response:
     if failing:
         status, retry = failing.pop(0)
         return web.Response(status=status, headers={"Retry-After": retry} if retry else {})
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        request.app[STORE_KEY].bump("rejected.too_large")  # counted like an MQTT one
+        raise
     gw = request.match_info["gw"]
     outcome = receiver.handle(f"edge/v1/{gw}/events", body)
     if outcome.rejected:
@@ -91,7 +95,7 @@ async def _post_events(request: web.Request) -> web.Response:
 def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
              receiver: Receiver | None = None) -> web.Application:
     """Return the aiohttp application (with the HTTPS uplink endpoint when ``receiver``)."""
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_EVENTS_BYTES)
     app[STORE_KEY] = store
     app[OPEN311_KEY] = open311_enabled
     app[RECEIVER_KEY] = receiver

@@ -1,0 +1,42 @@
+"""The agent's ``state`` messages (birth, periodic, goodbye, last will) are signed like batches,
+so the reference receiver opens a missed alarm's case only on the gateway's word (security
+review 19 #4, docs/decisions.md D39)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from hil.broker import Mosquitto
+from hil.receiver.service import run_mqtt
+from tests.cfg import write_config
+from tests.helpers import receiver_for, start_agent, stop_agent, wait_until
+
+
+async def test_birth_and_last_will_are_signed(tmp_path: Path, plain_broker: Mosquitto) -> None:
+    loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
+                          devices=[], buses=[], uplink={"keepalive_s": 5})
+    store, receiver = receiver_for(loaded, tmp_path / "rx.db")
+    ready = asyncio.Event()
+    rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
+                                      tls=None, ready=ready))
+    agent = start_agent(loaded.path)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await wait_until(lambda: store.gateways() and store.gateways()[0]["online"], 15,
+                         "a birth message")
+        birth = store.gateways()[0]["state"]
+        assert birth["signed"] is True
+        assert birth["active_alarms"] == []
+        agent.send_signal(signal.SIGKILL)  # the broker publishes the last will
+        agent.wait(10)
+        await wait_until(lambda: not store.gateways()[0]["online"], 15, "the last will")
+        assert store.gateways()[0]["state"]["signed"] is True
+        counters = store.counters()
+        assert "state.unsigned" not in counters
+        assert not {k for k in counters if k.startswith("rejected.")}
+    finally:
+        stop_agent(agent)
+        rx.cancel()
+        store.close()
