@@ -233,3 +233,19 @@ async def test_hostile_https_posts_are_counted_rejections(tmp_path: Path) -> Non
     rejected = sum(v for k, v in rx.store.counters().items() if k.startswith("rejected."))
     assert rejected == len(HOSTILE) + 2
     assert [c["case_no"] for c in rx.store.cases()] == [1]
+
+
+def test_signed_command_results_of_any_shape_never_stop_the_receiver(tmp_path: Path) -> None:
+    rx, signer = setup(tmp_path)
+    odd = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED, device="d",
+                data={"cmd_id": ["not", "a", "string"], "status": {"x": None}, "detail": 1e308})
+    assert rx.handle(TOPIC, batch(signer, [(odd, 1)])).accepted == 1  # stored, not interpreted
+    deep_result = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED,
+                        device="d", data={"cmd_id": "c", "status": "ok", "detail": "DEEP"})
+    body = encode_batch(GW, 1, time.time_ns(), [encode_event(deep_result, 2)])
+    body = body.replace(b'"DEEP"', b'{"a":' * 5_000 + b"1" + b"}" * 5_000)
+    out = rx.handle(TOPIC, signer.envelope(body))  # signed: the gateway's key, odd content
+    assert out.rejected
+    assert rx.store.counters().get("rejected.schema", 0) + \
+        rx.store.counters().get("rejected.malformed", 0) == 1
+    assert rx.handle(TOPIC, batch(signer, [(reading(), 3)])).accepted == 1
