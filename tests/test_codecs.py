@@ -77,8 +77,11 @@ def test_syn6288_refuses_overlong_text() -> None:
 
 def test_nmea_example_fix() -> None:
     line = "$GNRMC,021152.000,A,2929.000108,N,10629.000282,E,0.003,316.55,020717,,E,A*09"
-    fix = nmea.NmeaTracker().feed(nmea.parse_sentence(line))
+    tracker = nmea.NmeaTracker()
+    assert tracker.feed(nmea.parse_sentence(line)) is None  # its cycle may go on
+    fix = tracker.flush()
     assert fix is not None
+    assert fix.mode == 2  # RMC alone: no altitude
     assert fix.utc == dt.datetime(2017, 7, 2, 2, 11, 52, tzinfo=dt.UTC)
     assert fix.lat == pytest.approx(29.4833351, abs=1e-7)
     assert fix.lon == pytest.approx(106.4833380, abs=1e-7)
@@ -90,7 +93,9 @@ def test_nmea_example_fix() -> None:
     "$GPGGA,080919.091,,,,,0,0,,,M,,M,,*49",
 ])
 def test_nmea_no_fix_sentences_give_no_fix(line: str) -> None:
-    assert nmea.NmeaTracker().feed(nmea.parse_sentence(line)) is None
+    tracker = nmea.NmeaTracker()
+    assert tracker.feed(nmea.parse_sentence(line)) is None
+    assert tracker.flush() is None
 
 
 def test_nmea_rejects_null_island_and_bad_checksum() -> None:
@@ -106,7 +111,10 @@ def test_nmea_gga_after_midnight_takes_the_next_day() -> None:
     rmc = nmea.rmc(dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC), 31.3, 120.6, 10, 90)
     tracker.feed(nmea.parse_sentence(rmc))
     body = "GNGGA,000000.00,3118.0000,N,12036.0000,E,1,08,1.0,10.0,M,0.0,M,,"
-    fix = tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+    before = tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+    assert before is not None
+    assert before.utc == dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC)
+    fix = tracker.flush()
     assert fix is not None
     assert fix.utc == dt.datetime(2026, 11, 26, 0, 0, 0, tzinfo=dt.UTC)
 
@@ -160,16 +168,38 @@ def test_fuzz_nmea_fields_with_valid_checksums(types: list[str], fields: list[st
         body = f"GN{kind}," + ",".join(fields)
         with contextlib.suppress(ValueError):
             tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}"))
+    tracker.flush()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["RMC", "GGA", "GSA", "VTG", "GSV", "GLL", "GNS"]),
+                          st.sampled_from(["040000.00", "040001.00", "", "235959.00"]),
+                          st.lists(st.sampled_from(["A", "V", "1", "3", "12.0", "3118.0",
+                                                    "N", "E", "261126", ""]), max_size=14)),
+                max_size=30))
+def test_fuzz_nmea_cycles(sentences: list[tuple[str, str, list[str]]]) -> None:
+    """Cycles of mixed sentences: at most one fix per cycle time, modes 2 or 3 only."""
+    tracker = nmea.NmeaTracker()
+    fixes = []
+    for kind, when, rest in sentences:
+        body = f"GN{kind},{when}," + ",".join(rest)
+        with contextlib.suppress(ValueError):
+            fixes.append(tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}")))
+    fixes.append(tracker.flush())
+    assert all(f.mode in (2, 3) for f in fixes if f is not None)
 
 
 def test_vtg_speed_and_gsa_mode_feed_gga_fixes() -> None:
     tracker = nmea.NmeaTracker()
     rmc = nmea.rmc(dt.datetime(2026, 11, 26, 4, 0, 0, tzinfo=dt.UTC), 31.3, 120.6, 10, 90)
     tracker.feed(nmea.parse_sentence(rmc))
+    gga = "GNGGA,040001.00,3118.0000,N,12036.0000,E,1,08,1.3,12.0,M,0.0,M,,"
+    first = tracker.feed(nmea.parse_sentence(f"${gga}*{nmea.checksum(gga)}"))
+    assert first is not None
+    assert (first.speed_kmh, first.mode) == (18.52, 2)  # the RMC cycle
     for body in ("GNVTG,271.5,T,,M,20.0,N,37.0,K,A", "GNGSA,A,2,01,02,03,,,,,,,,,,2.5,1.3,2.1"):
         assert tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}")) is None
-    gga = "GNGGA,040001.00,3118.0000,N,12036.0000,E,1,08,1.3,12.0,M,0.0,M,,"
-    fix = tracker.feed(nmea.parse_sentence(f"${gga}*{nmea.checksum(gga)}"))
+    fix = tracker.flush()  # GGA, VTG and GSA of one cycle
     assert fix is not None
     assert (fix.speed_kmh, fix.course_deg, fix.mode) == (37.0, 271.5, 2)
     assert tracker.hdop == 1.3

@@ -10,8 +10,8 @@ How we compare (firmware_notes/nmea-gnss.md#comparing-with-gpsd):
   day late (the join in bt451.log): there the time of day must match.
 - We may report up to ``EXTRA_ALLOWED`` fixes gpsd does not time-stamp (the first cycle, before
   gpsd has paired a date with a GGA, and the bt451 join).
-- The mode (2D/3D) must agree for at least 90 % of the fixes (the first cycle of a capture can
-  differ: GGA before the first RMC has no date yet).
+- One fix per receiver cycle, and its mode (2D/3D) must be gpsd's for every fix: the mode is
+  decided from the cycle's own sentences (issue 14 #3), never from the previous cycle's GSA.
 """
 
 from __future__ import annotations
@@ -32,10 +32,20 @@ EXTRA_ALLOWED = {"bt451.log": 3}
 
 
 def parse_log(path: Path) -> tuple[dict[str, tuple[float, float, int]], int]:
-    """Return {time: (lat, lon, mode)} and the number of rejected sentences."""
+    """Return {time: (lat, lon, mode)} and the number of rejected sentences.
+
+    Fails on a second fix for the same time: the tracker reports one fix per cycle.
+    """
     tracker = nmea.NmeaTracker()
     fixes: dict[str, tuple[float, float, int]] = {}
     rejects = 0
+
+    def put(fix: nmea.Fix | None) -> None:
+        if fix is not None:
+            key = f"{fix.utc:%Y-%m-%dT%H:%M:%S}.{fix.utc.microsecond // 1000:03d}Z"
+            assert key not in fixes, f"{path.name}: a second fix for {key}"
+            fixes[key] = (fix.lat, fix.lon, fix.mode)
+
     for raw in path.read_bytes().split(b"\n"):
         line = raw.decode("ascii", "replace").strip()
         if not line or line.startswith("#"):
@@ -43,14 +53,10 @@ def parse_log(path: Path) -> tuple[dict[str, tuple[float, float, int]], int]:
         # two sentences on one line, junk before '$': each '$' starts a candidate
         for part in ["$" + p for p in line.split("$")[1:]]:
             try:
-                fix = tracker.feed(nmea.parse_sentence(part))
+                put(tracker.feed(nmea.parse_sentence(part)))
             except ValueError:
                 rejects += 1
-                continue
-            if fix is not None:
-                key = f"{fix.utc:%Y-%m-%dT%H:%M:%S}.{fix.utc.microsecond // 1000:03d}Z"
-                old = fixes.get(key)
-                fixes[key] = (fix.lat, fix.lon, max(fix.mode, old[2] if old else 0))
+    put(tracker.flush())  # the stream's last cycle
     return fixes, rejects
 
 
@@ -98,8 +104,9 @@ def test_real_receiver_log_matches_gpsd(log: Path) -> None:
     extra = [k for k in got if k not in expected and k[11:] not in
              {e[11:] for e in expected}]
     assert len(extra) <= EXTRA_ALLOWED.get(log.name, 1), extra
-    same_mode = sum(1 for k, v in expected.items() if k in got and got[k][2] == v[2])
-    assert same_mode >= 0.9 * len(expected) - 1
+    wrong_mode = {k: (got[k][2], v[2]) for k, v in expected.items()
+                  if k in got and got[k][2] != v[2]}
+    assert wrong_mode == {}, f"{log.name}: (ours, gpsd's) {wrong_mode}"
 
 
 def test_bad_checksums_are_rejected_not_parsed() -> None:
@@ -121,3 +128,52 @@ def test_own_synthetic_log_midnight_and_galileo() -> None:
         assert fixes[key][0] == pytest.approx(float(lat), abs=1e-6)
         assert fixes[key][1] == pytest.approx(float(lon), abs=1e-6)
         assert fixes[key][2] == int(mode)
+
+
+def _feed_all(lines: list[str]) -> list[nmea.Fix]:
+    tracker = nmea.NmeaTracker()
+    out = [tracker.feed(nmea.parse_sentence(f"${b}*{nmea.checksum(b)}")) for b in lines]
+    out.append(tracker.flush())
+    return [f for f in out if f is not None]
+
+
+RMC = "GNRMC,{t},A,3118.0000,N,12036.0000,E,10.0,90.0,261126,,,A"
+GGA = "GNGGA,{t},3118.0000,N,12036.0000,E,1,08,1.0,{alt},M,0.0,M,,"
+GSA = "GNGSA,A,{m},01,02,03,04,,,,,,,,,2.5,1.3,2.1"
+
+
+def test_gsa_after_gga_sets_the_mode_of_its_own_cycle() -> None:
+    """Issue 14 #3: a receiver sending GSA after GGA had each cycle take the previous mode."""
+    fixes = _feed_all([RMC.format(t="040000.00"), GGA.format(t="040000.00", alt="12.0"),
+                       GSA.format(m=2),
+                       RMC.format(t="040001.00"), GGA.format(t="040001.00", alt="12.0"),
+                       GSA.format(m=3),
+                       RMC.format(t="040002.00"), GGA.format(t="040002.00", alt="12.0"),
+                       GSA.format(m=2)])
+    assert [(f"{f.utc:%S}", f.mode) for f in fixes] == [("00", 2), ("01", 3), ("02", 2)]
+
+
+def test_a_cycle_starting_with_rmc_is_3d_when_the_receiver_says_so() -> None:
+    fixes = _feed_all([RMC.format(t="040000.00"), GGA.format(t="040000.00", alt="12.0"),
+                       GSA.format(m=3)])
+    assert [f.mode for f in fixes] == [3]  # the first cycle, and the last RMC of the stream
+
+
+def test_a_cycle_without_altitude_or_gsa_is_2d() -> None:
+    fixes = _feed_all([RMC.format(t="040000.00"), RMC.format(t="040001.00"),
+                       GGA.format(t="040002.00", alt="")])
+    assert [f.mode for f in fixes] == [2, 2, 2]
+
+
+def test_a_malformed_sentence_neither_closes_nor_spoils_a_cycle() -> None:
+    tracker = nmea.NmeaTracker()
+    for body in (RMC.format(t="040000.00"), GGA.format(t="040000.00", alt="12.0")):
+        assert tracker.feed(nmea.parse_sentence(f"${body}*{nmea.checksum(body)}")) is None
+    bad = "GNGGA,040001.00,31X8.0000,N,12036.0000,E,1,08,1.0,12.0,M,0.0,M,,"
+    with pytest.raises(ValueError, match="coordinate"):
+        tracker.feed(nmea.parse_sentence(f"${bad}*{nmea.checksum(bad)}"))
+    gsa = GSA.format(m=3)
+    assert tracker.feed(nmea.parse_sentence(f"${gsa}*{nmea.checksum(gsa)}")) is None
+    fix = tracker.flush()
+    assert fix is not None
+    assert (f"{fix.utc:%H%M%S}", fix.mode) == ("040000", 3)

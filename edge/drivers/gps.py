@@ -29,6 +29,7 @@ JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
 # 2000-01-01 .. 2100-01-01: a tracker's epoch outside it is garbage (and 1e300 would overflow)
 TRACKER_EPOCH_S = (946_684_800.0, 4_102_444_800.0)
 SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is an outage
+CYCLE_IDLE_S = 0.3  # receivers send a cycle as one burst; this much quiet ends it
 PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
 
 
@@ -160,9 +161,22 @@ class GpsDriver(Driver[GpsDevice]):
         try:
             while True:
                 try:
-                    async with asyncio.timeout(SILENCE_S):
+                    # a cycle in progress is closed by a short pause: the receiver's burst for
+                    # this second is over (its last RMC must not wait a whole cycle)
+                    async with asyncio.timeout(CYCLE_IDLE_S if self._tracker.pending
+                                               else SILENCE_S):
                         raw = await reader.readuntil(b"\n")
-                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+                except TimeoutError as exc:
+                    if self._tracker.pending:
+                        fix = self._tracker.flush()
+                        if fix is not None:
+                            await self._on_fix(fix, sink)
+                        continue
+                    if self.stats.state is not DeviceState.OFFLINE:
+                        self.stats.state = DeviceState.OFFLINE
+                        await sink.state(self.name, DeviceState.OFFLINE, f"silent: {exc!r}")
+                    raise DeviceUnavailableError(self.name, "receiver silent") from exc
+                except (asyncio.IncompleteReadError, ConnectionError) as exc:
                     if self.stats.state is not DeviceState.OFFLINE:
                         self.stats.state = DeviceState.OFFLINE
                         await sink.state(self.name, DeviceState.OFFLINE, f"silent: {exc!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
@@ -106,70 +107,178 @@ def _float(value: str) -> float | None:
     return float(value)
 
 
+@dataclass(slots=True)
+class _Cycle:
+    """What one receiver cycle (one epoch, one time of day) said so far."""
+
+    time: dt.time | None = None
+    rmc: tuple[dt.date, float, float, float | None, float | None] | None = None  # valid only
+    rmc_void: bool = False
+    gga: tuple[float, float, bool] | None = None  # lat, lon, has altitude (valid only)
+    gsa_mode: int = 0  # the highest 2/3 any GSA of this cycle reported
+    vtg: tuple[float | None, float | None] = (None, None)  # km/h, course
+    last_key: str = ""  # address of the last sentence fed (learns the cycle ender)
+
+
+_Apply = Callable[[_Cycle], None]
+_TIMED = {"RMC": 0, "GGA": 0, "GLL": 4, "GNS": 0}  # sentence type → index of its UTC field
+
+
 class NmeaTracker:
-    """Turns sentences into fixes; pairs GGA (no date) with the last RMC date."""
+    """Turns sentences into fixes: one fix per receiver cycle, decided from that cycle alone.
+
+    A cycle is every sentence of one epoch: it ends when a sentence carries another time, or
+    (once learned) when the receiver's last sentence of a cycle arrives, as gpsd does. The
+    mode is the cycle's own GSA (2 or 3), else 3 for a GGA with altitude, else 2: GSA often
+    comes after GGA, and a fix taken at RMC knew neither (issue 14 #3,
+    firmware_notes/nmea-gnss.md#cycles). ``flush()`` returns the last cycle of a stream.
+    """
 
     def __init__(self) -> None:
         self._date: dt.date | None = None
         self._last_time: dt.time | None = None
         self.no_fix = 0
-        self._vtg: tuple[float | None, float | None] = (None, None)  # km/h, course
-        self.gsa_mode = 0  # 1 no fix, 2 2D, 3 3D (0: no GSA seen)
+        self.gsa_mode = 0  # 1 no fix, 2 2D, 3 3D (0: no GSA seen) — last GSA, for status
         self.hdop: float | None = None
+        self._cycle = _Cycle()
+        self._ender: str | None = None  # the address that has ended the last two cycles
+        self._ender_candidate: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Return whether a cycle is in progress (``flush()`` would close it)."""
+        return self._cycle.time is not None
 
     def feed(self, s: Sentence) -> Fix | None:
-        """Return a fix when ``s`` completes a valid one; ValueError on malformed fields."""
-        handler = {"RMC": self._rmc, "GGA": self._gga, "VTG": self._vtg_sentence,
-                   "GSA": self._gsa}.get(s.type)
-        return handler(s.fields) if handler is not None else None
+        """Add ``s``; return the fix of a cycle it completes; ValueError on malformed fields.
 
-    def _rmc(self, f: tuple[str, ...]) -> Fix | None:
-        if len(f) >= 9:
-            if not f[0] or not f[8]:
-                self.no_fix += 1
-                return None
-            when = _time(f[0])
-            mode = f[11] if len(f) > 11 else "A"
-            if f[1] != "A" or mode == "N":  # RMC V is void, its date and time too
-                self.no_fix += 1
-                return None
-            self._date, self._last_time = _date(f[8]), when
-            lat, lon = _coord(f[2], f[3], 2), _coord(f[4], f[5], 3)
-            if abs(lat) < 1e-6 and abs(lon) < 1e-6:
-                raise ValueError("0,0 fake fix")  # null island with status A
-            knots = _float(f[6])
-            return Fix(dt.datetime.combine(self._date, when, dt.UTC), lat, lon,
-                       None if knots is None else round(knots * 1.852, 4), _float(f[7]), 2,
-                       "RMC")
-        return None
+        A malformed sentence is refused before it touches anything: the cycle in progress
+        stays as it was (and is not closed by the bad sentence's time).
+        """
+        index = _TIMED.get(s.type)
+        when = _time(s.fields[index]) if index is not None and len(s.fields) > index and \
+            s.fields[index] else None
+        parse = {"RMC": self._rmc, "GGA": self._gga, "VTG": self._vtg_sentence,
+                 "GSA": self._gsa}.get(s.type)
+        apply = parse(s.fields) if parse is not None else None
+        done: Fix | None = None
+        if when is not None:
+            if self._cycle.time is not None and when != self._cycle.time:
+                done = self._close(learn=True)
+            self._cycle.time = when
+        if apply is not None:
+            apply(self._cycle)
+        key = s.talker + s.type
+        if s.type == "GSV":  # multi-part: only the last part can end a cycle
+            key += "*" if len(s.fields) > 1 and s.fields[0] == s.fields[1] else "-"
+        self._cycle.last_key = key
+        if done is None and key == self._ender and self._cycle.time is not None:
+            done = self._close(learn=False)
+        return done
 
-    def _vtg_sentence(self, f: tuple[str, ...]) -> None:
-        if len(f) >= 7:  # speed over ground in km/h and true course: GGA carries neither
-            self._vtg = (_float(f[6]), _float(f[0]))
+    def flush(self) -> Fix | None:
+        """Close the cycle in progress (the end of a stream, or a receiver gone quiet)."""
+        return self._close(learn=False) if self._cycle.time is not None else None
 
-    def _gsa(self, f: tuple[str, ...]) -> None:
-        if len(f) >= 2:
-            self.gsa_mode = int(f[1]) if f[1] in ("1", "2", "3") else 0
-            self.hdop = _float(f[15]) if len(f) > 15 else None
+    def _close(self, *, learn: bool) -> Fix | None:
+        cycle, self._cycle = self._cycle, _Cycle()
+        if learn:  # the same last sentence twice in a row: the receiver's cycle ender
+            if cycle.last_key == self._ender_candidate:
+                self._ender = cycle.last_key
+            self._ender_candidate = cycle.last_key
+        return self._fix(cycle)
 
-    def _gga(self, f: tuple[str, ...]) -> Fix | None:
-        if len(f) >= 6:
-            if f[5] not in ("1", "2", "4", "5") or not f[0] or self._date is None:
-                self.no_fix += 1
-                return None
-            when = _time(f[0])
+    def _fix(self, c: _Cycle) -> Fix | None:
+        assert c.time is not None
+        if c.rmc is not None:
+            day = c.rmc[0]
+        elif self._date is not None:
             day = self._date
-            if self._last_time is not None and when < self._last_time and \
-                    self._last_time.hour == 23 and when.hour == 0:
+            if self._last_time is not None and c.time < self._last_time and \
+                    self._last_time.hour == 23 and c.time.hour == 0:
                 day += dt.timedelta(days=1)  # midnight rollover before the next RMC
-            lat, lon = _coord(f[1], f[2], 2), _coord(f[3], f[4], 3)
-            if abs(lat) < 1e-6 and abs(lon) < 1e-6:
-                raise ValueError("0,0 fake fix")
-            speed_kmh, course = self._vtg
-            mode = 2 if self.gsa_mode == 2 or not f[8:9] or not f[8] else 3  # no altitude: 2D
-            return Fix(dt.datetime.combine(day, when, dt.UTC), lat, lon, speed_kmh, course,
-                       mode, "GGA")
-        return None
+        else:
+            day = None
+        if day is None or (c.rmc is None and c.gga is None):
+            self.no_fix += 1  # no position, or a GGA before any date
+            return None
+        self._date, self._last_time = day, c.time
+        if c.gga is not None:
+            lat, lon, has_alt = c.gga
+            source = "GGA"
+        else:
+            assert c.rmc is not None
+            lat, lon, _knots, _course = c.rmc[1:]
+            has_alt, source = False, "RMC"
+        mode = c.gsa_mode or (3 if has_alt else 2)
+        if c.rmc is not None and c.rmc[3] is not None:
+            speed_kmh: float | None = round(c.rmc[3] * 1.852, 4)
+        else:
+            speed_kmh = c.vtg[0]
+        course = c.rmc[4] if c.rmc is not None and c.rmc[4] is not None else c.vtg[1]
+        return Fix(dt.datetime.combine(day, c.time, dt.UTC), lat, lon, speed_kmh, course, mode,
+                   source)
+
+    # Each parser checks a sentence and returns how it changes a cycle (applied only once the
+    # whole sentence is known good); ValueError on a malformed field.
+
+    def _rmc(self, f: tuple[str, ...]) -> _Apply:
+        if len(f) < 9:
+            return _nothing
+        mode = f[11] if len(f) > 11 else "A"
+        if not f[0] or not f[8] or f[1] != "A" or mode == "N":
+            return _void_rmc  # RMC V is void, its date and time too
+        date = _date(f[8])
+        lat, lon = _coord(f[2], f[3], 2), _coord(f[4], f[5], 3)
+        if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+            raise ValueError("0,0 fake fix")  # null island with status A
+        rmc = (date, lat, lon, _float(f[6]), _float(f[7]))
+
+        def apply(c: _Cycle) -> None:
+            c.rmc = rmc
+        return apply
+
+    def _vtg_sentence(self, f: tuple[str, ...]) -> _Apply:
+        if len(f) < 7:
+            return _nothing
+        vtg = (_float(f[6]), _float(f[0]))  # km/h and true course: GGA carries neither
+
+        def apply(c: _Cycle) -> None:
+            c.vtg = vtg
+        return apply
+
+    def _gsa(self, f: tuple[str, ...]) -> _Apply:
+        if len(f) < 2:
+            return _nothing
+        mode = int(f[1]) if f[1] in ("1", "2", "3") else 0
+        hdop = _float(f[15]) if len(f) > 15 else None
+
+        def apply(c: _Cycle) -> None:
+            self.gsa_mode, self.hdop = mode, hdop
+            if mode >= 2:  # multi-constellation receivers send one GSA per system
+                c.gsa_mode = max(c.gsa_mode, mode)
+        return apply
+
+    def _gga(self, f: tuple[str, ...]) -> _Apply:
+        if len(f) < 6 or f[5] not in ("1", "2", "4", "5") or not f[0]:
+            return _nothing
+        lat, lon = _coord(f[1], f[2], 2), _coord(f[3], f[4], 3)
+        if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+            raise ValueError("0,0 fake fix")
+        has_alt = len(f) > 8 and _float(f[8]) is not None  # no altitude: 2D
+        gga = (lat, lon, has_alt)
+
+        def apply(c: _Cycle) -> None:
+            c.gga = gga
+        return apply
+
+
+def _nothing(_c: _Cycle) -> None:
+    return None
+
+
+def _void_rmc(c: _Cycle) -> None:
+    c.rmc_void = True
 
 
 def checksum(body: str) -> str:
