@@ -334,6 +334,23 @@ def _export(store: Any) -> None:
     out.flush()
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_BOOT_DELAY_S = 600.0  # as uplink.boot_delay_max_s
+
+
+def _boot_delay_s(text: str) -> float:
+    """Parse ``--boot-delay-s``: finite seconds, 0 to 600 (``inf`` kept the uplink down)."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number of seconds: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value <= MAX_BOOT_DELAY_S:  # NaN fails both comparisons
+        msg = f"must be 0 to {MAX_BOOT_DELAY_S:g} s (got {text})"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="edge", description="street-side IoT gateway agent")
@@ -347,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = with_config(sub.add_parser("run", help="run the agent"))
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--boot-delay-s", type=float, default=None,
+    # an unknown level was a ValueError traceback from logging at start
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    p.add_argument("--boot-delay-s", type=_boot_delay_s, default=None,
                    help="override the random boot delay (uplink.boot_delay_max_s)")
     p.set_defaults(func=cmd_run)
     p = with_config(sub.add_parser("check", help="validate the config and run preflight checks"))

@@ -26,6 +26,8 @@ def read_secret(path: Path, what: str) -> str:
         problem = check_mode(path)
     except OSError as exc:
         raise SecretError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:  # never echo the bytes: they may be the secret
+        raise SecretError(f"{what}: {path} is not UTF-8 text") from None
     if problem:
         raise SecretError(f"{what}: {problem}")
     if value.lower() in PLACEHOLDERS or len(value) < MIN_LENGTH:

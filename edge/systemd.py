@@ -39,9 +39,17 @@ def watchdog_interval_s() -> float | None:
     """Return systemd's watchdog interval for this process, or None when there is none."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and int(pid) != os.getpid()):
+    if not usec:
         return None
-    return int(usec) / 1_000_000
+    try:  # systemd writes decimal integers; anything else must not stop the agent starting
+        interval_us, for_pid = int(usec), int(pid) if pid else os.getpid()
+    except ValueError:
+        log.warning("ignoring a malformed watchdog setting: WATCHDOG_USEC=%.20r "
+                    "WATCHDOG_PID=%.20r", usec, pid)
+        return None
+    if for_pid != os.getpid() or interval_us <= 0:
+        return None
+    return interval_us / 1_000_000
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,8 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             self.schedule = [LightStep.model_validate(step) for step in raw["steps"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        # RecursionError: json's C decoder on a deeply nested (corrupted) file
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             self.log.warning("%s: stored schedule %s unreadable (%s); using devices.yaml",
                              self.name, path, exc)
 

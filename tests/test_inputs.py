@@ -1,0 +1,249 @@
+"""Inputs nobody else's tests cover (docs/inputs.md): CLI arguments, environment variables, the
+devices.yaml file itself, secret, key and certificate files, and the stored light schedule.
+Each bad input gets a clear error (or is ignored with a warning), never a traceback or a hang."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from edge.cli import main
+from edge.config import StreetlightDevice, TlsConfig
+from edge.drivers._modbus import ModbusBus
+from edge.drivers.streetlight import StreetlightDriver
+from edge.errors import ConfigError, EdgeError, UplinkTLSError
+from edge.keys import KeyFileError, init_key, load_key
+from edge.secrets import SecretError, read_secret
+from edge.systemd import notify, watchdog_interval_s
+from edge.uplink.tls import client_context
+from tests.cfg import lamp_device, write_config
+
+
+def cli(argv: list[str]) -> int:
+    """Run ``edge`` in-process; an argparse refusal is its SystemExit code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+# ---- CLI arguments ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["run", "--log-level", "BOGUS"], "--log-level"),  # was a ValueError traceback
+    (["run", "--boot-delay-s", "inf"], "--boot-delay-s"),  # the uplink never started
+    (["run", "--boot-delay-s", "1e400"], "--boot-delay-s"),
+    (["run", "--boot-delay-s", "nan"], "--boot-delay-s"),
+    (["run", "--boot-delay-s", "-1"], "--boot-delay-s"),
+    (["run", "--boot-delay-s", "abc"], "--boot-delay-s"),
+    (["bogus"], "invalid choice"),
+    (["keys", "destroy"], "invalid choice"),
+    (["outbox", "drop-table"], "invalid choice"),
+])
+def test_a_bad_argument_is_a_usage_error(argv: list[str], says: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # a config that does not exist: should the argument pass, run stops at once with 78
+    assert cli([*argv, "--config", str(tmp_path / "none.yaml")]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
+    assert cli(["run", "--log-level", "debug", "--config", str(tmp_path / "none.yaml")]) == 78
+
+
+def test_probe_of_an_unknown_device_names_the_known_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[],
+                          devices=[])
+    assert cli(["probe", "ghost", "--config", str(loaded.path)]) == 2
+    assert "no device 'ghost'" in capsys.readouterr().err
+
+
+# ---- the devices.yaml file itself (content errors: tests/test_config.py) ----------------------
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi",
+                                                                 strict=True))
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"\xff\xfe\x00garbage", "not UTF-8"),
+    (b"", "must be a mapping"),
+    (b"- a list\n", "must be a mapping"),
+    (b"gateway: [unclosed\n", "devices.yaml:"),
+    (b"a: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply"),  # was RecursionError
+    (BILLION_LAUGHS.encode(), "aliases"),  # 9^9 nodes once expanded: was a hang
+    (b"a: &a [*a]\n", "devices.yaml:1"),  # refers to itself: no cycle, no hang
+])
+def test_a_bad_config_file_is_one_clear_error(content: bytes, says: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_bytes(content)
+    assert cli(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err, err
+    assert len(err) < 2000
+
+
+def test_a_missing_or_unreadable_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["check", "--config", str(tmp_path)]) == 2  # a directory
+    assert "cannot read" in capsys.readouterr().err
+    assert cli(["run", "--config", str(tmp_path / "none.yaml")]) == 78
+    monkeypatch.setenv("EDGE_CONFIG", str(tmp_path / "from-env.yaml"))
+    assert cli(["check"]) == 2
+    assert "from-env.yaml: cannot read" in capsys.readouterr().err
+
+
+# ---- environment variables --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("usec", "pid"), [
+    ("abc", None), ("", None), ("-5000000", None), ("0", None), ("1e6", None),
+    ("5000000", "abc"), ("5000000", "1"),  # another process's watchdog
+])
+def test_a_malformed_or_foreign_watchdog_setting_is_ignored(
+        usec: str, pid: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    if pid is None:
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    else:
+        monkeypatch.setenv("WATCHDOG_PID", pid)
+    assert watchdog_interval_s() is None
+
+
+def test_a_good_watchdog_setting_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "5000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval_s() == 5.0
+
+
+@pytest.mark.parametrize("address", [
+    "/nonexistent/notify", "@", "relative-name", "/" + "x" * 200, "@" + "y" * 200])
+def test_a_bad_notify_socket_is_a_warning(address: str, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    assert notify("READY=1") is False
+    assert "sd_notify failed" in caplog.text
+
+
+def test_a_notify_socket_that_is_a_stream_socket_is_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "stream.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify("READY=1") is False
+
+
+# ---- secret, key and certificate files --------------------------------------------------------
+
+SECRET = "correct horse battery staple"
+
+
+def write(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(("data", "mode", "says"), [
+    (SECRET.encode(), 0o644, "mode 0644"),
+    (b"changeme\n", 0o600, "placeholder"),
+    (b"   \n", 0o600, "placeholder"),
+    (b"short", 0o600, "shorter than"),
+    (b"\xff\xfe" + SECRET.encode(), 0o600, "not UTF-8"),  # was a UnicodeDecodeError traceback
+])
+def test_a_bad_secret_file_is_refused_without_echoing_it(data: bytes, mode: int, says: str,
+                                                        tmp_path: Path) -> None:
+    path = write(tmp_path / "page.pw", data, mode)
+    with pytest.raises(SecretError, match=says) as info:
+        read_secret(path, "status page password")
+    assert info.value.code == "secret.invalid"
+    assert "status page password" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_a_missing_secret_file_or_a_directory_is_refused(tmp_path: Path) -> None:
+    for path in (tmp_path / "none.pw", tmp_path):
+        with pytest.raises(SecretError, match="cannot read"):
+            read_secret(path, "southbound password")
+
+
+def _ec_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (b"", "not a PEM"),
+    (b"\xff\xfe\x00\x01", "not a PEM"),
+    (b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n", "not"),
+    (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not an Ed25519"),
+    (None, "not an Ed25519"),  # an EC key where the Ed25519 one belongs
+])
+def test_a_bad_gateway_key_file_is_refused(data: bytes | None, says: str,
+                                           tmp_path: Path) -> None:
+    path = write(tmp_path / "gateway.key", _ec_pem() if data is None else data)
+    with pytest.raises(KeyFileError, match=says):
+        load_key(path)
+
+
+def test_a_gateway_key_readable_by_others_or_missing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.key"
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load_key(path)
+    init_key(path)
+    path.chmod(0o640)
+    with pytest.raises(KeyFileError, match="0640"):
+        load_key(path)
+
+
+@pytest.mark.parametrize("field", ["ca_file", "cert_file"])
+@pytest.mark.parametrize("data", [b"", b"garbage\n", b"\xff\xfe\x00", None])
+def test_an_unusable_tls_file_is_an_uplink_tls_error(field: str, data: bytes | None,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "file.pem"
+    if data is not None:
+        write(path, data)  # None: the file is missing
+    files = {"ca_file": str(path)} if field == "ca_file" else \
+        {"cert_file": str(path), "key_file": str(path)}
+    with pytest.raises(UplinkTLSError, match="TLS files unusable"):
+        client_context(TlsConfig(**files))
+
+
+# ---- the stored light schedule (state_dir/schedules/<lamp>.json) ------------------------------
+
+@pytest.mark.parametrize("content", [
+    b"not json", b"\xff\xfe{}", b"", b"[]", b'{"steps": 5}', b'{"steps": {"at": "18:00"}}',
+    b'{"steps": [{"at": "25:99", "on": true}]}', b'{"steps": [{"at": "18:00", "on": "maybe"}]}',
+    b"[" * 100_000 + b"]" * 100_000,  # was a RecursionError out of the driver, every restart
+])
+def test_a_corrupt_stored_schedule_falls_back_to_devices_yaml(
+        content: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1}], devices=[
+        lamp_device("lamp-1", "b", 1, schedule=[{"at": "sunset+15", "on": True}])])
+    cfg = loaded.config.device("lamp-1")
+    assert isinstance(cfg, StreetlightDevice)
+    driver = StreetlightDriver(cfg, ModbusBus(loaded.config.bus("b")), timeout_s=1.0)
+    driver.schedule_dir = tmp_path / "schedules"
+    driver.schedule_dir.mkdir()
+    (driver.schedule_dir / "lamp-1.json").write_bytes(content)
+    caplog.set_level(logging.WARNING)
+    driver.load_schedule()
+    assert [s.at for s in driver.schedule] == ["sunset+15"]
+    assert "stored schedule" in caplog.text
+
+
+def test_the_error_types_stay_in_the_hierarchy() -> None:
+    # the CLI prints any EdgeError as one line: these must never escape as something else
+    for cls in (SecretError, KeyFileError, UplinkTLSError, ConfigError):
+        assert issubclass(cls, EdgeError)
