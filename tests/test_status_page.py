@@ -122,9 +122,18 @@ async def test_credentials_in_the_url_do_not_break_the_page(tmp_path: Path) -> N
                                 ".click()")
             probed = await page.wait_for(
                 "(t => t.includes('power_w') && t)(document.querySelector('#probe').textContent)")
+            banner = await page.evaluate("document.querySelector('#banner').innerText")
+            alarms = await page.evaluate("document.querySelector('#alarms').innerText")
+            seen = await page.evaluate("document.querySelector('#devices').innerText")
     finally:
         await runner.cleanup()
     assert "power_w: 98.5 W" in probed
+    assert "uplink DISCONNECTED since" in banner
+    assert "1 device(s) offline: lamp-3" in banner
+    assert "1 active alarm(s)" in banner
+    assert "lamp-3:comm_lost since" in alarms  # the raise time, from the alarm id
+    assert "2025" in alarms  # 1764633600000 ms is 2025-12-02 00:00 UTC
+    assert "12 s ago" in seen
 
 
 async def _fake_status() -> dict[str, Any]:
