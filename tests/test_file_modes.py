@@ -74,3 +74,18 @@ def test_the_running_agent_leaves_no_readable_state_file(tmp_path: Path) -> None
         agent.terminate()
         agent.wait(30)
     assert loose_files(state) == {}
+
+
+async def test_a_stored_light_schedule_is_0600(tmp_path: Path) -> None:
+    from edge.config import LightStep
+    from tests.test_light_schedule import _config, _driver
+
+    driver, bus = _driver(_config(tmp_path, 1), 1, tmp_path / "state" / "schedules")
+    old = os.umask(0o022)
+    try:
+        driver.store_schedule([LightStep(at="sunset+15", on=True, dim_pct=80)])
+    finally:
+        os.umask(old)
+        await bus.close()
+    assert (tmp_path / "state" / "schedules" / "lamp-1.json").exists()
+    assert loose_files(tmp_path / "state") == {}

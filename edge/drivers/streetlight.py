@@ -168,7 +168,10 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            with tmp.open("w", encoding="utf-8") as f:
+            # owner-only like every state file (security review 19 #11)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a tmp an older agent left 0644
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"steps": [s.model_dump() for s in steps]}, f)
                 f.flush()
                 os.fsync(f.fileno())
