@@ -179,11 +179,15 @@ async def test_staged_install_checks_and_delivers_as_the_service_user(
         assert "/var/lib/edge writable" in check.stdout
         assert "/etc/edge/keys/gateway.key" in check.stdout
         assert "/etc/edge/var" not in check.stdout
+        for device in ("manhole-01", "lamp-01"):  # each unit read as the service user
+            assert f"✔ device {device}: unit " in check.stdout, check.stdout
         shown = await asyncio.to_thread(staged.run, "edge", "keys", "show", "--json")
         assert shown.returncode == 0, shown.stderr
         facts = json.loads(shown.stdout)
         # the key the platform registers is the one install.sh printed: no second key
         assert facts["kid"] in staged.stdout
+        again = await asyncio.to_thread(staged.run, "edge", "keys", "init")
+        assert again.returncode == 1, again.stdout  # refuses to replace a provisioned key
         store = ReceiverStore(tmp_path / "receiver.db")
         receiver = Receiver(store, load_gateway_keys({GW: facts["public_key_hex"]}))
         ready = asyncio.Event()
