@@ -10,7 +10,7 @@ When this file itself is unreadable (or missing while the outbox was just replac
 is **lost** and the processor fails closed: every command is refused (``replay_state_lost``)
 until the clock is trusted; the first trusted instant becomes a ``floor`` written to the file,
 and only commands issued at or after it are accepted — any command captured before the loss
-was issued before it (docs/decisions.md D35).
+was issued before it (docs/decisions.md D40).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Nothing that arrives on the command topic may raise past ``handle()`` (issue 19,
 retained ``b"[" * 8000`` ended every uplink session): any envelope the checks cannot read is a
 counted, audited ``malformed`` rejection. Rejections of unauthenticated input (before a valid
 signature) are reported in full only ``REJECT_BURST`` times per reason and minute; the rest are
-counted and summed up in one ``suppressed`` report (finding 8, docs/decisions.md D36).
+counted and summed up in one ``suppressed`` report (finding 8, docs/decisions.md D41).
 """
 
 from __future__ import annotations
