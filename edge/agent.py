@@ -104,7 +104,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
         cfg = self.loaded.config
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only (review 19 #11)
         key = load_key(self.loaded.resolve(cfg.gateway.key_file))
         page_password = None
         if cfg.observability.status_page_password_file is not None:  # refuse placeholders

@@ -70,6 +70,7 @@ def test_the_running_agent_leaves_no_readable_state_file(tmp_path: Path) -> None
         names = {p.name for p in state.iterdir()}
         assert {"status.json", "outbox.db"} <= names, names
         assert loose_files(state) == {}
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700  # nobody lists it either
     finally:
         agent.terminate()
         agent.wait(30)

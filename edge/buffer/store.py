@@ -137,7 +137,7 @@ class Outbox:
 
     def open(self) -> None:
         """Open (creating, checking, migrating); a corrupt file is moved aside, never fatal."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         self._reserved_upto = self._read_reservation()
         existed = self.path.exists() and self.path.stat().st_size > 0
