@@ -147,7 +147,7 @@ def deep(n: int) -> bytes:
 HOSTILE: list[tuple[str, bytes]] = [
     ("empty", b""), ("not json", b"hello"), ("array", b"[]"), ("null", b"null"),
     ("number", b"1"), ("string", b'"x"'), ("non-utf8", b"\xff\xfe{\x80}"),
-    ("deep", deep(200_000)), ("deep object", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+    ("deep", deep(200_000)), ("deep under the size limit", deep(50_000)), ("deep object", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
     ("huge", b'{"online": true, "pad": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
     ("nan", b'{"online": NaN}'),
     ("wrong types", b'{"online": "yes", "active_alarms": "x", "outbox": []}'),
