@@ -21,7 +21,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from edge.config import (
     DEFAULT_ASSET_CLASSES,
@@ -78,6 +81,9 @@ class LoadedConfig:
 def load_config(path: Path) -> LoadedConfig:
     """Parse and validate ``path``; raise ConfigError listing every problem with its line."""
     try:
+        size_bytes = path.stat().st_size
+        if size_bytes > MAX_CONFIG_BYTES:  # refused unread: parsing is ~20 s per MiB
+            raise ConfigError([_too_big(path.name, size_bytes)])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
@@ -88,9 +94,14 @@ def load_config(path: Path) -> LoadedConfig:
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
     """Validate YAML ``text`` as if read from ``path``; raise ConfigError with every problem."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([_too_big(path.name, len(text.encode()))])
     yaml = YAML(typ="rt")
+    yaml.Composer = _BoundedComposer  # bounds nodes, depth and alias fan-out while composing
     try:
         tree = yaml.load(text)
+    except _ConfigTooBigError as exc:
+        raise ConfigError([f"{path.name}:{exc.line}: {exc}"]) from None
     except MarkedYAMLError as exc:
         raise ConfigError([_yaml_problem(path.name, text, exc)]) from exc
     except RecursionError:  # ruamel's parser recurses per level: "[[[[..." ran out of stack
@@ -217,6 +228,81 @@ def _expansion_problem(tree: Any) -> str | None:
     if total > MAX_NODES:
         return f"{total} values once aliases are expanded (at most {MAX_NODES:,}; aliases)"
     return None
+
+
+# ---- bounded YAML: time and memory for any file (issue 14 #2) ---------------------------------
+
+# A 200-device cabinet is ~40 KiB and ~10 k nodes; ruamel composes ~50 k nodes a second on a
+# gateway-class CPU. Aliases are shared while composing but expanded by _plain and pydantic:
+# nine levels of ten ("billion laughs") would be 1.1e10 values and hang edge check.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_YAML_NODES = 50_000  # composed (written) nodes
+MAX_EXPANDED_NODES = 200_000  # the same, every alias expanded
+MAX_YAML_ALIASES = 1_000  # a `<<: *defaults` per device is 200
+MAX_YAML_DEPTH = 64
+
+
+def _too_big(name: str, size_bytes: int) -> str:
+    return (f"{name}:1: the file is {size_bytes / 2**20:.1f} MiB; a devices.yaml is read only "
+            f"up to {MAX_CONFIG_BYTES / 2**20:g} MiB")
+
+
+class _ConfigTooBigError(Exception):
+    """A limit of _BoundedComposer was crossed at ``line`` (1-based)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, counting as it goes; refuses a document past a limit, with its line.
+
+    Each node's expanded size (its aliases counted in full) is summed from its children's
+    when it is complete, so "billion laughs" is refused at the first anchor that fans out
+    too far, after composing only the few nodes it is written with.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._composed = 0
+        self._aliases = 0
+        self._level = 0
+        self._expanded: dict[int, int] = {}  # id(node) -> size once complete
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        line = self.parser.peek_event().start_mark.line + 1
+        if self.parser.check_event(AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _ConfigTooBigError(line, f"more than {MAX_YAML_ALIASES:,} aliases; "
+                                               "write the values out")
+            alias: Node = super().compose_node(parent, index)
+            if id(alias) not in self._expanded:
+                raise _ConfigTooBigError(line, "an alias refers to a node that contains it "
+                                               "(aliases cannot nest into themselves)")
+            return alias
+        self._composed += 1
+        self._level += 1
+        if self._composed > MAX_YAML_NODES:
+            raise _ConfigTooBigError(line, f"more than {MAX_YAML_NODES:,} nodes; a devices.yaml "
+                                           "of 200 devices has about 10,000")
+        if self._level > MAX_YAML_DEPTH:
+            raise _ConfigTooBigError(line, f"nested too deeply (more than {MAX_YAML_DEPTH} "
+                                           "levels)")
+        node: Node = super().compose_node(parent, index)
+        self._level -= 1
+        size = 1
+        if isinstance(node, MappingNode):
+            size += sum(self._expanded[id(k)] + self._expanded[id(v)] for k, v in node.value)
+        elif isinstance(node, SequenceNode):
+            size += sum(self._expanded[id(item)] for item in node.value)
+        if size > MAX_EXPANDED_NODES:
+            raise _ConfigTooBigError(line, f"aliases expand to more than "
+                                           f"{MAX_EXPANDED_NODES:,} values here (nested "
+                                           "aliases); write the values out")
+        self._expanded[id(node)] = size
+        return node
 
 
 def _plain(node: Any) -> Any:
