@@ -217,6 +217,10 @@ class CommandProcessor:
         rows = await self.outbox.call(store.query, "SELECT kid, ctr FROM command_counters")
         await asyncio.to_thread(self.replay.load, {str(k): int(c) for k, c in rows},
                                 store_replaced=store.replaced_corrupt is not None)
+        now_ns = self._trusted_now_ns()
+        if self.replay.lost and now_ns is not None:
+            # re-established at start: commands issued since the agent started are accepted
+            await asyncio.to_thread(self.replay.reestablish, now_ns)
         self._replay_loaded = True
 
     async def recover(self) -> list[Outcome]:

@@ -30,7 +30,11 @@ def register(keys_file: Path, key: Ed25519PrivateKey, roles: list[str]) -> str:
         current = json.loads(keys_file.read_text(encoding="utf-8"))
     current[facts["kid"]] = {"public_key_hex": facts["public_key_hex"], "roles": roles}
     keys_file.parent.mkdir(parents=True, exist_ok=True)
-    keys_file.write_text(json.dumps(current, indent=1), encoding="utf-8")
+    # 0644 whatever the umask: the agent refuses a keys file others can write (issue 19 #7)
+    tmp = keys_file.with_name(keys_file.name + ".tmp")
+    tmp.write_text(json.dumps(current, indent=1), encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(keys_file)
     return facts["kid"]
 
 

@@ -235,6 +235,23 @@ async def test_lost_replay_state_fails_closed_until_the_clock_is_trusted(h: Hard
     assert len(h.executed) == 1 + 1
 
 
+async def test_lost_replay_state_with_a_trusted_clock_accepts_only_newer_commands(
+        h: HardHarness) -> None:
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True}, iat=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5))
+    assert h.processor is not None
+    assert (await h.processor.handle(env)).status == "executed"
+    await _corrupt_outbox(h)
+    (h.tmp / "outbox.db.replay").unlink()  # and the replay file is gone
+    await h.start()
+    await h.processor.recover()  # the agent's start: the clock is trusted, the floor is now
+    replayed = await h.processor.handle(env)
+    assert (replayed.status, replayed.reason) == ("rejected", "replay_state_lost")
+    new = await h.send(h.lighting, "light.set", {"on": False},
+                       iat=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    assert new.status == "executed"
+
+
 # ---- finding 7: the platform keys file ------------------------------------------------------
 
 def _keys_harness(tmp_path: Path) -> tuple[HardHarness, Path]:
