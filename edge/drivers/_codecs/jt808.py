@@ -1,9 +1,9 @@
 """JT/T 808-2013/2019 framing and bodies (firmware_notes/jt808.md). Pure.
 
 Sub-package reassembly; the 0x0200 location report, 0x0100 register, 0x0102 authenticate and
-0x8001 general response bodies. Frame: ``7E | header | body | checksum | 7E``; checksum = XOR of header and body; then
-``7E → 7D 02`` and ``7D → 7D 01`` (un-escape before checking). Big-endian; time is BCD in
-GMT+8 (NMEA is UTC). Strings are GBK.
+0x8001 general response bodies. Frame: ``7E | header | body | checksum | 7E``; checksum = XOR
+of header and body; then ``7E → 7D 02`` and ``7D → 7D 01`` (un-escape before checking).
+Big-endian; time is BCD in GMT+8 (NMEA is UTC). Strings are GBK.
 """
 
 from __future__ import annotations
