@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import shutil
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,19 +106,86 @@ def check_state_dir(loaded: LoadedConfig, unit_paths: tuple[Path, ...] | None = 
                                f"(quota {quota / 2**20:.0f} MiB)")
 
 
-def check_key(loaded: LoadedConfig) -> Check:
-    """Check that the gateway signing key is present, private and valid."""
+def check_key(loaded: LoadedConfig, user: str | None = None) -> Check:
+    """Check that the gateway signing key is present, private, valid and the service's."""
     path = loaded.resolve(loaded.config.gateway.key_file)
     try:
         load_key(path)
     except KeyFileError as exc:
         hint = " (run `edge keys init`)" if not path.exists() else ""
         return Check("gateway key", FAIL, f"{exc}{hint}")
+    problem = service_cannot_read(path, user or service_for(loaded))
+    if problem:
+        return Check("gateway key", FAIL, f"{problem} "
+                                          f"({loaded.line_of('gateway', 'key_file')})")
     return Check("gateway key", OK, f"{path} (0600, Ed25519)")
 
 
-def check_certificates(loaded: LoadedConfig) -> list[Check]:
-    """Check that the TLS files are readable and not about to expire."""
+def service_user(unit_paths: tuple[Path, ...] | None = None) -> str:
+    """Return the user the service runs as: the installed unit's User= (install.sh --user)."""
+    for path in unit_paths or UNIT_PATHS:
+        if path.exists():
+            found = re.search(r"^User=(\S+)", path.read_text(encoding="utf-8", errors="replace"),
+                              re.MULTILINE)
+            if found:
+                return found.group(1)
+    return "edge"
+
+
+def service_for(loaded: LoadedConfig, unit_paths: tuple[Path, ...] | None = None) -> str | None:
+    """Return the service user when the installed unit runs this very config, else None.
+
+    A demo or a workbench config is run by whoever starts it; only the unit's own config must
+    be readable by its user.
+    """
+    for path in unit_paths or UNIT_PATHS:
+        if path.exists():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found = re.search(r"^ExecStart=.*--config\s+(\S+)", text, re.MULTILINE)
+            if found and Path(found.group(1)).resolve() == loaded.path.resolve():
+                return service_user((path,))
+            return None
+    return None
+
+
+def service_cannot_read(path: Path, user: str | None) -> str | None:
+    """Return why the service user cannot read ``path``, or None.
+
+    Only root can see it: a file made with sudo (``sudo edge keys init --force``, a key copied
+    by root) passes every check root runs and stops the service at its first start.
+    """
+    if os.geteuid() != 0 or user is None:
+        return None  # as the service user, opening the file already said it
+    import grp  # noqa: PLC0415 - POSIX only
+    import pwd  # noqa: PLC0415
+
+    name = user
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        return None  # no service user on this machine (a workbench): nothing to judge
+    if account.pw_uid == 0:
+        return None
+    st = path.stat()
+    try:
+        members = grp.getgrgid(st.st_gid).gr_mem
+    except KeyError:
+        members = []
+    if st.st_uid == account.pw_uid:
+        readable = bool(st.st_mode & stat.S_IRUSR)
+    elif st.st_gid == account.pw_gid or name in members:
+        readable = bool(st.st_mode & stat.S_IRGRP)
+    else:
+        readable = bool(st.st_mode & stat.S_IROTH)
+    if readable:
+        return None
+    return (f"{path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) cannot be "
+            f"read by the service user {name}: chown {name} {path}")
+
+
+def check_certificates(loaded: LoadedConfig, user: str | None = None) -> list[Check]:
+    """Check that the TLS files are readable (by the service too) and not about to expire."""
+    user = user or service_for(loaded)
     tls = loaded.config.uplink.tls
     if tls is False:
         return [Check("tls", WARN, "tls: false — plaintext to a loopback broker only; never "
@@ -132,7 +201,10 @@ def check_certificates(loaded: LoadedConfig) -> list[Check]:
             out.append(Check(label, FAIL, f"{path}: {exc}"))
             continue
         left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
-        if left.total_seconds() <= 0:
+        problem = service_cannot_read(path, user)
+        if problem:
+            out.append(Check(label, FAIL, problem))
+        elif left.total_seconds() <= 0:
             out.append(Check(label, FAIL, f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d}"))
         elif left.days <= CERT_WARN_DAYS:
             out.append(Check(label, WARN, f"{path} expires in {left.days} days"))
@@ -145,6 +217,8 @@ def check_certificates(loaded: LoadedConfig) -> list[Check]:
             out.append(Check("client key", FAIL, f"{key_path} is missing"))
         elif mode:
             out.append(Check("client key", FAIL, f"{key_path} is readable by others; chmod 600"))
+        elif problem := service_cannot_read(key_path, user):
+            out.append(Check("client key", FAIL, problem))
     return out
 
 

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from edge.agent import read_status
 from edge.config_loader import LoadedConfig
-from edge.preflight import FAIL, OK, check_state_dir
+from edge.preflight import (
+    FAIL,
+    OK,
+    check_key,
+    check_state_dir,
+    service_for,
+    service_user,
+)
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit, tilt_unit
 from tests.cfg import lamp_device, tilt_device, write_config
@@ -196,3 +206,33 @@ async def test_check_beside_a_running_agent_judges_devices_by_its_polls(
     line = marks["device manhole-9"]
     assert line.startswith("✘ device manhole-9: unit 81 on bus covers: the running agent has it")
     assert line.endswith(f"(devices.yaml:{_line(loaded, 'unit_id: 81')})"), line
+
+
+def test_a_key_the_service_user_cannot_read_fails_check_run_as_root(tmp_path: Path) -> None:
+    # `sudo edge keys init --force` leaves a root-owned 0600 key: root's check passed, the
+    # service then failed at start
+    user = f"edgek{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    "--user-group", user], check=True)
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+        key = loaded.resolve(loaded.config.gateway.key_file)
+        check = check_key(loaded, user)
+        assert check.status == FAIL
+        assert f"cannot be read by the service user {user}: chown {user} {key}" in \
+            check.detail
+        assert f"(devices.yaml:{_line(loaded, 'key_file:')})" in check.detail
+        account = pwd.getpwnam(user)
+        os.chown(key, account.pw_uid, account.pw_gid)
+        assert check_key(loaded, user).status == OK
+        assert service_user((tmp_path / "none.service",)) == "edge"
+        unit = tmp_path / "edge.service"
+        unit.write_text(f"[Service]\nExecStart=/opt/edge/venv/bin/edge run --config "
+                        f"{loaded.path}\nUser={user}\n", encoding="utf-8")
+        assert service_user((unit,)) == user
+        # only the config the unit runs is judged for its user; a demo's is not
+        assert service_for(loaded, (unit,)) == user
+        unit.write_text(unit.read_text().replace(str(loaded.path), "/etc/edge/devices.yaml"))
+        assert service_for(loaded, (unit,)) is None
+    finally:
+        subprocess.run(["userdel", user], check=False)
