@@ -459,6 +459,8 @@ class CommandProcessor:
         audit_log.info("command %s %s on %s: %s %s", outcome.cmd_id, outcome.action,
                        outcome.device, outcome.status, outcome.reason)
         prio = Prio.CRITICAL if outcome.detail.get("priority") == "emergency" else Prio.ALARM
+        if outcome.reason in UNAUTHENTICATED or outcome.reason == "suppressed":
+            prio = Prio.STATE  # anyone can cause these: evictable under quota, never an alarm
         await self.outbox.put(Event(
             EventType.COMMAND_RESULT, prio, self.clock.now_ns(), self.clock.quality(),
             device=outcome.device,

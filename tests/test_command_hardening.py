@@ -335,6 +335,7 @@ async def test_a_flood_of_forged_commands_is_aggregated_and_a_valid_one_executes
     assert len(rejected_lines) <= 2 * REJECT_BURST  # not 250 fsynced lines
     rejected_events = [e for e in h.events("command_result") if e["data"]["status"] == "rejected"]
     assert len(rejected_events) <= 2 * REJECT_BURST
+    assert {e["prio"] for e in rejected_events} == {2}  # evictable: anyone can cause them
     # the window closes: one summary accounts for every rejection not reported in full
     h.processor._window_start -= 61  # skip the minute
     await h.processor.tick()
