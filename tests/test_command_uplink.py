@@ -177,3 +177,28 @@ async def test_a_flood_does_not_silently_lose_a_valid_command(tmp_path: Path,
     figure("R13", f"flood of 250 unsigned/forged + 1 valid light.set on a real broker: valid "
            f"{mine[-1]['status']}, {dropped} dropped unread "
            f"(counted, reported), {len(audit)} audit lines, settled in {elapsed_s:.1f} s")
+
+
+async def test_drops_beyond_the_inbound_queue_are_counted_and_reported(
+        tmp_path: Path, plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.uplink.mqtt.COMMAND_INBOUND_MAX", 5)  # a flood far beyond it
+    async with cmd_rig(tmp_path, plain_broker) as r:
+        await _wait(lambda: r.uplink.stats.connected, 10, "the connection")
+        await r.publish([b"[" * 7000] * 600)
+        processor = r.harness.processor
+        assert processor is not None
+
+        def settled() -> bool:
+            c = processor.counts
+            return c.get("rejected.malformed", 0) + c.get("dropped.inbound_full", 0) >= 600
+
+        await _wait(settled, 20, "every envelope rejected or counted as dropped")
+        dropped = processor.counts.get("dropped.inbound_full", 0)
+        assert dropped > 0
+        assert dropped == r.uplink.commands_dropped
+        await asyncio.sleep(0.1)
+        reported = [a for a in r.harness.audit() if a["status"] == "dropped"]
+        assert reported  # in the audit trail and as a command_result event, not only a counter
+        assert r.uplink.stats.connects == 1
+    figure("R13", f"600 envelopes into an inbound queue of 5: {dropped} dropped unread, counted "
+           f"and reported ({len(reported)} audit lines), the session kept")
