@@ -109,9 +109,6 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     if not isinstance(tree, CommentedMap):
         raise ConfigError([f"{path.name}:1: the file must be a mapping with gateway, uplink, "
                            "buses and devices"])
-    problem = _expansion_problem(tree)
-    if problem:
-        raise ConfigError([f"{path.name}: {problem}"])
     data = _plain(tree)
     try:
         config = EdgeConfig.model_validate(data)
@@ -194,40 +191,6 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     partial = Partial(frozenset(broken), tuple(items.get("devices", ([], []))[1]),
                       tuple(items.get("buses", ([], []))[1]), bus_names, tuple(raw_devices))
     return EdgeConfig.model_construct(**parts), partial
-
-
-# A 200-device cabinet is ~10 k nodes. Aliases are shared, not copied, until _plain expands
-# them: nine levels of nine aliases ("billion laughs") would be 387 M nodes and hang edge check.
-MAX_NODES, MAX_DEPTH = 200_000, 64
-
-
-def _expansion_problem(tree: Any) -> str | None:
-    """Return why ``tree`` is unsafe to expand (too big, too deep, an alias cycle), or None."""
-    sizes: dict[int, int] = {}  # id(node) -> expanded size; -1 while being counted
-
-    def size(node: Any, depth: int) -> int:
-        if not isinstance(node, CommentedMap | CommentedSeq):
-            return 1
-        seen = sizes.get(id(node))
-        if seen is not None:
-            if seen < 0:
-                raise ValueError("an alias refers to a node that contains it (aliases)")
-            return seen
-        if depth > MAX_DEPTH:
-            raise ValueError(f"nested too deeply (more than {MAX_DEPTH} levels)")
-        sizes[id(node)] = -1
-        total = 1 + sum(size(child, depth + 1) for child in
-                        (node.values() if isinstance(node, CommentedMap) else node))
-        sizes[id(node)] = total
-        return total
-
-    try:
-        total = size(tree, 0)
-    except ValueError as exc:
-        return str(exc)
-    if total > MAX_NODES:
-        return f"{total} values once aliases are expanded (at most {MAX_NODES:,}; aliases)"
-    return None
 
 
 # ---- bounded YAML: time and memory for any file (issue 14 #2) ---------------------------------
