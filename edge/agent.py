@@ -23,6 +23,7 @@ import functools
 import gc
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -443,10 +444,25 @@ def _write_atomic(tmp: Path, path: Path, data: str) -> None:
     tmp.replace(path)
 
 
+# what `edge status`, `edge reload` and `edge check` read from it, with the types they need
+_STATUS_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "written_at": (int, float), "version": str, "pid": int, "time_quality": str,
+    "config": dict, "outbox": dict, "devices": dict}
+
+
 def read_status(state_dir: Path) -> dict[str, Any] | None:
-    """Return the running agent's last status, or None when there is none."""
+    """Return the running agent's last status, or None when there is none or it is damaged.
+
+    The agent writes it atomically, but a torn disk or a hand edit must read as "no status"
+    (exit 1 with a message), not as a traceback.
+    """
     try:
-        status: dict[str, Any] = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        status = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(status, dict) or not all(
+            isinstance(status.get(key), kind) for key, kind in _STATUS_SHAPE.items()):
+        return None
+    if not math.isfinite(status["written_at"]) or isinstance(status["pid"], bool):
         return None
     return status

@@ -23,6 +23,7 @@ from edge.secrets import SecretError, read_secret
 from edge.systemd import notify, watchdog_interval_s
 from edge.uplink.tls import client_context
 from tests.cfg import lamp_device, write_config
+from tests.outbox_util import ev, open_store
 
 
 def cli(argv: list[str]) -> int:
@@ -247,3 +248,37 @@ def test_the_error_types_stay_in_the_hierarchy() -> None:
     # the CLI prints any EdgeError as one line: these must never escape as something else
     for cls in (SecretError, KeyFileError, UplinkTLSError, ConfigError):
         assert issubclass(cls, EdgeError)
+
+
+# ---- state files the agent wrote: the outbox seq reservation, status.json ---------------------
+
+@pytest.mark.parametrize("content", [
+    b"", b"garbage", b'{"reserved_upto": "x"}', b"[]", b"\xff\xfe",
+    b'{"reserved_upto": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+])
+def test_a_damaged_seq_reservation_never_reuses_a_seq(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    store = open_store(path)
+    high = store.append([ev() for _ in range(5)]).seqs[-1]
+    store.close()
+    path.write_bytes(b"this is not a database" * 100)  # the store is lost ...
+    path.with_name("o.db.seq").write_bytes(content)  # ... and its reservation damaged
+    store = open_store(path)
+    try:
+        assert store.append([ev()]).seqs[0] > high
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{", b"[]", b"null", b'{"written_at": "x"}', b'{"written_at": 1e400}',
+    b'{"version": 1}', b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
+])
+def test_a_damaged_status_file_is_no_status_not_a_traceback(
+        content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    (loaded.state_dir / "status.json").write_bytes(content)
+    assert cli(["status", "--config", str(loaded.path)]) == 1
+    assert "no status" in capsys.readouterr().err
+    assert cli(["reload", "--config", str(loaded.path)]) == 1

@@ -286,7 +286,8 @@ class Outbox:
             return int(json.loads(self._seq_file.read_text(encoding="ascii"))["reserved_upto"])
         except FileNotFoundError:
             return 0
-        except (ValueError, KeyError, TypeError, OSError):
+        # RecursionError: a deeply nested file; OverflowError: int() of 1e400
+        except (ValueError, KeyError, TypeError, OSError, RecursionError, OverflowError):
             # A damaged reservation file must not reuse seqs: fall back to a time-based floor
             # (microseconds since 2026 exceed any seq a gateway can have assigned).
             return int((time.time() - 1_767_225_600) * 1_000_000)
