@@ -21,6 +21,8 @@ from edge.errors import ConfigError, EdgeError, UplinkTLSError
 from edge.keys import KeyFileError, init_key, load_key
 from edge.secrets import SecretError, read_secret
 from edge.systemd import notify, watchdog_interval_s
+from edge.uplink.https import RETRY_AFTER_CAP_S as CAP_S
+from edge.uplink.https import _retry_after
 from edge.uplink.tls import client_context
 from tests.cfg import lamp_device, write_config
 from tests.outbox_util import ev, open_store
@@ -282,3 +284,12 @@ def test_a_damaged_status_file_is_no_status_not_a_traceback(
     assert cli(["status", "--config", str(loaded.path)]) == 1
     assert "no status" in capsys.readouterr().err
     assert cli(["reload", "--config", str(loaded.path)]) == 1
+
+
+# ---- HTTPS uplink: the platform's Retry-After header ------------------------------------------
+
+@pytest.mark.parametrize(("header", "want"), [
+    (None, None), ("30", 30.0), ("-5", 0.0), ("nan", None), ("NaN", None), ("inf", CAP_S),
+    ("1e400", CAP_S), ("abc", None), ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("", None)])
+def test_a_hostile_retry_after_is_bounded(header: str | None, want: float | None) -> None:
+    assert _retry_after(header) == want

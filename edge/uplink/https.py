@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from pathlib import Path
@@ -62,9 +63,12 @@ def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return min(max(float(value), 0.0), RETRY_AFTER_CAP_S)
+        seconds = float(value)
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+    if math.isnan(seconds):  # float() takes "nan"; min/max would pass it through
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
 
 
 class HttpsUplink:
