@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.config import DEVICE_MODELS
 from edge.config_loader import load_config, parse_config
@@ -181,3 +184,31 @@ def test_a_key_at_the_wrong_depth_is_called_an_indentation_slip(old: str, new: s
     assert old in text
     problems = _problems(text.replace(old, new, 1))
     assert any(words in p for p in problems), problems
+
+
+_EDITS = st.lists(st.tuples(st.integers(0, 200), st.sampled_from(
+    ["delete", "dedent", "indent", "typo", "empty", "dup", "tab", "colon", "number"])),
+    min_size=1, max_size=6)
+
+
+@settings(max_examples=int(os.environ.get("CONFIG_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_EDITS)
+def test_a_mangled_file_is_always_a_list_of_located_problems(edits: list[tuple[int, str]]
+                                                             ) -> None:
+    # the partial cross-checks run on whatever validated: no mangling may crash them
+    lines = _shipped().splitlines()
+    for at, how in edits:
+        n = at % len(lines)
+        line = lines[n]
+        lines[n:n + 1] = {
+            "delete": [], "dedent": [line[2:]], "indent": ["  " + line], "empty": [""],
+            "typo": [line.replace("_", "", 1)], "dup": [line, line], "tab": ["\t" + line],
+            "colon": [line + ": x"], "number": [re.sub(r"\d", "9", line)]}[how]
+    problems: list[str] = []
+    try:
+        parse_config("\n".join(lines) + "\n", Path("devices.yaml"))
+    except ConfigError as exc:
+        problems = exc.problems or ["(an empty list of problems)"]
+    for problem in problems:
+        assert re.match(r"^devices\.yaml:\d+: \S", problem), problem
