@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from edge.config import EdgeConfig
-from edge.drivers._codecs import witmotion
 from edge.drivers._modbus import ModbusBus
+from hil.sims import wire
 from hil.sims.modbus_sim import (
     FAULT_REGISTER,
     FAULTS,
@@ -18,8 +18,8 @@ from hil.sims.modbus_sim import (
 
 def set_tilt_local(unit: SimUnit, tilt_deg: float) -> None:
     """Set an in-process simulator's angles (roll = tilt, pitch = 0)."""
-    for offset, word in enumerate(witmotion.encode_angles(tilt_deg, 0.0)):
-        unit.holding[witmotion.ANGLE_REGISTER + offset] = word
+    for offset, word in enumerate(wire.witmotion_words(tilt_deg, 0.0)):
+        unit.holding[wire.WITMOTION_ANGLE_REGISTER + offset] = word
 
 
 async def set_tilt(config: EdgeConfig, device_name: str, tilt_deg: float) -> None:
@@ -29,10 +29,10 @@ async def set_tilt(config: EdgeConfig, device_name: str, tilt_deg: float) -> Non
         raise SystemExit(f"{device_name} is not a Modbus manhole tilt sensor")
     bus = ModbusBus(config.bus(device.bus))
     try:
-        words = witmotion.encode_angles(tilt_deg, 0.0)
+        words = wire.witmotion_words(tilt_deg, 0.0)
         for offset, word in enumerate(words[:2]):
             await bus.write_register(device_name, device.unit_id,
-                                     witmotion.ANGLE_REGISTER + offset, word)
+                                     wire.WITMOTION_ANGLE_REGISTER + offset, word)
     finally:
         await bus.close()
 

@@ -20,7 +20,7 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.datastore.context import ModbusBaseDeviceContext
 from pymodbus.server import ModbusTcpServer
 
-from edge.drivers._codecs import pzem004t, sdm120, sunspec304, witmotion
+from hil.sims import wire
 
 FAULTS = ("none", "dead", "slow", "exception", "crc", "garbage", "wrong_unit")
 # Holding registers a simulator exposes to choose its fault mode and scenario over Modbus.
@@ -80,8 +80,9 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
     def refresh(self) -> None:
         """Recompute the meter from relay, dim and scenario (a lamp controller only)."""
         if self.lamp is not None:
-            volts, amps, watts = self.lamp.meter(bool(self.coils.get(sdm120.RELAY_COIL)),
-                                                 int(self.holding.get(sdm120.DIM_REGISTER, 100)))
+            volts, amps, watts = self.lamp.meter(
+                bool(self.coils.get(wire.LAMP_RELAY_COIL)),
+                int(self.holding.get(wire.LAMP_DIM_REGISTER, 100)))
             set_lamp(self, voltage_v=volts, current_a=amps, power_w=watts)
 
     def write(self, table: dict[int, int] | dict[int, bool], address: int,
@@ -151,8 +152,8 @@ class SimUnit(ModbusBaseDeviceContext):  # type: ignore[misc]
 def tilt_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
     """Return a WitMotion-style inclinometer (firmware_notes/witmotion-inclinometer.md)."""
     unit = SimUnit()
-    for offset, word in enumerate(witmotion.encode_angles(tilt_x_deg, tilt_y_deg)):
-        unit.holding[witmotion.ANGLE_REGISTER + offset] = word
+    for offset, word in enumerate(wire.witmotion_words(tilt_x_deg, tilt_y_deg)):
+        unit.holding[wire.WITMOTION_ANGLE_REGISTER + offset] = word
     unit.holding[FAULT_REGISTER] = 0
     return unit
 
@@ -161,16 +162,16 @@ def set_lamp(unit: SimUnit, *, voltage_v: float, current_a: float, power_w: floa
     """Set a lamp controller's meter registers (SDM120 float32 ABCD)."""
     for reg in range(0x4C):
         unit.inputs.setdefault(reg, 0)
-    for reg, value in ((0x00, voltage_v), (0x06, current_a), (0x0C, power_w)):
-        high, low = sdm120.encode_float_abcd(value)
-        unit.inputs[reg], unit.inputs[reg + 1] = high, low
+    for reg, value in ((wire.SDM120_VOLTAGE, voltage_v), (wire.SDM120_CURRENT, current_a),
+                       (wire.SDM120_POWER, power_w)):
+        unit.inputs[reg], unit.inputs[reg + 1] = wire.float32_abcd(value)
 
 
 def lamp_unit(*, on: bool = True, power_w: float = 98.5) -> SimUnit:
     """Return a lamp controller: SDM120 meter + relay coil 0 + dim register 0x0100."""
     unit = SimUnit(lamp=LampModel(rated_w=power_w))
-    unit.coils[sdm120.RELAY_COIL] = on
-    unit.holding[sdm120.DIM_REGISTER] = 100
+    unit.coils[wire.LAMP_RELAY_COIL] = on
+    unit.holding[wire.LAMP_DIM_REGISTER] = 100
     unit.holding[FAULT_REGISTER] = 0
     unit.holding[SCENARIO_REGISTER] = 0
     unit.refresh()
@@ -178,11 +179,11 @@ def lamp_unit(*, on: bool = True, power_w: float = 98.5) -> SimUnit:
 
 
 def pzem_unit(*, voltage_v: float = 230.1, current_a: float = 0.452,
-              power_w: float = 98.5) -> SimUnit:
+              power_w: float = 98.5, energy_wh: int = 0) -> SimUnit:
     """Return a PZEM-004T v3 meter (firmware_notes/pzem004t.md)."""
     unit = SimUnit()
-    unit.inputs.update(enumerate(pzem004t.encode(voltage_v=voltage_v, current_a=current_a,
-                                                 power_w=power_w)))
+    unit.inputs.update(enumerate(wire.pzem004t_words(voltage_v=voltage_v, current_a=current_a,
+                                                     power_w=power_w, energy_wh=energy_wh)))
     unit.holding[FAULT_REGISTER] = 0
     return unit
 
@@ -194,11 +195,12 @@ SUNSPEC_304_ADDR = SUNSPEC_BASE + 2 + 2 + 66  # after "SunS" and model 1 (ID, L 
 def sunspec_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
     """Return a SunSpec inclinometer: "SunS", model 1 (common), model 304, end marker."""
     unit = SimUnit()
-    unit.holding.update({SUNSPEC_BASE: 0x5375, SUNSPEC_BASE + 1: 0x6E53,
+    unit.holding.update({SUNSPEC_BASE: wire.SUNSPEC_MARKER[0],
+                         SUNSPEC_BASE + 1: wire.SUNSPEC_MARKER[1],
                          SUNSPEC_BASE + 2: 1, SUNSPEC_BASE + 3: 66})
     unit.holding.update({SUNSPEC_BASE + 4 + i: 0 for i in range(66)})
     end = SUNSPEC_304_ADDR + 8
-    unit.holding.update({end: 0xFFFF, end + 1: 0})
+    unit.holding.update({end: wire.SUNSPEC_END, end + 1: 0})
     set_sunspec_tilt(unit, tilt_x_deg, tilt_y_deg)
     unit.holding[FAULT_REGISTER] = 0
     return unit
@@ -206,10 +208,7 @@ def sunspec_unit(tilt_x_deg: float = 0.0, tilt_y_deg: float = 0.0) -> SimUnit:
 
 def set_sunspec_tilt(unit: SimUnit, tilt_x_deg: float, tilt_y_deg: float) -> None:
     """Set a SunSpec unit's model 304 group (int32 high word first, sf -2)."""
-    words = [sunspec304.MODEL_ID, 6]
-    for deg in (tilt_x_deg, tilt_y_deg, 0.0):
-        raw = round(deg * 100) & 0xFFFF_FFFF
-        words += [raw >> 16, raw & 0xFFFF]
+    words = wire.sunspec304_words(tilt_x_deg, tilt_y_deg)
     unit.holding.update({SUNSPEC_304_ADDR + i: w for i, w in enumerate(words)})
 
 

@@ -16,8 +16,8 @@ import random
 import struct
 import tty
 
-from edge.drivers._codecs.modbus_frames import check_crc, with_crc
 from hil.sims.modbus_sim import SimUnit
+from hil.sims.wire import modbus_crc_ok, with_modbus_crc
 
 
 class RtuLineSim:
@@ -78,11 +78,10 @@ class RtuLineSim:
         return None
 
     async def _answer(self, frame: bytes) -> None:
-        try:
-            body = check_crc(frame)
-        except ValueError:
+        if not modbus_crc_ok(frame):
             self.crc_errors += 1
             return
+        body = frame[:-2]
         unit_id, function = body[0], body[1]
         unit = self.units.get(unit_id)
         self.requests += 1
@@ -103,12 +102,12 @@ class RtuLineSim:
         if unit.fault == "garbage":
             return self._rng.randbytes(len(reply))
         if unit.fault == "wrong_unit":  # a valid frame, but from the neighbour's address
-            return with_crc(bytes([(reply[0] % 247) + 1]) + reply[1:-2])
+            return with_modbus_crc(bytes([(reply[0] % 247) + 1]) + reply[1:-2])
         return reply
 
     def _reply(self, unit: SimUnit, unit_id: int, function: int, body: bytes) -> bytes:
         if unit.fault == "exception":
-            return with_crc(bytes([unit_id, function | 0x80, 0x04]))
+            return with_modbus_crc(bytes([unit_id, function | 0x80, 0x04]))
         address, value = struct.unpack(">HH", body[2:6])
         if function in (1, 3, 4):
             table = unit.coils if function == 1 else (unit.holding if function == 3
@@ -116,7 +115,7 @@ class RtuLineSim:
             try:
                 words = [int(table[a]) for a in range(address, address + value)]
             except KeyError:
-                return with_crc(bytes([unit_id, function | 0x80, 0x02]))
+                return with_modbus_crc(bytes([unit_id, function | 0x80, 0x02]))
             if function == 1:
                 packed = bytearray((len(words) + 7) // 8)
                 for i, bit in enumerate(words):
@@ -124,12 +123,12 @@ class RtuLineSim:
                 data = bytes(packed)
             else:
                 data = struct.pack(f">{len(words)}H", *words)
-            return with_crc(bytes([unit_id, function, len(data)]) + data)
+            return with_modbus_crc(bytes([unit_id, function, len(data)]) + data)
         if function == 6:
             if not unit.control(address, value):
                 unit.write(unit.holding, address, [value])
-            return with_crc(body[:6])
+            return with_modbus_crc(body[:6])
         if function == 5:
             unit.write(unit.coils, address, [value == 0xFF00])
-            return with_crc(body[:6])
-        return with_crc(bytes([unit_id, function | 0x80, 0x01]))
+            return with_modbus_crc(body[:6])
+        return with_modbus_crc(bytes([unit_id, function | 0x80, 0x01]))

@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import math
 
-from edge.drivers._codecs import nmea, syn6288
+from hil.sims import wire
 
 
 class _TcpSim:
@@ -61,7 +61,14 @@ class GpsSim(_TcpSim):
         lat = self.lat + (radius_m * math.sin(angle)) / 111_320
         lon = self.lon + (radius_m * math.cos(angle)) / (111_320 * math.cos(math.radians(self.lat)))
         course = (math.degrees(angle) + 90) % 360
-        return nmea.rmc(now, lat, lon, self.speed_kmh / 1.852, course)
+        return self.rmc(now, lat, lon, knots=self.speed_kmh / 1.852, course_deg=course)
+
+    @staticmethod
+    def rmc(when: dt.datetime, lat: float, lon: float, *, knots: float,
+            course_deg: float) -> str:
+        """Return the RMC a receiver sends for this fix (hil/sims/wire.py, not the agent's)."""
+        return wire.nmea_rmc(f"{when:%H%M%S}.{when.microsecond // 10000:02d}",
+                             f"{when:%d%m%y}", lat, lon, knots=knots, course_deg=course_deg)
 
     async def _serve(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t0 = asyncio.get_running_loop().time()
@@ -96,26 +103,25 @@ class TtsSim(_TcpSim):
         try:
             while True:
                 head = await reader.readexactly(3)
-                if head[0] != syn6288.HEADER:
+                if head[0] != wire.SYN_HEADER:
                     continue
                 rest = await reader.readexactly(head[1] << 8 | head[2])
                 if self.dead:
                     continue
                 try:
-                    cmd, payload = syn6288.parse_frame(head + rest)
+                    cmd, payload = wire.syn6288_split(head + rest)
                 except ValueError:
-                    writer.write(b"\x45")
+                    writer.write(wire.SYN_ERROR)
                     continue
-                if cmd == syn6288.CMD_STATUS:
-                    writer.write(syn6288.STATUS_BUSY if loop.time() < self.busy_until
-                                 else syn6288.STATUS_IDLE)
-                elif cmd == syn6288.CMD_SPEAK:
-                    enc = {v: k for k, v in syn6288.ENCODINGS.items()}[payload[0] & 0x07]
-                    text = payload[1:].decode(enc)
+                if cmd == wire.SYN_STATUS:
+                    writer.write(wire.SYN_BUSY if loop.time() < self.busy_until
+                                 else wire.SYN_IDLE)
+                elif cmd == wire.SYN_SPEAK:
+                    text = wire.syn6288_text(payload)
                     self.spoken.append(text)
                     self.busy_until = loop.time() + 0.05 * len(text)
                     writer.write(b"\x41")
-                elif cmd == syn6288.CMD_STOP:
+                elif cmd == wire.SYN_STOP:
                     self.busy_until = 0.0
                     writer.write(b"\x41")
                 await writer.drain()
