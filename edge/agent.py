@@ -307,7 +307,9 @@ class Agent:
         if action == "light.set" and isinstance(driver, StreetlightDriver):
             return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
         if action == "light.schedule" and isinstance(driver, StreetlightDriver):
-            driver.store_schedule(params.steps)  # the schedule task applies the step in force
+            # write + fsync off the loop (an SD card's fsync: 10-300 ms); commands run one at
+            # a time (CommandProcessor's lock), so two stores never race on the file
+            await asyncio.to_thread(driver.store_schedule, params.steps)
             return {"steps": len(params.steps), "stored": True}
         if action == "speaker.play_tts" and isinstance(driver, LoudspeakerDriver):
             return await driver.play_tts(params.text, params.volume,
