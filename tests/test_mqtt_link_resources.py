@@ -121,3 +121,18 @@ async def test_a_descriptor_above_select_limit_is_named_not_a_silent_hang(
     finally:
         for fd in fillers:
             os.close(fd)
+
+
+async def test_no_publish_reaches_paho_once_it_lost_the_link(plain_broker: Mosquitto) -> None:
+    """paho's thread sees the loss before its on_disconnect hop runs: publish() must refuse
+    by itself (paho would queue the message for a resend), and the R5 metric stays put."""
+    link = _link(plain_broker.port, 0)
+    await link.connect()
+    before = MqttLink.publishes_while_disconnected
+    link.abort()
+    time.sleep(0.5)  # hold the loop: the hop is queued while paho has closed its socket
+    assert not link.closed.done()
+    with pytest.raises(UplinkUnavailableError, match="link is down"):
+        link.publish("t", b"x")
+    assert MqttLink.publishes_while_disconnected == before
+    await link.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.proxy import FaultProxy
 from tests.figures import figure
@@ -188,6 +189,7 @@ async def test_fifty_flaps_of_rst_and_blackhole_lose_nothing(tmp_path: Path,
                        keepalive_s=5) as r:
             await wait_until(lambda: r.uplink.stats.connected, 10)
             fds_before = _open_fds()
+            refused_before = MqttLink.publishes_while_disconnected
 
             async def load() -> None:
                 while not done.is_set():
@@ -227,6 +229,7 @@ async def test_fifty_flaps_of_rst_and_blackhole_lose_nothing(tmp_path: Path,
             await producing
             await r.wait_delivered(120)
             fds_after = _open_fds()
+            while_down = MqttLink.publishes_while_disconnected - refused_before
             window = r.uplink.cfg.max_inflight * r.uplink.cfg.batch_max_events
             gaps = [b - a for a, b in itertools.pairwise(refused_accepts) if b - a < 5]
             cv = statistics.pstdev(gaps) / statistics.mean(gaps) if len(gaps) > 2 else 0.0
@@ -235,10 +238,12 @@ async def test_fifty_flaps_of_rst_and_blackhole_lose_nothing(tmp_path: Path,
                          f"duplicates (limit {flaps * window}), {r.uplink.stats.connects} "
                          f"connects, reconnect interval CV {cv:.2f}, blackhole detected after "
                          f"{[round(d, 1) for d in detected_s]} s (keepalive 5 s), fds "
-                         f"{fds_before} -> {fds_after}, proxy at the end {proxy.census()}")
+                         f"{fds_before} -> {fds_after}, proxy at the end {proxy.census()}, "
+                         f"{while_down} publish() while disconnected")
             assert not r.missing()
             assert r.duplicates() <= flaps * window
             assert cv > 0.3, "reconnect delays show no jitter"
+            assert while_down == 0, "publish() reached paho while it was disconnected"
             assert max(detected_s, default=0.0) <= 2 * 5 + 1
             # every reconnect once leaked paho's socket pair: ~2 fds a connect, 400+ in all
             assert fds_after - fds_before < 40, f"descriptors grew {fds_before} -> {fds_after}"

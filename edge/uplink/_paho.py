@@ -23,7 +23,7 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -72,6 +72,10 @@ class Connected:
 
 class MqttLink:
     """One MQTT connection driven by paho's loop thread."""
+
+    # paho publish() calls refused with "not connected" since start, all links (R5's metric:
+    # it should stay 0, publish() checks paho's state first; paho would queue the message)
+    publishes_while_disconnected: ClassVar[int] = 0
 
     def __init__(self, *, host: str, port: int, client_id: str, protocol: str,
                  keepalive_s: int, connect_timeout_s: float, tls: ssl.SSLContext | None,
@@ -247,7 +251,8 @@ class MqttLink:
 
         Raises UplinkUnavailableError when the link is down (nothing is queued in paho).
         """
-        if self.closed.done():
+        # paho's thread may have lost the link before its on_disconnect hop reaches the loop
+        if self.closed.done() or not self._client.is_connected():
             raise UplinkUnavailableError("link is down")
         props = None
         if self._v5 and user_properties:
@@ -255,6 +260,8 @@ class MqttLink:
             props.UserProperty = user_properties
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                MqttLink.publishes_while_disconnected += 1
             # paho would keep the message and resend it later: this link is finished
             self._client.disconnect()
             why = mqtt.error_string(info.rc)
