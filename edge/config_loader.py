@@ -195,9 +195,10 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
 
 # ---- bounded YAML: time and memory for any file (issue 14 #2) ---------------------------------
 
-# A 200-device cabinet is ~40 KiB and ~10 k nodes; ruamel composes ~50 k nodes a second on a
-# gateway-class CPU. Aliases are shared while composing but expanded by _plain and pydantic:
-# nine levels of ten ("billion laughs") would be 1.1e10 values and hang edge check.
+# A 200-device file is ~76 KiB and ~8 k nodes, loaded in ~1.8 s on a busy 2-core VM (~5 k nodes
+# a second), so 50 k nodes bound the worst file to ~10 s and < 100 MB. Aliases are shared while
+# composing but expanded by _plain and pydantic: nine levels of ten ("billion laughs") would be
+# 1.1e10 values and hang edge check.
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_YAML_NODES = 50_000  # composed (written) nodes
 MAX_EXPANDED_NODES = 200_000  # the same, every alias expanded
