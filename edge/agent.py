@@ -25,7 +25,9 @@ import json
 import logging
 import math
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +103,7 @@ class Agent:
         self._tg: asyncio.TaskGroup | None = None
         self._transports: Transports | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._fatal: asyncio.Future[None] | None = None  # a thread or stray task died
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
@@ -116,6 +119,7 @@ class Agent:
         await self.outbox.open()
         transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
         servers: list[web.AppRunner] = []
+        restore_hooks = self._watch_deaths(asyncio.get_running_loop())
         try:
             async with asyncio.TaskGroup() as core:
                 writer = core.create_task(self.outbox.run(), name="outbox.writer")
@@ -139,7 +143,56 @@ class Agent:
                 log.exception("outbox: final commit failed")
             await self._write_status()
             await self.outbox.close()
+            restore_hooks()
             log.info("stopped; outbox committed (%d late events)", committed)
+
+    def _watch_deaths(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Make a thread or a task outside the TaskGroups that dies stop the agent at once.
+
+        Threads are paho's network loops and the executors; a paho callback that raises ends
+        its thread and leaves the link silently dead. A stray task's exception surfaces only
+        when the task is collected. Either now fails the agent (``run`` raises, ``edge run``
+        exits non-zero, systemd restarts it). Returns the function that restores the hooks.
+        """
+        fatal: asyncio.Future[None] = loop.create_future()
+        self._fatal = fatal
+        previous_hook, previous_handler = threading.excepthook, loop.get_exception_handler()
+
+        def fail(error: BaseException) -> None:
+            if not fatal.done():
+                fatal.set_exception(error)
+
+        def thread_died(args: threading.ExceptHookArgs) -> None:
+            name = args.thread.name if args.thread is not None else "?"
+            log.critical("thread %s died: %r", name, args.exc_value, exc_info=args.exc_value)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(fail, RuntimeError(
+                    f"thread {name} died: {args.exc_value!r}"))
+
+        def task_died(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            task, error = context.get("task") or context.get("future"), context.get("exception")
+            if isinstance(task, asyncio.Task) and isinstance(error, Exception):
+                log.critical("task %s died unseen: %r", task.get_name(), error, exc_info=error)
+                fail(RuntimeError(f"task {task.get_name()} died: {error!r}"))
+            elif previous_handler is not None:
+                previous_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        threading.excepthook = thread_died
+        loop.set_exception_handler(task_died)
+
+        def restore() -> None:
+            if threading.excepthook is thread_died:
+                threading.excepthook = previous_hook
+            loop.set_exception_handler(previous_handler)
+
+        return restore
+
+    async def _watch_fatal(self) -> None:
+        """Raise what a dead thread or stray task left (cancels the agent's TaskGroups)."""
+        assert self._fatal is not None
+        await self._fatal
 
     async def _run_parts(self, stop: asyncio.Event, key: Ed25519PrivateKey,
                          transports: Transports, servers: list[web.AppRunner],
@@ -153,6 +206,7 @@ class Agent:
             self._tg, self._transports = tg, transports
             for name in list(self.drivers):
                 self._start_device(name)
+            tg.create_task(self._watch_fatal(), name="agent.fatal")
             tg.create_task(self._reload_loop(), name="agent.reload")
             tg.create_task(self._status_loop(), name="agent.status")
             tg.create_task(self._maintenance(), name="agent.maintenance")
