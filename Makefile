@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 
 # Debian packages: the demo needs mosquitto (a real broker) and venv support; the tests also
 # need a C compiler (the power-loss simulation shim), chromium (pages are tested in it),
-# systemd-analyze (the sandbox score) and faketime (a gateway booting at 1970, R19).
+# systemd-analyze (the sandbox score), faketime (a gateway booting at 1970, R19) and the
+# PostgreSQL server (the receiver's PG store; tests start a private instance of it).
 system-deps:
 	@need=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need="$$need mosquitto"; \
@@ -26,6 +27,8 @@ test-deps: system-deps
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v systemd-analyze >/dev/null || need="$$need systemd"; \
 	command -v faketime >/dev/null || need="$$need faketime"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || need="$$need postgresql"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \

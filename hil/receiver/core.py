@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypeVar
 
 from edge.model import WireBatch
 from edge.uplink.signing import (
@@ -33,6 +35,42 @@ log = logging.getLogger("hil.receiver")
 # batch_max_bytes is at most 16 MiB and the body travels JSON-escaped inside the envelope
 MAX_EVENTS_BYTES = 40 * 1024 * 1024
 MAX_STATE_BYTES = 256 * 1024  # a state message is a few hundred bytes per active alarm
+BATCH_ATTEMPTS = 3  # a batch that meets a deadlock in a shared database is run again
+
+
+class Store(Protocol):
+    """What the receiver needs of a store: SQLite (``store.py``) or PostgreSQL (``pg_store.py``)."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Run the block in one transaction."""
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether a batch that failed with ``exc`` may run again."""
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add to a counter."""
+
+    def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        """Store a batch's events; return which were new."""
+
+    def open_case(self, gw: str, event: dict[str, Any]) -> int | None:
+        """Open the case of an alarm raise; its number, None if it has one."""
+
+    def close_case(self, alarm_id: str, ts: str) -> int | None:
+        """Close the case of ``alarm_id``; its number, None if none was open."""
+
+    def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
+        """Record a gateway's state."""
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Return every gateway with its last state."""
+
+    def announce_gap(self, gw: str, first_seq: int, last_seq: int, reason: str) -> None:
+        """Record a range the gateway said it dropped."""
+
+
+# SQLite unless told: tests and the web page then see the concrete store's extra methods
+StoreT = TypeVar("StoreT", bound=Store, default=ReceiverStore)
 
 
 class RejectedError(ValueError):
@@ -87,10 +125,10 @@ def load_gateway_keys(mapping: dict[str, str]) -> dict[str, Ed25519PublicKey]:
     return {gw: public_key_from_raw(bytes.fromhex(hex_key)) for gw, hex_key in mapping.items()}
 
 
-class Receiver:
+class Receiver(Generic[StoreT]):
     """Handles messages from ``{prefix}/{gw}/events`` and ``{prefix}/{gw}/state``."""
 
-    def __init__(self, store: ReceiverStore, gateway_keys: dict[str, Ed25519PublicKey], *,
+    def __init__(self, store: StoreT, gateway_keys: dict[str, Ed25519PublicKey], *,
                  echo: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.keys = gateway_keys
@@ -178,21 +216,29 @@ class Receiver:
             raise RejectedError("rejected.gateway_mismatch",
                                 f"batch for {batch.gw} on topic of {gw}")
         raw_events = _json(body, "rejected.schema")["events"]
-        out = Outcome()
-        self.store.db.execute("BEGIN")
-        try:
-            for event in raw_events:
-                if not self.store.add_event(gw, event):
-                    out.duplicates += 1
-                    continue
-                out.accepted += 1
-                self._apply(gw, event, out)
-            self.store.bump("events.accepted", out.accepted)
-            self.store.bump("events.duplicates", out.duplicates)
-            self.store.db.execute("COMMIT")
-        except BaseException:
-            self.store.db.execute("ROLLBACK")  # nothing of a refused batch is half-stored
-            raise
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            out = Outcome()
+            try:
+                # one transaction: nothing of a refused batch is half-stored, and the events
+                # a batch really added are the ones that open and close cases
+                with self.store.transaction():
+                    for event, new in zip(raw_events, self.store.add_events(gw, raw_events),
+                                          strict=True):
+                        if not new:
+                            out.duplicates += 1
+                            continue
+                        out.accepted += 1
+                        self._apply(gw, event, out)
+                    self.store.bump("events.accepted", out.accepted)
+                    self.store.bump("events.duplicates", out.duplicates)
+            except Exception as exc:
+                # two receivers sharing a database can deadlock or time out on a lock: the
+                # database rolled the batch back, so running it again is safe
+                if attempt == BATCH_ATTEMPTS or not self.store.retryable(exc):
+                    raise
+                self.store.bump("store.retries")
+                continue
+            break
         return out
 
     def _apply(self, gw: str, event: dict[str, Any], out: Outcome) -> None:

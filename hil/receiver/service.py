@@ -15,7 +15,7 @@ from hil.receiver.core import Receiver
 log = logging.getLogger("hil.receiver")
 
 
-async def run_mqtt(receiver: Receiver, *, host: str, port: int, tls: ssl.SSLContext | None,
+async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SSLContext | None,
                    prefix: str = "edge/v1", client_id: str = "reference-receiver",
                    ready: asyncio.Event | None = None, session_expiry_s: int = 3600,
                    retry_s: float = 0.5, share_group: str | None = None) -> None:

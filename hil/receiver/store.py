@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,22 @@ class ReceiverStore:
         """Close the file."""
         self.db.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one transaction: nothing of a refused batch is half-stored."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @staticmethod
+    def retryable(_exc: BaseException) -> bool:
+        """Whether a failed batch may be run again (never: one writer, PgReceiverStore has)."""
+        return False
+
     def bump(self, name: str, n: int = 1) -> None:
         """Add to a counter."""
         self.db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
@@ -58,6 +76,10 @@ class ReceiverStore:
             (gw, event["id"], event["seq"], event["type"], event["prio"], event["ts"],
              event.get("device"), time.time_ns(), json.dumps(event, ensure_ascii=False)))
         return cur.rowcount == 1
+
+    def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        """Store a batch's events; return which ones were new, in order."""
+        return [self.add_event(gw, event) for event in events]
 
     def open_case(self, gw: str, event: dict[str, Any]) -> int | None:
         """Open a case for an alarm raise; return its number (None if already open)."""

@@ -1,0 +1,360 @@
+"""The receiver's PostgreSQL store: what ``ReceiverStore`` keeps, shared by many receivers.
+
+Any number of receivers on one shared subscription (``$share/platform/edge/v1/+/events``)
+write here at once. Correctness does not depend on which one gets a message:
+
+* an event is stored once: ``(gw, id)`` is the primary key and a batch is one
+  ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``, so a redelivered event or batch is a
+  no-op and only the events it really added open or close cases;
+* case numbers stay dense (1, 2, 3 ...) because they come from one counter row read
+  ``FOR UPDATE`` in the transaction that opens the case (docs/decisions.md D54);
+* a clear handled before its raise (batches of one gateway split over two receivers) is
+  remembered, and the raise then opens its case closed;
+* counters are kept per receiver instance (``node``), so receivers never wait on each other.
+
+psycopg is imported here only (one adapter module per third-party protocol library).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 10_000  # a timeout on every I/O: a stuck statement fails the batch
+LOCK_TIMEOUT_MS = 5_000
+MIGRATION_LOCK = 0x6564_6765_5258  # "edgeRX": one advisory lock for schema migrations
+
+_CASE_COLUMNS = ("case_no, gw, alarm_id, kind, device, asset_code, asset_name, grid, lat, lon, "
+                 "class, event_class, value, state, opened_ts, closed_ts, opened_ns")
+_INSERT_CASE = (f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ("  # noqa: S608 - fixed text
+                + ", ".join(["%s"] * 17) + ") ON CONFLICT (alarm_id) DO NOTHING RETURNING case_no")
+_SELECT_CASES = f"SELECT {_CASE_COLUMNS} FROM cases "  # noqa: S608 - fixed text
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Return (version, name, SQL) of every schema file, oldest first."""
+    return sorted((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text("utf-8"))
+                  for entry in (resources.files("hil.receiver") / "pg_schema").iterdir()
+                  if entry.name.endswith(".sql"))
+
+
+def create_database(dsn: str, name: str) -> None:
+    """Create an empty database on the server of ``dsn`` (tests and benches: one per run)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(dsn: str, name: str) -> None:
+    """Drop a database, disconnecting whoever is still on it."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def _ts_at(ts: object) -> dt.datetime | None:
+    """Return an event's ``ts`` as a datetime, None when it is not RFC 3339 (kept as text)."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class PgReceiverStore:
+    """Receiver state in a PostgreSQL database; the same methods as ``ReceiverStore``."""
+
+    def __init__(self, dsn: str, *, node: str = "receiver") -> None:
+        self.node = node
+        self.conn = psycopg.connect(
+            dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                    f"-c lock_timeout={LOCK_TIMEOUT_MS} -c synchronous_commit=on")
+        self._in_tx = False
+        self._pending_counters: dict[str, int] = {}
+        self.schema_version = self._migrate()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def _migrate(self) -> int:
+        """Apply missing migrations, one receiver at a time (an advisory transaction lock)."""
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer "
+                              "PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL "
+                              "DEFAULT now())")
+            done = {int(r[0]) for r in self.conn.execute("SELECT version FROM schema_version")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                self.conn.execute(sql.encode())  # no parameters: several statements per file
+                self.conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                                  (version, name))
+            row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one transaction (nested calls join the outer one)."""
+        if self._in_tx:
+            yield
+            return
+        self._in_tx = True
+        try:
+            with self.conn.transaction():
+                yield
+                self._flush_counters()
+        finally:
+            self._in_tx = False
+            self._pending_counters.clear()
+
+    @staticmethod
+    def retryable(exc: BaseException) -> bool:
+        """Whether a failed batch may simply be run again (a deadlock or lock timeout)."""
+        return isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure
+                          | pg_errors.LockNotAvailable)
+
+    # ---- counters ----------------------------------------------------------------------------
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add to a counter (inside a transaction: once, at commit)."""
+        if n == 0:
+            return
+        self._pending_counters[name] = self._pending_counters.get(name, 0) + n
+        if not self._in_tx:
+            self._flush_counters()
+
+    def _flush_counters(self) -> None:
+        if not self._pending_counters:
+            return
+        names, values = zip(*sorted(self._pending_counters.items()), strict=True)
+        self._pending_counters.clear()
+        self.conn.execute(
+            "INSERT INTO counters (name, node, value) SELECT n, %s, v FROM "
+            "unnest(%s::text[], %s::bigint[]) AS u(n, v) ON CONFLICT (name, node) DO UPDATE "
+            "SET value = counters.value + excluded.value", (self.node, list(names), list(values)))
+
+    def counters(self) -> dict[str, int]:
+        """Return all counters, summed over receiver instances."""
+        return {str(k): int(v) for k, v in self.conn.execute(
+            "SELECT name, sum(value) FROM counters GROUP BY name")}
+
+    # ---- events ------------------------------------------------------------------------------
+
+    def add_event(self, gw: str, event: dict[str, Any]) -> bool:
+        """Store an event; return False when it is a duplicate (same gateway and id)."""
+        return self.add_events(gw, [event])[0]
+
+    def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        """Store a batch's events in one statement; return which ones were new, in order."""
+        base_ns = time.time_ns()
+        with self.transaction():
+            rows = self.conn.execute(
+                "INSERT INTO events (gw, id, seq, type, prio, ts, ts_at, device, asset_code, "
+                "received_ns, doc) SELECT %s, u.id, u.seq, u.type, u.prio, u.ts, u.ts_at, "
+                "u.device, u.asset_code, u.received_ns, u.doc::jsonb FROM unnest(%s::text[], "
+                "%s::bigint[], %s::text[], %s::smallint[], %s::text[], %s::timestamptz[], "
+                "%s::text[], %s::text[], %s::bigint[], %s::text[]) AS u(id, seq, type, prio, ts, "
+                "ts_at, device, asset_code, received_ns, doc) "
+                # one order for every receiver: two overlapping batches cannot deadlock
+                "ORDER BY u.id ON CONFLICT DO NOTHING RETURNING id",
+                (gw, [e["id"] for e in events], [e["seq"] for e in events],
+                 [e["type"] for e in events], [e["prio"] for e in events],
+                 [str(e["ts"]) for e in events], [_ts_at(e.get("ts")) for e in events],
+                 [e.get("device") for e in events],
+                 [(e.get("asset") or {}).get("code") for e in events],
+                 [base_ns + i for i in range(len(events))],
+                 [json.dumps(e, ensure_ascii=False) for e in events])).fetchall()
+            fresh = {r[0] for r in rows}
+            new: list[bool] = []
+            for event in events:
+                new.append(event["id"] in fresh)
+                fresh.discard(event["id"])  # the same id twice in one batch: the first counts
+            added = [e for e, is_new in zip(events, new, strict=True) if is_new]
+            self._positions(gw, [e for e in added if e.get("type") == "position"])
+            self._command_results(gw, [e for e in added if e.get("type") == "command_result"])
+        return new
+
+    def _positions(self, gw: str, events: list[dict[str, Any]]) -> None:
+        rows = []
+        for e in events:
+            data = e.get("data") or {}
+            lat, lon = _number(data.get("lat")), _number(data.get("lon"))
+            if lat is None or lon is None:
+                continue  # a position without one is kept as an event, not on the track
+            rows.append((gw, e["id"], (e.get("asset") or {}).get("code"), e.get("device"),
+                         _ts_at(e.get("ts")), lat, lon, _number(data.get("speed_kmh"))))
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany("INSERT INTO positions VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                                "ON CONFLICT DO NOTHING", rows)
+
+    def _command_results(self, gw: str, events: list[dict[str, Any]]) -> None:
+        rows = []
+        for e in events:
+            data = e.get("data") or {}
+            rows.append((gw, e["id"], _str(data.get("cmd_id")), e.get("device"),
+                         _str(data.get("action")), _str(data.get("status")), str(e["ts"]),
+                         Jsonb(data.get("detail"))))
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany("INSERT INTO command_results VALUES (%s, %s, %s, %s, %s, %s, %s, "
+                                "%s) ON CONFLICT DO NOTHING", rows)
+
+    def events(self, limit: int = 50, type_: str | None = None) -> list[dict[str, Any]]:
+        """Return recent events (newest first)."""
+        if type_:
+            cur = self.conn.execute("SELECT doc FROM events WHERE type = %s "
+                                    "ORDER BY received_ns DESC LIMIT %s", (type_, limit))
+        else:
+            cur = self.conn.execute("SELECT doc FROM events ORDER BY received_ns DESC LIMIT %s",
+                                    (limit,))
+        return [dict(r[0]) for r in cur]
+
+    def event_count(self) -> int:
+        """Return how many events are stored."""
+        row = self.conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
+    def last_value(self, gw: str, device: str) -> dict[str, Any] | None:
+        """Return the newest event of a device (index ``events_device_last``)."""
+        row = self.conn.execute("SELECT doc FROM events WHERE gw = %s AND device = %s "
+                                "ORDER BY ts_at DESC NULLS LAST LIMIT 1", (gw, device)).fetchone()
+        return dict(row[0]) if row else None
+
+    def track(self, asset_code: str, day: dt.date) -> list[tuple[dt.datetime, float, float]]:
+        """Return a vehicle's positions on a UTC day, oldest first (index ``positions_track``)."""
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        return [(r[0], float(r[1]), float(r[2])) for r in self.conn.execute(
+            "SELECT ts_at, lat, lon FROM positions WHERE asset_code = %s AND ts_at >= %s AND "
+            "ts_at < %s ORDER BY ts_at", (asset_code, start, start + dt.timedelta(days=1)))]
+
+    def command_results(self, cmd_id: str) -> list[dict[str, Any]]:
+        """Return what gateways reported for a command."""
+        cur = self.conn.execute("SELECT gw, device, action, status, ts, detail FROM "
+                                "command_results WHERE cmd_id = %s ORDER BY ts", (cmd_id,))
+        return [{"gw": gw, "device": dev, "action": action, "status": status, "ts": ts,
+                 "detail": detail} for gw, dev, action, status, ts, detail in cur]
+
+    # ---- cases -------------------------------------------------------------------------------
+
+    def _lock_cases(self) -> int:
+        """Take the case counter row (until commit); return the last case number."""
+        row = self.conn.execute("SELECT last_no FROM case_counter FOR UPDATE").fetchone()
+        return int(row[0]) if row else 0
+
+    def open_case(self, gw: str, event: dict[str, Any]) -> int | None:
+        """Open a case for an alarm raise; return its number (None if it already has one)."""
+        alarm, asset = event["alarm"], event.get("asset") or {}
+        with self.transaction():
+            last = self._lock_cases()
+            early = self.conn.execute("DELETE FROM early_clears WHERE alarm_id = %s "
+                                      "RETURNING closed_ts", (alarm["alarm_id"],)).fetchone()
+            row = self.conn.execute(
+                _INSERT_CASE, (last + 1, gw, alarm["alarm_id"], alarm["kind"], event.get("device"),
+                 asset.get("code"), asset.get("name"), asset.get("grid"),
+                 _number(asset.get("lat")), _number(asset.get("lon")), asset.get("class"),
+                 alarm.get("event_class"), _number(alarm.get("value")),
+                 "closed" if early else "open", str(event["ts"]), early[0] if early else None,
+                 time.time_ns())).fetchone()
+            if row is None:
+                return None
+            self.conn.execute("UPDATE case_counter SET last_no = %s", (last + 1,))
+        return last + 1
+
+    def close_case(self, alarm_id: str, ts: str) -> int | None:
+        """Close the case of ``alarm_id``; return its number (None if none was open)."""
+        with self.transaction():
+            self._lock_cases()  # a raise being opened by another receiver commits first
+            row = self.conn.execute("UPDATE cases SET state = 'closed', closed_ts = %s WHERE "
+                                    "alarm_id = %s AND state = 'open' RETURNING case_no",
+                                    (ts, alarm_id)).fetchone()
+            if row is not None:
+                return int(row[0])
+            if self.conn.execute("SELECT 1 FROM cases WHERE alarm_id = %s",
+                                 (alarm_id,)).fetchone() is None:
+                self.conn.execute("INSERT INTO early_clears VALUES (%s, %s) "
+                                  "ON CONFLICT DO NOTHING", (alarm_id, ts))
+        return None
+
+    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Return cases, newest first."""
+        if state:
+            cur = self.conn.execute(_SELECT_CASES + "WHERE state = %s ORDER BY case_no DESC",
+                                    (state,))
+        else:
+            cur = self.conn.execute(_SELECT_CASES + "ORDER BY case_no DESC")
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def open_cases_in_grid(self, grid: str) -> list[dict[str, Any]]:
+        """Return the open cases of one unit grid (index ``cases_open_grid``)."""
+        cur = self.conn.execute(_SELECT_CASES + "WHERE grid = %s AND state = 'open' "
+                                "ORDER BY case_no", (grid,))
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # ---- gateways and gaps -------------------------------------------------------------------
+
+    def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
+        """Record a gateway's birth/state/last-will message."""
+        self.conn.execute("INSERT INTO gateways VALUES (%s, %s, %s, %s) ON CONFLICT (gw) DO "
+                          "UPDATE SET online = excluded.online, state = excluded.state, "
+                          "updated_ns = excluded.updated_ns",
+                          (gw, online, Jsonb(state), time.time_ns()))
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Return every gateway with its last state."""
+        return [{"gw": gw, "online": bool(on), "state": st, "updated_ns": up}
+                for gw, on, st, up in self.conn.execute(
+                    "SELECT gw, online, state, updated_ns FROM gateways ORDER BY gw")]
+
+    def announce_gap(self, gw: str, first_seq: int, last_seq: int, reason: str) -> None:
+        """Record a range the gateway said it dropped."""
+        self.conn.execute("INSERT INTO gaps_announced VALUES (%s, %s, %s, %s)",
+                          (gw, first_seq, last_seq, reason))
+
+    def seq_gaps(self, gw: str) -> list[tuple[int, int]]:
+        """Return missing seq ranges below the highest seen, minus announced drops."""
+        rows = self.conn.execute(
+            "SELECT seq + 1, next_seq - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS "
+            "next_seq FROM events WHERE gw = %s) AS s WHERE next_seq > seq + 1 ORDER BY seq",
+            (gw,)).fetchall()
+        announced = self.conn.execute("SELECT first_seq, last_seq FROM gaps_announced "
+                                      "WHERE gw = %s", (gw,)).fetchall()
+        return [(int(low), int(high)) for low, high in rows
+                if not any(a <= low and high <= b for a, b in announced)]
+
+    def seq_count(self, gw: str) -> tuple[int, int, int]:
+        """Return (distinct events, min seq, max seq) for a gateway."""
+        row = self.conn.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE gw = %s",
+                                (gw,)).fetchone()
+        if row is None:
+            return 0, 0, 0
+        return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

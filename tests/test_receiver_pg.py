@@ -1,0 +1,284 @@
+"""The reference receiver on PostgreSQL (issue 18 A): idempotent, dense cases under racing
+receivers, verified before stored, versioned schema with the three query indexes, and two
+receivers on one shared subscription of a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.clock import TimeQuality
+from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
+from edge.uplink._paho import MqttLink
+from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from hil.broker import Mosquitto
+from hil.receiver.core import Receiver, load_gateway_keys
+from hil.receiver.pg_store import PgReceiverStore, migrations
+from hil.receiver.service import run_mqtt
+from hil.receiver.store import ReceiverStore
+from tests.figures import figure
+from tests.helpers import wait_until
+from tests.pg import pg_dsn, pg_server_dsn  # noqa: F401 - fixtures
+
+GW = "gw-320508-0007"
+TOPIC = f"edge/v1/{GW}/events"
+ASSET = Asset("3205080106000123", "0106", "320508001002003", "井盖", 31.3, 120.6)
+TRUCK = Asset("3205089901000001", "9901", "320508001002003", "环卫车 1", None, None)
+KEY = Ed25519PrivateKey.generate()
+SIGNER = Signer(KEY)
+KEYS = load_gateway_keys({GW: raw_public_key(KEY.public_key()).hex()})
+
+
+@pytest.fixture
+def store(pg_dsn: str) -> Iterator[PgReceiverStore]:  # noqa: F811 - the fixture
+    s = PgReceiverStore(pg_dsn)
+    yield s
+    s.close()
+
+
+def batch(events: list[tuple[Event, int]], gw: str = GW, signer: Signer = SIGNER) -> bytes:
+    body = encode_batch(gw, 1, time.time_ns(), [encode_event(e, s) for e, s in events])
+    return signer.envelope(body)
+
+
+def reading(device: str = "d", value: float = 1.0) -> Event:
+    return Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED, device=device,
+                 asset=ASSET, data={"v": value})
+
+
+def alarm(state: str, alarm_id: str = "x:cover_open:1") -> Event:
+    return Event(EventType.ALARM, 0, time.time_ns(), TimeQuality.SYNCED, device="d", asset=ASSET,
+                 alarm=Alarm("cover_open", state, alarm_id, 1, 40.0, 15.0, "deg"))  # type: ignore[arg-type]
+
+
+def test_a_redelivered_batch_is_a_no_op(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    events = [(reading(), 1), (reading(), 2), (alarm("raised"), 3)]
+    first = rx.handle(TOPIC, batch(events))
+    again = rx.handle(TOPIC, batch(events))
+    assert (first.accepted, first.duplicates, first.opened) == (3, 0, [1])
+    assert (again.accepted, again.duplicates, again.opened) == (0, 3, [])
+    assert store.seq_count(GW) == (3, 1, 3)
+    assert store.event_count() == 3
+    assert store.counters()["events.duplicates"] == 3
+    assert len(store.cases()) == 1
+
+
+def test_raise_opens_and_clear_closes_the_same_case(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    assert rx.handle(TOPIC, batch([(alarm("raised"), 1)])).opened == [1]
+    assert rx.handle(TOPIC, batch([(alarm("cleared"), 2)])).closed == [1]
+    assert rx.handle(TOPIC, batch([(alarm("raised", "x:cover_open:2"), 3)])).opened == [2]
+    (closed,) = store.cases("closed")
+    assert (closed["case_no"], closed["alarm_id"], closed["state"]) == (1, "x:cover_open:1",
+                                                                        "closed")
+    assert [c["case_no"] for c in store.cases("open")] == [2]
+
+
+def test_a_clear_handled_before_its_raise_leaves_the_case_closed(
+        store: PgReceiverStore) -> None:
+    # two receivers split one gateway's batches: the clear's batch may commit first
+    rx = Receiver(store, KEYS)
+    assert rx.handle(TOPIC, batch([(alarm("cleared"), 2)])).closed == []
+    assert rx.handle(TOPIC, batch([(alarm("raised"), 1)])).opened == [1]
+    assert store.cases("open") == []
+    assert [c["case_no"] for c in store.cases("closed")] == [1]
+
+
+def test_a_forged_or_foreign_batch_stores_nothing(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    forger = Signer(Ed25519PrivateKey.generate())
+    assert "unknown kid" in rx.handle(TOPIC, batch([(alarm("raised"), 1)], signer=forger)).rejected
+    assert rx.handle("edge/v1/gw-other/events", batch([(reading(), 1)])).rejected
+    tampered = batch([(reading(value=1.0), 1)]).replace(b'\\"v\\":1.0', b'\\"v\\":9.0')
+    assert tampered != batch([(reading(value=1.0), 1)])
+    assert "signature" in rx.handle(TOPIC, tampered).rejected
+    assert store.event_count() == 0
+    assert store.cases() == []
+    counters = store.counters()
+    assert counters["rejected.signature"] == 2
+    assert counters["rejected.unknown_gateway"] == 1
+
+
+def test_a_refused_batch_is_rolled_back_whole(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    bad_gap = Event(EventType.GAP, 0, time.time_ns(), TimeQuality.SYNCED,
+                    data={"reason": "quota", "first_seq": "3", "last_seq": 5})
+    out = rx.handle(TOPIC, batch([(reading(), 1), (alarm("raised"), 2), (bad_gap, 3)]))
+    assert "gap" in out.rejected
+    assert store.event_count() == 0
+    assert store.cases() == []
+    # nothing consumed: the next case is still #1
+    assert rx.handle(TOPIC, batch([(alarm("raised"), 4)])).opened == [1]
+
+
+def test_case_numbers_stay_dense_with_two_receivers_racing(pg_dsn: str) -> None:  # noqa: F811
+    """Two receivers (two connections) open cases at once, every raise delivered to both."""
+    stores = [PgReceiverStore(pg_dsn, node=f"rx{i}") for i in range(2)]
+    alarms = [alarm("raised", f"x:cover_open:{n}") for n in range(60)]
+    payloads = [batch([(reading(), 2 * n + 1), (a, 2 * n + 2)]) for n, a in enumerate(alarms)]
+    opened: list[list[int]] = [[], []]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        rx = Receiver(stores[i], KEYS)
+        start.wait()
+        try:
+            # the other receiver gets the same batches in the reverse order: every raise is
+            # a duplicate for one of them, and they meet in the middle
+            for payload in payloads if i == 0 else reversed(payloads):
+                out = rx.handle(TOPIC, payload)
+                assert not out.rejected, out.rejected
+                opened[i] += out.opened
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not errors, errors
+        numbers = sorted(opened[0] + opened[1])
+        assert numbers == list(range(1, len(alarms) + 1)), "case numbers not dense or doubled"
+        cases = stores[0].cases()
+        assert sorted(c["case_no"] for c in cases) == numbers
+        assert sorted(c["alarm_id"] for c in cases) == sorted(a.alarm.alarm_id for a in alarms
+                                                              if a.alarm is not None)
+        assert stores[0].event_count() == 2 * len(alarms)
+        counters = stores[0].counters()
+        assert counters["events.accepted"] == 2 * len(alarms)
+        assert counters["events.duplicates"] == 2 * len(alarms)
+        figure("RX-PG", f"2 receivers racing on {len(alarms)} raises delivered to both: cases "
+                        f"1..{numbers[-1]} dense, split {len(opened[0])}/{len(opened[1])}, "
+                        f"{counters.get('store.retries', 0)} batch retries")
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_schema_is_versioned_and_queries_use_their_indexes(store: PgReceiverStore,
+                                                          pg_dsn: str) -> None:  # noqa: F811
+    assert store.schema_version == max(v for v, _n, _s in migrations()) == 1
+    again = PgReceiverStore(pg_dsn)  # a second receiver starting: nothing re-applied
+    assert again.schema_version == 1
+    assert [r[0] for r in again.conn.execute("SELECT version FROM schema_version")] == [1]
+    again.close()
+    rx = Receiver(store, KEYS)
+    day = dt.datetime(2026, 11, 26, 8, tzinfo=dt.UTC)
+    track = [Event(EventType.POSITION, 2, int((day + dt.timedelta(minutes=m)).timestamp() * 1e9),
+                   TimeQuality.SYNCED, device="truck-1", asset=TRUCK,
+                   data={"lat": 31.3 + m / 1000, "lon": 120.6, "speed_kmh": 20.0})
+             for m in range(5)]
+    rx.handle(TOPIC, batch([(e, n + 1) for n, e in enumerate(track)]
+                           + [(reading("lamp", 5.0), 10), (alarm("raised"), 11)]))
+    assert [p[1] for p in store.track(TRUCK.code, day.date())] == [31.3 + m / 1000
+                                                                  for m in range(5)]
+    assert store.track(TRUCK.code, day.date() + dt.timedelta(days=1)) == []
+    last = store.last_value(GW, "lamp")
+    assert last is not None
+    assert last["data"] == {"v": 5.0}
+    assert [c["alarm_id"] for c in store.open_cases_in_grid(ASSET.grid)] == ["x:cover_open:1"]
+    store.conn.execute("SET enable_seqscan = off")  # tiny tables: ask whether an index fits
+    plans = {
+        "cases_open_grid": "SELECT * FROM cases WHERE grid = '1' AND state = 'open'",
+        "positions_track": "SELECT * FROM positions WHERE asset_code = '1' AND ts_at >= now() "
+                           "AND ts_at < now() + interval '1 day' ORDER BY ts_at",
+        "events_device_last": "SELECT doc FROM events WHERE gw = 'g' AND device = 'd' "
+                              "ORDER BY ts_at DESC NULLS LAST LIMIT 1",
+    }
+    for index, query in plans.items():
+        plan = "\n".join(r[0] for r in store.conn.execute(f"EXPLAIN {query}"))
+        assert index in plan, plan
+
+
+def test_command_results_are_kept_by_command(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    result = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED,
+                   device="lamp-07", data={"cmd_id": "c-1", "action": "light.set",
+                                           "status": "done", "detail": {"dim_pct": 60}})
+    rx.handle(TOPIC, batch([(result, 1)]))
+    rx.handle(TOPIC, batch([(result, 1)]))
+    assert store.command_results("c-1") == [{
+        "gw": GW, "device": "lamp-07", "action": "light.set", "status": "done",
+        "ts": result.to_wire(1)["ts"], "detail": {"dim_pct": 60}}]
+
+
+def test_the_pg_store_has_every_method_of_the_sqlite_store() -> None:
+    """The web page (and the map) take either store: none of its queries may be missing."""
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+
+    assert public(ReceiverStore) - public(PgReceiverStore) == set()
+
+
+async def test_two_receivers_on_one_shared_subscription_store_each_event_once(
+        plain_broker: Mosquitto, pg_dsn: str) -> None:  # noqa: F811
+    gateways = [f"gw-320508-{n:04d}" for n in range(1, 7)]
+    keys = {gw: Ed25519PrivateKey.generate() for gw in gateways}
+    registry = load_gateway_keys({gw: raw_public_key(k.public_key()).hex()
+                                  for gw, k in keys.items()})
+    stores = [PgReceiverStore(pg_dsn, node=f"rx{i}") for i in range(2)]
+    ready = [asyncio.Event(), asyncio.Event()]
+    receivers = [Receiver(s, registry) for s in stores]
+    tasks = [asyncio.create_task(run_mqtt(receivers[i], host="127.0.0.1",
+                                          port=plain_broker.port, tls=None, ready=ready[i],
+                                          client_id=f"receiver-{i}", share_group="platform"),
+                                 name=f"receiver-{i}") for i in range(2)]
+    pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="gateways",
+                   protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
+    try:
+        for event in ready:
+            await asyncio.wait_for(event.wait(), 10)
+        await pub.connect()
+        produced = 0
+        for gw in gateways:
+            events = [(reading(), n + 1) for n in range(40)] + [
+                (alarm("raised", f"{gw}:cover_open:1"), 41)]
+            payloads = [batch(events[i:i + 5], gw, Signer(keys[gw]))
+                        for i in range(0, len(events), 5)]
+            for payload in payloads + payloads[:3]:  # the gateway re-sends three batches
+                assert await pub.publish(f"edge/v1/{gw}/events", payload) == 0
+            produced += len(events)
+        await wait_until(lambda: stores[0].event_count() >= produced, 30,
+                         "every event stored")
+        await asyncio.sleep(0.5)  # a second delivery, if any, would arrive now
+        counters = stores[0].counters()
+        per_node: dict[str, int] = dict(stores[0].conn.execute(
+            "SELECT node, value FROM counters WHERE name = 'events.accepted'").fetchall())
+        assert stores[0].event_count() == produced
+        assert counters["events.accepted"] == produced
+        assert counters["events.duplicates"] == len(gateways) * 15  # 3 batches of 5 again
+        assert sorted(c["case_no"] for c in stores[0].cases()) == list(
+            range(1, len(gateways) + 1))
+        assert len(per_node) == 2, f"the shared subscription did not split the load: {per_node}"
+    finally:
+        await pub.close()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for s in stores:
+            s.close()
+
+
+def test_the_tests_fail_without_postgresql_in_ci(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    from tests import pg
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must provide PostgreSQL"):
+        pg._missing("no initdb")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        pg._missing("no initdb")
