@@ -116,6 +116,9 @@ async def test_hostile_cover_payloads_are_counted_and_the_driver_lives_on(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
                 and r.name.endswith("cover-1") and "battery_v" in r.getMessage()]
     assert len(warnings) == 1  # logged once, then DEBUG
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.endswith("cover-1") and "message refused" in r.getMessage()]
+    assert len(refusals) == 1
 
 
 async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:

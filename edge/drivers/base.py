@@ -134,6 +134,7 @@ class Driver(ABC, Generic[ConfigT]):
         self.stats = DriverStats()
         self.log = logging.getLogger(f"edge.drivers.{self.kind}.{name}")
         self._bad_logged: set[str] = set()
+        self._refusal_logged = False
 
     @abstractmethod
     async def run(self, sink: Sink) -> None:
@@ -152,6 +153,21 @@ class Driver(ABC, Generic[ConfigT]):
             self._bad_logged.add(key)
             self.log.warning("%s: bad value for %s refused: %s (counted in bad_values)",
                              self.name, key, why)
+
+    def refused(self, why: str) -> None:
+        """Count a refused message (``parse_errors``); log the first WARNING, then DEBUG.
+
+        A device sending garbage every second must not flood the journal; ``why`` must not
+        carry the payload (it may hold a position).
+        """
+        self.stats.parse_errors += 1
+        self.stats.last_error = why
+        if self._refusal_logged:
+            self.log.debug("%s: message refused again: %s", self.name, why)
+        else:
+            self._refusal_logged = True
+            self.log.warning("%s: message refused: %s (counted in parse_errors)", self.name,
+                             why)
 
     async def probe(self) -> dict[str, Value]:
         """Read the device once and return decoded values (``edge probe``)."""

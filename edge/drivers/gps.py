@@ -142,9 +142,9 @@ class GpsDriver(Driver[GpsDevice]):
                 await self._alarms(self.rules.on_tick(time.monotonic()), sink)
                 try:
                     fix = self.fix_from_json(parse_json(self.name, item))
-                except (DeviceError, ValueError):
+                except (DeviceError, ValueError) as exc:
                     self.rejected += 1
-                    self.stats.parse_errors += 1
+                    self.refused(str(exc)[:200])
                     continue
                 await self._on_fix(fix, sink)
         finally:

@@ -155,8 +155,7 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
                 try:
                     values = self.values_from_json(parse_json(self.name, item))
                 except (DeviceError, ValueError) as exc:
-                    self.stats.parse_errors += 1
-                    self.stats.last_error = str(exc)
+                    self.refused(str(exc)[:200])
                     continue
                 await self._succeeded(Reading(self.name, values, at_ns, mono_ns), sink)
         finally:
