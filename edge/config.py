@@ -9,12 +9,14 @@ these models, runs the cross-checks below, and reports every problem at once as
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.geo import distance_m
 from edge.light_schedule import AT_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -383,6 +385,106 @@ class Geofence(_Model):
     alarm_on: Literal["exit", "enter"] = "exit"
 
 
+LatLon = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]],
+                   Field(min_length=2, max_length=2)]
+# a truck's work roads are discretised into units at load (edge/drivers/coverage.py); this
+# bounds the memory and the time of that (200 km of road at 5 m, or 5 km² of squares)
+WORK_MAX_UNITS = 40_000
+WORK_MAX_SPAN_M = 50_000.0  # one city: the local plane projection stays within 0.1 %
+
+
+def _point_error(point: list[float]) -> str | None:
+    lat, lon = point
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return f"[{lat}, {lon}] is not a [lat, lon] position"
+    return None
+
+
+class WorkShift(_Model):
+    """A shift in local time (``gateway.utc_offset_h``); an end before the start is overnight."""
+
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))  # the start's day
+
+    @model_validator(mode="after")
+    def _length(self) -> WorkShift:
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: a shift has a length")
+        return self
+
+
+class WorkRoad(_Model):
+    """A work road: a centreline ``line`` ``width_m`` wide, or an area (``polygon``).
+
+    An area (a square, a plaza) is swept in passes ``width_m`` wide. Points are [lat, lon].
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    width_m: float = Field(gt=0, le=60, allow_inf_nan=False)
+    line: list[LatLon] | None = Field(default=None, min_length=2, max_length=2000)
+    polygon: list[LatLon] | None = Field(default=None, min_length=3, max_length=2000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> WorkRoad:
+        if (self.line is None) == (self.polygon is None):
+            raise ValueError("give exactly one of line (a centreline) or polygon (an area)")
+        for point in self.line or self.polygon or []:
+            why = _point_error(point)
+            if why is not None:
+                raise ValueError(why)
+        return self
+
+
+class WorkConfig(_Model):
+    """Work coverage of a sanitation truck (作业面考核; docs/work-coverage.md)."""
+
+    shift: WorkShift
+    roads: list[WorkRoad] = Field(min_length=1, max_length=200)
+    # working speed: a sweeper or washer works at walking to cycling pace; faster is transit
+    min_speed_kmh: float = Field(default=2.0, ge=0, le=60, allow_inf_nan=False)
+    max_speed_kmh: float = Field(default=20.0, gt=0, le=60, allow_inf_nan=False)
+    # fixes further apart than this: the stretch between them is unknown, not missed
+    max_gap_s: float = Field(default=10.0, ge=1, le=600, allow_inf_nan=False)
+    segment_m: float = Field(default=5.0, ge=1, le=50, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorkConfig:
+        if self.min_speed_kmh >= self.max_speed_kmh:
+            raise ValueError(f"min_speed_kmh {self.min_speed_kmh} must be below "
+                             f"max_speed_kmh {self.max_speed_kmh}")
+        ids = [road.id for road in self.roads]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"road ids must be unique: {', '.join(dupes)}")
+        units = sum(road_units(road, self.segment_m) for road in self.roads)
+        if units > WORK_MAX_UNITS:
+            raise ValueError(f"roads too long or areas too large for segment_m "
+                             f"{self.segment_m:g}: {units} pieces (at most {WORK_MAX_UNITS})")
+        points = [p for road in self.roads for p in (road.line or road.polygon or [])]
+        lat0, lon0 = points[0]
+        far = max(distance_m(lat0, lon0, lat, lon) for lat, lon in points)
+        if far > WORK_MAX_SPAN_M:
+            raise ValueError(f"roads spread over {far / 1000:.0f} km: one truck's roads must lie "
+                             f"within {WORK_MAX_SPAN_M / 1000:.0f} km of the first point")
+        return self
+
+
+def road_units(road: WorkRoad, segment_m: float) -> int:
+    """Return how many pieces ``road`` is cut into (lines: ``segment_m`` long; areas: cells)."""
+    if road.line is not None:
+        length_m = sum(distance_m(a[0], a[1], b[0], b[1])
+                       for a, b in itertools.pairwise(road.line))
+        return int(length_m / segment_m) + len(road.line)
+    assert road.polygon is not None
+    lats = [p[0] for p in road.polygon]
+    lons = [p[1] for p in road.polygon]
+    height_m = distance_m(min(lats), min(lons), max(lats), min(lons))
+    width_m = distance_m(min(lats), min(lons), min(lats), max(lons))
+    cell_m = min(segment_m, road.width_m)
+    return (int(height_m / cell_m) + 1) * (int(width_m / cell_m) + 1)
+
+
 class GpsDevice(_DeviceBase):
     """A GPS tracker (NMEA over serial, or JSON over MQTT)."""
 
@@ -398,6 +500,7 @@ class GpsDevice(_DeviceBase):
     min_distance_m: float = Field(default=20.0, ge=0)
     max_interval_s: float = Field(default=60.0, ge=1)
     position_decimals: int = Field(default=6, ge=2, le=7)
+    work: WorkConfig | None = None  # shift, roads and speeds of a sanitation truck
 
 
 Device = Annotated[

@@ -34,6 +34,7 @@ class EventType(StrEnum):
     COMMAND_RESULT = "command_result"
     GAP = "gap"
     HEARTBEAT = "heartbeat"
+    WORK_COVERAGE = "work_coverage"  # a sanitation truck's shift (WireWorkCoverage)
 
 
 class Prio(IntEnum):
@@ -205,10 +206,83 @@ class Envelope(_Strict):
     body: str
 
 
+class WireCoverageShift(_Strict):
+    """The shift a coverage report is about (UTC, RFC 3339)."""
+
+    start: str
+    end: str
+    state: Literal["ended", "in_progress"]
+
+
+class WireCoverageGrid(_Strict):
+    """An area's cell grid of ``cell_m`` squares from its south-west corner.
+
+    Cell ``i`` is row ``i // cols`` (counted north) and column ``i % cols`` (counted east).
+    """
+
+    origin_lat: float = Field(ge=-90, le=90)
+    origin_lon: float = Field(ge=-180, le=180)
+    cell_m: float = Field(gt=0)
+    cols: int = Field(ge=1)
+    rows: int = Field(ge=1)
+
+
+Stretch = tuple[float, float]
+
+
+class WireRoadCoverage(_Strict):
+    """One work road of a ``work_coverage`` event.
+
+    ``covered``/``unknown``/``missed`` are ``[start, end]`` stretches in order: chainage in
+    metres from the first point of a ``line`` road, or ``[first, end)`` cell numbers of an
+    ``area`` (its ``grid``). Together they tile the road; ``truncated``: a list hit its cap
+    and its last stretch was widened to the end of the ones left out.
+    """
+
+    id: str
+    shape: Literal["line", "area"]
+    length_m: float | None = Field(default=None, ge=0)  # lines
+    cells: float | None = Field(default=None, ge=0)  # areas
+    covered_pct: float = Field(ge=0, le=100)
+    unknown_pct: float = Field(ge=0, le=100)
+    missed_pct: float = Field(ge=0, le=100)
+    first_pass: str | None
+    last_pass: str | None
+    covered: list[Stretch]
+    unknown: list[Stretch]
+    missed: list[Stretch]
+    truncated: bool
+    grid: WireCoverageGrid | None = None
+
+
+class WireWorkCoverage(_Strict):
+    """``data`` of a ``work_coverage`` event (prio 1): a truck's shift, road by road.
+
+    Sent when the shift ends; ``device.read`` answers the running shift (``in_progress``).
+    A stretch swept at working speed (``min_speed_kmh``..``max_speed_kmh``) is covered; one
+    a fix outage (fixes more than ``max_gap_s`` apart) may have passed is unknown, not
+    missed. ``clock: untrusted``: the shift's boundaries came from an unsynced clock.
+    Format and method: docs/work-coverage.md.
+    """
+
+    shift: WireCoverageShift
+    clock: Literal["trusted", "untrusted"]
+    min_speed_kmh: float
+    max_speed_kmh: float
+    segment_m: float
+    max_gap_s: float
+    fixes: int = Field(ge=0)
+    working_fixes: int = Field(ge=0)
+    gaps: int = Field(ge=0)
+    gap_s: float = Field(ge=0)
+    roads: list[WireRoadCoverage]
+
+
 def json_schemas() -> dict[str, Any]:
-    """Return the JSON Schemas of event, batch and envelope (``edge schema``)."""
+    """Return the JSON Schemas of event, batch, envelope and the ``work_coverage`` data."""
     return {
         "event": WireEvent.model_json_schema(by_alias=True),
         "batch": WireBatch.model_json_schema(by_alias=True),
         "envelope": Envelope.model_json_schema(by_alias=True),
+        "work_coverage": WireWorkCoverage.model_json_schema(by_alias=True),
     }

@@ -148,6 +148,17 @@ class EventSink:
                                      data={"cmd_id": cmd_id, "action": action, "status": status,
                                            "detail": dict(detail)}, mono=mono))
 
+    def trusted_now_ns(self) -> tuple[int, bool]:
+        """Return the clock's best UTC ns and whether it is trusted (work shift boundaries)."""
+        return self._clock.now_ns(), self._clock.quality() is TimeQuality.SYNCED
+
+    async def work_coverage(self, device: str, report: dict[str, Any]) -> None:
+        """Store a truck's ended shift (prio 1: one per shift, the basis of its assessment)."""
+        ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
+        await self._outbox.put(Event(EventType.WORK_COVERAGE, Prio.ALARM, ts, quality,
+                                     device=device, asset=self._assets.get(device),
+                                     data=report, mono=mono))
+
     async def system_alarm(self, kind: str, detail: str) -> None:
         """Store a gateway-level critical alarm (e.g. the outbox was replaced after corruption)."""
         ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())

@@ -54,6 +54,16 @@ class _OutageSink:
     def gnss_time(self, utc_ns: int) -> None:
         self._sink.gnss_time(utc_ns)
 
+    # work coverage (edge/drivers/gps.py CoverageSink): passed through when the sink has it
+    def trusted_now_ns(self) -> tuple[int, bool]:
+        inner = getattr(self._sink, "trusted_now_ns", None)
+        return inner() if inner is not None else (time.time_ns(), False)
+
+    async def work_coverage(self, device: str, report: dict[str, Any]) -> None:
+        inner = getattr(self._sink, "work_coverage", None)
+        if inner is not None:
+            await inner(device, report)
+
 
 async def supervise(driver: Driver[Any], sink: Sink, *, cap_s: float = 60.0) -> None:
     """Run ``driver`` forever; cancellation stops it.

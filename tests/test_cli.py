@@ -105,7 +105,7 @@ def test_outbox_stats_export_and_requeue(tmp_path: Path, capsys: object) -> None
 def test_schema_prints_event_and_batch(capsys: object) -> None:
     assert main(["schema"]) == 0
     doc = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
-    assert set(doc) == {"event", "batch", "envelope"}
+    assert set(doc) == {"event", "batch", "envelope", "work_coverage"}
 
 
 # --- edge probe: the wire, exception names, backoff, a quiet terminal ---------------------

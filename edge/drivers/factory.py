@@ -69,10 +69,11 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
             light.schedule_dir = transports.state_dir / "schedules"
         return light
     if isinstance(device, GpsDevice):
+        offset_h = config.gateway.utc_offset_h  # work shifts are local time
         if device.transport == "mqtt":
-            return GpsDriver(device, broker=transports.broker)
+            return GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
         assert device.port is not None
-        return GpsDriver(device, SerialPort(device.port, device.baud))
+        return GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
     if isinstance(device, LoudspeakerDevice):
         unit: SpeakerUnit
         if device.transport == "mqtt":

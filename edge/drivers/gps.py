@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
 
@@ -19,6 +19,7 @@ from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
+from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps_rules import Change, GpsRules
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
@@ -33,13 +34,25 @@ CYCLE_IDLE_S = 0.3  # receivers send a cycle as one burst; this much quiet ends 
 PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
 
 
+@runtime_checkable
+class CoverageSink(Protocol):
+    """What the agent's sink adds for work coverage (edge/sink.py): the trusted clock, events."""
+
+    def trusted_now_ns(self) -> tuple[int, bool]:
+        """Return the best UTC time in ns and whether the clock is trusted (synced)."""
+        ...
+
+    async def work_coverage(self, device: str, report: dict[str, Any]) -> None:
+        """Deliver an ended shift's ``work_coverage`` report (returns once it is durable)."""
+
+
 class GpsDriver(Driver[GpsDevice]):
     """Read NMEA lines; report thinned positions and the tracker's alarms."""
 
     kind: ClassVar[str] = "gps"
 
     def __init__(self, config: GpsDevice, port: SerialPort | None = None, *,
-                 broker: DeviceBroker | None = None) -> None:
+                 broker: DeviceBroker | None = None, utc_offset_h: int = 8) -> None:
         super().__init__(config, config.name)
         self._port = port
         self._broker = broker
@@ -49,6 +62,11 @@ class GpsDriver(Driver[GpsDevice]):
         self.rejected = 0
         self._reading = False  # run() holds the port: a probe listens through the tap
         self._tap: asyncio.Queue[str] | None = None
+        # work coverage (issue 18 B): roads cut into pieces once, here; shifts in local time
+        self.coverage = None if config.work is None else \
+            CoverageTracker(config.work, utc_offset_h=utc_offset_h)
+        self._sink_seen: Sink | None = None
+        self._coverage_sink: CoverageSink | None = None
 
     def handle_line(self, line: str) -> nmea.Fix | None:
         """Parse one line; count rejects; return a fix when one completes (no I/O)."""
@@ -72,6 +90,10 @@ class GpsDriver(Driver[GpsDevice]):
             # clock still checks plausibility and drift (edge/clock.py)
             sink.gnss_time(int(fix.utc.timestamp() * 1e9))
         await self._alarms(self.rules.on_fix(fix, now), sink)
+        if self.coverage is not None:  # every raw fix, before thinning
+            now_s, trusted = self._clock(sink)
+            await self._coverage_done(self.coverage.on_fix(
+                fix.lat, fix.lon, fix.speed_kmh, now_s, trusted=trusted), sink)
         if not self.rules.due(fix, now):
             return
         digits = self.config.position_decimals
@@ -82,6 +104,41 @@ class GpsDriver(Driver[GpsDevice]):
         self.stats.last_ok_mono = now
         self.stats.last_values = {"mode": fix.mode}  # no raw position in status
         await sink.reading(Reading(self.name, values, time.time_ns(), time.monotonic_ns()))
+
+    def _clock(self, sink: Sink) -> tuple[float, bool]:
+        """Return UTC seconds for shift boundaries, and whether the clock is trusted."""
+        if sink is not self._sink_seen:  # an isinstance on a Protocol costs: once per sink
+            self._sink_seen = sink
+            self._coverage_sink = sink if isinstance(sink, CoverageSink) else None
+        if self._coverage_sink is None:
+            return time.time(), False
+        now_ns, trusted = self._coverage_sink.trusted_now_ns()
+        return now_ns / 1e9, trusted
+
+    async def _coverage_tick(self, sink: Sink) -> None:
+        if self.coverage is not None:
+            now_s, trusted = self._clock(sink)
+            await self._coverage_done(self.coverage.tick(now_s, trusted=trusted), sink)
+
+    async def _coverage_done(self, report: dict[str, Any] | None, sink: Sink) -> None:
+        if report is None:
+            return
+        covered = [road["covered_pct"] for road in report["roads"]]
+        # road ids and shares only: positions are personal data (tests/test_privacy.py)
+        self.log.info("%s: shift ended, %d roads, %.1f %% covered on average (clock %s)",
+                      self.name, len(covered), sum(covered) / max(1, len(covered)),
+                      report["clock"])
+        self._clock(sink)
+        if self._coverage_sink is not None:
+            await self._coverage_sink.work_coverage(self.name, report)
+
+    def coverage_report(self) -> dict[str, Any] | None:
+        """Return the running shift's coverage, or the last ended shift's (``device.read``)."""
+        if self.coverage is None:
+            return None
+        now_s, _trusted = self._clock(self._sink_seen) if self._sink_seen is not None \
+            else (time.time(), False)
+        return self.coverage.report(now_s)
 
     def fix_from_json(self, doc: dict[str, Any]) -> nmea.Fix:
         """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable.
@@ -137,6 +194,7 @@ class GpsDriver(Driver[GpsDevice]):
         try:
             while True:
                 item = await next_report(link, self.name, SILENCE_S * 60)
+                await self._coverage_tick(sink)  # a shift ends also for a silent tracker
                 if item is None:
                     continue  # a parked vehicle may stay silent; its alarms tick on reports
                 await self._alarms(self.rules.on_tick(time.monotonic()), sink)
@@ -172,6 +230,7 @@ class GpsDriver(Driver[GpsDevice]):
                         if fix is not None:
                             await self._on_fix(fix, sink)
                         continue
+                    await self._coverage_tick(sink)  # a shift ends also for a silent receiver
                     if self.stats.state is not DeviceState.OFFLINE:
                         self.stats.state = DeviceState.OFFLINE
                         await sink.state(self.name, DeviceState.OFFLINE, f"silent: {exc!r}")
@@ -190,6 +249,7 @@ class GpsDriver(Driver[GpsDevice]):
                     await sink.state(self.name, DeviceState.ONLINE, "receiving")
                 now = time.monotonic()
                 await self._alarms(self.rules.on_tick(now), sink)
+                await self._coverage_tick(sink)
                 if self._tap is not None:  # a probe is listening (bounded: it may drop)
                     with contextlib.suppress(asyncio.QueueFull):
                         self._tap.put_nowait(raw.decode("ascii", "replace"))
@@ -204,10 +264,16 @@ class GpsDriver(Driver[GpsDevice]):
     async def probe(self) -> dict[str, Any]:
         """Listen ``PROBE_LISTEN_S`` to the receiver: sentences, fix quality, satellites."""
         if self.config.transport == "mqtt":
+            if self.coverage is not None:  # device.read of a truck: its shift's coverage
+                return {"work_coverage": self.coverage_report()}
             raise DeviceError(self.name, "an MQTT tracker reports when it wakes; see its "
                                          "last values")
         lines = await (self._listen_tap() if self._reading else self._listen_port())
+        # device.read of a truck: its shift's coverage (docs/work-coverage.md)
+        extra = {} if self.coverage is None else {"work_coverage": self.coverage_report()}
         if not lines:
+            if extra:  # the coverage so far is known whatever the receiver does now
+                return {"sentences": 0, "receiver": "silent", **extra}
             raise DeviceUnavailableError(self.name, f"receiver silent for {PROBE_LISTEN_S:g} s")
         status: dict[str, Any] = {}
         valid = bad = 0
@@ -228,7 +294,7 @@ class GpsDriver(Driver[GpsDevice]):
         return {"sentences": valid, "bad_lines": bad,
                 "fix_quality": status.get("fix_quality", "no GGA heard"),
                 "satellites": status.get("satellites"), "fix_mode": status.get("fix_mode"),
-                "hdop": status.get("hdop")}
+                "hdop": status.get("hdop"), **extra}
 
     async def _listen_tap(self) -> list[str]:
         tap: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_RECORDS)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import math
+from dataclasses import dataclass
 
 from hil.sims import wire
 
@@ -43,6 +45,67 @@ class _TcpSim:
                 await task
 
 
+@dataclass(frozen=True, slots=True)
+class RouteFix:
+    """One fix of a simulated route: seconds into the drive, position, speed and course."""
+
+    t_s: float
+    lat: float
+    lon: float
+    speed_kmh: float
+    course_deg: float
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """Drive through ``points`` ([lat, lon] waypoints) at ``speed_kmh``."""
+
+    points: tuple[tuple[float, float], ...]
+    speed_kmh: float
+
+
+def offset(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:
+    """Return the point ``east_m``/``north_m`` metres from (lat, lon) (a city-sized plane)."""
+    return (lat + north_m / 111_320,
+            lon + east_m / (111_320 * math.cos(math.radians(lat))))
+
+
+def route(legs: list[Leg], *, rate_hz: float = 1.0,
+          outages: tuple[tuple[float, float], ...] = ()) -> list[RouteFix]:
+    """Return the fixes a receiver reports driving ``legs`` one after another.
+
+    A fix every ``1 / rate_hz`` s along the way; none while ``t_s`` is inside one of
+    ``outages`` (``(from_s, to_s)``: a tunnel, an underpass, a receiver reset). Legs join
+    where they meet: a jump between legs is driven straight at the next leg's speed.
+    """
+    fixes: list[RouteFix] = []
+    step_s = 1 / rate_hz
+    t_s = 0.0
+    path: list[tuple[float, float, float]] = []  # (lat, lon, speed) waypoints
+    for leg in legs:
+        path += [(lat, lon, leg.speed_kmh) for lat, lon in leg.points]
+    for (lat0, lon0, _), (lat1, lon1, speed) in itertools.pairwise(path):
+        north = (lat1 - lat0) * 111_320
+        east = (lon1 - lon0) * 111_320 * math.cos(math.radians(lat0))
+        length = math.hypot(north, east)
+        if length < 1e-9:
+            continue
+        course = math.degrees(math.atan2(east, north)) % 360
+        duration = length / (speed / 3.6)
+        # the first fix of this edge: where the clock has got to, past the edge's start
+        start = t_s
+        k = math.ceil(start / step_s - 1e-9)
+        while k * step_s <= start + duration:
+            at = k * step_s
+            frac = (at - start) / duration
+            if not any(a <= at < b for a, b in outages):
+                fixes.append(RouteFix(at, lat0 + (lat1 - lat0) * frac,
+                                      lon0 + (lon1 - lon0) * frac, speed, course))
+            k += 1
+        t_s = start + duration
+    return fixes
+
+
 class GpsSim(_TcpSim):
     """Streams RMC + GGA at ``rate_hz`` for a vehicle driving a circle around a point."""
 
@@ -53,6 +116,10 @@ class GpsSim(_TcpSim):
         self.port, self.lat, self.lon = port, lat, lon
         self.speed_kmh, self.rate_hz = speed_kmh, rate_hz
         self.noise = False
+        # a simulated route replaces the circle: played once, ``speedup`` times real time,
+        # then the receiver keeps reporting the last position standing still
+        self.route: list[RouteFix] | None = None
+        self.speedup = 1.0
 
     def sentences(self, t_s: float, now: dt.datetime) -> str:
         """Return the sentences for time ``t_s`` into the drive."""
@@ -70,10 +137,28 @@ class GpsSim(_TcpSim):
         return wire.nmea_rmc(f"{when:%H%M%S}.{when.microsecond // 10000:02d}",
                              f"{when:%d%m%y}", lat, lon, knots=knots, course_deg=course_deg)
 
+    async def _play(self, writer: asyncio.StreamWriter, fixes: list[RouteFix]) -> None:
+        loop = asyncio.get_running_loop()
+        t0, start = loop.time(), dt.datetime.now(dt.UTC)
+        for fix in fixes:
+            await asyncio.sleep(max(0.0, t0 + fix.t_s / self.speedup - loop.time()))
+            when = start + dt.timedelta(seconds=fix.t_s)
+            writer.write(self.rmc(when, fix.lat, fix.lon, knots=fix.speed_kmh / 1.852,
+                                  course_deg=fix.course_deg).encode("ascii"))
+            await writer.drain()
+        last = fixes[-1]
+        while True:
+            await asyncio.sleep(1 / self.rate_hz)
+            writer.write(self.rmc(dt.datetime.now(dt.UTC), last.lat, last.lon, knots=0.0,
+                                  course_deg=last.course_deg).encode("ascii"))
+            await writer.drain()
+
     async def _serve(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t0 = asyncio.get_running_loop().time()
         try:
             writer.write(b"partial,line,from,before,we,joined*00\r\n")
+            if self.route:
+                await self._play(writer, self.route)
             while True:
                 t = asyncio.get_running_loop().time() - t0
                 text = self.sentences(t, dt.datetime.now(dt.UTC))

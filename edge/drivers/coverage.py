@@ -1,0 +1,429 @@
+"""Work coverage of a sanitation truck (作业面考核), from every raw fix (pure: no I/O, stdlib).
+
+At construction every work road is cut into *units*: a centreline (``line``) into pieces of at
+most ``segment_m`` along each edge, an area (``polygon``) into square cells of
+``min(segment_m, width_m)``. Units sit in a coarse grid (``GRID_M``) so that a fix looks only
+at the units near it: the per-fix cost is O(units nearby), whatever the length of the roads.
+
+Per pair of consecutive fixes inside the shift, both at working speed and at most
+``max_gap_s`` apart, the straight path between them sweeps:
+
+* a line piece whose midpoint lies within ``hypot(width_m/2, piece/2)`` of the path, when the
+  path runs along the piece (within ~45°): crossing a street at a junction does not sweep it;
+* an area cell whose centre lies within ``width_m/2`` of the path.
+
+Fixes further apart than ``max_gap_s`` are an outage: on a line road with both ends of the
+outage on it, the units between are *unknown* (not missed) unless both ends are on the same
+unit; in an area, the cells within the circle over the outage's two ends (plus the sweep
+width) are unknown. A covered unit stays covered. The report format is documented in
+docs/work-coverage.md and ``edge.model.WireWorkCoverage``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.config import WorkConfig, WorkRoad
+from edge.geo import EARTH_M, inside
+
+MISSED, UNKNOWN, COVERED = 0, 1, 2
+STATE_NAMES = ("missed", "unknown", "covered")
+GRID_M = 25.0  # grid cell: a few pieces per road per cell, a path touches 1-4 cells
+# a pass sweeps a piece only when it runs along it: |cos(angle)| >= 0.7 is within ~45°
+ALIGN_COS2 = 0.7 * 0.7
+STILL_M2 = 0.25  # paths shorter than 0.5 m have no usable direction: sweep around the point
+MAX_RANGES_TOTAL = 3000  # ranges in one report (all roads, all states): bounds the event size
+DAY_S = 86_400
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (mon = 0)
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class RoadPlan:
+    """One road's units: ``first``..``stop`` (exclusive) in the plan's flat arrays."""
+
+    id: str
+    shape: str  # "line" | "area"
+    first: int
+    stop: int
+    size: float  # metres of centreline, or cells of area
+    # areas: the cell grid, so a map can draw cell i = (row i // cols, col i % cols)
+    grid: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """Every unit of one truck's roads in flat arrays, with the grid index over them."""
+
+    lat0: float
+    lon0: float
+    kx: float  # metres per degree of longitude at lat0
+    ky: float  # metres per degree of latitude
+    roads: list[RoadPlan] = field(default_factory=list)
+    mid_x: list[float] = field(default_factory=list)
+    mid_y: list[float] = field(default_factory=list)
+    dir_x: list[float] = field(default_factory=list)  # unit vector; 0, 0 for area cells
+    dir_y: list[float] = field(default_factory=list)
+    reach2: list[float] = field(default_factory=list)
+    road_of: list[int] = field(default_factory=list)
+    start: list[float] = field(default_factory=list)  # chainage m (lines), cell index (areas)
+    end: list[float] = field(default_factory=list)
+    grid: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    max_reach_m: float = 0.0
+
+    def xy(self, lat: float, lon: float) -> tuple[float, float]:
+        """Project to local metres (equirectangular: within 0.1 % over a city)."""
+        return (lon - self.lon0) * self.kx, (lat - self.lat0) * self.ky
+
+    def _add(self, road: int, x: float, y: float, direction: tuple[float, float],
+             reach_m: float, span: tuple[float, float]) -> None:
+        unit = len(self.mid_x)
+        self.mid_x.append(x)
+        self.mid_y.append(y)
+        self.dir_x.append(direction[0])
+        self.dir_y.append(direction[1])
+        self.reach2.append(reach_m * reach_m)
+        self.road_of.append(road)
+        self.start.append(span[0])
+        self.end.append(span[1])
+        self.max_reach_m = max(self.max_reach_m, reach_m)
+        self.grid.setdefault((int(x // GRID_M), int(y // GRID_M)), []).append(unit)
+
+
+def plan_units(work: WorkConfig) -> Plan:
+    """Cut ``work``'s roads into units and index them (done once, when the driver is built)."""
+    first = (work.roads[0].line or work.roads[0].polygon or [[0.0, 0.0]])[0]
+    lat0, lon0 = first[0], first[1]
+    ky = EARTH_M * math.pi / 180
+    plan = Plan(lat0, lon0, ky * math.cos(math.radians(lat0)), ky)
+    for index, road in enumerate(work.roads):
+        begin = len(plan.mid_x)
+        if road.line is not None:
+            size, grid = _plan_line(plan, index, road, work.segment_m), None
+        else:
+            size, grid = _plan_area(plan, index, road, work.segment_m)
+        plan.roads.append(RoadPlan(road.id, "line" if road.line is not None else "area",
+                                   begin, len(plan.mid_x), size, grid))
+    return plan
+
+
+def _plan_line(plan: Plan, index: int, road: WorkRoad, segment_m: float) -> float:
+    assert road.line is not None
+    points = [plan.xy(p[0], p[1]) for p in road.line]
+    chainage = 0.0
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        length = math.hypot(x1 - x0, y1 - y0)
+        if length < 1e-6:
+            continue  # a repeated point
+        pieces = max(1, math.ceil(length / segment_m))
+        piece = length / pieces
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        reach = math.hypot(road.width_m / 2, piece / 2)
+        for k in range(pieces):
+            along = (k + 0.5) * piece
+            plan._add(index, x0 + ux * along, y0 + uy * along, (ux, uy), reach,  # noqa: SLF001
+                      (chainage + k * piece, chainage + (k + 1) * piece))
+        chainage += length
+    return chainage
+
+
+def _plan_area(plan: Plan, index: int, road: WorkRoad,
+               segment_m: float) -> tuple[float, dict[str, float]]:
+    assert road.polygon is not None
+    cell = min(segment_m, road.width_m)
+    ring = [plan.xy(p[0], p[1]) for p in road.polygon]
+    ring_yx = [[y, x] for x, y in ring]  # geo.inside takes [lat, lon]-ordered pairs
+    min_x, min_y = min(x for x, _ in ring), min(y for _, y in ring)
+    cols = int((max(x for x, _ in ring) - min_x) / cell) + 1
+    rows = int((max(y for _, y in ring) - min_y) / cell) + 1
+    cells = 0
+    for row in range(rows):
+        for col in range(cols):
+            x, y = min_x + (col + 0.5) * cell, min_y + (row + 0.5) * cell
+            if inside(y, x, ring_yx):
+                number = row * cols + col
+                plan._add(index, x, y, (0.0, 0.0), road.width_m / 2,  # noqa: SLF001
+                          (number, number + 1))
+                cells += 1
+    origin_lat = plan.lat0 + min_y / plan.ky
+    origin_lon = plan.lon0 + min_x / plan.kx
+    return float(cells), {"origin_lat": round(origin_lat, 7), "origin_lon": round(origin_lon, 7),
+                          "cell_m": cell, "cols": cols, "rows": rows}
+
+
+def _iso(at_s: float) -> str:
+    return dt.datetime.fromtimestamp(at_s, dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(slots=True)
+class _Shift:
+    start_s: float
+    end_s: float
+    state: bytearray
+    first_pass: list[float | None]
+    last_pass: list[float | None]
+    trusted: bool = True
+    fixes: int = 0
+    working_fixes: int = 0
+    gaps: int = 0
+    gap_s: float = 0.0
+    prev: tuple[float, float, float, bool] | None = None  # x, y, at_s, at working speed
+
+
+class CoverageTracker:
+    """Coverage of one truck's shifts; times are UTC epoch seconds from the trusted clock.
+
+    ``on_fix`` and ``tick`` return the report of a shift that has just ended (once), else
+    None; ``report`` returns the running shift's report, or the last ended one.
+    """
+
+    def __init__(self, work: WorkConfig, *, utc_offset_h: int) -> None:
+        self.work = work
+        self.plan = plan_units(work)
+        self.utc_offset_s = utc_offset_h * 3600
+        self._start_min = _minutes(work.shift.start)
+        self._end_min = _minutes(work.shift.end)
+        self._days = {WEEKDAY_NAMES.index(d) for d in work.shift.days}
+        self._shift: _Shift | None = None
+        self._idle_until_s = -math.inf  # no shift before this (saves the window search)
+        self._last_now_s = -math.inf
+        self.last_report: dict[str, Any] | None = None
+        self._min_mps = work.min_speed_kmh / 3.6
+        self._max_mps = work.max_speed_kmh / 3.6
+
+    # -- shifts -------------------------------------------------------------------------
+
+    def window(self, now_s: float) -> tuple[float, float] | None:
+        """Return the (start, end) UTC seconds of the shift running at ``now_s``, if any."""
+        local = now_s + self.utc_offset_s
+        today = local - local % DAY_S
+        for day in (today, today - DAY_S):
+            start = day + self._start_min * 60
+            end = day + self._end_min * 60 + (DAY_S if self._end_min <= self._start_min else 0)
+            weekday = (int(day // DAY_S) + EPOCH_WEEKDAY) % 7
+            if weekday in self._days and start <= local < end:
+                return start - self.utc_offset_s, end - self.utc_offset_s
+        return None
+
+    def _next_start(self, now_s: float) -> float:
+        local = now_s + self.utc_offset_s
+        today = local - local % DAY_S
+        for day in (today, today + DAY_S):
+            start = day + self._start_min * 60
+            if start > local:
+                return start - self.utc_offset_s
+        return now_s + 60  # not reached: tomorrow's start is always ahead
+
+    def tick(self, now_s: float, *, trusted: bool) -> dict[str, Any] | None:
+        """Advance the shift clock; return the report of a shift that ended before ``now_s``."""
+        shift = self._shift
+        if shift is not None and shift.start_s <= now_s < shift.end_s:
+            shift.trusted = shift.trusted and trusted
+            return None
+        if now_s < self._last_now_s:
+            self._idle_until_s = -math.inf  # the clock stepped back (a sync): look again
+        self._last_now_s = now_s
+        done = None
+        if shift is not None:  # ended, or the clock stepped out of it (a sync): close it
+            done = self._report(shift, final=True)
+            self.last_report = done
+            self._shift = None
+        if now_s >= self._idle_until_s:
+            window = self.window(now_s)
+            if window is None:
+                self._idle_until_s = self._next_start(now_s)
+            else:
+                n = len(self.plan.mid_x)
+                roads = len(self.plan.roads)
+                self._shift = _Shift(window[0], window[1], bytearray(n), [None] * roads,
+                                     [None] * roads, trusted=trusted)
+        return done
+
+    # -- fixes ---------------------------------------------------------------------------
+
+    def on_fix(self, lat: float, lon: float, speed_kmh: float | None, now_s: float, *,
+               trusted: bool) -> dict[str, Any] | None:
+        """Feed one raw fix (before thinning); return an ended shift's report, if any."""
+        done = self.tick(now_s, trusted=trusted)
+        shift = self._shift
+        if shift is None:
+            return done
+        plan = self.plan
+        x, y = (lon - plan.lon0) * plan.kx, (lat - plan.lat0) * plan.ky
+        shift.fixes += 1
+        prev = shift.prev
+        speed_mps = None if speed_kmh is None else speed_kmh / 3.6
+        if prev is None:
+            working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
+        else:
+            px, py, pat, pworking = prev
+            dt_s = now_s - pat
+            if dt_s > self.work.max_gap_s:
+                shift.gaps += 1
+                shift.gap_s += dt_s
+                self._unknown(shift, px, py, x, y)
+            if speed_mps is None and dt_s > 0:  # a GGA-only cycle: speed from the track
+                speed_mps = math.hypot(x - px, y - py) / dt_s
+            working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
+            if working and pworking and 0 < dt_s <= self.work.max_gap_s:
+                self._sweep(shift, px, py, x, y, now_s)
+        if working:
+            shift.working_fixes += 1
+        shift.prev = (x, y, now_s, working)
+        return done
+
+    def _sweep(self, shift: _Shift, x0: float, y0: float, x1: float, y1: float,
+               at_s: float) -> None:
+        plan = self.plan
+        reach = plan.max_reach_m
+        dx, dy = x1 - x0, y1 - y0
+        l2 = dx * dx + dy * dy
+        grid = plan.grid
+        mid_x, mid_y, reach2 = plan.mid_x, plan.mid_y, plan.reach2
+        dir_x, dir_y, road_of = plan.dir_x, plan.dir_y, plan.road_of
+        state, first, last = shift.state, shift.first_pass, shift.last_pass
+        gx0, gx1 = int((min(x0, x1) - reach) // GRID_M), int((max(x0, x1) + reach) // GRID_M)
+        gy0, gy1 = int((min(y0, y1) - reach) // GRID_M), int((max(y0, y1) + reach) // GRID_M)
+        for gx in range(gx0, gx1 + 1):
+            for gy in range(gy0, gy1 + 1):
+                units = grid.get((gx, gy))
+                if units is None:
+                    continue
+                for u in units:
+                    ex, ey = mid_x[u] - x0, mid_y[u] - y0
+                    if l2 > 0:
+                        t = (ex * dx + ey * dy) / l2
+                        t = 0.0 if t < 0 else min(t, 1.0)
+                        ex -= t * dx
+                        ey -= t * dy
+                    if ex * ex + ey * ey > reach2[u]:
+                        continue
+                    ux = dir_x[u]
+                    if l2 > STILL_M2 and (ux != 0 or dir_y[u] != 0):
+                        along = dx * ux + dy * dir_y[u]
+                        if along * along < ALIGN_COS2 * l2:
+                            continue  # crossing, not sweeping
+                    state[u] = COVERED
+                    road = road_of[u]
+                    if first[road] is None:
+                        first[road] = at_s
+                    last[road] = at_s
+
+    def _nearest(self, x: float, y: float) -> dict[int, int]:
+        """Return, per road, its unit nearest to (x, y) within that unit's reach."""
+        plan = self.plan
+        best: dict[int, tuple[float, int]] = {}
+        gx, gy = int(x // GRID_M), int(y // GRID_M)
+        span = int(plan.max_reach_m // GRID_M) + 1
+        for cx in range(gx - span, gx + span + 1):
+            for cy in range(gy - span, gy + span + 1):
+                for u in plan.grid.get((cx, cy), ()):
+                    d2 = (plan.mid_x[u] - x) ** 2 + (plan.mid_y[u] - y) ** 2
+                    road = plan.road_of[u]
+                    if d2 <= plan.reach2[u] and (road not in best or d2 < best[road][0]):
+                        best[road] = (d2, u)
+        return {road: unit for road, (_d2, unit) in best.items()}
+
+    def _unknown(self, shift: _Shift, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Mark what an outage between two fixes may have passed unknown (not missed)."""
+        plan = self.plan
+        before, after = self._nearest(x0, y0), self._nearest(x1, y1)
+        for road in before.keys() & after.keys():
+            a, b = before[road], after[road]
+            if a == b:
+                continue  # stood on one piece through the outage: nothing passed unseen
+            spec = plan.roads[road]
+            if spec.shape == "line":
+                units: range | list[int] = range(min(a, b), max(a, b) + 1)
+            else:  # an area: the cells the truck could have crossed on its way
+                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                r = math.hypot(x1 - x0, y1 - y0) / 2 + math.sqrt(plan.reach2[a])
+                units = [u for u in range(spec.first, spec.stop)
+                         if (plan.mid_x[u] - cx) ** 2 + (plan.mid_y[u] - cy) ** 2 <= r * r]
+            for u in units:
+                if shift.state[u] == MISSED:
+                    shift.state[u] = UNKNOWN
+
+    # -- reports -------------------------------------------------------------------------
+
+    def report(self, now_s: float) -> dict[str, Any] | None:
+        """Return the running shift's report (``in_progress``), else the last ended one."""
+        if self._shift is not None and now_s < self._shift.end_s:
+            return self._report(self._shift, final=False)
+        return self.last_report
+
+    def _report(self, shift: _Shift, *, final: bool) -> dict[str, Any]:
+        plan = self.plan
+        if shift.fixes == 0:  # no fix all shift: nothing is known to be missed
+            for u, value in enumerate(shift.state):
+                if value == MISSED:
+                    shift.state[u] = UNKNOWN
+        cap = max(2, MAX_RANGES_TOTAL // (3 * len(plan.roads)))
+        roads = []
+        for index, spec in enumerate(plan.roads):
+            roads.append(self._road_report(shift, index, spec, cap))
+        work = self.work
+        return {
+            "shift": {"start": _iso(shift.start_s), "end": _iso(shift.end_s),
+                      "state": "ended" if final else "in_progress"},
+            "clock": "trusted" if shift.trusted else "untrusted",
+            "min_speed_kmh": work.min_speed_kmh, "max_speed_kmh": work.max_speed_kmh,
+            "segment_m": work.segment_m, "max_gap_s": work.max_gap_s,
+            "fixes": shift.fixes, "working_fixes": shift.working_fixes,
+            "gaps": shift.gaps, "gap_s": round(shift.gap_s, 1),
+            "roads": roads,
+        }
+
+    def _road_report(self, shift: _Shift, index: int, spec: RoadPlan,
+                     cap: int) -> dict[str, Any]:
+        plan = self.plan
+        totals = [0.0, 0.0, 0.0]
+        ranges: list[list[list[float]]] = [[], [], []]
+        truncated = False
+        run_state, run_start, run_end = -1, 0.0, 0.0
+        for u in range(spec.first, spec.stop):
+            value = shift.state[u]
+            start, end = plan.start[u], plan.end[u]
+            totals[value] += end - start
+            if value == run_state and start <= run_end + 1e-6:
+                run_end = end
+                continue
+            if run_state >= 0:
+                truncated |= _append(ranges[run_state], run_start, run_end, cap)
+            run_state, run_start, run_end = value, start, end
+        if run_state >= 0:
+            truncated |= _append(ranges[run_state], run_start, run_end, cap)
+        size = sum(totals) or 1.0
+        first, last = shift.first_pass[index], shift.last_pass[index]
+        out: dict[str, Any] = {
+            "id": spec.id, "shape": spec.shape,
+            ("length_m" if spec.shape == "line" else "cells"): round(spec.size, 1),
+            "covered_pct": round(100 * totals[COVERED] / size, 1),
+            "unknown_pct": round(100 * totals[UNKNOWN] / size, 1),
+            "missed_pct": round(100 * totals[MISSED] / size, 1),
+            "first_pass": None if first is None else _iso(first),
+            "last_pass": None if last is None else _iso(last),
+            "covered": ranges[COVERED], "unknown": ranges[UNKNOWN], "missed": ranges[MISSED],
+            "truncated": truncated,
+        }
+        if spec.grid is not None:
+            out["grid"] = spec.grid
+        return out
+
+
+def _append(ranges: list[list[float]], start: float, end: float, cap: int) -> bool:
+    """Add [start, end] (0.1 m); past ``cap``, widen the last range and say so."""
+    if len(ranges) >= cap:
+        ranges[-1][1] = round(end, 1)
+        return True
+    ranges.append([round(start, 1), round(end, 1)])
+    return False
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)

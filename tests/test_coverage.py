@@ -1,0 +1,429 @@
+"""Work coverage of sanitation trucks (issue 18 B): simulated routes through the pure tracker,
+the config's work block with lines, the event and its schema, and the GPS driver's hook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from edge.config import GpsDevice, WorkConfig
+from edge.config_loader import parse_config
+from edge.drivers._serial import SerialPort
+from edge.drivers.coverage import CoverageTracker
+from edge.drivers.gps import GpsDriver
+from edge.errors import ConfigError
+from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
+from hil.broker import free_port
+from hil.sims.serial_sims import GpsSim, Leg, RouteFix, offset, route
+from tests.recording_sink import RecordingSink
+
+ROOT = Path(__file__).resolve().parents[1]
+O_LAT, O_LON = 31.3000, 120.6000  # the origin of the test streets
+# shift 06:00-14:00 local (UTC+8) on Tuesday 2026-12-01: 2026-11-30T22:00Z .. 12-01T06:00Z
+SHIFT_START_S = dt.datetime(2026, 11, 30, 22, 0, tzinfo=dt.UTC).timestamp()
+SHIFT_END_S = SHIFT_START_S + 8 * 3600
+T0 = SHIFT_START_S + 600  # the truck starts 10 min into the shift
+
+
+def p(east_m: float, north_m: float) -> tuple[float, float]:
+    return offset(O_LAT, O_LON, east_m, north_m)
+
+
+# main-st runs 400 m east; side-st 200 m north from its middle; back-st 400 m east, 200 m north
+STREETS = {
+    "main-st": [p(0, 0), p(400, 0)],
+    "side-st": [p(200, 0), p(200, 200)],
+    "back-st": [p(0, 200), p(400, 200)],
+}
+
+
+def work(**extra: Any) -> WorkConfig:
+    roads = [{"id": name, "width_m": 6.0, "line": [list(pt) for pt in pts]}
+             for name, pts in STREETS.items()]
+    return WorkConfig.model_validate({
+        "shift": {"start": "06:00", "end": "14:00"}, "roads": roads,
+        "min_speed_kmh": 3, "max_speed_kmh": 15, "max_gap_s": 10, "segment_m": 5, **extra})
+
+
+def drive(tracker: CoverageTracker, fixes: list[RouteFix], *, t0: float = T0,
+          trusted: bool = True) -> list[dict[str, Any]]:
+    """Feed every fix at its time; return the reports of shifts that ended meanwhile."""
+    done = []
+    for fix in fixes:
+        report = tracker.on_fix(fix.lat, fix.lon, fix.speed_kmh, t0 + fix.t_s, trusted=trusted)
+        if report is not None:
+            done.append(report)
+    return done
+
+
+def roads_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {road["id"]: road for road in report["roads"]}
+
+
+def full_sweep() -> list[Leg]:
+    # main-st out and back to its middle, side-st up, across to back-st and along it
+    return [Leg((p(0, 0), p(400, 0), p(200, 0), p(200, 200)), 8),
+            Leg((p(200, 200), p(0, 200), p(400, 200)), 8)]
+
+
+def test_a_full_sweep_covers_every_road_at_least_98_pct() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route(full_sweep()))
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    assert report["shift"]["state"] == "in_progress"
+    assert report["clock"] == "trusted"
+    for road in report["roads"]:
+        assert road["covered_pct"] >= 98, road
+        assert road["first_pass"] is not None
+        assert road["last_pass"] >= road["first_pass"]
+
+
+def test_a_skipped_street_is_exactly_that_street_missed() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    # main-st end to end (it crosses side-st's start at 200 m), then straight to back-st
+    legs = [Leg((p(0, 0), p(400, 0)), 8), Leg((p(400, 0), p(400, 200)), 40),
+            Leg((p(400, 200), p(0, 200)), 8)]
+    drive(tracker, route(legs))
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    roads = roads_of(report)
+    side = roads["side-st"]
+    assert side["covered_pct"] == 0
+    assert side["missed"] == [[0.0, side["length_m"]]]
+    assert side["length_m"] == pytest.approx(200, rel=0.002)
+    assert side["covered"] == []
+    assert side["first_pass"] is None
+    for name in ("main-st", "back-st"):
+        assert roads[name]["covered_pct"] >= 98
+        assert roads[name]["missed"] == [] or \
+            sum(b - a for a, b in roads[name]["missed"]) <= 8  # the last piece at most
+
+
+def test_driving_past_at_50_kmh_does_not_count() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 50)]))
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    main = roads_of(report)["main-st"]
+    assert main["covered_pct"] == 0
+    assert main["missed"] == [[0.0, main["length_m"]]]
+
+
+def test_a_gps_outage_mid_shift_is_unknown_not_missed() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    # 8 km/h: 2.22 m/s; no fix from 60 s to 120 s, i.e. about 133 m .. 267 m of main-st
+    fixes = route([Leg((p(0, 0), p(400, 0)), 8)], outages=((60.0, 120.0),))
+    drive(tracker, fixes)
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    main = roads_of(report)["main-st"]
+    assert main["missed"] == []
+    assert len(main["unknown"]) == 1
+    start, end = main["unknown"][0]
+    assert 125 <= start <= 135
+    assert 260 <= end <= 275
+    assert main["covered_pct"] + main["unknown_pct"] == pytest.approx(100, abs=0.2)
+    assert report["gaps"] == 1
+    assert report["gap_s"] == pytest.approx(61, abs=1)
+
+
+def test_an_outage_standing_on_one_piece_leaves_nothing_unknown() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    lat, lon = p(102, 0)
+    tracker.on_fix(lat, lon, 0.0, T0, trusted=True)
+    tracker.on_fix(lat, lon, 0.0, T0 + 300, trusted=True)  # parked under a bridge
+    report = tracker.report(T0 + 400)
+    assert report is not None
+    assert roads_of(report)["main-st"]["unknown"] == []
+    assert report["gaps"] == 1
+
+
+def test_no_fix_all_shift_is_all_unknown() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    assert tracker.tick(T0, trusted=True) is None
+    done = tracker.tick(SHIFT_END_S + 1, trusted=True)
+    assert done is not None
+    for road in done["roads"]:
+        assert road["unknown_pct"] == 100
+        assert road["missed"] == []
+
+
+def test_a_shift_is_reported_once_when_it_ends_and_stays_readable() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    before = drive(tracker, route(full_sweep()), t0=SHIFT_START_S - 3600)  # before the shift
+    assert before == []
+    assert tracker.report(SHIFT_START_S - 1) is None  # nothing: fixes outside are ignored
+    drive(tracker, route(full_sweep()))
+    lat, lon = p(0, 0)
+    ended = tracker.on_fix(lat, lon, 0.0, SHIFT_END_S + 5, trusted=True)
+    assert ended is not None
+    assert ended["shift"] == {"start": "2026-11-30T22:00:00+00:00",
+                              "end": "2026-12-01T06:00:00+00:00", "state": "ended"}
+    assert all(road["covered_pct"] >= 98 for road in ended["roads"])
+    assert tracker.on_fix(lat, lon, 0.0, SHIFT_END_S + 6, trusted=True) is None  # once
+    assert tracker.report(SHIFT_END_S + 60) == ended  # device.read after the shift
+
+
+def test_an_untrusted_clock_is_said_in_the_report() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)]), trusted=False)
+    ended = tracker.tick(SHIFT_END_S, trusted=False)
+    assert ended is not None
+    assert ended["clock"] == "untrusted"
+
+
+def test_overnight_shifts_and_weekdays() -> None:
+    night = CoverageTracker(work(shift={"start": "22:00", "end": "06:00", "days": ["mon"]}),
+                            utc_offset_h=8)
+    monday_2300 = dt.datetime(2026, 11, 30, 15, 0, tzinfo=dt.UTC).timestamp()  # 23:00 +8
+    assert night.window(monday_2300) == (monday_2300 - 3600, monday_2300 + 7 * 3600)
+    assert night.window(monday_2300 + 6 * 3600) is not None  # Tuesday 05:00: same shift
+    assert night.window(monday_2300 + 24 * 3600) is None  # Tuesday 23:00: not a work day
+
+
+def test_an_area_is_swept_in_passes() -> None:
+    plaza = [p(0, -100), p(40, -100), p(40, -80), p(0, -80)]
+    cfg = WorkConfig.model_validate({
+        "shift": {"start": "06:00", "end": "14:00"}, "min_speed_kmh": 3, "max_speed_kmh": 15,
+        "roads": [{"id": "plaza", "width_m": 4.0, "polygon": [list(pt) for pt in plaza]}]})
+    tracker = CoverageTracker(cfg, utc_offset_h=8)
+    half = []  # passes 4 m apart over the southern half only
+    for k in range(3):
+        y = -100 + 2 + 4 * k
+        xs = (0, 40) if k % 2 == 0 else (40, 0)
+        half += [p(xs[0], y), p(xs[1], y)]
+    drive(tracker, route([Leg(tuple(half), 6)]))
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    area = roads_of(report)["plaza"]
+    assert area["shape"] == "area"
+    assert 45 <= area["covered_pct"] <= 70
+    assert area["missed"]  # the northern passes
+    assert area["grid"]["cols"] == 10
+    rest = []
+    for k in range(3, 5):
+        y = -100 + 2 + 4 * k
+        xs = (0, 40) if k % 2 == 0 else (40, 0)
+        rest += [p(xs[0], y), p(xs[1], y)]
+    drive(tracker, route([Leg(tuple(rest), 6)]), t0=T0 + 600)
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    assert roads_of(report)["plaza"]["covered_pct"] >= 98
+
+
+def test_per_fix_cost_depends_on_the_roads_nearby_not_their_number() -> None:
+    few = CoverageTracker(work(), utc_offset_h=8)
+    # the same streets plus 150 far away (a 30 x 5 block grid 2 km east)
+    many_roads = [{"id": f"far-{i}", "width_m": 6.0,
+                   "line": [list(p(2000 + 30 * i, 0)), list(p(2000 + 30 * i, 600))]}
+                  for i in range(150)]
+    base = work().model_dump()
+    many = CoverageTracker(WorkConfig.model_validate(
+        {**base, "roads": [*base["roads"], *many_roads]}), utc_offset_h=8)
+    fixes = route(full_sweep())
+
+    def cpu(tracker: CoverageTracker) -> float:
+        best = 1e9
+        for _ in range(3):
+            started = time.process_time()
+            drive(tracker, fixes)
+            best = min(best, time.process_time() - started)
+        return best
+
+    assert len(many.plan.mid_x) > 10 * len(few.plan.mid_x)
+    assert cpu(many) < 3 * cpu(few) + 0.002
+
+
+# --- the config's work block ------------------------------------------------------------
+
+GPS_WORK = """\
+    work:
+      shift: {start: "06:00", end: "14:00"}
+      min_speed_kmh: 3
+      max_speed_kmh: 15
+      roads:
+        - id: main-st
+          width_m: 6
+          line: [[31.3, 120.6], [31.3, 120.604]]
+        - id: plaza
+          width_m: 4
+          polygon: [[31.3, 120.6], [31.3002, 120.6], [31.3002, 120.6004]]
+"""
+
+
+def _with_work(block: str) -> str:
+    text = (ROOT / "devices.yaml").read_text(encoding="utf-8")
+    anchor = "      name: 环卫车 苏E-0003\n"
+    assert anchor in text
+    return text.replace(anchor, anchor + block, 1)
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("devices.yaml"))
+    return info.value.problems
+
+
+def _line(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_a_work_block_loads() -> None:
+    loaded = parse_config(_with_work(GPS_WORK), Path("devices.yaml"))
+    truck = loaded.config.device("truck-03")
+    assert isinstance(truck, GpsDevice)
+    assert truck.work is not None
+    assert [r.id for r in truck.work.roads] == ["main-st", "plaza"]
+
+
+@pytest.mark.parametrize(("old", "new", "needle", "words"), [
+    ("min_speed_kmh: 3", "min_speed_kmh: 30", "    work:", "must be below max_speed_kmh"),
+    ('end: "14:00"', 'end: "06:00"', "shift:", "a shift has a length"),
+    ('end: "14:00"', 'end: "25:00"', "shift:", "must be a 24-hour time"),
+    ("line: [[31.3, 120.6], [31.3, 120.604]]", "line: [[31.3, 120.6]]", "line:",
+     "at least 2 items"),
+    ("line: [[31.3, 120.6], [31.3, 120.604]]",
+     "line: [[31.3, 120.6], [131.3, 120.604]]", "- id: main-st", "not a [lat, lon]"),
+    ("line: [[31.3, 120.6], [31.3, 120.604]]",
+     "line: [[31.3, 120.6], [31.3, .nan]]", "line:", "finite number"),
+    ("width_m: 6", "width_m: 0", "width_m: 0", "must be > 0"),
+    ("- id: plaza", "- id: main-st", "    work:", "road ids must be unique: main-st"),
+    ("width_m: 4\n", "width_m: 4\n          line: [[31.3, 120.6], [31.3, 120.61]]\n",
+     "- id: plaza", "exactly one of line"),
+    ("polygon: [[31.3, 120.6], [31.3002, 120.6], [31.3002, 120.6004]]",
+     "polygon: [[31.3, 120.6], [31.5, 120.6], [31.5, 120.8]]", "    work:",
+     "pieces (at most 40000)"),
+    ("line: [[31.3, 120.6], [31.3, 120.604]]", "line: [[31.3, 120.6], [31.3, 120.6001]]\n"
+     "        - id: far\n          width_m: 3\n          line: [[31.3, 121.6], [31.3, 121.6001]]",
+     "    work:", "within 50 km"),
+])
+def test_work_block_mistakes_are_reported_with_their_line(old: str, new: str, needle: str,
+                                                          words: str) -> None:
+    block = GPS_WORK.replace(old, new, 1)
+    assert block != GPS_WORK
+    text = _with_work(block)
+    problems = _problems(text)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"devices.yaml:{_line(text, needle)}: devices[truck-03].work"), \
+        problems
+    assert words in problems[0]
+
+
+# --- the event and its schema ---------------------------------------------------------------
+
+
+def _ended_report() -> dict[str, Any]:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)], outages=((60.0, 120.0),)))
+    ended = tracker.tick(SHIFT_END_S, trusted=True)
+    assert ended is not None
+    return ended
+
+
+def test_the_event_validates_against_the_printed_schemas() -> None:
+    report = _ended_report()
+    event = Event(EventType.WORK_COVERAGE, Prio.ALARM, time.time_ns(),
+                  __import__("edge.clock", fromlist=["TimeQuality"]).TimeQuality.SYNCED,
+                  device="truck-03", data=report)
+    wire = __import__("json").loads(encode_event(event, 7))
+    WireEvent.model_validate(wire)
+    schemas = json_schemas()
+    jsonschema.validate(wire, schemas["event"])
+    jsonschema.validate(wire["data"], schemas["work_coverage"])
+    broken = {**wire["data"], "roads": [{**wire["data"]["roads"][0], "covered_pct": 101}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schemas["work_coverage"])
+
+
+# --- the GPS driver's hook ------------------------------------------------------------------
+
+
+class ClockSink(RecordingSink):
+    """A sink with the agent's coverage additions: a settable trusted clock, the events."""
+
+    def __init__(self, now_s: float, *, trusted: bool = True) -> None:
+        super().__init__()
+        self.offset_s = now_s - time.time()
+        self.trusted = trusted
+        self.coverage: list[tuple[str, dict[str, Any]]] = []
+
+    def trusted_now_ns(self) -> tuple[int, bool]:
+        return int((time.time() + self.offset_s) * 1e9), self.trusted
+
+    async def work_coverage(self, device: str, report: dict[str, Any]) -> None:
+        self.coverage.append((device, report))
+
+
+def _truck(port: str, **extra: Any) -> GpsDevice:
+    roads = [{"id": name, "width_m": 6.0, "line": [list(pt) for pt in pts]}
+             for name, pts in STREETS.items()]
+    return GpsDevice.model_validate({
+        "name": "truck-03", "kind": "gps", "transport": "serial", "port": port,
+        "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
+                  "name": "环卫车"},
+        "work": {"shift": {"start": "06:00", "end": "14:00"}, "roads": roads,
+                 "min_speed_kmh": 3, "max_speed_kmh": 15, "max_gap_s": 10}, **extra})
+
+
+async def test_the_driver_reports_coverage_on_read_and_at_shift_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    sim = GpsSim(port)
+    sim.route = route([Leg((p(0, 0), p(400, 0)), 8)])  # 180 s of driving
+    sim.speedup = 20.0
+    await sim.start()
+    caplog.set_level(logging.DEBUG)
+    device = _truck(f"socket://127.0.0.1:{port}")
+    driver = GpsDriver(device, SerialPort(device.port or "", 9600), utc_offset_h=8)
+    sink = ClockSink(T0)
+    task = asyncio.create_task(driver.run(sink))
+    try:
+        deadline = time.monotonic() + 20
+        while driver.stats.polls_ok == 0:  # run() holds the port: a probe listens through it
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        while True:
+            read = await driver.probe()
+            main = roads_of(read["work_coverage"])["main-st"]
+            if main["covered_pct"] >= 98:
+                break
+            assert time.monotonic() < deadline, main
+            await asyncio.sleep(0.5)
+        assert read["work_coverage"]["shift"]["state"] == "in_progress"
+        assert sink.coverage == []
+        sink.offset_s += SHIFT_END_S - T0  # the shift ends; the next sentence tells
+        while not sink.coverage:
+            assert time.monotonic() < deadline + 10
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sim.stop()
+    assert len(sink.coverage) == 1
+    name, report = sink.coverage[0]
+    assert name == "truck-03"
+    assert report["shift"]["state"] == "ended"
+    assert roads_of(report)["main-st"]["covered_pct"] >= 98
+    side = roads_of(report)["side-st"]
+    assert side["missed"] == [[0.0, side["length_m"]]]
+    for record in caplog.records:  # positions are personal data (tests/test_privacy.py)
+        assert "31.30" not in record.getMessage()
+        assert "120.60" not in record.getMessage()
+
+
+async def test_a_truck_without_work_roads_reads_as_before() -> None:
+    device = _truck("socket://127.0.0.1:1")
+    plain = device.model_copy(update={"work": None})
+    driver = GpsDriver(plain, SerialPort("socket://127.0.0.1:1", 9600))
+    assert driver.coverage is None
