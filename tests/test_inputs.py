@@ -4,6 +4,11 @@ Each bad input gets a clear error (or is ignored with a warning), never a traceb
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import functools
+import io
+import json
 import logging
 import os
 import socket
@@ -12,9 +17,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edge.cli import main
-from edge.config import StreetlightDevice, TlsConfig
+from edge import clock as clock_mod
+from edge.agent import read_status
+from edge.cli import build_parser, main
+from edge.config import LightStep, StreetlightDevice, TlsConfig
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, EdgeError, UplinkTLSError
@@ -224,6 +233,20 @@ def test_an_unusable_tls_file_is_an_uplink_tls_error(field: str, data: bytes | N
 
 # ---- the stored light schedule (state_dir/schedules/<lamp>.json) ------------------------------
 
+@functools.cache
+def _schedule_driver(folder: Path) -> StreetlightDriver:
+    """A lamp whose devices.yaml schedule is one sunset+15 step (made once per folder)."""
+    loaded = write_config(folder, broker_port=1, pki=None, buses=[
+        {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1}], devices=[
+        lamp_device("lamp-1", "b", 1, schedule=[{"at": "sunset+15", "on": True}])])
+    cfg = loaded.config.device("lamp-1")
+    assert isinstance(cfg, StreetlightDevice)
+    driver = StreetlightDriver(cfg, ModbusBus(loaded.config.bus("b")), timeout_s=1.0)
+    driver.schedule_dir = folder / "schedules"
+    driver.schedule_dir.mkdir()
+    return driver
+
+
 @pytest.mark.parametrize("content", [
     b"not json", b"\xff\xfe{}", b"", b"[]", b'{"steps": 5}', b'{"steps": {"at": "18:00"}}',
     b'{"steps": [{"at": "25:99", "on": true}]}', b'{"steps": [{"at": "18:00", "on": "maybe"}]}',
@@ -231,14 +254,8 @@ def test_an_unusable_tls_file_is_an_uplink_tls_error(field: str, data: bytes | N
 ])
 def test_a_corrupt_stored_schedule_falls_back_to_devices_yaml(
         content: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
-        {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1}], devices=[
-        lamp_device("lamp-1", "b", 1, schedule=[{"at": "sunset+15", "on": True}])])
-    cfg = loaded.config.device("lamp-1")
-    assert isinstance(cfg, StreetlightDevice)
-    driver = StreetlightDriver(cfg, ModbusBus(loaded.config.bus("b")), timeout_s=1.0)
-    driver.schedule_dir = tmp_path / "schedules"
-    driver.schedule_dir.mkdir()
+    driver = _schedule_driver(tmp_path)
+    assert driver.schedule_dir is not None
     (driver.schedule_dir / "lamp-1.json").write_bytes(content)
     caplog.set_level(logging.WARNING)
     driver.load_schedule()
@@ -293,3 +310,117 @@ def test_a_damaged_status_file_is_no_status_not_a_traceback(
     ("1e400", CAP_S), ("abc", None), ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("", None)])
 def test_a_hostile_retry_after_is_bounded(header: str | None, want: float | None) -> None:
     assert _retry_after(header) == want
+
+
+# ---- the kernel's clock state and boot id ------------------------------------------------------
+
+class _RefusingLibc:
+    """adjtimex() as under ProtectClock=: refused (-1)."""
+
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+    def adjtimex(self, _buf: object) -> int:
+        return -1
+
+
+def test_a_refused_adjtimex_falls_back_to_timesyncd_s_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.clock.ctypes.CDLL", _RefusingLibc)
+    flag = tmp_path / "synchronized"
+    real_path = Path
+
+    def fake_path(text: str) -> Path:
+        return flag if text == "/run/systemd/timesync/synchronized" else real_path(text)
+
+    monkeypatch.setattr("edge.clock.Path", fake_path)
+    assert clock_mod.kernel_clock_synced() is False
+    flag.touch()
+    assert clock_mod.kernel_clock_synced() is True
+
+
+def test_no_libc_means_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.clock.ctypes.util.find_library", lambda _name: None)
+    assert clock_mod.kernel_clock_synced() is False
+
+
+def test_an_unreadable_boot_id_is_unknown(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.clock.Path", lambda _text: tmp_path / "no-proc")
+    assert clock_mod.boot_id() == "unknown"
+
+
+# ---- fuzzing the small parsers (10 k examples in make test, 100 k in make faults) --------------
+
+# Not the protocol parsers (those run FUZZ_EXAMPLES): files the agent or the installer wrote,
+# and arguments. A tenth of the examples keeps make test short (1 k; 10 k in make faults); the
+# deadline is generous because these touch the disk on a shared CI box: a hang still fails.
+FUZZ = settings(max_examples=max(100, int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 10),
+                deadline=dt.timedelta(seconds=5),
+                suppress_health_check=[HealthCheck.too_slow,
+                                       HealthCheck.function_scoped_fixture])
+JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+                    max_leaves=8)
+JSONISH = st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()) | \
+    st.fixed_dictionaries({"steps": st.lists(st.fixed_dictionaries(
+        {"at": st.text(max_size=12), "on": JSON}), max_size=3)}).map(
+        lambda v: json.dumps(v).encode())
+
+
+@pytest.mark.reliability
+@FUZZ
+@given(argv=st.lists(st.sampled_from(["run", "check", "probe", "status", "keys", "outbox",
+                                      "--log-level", "--boot-delay-s", "--json", "--force",
+                                      "init", "show", "stats"]) | st.text(max_size=20),
+                     max_size=5))
+def test_fuzz_the_argument_parser(argv: list[str]) -> None:
+    code: int | str | None = None
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:
+            code = exc.code
+    if code is not None:
+        assert code in (0, 2)  # --help / --version, or a usage error: nothing else escapes
+    else:
+        assert callable(args.func)
+
+
+@pytest.mark.reliability
+@FUZZ
+@given(content=JSONISH)
+def test_fuzz_the_stored_schedule(content: bytes, tmp_path: Path) -> None:
+    driver = _schedule_driver(tmp_path)
+    assert driver.schedule_dir is not None
+    (driver.schedule_dir / "lamp-1.json").write_bytes(content)
+    driver.load_schedule()  # never raises
+    assert all(isinstance(step, LightStep) for step in driver.schedule)
+
+
+@pytest.mark.reliability
+@FUZZ
+@given(content=JSONISH)
+def test_fuzz_the_status_file(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_bytes(content)
+    status = read_status(tmp_path)  # never raises
+    assert status is None or isinstance(status["devices"], dict)
+
+
+@pytest.mark.reliability
+@FUZZ
+@given(content=st.binary(max_size=200))
+def test_fuzz_secret_and_key_files(content: bytes, tmp_path: Path) -> None:
+    path = write(tmp_path / "file", content)
+    with contextlib.suppress(SecretError):
+        assert len(read_secret(path, "fuzz")) >= 12
+    with contextlib.suppress(KeyFileError):
+        load_key(path)
+
+
+@pytest.mark.reliability
+@FUZZ
+@given(header=st.none() | st.text(max_size=40))
+def test_fuzz_retry_after(header: str | None) -> None:
+    value = _retry_after(header)
+    assert value is None or 0.0 <= value <= CAP_S
