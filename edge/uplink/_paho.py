@@ -61,6 +61,8 @@ class Inbound:
 
     topic: str
     payload: bytes
+    mid: int = 0  # for ack() on a manual_ack link
+    qos: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +84,23 @@ class MqttLink:
                  username: str | None = None,
                  password: str | None = None, will: Will | None = None,
                  max_inflight: int = 20, inbound_max: int = 100,
-                 session_expiry_s: int = 0) -> None:
+                 session_expiry_s: int = 0, manual_ack: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self.host, self.port = host, port
         self._v5 = protocol == "5"
         # MQTT 3.1.1 has clean_session on the client; MQTT 5 has clean_start on CONNECT
         if self._v5:
             self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                       protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+                                       protocol=mqtt.MQTTv5, reconnect_on_failure=False,
+                                       manual_ack=manual_ack)
         else:
             self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=mqtt.MQTTv311, reconnect_on_failure=False,
-                                       clean_session=session_expiry_s == 0)
+                                       clean_session=session_expiry_s == 0,
+                                       manual_ack=manual_ack)
+        # manual_ack: an inbound QoS 1 message is acknowledged only by ack(), once the caller
+        # has stored it (a platform receiver killed -9 then loses nothing: the broker resends)
+        self._manual_ack = manual_ack
         self._keepalive_s = keepalive_s
         # 0: a clean session (the gateway: its outbox is the session). A platform subscriber
         # keeps one so messages wait at the broker while it reconnects.
@@ -191,7 +198,7 @@ class MqttLink:
         self._hop(self._acked, mid, max((int(c.value) for c in codes), default=0x80))
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._hop(self._deliver, Inbound(msg.topic, bytes(msg.payload)))
+        self._hop(self._deliver, Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     def _deliver(self, item: Inbound) -> None:
         try:
@@ -295,6 +302,11 @@ class MqttLink:
         if self.closed.done():
             raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
         raise TimeoutError
+
+    def ack(self, item: Inbound) -> None:
+        """Acknowledge an inbound message of a ``manual_ack`` link (PUBACK); else nothing."""
+        if self._manual_ack and item.qos > 0 and not self.closed.done():
+            self._client.ack(item.mid, item.qos)
 
     async def subscribe(self, topic: str) -> bool:
         """Subscribe at QoS 1 and wait for the SUBACK (messages arrive in ``inbound``).

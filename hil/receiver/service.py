@@ -28,9 +28,11 @@ async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SS
     while True:
         # A platform receiver must not drop what the broker already acknowledged to the
         # gateway, so its queue is large; it is a test tool, sized for the benches.
+        # Acknowledged only once handled (stored or refused): a receiver killed between the
+        # broker's delivery and its commit loses nothing, the broker resends on reconnect.
         link = MqttLink(host=host, port=port, client_id=client_id, protocol="5",
                         keepalive_s=30, connect_timeout_s=5, tls=tls, inbound_max=2_000_000,
-                        session_expiry_s=session_expiry_s)
+                        session_expiry_s=session_expiry_s, manual_ack=True)
         try:
             await link.connect()
             await link.subscribe(f"{share}{prefix}/+/events")
@@ -48,10 +50,12 @@ async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SS
                     break
                 item = get.result()
                 receiver.handle(item.topic, item.payload)
+                link.ack(item)
                 # drain what is already queued without yielding per message
                 while not link.inbound.empty():
                     item = link.inbound.get_nowait()
                     receiver.handle(item.topic, item.payload)
+                    link.ack(item)
         except UplinkError as exc:
             log.warning("receiver: %s", exc)
         finally:
