@@ -53,9 +53,12 @@ class EventSink:
         """Trust a GNSS time fix, unless it is implausibly old (week-rollover bugs)."""
         if utc_ns >= CLOCK_FLOOR_NS and self._clock.source in ("gnss", "ntp"):
             first = self._clock.quality() is not TimeQuality.SYNCED
-            self._clock.note_gnss_fix(utc_ns)
-            if first:
-                log.info("clock: trusted GNSS time from a fix")
+            if self._clock.note_gnss_fix(utc_ns):
+                if first:
+                    log.info("clock: trusted GNSS time from a fix")
+            elif self._clock.gnss_rejected == 1:  # once: a receiver refused at 1 Hz is noise
+                log.warning("clock: GNSS time refused (%s); counting further refusals",
+                            self._clock.gnss_last_reject)
 
     def active_alarms(self, device: str) -> set[str]:
         """Return the kinds of ``device``'s alarms that are raised and not yet cleared."""

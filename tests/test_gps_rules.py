@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
+
+import pytest
 
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice
@@ -102,8 +105,18 @@ def test_gnss_time_makes_the_clock_synced_but_not_a_1999_date() -> None:
     assert clock.quality() is TimeQuality.SYNCED
 
 
-def test_one_gnss_fix_never_sets_the_clock() -> None:
+def test_one_gnss_fix_never_sets_the_clock(caplog: pytest.LogCaptureFixture) -> None:
     """Issue 19 #3: one message with a 2031 time moved the clock and marked it synced."""
+    from edge.sink import EventSink
+
+    clock = Clock("gnss")
+    sink = EventSink.__new__(EventSink)
+    sink._clock = clock
+    with caplog.at_level(logging.INFO, logger="edge"):
+        sink.gnss_time(T2031)
+        sink.gnss_time(T2031)
+    assert "trusted" not in caplog.text  # it said so for a refused fix
+    assert caplog.text.count("GNSS time refused") == 1
     clock = Clock("gnss")
     assert not clock.note_gnss_fix(T2031, 10 * S)
     assert clock.quality() is TimeQuality.UNSYNCED
