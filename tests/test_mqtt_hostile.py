@@ -31,6 +31,7 @@ from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
+from tests.helpers import wait_event
 from tests.recording_sink import RecordingSink
 from tests.test_southbound_mqtt import ASSET, broker_for, until
 
@@ -75,17 +76,17 @@ def test_reading_refuses_non_finite_and_out_of_type_values() -> None:
 async def test_hostile_cover_payloads_are_counted_and_the_driver_lives_on(
         plain_broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="edge.drivers")
-    victim = ManholeTiltDriver(cover("cover-1", "covers/1"), timeout_s=30,
-                               broker=broker_for(plain_broker))
-    bystander = ManholeTiltDriver(cover("cover-2", "covers/2"), timeout_s=30,
-                                  broker=broker_for(plain_broker))
+    brokers = [broker_for(plain_broker), broker_for(plain_broker)]
+    victim = ManholeTiltDriver(cover("cover-1", "covers/1"), timeout_s=30, broker=brokers[0])
+    bystander = ManholeTiltDriver(cover("cover-2", "covers/2"), timeout_s=30, broker=brokers[1])
     sink = RecordingSink()
     tasks = [asyncio.create_task(d.run(sink)) for d in (victim, bystander)]
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="evil", protocol="5",
                    keepalive_s=30, connect_timeout_s=5, tls=None)
     try:
         await pub.connect()
-        await asyncio.sleep(0.5)  # both drivers subscribed
+        for broker in brokers:
+            await wait_event(broker.subscribed, 10, "both drivers' subscriptions")
         bad_values = [b'{"tilt": 2, "battery": NaN}', b'{"tilt": 2, "battery": Infinity}',
                       b'{"tilt": 2, "battery": -Infinity}', b'{"tilt": 2, "battery": 1e400}',
                       b'{"tilt": 2, "battery": "3.6"}', b'{"tilt": 2, "battery": [3.6]}',
@@ -125,7 +126,8 @@ async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:
     device = GpsDevice.model_validate({
         "name": "patrol-9", "kind": "gps", "transport": "mqtt", "model": "mqtt_json",
         "topic": "trackers/9", "min_distance_m": 0, "asset": ASSET})
-    driver = GpsDriver(device, broker=broker_for(plain_broker))
+    broker = broker_for(plain_broker)
+    driver = GpsDriver(device, broker=broker)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="evil-gps",
@@ -140,7 +142,7 @@ async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:
                   f'{{{base}, "speed_kmh": "fast"}}']
     try:
         await pub.connect()
-        await asyncio.sleep(0.5)
+        await wait_event(broker.subscribed, 10, "the tracker's subscription")
         for text in [*refused_fixes, *value_only]:
             await pub.publish("trackers/9", text.encode())
         for payload in BAD_PAYLOADS:
