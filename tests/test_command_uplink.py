@@ -146,8 +146,9 @@ async def test_hostile_retained_envelopes_do_not_end_the_session(tmp_path: Path,
 async def test_a_flood_does_not_silently_lose_a_valid_command(tmp_path: Path,
                                                               plain_broker: Mosquitto) -> None:
     async with cmd_rig(tmp_path, plain_broker) as r:
-        await _wait(lambda: r.uplink.stats.connected, 10, "the connection")
-        await asyncio.sleep(0.5)  # subscribed
+        # the session starts its command reader once the cmd subscription's SUBACK is in
+        await _wait(lambda: any(t.get_name() == "uplink.commands" for t in asyncio.all_tasks()),
+                    10, "the cmd subscription")
         forger = Ed25519PrivateKey.generate()
         flood = [sign_command(forger, gateway=GW, device="lamp-07", action="light.set",
                               params={"on": True})[1] if i % 2 else b"[" * 7000

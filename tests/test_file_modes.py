@@ -66,7 +66,10 @@ def test_the_running_agent_leaves_no_readable_state_file(tmp_path: Path) -> None
             assert agent.poll() is None, "the agent exited"
             assert time.monotonic() < deadline, "no status.json"
             time.sleep(0.1)
-        time.sleep(2.5)  # a second status write (tmp + rename)
+        first = (state / "status.json").stat().st_ino
+        while (state / "status.json").stat().st_ino == first:  # a second write: tmp + rename
+            assert time.monotonic() < deadline, "no second status write"
+            time.sleep(0.1)
         names = {p.name for p in state.iterdir()}
         assert {"status.json", "outbox.db"} <= names, names
         assert loose_files(state) == {}
