@@ -24,6 +24,7 @@ from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, tilt_unit
 from hil.sims.serial_sims import TtsSim
 from tests.cfg import tilt_device, write_config
+from tests.helpers import wait_until
 from tests.outbox_util import ev, open_store
 from tests.recording_sink import RecordingSink
 
@@ -249,7 +250,8 @@ async def test_probe_a_gps_while_its_driver_runs_listens_beside_it() -> None:
         SerialPort(f"socket://127.0.0.1:{port}", 9600))
     run = asyncio.create_task(driver.run(RecordingSink()))
     try:
-        await asyncio.sleep(0.5)
+        # run() holds the port: only then does the probe listen beside it (not a second open)
+        await wait_until(lambda: driver._reading, 10, "the driver reading its port")
         with tracing() as trace:
             values = await driver.probe()
         assert values["satellites"] == 9
