@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install edge on a gateway: a service user, directories, the unit, a signing key and the
 # site config in /etc/edge/. Offline: pass --wheels DIR (from `make wheels`); nothing is
-# fetched at run time, ever.
+# fetched at run time, ever. DIR is either `make wheels`' output folder, from which the house
+# matching this gateway's python3 and CPU (e.g. cp313-aarch64) is picked, or one house.
 #
 #   sudo systemd/install.sh [--wheels DIR] [--config FILE] [--user NAME] [--no-start]
 #   DESTDIR=/tmp/root systemd/install.sh --no-start   # stage into a folder (tests, images)
@@ -25,6 +26,50 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+# Which wheelhouse: decided before anything on the system changes. The gateway's own python3
+# names its target; `make wheels` wrote a TARGET file into every house (docs/platforms.md).
+if [ -n "$wheels" ]; then
+  want="$(python3 - <<'PY'
+import platform, struct, sys
+machine = platform.machine()
+if struct.calcsize("P") == 4 and machine in ("aarch64", "arm64", "armv8l"):
+    # a 32-bit userland on a 64-bit kernel (32-bit Raspberry Pi OS on a Pi 4/5): uname says
+    # aarch64, but the interpreter runs armv7l code and needs armv7l wheels
+    machine = "armv7l"
+elif machine == "arm64":
+    machine = "aarch64"
+libc = "" if platform.libc_ver()[0] == "glibc" else "-nonglibc"  # manylinux needs glibc
+print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{machine}{libc}")
+PY
+)"
+  house_of() { sed -n 's/.*"target": *"\([^"]*\)".*/\1/p' "$1/TARGET" 2>/dev/null; }
+  if [ -f "$wheels/TARGET" ]; then
+    house="$wheels"
+  elif [ -d "$wheels/$want" ]; then
+    house="$wheels/$want"
+  elif ls "$wheels"/edge-*.whl >/dev/null 2>&1; then
+    house="$wheels"  # a hand-made house without a TARGET file: pip decides
+  else
+    have="$(for d in "$wheels"/*/; do if [ -f "$d/TARGET" ]; then house_of "$d"; fi; done |
+      tr '\n' ' ')"
+    echo "no wheelhouse for this gateway ($want) in $wheels; it has: ${have:-none}" >&2
+    echo "build it with 'make wheels' on a connected machine (docs/platforms.md)" >&2
+    exit 1
+  fi
+  got="$(house_of "$house")"
+  if [ -f "$house/TARGET" ] && [ "$got" != "$want" ]; then
+    echo "wheelhouse $house is for $got; this gateway's python3 needs $want" >&2
+    exit 1
+  fi
+  if [ -f "$house/INCOMPLETE" ]; then
+    echo "wheelhouse $house is incomplete (no wheel for: $(tr '\n' ' ' < "$house/INCOMPLETE"))" >&2
+    echo "see docs/platforms.md to build the missing wheels once" >&2
+    exit 1
+  fi
+  echo "using wheelhouse $house (this gateway: $want)"
+  wheels="$house"
+fi
 
 prefix="$DESTDIR/opt/edge"
 etc="$DESTDIR/etc/edge"

@@ -1,0 +1,1 @@
+"""Build-machine tools (not installed on gateways)."""
