@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ("outbox", "uplink", "serial", "modbus", "w1", "backlog", "tbgw", "fleet")
+BENCHES = ("outbox", "uplink", "serial", "modbus", "w1", "backlog", "tbgw", "fleet", "platform")
 
 
 def main() -> int:
