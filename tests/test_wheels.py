@@ -200,3 +200,20 @@ def test_targets_cover_three_pythons_on_three_architectures() -> None:
     for bad in ("cp310-x86_64", "cp313-armv6l", "py3-x86_64", "cp313"):
         with pytest.raises(ValueError, match="unknown target"):
             parse_target(bad)
+
+
+def test_requires_python_names_exactly_the_housed_and_tested_versions() -> None:
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    from tools.wheelhouse import PYTHONS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    spec = SpecifierSet(project["requires-python"])
+    assert [v for v in ("3.10", "3.11", "3.12", "3.13", "3.14") if v in spec] == list(PYTHONS)
+    assert {f"Programming Language :: Python :: {v}" for v in PYTHONS} <= set(
+        project["classifiers"])
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.count("make test") == 2  # 3.11 (the default PYTHON) and 3.13
+    assert 'make test PYTHON="$py313" VENV=.venv313' in ci
