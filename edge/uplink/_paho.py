@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 BUSY_CODES = frozenset({0x89, 0x97, 0x9F})
 # paho's network loop is select(), which cannot poll a descriptor numbered FD_SETSIZE or above
 FD_SETSIZE = 1024
+# messages a link may carry beside the batch window: state reports (one each 10 s, two keep-alive
+# periods before a silent link is dropped), the goodbye and command replies
+BESIDE_WINDOW = 8
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -108,7 +111,10 @@ class MqttLink:
         self._client.connect_timeout = connect_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._client.max_inflight_messages_set(max_inflight)
-        self._client.max_queued_messages_set(max_inflight)  # paho must never queue unboundedly
+        # paho must never queue unboundedly; its limit counts every unacked message, so the
+        # state messages beside a full window of batches need room too (R5: a full window plus
+        # the 10 s state made paho refuse and dropped a good link 17 times in one run)
+        self._client.max_queued_messages_set(max_inflight + BESIDE_WINDOW)
         if tls is not None:
             self._client.tls_set_context(tls)
         if username is not None:

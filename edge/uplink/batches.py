@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Leased
 from edge.model import encode_batch
 from edge.uplink.signing import Signer
 
@@ -90,14 +91,14 @@ class BatchSource:
         """
         while True:
             self.outbox.new_data.clear()
-            batch = await self.outbox.lease(max_events, max_bytes, max_prio=1)
+            batch = await self._lease(max_events, max_bytes, max_prio=1)
             if not batch:
-                batch = await self.outbox.lease(max_events, max_bytes, max_prio=3, live=True)
+                batch = await self._lease(max_events, max_bytes, max_prio=3, live=True)
             if not batch:
                 self.bucket.observe_committed(self.outbox.events_committed)
                 granted = self.bucket.take(max_events)
                 if granted:
-                    batch = await self.outbox.lease(granted, max_bytes, max_prio=3, live=False)
+                    batch = await self._lease(granted, max_bytes, max_prio=3, live=False)
                     self.bucket.give_back(granted - len(batch))
                 wait_s = 1.0 if granted else 0.05  # empty outbox, or waiting for tokens
                 if not batch:
@@ -111,3 +112,21 @@ class BatchSource:
                                 [item.payload for item in batch])
             return SignedBatch(seqs, self.signer.envelope(body),
                                f"{self.gateway_id}:{seqs[0]}-{seqs[-1]}")
+
+    async def _lease(self, max_events: int, max_bytes: int, *, max_prio: int,
+                     live: bool | None = None) -> list[Leased]:
+        """Lease on the outbox thread; a cancel (the link dropped) gives the lease back.
+
+        The thread finishes a lease it has begun whatever happens to the awaiting task; its
+        events would stay leased, never sent, until a restart (R5: two events stuck).
+        """
+        leasing = asyncio.ensure_future(self.outbox.lease(max_events, max_bytes,
+                                                          max_prio=max_prio, live=live))
+        try:
+            return await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                leased = await leasing
+                if leased:
+                    await self.outbox.release([item.seq for item in leased])
+            raise
