@@ -233,7 +233,9 @@ async def test_mqtt_cover_water_and_battery_lifecycles(tmp_path: Path, plain_bro
             await pub.publish("covers/9", json.dumps(doc).encode())
         await pub.publish("covers/9", b'{"d": {}}')  # no tilt: counted, no reading
         await wait_until(lambda: len(pipe.alarms("water_level_high")) == 2
-                         and len(pipe.alarms("battery_low")) == 2, timeout_s=10)
+                         and len(pipe.alarms("battery_low")) == 2
+                         and driver.stats.parse_errors >= 1, timeout_s=10,
+                         what="both lifecycles and the bad report counted")
         water, battery = pipe.alarms("water_level_high"), pipe.alarms("battery_low")
     assert_one_lifecycle(water)
     assert_one_lifecycle(battery)
