@@ -4,20 +4,32 @@
 itself every 2 s; ``/api/state`` is the same as JSON; ``/open311/v2/requests.json`` exports
 open cases as Open311 GeoReport v2 service requests — off unless enabled, because coordinates
 of underground utilities may be sensitive (design/devices.md §1.6, reliability.md S13).
+
+``/map`` is the operators' map (static/map.html + map.js on a vendored Leaflet, no CDN:
+docs/decisions.md D55): assets by state, open alarms by grid, trucks with their tracks, a
+day's playback and work coverage. It reads ``/api/map`` (polled every second),
+``/api/map/device`` (a device's last values and case history) and ``/api/map/track`` (one
+tracker, at most a day). Every answer is bounded (store.py ``MAP_MAX_*``); the page sets text
+only through ``textContent`` and runs under a CSP that allows no inline script.
 """
 
 from __future__ import annotations
 
 import html
 import ssl
+import time
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.http_site import start_site
 from hil.receiver.core import MAX_EVENTS_BYTES, Receiver
-from hil.receiver.store import ReceiverStore
+from hil.receiver.store import MAP_MAX_TRACK_S, MAP_MAX_VALUES, ReceiverStore
 
 STORE_KEY: web.AppKey[ReceiverStore] = web.AppKey("store", ReceiverStore)
 RECEIVER_KEY: web.AppKey[Receiver | None] = web.AppKey("receiver")
@@ -26,6 +38,80 @@ FAIL_KEY: web.AppKey[list[tuple[int, str | None]]] = web.AppKey("fail_next")
 OPEN311_KEY: web.AppKey[bool] = web.AppKey("open311", bool)
 
 PAGE = (resources.files("hil.receiver") / "page.html").read_text(encoding="utf-8")
+STATIC = Path(str(resources.files("hil.receiver") / "static"))
+MAP_PAGE = (STATIC / "map.html").read_text(encoding="utf-8")
+MAX_MAP_CONFIG_BYTES = 4 * 1024 * 1024  # roads and grid outlines of a district
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """What the map draws besides the store: tiles, road centrelines, grid-cell outlines.
+
+    ``tiles_url`` is a Leaflet template (``https://tiles.city.example/{z}/{x}/{y}.png``, a
+    city's own tile server); None draws a coordinate grid and works offline. ``roads`` maps a
+    work road id to ``{"line": [[lat, lon], ...]}`` (a ``polygon`` area needs none: its cell
+    grid travels in the coverage event). ``grids`` maps a grid code (单元网格) to its outline;
+    a grid without one is drawn as the box around its assets.
+    """
+
+    tiles_url: str | None = None
+    tiles_attribution: str = ""
+    roads: dict[str, Any] = field(default_factory=dict)
+    grids: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tiles_url is not None:
+            parts = urlsplit(self.tiles_url)
+            if parts.scheme not in {"http", "https"} or not parts.netloc \
+                    or not all(k in self.tiles_url for k in ("{z}", "{x}", "{y}")):
+                raise ValueError(f"tiles_url must be an http(s) URL with {{z}}, {{x}} and {{y}}: "
+                                 f"{self.tiles_url!r}")
+
+    def tiles_origin(self) -> str | None:
+        """Return the tile server's origin (scheme://host:port) for the page's CSP."""
+        if self.tiles_url is None:
+            return None
+        parts = urlsplit(self.tiles_url)
+        # {s} subdomains: allow the parent's subdomains, which is what the template asks
+        host = parts.netloc.replace("{s}", "*")
+        return f"{parts.scheme}://{host}"
+
+
+MAP_KEY: web.AppKey[MapConfig] = web.AppKey("map", MapConfig)
+
+
+LatLon = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]],
+                   Field(min_length=2, max_length=2)]
+
+
+class _RoadFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    line: list[LatLon] = Field(min_length=2, max_length=2000)
+
+
+class _MapFile(BaseModel):
+    """The map config file: what ``MapConfig`` takes, checked (a typo is an error, not a gap)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tiles_url: str | None = Field(default=None, max_length=2000)
+    tiles_attribution: str = Field(default="", max_length=500)
+    roads: dict[str, _RoadFile] = Field(default_factory=dict, max_length=10_000)
+    grids: dict[str, list[LatLon]] = Field(default_factory=dict, max_length=100_000)
+
+
+def load_map_config(path: Path) -> MapConfig:
+    """Read a map config JSON file (``{"tiles_url", "tiles_attribution", "roads", "grids"}``).
+
+    A missing file is the offline default. Raises ValueError for a file that is not one
+    (pydantic's ValidationError is a ValueError).
+    """
+    if not path.exists():
+        return MapConfig()
+    if path.stat().st_size > MAX_MAP_CONFIG_BYTES:
+        raise ValueError(f"{path}: over {MAX_MAP_CONFIG_BYTES} bytes")
+    doc = _MapFile.model_validate_json(path.read_bytes())
+    return MapConfig(tiles_url=doc.tiles_url, tiles_attribution=doc.tiles_attribution,
+                     roads={k: v.model_dump() for k, v in doc.roads.items()}, grids=doc.grids)
 
 
 def state(store: ReceiverStore, *, events: int = 30) -> dict[str, Any]:
@@ -51,6 +137,91 @@ def open311(store: ReceiverStore) -> list[dict[str, Any]]:
         "lat": case["lat"], "long": case["lon"],
         "attribute": {"asset_code": case["asset_code"], "alarm_id": case["alarm_id"]},
     } for case in store.cases("open")]
+
+
+def map_state(store: ReceiverStore) -> dict[str, Any]:
+    """Return what the map polls: assets with their state, open cases, trucks, coverage."""
+    open_cases = store.cases("open")
+    alarmed = {(c["gw"], c["device"]) for c in open_cases}
+    assets = store.map_assets()
+    for asset in assets:
+        key = (asset["gw"], asset["device"])
+        offline = asset["last_type"] == "state" and \
+            asset["last_data"].get("state") not in (None, "online")
+        asset["state"] = "alarm" if key in alarmed else "offline" if offline else "ok"
+    return {"now_ms": time.time_ns() // 1_000_000, "assets": assets, "open_cases": open_cases,
+            "vehicles": store.map_vehicles(), "work_coverage": store.map_work_coverage()}
+
+
+def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise web.HTTPBadRequest(text=f"{name} is required")
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+    if not -(2**62) < value < 2**62:
+        raise web.HTTPBadRequest(text=f"{name} is out of range")
+    return value
+
+
+def _str_arg(request: web.Request, name: str) -> str:
+    value = request.query.get(name, "")
+    if not value or len(value) > 256:
+        raise web.HTTPBadRequest(text=f"{name} is required (at most 256 characters)")
+    return value
+
+
+def _csp(config: MapConfig) -> str:
+    tiles = config.tiles_origin()
+    images = "'self' data:" + (f" {tiles}" if tiles else "")
+    # no inline script: data that slipped into markup could not run (the page uses
+    # textContent anyway); Leaflet positions its panes with style attributes, hence styles
+    return (f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src {images}; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            f"frame-ancestors 'none'")
+
+
+async def _map_page(request: web.Request) -> web.Response:
+    return web.Response(text=MAP_PAGE, content_type="text/html",
+                        headers={"Content-Security-Policy": _csp(request.app[MAP_KEY]),
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+async def _map_config(request: web.Request) -> web.Response:
+    config = request.app[MAP_KEY]
+    return web.json_response({"tiles_url": config.tiles_url,
+                              "tiles_attribution": config.tiles_attribution,
+                              "roads": config.roads, "grids": config.grids})
+
+
+async def _map(request: web.Request) -> web.Response:
+    return web.json_response(map_state(request.app[STORE_KEY]))
+
+
+async def _map_device(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    gw, device = _str_arg(request, "gw"), _str_arg(request, "device")
+    limit = max(1, min(_int_arg(request, "values", 20), MAP_MAX_VALUES))
+    return web.json_response({"gw": gw, "device": device,
+                              "values": store.map_device_values(gw, device, limit),
+                              "cases": store.map_device_cases(gw, device)})
+
+
+async def _map_track(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    gw, device = _str_arg(request, "gw"), _str_arg(request, "device")
+    start_ms, end_ms = _int_arg(request, "start_ms"), _int_arg(request, "end_ms")
+    if end_ms <= start_ms or end_ms - start_ms > MAP_MAX_TRACK_S * 1000:
+        raise web.HTTPBadRequest(text=f"need start_ms < end_ms, at most {MAP_MAX_TRACK_S} s apart")
+    rows = store.map_track(gw, device, start_ms * 1_000_000, end_ms * 1_000_000)
+    return web.json_response({"gw": gw, "device": device, "start_ms": start_ms,
+                              "end_ms": end_ms, "points": [
+                                  [t // 1_000_000, lat, lon, speed, course]
+                                  for t, lat, lon, speed, course in rows]})
 
 
 async def _page(_request: web.Request) -> web.Response:
@@ -93,11 +264,13 @@ async def _post_events(request: web.Request) -> web.Response:
 
 
 def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
-             receiver: Receiver | None = None) -> web.Application:
+             receiver: Receiver | None = None,
+             map_config: MapConfig | None = None) -> web.Application:
     """Return the aiohttp application (with the HTTPS uplink endpoint when ``receiver``)."""
     app = web.Application(client_max_size=MAX_EVENTS_BYTES)
     app[STORE_KEY] = store
     app[OPEN311_KEY] = open311_enabled
+    app[MAP_KEY] = map_config or MapConfig()
     app[RECEIVER_KEY] = receiver
     app[FAIL_KEY] = []
     app.router.add_post("/v1/gateways/{gw}/events", _post_events)
@@ -105,12 +278,21 @@ def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
     app.router.add_get("/api/state", _state)
     app.router.add_get("/api/cases", _cases)
     app.router.add_get("/open311/v2/requests.json", _open311)
+    app.router.add_get("/map", _map_page)
+    app.router.add_get("/api/map", _map)
+    app.router.add_get("/api/map/config", _map_config)
+    app.router.add_get("/api/map/device", _map_device)
+    app.router.add_get("/api/map/track", _map_track)
+    # the page's script, styles and the vendored Leaflet (no symlinks followed, no listing)
+    app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app
 
 
 async def serve(store: ReceiverStore, *, port: int, host: str = "127.0.0.1",
                 open311_enabled: bool = False, receiver: Receiver | None = None,
-                tls: ssl.SSLContext | None = None) -> web.AppRunner:
+                tls: ssl.SSLContext | None = None,
+                map_config: MapConfig | None = None) -> web.AppRunner:
     """Start serving; return the runner (``await runner.cleanup()`` stops it)."""
-    return await start_site(make_app(store, open311_enabled=open311_enabled, receiver=receiver),
+    return await start_site(make_app(store, open311_enabled=open311_enabled, receiver=receiver,
+                                     map_config=map_config),
                             host=host, port=port, tls=tls)
