@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,15 +15,22 @@ from typing import Any
 import jsonschema
 import pytest
 
+from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Outbox
+from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice, WorkConfig
 from edge.config_loader import parse_config
 from edge.drivers._serial import SerialPort
 from edge.drivers.coverage import CoverageTracker
+from edge.drivers.factory import Transports, build_driver
 from edge.drivers.gps import GpsDriver
 from edge.errors import ConfigError
 from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
+from edge.sink import EventSink
+from edge.supervisor import supervise
 from hil.broker import free_port
 from hil.sims.serial_sims import GpsSim, Leg, RouteFix, offset, route
+from tests.cfg import write_config
 from tests.recording_sink import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,10 +339,9 @@ def _ended_report() -> dict[str, Any]:
 
 def test_the_event_validates_against_the_printed_schemas() -> None:
     report = _ended_report()
-    event = Event(EventType.WORK_COVERAGE, Prio.ALARM, time.time_ns(),
-                  __import__("edge.clock", fromlist=["TimeQuality"]).TimeQuality.SYNCED,
+    event = Event(EventType.WORK_COVERAGE, Prio.ALARM, time.time_ns(), TimeQuality.SYNCED,
                   device="truck-03", data=report)
-    wire = __import__("json").loads(encode_event(event, 7))
+    wire = json.loads(encode_event(event, 7))
     WireEvent.model_validate(wire)
     schemas = json_schemas()
     jsonschema.validate(wire, schemas["event"])
@@ -380,6 +387,7 @@ async def test_the_driver_reports_coverage_on_read_and_at_shift_end(
     sim = GpsSim(port)
     sim.route = route([Leg((p(0, 0), p(400, 0)), 8)])  # 180 s of driving
     sim.speedup = 20.0
+    sim.route_start = dt.datetime.fromtimestamp(T0, dt.UTC)
     await sim.start()
     caplog.set_level(logging.DEBUG)
     device = _truck(f"socket://127.0.0.1:{port}")
@@ -427,3 +435,76 @@ async def test_a_truck_without_work_roads_reads_as_before() -> None:
     plain = device.model_copy(update={"work": None})
     driver = GpsDriver(plain, SerialPort("socket://127.0.0.1:1", 9600))
     assert driver.coverage is None
+
+
+class ShiftedClock(Clock):
+    """The agent's clock, moved by ``offset_s`` (a test cannot wait for a shift to end)."""
+
+    def __init__(self, offset_s: float) -> None:
+        super().__init__("system")
+        self.offset_s = offset_s
+
+    def now_ns(self) -> int:
+        return super().now_ns() + int(self.offset_s * 1e9)
+
+
+async def test_a_shift_end_is_stored_as_a_work_coverage_event(tmp_path: Path) -> None:
+    port = free_port()
+    sim = GpsSim(port)
+    sim.route = route([Leg((p(0, 0), p(400, 0)), 8)], outages=((60.0, 120.0),))
+    sim.speedup = 20.0
+    sim.route_start = dt.datetime.fromtimestamp(T0, dt.UTC)  # GNSS time agrees with the clock
+    await sim.start()
+    truck = _truck(f"socket://127.0.0.1:{port}").model_dump(by_alias=True, exclude_none=True)
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[truck])
+    store = Outbox(tmp_path / "outbox.db")
+    outbox = AsyncOutbox(store, commit_max_wait_s=0.001)
+    await outbox.open()
+    writer = asyncio.create_task(outbox.run())
+    clock = ShiftedClock(T0 - time.time())
+    sink = EventSink(loaded.config, outbox, clock, {})
+    driver = build_driver(loaded.config.devices[0], loaded.config, Transports(loaded.config))
+    task = asyncio.create_task(supervise(driver, sink))  # as the agent runs it
+
+    def stored() -> list[dict[str, Any]]:
+        return [e for e in map(json.loads, store.export()) if e["type"] == "work_coverage"]
+
+    try:
+        deadline = time.monotonic() + 30
+        assert isinstance(driver, GpsDriver)
+
+        def fixes() -> int:
+            report = driver.coverage_report()
+            return 0 if report is None else int(report["fixes"])
+
+        while fixes() < 122:  # the whole route but the outage's 60 (9 s at 20x)
+            assert time.monotonic() < deadline, fixes()
+            await asyncio.sleep(0.1)
+        assert stored() == []
+        clock.offset_s += SHIFT_END_S - T0
+        while not stored():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # more sentences after the end: still one event
+        events = stored()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await outbox.drain()
+        await outbox.close()
+        await sim.stop()
+    (event,) = events
+    WireEvent.model_validate(event)
+    jsonschema.validate(event["data"], json_schemas()["work_coverage"])
+    assert event["prio"] == Prio.ALARM
+    assert event["device"] == "truck-03"
+    assert event["asset"]["code"] == "3205082190000003"
+    assert event["data"]["clock"] == "trusted"
+    main = roads_of(event["data"])["main-st"]
+    assert main["missed"] == []
+    assert len(main["unknown"]) == 1
+    assert main["covered_pct"] + main["unknown_pct"] == pytest.approx(100, abs=0.2)

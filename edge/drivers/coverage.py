@@ -253,8 +253,13 @@ class CoverageTracker:
     # -- fixes ---------------------------------------------------------------------------
 
     def on_fix(self, lat: float, lon: float, speed_kmh: float | None, now_s: float, *,
-               trusted: bool) -> dict[str, Any] | None:
-        """Feed one raw fix (before thinning); return an ended shift's report, if any."""
+               trusted: bool, fix_s: float | None = None) -> dict[str, Any] | None:
+        """Feed one raw fix (before thinning); return an ended shift's report, if any.
+
+        ``now_s`` (the trusted clock) places the fix in a shift; ``fix_s``, the fix's own
+        time (default ``now_s``), measures the time between fixes and stamps passes: a
+        receiver's cycle, not when the line happened to arrive.
+        """
         shift = self._shift
         if shift is not None and shift.start_s <= now_s < shift.end_s:  # tick's fast path
             done = None
@@ -266,6 +271,7 @@ class CoverageTracker:
             if shift is None:
                 return done
         plan = self.plan
+        at_s = now_s if fix_s is None else fix_s
         x, y = (lon - plan.lon0) * plan.kx, (lat - plan.lat0) * plan.ky
         shift.fixes += 1
         prev = shift.prev
@@ -274,7 +280,7 @@ class CoverageTracker:
             working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
         else:
             px, py, pat, pworking = prev
-            dt_s = now_s - pat
+            dt_s = at_s - pat
             if dt_s > self.work.max_gap_s:
                 shift.gaps += 1
                 shift.gap_s += dt_s
@@ -283,10 +289,10 @@ class CoverageTracker:
                 speed_mps = math.hypot(x - px, y - py) / dt_s
             working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
             if working and pworking and 0 < dt_s <= self.work.max_gap_s:
-                self._sweep(shift, px, py, x, y, now_s)
+                self._sweep(shift, px, py, x, y, at_s)
         if working:
             shift.working_fixes += 1
-        shift.prev = (x, y, now_s, working)
+        shift.prev = (x, y, at_s, working)
         return done
 
     def _sweep(self, shift: _Shift, x0: float, y0: float, x1: float, y1: float,

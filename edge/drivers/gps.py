@@ -32,6 +32,7 @@ TRACKER_EPOCH_S = (946_684_800.0, 4_102_444_800.0)
 SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is an outage
 CYCLE_IDLE_S = 0.3  # receivers send a cycle as one burst; this much quiet ends it
 PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
+FIX_SKEW_S = 300.0  # work coverage: a fix's time this far from the clock is not believed
 
 
 @runtime_checkable
@@ -92,8 +93,13 @@ class GpsDriver(Driver[GpsDevice]):
         await self._alarms(self.rules.on_fix(fix, now), sink)
         if self.coverage is not None:  # every raw fix, before thinning
             now_s, trusted = self._clock(sink)
+            # the fix's own time spaces fixes (a receiver's cycle, a tracker's buffered
+            # reports); one far from the clock (a bad date, a stale backlog) gets the clock's
+            fix_s = fix.utc.timestamp()
+            if abs(fix_s - now_s) > FIX_SKEW_S:
+                fix_s = now_s
             await self._coverage_done(self.coverage.on_fix(
-                fix.lat, fix.lon, fix.speed_kmh, now_s, trusted=trusted), sink)
+                fix.lat, fix.lon, fix.speed_kmh, now_s, trusted=trusted, fix_s=fix_s), sink)
         if not self.rules.due(fix, now):
             return
         digits = self.config.position_decimals

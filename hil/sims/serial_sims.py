@@ -120,6 +120,7 @@ class GpsSim(_TcpSim):
         # then the receiver keeps reporting the last position standing still
         self.route: list[RouteFix] | None = None
         self.speedup = 1.0
+        self.route_start: dt.datetime | None = None  # the first fix's time (None: now)
 
     def sentences(self, t_s: float, now: dt.datetime) -> str:
         """Return the sentences for time ``t_s`` into the drive."""
@@ -139,7 +140,7 @@ class GpsSim(_TcpSim):
 
     async def _play(self, writer: asyncio.StreamWriter, fixes: list[RouteFix]) -> None:
         loop = asyncio.get_running_loop()
-        t0, start = loop.time(), dt.datetime.now(dt.UTC)
+        t0, start = loop.time(), self.route_start or dt.datetime.now(dt.UTC)
         for fix in fixes:
             await asyncio.sleep(max(0.0, t0 + fix.t_s / self.speedup - loop.time()))
             when = start + dt.timedelta(seconds=fix.t_s)
