@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -123,7 +124,8 @@ class Publisher:
                                protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None,
                                max_inflight=WINDOW // PUBLISHERS)
                       for i in range(PUBLISHERS)]
-        self.window = asyncio.Semaphore(WINDOW)
+        # per link: paho refuses a publish beyond its max_inflight
+        self.windows = [asyncio.Semaphore(WINDOW // PUBLISHERS) for _ in self.links]
         self.published_ns: dict[str, int] = {}
         self.refused = 0
 
@@ -132,8 +134,9 @@ class Publisher:
             await link.connect()
 
     async def send(self, gw: str, payload: bytes, alarm_ids: list[str]) -> None:
-        link = self.links[hash(gw) % PUBLISHERS]
-        async with self.window:
+        i = int(gw.rsplit("-", 1)[1]) % PUBLISHERS
+        link = self.links[i]
+        async with self.windows[i]:
             for alarm_id in alarm_ids:
                 self.published_ns[alarm_id] = time.time_ns()
             code = await asyncio.wait_for(link.publish(f"edge/v1/{gw}/events", payload), 60)
@@ -158,6 +161,17 @@ async def _wait_stored(store: PgReceiverStore, target: int, timeout_s: float) ->
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{await asyncio.to_thread(_count, store)} of {target} stored "
                        f"after {timeout_s:.0f} s")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its live children and its reaped ones (PostgreSQL backends)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            total += cpu_s(int(child))
+    return total
 
 
 def _p(values: list[float], q: float) -> float:
@@ -193,6 +207,9 @@ async def measure(folder: Path, *, events_per_gw: int, paced_s: float,
         killed_at = 0
         t0 = time.monotonic()
         cpu0 = {i: cpu_s(p.pid) for i, p in enumerate(procs)}
+        assert pg.proc is not None
+        assert broker.proc is not None
+        pg_cpu0, mq_cpu0 = _tree_cpu_s(pg.proc.pid), cpu_s(broker.proc.pid)
 
         async def killer() -> None:
             nonlocal killed_at
@@ -210,6 +227,8 @@ async def measure(folder: Path, *, events_per_gw: int, paced_s: float,
             await kill_task
         # rx-1 was never killed: its CPU over what it handled is a receiver's cost per event
         rx1_cpu = cpu_s(procs[1].pid) - cpu0[1]
+        pg_cpu = _tree_cpu_s(pg.proc.pid) - pg_cpu0
+        mq_cpu = cpu_s(broker.proc.pid) - mq_cpu0
         rx1_row = observer.conn.execute("SELECT coalesce(sum(value), 0) FROM counters WHERE "
                                         "node = 'rx-1' AND name LIKE 'events.%%'").fetchone()
         rx1_events = int(rx1_row[0]) if rx1_row else 0
@@ -264,6 +283,8 @@ async def measure(folder: Path, *, events_per_gw: int, paced_s: float,
             "db_bytes": int(size[0]) if size else 0,
             "db_bytes_per_event": round(int(size[0]) / max(1, stored)) if size else 0,
             "receiver_cpu_s_per_1k_events": round(1000 * rx1_cpu / max(1, rx1_events), 3),
+            "postgres_cpu_s_per_1k_events": round(1000 * pg_cpu / produced, 3),
+            "mosquitto_cpu_s_per_1k_events": round(1000 * mq_cpu / produced, 3),
         }
         observer.close()
         return figures
@@ -307,6 +328,8 @@ def run(*, quick: bool, as_json: bool) -> dict[str, Any]:
         Row("redeliveries dropped by (gw, id)", m["redelivered_dropped"], "events"),
         Row("database size per event", m["db_bytes_per_event"], "bytes"),
         Row("receiver CPU per 1,000 events", m["receiver_cpu_s_per_1k_events"], "s"),
+        Row("PostgreSQL CPU per 1,000 events", m["postgres_cpu_s_per_1k_events"], "s"),
+        Row("mosquitto CPU per 1,000 events", m["mosquitto_cpu_s_per_1k_events"], "s"),
     ], data, as_json=as_json)
     return data
 

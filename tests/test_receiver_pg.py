@@ -122,6 +122,29 @@ def test_a_refused_batch_is_rolled_back_whole(store: PgReceiverStore) -> None:
     assert rx.handle(TOPIC, batch([(alarm("raised"), 4)])).opened == [1]
 
 
+def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
+        store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    bad_gap = Event(EventType.GAP, 0, time.time_ns(), TimeQuality.SYNCED,
+                    data={"reason": "quota", "first_seq": "3", "last_seq": 5})
+    forger = Signer(Ed25519PrivateKey.generate())
+    first = reading()
+    outcomes = rx.handle_many([
+        (TOPIC, batch([(first, 1), (alarm("raised", "a:1"), 2)])),
+        (TOPIC, batch([(alarm("raised", "a:2"), 3), (bad_gap, 4)])),  # refused inside the DB tx
+        (TOPIC, batch([(reading(), 5)], signer=forger)),  # refused before it
+        (TOPIC, batch([(first, 1), (alarm("raised", "a:3"), 6)])),  # one duplicate
+    ])
+    assert [(o.accepted, o.duplicates, o.opened, bool(o.rejected)) for o in outcomes] == [
+        (2, 0, [1], False), (0, 0, [], True), (0, 0, [], True), (1, 1, [2], False)]
+    assert store.event_count() == 3
+    assert [c["alarm_id"] for c in store.cases()] == ["a:3", "a:1"]  # #2 went to a:3, dense
+    counters = store.counters()
+    assert (counters["events.accepted"], counters["events.duplicates"]) == (3, 1)
+    assert counters["rejected.schema"] == 1
+    assert counters["rejected.signature"] == 1
+
+
 def test_case_numbers_stay_dense_with_two_receivers_racing(pg_dsn: str) -> None:  # noqa: F811
     """Two receivers (two connections) open cases at once, every raise delivered to both."""
     stores = [PgReceiverStore(pg_dsn, node=f"rx{i}") for i in range(2)]

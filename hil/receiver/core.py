@@ -155,6 +155,19 @@ class Receiver(Generic[StoreT]):
             return self._reject(RejectedError("rejected.malformed",
                                               f"malformed: {type(exc).__name__}"))
 
+    def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome]:
+        """Process several messages; with a store that can, in one transaction (one commit).
+
+        Each message is still accepted or refused on its own (a savepoint each). If the group's
+        commit fails, nothing of it is stored and the error propagates: the caller must not
+        acknowledge any of these messages (the broker then sends them again).
+        """
+        group = getattr(self.store, "group", None)
+        if group is None or len(messages) < 2:
+            return [self.handle(topic, payload) for topic, payload in messages]
+        with group():
+            return [self.handle(topic, payload) for topic, payload in messages]
+
     def _reject(self, exc: RejectedError) -> Outcome:
         self.store.bump(exc.counter)
         return Outcome(rejected=str(exc))
