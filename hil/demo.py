@@ -27,7 +27,7 @@ from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
-from hil.receiver.web import serve
+from hil.receiver.web import load_map_config, serve
 from hil.sims.modbus_sim import SimUnit
 from hil.sims.runner import SimSet
 from hil.tilt import set_tilt_local
@@ -94,8 +94,11 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
             say(f"cannot start mosquitto on 127.0.0.1:{cfg.uplink.port}: {exc}")
             return 1
         await sims.start()
-        web_runner = await serve(store, port=WEB_PORT)
+        # tiles, road centrelines and grid outlines, if the operator wrote them (D55)
+        map_config = load_map_config(loaded.resolve("var/receiver/map.json"))
+        web_runner = await serve(store, port=WEB_PORT, map_config=map_config)
         say(f"receiver page: http://127.0.0.1:{WEB_PORT}/  (JSON: /api/state)")
+        say(f"operators' map: http://127.0.0.1:{WEB_PORT}/map")
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             rx = tg.create_task(run_mqtt(receiver, host="127.0.0.1", port=cfg.uplink.port,

@@ -18,7 +18,15 @@ import pytest
 from edge.agent import Agent
 from edge.clock import TimeQuality
 from edge.geo import EARTH_M
-from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
+from edge.model import (
+    Alarm,
+    Asset,
+    Event,
+    EventType,
+    WireWorkCoverage,
+    encode_batch,
+    encode_event,
+)
 from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki
@@ -369,7 +377,8 @@ def coverage_event(ts_ns: int) -> Event:
                       "state": "ended"}, "clock": "trusted", "min_speed_kmh": 2.0,
             "max_speed_kmh": 20.0, "segment_m": 5.0, "max_gap_s": 10.0, "fixes": 100,
             "working_fixes": 80, "gaps": 1, "gap_s": 20.0, "roads": [line, area]}
-    return Event(EventType("work_coverage"), 1, ts_ns, TimeQuality.SYNCED, device="truck-3",
+    WireWorkCoverage.model_validate(data)  # the shape the gateway sends (edge/model.py)
+    return Event(EventType.WORK_COVERAGE, 1, ts_ns, TimeQuality.SYNCED, device="truck-3",
                  asset=TRUCK_ASSET, data=data)
 
 

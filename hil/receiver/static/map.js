@@ -30,9 +30,12 @@ function el(tag, attrs, ...children) {
 
 function fill(tbody, rows) { tbody.replaceChildren(...rows); }
 function clock(ms) { return new Date(ms).toLocaleTimeString("en-GB", {hour12: false}); }
-function stamp(ts) {
+function two(n) { return String(n).padStart(2, "0"); }
+function stamp(ts) {  // "12-02 08:31:40" local time: operators read the time of day
   const ms = Date.parse(ts);
-  return Number.isFinite(ms) ? new Date(ms).toLocaleString("en-GB", {hour12: false}) : String(ts ?? "");
+  if (!Number.isFinite(ms)) return String(ts ?? "");
+  const d = new Date(ms);
+  return `${two(d.getMonth() + 1)}-${two(d.getDate())} ${clock(ms)}`;
 }
 function finite(x) { return typeof x === "number" && Number.isFinite(x); }
 function hasPlace(o) { return finite(o.lat) && finite(o.lon) && Math.abs(o.lat) <= 90 && Math.abs(o.lon) <= 180; }
@@ -40,13 +43,16 @@ function keyOf(o) { return JSON.stringify([o.gw, o.device]); }
 function summary(event) {
   if (event.alarm) return `${event.alarm.kind} ${event.alarm.state} ${event.alarm.value ?? ""}`;
   const data = event.data || {};
-  return Object.entries(data).slice(0, 6)
-    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ").slice(0, 120);
+  const show = (v) => typeof v === "number" ? String(Math.round(v * 1000) / 1000)
+    : typeof v === "object" ? JSON.stringify(v) : String(v);
+  return Object.entries(data).slice(0, 6).map(([k, v]) => `${k} ${show(v)}`).join(" · ")
+    .slice(0, 120);
 }
 
 // ---- the map and what it draws without tiles ------------------------------------------------
 
-const map = L.map("map", {zoomControl: true, attributionControl: true, worldCopyJump: false});
+const map = L.map("map", {zoomControl: false, attributionControl: true, worldCopyJump: false});
+L.control.zoom({position: "topright"}).addTo(map);
 map.attributionControl.setPrefix("Leaflet");
 const layers = {
   graticule: L.layerGroup().addTo(map), grids: L.layerGroup().addTo(map),
@@ -218,7 +224,7 @@ function drawAlarms(cases, assets) {
 }
 
 async function openDetail(gw, device) {
-  const q = new URLSearchParams({gw, device, values: "20"});
+  const q = new URLSearchParams({gw, device, values: "12"});
   const d = await (await fetch("/api/map/device?" + q)).json();
   const asset = latest.assets.find((a) => a.gw === gw && a.device === device) || {};
   $("detail").hidden = false;
@@ -474,6 +480,10 @@ async function refresh() {
   $("kpi-offline").textContent = String(s.assets.filter((a) => a.state === "offline").length);
   if (!fitted) {
     const places = [...s.assets, ...s.vehicles].filter(hasPlace).map((o) => [o.lat, o.lon]);
+    for (const layer of layers.coverage.getLayers()) {
+      const b = layer.getBounds();
+      places.push([b.getSouth(), b.getWest()], [b.getNorth(), b.getEast()]);
+    }
     if (places.length) { map.fitBounds(L.latLngBounds(places).pad(0.3), {maxZoom: 18, animate: false}); fitted = true; }
   }
   $("status").textContent = "live · updated " + clock(s.now_ms);
