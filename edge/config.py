@@ -440,7 +440,7 @@ class WorkConfig(_Model):
     """Work coverage of a sanitation truck (作业面考核; docs/work-coverage.md)."""
 
     shift: WorkShift
-    roads: list[WorkRoad] = Field(min_length=1, max_length=200)
+    roads: list[WorkRoad] = Field(min_length=1, max_length=100)  # one event: < 64 KiB
     # working speed: a sweeper or washer works at walking to cycling pace; faster is transit
     min_speed_kmh: float = Field(default=2.0, ge=0, le=60, allow_inf_nan=False)
     max_speed_kmh: float = Field(default=20.0, gt=0, le=60, allow_inf_nan=False)

@@ -508,3 +508,27 @@ async def test_a_shift_end_is_stored_as_a_work_coverage_event(tmp_path: Path) ->
     assert main["missed"] == []
     assert len(main["unknown"]) == 1
     assert main["covered_pct"] + main["unknown_pct"] == pytest.approx(100, abs=0.2)
+
+
+def test_a_worst_case_report_is_bounded_and_says_it_was_cut() -> None:
+    roads = [{"id": f"{k:02d}-" + "x" * 61, "width_m": 6.0,
+              "line": [list(p(0, 20 * k)), list(p(1000, 20 * k))]} for k in range(100)]
+    tracker = CoverageTracker(WorkConfig.model_validate({
+        "shift": {"start": "06:00", "end": "14:00"}, "roads": roads}), utc_offset_h=8)
+    assert tracker.tick(T0, trusted=False) is None
+    shift = tracker._shift  # the worst case: every piece unlike the one before
+    assert shift is not None
+    shift.fixes = 1
+    for u in range(len(shift.state)):
+        shift.state[u] = u % 3
+    report = tracker.tick(SHIFT_END_S, trusted=False)
+    assert report is not None
+    size = len(encode_event(Event(EventType.WORK_COVERAGE, Prio.ALARM, time.time_ns(),
+                                  TimeQuality.SYNCED, device="truck-03", data=report), 1))
+    assert size < 64 * 1024
+    road = report["roads"][0]
+    assert road["truncated"] is True
+    assert len(road["missed"]) <= 4
+    lists = [road[state] for state in ("covered", "unknown", "missed")]
+    assert max(stretches[-1][1] for stretches in lists) == road["length_m"]  # to the end
+    assert road["covered_pct"] == pytest.approx(33.3, abs=0.5)  # shares stay exact

@@ -36,7 +36,8 @@ GRID_M = 25.0  # grid cell: a few pieces per road per cell, a path touches 1-4 c
 # a pass sweeps a piece only when it runs along it: |cos(angle)| >= 0.7 is within ~45°
 ALIGN_COS2 = 0.7 * 0.7
 STILL_M2 = 0.25  # paths shorter than 0.5 m have no usable direction: sweep around the point
-MAX_RANGES_TOTAL = 3000  # ranges in one report (all roads, all states): bounds the event size
+# stretches in one report (all roads, all states): with 100 roads a report stays < 64 KiB
+MAX_RANGES_TOTAL = 1000
 DAY_S = 86_400
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (mon = 0)
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
