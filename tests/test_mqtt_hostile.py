@@ -28,6 +28,7 @@ from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
+from edge.errors import DeviceProtocolError
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
@@ -214,3 +215,34 @@ def test_fuzz_json_doc_and_speaker_status(payload: bytes) -> None:
                 assert math.isfinite(json_doc.finite_number(value))
     with contextlib.suppress(ValueError):
         ip_speaker.decode_status(payload)
+
+
+async def test_a_speaker_status_reader_that_dies_of_a_bug_is_seen(plain_broker: Mosquitto,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """A reader task that dies of a bug must not leave the unit serving a stale status."""
+    sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/y")
+    await sim.start()
+    unit = IpSpeakerUnit("ipspk-8", broker_for(plain_broker), "speakers/y", stale_after_s=60)
+    real = ip_speaker.decode_status
+
+    def bug(payload: bytes) -> ip_speaker.Status:
+        raise RuntimeError("bug")
+
+    try:
+        await unit._connected()
+        await until(lambda: unit._last is not None, 15)
+        monkeypatch.setattr(ip_speaker, "decode_status", bug)
+        reader = unit._reader
+        assert reader is not None
+        await until(reader.done, 15)  # the simulator reports every few seconds
+        with pytest.raises(DeviceProtocolError, match="status reader died"):
+            await unit.status()
+        monkeypatch.setattr(ip_speaker, "decode_status", real)
+        unit._last = None
+        await unit._connected()  # a new reader on a new link
+        await until(lambda: unit._last is not None, 15)
+        assert (await unit.status())["amp_fault"] is False
+    finally:
+        await unit.close()
+        await sim.stop()

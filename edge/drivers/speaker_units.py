@@ -138,6 +138,14 @@ class IpSpeakerUnit:
         self._log = logging.getLogger(f"edge.drivers.loudspeaker.{name}")
 
     async def _connected(self) -> MqttLink:
+        reader = self._reader
+        if reader is not None and reader.done() and not reader.cancelled() and \
+                reader.exception() is not None:
+            # the reader died of a bug: say so to the caller (the supervisor logs it and
+            # restarts the driver) instead of serving a stale status for ever (issue 14 #1)
+            exc = reader.exception()
+            await self.close()
+            raise DeviceProtocolError(self.name, f"status reader died: {exc!r}"[:200]) from exc
         if self._link is not None and not self._link.closed.done():
             return self._link
         await self.close()
@@ -207,7 +215,8 @@ class IpSpeakerUnit:
         """Stop the reader and the link."""
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # a reader that died of a bug was reported by _connected(); closing must not raise
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
         if self._link is not None:
