@@ -1,7 +1,8 @@
 """The ``edge`` command: run | check | probe | status | schema | keys | outbox.
 
 Exit codes: ``check`` 0 all pass, 1 a check failed, 2 invalid config; ``run`` 78 (EX_CONFIG)
-on an invalid config, 69 (EX_UNAVAILABLE) when a required resource is missing.
+on an invalid config, 69 (EX_UNAVAILABLE) when a required resource is missing, 70 (EX_SOFTWARE)
+when a part of the running agent died (the outbox writer, a library thread).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edge.config_loader import LoadedConfig, load_config
 from edge.errors import ConfigError, EdgeError
 
 EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
-EX_UNAVAILABLE, EX_CONFIG = 69, 78
+EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 69, 70, 78
 DEFAULT_CONFIG = Path("devices.yaml")
 PROBE_TIMEOUT_S = 15.0  # a GPS probe listens a few seconds; a Modbus one takes milliseconds
 # where systemd/install.sh puts the site config; found without --config, so `edge check` and
@@ -95,6 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         except EdgeError as exc:
             logging.getLogger("edge").error("cannot run: %s", exc)  # noqa: TRY400 - no trace
             return EX_UNAVAILABLE
+        except Exception as exc:  # a part of the agent died: say so, exit 70
+            # one CRITICAL line with the traceback, then a non-zero exit: systemd restarts the
+            # agent at once instead of waiting for the watchdog (issue 14 #1)
+            logging.getLogger("edge").critical("agent stopped: a part of it died: %r", exc,
+                                               exc_info=exc)
+            return EX_SOFTWARE
         return EX_OK
 
     return asyncio.run(main())

@@ -286,3 +286,22 @@ async def test_probe_a_loudspeaker_shows_its_status_frame(tmp_path: Path) -> Non
     assert dead.returncode == EX_FAIL
     assert dead.stderr.startswith("✘ speaker-01 (loudspeaker, syn6288): no reply")
     assert "status frame fd 00 02 21 de" in dead.stderr
+
+
+def test_run_exits_70_when_a_part_of_the_agent_dies(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """A dead outbox writer ends `edge run` with EX_SOFTWARE at once, said in one line."""
+    from edge import agent as agent_module
+
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[])
+
+    async def dies(self: object, stop: object) -> None:
+        msg = "a bug in the store"
+        raise ExceptionGroup("agent", [RuntimeError(msg)])
+
+    monkeypatch.setattr(agent_module.Agent, "run", dies)
+    assert main(["run", "--config", str(loaded.path)]) == 70
+    err = capfd.readouterr().err
+    assert "a part of it died" in err
+    assert "a bug in the store" in err
