@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice, WorkConfig
 from edge.config_loader import parse_config
+from edge.drivers._codecs.nmea import Fix
 from edge.drivers._serial import SerialPort
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.gps import GpsDriver
 from edge.errors import ConfigError
+from edge.geo import EARTH_M, distance_m, inside
 from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
 from edge.sink import EventSink
 from edge.supervisor import supervise
@@ -230,10 +233,10 @@ def test_an_area_is_swept_in_passes() -> None:
 
 def test_per_fix_cost_depends_on_the_roads_nearby_not_their_number() -> None:
     few = CoverageTracker(work(), utc_offset_h=8)
-    # the same streets plus 150 far away (a 30 x 5 block grid 2 km east)
+    # the same streets plus 90 far away (600 m streets every 30 m, 2 km east)
     many_roads = [{"id": f"far-{i}", "width_m": 6.0,
                    "line": [list(p(2000 + 30 * i, 0)), list(p(2000 + 30 * i, 600))]}
-                  for i in range(150)]
+                  for i in range(90)]
     base = work().model_dump()
     many = CoverageTracker(WorkConfig.model_validate(
         {**base, "roads": [*base["roads"], *many_roads]}), utc_offset_h=8)
@@ -532,3 +535,65 @@ def test_a_worst_case_report_is_bounded_and_says_it_was_cut() -> None:
     lists = [road[state] for state in ("covered", "unknown", "missed")]
     assert max(stretches[-1][1] for stretches in lists) == road["length_m"]  # to the end
     assert road["covered_pct"] == pytest.approx(33.3, abs=0.5)  # shares stay exact
+
+
+@pytest.mark.parametrize(("year", "gaps"), [(None, 1), (2031, 0)])
+async def test_a_fix_time_far_from_the_clock_does_not_space_fixes(year: int | None,
+                                                                  gaps: int) -> None:
+    """A tracker's own times space its fixes (a 60 s hole is a gap); a time over 300 s from
+    the trusted clock (a bad date, anyone publishing on the tracker's topic) is replaced by
+    the clock's, so it can neither fake an outage nor hide one."""
+    device = _truck("socket://127.0.0.1:1").model_copy(update={"transport": "mqtt",
+                                                               "topic": "t/truck-03"})
+    driver = GpsDriver(device, utc_offset_h=8)
+    sink = ClockSink(T0)
+    for k, t_s in enumerate((0.0, 1.0, 61.0, 62.0)):
+        when = dt.datetime.fromtimestamp(T0 + t_s, dt.UTC)
+        if year is not None:
+            when = when.replace(year=year)
+        lat, lon = p(10 + 2 * k, 0)
+        await driver._on_fix(Fix(when, lat, lon, 8.0, 90.0, 2, "json"), sink)
+    report = driver.coverage_report()
+    assert report is not None
+    assert report["gaps"] == gaps
+    assert report["fixes"] == 4
+
+
+def test_chainage_and_cells_are_what_a_map_draws_from_the_report_alone() -> None:
+    far = [offset(O_LAT, O_LON, 0, 40_000), offset(O_LAT, O_LON, 1000, 40_000)]  # 40 km north
+    plaza = [offset(*far[0], 0, 50), offset(*far[0], 40, 50), offset(*far[0], 40, 70),
+             offset(*far[0], 0, 70)]
+    cfg = WorkConfig.model_validate({
+        "shift": {"start": "06:00", "end": "14:00"},
+        "roads": [{"id": "main-st", "width_m": 6.0, "line": [list(pt) for pt in STREETS["main-st"]]},
+                  {"id": "far-st", "width_m": 6.0, "line": [list(pt) for pt in far]},
+                  {"id": "plaza", "width_m": 4.0, "polygon": [list(pt) for pt in plaza]}]})
+    tracker = CoverageTracker(cfg, utc_offset_h=8)
+    tracker.tick(T0, trusted=True)
+    report = tracker.report(T0)
+    assert report is not None
+    roads = roads_of(report)
+    assert roads["far-st"]["length_m"] == pytest.approx(distance_m(*far[0], *far[1]), abs=0.1)
+    grid = roads["plaza"]["grid"]
+    d_lat = grid["cell_m"] / (EARTH_M * math.pi / 180)
+    d_lon = d_lat / math.cos(math.radians(grid["origin_lat"]))
+    cells = [i for a, b in roads["plaza"]["unknown"] for i in range(int(a), int(b))]
+    assert len(cells) == roads["plaza"]["cells"] == 50  # 40 x 20 m in 4 m cells
+    for i in cells:  # the map's cell i is inside the plaza
+        row, col = divmod(i, grid["cols"])
+        lat = grid["origin_lat"] + (row + 0.5) * d_lat
+        lon = grid["origin_lon"] + (col + 0.5) * d_lon
+        assert inside(lat, lon, [list(pt) for pt in plaza])
+
+
+def test_a_read_before_the_first_fix_does_not_turn_missed_into_unknown() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    tracker.tick(T0, trusted=True)
+    early = tracker.report(T0)  # device.read before any fix: all unknown
+    assert early is not None
+    assert all(road["unknown_pct"] == 100 for road in early["roads"])
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)]), t0=T0 + 1)
+    report = tracker.report(T0 + 3600)
+    assert report is not None
+    side = roads_of(report)["side-st"]
+    assert side["missed"] == [[0.0, side["length_m"]]]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.config import WorkConfig, WorkRoad
-from edge.geo import EARTH_M, inside
+from edge.geo import EARTH_M, distance_m, inside
 
 MISSED, UNKNOWN, COVERED = 0, 1, 2
 STATE_NAMES = ("missed", "unknown", "covered")
@@ -121,21 +121,24 @@ def plan_units(work: WorkConfig) -> Plan:
 
 def _plan_line(plan: Plan, index: int, road: WorkRoad, segment_m: float) -> float:
     assert road.line is not None
-    points = [plan.xy(p[0], p[1]) for p in road.line]
     chainage = 0.0
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+    for (lat0, lon0), (lat1, lon1) in itertools.pairwise(road.line):
+        (x0, y0), (x1, y1) = plan.xy(lat0, lon0), plan.xy(lat1, lon1)
         length = math.hypot(x1 - x0, y1 - y0)
         if length < 1e-6:
             continue  # a repeated point
-        pieces = max(1, math.ceil(length / segment_m))
-        piece = length / pieces
+        # chainage in true metres along the road (a map measures it the same way from the
+        # road's own points), whatever the plane's distortion away from its origin
+        true_m = distance_m(lat0, lon0, lat1, lon1)
+        pieces = max(1, math.ceil(true_m / segment_m))
+        piece, true_piece = length / pieces, true_m / pieces
         ux, uy = (x1 - x0) / length, (y1 - y0) / length
         reach = math.hypot(road.width_m / 2, piece / 2)
         for k in range(pieces):
             along = (k + 0.5) * piece
             plan._add(index, x0 + ux * along, y0 + uy * along, (ux, uy), reach,  # noqa: SLF001
-                      (chainage + k * piece, chainage + (k + 1) * piece))
-        chainage += length
+                      (chainage + k * true_piece, chainage + (k + 1) * true_piece))
+        chainage += true_m
     return chainage
 
 
@@ -143,24 +146,28 @@ def _plan_area(plan: Plan, index: int, road: WorkRoad,
                segment_m: float) -> tuple[float, dict[str, float]]:
     assert road.polygon is not None
     cell = min(segment_m, road.width_m)
-    ring = [plan.xy(p[0], p[1]) for p in road.polygon]
-    ring_yx = [[y, x] for x, y in ring]  # geo.inside takes [lat, lon]-ordered pairs
-    min_x, min_y = min(x for x, _ in ring), min(y for _, y in ring)
-    cols = int((max(x for x, _ in ring) - min_x) / cell) + 1
-    rows = int((max(y for _, y in ring) - min_y) / cell) + 1
+    # the grid is laid from the area's own south-west corner, in metres at its latitude, so
+    # a map draws cell i from ``grid`` alone (docs/work-coverage.md)
+    south = min(lat for lat, _ in road.polygon)
+    west = min(lon for _, lon in road.polygon)
+    north = max(lat for lat, _ in road.polygon)
+    east = max(lon for _, lon in road.polygon)
+    d_lat = cell / plan.ky
+    d_lon = cell / (plan.ky * math.cos(math.radians(south)))
+    rows = int((north - south) / d_lat) + 1
+    cols = int((east - west) / d_lon) + 1
     cells = 0
     for row in range(rows):
         for col in range(cols):
-            x, y = min_x + (col + 0.5) * cell, min_y + (row + 0.5) * cell
-            if inside(y, x, ring_yx):
+            lat, lon = south + (row + 0.5) * d_lat, west + (col + 0.5) * d_lon
+            if inside(lat, lon, road.polygon):
                 number = row * cols + col
+                x, y = plan.xy(lat, lon)
                 plan._add(index, x, y, (0.0, 0.0), road.width_m / 2,  # noqa: SLF001
                           (number, number + 1))
                 cells += 1
-    origin_lat = plan.lat0 + min_y / plan.ky
-    origin_lon = plan.lon0 + min_x / plan.kx
-    return float(cells), {"origin_lat": round(origin_lat, 7), "origin_lon": round(origin_lon, 7),
-                          "cell_m": cell, "cols": cols, "rows": rows}
+    return float(cells), {"origin_lat": south, "origin_lon": west, "cell_m": cell,
+                          "cols": cols, "rows": rows}
 
 
 def _iso(at_s: float) -> str:
@@ -378,14 +385,12 @@ class CoverageTracker:
 
     def _report(self, shift: _Shift, *, final: bool) -> dict[str, Any]:
         plan = self.plan
-        if shift.fixes == 0:  # no fix all shift: nothing is known to be missed
-            for u, value in enumerate(shift.state):
-                if value == MISSED:
-                    shift.state[u] = UNKNOWN
+        state = shift.state
+        if shift.fixes == 0:  # no fix (yet): nothing is known to be missed
+            state = bytearray(UNKNOWN if value == MISSED else value for value in state)
         cap = max(2, MAX_RANGES_TOTAL // (3 * len(plan.roads)))
-        roads = []
-        for index, spec in enumerate(plan.roads):
-            roads.append(self._road_report(shift, index, spec, cap))
+        roads = [self._road_report(shift, state, index, spec, cap)
+                 for index, spec in enumerate(plan.roads)]
         work = self.work
         return {
             "shift": {"start": _iso(shift.start_s), "end": _iso(shift.end_s),
@@ -398,7 +403,7 @@ class CoverageTracker:
             "roads": roads,
         }
 
-    def _road_report(self, shift: _Shift, index: int, spec: RoadPlan,
+    def _road_report(self, shift: _Shift, state: bytearray, index: int, spec: RoadPlan,
                      cap: int) -> dict[str, Any]:
         plan = self.plan
         totals = [0.0, 0.0, 0.0]
@@ -406,7 +411,7 @@ class CoverageTracker:
         truncated = False
         run_state, run_start, run_end = -1, 0.0, 0.0
         for u in range(spec.first, spec.stop):
-            value = shift.state[u]
+            value = state[u]
             start, end = plan.start[u], plan.end[u]
             totals[value] += end - start
             if value == run_state and start <= run_end + 1e-6:
