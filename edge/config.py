@@ -102,6 +102,9 @@ class UplinkConfig(_Model):
     boot_delay_max_s: float = Field(default=30.0, ge=0, le=600)
     replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate
     max_attempts: int = Field(default=5, ge=1, le=1000)
+    # ``state`` goes at connect, on a change (active alarms, time quality) and on this
+    # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D56)
+    state_heartbeat_s: float = Field(default=900.0, ge=1, le=86_400)
 
     def connect_host(self) -> str:
         """Return the host the uplink actually connects to (``base_url``'s for HTTPS).

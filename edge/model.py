@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -126,9 +126,10 @@ def encode_event(event: Event, seq: int) -> bytes:
     return dumps(event.to_wire(seq))
 
 
-def encode_batch(gateway_id: str, batch_no: int, sent_at_ns: int, events: list[bytes]) -> bytes:
+def encode_batch(gateway_id: str, batch_id: str | int, sent_at_ns: int,
+                 events: list[bytes]) -> bytes:
     """Return the batch body; stored event bytes are spliced in, never re-parsed."""
-    head = dumps({"v": WIRE_VERSION, "gw": gateway_id, "batch": batch_no,
+    head = dumps({"v": WIRE_VERSION, "gw": gateway_id, "batch": batch_id,
                   "sent_at": rfc3339_ms(sent_at_ns)})
     return head[:-1] + b',"events":[' + b",".join(events) + b"]}"
 
@@ -192,7 +193,9 @@ class WireBatch(_Strict):
 
     v: Literal[1]
     gw: str
-    batch: int = Field(ge=0)
+    # a UUIDv7, unique per gateway for ever (D55); agents before it sent a counter that
+    # restarted at 1 with the agent: still accepted, never an idempotency key
+    batch: Annotated[str, Field(pattern=UUID7_PATTERN)] | Annotated[int, Field(ge=0)]
     sent_at: str
     events: list[WireEvent] = Field(min_length=1)
 

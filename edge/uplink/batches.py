@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Leased
+from edge.ids import uuid7
 from edge.model import encode_batch
 from edge.uplink.signing import Signer
 
@@ -69,7 +70,7 @@ class SignedBatch:
 
     seqs: list[int]
     envelope: bytes
-    batch_id: str  # idempotency key of the batch: gateway:first-last
+    batch_id: str  # the body's ``batch``: a UUIDv7, unique per gateway for ever (D55)
 
 
 class BatchSource:
@@ -81,7 +82,6 @@ class BatchSource:
         self.gateway_id = gateway_id
         self.signer = signer
         self.bucket = TokenBucket(replay_events_per_s)
-        self._batch_no = 0
 
     async def next(self, max_events: int, max_bytes: int) -> SignedBatch:
         """Wait for and return the next batch: alarms, live telemetry, then the backlog.
@@ -106,12 +106,14 @@ class BatchSource:
                         async with asyncio.timeout(wait_s):
                             await self.outbox.new_data.wait()  # new data wakes us early
                     continue
-            self._batch_no += 1
+            # a counter restarted at 1 with the agent while seq went on, so (gw, batch) was
+            # not unique (issue 20 #3); a UUIDv7 needs no durable state and stays unique
+            # across restarts, outbox replacements and re-sends (D55)
+            batch_id = str(uuid7())
             seqs = [item.seq for item in batch]
-            body = encode_batch(self.gateway_id, self._batch_no, time.time_ns(),
+            body = encode_batch(self.gateway_id, batch_id, time.time_ns(),
                                 [item.payload for item in batch])
-            return SignedBatch(seqs, self.signer.envelope(body),
-                               f"{self.gateway_id}:{seqs[0]}-{seqs[-1]}")
+            return SignedBatch(seqs, self.signer.envelope(body), batch_id)
 
     async def _lease(self, max_events: int, max_bytes: int, *, max_prio: int,
                      live: bool | None = None) -> list[Leased]:

@@ -27,6 +27,7 @@ from typing import Any
 from edge import __version__
 from edge.backoff import full_jitter
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.store import Outbox
 from edge.config import UplinkConfig
 from edge.errors import UplinkError, UplinkUnavailableError
 from edge.uplink._paho import Inbound, MqttLink, Will
@@ -55,6 +56,7 @@ class LinkStats:
     last_progress_mono: float = 0.0
     attempt_log: list[float] = field(default_factory=list)  # monotonic times of attempts
     window: int = 0  # batches in flight allowed on the current connection
+    states_published: int = 0  # birth, changes and heartbeats (not the will or the goodbye)
 
 
 CommandHandler = Callable[[bytes], Awaitable[None]]
@@ -65,6 +67,31 @@ COMMAND_TICK_S = 5.0  # how often an idle command path reports drops and flushes
 # 0.1 s. Drops beyond it are counted and reported (on_command_tick).
 COMMAND_INBOUND_MAX = 1000
 StateProvider = Callable[[], Awaitable[dict[str, Any]]]
+# How often the state loop looks for a change (active alarms, time quality) to publish; the
+# provider's reads are cheap (trigger-kept depth rows, issue 14 #7), so looking costs little
+# and a change reaches the retained ``state`` within this.
+STATE_CHECK_S = 5.0
+# What a change of is published at once; the outbox depth and the seq baseline only refresh
+# with the heartbeat (they change with every event).
+STATE_CHANGE_KEYS = ("online", "active_alarms", "time_quality")
+
+
+def _state_key(state: dict[str, Any]) -> str:
+    return json.dumps([state.get(k) for k in STATE_CHANGE_KEYS], sort_keys=True, default=str)
+
+
+def seq_baseline(store: Outbox) -> dict[str, int]:
+    """Return the seq baseline of ``state``: ``seq_low`` and ``seq_high``; store thread only.
+
+    ``seq_low``: the lowest seq still held (queued or dead-lettered), ``seq_high`` + 1 when none
+    is; ``seq_high``: the last seq committed (0 before the first). Read at each publication
+    only (birth, change, heartbeat): indexed look-ups, no scan.
+    """
+    seq_high = int(store.stats()["next_seq"]) - 1
+    row = store.query("SELECT MIN(s) FROM (SELECT MIN(seq) AS s FROM events "
+                      "UNION ALL SELECT MIN(seq) FROM dead_letters)")
+    low = row[0][0] if row and row[0][0] is not None else seq_high + 1
+    return {"seq_low": int(low), "seq_high": seq_high}
 
 
 class MqttUplink:
@@ -98,6 +125,8 @@ class MqttUplink:
         self.link: MqttLink | None = None
         self._outage_logged = False
         self._spreading = False  # retries after losing an established link (a fleet event)
+        self._state_sent_mono = 0.0
+        self._state_sent_key = ""
 
     def _make_link(self) -> MqttLink:
         tls = None if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
@@ -223,16 +252,42 @@ class MqttUplink:
         return reason
 
     async def _state_loop(self, link: MqttLink) -> None:
+        """Re-publish ``state`` when what it says changes, and on the heartbeat.
+
+        It went every 10 s (8.6 k messages a day on a metered link, issue 20 #5 and the data
+        budget): now a change of the active alarms or the time quality is published within
+        ``STATE_CHECK_S``, and the heartbeat refreshes the outbox depth and the seq baseline
+        (docs/decisions.md D56). The birth (``_session``) is one of these publications.
+        """
+        heartbeat_s = self.cfg.state_heartbeat_s
         while True:
-            await asyncio.sleep(10)
-            await self._publish_state(link, online=True)
+            await asyncio.sleep(min(STATE_CHECK_S, heartbeat_s))
+            state = await self._state(online=True, baseline=False)
+            due = time.monotonic() - self._state_sent_mono >= heartbeat_s
+            if due or _state_key(state) != self._state_sent_key:
+                state.update(await self.outbox.call(seq_baseline, self.outbox.store))
+                self._send_state(link, state)
 
     async def _publish_state(self, link: MqttLink, *, online: bool) -> None:
+        self._send_state(link, await self._state(online=online))
+
+    async def _state(self, *, online: bool, baseline: bool = True) -> dict[str, Any]:
         state: dict[str, Any] = {"online": online, "gw": self.gateway_id, "version": __version__,
                                  "boot_id": self.boot_id, "kid": self.signer.kid}
         if self._state_provider is not None:
             state.update(await self._state_provider())
+        # the seq baseline: a platform that joins late (or lost its state) counts a seq below
+        # seq_low it never saw as sent before it joined (or announced by a gap event), not as
+        # lost; seqs in seq_low..seq_high are still held and will come (issue 20 #4)
+        if baseline:
+            state.update(await self.outbox.call(seq_baseline, self.outbox.store))
+        return state
+
+    def _send_state(self, link: MqttLink, state: dict[str, Any]) -> None:
         link.publish(self.state_topic, self._signed_state(state), retain=True)
+        self._state_sent_mono = time.monotonic()
+        self._state_sent_key = _state_key(state)
+        self.stats.states_published += 1
 
     def _signed_state(self, state: dict[str, Any]) -> bytes:
         """Return ``state`` in the batches' Ed25519 envelope (design/events.md).
@@ -278,6 +333,7 @@ class MqttUplink:
             self._inflight.update(seqs)
             envelope, batch_id = batch.envelope, batch.batch_id
             try:
+                # MQTT 5: the body's ``batch`` again, readable without opening the envelope
                 ack = link.publish(self.events_topic, envelope,
                                    user_properties=[("batch_id", batch_id)])
             except UplinkUnavailableError:
