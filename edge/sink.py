@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -123,7 +124,17 @@ class EventSink:
         prio = change.prio if change.state == "raised" else max(change.prio, Prio.ALARM)
         event = Event(EventType.ALARM, prio, ts, quality, device=change.device, asset=asset,
                       data=dict(change.data), alarm=alarm, mono=mono)
-        await self._outbox.put_many([event], statements)
+        put = asyncio.ensure_future(self._outbox.put_many([event], statements))
+        # The active map must follow the store even when our caller is cancelled once the
+        # writer took the event (a reload or restart of the driver): a committed raise missing
+        # here would make its clear "without an active raise" and leave the case open forever.
+        put.add_done_callback(lambda done: self._committed(done, change, key, alarm_id))
+        await asyncio.shield(put)
+
+    def _committed(self, put: asyncio.Future[None], change: AlarmChange, key: str,
+                   alarm_id: str) -> None:
+        if put.cancelled() or put.exception() is not None:
+            return  # not stored: the caller saw the error (or was cancelled with it)
         if change.state == "raised":
             self.active[key] = (alarm_id, {})
             self.alarms_raised += 1
