@@ -506,3 +506,71 @@ def test_a_bad_map_config_file_is_refused(tmp_path: Path, doc: str) -> None:
 
 def test_a_missing_map_config_is_the_offline_default(tmp_path: Path) -> None:
     assert load_map_config(tmp_path / "none.json") == MapConfig()
+
+
+async def test_asset_state_is_alarm_then_offline_then_degraded_then_ok(tmp_path: Path) -> None:
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    names = ("ok-1", "degraded-1", "offline-1", "alarm-1")
+    for i, name in enumerate(names):
+        gateway.send(reading(name, cover(name, i, 31.31 + i * 1e-4, 120.63), {"tilt_deg": 1.0}))
+
+    def state_of(name: str, detail: str) -> Event:
+        return Event(EventType.STATE, 2, time.time_ns(), TimeQuality.SYNCED, device=name,
+                     asset=cover(name, names.index(name), 31.31, 120.63),
+                     data={"state": detail, "detail": "test"})
+
+    gateway.send(state_of("degraded-1", "degraded"), state_of("offline-1", "offline"),
+                 state_of("alarm-1", "offline"),
+                 Event(EventType.ALARM, 0, time.time_ns(), TimeQuality.SYNCED, device="alarm-1",
+                       asset=cover("alarm-1", 3, 31.31, 120.63),
+                       alarm=Alarm("comm_lost", "raised", "alarm-1:comm_lost:1", 1)))
+    port = free_port()
+    runner = await serve(store, port=port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def states() -> dict[str, str]:
+                async with http.get(f"http://127.0.0.1:{port}/api/map") as resp:
+                    return {a["device"]: a["state"] for a in (await resp.json())["assets"]}
+
+            assert await states() == {"ok-1": "ok", "degraded-1": "degraded",
+                                      "offline-1": "offline", "alarm-1": "alarm"}
+            # the gateway's last will: every asset behind it is offline, an alarm stays an alarm
+            gateway.receiver.handle(f"edge/v1/{GW}/state", b'{"online": false}')
+            assert await states() == {"ok-1": "offline", "degraded-1": "offline",
+                                      "offline-1": "offline", "alarm-1": "alarm"}
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+async def test_a_truck_moves_live_and_its_track_grows(tmp_path: Path) -> None:
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    now = time.time_ns()
+    gateway.send(*(position(now - (30 - i) * 10_000_000_000, 31.3100, 120.6280 + i * 1e-4)
+                   for i in range(30)))
+    port = free_port()
+    runner = await serve(store, port=port)
+    truck = "document.querySelector('path[data-truck=\"truck-3\"]')"
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            await page.wait_for(f"{truck} !== null")
+            tail = ("(() => { let n = 0; window.edgeMap.map.eachLayer(l => {"
+                    " if (l instanceof L.Polyline && l.options.color === '#3fa9ff')"
+                    "  n = l.getLatLngs().length; }); return n; })()")
+            assert await page.evaluate(tail) == 30  # the last 2 h, fetched at load
+            gateway.send(position(time.time_ns(), 31.3101, 120.6310))
+            moved = time.monotonic()
+            await page.wait_for(
+                "(() => { const t = window.edgeMap.map; let at = null; t.eachLayer(l => {"
+                " if (l instanceof L.CircleMarker && l.getElement() &&"
+                "  l.getElement().getAttribute('data-truck') === 'truck-3') at = l.getLatLng();"
+                " }); return at !== null && Math.abs(at.lng - 120.6310) < 1e-9; })()", 5)
+            assert time.monotonic() - moved < 2.0
+            assert await page.evaluate(tail) == 31
+            await no_page_errors(page)
+    finally:
+        await runner.cleanup()
+        store.close()

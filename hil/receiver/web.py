@@ -8,9 +8,10 @@ of underground utilities may be sensitive (design/devices.md §1.6, reliability.
 ``/map`` is the operators' map (static/map.html + map.js on a vendored Leaflet, no CDN:
 docs/decisions.md D55): assets by state, open alarms by grid, trucks with their tracks, a
 day's playback and work coverage. It reads ``/api/map`` (polled every second),
-``/api/map/device`` (a device's last values and case history) and ``/api/map/track`` (one
-tracker, at most a day). Every answer is bounded (store.py ``MAP_MAX_*``); the page sets text
-only through ``textContent`` and runs under a CSP that allows no inline script.
+``/api/map/device`` (a device's last values and case history), ``/api/map/track`` (one
+tracker, at most a day) and ``/api/map/coverage`` (the newest work coverage per truck).
+Every answer is bounded (store.py ``MAP_MAX_*``); the page sets text only through
+``textContent`` and runs under a CSP that allows no inline script.
 """
 
 from __future__ import annotations
@@ -140,17 +141,31 @@ def open311(store: ReceiverStore) -> list[dict[str, Any]]:
 
 
 def map_state(store: ReceiverStore) -> dict[str, Any]:
-    """Return what the map polls: assets with their state, open cases, trucks, coverage."""
+    """Return what the map polls: assets with their state, open cases, trucks, coverage ids.
+
+    An asset's ``state`` is ``alarm`` (an open case), else ``offline`` (its device said so, or
+    its gateway is offline: a last will), else ``degraded``, else ``ok``. Coverage reports are
+    only named here (gw, device, event id): the page fetches ``/api/map/coverage`` when they
+    change, not their stretches every second.
+    """
     open_cases = store.cases("open")
     alarmed = {(c["gw"], c["device"]) for c in open_cases}
+    gateway_online = {g["gw"]: g["online"] for g in store.gateways()}
     assets = store.map_assets()
     for asset in assets:
-        key = (asset["gw"], asset["device"])
-        offline = asset["last_type"] == "state" and \
-            asset["last_data"].get("state") not in (None, "online")
-        asset["state"] = "alarm" if key in alarmed else "offline" if offline else "ok"
+        said = asset["last_data"].get("state") if asset["last_type"] == "state" else None
+        if (asset["gw"], asset["device"]) in alarmed:
+            asset["state"] = "alarm"
+        elif said == "offline" or gateway_online.get(asset["gw"]) is False:
+            asset["state"] = "offline"
+        elif said == "degraded":
+            asset["state"] = "degraded"
+        else:
+            asset["state"] = "ok"
     return {"now_ms": time.time_ns() // 1_000_000, "assets": assets, "open_cases": open_cases,
-            "vehicles": store.map_vehicles(), "work_coverage": store.map_work_coverage()}
+            "vehicles": store.map_vehicles(),
+            "work_coverage": [[r["gw"], r.get("device"), r.get("id")]
+                              for r in store.map_work_coverage()]}
 
 
 def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
@@ -200,6 +215,10 @@ async def _map_config(request: web.Request) -> web.Response:
 
 async def _map(request: web.Request) -> web.Response:
     return web.json_response(map_state(request.app[STORE_KEY]))
+
+
+async def _map_coverage(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STORE_KEY].map_work_coverage())
 
 
 async def _map_device(request: web.Request) -> web.Response:
@@ -281,6 +300,7 @@ def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
     app.router.add_get("/map", _map_page)
     app.router.add_get("/api/map", _map)
     app.router.add_get("/api/map/config", _map_config)
+    app.router.add_get("/api/map/coverage", _map_coverage)
     app.router.add_get("/api/map/device", _map_device)
     app.router.add_get("/api/map/track", _map_track)
     # the page's script, styles and the vendored Leaflet (no symlinks followed, no listing)

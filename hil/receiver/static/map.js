@@ -8,7 +8,7 @@ const LIVE_TRACK_MS = 2 * 3600e3; // a truck's live tail
 const LIVE_TRACK_MAX = 5000;
 const HOLD_GAP_MS = 120e3;       // playback: further apart than this, hold, do not glide
 const MAX_CELLS = 4000;          // area coverage cells drawn per report
-const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", truck: "#3fa9ff",
+const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", degraded: "#e6c229", truck: "#3fa9ff",
   play: "#ffb020", covered: "#2ecc71", missed: "#ff3b30", unknown: "#59636f"};
 const EARTH_M = 6371000;          // edge/geo.py, so chainage matches the gateway's
 
@@ -108,7 +108,8 @@ async function loadConfig() {
 function legend() {
   const box = L.control({position: "bottomright"});
   box.onAdd = () => el("div", {class: "legend"},
-    ...[["ok", "asset normal"], ["alarm", "open alarm"], ["offline", "offline"],
+    ...[["ok", "asset normal"], ["alarm", "open alarm"], ["degraded", "degraded"],
+      ["offline", "offline"],
       ["truck", "truck (live track)"], ["play", "playback"]].flatMap(([c, t]) => [
       el("i", {style: `background:${COLOURS[c]}`}), t, el("br")]),
     ...[["covered", "swept"], ["missed", "missed"], ["unknown", "no fixes"]].flatMap(([c, t]) => [
@@ -372,9 +373,10 @@ $("pb-play").addEventListener("click", () => {
 // ---- work coverage (work_coverage events: edge.model.WireWorkCoverage) -----------------------
 
 let coverageKey = "";
-function drawCoverage(reports) {
-  const key = JSON.stringify(reports.map((r) => r.id));
+async function drawCoverage(ids) {
+  const key = JSON.stringify(ids);
   if (key === coverageKey) return;
+  const reports = ids.length ? await (await fetch("/api/map/coverage")).json() : [];
   coverageKey = key;
   layers.coverage.clearLayers();
   const list = $("coverage-list");
@@ -472,7 +474,7 @@ async function refresh() {
   drawAssets(s.assets);
   drawAlarms(s.open_cases, s.assets);
   await drawVehicles(s.vehicles, s.now_ms);
-  drawCoverage(s.work_coverage);
+  await drawCoverage(s.work_coverage);
   $("kpi-assets").textContent = String(s.assets.length);
   $("kpi-alarms").textContent = String(s.open_cases.length);
   $("kpi-alarms").parentElement.classList.toggle("quiet", s.open_cases.length === 0);
