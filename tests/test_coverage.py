@@ -4,6 +4,7 @@ the config's work block with lines, the event and its schema, and the GPS driver
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -597,3 +598,102 @@ def test_a_read_before_the_first_fix_does_not_turn_missed_into_unknown() -> None
     assert report is not None
     side = roads_of(report)["side-st"]
     assert side["missed"] == [[0.0, side["length_m"]]]
+
+
+# --- a restart mid-shift keeps the shift ----------------------------------------------------
+
+
+def test_a_saved_shift_is_taken_back_only_by_its_own_config() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)], outages=((60.0, 120.0),)))
+    saved = json.loads(json.dumps(tracker.snapshot()))  # through a file
+    before = tracker.report(T0 + 3600)
+    again = CoverageTracker(work(), utc_offset_h=8)
+    assert again.restore(saved, T0 + 3600) is None
+    assert again.report(T0 + 3600) == before
+    assert CoverageTracker(work(segment_m=6), utc_offset_h=8).restore(saved, T0 + 3600) == \
+        "saved for other roads or another shift"
+    assert CoverageTracker(work(), utc_offset_h=7).restore(saved, T0 + 3600) == \
+        "saved for other roads or another shift"
+    assert again.restore(saved, SHIFT_START_S - 1) == "from another shift"
+    assert again.restore(saved, SHIFT_END_S + 86_400) == "from another shift"
+    damages: list[dict[str, Any]] = [{"state": "!!"}, {"state": base64.b64encode(b"\x07" * 10).decode()},
+                   {"first": "abc"}, {"last": [1.0]}, {"fixes": -1}, {"fixes": 1.5},
+                   {"gap_s": float("nan")}, {"trusted": "yes"}, {"start_s": None},
+                   {"first": [[]] * 3}, {"end_s": True}]
+    for damage in damages:
+        assert again.restore({**saved, **damage}, T0 + 3600) == "damaged", damage
+    junks: list[object] = [None, [], "x", {"v": 2}, {**saved, "v": True}]
+    for junk in junks:
+        assert again.restore(junk, T0 + 3600) == "not a saved shift"
+
+
+def test_a_shift_that_ended_while_the_agent_was_down_is_reported_at_once() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)]))
+    saved = tracker.snapshot()
+    again = CoverageTracker(work(), utc_offset_h=8)
+    assert again.restore(saved, SHIFT_END_S + 3600) is None
+    ended = again.tick(SHIFT_END_S + 3600, trusted=True)
+    assert ended is not None
+    assert ended["shift"]["state"] == "ended"
+    assert roads_of(ended)["main-st"]["covered_pct"] >= 98
+
+
+def _mqtt_truck() -> GpsDevice:
+    return _truck("socket://127.0.0.1:1").model_copy(update={"transport": "mqtt",
+                                                           "topic": "t/truck-03"})
+
+
+async def _sweep_main_st(driver: GpsDriver, sink: ClockSink) -> None:
+    for fix in route([Leg((p(0, 0), p(400, 0)), 8)]):
+        when = dt.datetime.fromtimestamp(T0 + fix.t_s, dt.UTC)
+        sink.offset_s = T0 + fix.t_s - time.time()
+        await driver._on_fix(Fix(when, fix.lat, fix.lon, fix.speed_kmh, 90.0, 2, "json"), sink)
+
+
+async def test_an_agent_restart_mid_shift_keeps_what_was_swept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    first = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    first.coverage_dir = tmp_path / "coverage"
+    sink = ClockSink(T0)
+    await first.restore_coverage(sink)  # as run() does: nothing saved yet
+    await _sweep_main_st(first, sink)
+    before = first.coverage_report()
+    await first.close()  # the agent stops (or reloads): the shift is saved
+    saved = tmp_path / "coverage" / "truck-03.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    second = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    second.coverage_dir = tmp_path / "coverage"
+    await second.restore_coverage(sink)
+    after = second.coverage_report()
+    assert after == before
+    assert after is not None
+    assert roads_of(after)["main-st"]["covered_pct"] >= 98
+    # the shift ends: reported once, and the saved shift goes with it
+    sink.offset_s += SHIFT_END_S - T0
+    await second.probe()
+    await second._coverage_tick(sink)
+    assert len(sink.coverage) == 1
+    assert not saved.exists()
+    for record in caplog.records:  # positions are personal data
+        assert "31.30" not in record.getMessage()
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[" * 100_000, b"\xff\xfe", b"x" * (2 << 20),
+                                     b'{"v": 1, "fp": "0"}', b"null"])
+async def test_a_damaged_saved_shift_is_a_warning_and_a_fresh_start(
+        tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "coverage").mkdir()
+    (tmp_path / "coverage" / "truck-03.json").write_bytes(content)
+    driver = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    driver.coverage_dir = tmp_path / "coverage"
+    sink = ClockSink(T0)
+    await driver.restore_coverage(sink)
+    assert any(r.levelno == logging.WARNING and "saved work coverage" in r.getMessage()
+               for r in caplog.records)
+    await _sweep_main_st(driver, sink)
+    report = driver.coverage_report()
+    assert report is not None
+    assert roads_of(report)["main-st"]["covered_pct"] >= 98

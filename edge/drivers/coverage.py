@@ -21,7 +21,10 @@ docs/work-coverage.md and ``edge.model.WireWorkCoverage``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ MAX_RANGES_TOTAL = 1000
 DAY_S = 86_400
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (mon = 0)
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SNAPSHOT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +379,60 @@ class CoverageTracker:
                 if shift.state[u] == MISSED:
                     shift.state[u] = UNKNOWN
 
+    # -- persistence (the driver writes and reads the file; this is the pure part) -------
+
+    def fingerprint(self) -> str:
+        """Return a digest of what the pieces depend on: a saved shift fits only its config."""
+        text = self.work.model_dump_json() + f"|{self.utc_offset_s}|{GRID_M}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """Return the running shift as JSON values (None: no shift to keep)."""
+        shift = self._shift
+        if shift is None:
+            return None
+        return {"v": SNAPSHOT_VERSION, "fp": self.fingerprint(), "start_s": shift.start_s,
+                "end_s": shift.end_s, "state": base64.b64encode(shift.state).decode(),
+                "first": shift.first_pass, "last": shift.last_pass, "trusted": shift.trusted,
+                "fixes": shift.fixes, "working_fixes": shift.working_fixes, "gaps": shift.gaps,
+                "gap_s": shift.gap_s}
+
+    def restore(self, doc: object, now_s: float) -> str | None:
+        """Take back a saved shift; return why not (None: restored).
+
+        Only a shift of this very config (``fingerprint``), that has started by ``now_s`` and
+        ended less than a day ago, with every field of the right type and size; one that has
+        ended is reported at the next ``tick``. The fix before the restart is not kept: the
+        time the agent was down is an outage of unknown length, not a pass.
+        """
+        if not isinstance(doc, dict) or type(doc.get("v")) is not int or \
+                doc["v"] != SNAPSHOT_VERSION:
+            return "not a saved shift"
+        if doc.get("fp") != self.fingerprint():
+            return "saved for other roads or another shift"
+        try:
+            start_s, end_s = _finite(doc["start_s"]), _finite(doc["end_s"])
+            state = bytearray(base64.b64decode(str(doc["state"]), validate=True))
+            first = [None if v is None else _finite(v) for v in doc["first"]]
+            last = [None if v is None else _finite(v) for v in doc["last"]]
+            counts = [doc[k] for k in ("fixes", "working_fixes", "gaps")]
+            gap_s = _finite(doc["gap_s"])
+            trusted = doc["trusted"]
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return "damaged"
+        roads = len(self.plan.roads)
+        if len(state) != len(self.plan.mid_x) or max(state, default=0) > COVERED or \
+                len(first) != roads or len(last) != roads or not isinstance(trusted, bool) or \
+                not all(type(c) is int and c >= 0 for c in counts) or gap_s < 0:
+            return "damaged"
+        if not start_s <= now_s < end_s + DAY_S or end_s <= start_s or \
+                end_s - start_s > DAY_S:
+            return "from another shift"
+        self._shift = _Shift(start_s, end_s, state, first, last, trusted=trusted,
+                             fixes=counts[0], working_fixes=counts[1], gaps=counts[2],
+                             gap_s=gap_s)
+        return None
+
     # -- reports -------------------------------------------------------------------------
 
     def report(self, now_s: float) -> dict[str, Any] | None:
@@ -447,6 +505,13 @@ def _append(ranges: list[list[float]], start: float, end: float, cap: int) -> bo
         return True
     ranges.append([round(start, 1), round(end, 1)])
     return False
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return float(value)
 
 
 def _minutes(hhmm: str) -> int:

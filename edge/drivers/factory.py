@@ -71,9 +71,13 @@ def build_driver(device: AnyDevice, config: EdgeConfig, transports: Transports) 
     if isinstance(device, GpsDevice):
         offset_h = config.gateway.utc_offset_h  # work shifts are local time
         if device.transport == "mqtt":
-            return GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
-        assert device.port is not None
-        return GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
+            gps = GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
+        else:
+            assert device.port is not None
+            gps = GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
+        if transports.state_dir is not None:
+            gps.coverage_dir = transports.state_dir / "coverage"
+        return gps
     if isinstance(device, LoudspeakerDevice):
         unit: SpeakerUnit
         if device.transport == "mqtt":

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
@@ -33,6 +36,8 @@ SILENCE_S = 5.0  # a receiver talks at least once a second; silence this long is
 CYCLE_IDLE_S = 0.3  # receivers send a cycle as one burst; this much quiet ends it
 PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
 FIX_SKEW_S = 300.0  # work coverage: a fix's time this far from the clock is not believed
+COVERAGE_SAVE_S = 60.0  # a restart loses at most this much of a shift's coverage
+COVERAGE_FILE_MAX = 1 << 20  # 40,000 pieces are 54 KB saved: more is not ours
 
 
 @runtime_checkable
@@ -68,6 +73,11 @@ class GpsDriver(Driver[GpsDevice]):
             CoverageTracker(config.work, utc_offset_h=utc_offset_h)
         self._sink_seen: Sink | None = None
         self._coverage_sink: CoverageSink | None = None
+        # the running shift is saved here, so an agent restart mid-shift keeps what was swept
+        self.coverage_dir: Path | None = None  # set by the factory: gateway.state_dir/coverage
+        self._coverage_restored = False
+        self._coverage_on_disk = True  # until a save knows better (a file from before)
+        self._coverage_saved_mono = time.monotonic()
 
     def handle_line(self, line: str) -> nmea.Fix | None:
         """Parse one line; count rejects; return a fix when one completes (no I/O)."""
@@ -126,7 +136,51 @@ class GpsDriver(Driver[GpsDevice]):
             now_s, trusted = self._clock(sink)
             await self._coverage_done(self.coverage.tick(now_s, trusted=trusted), sink)
 
+    def _coverage_file(self) -> Path | None:
+        return None if self.coverage_dir is None else self.coverage_dir / f"{self.name}.json"
+
+    async def restore_coverage(self, sink: Sink) -> None:
+        """Take back the shift saved before a restart (once; a bad file is a warning)."""
+        path = self._coverage_file()
+        if self._coverage_restored or self.coverage is None or path is None:
+            return
+        self._coverage_restored = True
+        try:
+            doc = await asyncio.to_thread(_read_small_json, path)
+        except FileNotFoundError:
+            return
+        # RecursionError: json's C decoder on a deeply nested (corrupted) file
+        except (OSError, ValueError, RecursionError) as exc:
+            self.log.warning("%s: saved work coverage unreadable (%s); the shift starts "
+                             "afresh", self.name, type(exc).__name__)
+            return
+        now_s, _trusted = self._clock(sink)
+        why = self.coverage.restore(doc, now_s)
+        if why is None:
+            self.log.info("%s: work coverage of the running shift restored", self.name)
+            await self._coverage_tick(sink)  # a shift that ended meanwhile is reported now
+        else:
+            self.log.warning("%s: saved work coverage not used: %s", self.name, why)
+
+    async def save_coverage(self) -> None:
+        """Write the running shift (off the loop; atomic), or remove the file when none."""
+        path = self._coverage_file()
+        if self.coverage is None or path is None:
+            return
+        self._coverage_saved_mono = time.monotonic()
+        snapshot = self.coverage.snapshot()
+        if snapshot is None and not self._coverage_on_disk:
+            return  # between shifts: nothing to write, nothing to remove
+        self._coverage_on_disk = snapshot is not None
+        try:
+            await asyncio.to_thread(_write_json_atomic, path, snapshot)
+        except OSError as exc:  # a full or read-only disk: coverage goes on in memory
+            self.log.warning("%s: cannot save work coverage: %s", self.name, exc)
+
     async def _coverage_done(self, report: dict[str, Any] | None, sink: Sink) -> None:
+        if self.coverage_dir is not None and \
+                time.monotonic() - self._coverage_saved_mono >= COVERAGE_SAVE_S:
+            await self.save_coverage()
         if report is None:
             return
         covered = [road["covered_pct"] for road in report["roads"]]
@@ -137,6 +191,7 @@ class GpsDriver(Driver[GpsDevice]):
         self._clock(sink)
         if self._coverage_sink is not None:
             await self._coverage_sink.work_coverage(self.name, report)
+        await self.save_coverage()  # durable in the outbox: the saved shift may go
 
     def coverage_report(self) -> dict[str, Any] | None:
         """Return the running shift's coverage, or the last ended shift's (``device.read``)."""
@@ -216,6 +271,7 @@ class GpsDriver(Driver[GpsDevice]):
 
     @override
     async def run(self, sink: Sink) -> None:
+        await self.restore_coverage(sink)
         if self.config.transport == "mqtt":
             await self._run_mqtt(sink)
             return
@@ -265,6 +321,12 @@ class GpsDriver(Driver[GpsDevice]):
         finally:
             self._reading = False
             await self._port.close()
+
+    @override
+    async def close(self) -> None:
+        """Save the running shift: a stop or a reload keeps all of its coverage."""
+        if self._coverage_restored:  # never overwrite a saved shift this run has not read
+            await self.save_coverage()
 
     @override
     async def probe(self) -> dict[str, Any]:
@@ -325,3 +387,28 @@ class GpsDriver(Driver[GpsDevice]):
         finally:
             await self._port.close()
         return lines
+
+
+def _read_small_json(path: Path) -> object:
+    with path.open("rb") as f:
+        raw = f.read(COVERAGE_FILE_MAX + 1)
+    if len(raw) > COVERAGE_FILE_MAX:
+        raise ValueError("too large")
+    return json.loads(raw)
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
+    """Replace ``path`` with ``doc`` (None: remove it); a power cut leaves old or new, whole."""
+    if doc is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # owner-only like every state file (security review 19 #11)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
