@@ -272,11 +272,17 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EX_FAIL
 
 
-def cmd_schema(_args: argparse.Namespace) -> int:
-    """Print the JSON Schema of event, batch and envelope."""
-    from edge.model import json_schemas  # noqa: PLC0415
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the published contract's JSON Schemas (edge/contract/schemas, the single source)."""
+    from edge.contract import SCHEMA_FILES, bundle, schema_text  # noqa: PLC0415
 
-    print(json.dumps(json_schemas(), indent=2, ensure_ascii=False))
+    if args.name is None:
+        print(json.dumps(bundle(), indent=2, ensure_ascii=False))
+        return EX_OK
+    if args.name not in SCHEMA_FILES:
+        print(f"✘ no schema {args.name!r}; one of {', '.join(SCHEMA_FILES)}", file=sys.stderr)
+        return EX_INVALID
+    print(schema_text(SCHEMA_FILES[args.name]), end="")  # the file as shipped, byte for byte
     return EX_OK
 
 
@@ -387,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
     p = with_config(sub.add_parser("reload", help="make the running agent re-read the config"))
     p.set_defaults(func=cmd_reload)
-    p = sub.add_parser("schema", help="print the JSON Schema of event and batch")
+    p = sub.add_parser("schema", help="print the platform contract's JSON Schemas")
+    p.add_argument("name", nargs="?", default=None,
+                   help="one schema (envelope, batch, event, state, command, ...); all if none")
     p.set_defaults(func=cmd_schema)
     p = with_config(sub.add_parser("keys", help="the gateway's signing key"))
     p.add_argument("action", choices=["init", "show"])

@@ -103,10 +103,19 @@ def test_outbox_stats_export_and_requeue(tmp_path: Path, capsys: object) -> None
     assert "requeued 1" in capsys.readouterr().out  # type: ignore[attr-defined]
 
 
-def test_schema_prints_event_and_batch(capsys: object) -> None:
+def test_schema_prints_every_published_schema(capsys: object) -> None:
+    from edge.contract import CONTRACT_VERSION, SCHEMA_FILES, schema_text
+
     assert main(["schema"]) == 0
     doc = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
-    assert set(doc) == {"event", "batch", "envelope", "work_coverage"}
+    assert doc["contract_version"] == CONTRACT_VERSION
+    assert set(doc["schemas"]) >= {"envelope", "envelope_v2", "batch", "event", "state",
+                                   "command", "command_result", "work_coverage"}
+    assert all(s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+               for s in doc["schemas"].values())
+    assert main(["schema", "command"]) == 0  # one schema: the shipped file, byte for byte
+    assert capsys.readouterr().out == schema_text(SCHEMA_FILES["command"])  # type: ignore[attr-defined]
+    assert main(["schema", "nope"]) == 2
 
 
 # --- edge probe: the wire, exception names, backoff, a quiet terminal ---------------------

@@ -88,8 +88,8 @@ def test_raise_opens_a_case_and_clear_closes_it(tmp_path: Path) -> None:
 
 def state_doc(alarm_id: str = "x:cover_open:7", **extra: object) -> dict[str, object]:
     return {"online": True, "gw": GW, "version": "0.1.0", "boot_id": "b",
-            "outbox": {"depth": 0}, "active_alarms": [
-                {"device": "d", "kind": "cover_open", "alarm_id": alarm_id, "severity": 1}],
+            "outbox": {"depth": 0, "dead_letters": 0, "by_prio": {}}, "active_alarms": [
+                {"device": "d", "kind": "cover_open", "alarm_id": alarm_id}],
             **extra}
 
 
@@ -239,7 +239,9 @@ def test_signed_command_results_of_any_shape_never_stop_the_receiver(tmp_path: P
     rx, signer = setup(tmp_path)
     odd = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED, device="d",
                 data={"cmd_id": ["not", "a", "string"], "status": {"x": None}, "detail": 1e308})
-    assert rx.handle(TOPIC, batch(signer, [(odd, 1)])).accepted == 1  # stored, not interpreted
+    # signed, but not what the published command_result schema allows (edge/contract): a
+    # counted rejection, and the receiver goes on
+    assert "schema" in rx.handle(TOPIC, batch(signer, [(odd, 1)])).rejected
     deep_result = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED,
                         device="d", data={"cmd_id": "c", "status": "ok", "detail": "DEEP"})
     body = encode_batch(GW, 1, time.time_ns(), [encode_event(deep_result, 2)])
@@ -247,5 +249,5 @@ def test_signed_command_results_of_any_shape_never_stop_the_receiver(tmp_path: P
     out = rx.handle(TOPIC, signer.envelope(body))  # signed: the gateway's key, odd content
     assert out.rejected
     assert rx.store.counters().get("rejected.schema", 0) + \
-        rx.store.counters().get("rejected.malformed", 0) == 1
+        rx.store.counters().get("rejected.malformed", 0) == 2
     assert rx.handle(TOPIC, batch(signer, [(reading(), 3)])).accepted == 1
