@@ -467,13 +467,22 @@ function drawCells(road) {
 // ---- polling ---------------------------------------------------------------------------------
 
 let latest = {assets: [], open_cases: [], vehicles: [], work_coverage: []};
+let latestTag = null;
 async function refresh() {
-  const s = await (await fetch("/api/map", {cache: "no-store"})).json();
+  // "no-cache": the browser revalidates with If-None-Match; an unchanged state is a 304
+  const resp = await fetch("/api/map", {cache: "no-cache"});
+  if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+  const nowMs = Date.now();
+  $("status").textContent = "live · updated " + clock(nowMs);
+  $("status").classList.remove("bad");
+  const tag = resp.headers.get("ETag");
+  if (tag !== null && tag === latestTag) return;
+  const s = await resp.json();
   latest = s;
   drawGrids(s.assets);
   drawAssets(s.assets);
   drawAlarms(s.open_cases, s.assets);
-  await drawVehicles(s.vehicles, s.now_ms);
+  await drawVehicles(s.vehicles, nowMs);
   await drawCoverage(s.work_coverage);
   $("kpi-assets").textContent = String(s.assets.length);
   $("kpi-alarms").textContent = String(s.open_cases.length);
@@ -488,8 +497,7 @@ async function refresh() {
     }
     if (places.length) { map.fitBounds(L.latLngBounds(places).pad(0.3), {maxZoom: 18, animate: false}); fitted = true; }
   }
-  $("status").textContent = "live · updated " + clock(s.now_ms);
-  $("status").classList.remove("bad");
+  latestTag = tag;  // drawn: the same state again can be skipped
 }
 
 async function poll() {
