@@ -20,6 +20,9 @@ from edge.geo import distance_m
 from edge.light_schedule import AT_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# an MQTT topic filter: '+' only as a whole level, '#' only as the whole last level (paho
+# refuses anything else at subscribe time: the device would restart forever)
+TOPIC_FILTER_PATTERN = r"^(?:(?:[^/#+\x00]*|\+)/)*(?:[^/#+\x00]*|\+|#)$"
 # Default class table (design/devices.md §1.3); a city overrides it under asset_classes.
 DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "0101": ("上水井盖", ("manhole_tilt",)),
@@ -264,7 +267,8 @@ class _DeviceBase(_Model):
     port: str | None = None
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     # mqtt transport (the southbound broker); JSON fields by dotted path, e.g. {"lat": "gps.lat"}
-    topic: str | None = None
+    topic: str | None = Field(default=None, min_length=1, max_length=256,
+                              pattern=TOPIC_FILTER_PATTERN)
     json_map: dict[str, str] = Field(default_factory=dict)
 
 

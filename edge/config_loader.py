@@ -30,6 +30,7 @@ from edge.config import (
     DEFAULT_ASSET_CLASSES,
     DEVICE_MODELS,
     NAME_PATTERN,
+    TOPIC_FILTER_PATTERN,
     AnyDevice,
     Bus,
     Device,
@@ -422,6 +423,8 @@ _PATTERN_WORDS: dict[str, str] = {
     r"^\d\d:\d\d-\d\d:\d\d$": "a range of times like '22:00-07:00'",
     r"^[^#+$][^#+]*[^/#+]$": "a topic prefix without '+' or '#', not starting with '$' or "
                              "ending with '/'",
+    TOPIC_FILTER_PATTERN: "an MQTT topic: '+' only as a whole level, '#' only as the whole "
+                          "last level",
 }
 _DIGITS = re.compile(r"\^\\d\{(\d+)(?:,(\d+))?\}\$")
 _FIELD_WORDS = {"code": "asset code", "grid": "grid code", "class_": "class code",

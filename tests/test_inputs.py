@@ -424,3 +424,31 @@ def test_fuzz_secret_and_key_files(content: bytes, tmp_path: Path) -> None:
 def test_fuzz_retry_after(header: str | None) -> None:
     value = _retry_after(header)
     assert value is None or 0.0 <= value <= CAP_S
+
+
+# ---- devices.yaml: an MQTT device's topic ------------------------------------------------------
+
+def _cover(topic: str) -> dict[str, object]:
+    return {"name": "cover-9", "kind": "manhole_tilt", "transport": "mqtt",
+            "model": "mqtt_json", "topic": topic,
+            "asset": {"code": "3205080106000999", "class": "0106", "grid": "320508001002003",
+                      "name": "井盖"}}
+
+
+@pytest.mark.parametrize("topic", ["covers/#/9", "covers/9#", "covers/a+/9", "+x", ""])
+def test_an_invalid_topic_is_a_config_error_with_its_line(topic: str, tmp_path: Path) -> None:
+    # paho refuses these at subscribe time: the driver would restart forever past edge check
+    with pytest.raises(ConfigError) as info:
+        write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[_cover(topic)],
+                     extra={"southbound_mqtt": {"host": "127.0.0.1", "port": 1883,
+                                                "tls": False}})
+    assert any("topic" in problem for problem in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize("topic", ["covers/9", "covers/+/report", "covers/#", "+", "#",
+                                   "$share/g/covers/9", "a//b"])
+def test_a_valid_topic_filter_loads(topic: str, tmp_path: Path) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[_cover(topic)],
+                          extra={"southbound_mqtt": {"host": "127.0.0.1", "port": 1883,
+                                                     "tls": False}})
+    assert loaded.config.device("cover-9").topic == topic

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from edge.errors import UplinkRejectedError
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 
@@ -27,3 +30,16 @@ async def test_a_message_published_after_subscribe_returns_arrives(
         await pub.close()
         await sub.close()
 
+
+
+@pytest.mark.parametrize("topic", ["covers/#/1", "a+b/c", "$share/a+b/t"])
+async def test_an_invalid_topic_filter_is_an_uplink_error_not_paho_s(
+        topic: str, plain_broker: Mosquitto) -> None:
+    sub = link(plain_broker.port, "sub")
+    await sub.connect()
+    try:
+        with pytest.raises(UplinkRejectedError, match="invalid topic filter"):
+            await sub.subscribe(topic)
+        assert await sub.subscribe("ok/topic") is True  # the link is still usable
+    finally:
+        await sub.close()

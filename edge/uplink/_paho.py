@@ -319,10 +319,16 @@ class MqttLink:
 
         Returns True once the broker holds the subscription (a message published after this
         reaches us), False when the broker refused it (an ACL: logged, the link stays up so
-        telemetry still flows). UplinkUnavailableError when the link is lost or no SUBACK
-        comes within the connect timeout.
+        telemetry still flows). UplinkRejectedError for a filter paho refuses to send;
+        UplinkUnavailableError when the link is lost or no SUBACK comes within the connect
+        timeout.
         """
-        rc, mid = self._client.subscribe(topic, qos=1)
+        try:
+            rc, mid = self._client.subscribe(topic, qos=1)
+        except ValueError as exc:  # paho checks filters itself: '#' not last, '+' inside a level
+            # 0x8F is MQTT 5's "topic filter invalid"; the broker would never see it
+            raise UplinkRejectedError(f"invalid topic filter {topic!r}: {exc}",
+                                      reason_code=0x8F) from exc
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
         fut: asyncio.Future[int] = self._loop.create_future()
