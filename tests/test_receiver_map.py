@@ -33,7 +33,7 @@ from hil.pki import Pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import MAP_MAX_VALUES, ReceiverStore
-from hil.receiver.web import MapConfig, load_map_config, serve
+from hil.receiver.web import MapConfig, MapStore, load_map_config, map_state, serve
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cdp import Page, browser
@@ -431,6 +431,9 @@ async def test_work_coverage_colours_covered_and_missed_stretches(tmp_path: Path
 
 async def test_map_api_answers_are_bounded_and_bad_arguments_are_400(tmp_path: Path) -> None:
     store = ReceiverStore(tmp_path / "rx.db")
+    assert map_state(store)["assets"] == []
+    typed: MapStore = store  # mypy: the SQLite store is a MapStore (pg_store.py must be too)
+    del typed
     gateway = Gateway(store)
     asset = cover("井盖", 1, 31.31, 120.63)
     now = time.time_ns()

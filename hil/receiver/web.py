@@ -23,7 +23,7 @@ import ssl
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -141,7 +141,40 @@ def open311(store: ReceiverStore) -> list[dict[str, Any]]:
     } for case in store.cases("open")]
 
 
-def map_state(store: ReceiverStore) -> dict[str, Any]:
+class MapStore(Protocol):
+    """What the map reads of a store: SQLite (``store.py``) or PostgreSQL (``pg_store.py``).
+
+    Shapes and bounds are those of ``ReceiverStore``'s methods of the same names (their
+    docstrings are the contract; ``MAP_MAX_*`` in store.py are the bounds).
+    """
+
+    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Return cases (with ``grid``), newest first."""
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Return every gateway with its last state."""
+
+    def map_assets(self, limit: int = ...) -> list[dict[str, Any]]:
+        """Return every non-tracker device with its asset block and newest event."""
+
+    def map_vehicles(self) -> list[dict[str, Any]]:
+        """Return every tracker's newest position (by fix time)."""
+
+    def map_device_values(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
+        """Return a device's newest events, newest first."""
+
+    def map_device_cases(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
+        """Return a device's cases, newest first."""
+
+    def map_track(self, gw: str, device: str, start_ns: int, end_ns: int, limit: int = ...
+                  ) -> list[tuple[int, float, float, float | None, float | None]]:
+        """Return a tracker's positions in [start_ns, end_ns), oldest first."""
+
+    def map_work_coverage(self) -> list[dict[str, Any]]:
+        """Return the newest ``work_coverage`` event of each (gw, device)."""
+
+
+def map_state(store: MapStore) -> dict[str, Any]:
     """Return what the map polls: assets with their state, open cases, trucks, coverage ids.
 
     An asset's ``state`` is ``alarm`` (an open case), else ``offline`` (its device said so, or
