@@ -33,6 +33,7 @@ from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_sch
 from edge.sink import EventSink
 from edge.supervisor import supervise
 from hil.broker import free_port
+from hil.receiver import schemas as contract
 from hil.sims.serial_sims import GpsSim, Leg, RouteFix, offset, route
 from tests.cfg import write_config
 from tests.recording_sink import RecordingSink
@@ -353,6 +354,10 @@ def test_the_event_validates_against_the_printed_schemas() -> None:
     broken = {**wire["data"], "roads": [{**wire["data"]["roads"][0], "covered_pct": 101}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schemas["work_coverage"])
+    # the published contract (edge/contract/schemas, what `edge schema` prints and a platform
+    # is given) accepts it too, and refuses the broken one
+    assert contract.errors("event", wire) == []
+    assert contract.errors("event", {**wire, "data": broken}) != []
 
 
 # --- the GPS driver's hook ------------------------------------------------------------------
@@ -503,6 +508,7 @@ async def test_a_shift_end_is_stored_as_a_work_coverage_event(tmp_path: Path) ->
         await sim.stop()
     (event,) = events
     WireEvent.model_validate(event)
+    assert contract.errors("event", event) == []
     jsonschema.validate(event["data"], json_schemas()["work_coverage"])
     assert event["prio"] == Prio.ALARM
     assert event["device"] == "truck-03"
