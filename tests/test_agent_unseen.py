@@ -15,6 +15,7 @@ import pytest
 from edge.agent import Agent
 from hil.broker import Mosquitto
 from tests.cfg import write_config
+from tests.helpers import wait_until
 
 
 async def started(tmp_path: Path, port: int) -> tuple[Agent, asyncio.Event, asyncio.Task[None]]:
@@ -74,7 +75,7 @@ async def test_a_stray_task_that_dies_unretrieved_stops_the_agent(
         raise ValueError(msg)
 
     task = asyncio.get_running_loop().create_task(boom(), name="stray")
-    await asyncio.sleep(0.05)
+    await wait_until(task.done, 5, "the stray task failing")
     del task
     gc.collect()  # asyncio reports an unretrieved exception when the task is collected
     error = await ends_at_once(run, stop)
