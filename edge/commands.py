@@ -23,9 +23,11 @@ counted and summed up in one ``suppressed`` report (finding 8, docs/decisions.md
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
-from edge.clock import Clock, TimeQuality, parse_rfc3339
+from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeys, load_platform_keys
-from edge.command_replay import CTR_MAX, ReplayState
+from edge.command_replay import CTR_MAX, MAX_CTR_STEP, ReplayState
 from edge.config import EdgeConfig, LightStep
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
@@ -75,6 +77,56 @@ ACTION_KINDS: dict[str, frozenset[str]] = {
     "speaker.stop": frozenset({"loudspeaker"}), "gps.set_interval": frozenset({"gps"}),
     "device.read": frozenset({"manhole_tilt", "streetlight", "loudspeaker", "gps"}),
 }
+
+
+# Every ``status`` and ``reason`` a ``command_result`` can carry, in one place: the contract's
+# schema is generated from these (issue 20 #7). ``status`` of the command itself:
+STATUSES = ("executed", "rejected", "failed", "unknown", "dropped")
+# Later results of a long-running action, from its driver (same ``cmd_id``; ``cmd_id`` null for a
+# step of a stored light schedule): a queued play ends played/interrupted/refused/failed.
+FOLLOW_UP_STATUSES = ("played", "interrupted", "refused", "failed", "executed")
+# reason -> (status, whether a valid signature came first, what it means)
+REASONS: dict[str, tuple[str, bool, str]] = {
+    "oversized": ("rejected", False, f"envelope over {MAX_COMMAND_BYTES} bytes"),
+    "malformed": ("rejected", False, "not a JSON envelope {kid, alg, sig, body} of strings"),
+    "unknown_kid": ("rejected", False, "kid not on the gateway's allow-list"),
+    "bad_signature": ("rejected", False, "sig does not verify over the UTF-8 bytes of body"),
+    "bad_body": ("rejected", True, "body is not a valid command (detail lists field errors)"),
+    "unknown_action": ("rejected", True, "action not in the action catalogue"),
+    "wrong_role": ("rejected", True, "the kid's roles do not include the action's role"),
+    "wrong_aud": ("rejected", True, "aud is another gateway"),
+    "unsupported_action": ("rejected", True, "the device's kind cannot do the action"),
+    "unknown_device": ("rejected", True, "no such device on this gateway"),
+    "bad_params": ("rejected", True, "params do not validate (detail lists field errors)"),
+    "expired": ("rejected", True, "exp is not after the gateway's trusted now"),
+    "iat_in_future": ("rejected", True, f"iat more than {IAT_SKEW_S:g} s after the trusted now"),
+    "duplicate": ("rejected", True, "cmd_id seen before (journal on disk)"),
+    "counter_rollback": ("rejected", True, "ctr not above the last accepted for (kid, iss)"),
+    "counter_jump": ("rejected", True, f"ctr more than {MAX_CTR_STEP} above the last and now "
+                     "in microseconds"),
+    "too_many_issuers": ("rejected", True, "a kid's issuer counters are full (iss)"),
+    "replay_state_lost": ("rejected", True, "replay state lost; refused until re-established"),
+    "unsafe": ("rejected", True, "a device safety rule refused it (detail says which)"),
+    "suppressed": ("rejected", False, "summary of unauthenticated rejections not reported"),
+    "inbound_full": ("dropped", False, "envelopes dropped unread: inbound queue full"),
+    "device_error": ("failed", True, "the device refused or did not confirm (detail)"),
+    "timeout": ("failed", True, f"the device did not answer within {EXECUTE_TIMEOUT_S:g} s"),
+    "internal_error": ("failed", True, "a gateway bug; the uplink went on"),
+    "interrupted": ("unknown", True, "the agent stopped while it executed; never re-run"),
+}
+# Rejections whose command id is echoed as ``cmd_id_unverified`` when the body has one that is a
+# UUIDv7: the platform matches the rejection to its command without trusting the gateway to
+# have verified it (issue 20 #7).
+UNVERIFIED_ID_REASONS = frozenset({"unknown_kid", "bad_signature", "bad_body"})
+MAX_FIELD_ERRORS = 8  # bad_body/bad_params detail: the first errors, then a count
+# Command times: RFC 3339 in UTC ("Z") or with an offset, seconds required, 0-9 fraction digits;
+# upper-case T and Z only; no epoch numbers (a JSON number is a bad_body) (issue 20 #8).
+# ASCII digits only ([0-9]: ``\d`` also matches a full-width digit).
+COMMAND_TIME_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                        r"(Z|[+-][0-9]{2}:[0-9]{2})$")
+_COMMAND_TIME = re.compile(COMMAND_TIME_PATTERN)
+ISS_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+MAX_ISSUERS_PER_KID = 32
 
 
 class _Params(BaseModel):
@@ -132,21 +184,61 @@ class CommandBody(BaseModel):
     device: str | None = None
     action: str
     params: dict[str, Any] = Field(default_factory=dict)
-    iat: str
-    exp: str
+    iat: str = Field(pattern=COMMAND_TIME_PATTERN)
+    exp: str = Field(pattern=COMMAND_TIME_PATTERN)
     ctr: int = Field(ge=0, le=CTR_MAX)
+    # the platform instance that signed it: each (kid, iss) keeps its own counter, so instances
+    # sharing a key cannot lock each other out (issue 20 #9, D58); absent: the kid's own
+    iss: str | None = Field(default=None, pattern=ISS_PATTERN)
+
+
+def parse_command_time(text: str) -> int:
+    """Return ns since the epoch of a command time (COMMAND_TIME_PATTERN); ValueError if not.
+
+    Exact to the nanosecond (no float): a fraction past 9 digits is refused, not rounded.
+    """
+    match = _COMMAND_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time with seconds and a zone: {text[:40]!r}")
+    fraction = match.group(1) or ""
+    whole = dt.datetime.fromisoformat(text[:19] + match.group(2).replace("Z", "+00:00"))
+    seconds = int(whole.timestamp())  # whole seconds: exact as a float
+    return seconds * 1_000_000_000 + int((fraction[1:] + "000000000")[:9])
+
+
+def counter_key(kid: str, iss: str | None) -> str:
+    """Return the key of the counter a command is checked against: the kid, or kid/iss."""
+    return kid if iss is None else f"{kid}/{iss}"
+
+
+def action_catalogue() -> dict[str, dict[str, Any]]:
+    """Return each supported action's role, device kinds and params JSON Schema (2020-12).
+
+    The contract publishes this (issue 20 #8); ``params.priority: emergency`` needs role
+    ``broadcast-emergency`` instead of ``broadcast``.
+    """
+    return {action: {"role": ACTION_ROLES[action], "kinds": sorted(ACTION_KINDS[action]),
+                     "params": model.model_json_schema()}
+            for action, model in PARAMS.items()}
+
+
+def reason_catalogue() -> dict[str, dict[str, Any]]:
+    """Return every ``command_result`` reason: its status, whether it is authenticated, text."""
+    return {reason: {"status": status, "authenticated": authed, "description": text}
+            for reason, (status, authed, text) in REASONS.items()}
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended."""
 
-    status: str  # executed | rejected | failed | unknown | dropped
-    reason: str = ""
+    status: str  # STATUSES
+    reason: str = ""  # a key of REASONS, or "" when executed
     cmd_id: str | None = None
     action: str | None = None
     device: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    cmd_id_unverified: str | None = None  # UNVERIFIED_ID_REASONS: the body's cmd_id, unchecked
 
 
 Executor = Callable[[str, str, _Params, str | None], Awaitable[dict[str, Any]]]
@@ -154,10 +246,14 @@ Safety = Callable[[str, str, _Params, set[str]], str | None]
 
 
 def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> str | None:
-    """Check 4 and record the command, atomically (runs on the store's thread)."""
+    """Check 4 and record the command, atomically (runs on the store's thread).
+
+    ``command_counters.kid`` holds the counter key: the kid, or ``kid/iss`` (D58).
+    """
     if store.query("SELECT 1 FROM commands WHERE cmd_id=?", (body.cmd_id,)):
         return "duplicate"
-    row = store.query("SELECT ctr FROM command_counters WHERE kid=?", (kid,))
+    key = counter_key(kid, body.iss)
+    row = store.query("SELECT ctr FROM command_counters WHERE kid=?", (key,))
     if row and body.ctr <= int(row[0][0]):
         return "counter_rollback"
     store.execute_tx([
@@ -165,7 +261,7 @@ def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> s
          "updated_ns) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
          (body.cmd_id, kid, body.ctr, body.action, body.device, now_ns, now_ns)),
         ("INSERT INTO command_counters (kid, ctr) VALUES (?, ?) ON CONFLICT(kid) DO UPDATE "
-         "SET ctr = excluded.ctr", (kid, body.ctr)),
+         "SET ctr = excluded.ctr", (key, body.ctr)),
     ])
     return None
 
@@ -227,7 +323,9 @@ class CommandProcessor:
         """Report commands a crash interrupted as ``unknown`` (never re-run them)."""
         await self._load_replay()
         lost = await self.outbox.call(_journal_recover, self.outbox.store)
-        outcomes = [Outcome("unknown", "interrupted by a restart", c, a, d) for c, a, d in lost]
+        outcomes = [Outcome("unknown", "interrupted", c, a, d,
+                            detail={"detail": "the agent stopped while it executed"})
+                    for c, a, d in lost]
         for outcome in outcomes:
             await self._report(outcome)
         return outcomes
@@ -240,7 +338,9 @@ class CommandProcessor:
                 outcome = await self._process(raw)
             except CommandRejectedError as exc:
                 outcome = Outcome("rejected", exc.reason, exc.cmd_id, exc.action, exc.device,
-                                  detail={"detail": exc.detail} if exc.detail else {})
+                                  detail={"detail": exc.detail} if exc.detail else {},
+                                  cmd_id_unverified=_unverified_cmd_id(raw)
+                                  if exc.reason in UNVERIFIED_ID_REASONS else None)
             except Exception as exc:  # a bug or a full disk: reported, never past the uplink
                 log.exception("command: internal error")
                 outcome = Outcome("failed", "internal_error", detail={"detail": repr(exc)[:200]})
@@ -288,7 +388,9 @@ class CommandProcessor:
                 detail = await self._execute(device, body.action, params, body.cmd_id)
         except (DeviceError, TimeoutError) as exc:
             await self._journal(body.cmd_id, "failed", str(exc))
-            return Outcome("failed", str(exc) or "timed out", body.cmd_id, body.action, device)
+            reason = "timeout" if isinstance(exc, TimeoutError) else "device_error"
+            return Outcome("failed", reason, body.cmd_id, body.action, device,
+                           detail={"detail": str(exc)[:200] or "timed out"})
         except Exception as exc:  # a driver bug: the command failed, the uplink goes on
             log.exception("command %s: executor error", body.cmd_id)
             await self._journal(body.cmd_id, "failed", repr(exc)[:200])
@@ -316,16 +418,21 @@ class CommandProcessor:
             await asyncio.to_thread(replay.reestablish, now_ns)
         if replay.floor_ns:
             try:
-                iat_ns = parse_rfc3339(body.iat)
+                iat_ns = parse_command_time(body.iat)
             except (ValueError, OverflowError):
                 self._reject("bad_body", body, "iat is not RFC 3339")
             if iat_ns < replay.floor_ns:
                 self._reject("replay_state_lost", body, "issued before the replay state was "
                              "re-established")
-        problem = replay.check(kid, body.ctr, now_ns)
+        key = counter_key(kid, body.iss)
+        if key not in replay.counters and body.iss is not None and sum(
+                k.startswith(f"{kid}/") for k in replay.counters) >= MAX_ISSUERS_PER_KID:
+            # the replay file stays small: a key's holder cannot mint counters without end
+            self._reject("too_many_issuers", body, f"{kid} has {MAX_ISSUERS_PER_KID} issuers")
+        problem = replay.check(key, body.ctr, now_ns)
         if problem is not None:
             self._reject(problem[0], body, problem[1])
-        await asyncio.to_thread(replay.accept, kid, body.ctr)
+        await asyncio.to_thread(replay.accept, key, body.ctr)
 
     def _unsafe_clock(self, device: str, action: str, params: _Params, roles: set[str]
                       ) -> str | None:
@@ -359,9 +466,10 @@ class CommandProcessor:
             self._reject("malformed", detail=type(exc).__name__)
         try:
             return kid, CommandBody.model_validate_json(body_bytes)
-        except (ValidationError, RecursionError, ValueError) as exc:
-            count = exc.error_count() if isinstance(exc, ValidationError) else 1
-            self._reject("bad_body", detail=f"{count} errors")
+        except ValidationError as exc:
+            self._reject("bad_body", detail=_field_errors(exc))
+        except (RecursionError, ValueError) as exc:
+            self._reject("bad_body", detail=f"body is not JSON ({type(exc).__name__})")
 
     def _validate(self, kid: str, body: CommandBody) -> tuple[str, _Params]:
         role = ACTION_ROLES.get(body.action)
@@ -390,8 +498,7 @@ class CommandProcessor:
         try:
             return device.name, PARAMS[body.action].model_validate(body.params)
         except ValidationError as exc:
-            self._reject("bad_params", body, "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+            self._reject("bad_params", body, _field_errors(exc))
 
     def _check_fresh(self, body: CommandBody) -> bool:
         """Return False when the clock cannot judge freshness (the counter stands alone)."""
@@ -399,7 +506,7 @@ class CommandProcessor:
             return False
         now_ns = self.clock.now_ns()
         try:
-            exp_ns, iat_ns = parse_rfc3339(body.exp), parse_rfc3339(body.iat)
+            exp_ns, iat_ns = parse_command_time(body.exp), parse_command_time(body.iat)
         except (ValueError, OverflowError):
             self._reject("bad_body", body, "iat/exp are not RFC 3339")
         if exp_ns <= now_ns:
@@ -451,10 +558,15 @@ class CommandProcessor:
         # an unauthenticated kid or body may hold lone surrogates: they cannot be encoded to
         # UTF-8 (finding 1's UnicodeEncodeError), so every string is escaped before it is kept
         outcome = Outcome(outcome.status, outcome.reason, _clean(outcome.cmd_id),
-                          _clean(outcome.action), _clean(outcome.device), _clean(outcome.detail))
+                          _clean(outcome.action), _clean(outcome.device), _clean(outcome.detail),
+                          outcome.cmd_id_unverified)
         record = {"ts": time.time(), "status": outcome.status, "reason": outcome.reason,
                   "cmd_id": outcome.cmd_id, "action": outcome.action, "device": outcome.device,
                   "detail": outcome.detail}
+        data = {"cmd_id": outcome.cmd_id, "action": outcome.action, "status": outcome.status,
+                "reason": outcome.reason or None, "detail": outcome.detail}
+        if outcome.cmd_id_unverified is not None:
+            record["cmd_id_unverified"] = data["cmd_id_unverified"] = outcome.cmd_id_unverified
         await asyncio.to_thread(_append_audit, self.audit_path, record)
         audit_log.info("command %s %s on %s: %s %s", outcome.cmd_id, outcome.action,
                        outcome.device, outcome.status, outcome.reason)
@@ -463,9 +575,35 @@ class CommandProcessor:
             prio = Prio.STATE  # anyone can cause these: evictable under quota, never an alarm
         await self.outbox.put(Event(
             EventType.COMMAND_RESULT, prio, self.clock.now_ns(), self.clock.quality(),
-            device=outcome.device,
-            data={"cmd_id": outcome.cmd_id, "action": outcome.action, "status": outcome.status,
-                  "reason": outcome.reason or None, "detail": outcome.detail}))
+            device=outcome.device, data=data))
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """Return the first MAX_FIELD_ERRORS field errors, bounded, and how many more there were."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(map(str, e['loc']))[:64]}: {e['msg'][:120]}"
+             for e in errors[:MAX_FIELD_ERRORS]]
+    if len(errors) > MAX_FIELD_ERRORS:
+        parts.append(f"+{len(errors) - MAX_FIELD_ERRORS} more")
+    return "; ".join(parts)
+
+
+def _unverified_cmd_id(raw: bytes) -> str | None:
+    """Return the ``cmd_id`` of an envelope's body if it is a UUIDv7, else None; never raises.
+
+    Unverified (no valid signature, or an invalid body): only ever echoed as
+    ``cmd_id_unverified``, and only in the one shape a cmd_id has, so nothing else of an
+    unauthenticated body is repeated (``raw`` is at most MAX_COMMAND_BYTES).
+    """
+    try:
+        env = json.loads(raw)
+        body = json.loads(env["body"]) if isinstance(env, dict) else None
+        value = body.get("cmd_id") if isinstance(body, dict) else None
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if isinstance(value, str) and re.fullmatch(UUID7_PATTERN, value):
+        return value
+    return None
 
 
 def _clean(value: Any) -> Any:

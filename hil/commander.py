@@ -45,16 +45,19 @@ def _stamp(value: dt.datetime) -> str:
 def sign_command(key: Ed25519PrivateKey, *, gateway: str, device: str | None, action: str,
                  params: dict[str, Any] | None = None, ctr: int | None = None,
                  ttl_s: float = 300, iat: dt.datetime | None = None,
-                 cmd_id: str | None = None) -> tuple[str, bytes]:
+                 cmd_id: str | None = None, iss: str | None = None) -> tuple[str, bytes]:
     """Return (cmd_id, envelope bytes).
 
     ``ctr`` defaults to microseconds since the epoch, which grows without keeping state.
+    ``iss`` names the platform instance: each (kid, iss) has its own counter (D58).
     """
     issued = iat or dt.datetime.now(dt.UTC)
     body = {"cmd_id": cmd_id or str(uuid7()), "aud": gateway, "device": device,
             "action": action, "params": params or {}, "iat": _stamp(issued),
             "exp": _stamp(issued + dt.timedelta(seconds=ttl_s)),
             "ctr": ctr if ctr is not None else time.time_ns() // 1000}
+    if iss is not None:
+        body["iss"] = iss
     raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return str(body["cmd_id"]), Signer(key).envelope(raw)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import re
 import time
@@ -17,11 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
+from edge.commands import (
+    MAX_FIELD_ERRORS,
+    MAX_ISSUERS_PER_KID,
+    PARAMS,
+    REASONS,
+    STATUSES,
+    Outcome,
+    action_catalogue,
+    parse_command_time,
+    reason_catalogue,
+)
+from edge.errors import DeviceUnavailableError
+from edge.ids import uuid7
 from edge.model import UUID7_PATTERN, Event, EventType, WireBatch
 from edge.uplink import mqtt as mqtt_uplink
 from edge.uplink._paho import MqttLink
@@ -30,6 +46,8 @@ from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
 from hil.broker import Mosquitto
 from tests.helpers import wait_until
+from tests.test_commands import GW as CMD_GW
+from tests.test_commands import ROOT, Harness
 from tests.uplink_rig import GW, uplink_config
 
 
@@ -181,3 +199,216 @@ async def test_the_heartbeat_refreshes_the_outbox_depth(
         await wait_until(lambda: len(rig.states) >= 3, 6, "two heartbeats")
         assert rig.states[-1]["seq_high"] == 1
         assert rig.states[-1]["seq_low"] == 2  # nothing held any more
+
+
+# ---- #7, #8, #9: command results, time formats, action catalogue, counters ----------------
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.stop()
+
+
+def _stamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _body(**over: Any) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    body: dict[str, Any] = {
+        "cmd_id": str(uuid7()), "aud": CMD_GW, "device": "lamp-07", "action": "light.set",
+        "params": {"on": True}, "iat": _stamp(now), "exp": _stamp(now + dt.timedelta(minutes=5)),
+        "ctr": time.time_ns() // 1000}
+    body.update(over)
+    return body
+
+
+async def _send_body(h: Harness, key: Ed25519PrivateKey, body: dict[str, Any]) -> Outcome:
+    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert h.processor is not None
+    return await h.processor.handle(Signer(key).envelope(raw))
+
+
+def _results(h: Harness) -> list[dict[str, Any]]:
+    assert h.outbox is not None
+    return [json.loads(r[0])["data"] for r in h.outbox.store.query(
+        "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE '%command_result%' "
+        "ORDER BY seq")]
+
+
+async def test_unauthenticated_rejections_echo_the_cmd_id_unverified(h: Harness) -> None:
+    body = _body()
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    forged = json.loads(Signer(h.lighting).envelope(raw))
+    forged["body"] = forged["body"].replace('"on":true', '"on":false')
+    assert h.processor is not None
+    bad_sig = await h.processor.handle(json.dumps(forged).encode())
+    unknown = await _send_body(h, h.unknown, _body(cmd_id=body["cmd_id"]))
+    bad_body = await _send_body(h, h.lighting, _body(cmd_id=body["cmd_id"], extra=1))
+    for out, reason in ((bad_sig, "bad_signature"), (unknown, "unknown_kid"),
+                        (bad_body, "bad_body")):
+        assert (out.status, out.reason) == ("rejected", reason)
+        assert out.cmd_id is None  # never presented as verified
+        assert out.cmd_id_unverified == body["cmd_id"]
+    results = _results(h)
+    assert [r["cmd_id_unverified"] for r in results] == [body["cmd_id"]] * 3
+    assert all(r["cmd_id"] is None for r in results)
+    assert h.audit()[-1]["cmd_id_unverified"] == body["cmd_id"]
+    # only a UUIDv7 is echoed: nothing else of an unauthenticated body is repeated
+    junk = await _send_body(h, h.unknown, _body(cmd_id="<script>" * 10))
+    assert junk.cmd_id_unverified is None
+    assert "cmd_id_unverified" not in _results(h)[-1]
+
+
+async def test_bad_body_names_its_field_errors_bounded(h: Harness) -> None:
+    out = await _send_body(h, h.lighting, _body(exp=1795662900, colour="red"))
+    assert out.reason == "bad_body"
+    detail = out.detail["detail"]
+    assert "exp: " in detail and "colour: " in detail, detail
+    many = await _send_body(h, h.lighting, _body(**{f"x{i}": i for i in range(40)}))
+    detail = many.detail["detail"]
+    assert detail.endswith(f"+{40 - MAX_FIELD_ERRORS} more"), detail
+    assert detail.count("; ") == MAX_FIELD_ERRORS
+    assert len(detail) < MAX_FIELD_ERRORS * 200
+
+
+async def test_every_reason_and_status_is_in_the_catalogue(h: Harness) -> None:
+    source = "".join((ROOT / "edge" / name).read_text(encoding="utf-8")
+                     for name in ("commands.py", "command_replay.py"))
+    used: set[str] = set()
+    for pattern in (r'_reject\(\s*"([a-z_]+)"', r'Outcome\(\s*"[a-z]+",\s*"([a-z_]+)"',
+                    r'(?:reason|problem) = "([a-z_]+)"', r'else "([a-z_]+)"',
+                    r'return "([a-z_]+)"'):
+        used |= set(re.findall(pattern, source))
+    assert len(used) >= len(REASONS) - 1  # the scan finds them (all but the summary's)
+    assert used <= set(REASONS), used - set(REASONS)
+    assert {status for status, _a, _t in REASONS.values()} <= set(STATUSES)
+    catalogue = reason_catalogue()
+    assert catalogue["bad_signature"] == {"status": "rejected", "authenticated": False,
+                                          "description": REASONS["bad_signature"][2]}
+    # what the processor reports in practice is in it too
+    outs = [await _send_body(h, h.lighting, _body(exp=1)),
+            await _send_body(h, h.lighting, _body(aud="gw-other")),
+            await _send_body(h, h.lighting, _body(action="light.dance"))]
+    for out in outs:
+        assert out.status in STATUSES and out.reason in REASONS
+
+
+async def test_a_device_failure_has_a_stable_reason(h: Harness) -> None:
+    assert h.processor is not None
+
+    async def broken(_d: str, _a: str, _p: Any, _c: str | None = None) -> dict[str, Any]:
+        raise DeviceUnavailableError("lamp-07", "no answer from unit 7")
+
+    h.processor._execute = broken  # the driver fails as a real one
+    out = await _send_body(h, h.lighting, _body())
+    assert (out.status, out.reason) == ("failed", "device_error")
+    assert "no answer" in out.detail["detail"]
+
+
+@pytest.mark.parametrize("stamp", [
+    "{d}T{t}Z", "{d}T{t}.5Z", "{d}T{t}.123Z", "{d}T{t}.123456789Z", "{d}T{t}+00:00",
+    "{d}T{t}.250-00:00"])
+async def test_accepted_command_time_formats(h: Harness, stamp: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    exp = now + dt.timedelta(minutes=5)
+    body = _body(iat=stamp.format(d=f"{now:%Y-%m-%d}", t=f"{now:%H:%M:%S}"),
+                 exp=stamp.format(d=f"{exp:%Y-%m-%d}", t=f"{exp:%H:%M:%S}"))
+    out = await _send_body(h, h.lighting, body)
+    assert out.status == "executed", out
+
+
+async def test_an_offset_is_applied_not_ignored(h: Harness) -> None:
+    now = dt.datetime.now(dt.UTC)
+    cst = dt.timezone(dt.timedelta(hours=8))
+    fresh = _body(iat=f"{now.astimezone(cst):%Y-%m-%dT%H:%M:%S}+08:00",
+                  exp=f"{(now + dt.timedelta(minutes=5)).astimezone(cst):%Y-%m-%dT%H:%M:%S}+08:00")
+    assert (await _send_body(h, h.lighting, fresh)).status == "executed"
+    # the wall time of a minute from now, but in UTC-8: 8 h ago, expired
+    stale = _body(exp=f"{now + dt.timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}+08:00",
+                  iat=f"{now - dt.timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}+08:00")
+    assert (await _send_body(h, h.lighting, stale)).reason == "expired"
+
+
+@pytest.mark.parametrize("bad", [
+    1795662900, 1795662900.5, "1795662900", "2026-11-26 03:15:00Z", "2026-11-26T03:15:00z",
+    "2026-11-26t03:15:00Z", "2026-11-26T03:15:00", "2026-11-26T03:15Z", "2026-11-26",
+    "2026-11-26T03:15:00.1234567890Z", "2026-11-26T03:15:00+0800", "20261126T031500Z",
+    "2026-11-26T03:15:60Z", "2026-02-30T03:15:00Z", "2026-11-26T03:15:00+24:00", "",
+    "2026-11-26T03:15:00.Z", "\uff12026-11-26T03:15:00Z"])
+async def test_refused_command_time_formats(h: Harness, bad: Any) -> None:
+    out = await _send_body(h, h.lighting, _body(iat=bad))
+    assert (out.status, out.reason) == ("rejected", "bad_body"), out
+    assert "iat" in out.detail.get("detail", ""), out
+    assert not h.executed
+
+
+def test_parse_command_time_is_exact_and_strict() -> None:
+    assert parse_command_time("1970-01-01T00:00:00.000000001Z") == 1
+    assert parse_command_time("2026-11-26T11:15:00.5+08:00") == \
+        parse_command_time("2026-11-26T03:15:00.500Z")
+    for bad in ("2026-02-30T03:15:00Z", "2026-11-26T03:15:00", "x"):
+        with pytest.raises(ValueError):
+            parse_command_time(bad)
+
+
+def test_the_action_catalogue_describes_what_the_gateway_checks() -> None:
+    catalogue = action_catalogue()
+    assert set(catalogue) == set(PARAMS)
+    assert catalogue["light.set"]["role"] == "lighting"
+    assert catalogue["device.read"]["role"] == "read"
+    assert catalogue["speaker.play_tts"]["kinds"] == ["loudspeaker"]
+    samples = {"light.set": ({"on": True, "dim_pct": 60}, {"on": True, "dim_pct": 101}),
+               "speaker.play_tts": ({"text": "hi"}, {"text": "hi", "volume": 17}),
+               "speaker.play_clip": ({"clip": "a", "sha256": "0" * 64},
+                                     {"clip": "a", "sha256": "0" * 63}),
+               "light.schedule": ({"steps": [{"at": "18:00", "on": True}]}, {"steps": []}),
+               "speaker.stop": ({}, {"x": 1}), "device.read": ({}, {"on": True})}
+    assert set(samples) == set(PARAMS)
+    for action, (good, bad) in samples.items():
+        schema = catalogue[action]["params"]
+        jsonschema.validate(good, schema)
+        PARAMS[action].model_validate(good)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(ValidationError):
+            PARAMS[action].model_validate(bad)
+
+
+async def test_two_platform_instances_sharing_a_key_do_not_lock_each_other_out(
+        h: Harness) -> None:
+    # instance a counts microseconds, instance b a small sequence: interleaved, both run
+    a_ctr, b_ctr = time.time_ns() // 1000, 10
+    outs = []
+    for i in range(4):
+        outs.append(await h.send(h.lighting, "device.read", {}, ctr=a_ctr + i, iss="a"))
+        outs.append(await h.send(h.lighting, "device.read", {}, ctr=b_ctr + i, iss="b"))
+    assert [o.status for o in outs] == ["executed"] * 8, [(o.reason, o.detail) for o in outs]
+    # each instance's own counter still refuses its own replays
+    assert (await h.send(h.lighting, "device.read", {}, ctr=b_ctr + 1, iss="b")).reason == \
+        "counter_rollback"
+    assert (await h.send(h.lighting, "device.read", {}, ctr=a_ctr, iss="a")).reason == \
+        "counter_rollback"
+    # a replayed capture moved to another instance's name is a different, signed body: it
+    # needs the key; without iss the kid's own counter applies as before
+    assert (await h.send(h.lighting, "device.read", {}, ctr=5)).status == "executed"
+    assert (await h.send(h.lighting, "device.read", {}, ctr=4)).reason == "counter_rollback"
+    await h.stop()
+    await h.start()  # a restart keeps every (kid, iss) counter (the replay file)
+    assert (await h.send(h.lighting, "device.read", {}, ctr=b_ctr + 3, iss="b")).reason == \
+        "counter_rollback"
+    assert (await h.send(h.lighting, "device.read", {}, ctr=b_ctr + 4, iss="b")).status == \
+        "executed"
+
+
+async def test_issuers_per_key_are_bounded(h: Harness) -> None:
+    for i in range(MAX_ISSUERS_PER_KID):
+        assert (await h.send(h.lighting, "device.read", {}, ctr=1, iss=f"i{i}")).status == \
+            "executed"
+    out = await h.send(h.lighting, "device.read", {}, ctr=1, iss="one-more")
+    assert out.reason == "too_many_issuers"
+    bad = await h.send(h.lighting, "device.read", {}, ctr=2, iss="a/b")
+    assert bad.reason == "bad_body"
