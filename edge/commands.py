@@ -188,7 +188,7 @@ class CommandBody(BaseModel):
     exp: str = Field(pattern=COMMAND_TIME_PATTERN)
     ctr: int = Field(ge=0, le=CTR_MAX)
     # the platform instance that signed it: each (kid, iss) keeps its own counter, so instances
-    # sharing a key cannot lock each other out (issue 20 #9, D58); absent: the kid's own
+    # sharing a key cannot lock each other out (issue 20 #9, D59); absent: the kid's own
     iss: str | None = Field(default=None, pattern=ISS_PATTERN)
 
 
@@ -248,7 +248,7 @@ Safety = Callable[[str, str, _Params, set[str]], str | None]
 def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> str | None:
     """Check 4 and record the command, atomically (runs on the store's thread).
 
-    ``command_counters.kid`` holds the counter key: the kid, or ``kid/iss`` (D58).
+    ``command_counters.kid`` holds the counter key: the kid, or ``kid/iss`` (D59).
     """
     if store.query("SELECT 1 FROM commands WHERE cmd_id=?", (body.cmd_id,)):
         return "duplicate"

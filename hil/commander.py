@@ -49,7 +49,7 @@ def sign_command(key: Ed25519PrivateKey, *, gateway: str, device: str | None, ac
     """Return (cmd_id, envelope bytes).
 
     ``ctr`` defaults to microseconds since the epoch, which grows without keeping state.
-    ``iss`` names the platform instance: each (kid, iss) has its own counter (D58).
+    ``iss`` names the platform instance: each (kid, iss) has its own counter (D59).
     """
     issued = iat or dt.datetime.now(dt.UTC)
     body = {"cmd_id": cmd_id or str(uuid7()), "aud": gateway, "device": device,
