@@ -243,6 +243,18 @@ async def test_playback_puts_the_truck_at_the_right_place_at_the_right_time(
             assert off_px < 1.5
             readout = await page.evaluate("document.getElementById('pb-readout').textContent")
             assert readout.startswith("08:31:40")
+            # play runs the day on: at 1800 times, a tenth of a second is three minutes of track
+            await at(start_ms)
+            await page.evaluate("document.getElementById('pb-speed').value = '1800';"
+                                "document.getElementById('pb-play').click()")
+            await page.wait_for("Number(document.getElementById('pb-readout').dataset.ms) >= "
+                                f"{start_ms + 180_000}", 5)
+            await page.evaluate("document.getElementById('pb-play').click()")  # pause
+            paused = await page.evaluate("document.getElementById('pb-readout').dataset.ms")
+            await asyncio.sleep(0.3)
+            assert await page.evaluate(
+                "document.getElementById('pb-readout').dataset.ms") == paused
+            await at(start_ms + 30 * 60_000 + 100_000)
             shot = await screenshot(page, "receiver-map-playback.png")
             assert shot.stat().st_size > 20_000
             # the live marker sits at the newest fix (sent first, but newest by time)

@@ -10,7 +10,8 @@ const HOLD_GAP_MS = 120e3;       // playback: further apart than this, hold, do 
 const MAX_CELLS = 4000;          // area coverage cells drawn per report
 const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", degraded: "#e6c229", truck: "#3fa9ff",
   play: "#ffb020", covered: "#2ecc71", missed: "#ff3b30", unknown: "#59636f"};
-const EARTH_M = 6371000;          // edge/geo.py, so chainage matches the gateway's
+const EARTH_M = 6371000;
+const CLEAR_OF_LEGEND = {paddingTopLeft: [60, 60], paddingBottomRight: [220, 60]};          // edge/geo.py, so chainage matches the gateway's
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,6 +54,8 @@ function summary(event) {
 
 const map = L.map("map", {zoomControl: false, attributionControl: true, worldCopyJump: false});
 L.control.zoom({position: "topright"}).addTo(map);
+// the coordinate grid and grid outlines stay under assets and tracks whenever they are redrawn
+map.createPane("furniture").style.zIndex = "350";
 map.attributionControl.setPrefix("Leaflet");
 const layers = {
   graticule: L.layerGroup().addTo(map), grids: L.layerGroup().addTo(map),
@@ -71,7 +74,7 @@ function graticule() {
     0.0002, 0.0001];
   const step = steps.find((s) => span / s >= 6) ?? steps[steps.length - 1];
   const digits = Math.max(0, Math.ceil(-Math.log10(step)));
-  const style = {color: "#22354d", weight: 1, interactive: false};
+  const style = {color: "#22354d", weight: 1, interactive: false, pane: "furniture"};
   const south = Math.max(b.getSouth(), -85), north = Math.min(b.getNorth(), 85);
   for (let lon = Math.ceil(b.getWest() / step) * step; lon <= b.getEast(); lon += step) {
     L.polyline([[south, lon], [north, lon]], style).addTo(layers.graticule);
@@ -84,7 +87,8 @@ function graticule() {
   function label(at, text, offset) {
     const icon = L.divIcon({className: "graticule-label", html: el("span", {}, text),
       iconSize: null, iconAnchor: [-offset[0], -offset[1]]});
-    L.marker(at, {icon, interactive: false, keyboard: false}).addTo(layers.graticule);
+    L.marker(at, {icon, interactive: false, keyboard: false, pane: "furniture"})
+      .addTo(layers.graticule);
   }
 }
 
@@ -132,7 +136,7 @@ function drawGrids(assets) {
   gridKey = key;
   layers.grids.clearLayers();
   const style = {color: "#4f7db3", weight: 1.5, dashArray: "6 4", fill: true, fillOpacity: 0.04,
-    interactive: false};
+    interactive: false, pane: "furniture"};
   const outlined = new Set();
   for (const [code, ring] of Object.entries(config.grids || {})) {
     if (!Array.isArray(ring) || ring.length < 3) continue;
@@ -153,7 +157,7 @@ function drawGrids(assets) {
 function gridLabel(at, code) {
   const icon = L.divIcon({className: "grid-label", html: el("span", {}, "grid " + code),
     iconSize: null, iconAnchor: [0, 16]});
-  L.marker(at, {icon, interactive: false, keyboard: false}).addTo(layers.grids);
+  L.marker(at, {icon, interactive: false, keyboard: false, pane: "furniture"}).addTo(layers.grids);
 }
 
 // ---- assets ----------------------------------------------------------------------------------
@@ -178,7 +182,7 @@ function drawAssets(assets) {
       m.edgeName = a.name;
       const alarm = a.state === "alarm";
       m.setStyle({fillColor: COLOURS[a.state] || COLOURS.ok, radius: alarm ? 10 : 7,
-        color: alarm ? COLOURS.alarm : "#0d1520"});
+        color: alarm ? COLOURS.alarm : "#e8f4ff", weight: alarm ? 3 : 1.5});
       m.unbindTooltip();
       m.bindTooltip(el("span", {}, a.name || a.device), {direction: "top", offset: [0, -8],
         permanent: alarm, className: "asset-tip" + (alarm ? " alarm" : "")});
@@ -320,7 +324,7 @@ async function loadPlayback() {
   slider.max = String(pb.points[pb.points.length - 1][0]);
   slider.value = slider.min;
   slider.disabled = $("pb-play").disabled = false;
-  map.fitBounds(L.latLngBounds(pb.points.map((p) => [p[1], p[2]])).pad(0.2), {animate: false});
+  map.fitBounds(L.latLngBounds(pb.points.map((p) => [p[1], p[2]])), {animate: false, ...CLEAR_OF_LEGEND});
   showAt(pb.points[0][0]);
 }
 
@@ -495,7 +499,7 @@ async function refresh() {
       const b = layer.getBounds();
       places.push([b.getSouth(), b.getWest()], [b.getNorth(), b.getEast()]);
     }
-    if (places.length) { map.fitBounds(L.latLngBounds(places).pad(0.3), {maxZoom: 18, animate: false}); fitted = true; }
+    if (places.length) { map.fitBounds(L.latLngBounds(places), {maxZoom: 18, animate: false, ...CLEAR_OF_LEGEND}); fitted = true; }
   }
   latestTag = tag;  // drawn: the same state again can be skipped
 }
