@@ -407,6 +407,9 @@ class Agent:
             "version": __version__, "pid": os.getpid(), "gateway": self.loaded.config.gateway.id,
             "written_at": time.time(), "uptime_s": round(time.monotonic() - self.started, 1),
             "time_quality": self.clock.quality().value,
+            # GNSS fixes refused as a time source (implausible, disagreeing: issue 19 #3)
+            "gnss_time_rejected": self.clock.gnss_rejected,
+            "readings_rejected": self.sink.readings_rejected if self.sink else 0,
             "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
             "outbox": await self.outbox.stats() | {
                 "commits": self.outbox.commits, "events_committed": self.outbox.events_committed,

@@ -43,6 +43,15 @@ def render(status: dict[str, Any]) -> str:
            [({"prio": p}, by_prio.get(str(p), {}).get("oldest_age_s", 0)) for p in range(4)])
     metric("edge_outbox_dead_letters", "gauge", "Events in the dead-letter table.",
            [({}, ob["dead_letters"])])
+    metric("edge_outbox_rejected_total", "counter",
+           "Events the outbox refused to store (not encodable: NaN, wrong type), by prio.",
+           [({"prio": p}, n) for p, n in (ob.get("rejected") or {}).items()])
+    metric("edge_readings_rejected_total", "counter",
+           "Readings the sink refused (the net below the drivers' own checks).",
+           [({}, status.get("readings_rejected", 0))])
+    metric("edge_gnss_time_rejected_total", "counter",
+           "GNSS fixes refused as a time source (implausible or disagreeing).",
+           [({}, status.get("gnss_time_rejected", 0))])
     drops = []
     for key, value in ob["drops"].items():
         reason, _, prio = key.rpartition(".")

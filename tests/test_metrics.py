@@ -105,3 +105,15 @@ def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosqu
         assert not sockets & listening_inodes(), "the agent listens on a port"
     finally:
         stop_agent(agent)
+
+
+def test_refused_values_and_gnss_time_are_exported() -> None:
+    from edge.metrics import render
+
+    body = render({
+        "outbox": {"by_prio": {}, "dead_letters": 0, "drops": {}, "rejected": {"3": 2}},
+        "uplink": None, "devices": {}, "buses": {}, "commands": {}, "time_quality": "synced",
+        "readings_rejected": 4, "gnss_time_rejected": 7})
+    assert metric(body, "edge_outbox_rejected_total", prio="3") == 2
+    assert metric(body, "edge_readings_rejected_total") == 4
+    assert metric(body, "edge_gnss_time_rejected_total") == 7
