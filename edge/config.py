@@ -109,6 +109,22 @@ class UplinkConfig(_Model):
     # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D56)
     state_heartbeat_s: float = Field(default=900.0, ge=1, le=86_400)
 
+    @field_validator("base_url")
+    @classmethod
+    def _plain_base_url(cls, value: str | None) -> str | None:
+        # credentials in a URL end up in logs, status and error text: they belong in
+        # password_file (security review 19 #5)
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry a user or password (use password_file)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value
+
     def connect_host(self) -> str:
         """Return the host the uplink actually connects to (``base_url``'s for HTTPS).
 

@@ -164,7 +164,6 @@ async def test_tls_1_1_only_server_is_refused(pki: Pki, tmp_path: Path) -> None:
     ("http://127.0.0.1:8080", "203.0.113.7", False),  # the host actually connected to counts
     ("http://[::1]:8080", "127.0.0.1", False),
     ("http://localhost:8080", "127.0.0.1", False),
-    ("http://127.0.0.1@203.0.113.7/", "127.0.0.1", True),  # userinfo does not fool it
 ])
 def test_tls_false_checks_the_https_base_url_host(base_url: str, host: str, bad: bool) -> None:
     from edge.config import EdgeConfig
@@ -176,3 +175,20 @@ def test_tls_false_checks_the_https_base_url_host(base_url: str, host: str, bad:
                    "tls": False}})
     problems = [msg for loc, msg in cross_check(cfg) if "loopback" in msg]
     assert bool(problems) == bad, problems
+
+
+@pytest.mark.parametrize("base_url", [
+    "http://127.0.0.1@203.0.113.7/",  # userinfo does not fool the loopback rule: refused
+    "https://user:secret@platform.example/",  # credentials would reach logs and status
+    "https://platform.example/?token=secret",
+    "ftp://platform.example/", "https:///no-host"])
+def test_a_base_url_with_credentials_or_no_host_is_refused(base_url: str) -> None:
+    from pydantic import ValidationError
+
+    from edge.config import EdgeConfig
+
+    with pytest.raises(ValidationError, match="base_url"):
+        EdgeConfig.model_validate({
+            "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
+            "uplink": {"kind": "https", "host": "127.0.0.1", "port": 1, "base_url": base_url,
+                       "tls": False}})
