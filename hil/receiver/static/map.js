@@ -163,6 +163,10 @@ function gridLabel(at, code) {
 // ---- assets ----------------------------------------------------------------------------------
 
 const assetMarkers = new Map();
+// a district at zoom 15 has thousands of assets: small dots there, full markers close up;
+// an alarm is always full size
+function assetRadius(state) { return state === "alarm" ? 10 : map.getZoom() >= 17 ? 7 : map.getZoom() >= 15 ? 4 : 2.5; }
+map.on("zoomend", () => { for (const m of assetMarkers.values()) m.setRadius(assetRadius(m.edgeState)); });
 function drawAssets(assets) {
   const seen = new Set();
   for (const a of assets) {
@@ -181,8 +185,9 @@ function drawAssets(assets) {
       m.edgeState = a.state;
       m.edgeName = a.name;
       const alarm = a.state === "alarm";
-      m.setStyle({fillColor: COLOURS[a.state] || COLOURS.ok, radius: alarm ? 10 : 7,
-        color: alarm ? COLOURS.alarm : "#e8f4ff", weight: alarm ? 3 : 1.5});
+      m.setStyle({fillColor: COLOURS[a.state] || COLOURS.ok,
+        color: alarm ? COLOURS.alarm : "#e8f4ff", weight: alarm ? 3 : 1});
+      m.setRadius(assetRadius(a.state));
       m.unbindTooltip();
       m.bindTooltip(el("span", {}, a.name || a.device), {direction: "top", offset: [0, -8],
         permanent: alarm, className: "asset-tip" + (alarm ? " alarm" : "")});
