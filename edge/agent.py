@@ -45,7 +45,7 @@ from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError
 from edge.keys import load_key
 from edge.reload import plan
-from edge.safety import SafetyRules
+from edge.safety import RelayLog, SafetyRules
 from edge.secrets import read_secret
 from edge.sink import EventSink
 from edge.supervisor import supervise
@@ -256,7 +256,7 @@ class Agent:
                 self.drivers[device.name] = build_driver(device, cfg, transports)
         self.commands = CommandProcessor(
             cfg, self.outbox, self.clock, keys=load_platform_keys(cfg, self.loaded.base_dir),
-            execute=self._execute, safety=SafetyRules(cfg).check,
+            execute=self._execute, safety=SafetyRules(cfg, relays=self._relay_log).check,
             audit_path=self.state_dir / "audit.log")
         await self.commands.recover()
         uplink: MqttUplink | HttpsUplink
@@ -324,7 +324,7 @@ class Agent:
         self.sink.set_devices(merged)
         if self.commands is not None:
             self.commands.config = merged
-            self.commands.set_safety(SafetyRules(merged).check)
+            self.commands.set_safety(SafetyRules(merged, relays=self._relay_log).check)
         for device in merged.devices:
             if device.enabled and device.name in (*change.added, *change.changed):
                 self.drivers[device.name] = build_driver(device, merged, self._transports)
@@ -378,6 +378,11 @@ class Agent:
         if pw_file is None:
             return None
         return read_secret(self.loaded.resolve(pw_file), "uplink password")
+
+    def _relay_log(self, name: str) -> RelayLog | None:
+        """Return a lamp driver's relay log (the switch-rate rule counts its changes)."""
+        driver = self.drivers.get(name)
+        return driver.relay if isinstance(driver, StreetlightDriver) else None
 
     async def _probe(self, name: str) -> dict[str, Any]:
         """Read one device now (the status page's button); KeyError if unknown."""

@@ -10,12 +10,41 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import deque
+from collections.abc import Callable
 
 from edge.config import EdgeConfig, LoudspeakerDevice, StreetlightDevice
 from edge.errors import CommandRejectedError
 from edge.light_schedule import is_astronomical
 
 SWITCH_WINDOW_S = 60.0
+MAX_SWITCHES_KEPT = 64  # more than any max_switches_per_min (<= 60): the window is always whole
+
+
+class RelayLog:
+    """A lamp relay's known state and the monotonic times it changed (what wears it).
+
+    The driver owns one and feeds it every state it verifies or polls, whoever switched the
+    relay (a command, a schedule step, a hand at the cabinet); the switch-rate rule reads it.
+    It counted ``light.set`` commands before: four ``on: true`` to a lamp already on made the
+    fifth ``unsafe`` (issue 20 #10).
+    """
+
+    def __init__(self) -> None:
+        self.on: bool | None = None  # None: not read yet
+        self.changes: deque[float] = deque(maxlen=MAX_SWITCHES_KEPT)
+
+    def observe(self, on: bool, now_mono: float | None = None) -> None:
+        """Record that the relay is ``on`` now; a change of a known state is one switch."""
+        if self.on is not None and on != self.on:
+            self.changes.append(time.monotonic() if now_mono is None else now_mono)
+        self.on = on
+
+    def recent(self, now_mono: float) -> int:
+        """Return the switches within the last SWITCH_WINDOW_S."""
+        return sum(1 for at in self.changes if now_mono - at <= SWITCH_WINDOW_S)
+
+
+RelayLogs = Callable[[str], RelayLog | None]
 
 
 def in_quiet_hours(spec: str, local: dt.time) -> bool:
@@ -28,9 +57,13 @@ def in_quiet_hours(spec: str, local: dt.time) -> bool:
 class SafetyRules:
     """Per-device limits: switch rate, dim range, quiet hours, volume, text length."""
 
-    def __init__(self, config: EdgeConfig, *, now: object = None) -> None:
+    def __init__(self, config: EdgeConfig, *, now: object = None,
+                 relays: RelayLogs | None = None) -> None:
         self.config = config
-        self._switches: dict[str, deque[float]] = {}
+        # the drivers' relay logs (they see schedule steps too); a device without one (no
+        # driver yet, or rules used alone) gets a log here, fed with the switches admitted
+        self._relays = relays
+        self._own: dict[str, RelayLog] = {}
         self._now = now  # tests inject a clock: () -> datetime (UTC)
 
     def _utc_now(self) -> dt.datetime:
@@ -49,7 +82,7 @@ class SafetyRules:
         try:
             if isinstance(device, StreetlightDevice) and action == "light.set":
                 self._dim(device, [params])
-                self._switch_rate(device)
+                self._switch_rate(device, bool(getattr(params, "on", False)))
             if isinstance(device, StreetlightDevice) and action == "light.schedule":
                 self._schedule(device, list(getattr(params, "steps", [])))
             if isinstance(device, LoudspeakerDevice) and action == "speaker.play_tts":
@@ -78,15 +111,26 @@ class SafetyRules:
                 if is_astronomical(at):
                     raise CommandRejectedError(f"{at!r} needs {device.name}'s asset lat/lon")
 
-    def _switch_rate(self, device: StreetlightDevice) -> None:
+    def _switch_rate(self, device: StreetlightDevice, on: bool) -> None:
+        """Refuse a relay change beyond the limit.
+
+        A command that leaves the relay as it is (a repeat, a dim change) does not wear it and
+        is neither refused nor counted.
+        """
         now = time.monotonic()
-        recent = self._switches.setdefault(device.name, deque())
-        while recent and now - recent[0] > SWITCH_WINDOW_S:
-            recent.popleft()
-        if len(recent) >= device.max_switches_per_min:
-            raise CommandRejectedError(f"{device.name} switched {len(recent)} times in the "
+        log = self._relays(device.name) if self._relays is not None else None
+        own = log is None
+        if log is None:
+            log = self._own.setdefault(device.name, RelayLog())
+        if log.on is not None and log.on == on:
+            return
+        recent = log.recent(now)
+        if recent >= device.max_switches_per_min:
+            raise CommandRejectedError(f"{device.name} switched {recent} times in the "
                                        f"last minute (limit {device.max_switches_per_min})")
-        recent.append(now)
+        if own:  # no driver reports it: count the admitted change (an unknown state counts)
+            log.changes.append(now)
+            log.on = on
 
     @staticmethod
     def _clip(device: LoudspeakerDevice, params: object) -> None:

@@ -31,21 +31,31 @@ from edge.commands import (
     PARAMS,
     REASONS,
     STATUSES,
+    LightSet,
     Outcome,
     action_catalogue,
     parse_command_time,
     reason_catalogue,
 )
+from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
+from edge.drivers import streetlight as streetlight_mod
+from edge.drivers._codecs import sdm120
+from edge.drivers._modbus import ModbusBus
+from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
 from edge.model import UUID7_PATTERN, Event, EventType, WireBatch
+from edge.safety import SafetyRules
 from edge.uplink import mqtt as mqtt_uplink
 from edge.uplink._paho import MqttLink
 from edge.uplink.batches import BatchSource
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
-from hil.broker import Mosquitto
+from hil.broker import Mosquitto, free_port
+from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit
+from tests.cfg import lamp_device, write_config
 from tests.helpers import wait_until
+from tests.recording_sink import RecordingSink
 from tests.test_commands import GW as CMD_GW
 from tests.test_commands import ROOT, Harness
 from tests.uplink_rig import GW, uplink_config
@@ -412,3 +422,63 @@ async def test_issuers_per_key_are_bounded(h: Harness) -> None:
     assert out.reason == "too_many_issuers"
     bad = await h.send(h.lighting, "device.read", {}, ctr=2, iss="a/b")
     assert bad.reason == "bad_body"
+
+
+# ---- #10: the switch-rate limit counts what wears the relay ------------------------------
+
+
+async def test_repeating_the_lamps_state_is_not_a_switch(h: Harness) -> None:
+    outs = [await h.send(h.lighting, "light.set", {"on": True, "dim_pct": 50 + i})
+            for i in range(8)]
+    assert [o.status for o in outs] == ["executed"] * 8, [o.detail for o in outs]
+    # real changes are still limited: off, on, off are 3 more (4 with the first on)
+    changes = [await h.send(h.lighting, "light.set", {"on": i % 2 == 1}) for i in range(4)]
+    assert [o.status for o in changes[:3]] == ["executed"] * 3
+    assert changes[3].reason == "unsafe"
+    assert "switched 4 times" in changes[3].detail["detail"]
+
+
+async def test_scheduled_switches_count_and_repeats_do_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streetlight_mod, "SCHEDULE_TICK_S", 0.05)
+    port = free_port()
+    unit = lamp_unit(on=False)
+    sim = ModbusTcpSim({1: unit}, port)
+    await sim.start()
+    bus_cfg = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+               "timeout_s": 0.3}
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[bus_cfg],
+                          devices=[lamp_device("lamp-1", "b", 1, max_switches_per_min=2)])
+    cfg = loaded.config.device("lamp-1")
+    assert isinstance(cfg, StreetlightDevice)
+    bus = ModbusBus(ModbusTcpBus.model_validate(bus_cfg))
+    driver = StreetlightDriver(cfg, bus, timeout_s=2.0)
+    driver.utc_offset_h = 8.0
+    rules = SafetyRules(loaded.config, relays=lambda name: driver.relay
+                        if name == "lamp-1" else None)
+    sink = RecordingSink()
+    try:
+        await driver.poll()  # the relay is read: off
+        local = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8) - dt.timedelta(minutes=1)
+        driver.schedule = [LightStep(at=f"{local:%H:%M}", on=True, dim_pct=100)]
+        task = asyncio.create_task(driver.run_schedule(sink))
+        try:
+            await wait_until(lambda: sink.results, 10, "the schedule step")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert unit.coils[sdm120.RELAY_COIL] is True  # the schedule switched it: 1 switch
+        for dim in (40, 60, 80):  # the lamp is on: dimming it never touches the relay
+            assert rules.check("lamp-1", "light.set", LightSet(on=True, dim_pct=dim),
+                               {"lighting"}) is None
+            await driver.set_light(on=True, dim_pct=dim)
+        assert rules.check("lamp-1", "light.set", LightSet(on=False), {"lighting"}) is None
+        await driver.set_light(on=False, dim_pct=100)  # 2 switches in the minute
+        why = rules.check("lamp-1", "light.set", LightSet(on=True), {"lighting"})
+        assert why is not None and "switched 2 times" in why
+        assert rules.check("lamp-1", "light.set", LightSet(on=False, dim_pct=50),
+                           {"lighting"}) is None  # no change: still allowed
+    finally:
+        await bus.close()
+        await sim.stop()

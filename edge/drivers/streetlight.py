@@ -24,6 +24,7 @@ from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.errors import DeviceError, DeviceProtocolError, DeviceRejectedError
 from edge.light_schedule import Step, in_force
+from edge.safety import RelayLog
 from edge.sun import is_day
 
 LAMP_OUT = "lamp_out"
@@ -60,6 +61,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         self.schedule_applied: tuple[Step, dt.datetime] | None = None
         self._schedule_failed: tuple[Step, dt.datetime] | None = None
         self._restored = False
+        self.relay = RelayLog()  # every verified or polled relay state: the switch-rate rule
 
     # ---- polling ------------------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
         if cfg.model == "lamp_controller":
             values["relay_on"] = bool(words[1][0])
+            self.relay.observe(bool(words[1][0]))
             values["dim_pct"] = words[3][0]
         return Reading(cfg.name, values, at_ns, mono_ns)
 
@@ -99,6 +102,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         if bool(relay[0]) != on or dim[0] != dim_pct:
             raise DeviceProtocolError(cfg.name, f"read back relay={bool(relay[0])} dim={dim[0]}"
                                                 f", wrote relay={on} dim={dim_pct}")
+        self.relay.observe(on)  # commands and schedule steps alike wear the relay
         return {"relay_on": on, "dim_pct": dim_pct, "verified": True}
 
     def _daylight(self, at_ns: int) -> bool:
