@@ -703,3 +703,35 @@ async def test_a_damaged_saved_shift_is_a_warning_and_a_fresh_start(
     report = driver.coverage_report()
     assert report is not None
     assert roads_of(report)["main-st"]["covered_pct"] >= 98
+
+
+def test_jumps_sweep_nothing_and_long_passes_cost_their_length() -> None:
+    """A forged or multipath fix far away at a 'working' speed is a jump, not a pass; a long
+    pass (a config with long gaps) walks the cells along it, not the box around it."""
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    far_lat, far_lon = p(20_000, 20_000)
+    near_lat, near_lon = p(0, 0)
+    started = time.process_time()
+    for k in range(200):  # 28 km back and forth each second, claiming 8 km/h
+        lat, lon = (far_lat, far_lon) if k % 2 else (near_lat, near_lon)
+        tracker.on_fix(lat, lon, 8.0, T0 + k, trusted=True)
+    assert time.process_time() - started < 0.2
+    report = tracker.report(T0 + 300)
+    assert report is not None
+    assert all(road["covered_pct"] == 0 for road in report["roads"])
+
+    slow = CoverageTracker(work(max_gap_s=600, max_speed_kmh=60), utc_offset_h=8)
+    lat, lon = p(-10_000, -10_000)
+    slow.on_fix(lat, lon, 50.0, T0, trusted=True)
+    started = time.process_time()
+    slow.on_fix(far_lat, far_lon, 50.0, T0 + 599, trusted=True)  # 42 km diagonal in 599 s?
+    slow.on_fix(*p(-10_000, -10_000), 50.0, T0 + 1198, trusted=True)  # too far: a jump
+    lat, lon = p(-2_000, 0)
+    slow.on_fix(lat, lon, 50.0, T0 + 1300, trusted=True)  # 8 km in 102 s (282 km/h): a jump
+    slow.on_fix(*p(-2_000 + 8_000, 0), 50.0, T0 + 1899, trusted=True)  # 8 km along main-st
+    assert time.process_time() - started < 0.1
+    report = slow.report(T0 + 2000)
+    assert report is not None
+    roads = roads_of(report)
+    assert roads["main-st"]["covered_pct"] >= 98  # the long pass along it, by the corridor
+    assert roads["side-st"]["covered_pct"] == 0  # crossed, not swept

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ ALIGN_COS2 = 0.7 * 0.7
 STILL_M2 = 0.25  # paths shorter than 0.5 m have no usable direction: sweep around the point
 # stretches in one report (all roads, all states): with 100 roads a report stays < 64 KiB
 MAX_RANGES_TOTAL = 1000
+JUMP_FACTOR = 1.5  # a path may be this much longer than max speed allows (speed is averaged)
+JUMP_SLACK_M = 20.0  # and this much (two fixes' scatter)
+BOX_CELLS_MAX = 16  # past this, a path's cells are walked along it, not boxed
 DAY_S = 86_400
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (mon = 0)
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -213,6 +217,7 @@ class CoverageTracker:
         self.last_report: dict[str, Any] | None = None
         self._min_mps = work.min_speed_kmh / 3.6
         self._max_mps = work.max_speed_kmh / 3.6
+        self._max_gap_s = work.max_gap_s
 
     # -- shifts -------------------------------------------------------------------------
 
@@ -293,15 +298,19 @@ class CoverageTracker:
         else:
             px, py, pat, pworking = prev
             dt_s = at_s - pat
-            if dt_s > self.work.max_gap_s:
+            if dt_s > self._max_gap_s:
                 shift.gaps += 1
                 shift.gap_s += dt_s
                 self._unknown(shift, px, py, x, y)
             if speed_mps is None and dt_s > 0:  # a GGA-only cycle: speed from the track
                 speed_mps = math.hypot(x - px, y - py) / dt_s
             working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
-            if working and pworking and 0 < dt_s <= self.work.max_gap_s:
-                self._sweep(shift, px, py, x, y, at_s)
+            if working and pworking and 0 < dt_s <= self._max_gap_s:
+                # a path longer than working speed allows is a jump (multipath, a tracker's
+                # bad fix, a forged report), not a pass: it sweeps nothing
+                limit = self._max_mps * dt_s * JUMP_FACTOR + JUMP_SLACK_M
+                if (x - px) ** 2 + (y - py) ** 2 <= limit * limit:
+                    self._sweep(shift, px, py, x, y, at_s)
         if working:
             shift.working_fixes += 1
         shift.prev = (x, y, at_s, working)
@@ -318,31 +327,28 @@ class CoverageTracker:
         moving = l2 > STILL_M2
         align = ALIGN_COS2 * l2
         inv_l2 = 1 / l2 if l2 > 0 else 0.0
-        gx0, gx1 = int((min(x0, x1) - reach) // GRID_M), int((max(x0, x1) + reach) // GRID_M)
-        gy0, gy1 = int((min(y0, y1) - reach) // GRID_M), int((max(y0, y1) + reach) // GRID_M)
-        for gx in range(gx0, gx1 + 1):
-            for gy in range(gy0, gy1 + 1):
-                units = cells.get((gx, gy))
-                if units is None:
+        for key in _cells_near(x0, y0, x1, y1, reach):
+            units = cells.get(key)
+            if units is None:
+                continue
+            for u, mx, my, ux, uy, reach2, road in units:
+                ex, ey = mx - x0, my - y0
+                t = (ex * dx + ey * dy) * inv_l2
+                if t > 0:
+                    if t > 1:
+                        t = 1.0
+                    ex -= t * dx
+                    ey -= t * dy
+                if ex * ex + ey * ey > reach2:
                     continue
-                for u, mx, my, ux, uy, reach2, road in units:
-                    ex, ey = mx - x0, my - y0
-                    t = (ex * dx + ey * dy) * inv_l2
-                    if t > 0:
-                        if t > 1:
-                            t = 1.0
-                        ex -= t * dx
-                        ey -= t * dy
-                    if ex * ex + ey * ey > reach2:
-                        continue
-                    if moving and (ux != 0 or uy != 0):
-                        along = dx * ux + dy * uy
-                        if along * along < align:
-                            continue  # crossing, not sweeping
-                    state[u] = COVERED
-                    if first[road] is None:
-                        first[road] = at_s
-                    last[road] = at_s
+                if moving and (ux != 0 or uy != 0):
+                    along = dx * ux + dy * uy
+                    if along * along < align:
+                        continue  # crossing, not sweeping
+                state[u] = COVERED
+                if first[road] is None:
+                    first[road] = at_s
+                last[road] = at_s
 
     def _nearest(self, x: float, y: float) -> dict[int, int]:
         """Return, per road, its unit nearest to (x, y) within that unit's reach."""
@@ -505,6 +511,28 @@ def _append(ranges: list[list[float]], start: float, end: float, cap: int) -> bo
         return True
     ranges.append([round(start, 1), round(end, 1)])
     return False
+
+
+def _cells_near(x0: float, y0: float, x1: float, y1: float,
+                reach: float) -> Iterable[tuple[int, int]]:
+    """Return the grid cells within ``reach`` of the path (x0, y0) -> (x1, y1).
+
+    A short path (every pass at working speed): its bounding box, 1-4 cells. A long one:
+    only the corridor along it, so a diagonal kilometre costs O(length), not O(length²).
+    """
+    gx0, gx1 = int((min(x0, x1) - reach) // GRID_M), int((max(x0, x1) + reach) // GRID_M)
+    gy0, gy1 = int((min(y0, y1) - reach) // GRID_M), int((max(y0, y1) + reach) // GRID_M)
+    if (gx1 - gx0 + 1) * (gy1 - gy0 + 1) <= BOX_CELLS_MAX:
+        return itertools.product(range(gx0, gx1 + 1), range(gy0, gy1 + 1))
+    span = int(reach // GRID_M) + 1
+    steps = math.ceil(math.hypot(x1 - x0, y1 - y0) / (GRID_M / 2))
+    out: set[tuple[int, int]] = set()
+    for k in range(steps + 1):
+        gx = int((x0 + (x1 - x0) * k / steps) // GRID_M)
+        gy = int((y0 + (y1 - y0) * k / steps) // GRID_M)
+        out.update((gx + i, gy + j) for i in range(-span, span + 1)
+                   for j in range(-span, span + 1))
+    return out
 
 
 def _finite(value: object) -> float:
