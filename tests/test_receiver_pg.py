@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,28 +111,51 @@ def test_a_forged_or_foreign_batch_stores_nothing(store: PgReceiverStore) -> Non
     assert counters["rejected.unknown_gateway"] == 1
 
 
-def test_a_refused_batch_is_rolled_back_whole(store: PgReceiverStore) -> None:
+def _fail_on_device(store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch,
+                    device: str) -> None:
+    """Make storing an event of ``device`` fail inside the transaction (after its insert)."""
+    project = store._project
+
+    def failing(gw: str, event: dict[str, Any], point: Any) -> None:
+        if event.get("device") == device:
+            raise RuntimeError("injected failure inside the transaction")
+        project(gw, event, point)
+
+    monkeypatch.setattr(store, "_project", failing)
+
+
+def test_a_batch_failing_inside_its_transaction_is_rolled_back_whole(
+        store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch) -> None:
     rx = Receiver(store, KEYS)
-    bad_gap = Event(EventType.GAP, 0, time.time_ns(), TimeQuality.SYNCED,
-                    data={"reason": "quota", "first_seq": "3", "last_seq": 5})
-    out = rx.handle(TOPIC, batch([(reading(), 1), (alarm("raised"), 2), (bad_gap, 3)]))
-    assert "gap" in out.rejected
+    _fail_on_device(store, monkeypatch, "boom")
+    out = rx.handle(TOPIC, batch([(reading(), 1), (alarm("raised"), 2), (reading("boom"), 3)]))
+    assert "malformed" in out.rejected
     assert store.event_count() == 0
     assert store.cases() == []
     # nothing consumed: the next case is still #1
     assert rx.handle(TOPIC, batch([(alarm("raised"), 4)])).opened == [1]
 
 
-def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
-        store: PgReceiverStore) -> None:
+def test_nul_characters_are_stored_not_refused(store: PgReceiverStore) -> None:
+    """PostgreSQL's jsonb has no U+0000: a signed batch with one must not become unstorable."""
     rx = Receiver(store, KEYS)
-    bad_gap = Event(EventType.GAP, 0, time.time_ns(), TimeQuality.SYNCED,
-                    data={"reason": "quota", "first_seq": "3", "last_seq": 5})
+    event = Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED, device="d\x00",
+                  asset=ASSET, data={"note": "a\x00b", "\x00": 1})
+    out = rx.handle(TOPIC, batch([(event, 1)]))
+    assert (out.accepted, out.rejected) == (1, "")
+    (doc,) = store.events()
+    assert doc["data"] == {"note": "a\ufffdb", "\ufffd": 1}
+
+
+def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
+        store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    rx = Receiver(store, KEYS)
+    _fail_on_device(store, monkeypatch, "boom")
     forger = Signer(Ed25519PrivateKey.generate())
     first = reading()
     outcomes = rx.handle_many([
         (TOPIC, batch([(first, 1), (alarm("raised", "a:1"), 2)])),
-        (TOPIC, batch([(alarm("raised", "a:2"), 3), (bad_gap, 4)])),  # refused inside the DB tx
+        (TOPIC, batch([(alarm("raised", "a:2"), 3), (reading("boom"), 4)])),  # fails in the tx
         (TOPIC, batch([(reading(), 5)], signer=forger)),  # refused before it
         (TOPIC, batch([(first, 1), (alarm("raised", "a:3"), 6)])),  # one duplicate
     ])
@@ -141,7 +165,7 @@ def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
     assert [c["alarm_id"] for c in store.cases()] == ["a:3", "a:1"]  # #2 went to a:3, dense
     counters = store.counters()
     assert (counters["events.accepted"], counters["events.duplicates"]) == (3, 1)
-    assert counters["rejected.schema"] == 1
+    assert counters["rejected.malformed"] == 1
     assert counters["rejected.signature"] == 1
 
 
@@ -194,10 +218,13 @@ def test_case_numbers_stay_dense_with_two_receivers_racing(pg_dsn: str) -> None:
 
 def test_schema_is_versioned_and_queries_use_their_indexes(store: PgReceiverStore,
                                                           pg_dsn: str) -> None:  # noqa: F811
-    assert store.schema_version == max(v for v, _n, _s in migrations()) == 1
+    versions = [v for v, _n, _s in migrations()]
+    assert versions == list(range(1, len(versions) + 1))  # numbered, none skipped
+    assert store.schema_version == versions[-1]
     again = PgReceiverStore(pg_dsn)  # a second receiver starting: nothing re-applied
-    assert again.schema_version == 1
-    assert [r[0] for r in again.conn.execute("SELECT version FROM schema_version")] == [1]
+    assert again.schema_version == versions[-1]
+    assert [r[0] for r in again.conn.execute(
+        "SELECT version FROM schema_version ORDER BY version")] == versions
     again.close()
     rx = Receiver(store, KEYS)
     day = dt.datetime(2026, 11, 26, 8, tzinfo=dt.UTC)
@@ -212,15 +239,16 @@ def test_schema_is_versioned_and_queries_use_their_indexes(store: PgReceiverStor
     assert store.track(TRUCK.code, day.date() + dt.timedelta(days=1)) == []
     last = store.last_value(GW, "lamp")
     assert last is not None
-    assert last["data"] == {"v": 5.0}
+    assert (last["last_type"], last["last_data"]) == ("reading", {"v": 5.0})
     assert [c["alarm_id"] for c in store.open_cases_in_grid(ASSET.grid)] == ["x:cover_open:1"]
     store.conn.execute("SET enable_seqscan = off")  # tiny tables: ask whether an index fits
     plans = {
         "cases_open_grid": "SELECT * FROM cases WHERE grid = '1' AND state = 'open'",
         "positions_track": "SELECT * FROM positions WHERE asset_code = '1' AND ts_at >= now() "
                            "AND ts_at < now() + interval '1 day' ORDER BY ts_at",
-        "events_device_last": "SELECT doc FROM events WHERE gw = 'g' AND device = 'd' "
-                              "ORDER BY ts_at DESC NULLS LAST LIMIT 1",
+        "assets_pkey": "SELECT * FROM assets WHERE gw = 'g' AND device = 'd'",
+        "events_device": "SELECT doc FROM events WHERE gw = 'g' AND device = 'd' "
+                         "ORDER BY received_ns DESC LIMIT 100",
     }
     for index, query in plans.items():
         plan = "\n".join(r[0] for r in store.conn.execute(f"EXPLAIN {query}"))
@@ -229,13 +257,14 @@ def test_schema_is_versioned_and_queries_use_their_indexes(store: PgReceiverStor
 
 def test_command_results_are_kept_by_command(store: PgReceiverStore) -> None:
     rx = Receiver(store, KEYS)
+    cmd_id = "0193f1c3-7a4e-7cc1-9b1e-4d2f6a0c9e12"
     result = Event(EventType.COMMAND_RESULT, 1, time.time_ns(), TimeQuality.SYNCED,
-                   device="lamp-07", data={"cmd_id": "c-1", "action": "light.set",
-                                           "status": "done", "detail": {"dim_pct": 60}})
-    rx.handle(TOPIC, batch([(result, 1)]))
-    rx.handle(TOPIC, batch([(result, 1)]))
-    assert store.command_results("c-1") == [{
-        "gw": GW, "device": "lamp-07", "action": "light.set", "status": "done",
+                   device="lamp-07", data={"cmd_id": cmd_id, "action": "light.set",
+                                           "status": "executed", "detail": {"dim_pct": 60}})
+    assert rx.handle(TOPIC, batch([(result, 1)])).accepted == 1
+    assert rx.handle(TOPIC, batch([(result, 1)])).duplicates == 1
+    assert store.command_results(cmd_id) == [{
+        "gw": GW, "device": "lamp-07", "action": "light.set", "status": "executed",
         "ts": result.to_wire(1)["ts"], "detail": {"dim_pct": 60}}]
 
 
@@ -375,3 +404,55 @@ async def test_a_receiver_killed_mid_stream_loses_and_doubles_nothing(
         proc.kill()
         proc.wait(10)
         store.close()
+
+
+def test_the_map_reads_the_same_on_sqlite_and_postgresql(tmp_path: Path,
+                                                         store: PgReceiverStore) -> None:
+    """The map page takes either store: the same batches give the same map_* answers."""
+    sqlite = ReceiverStore(tmp_path / "rx.db")
+    day = dt.datetime(2026, 11, 26, 8, tzinfo=dt.UTC)
+
+    def at(minute: int) -> int:
+        return int((day + dt.timedelta(minutes=minute)).timestamp() * 1e9)
+
+    def fix(minute: int, lat: float) -> Event:
+        return Event(EventType.POSITION, 2, at(minute), TimeQuality.SYNCED, device="truck-1",
+                     asset=TRUCK, data={"lat": lat, "lon": 120.6, "speed_kmh": 20.0,
+                                        "course_deg": 90.0})
+
+    lamp = [Event(EventType.READING, 3, at(m), TimeQuality.SYNCED, device="lamp-1", asset=ASSET,
+                  data={"power_w": float(m)}) for m in (1, 3, 2)]  # one arrives late
+    coverage = Event(EventType.WORK_COVERAGE, 2, at(9), TimeQuality.SYNCED, device="truck-1",
+                     asset=TRUCK, data={
+                         "shift": {"start": "2026-11-26T00:00:00Z", "end": "2026-11-26T08:00:00Z",
+                                   "state": "ended"}, "clock": "trusted", "min_speed_kmh": 3.0,
+                         "max_speed_kmh": 25.0, "segment_m": 50.0, "max_gap_s": 60.0,
+                         "fixes": 2, "working_fixes": 2, "gaps": 0, "gap_s": 0.0, "roads": []})
+    first_fix = fix(1, 31.30)
+    batches = [
+        batch([(lamp[0], 1), (first_fix, 2), (alarm("raised"), 3)]),
+        batch([(lamp[1], 4), (fix(3, 31.32), 5), (fix(2, 31.31), 6), (coverage, 7)]),
+        batch([(lamp[2], 8)]),
+        batch([(lamp[0], 1), (first_fix, 2)]),  # a redelivery changes nothing
+    ]
+    answers = []
+    for s in (sqlite, store):
+        rx: Receiver[Any] = Receiver(s, KEYS)
+        for payload in batches:
+            assert not rx.handle(TOPIC, payload).rejected
+        answers.append({
+            "assets": s.map_assets(),
+            "vehicles": s.map_vehicles(),
+            "values": [e["id"] for e in s.map_device_values(GW, "lamp-1")],
+            "cases": [(c["case_no"], c["alarm_id"], c["state"])
+                      for c in s.map_device_cases(GW, "d")],
+            "track": s.map_track(GW, "truck-1", at(0), at(60)),
+            "coverage": [(c["gw"], c["id"]) for c in s.map_work_coverage()],
+        })
+    sqlite.close()
+    lite, pg = answers
+    assert pg == lite
+    (lamp_row,) = [a for a in pg["assets"] if a["device"] == "lamp-1"]
+    assert lamp_row["last_data"] == {"power_w": 3.0}  # the newest reading, not the last one
+    assert [p[1] for p in pg["track"]] == [31.30, 31.31, 31.32]
+    assert pg["vehicles"][0]["lat"] == 31.32

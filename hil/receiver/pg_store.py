@@ -29,11 +29,22 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
+from psycopg.types.string import StrBinaryDumper, StrDumper
+
+from hil.receiver.store import (
+    MAP_MAX_ASSETS,
+    MAP_MAX_COVERAGE,
+    MAP_MAX_TRACK_POINTS,
+    MAP_MAX_TRACK_S,
+    MAP_MAX_VALUES,
+)
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000  # a timeout on every I/O: a stuck statement fails the batch
 LOCK_TIMEOUT_MS = 5_000
+RECENT_WINDOW_NS = 600 * 1_000_000_000  # "recent events" looks back this far first
 MIGRATION_LOCK = 0x6564_6765_5258  # "edgeRX": one advisory lock for schema migrations
 
 _CASE_COLUMNS = ("case_no, gw, alarm_id, kind, device, asset_code, asset_name, grid, lat, lon, "
@@ -48,17 +59,39 @@ _INSERT_CASE = (f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ("  # noqa: S608 - 
 _INSERT_EVENTS = (
     "WITH u AS (SELECT e.doc, x.* FROM jsonb_array_elements(%(docs)s::jsonb) WITH ORDINALITY "
     "AS e(doc, n) JOIN unnest(%(ts_at)b::timestamptz[], %(received_ns)b::bigint[], "
-    "%(lat)b::float8[], %(lon)b::float8[], %(speed_kmh)b::float8[]) WITH ORDINALITY AS "
-    "x(ts_at, received_ns, lat, lon, speed_kmh, n) ON x.n = e.n), "
+    "%(lat)b::float8[], %(lon)b::float8[], %(speed_kmh)b::float8[], %(course_deg)b::float8[], "
+    "%(ts_ns)b::bigint[]) WITH ORDINALITY AS "
+    "x(ts_at, received_ns, lat, lon, speed_kmh, course_deg, ts_ns, n) ON x.n = e.n), "
     "ins AS (INSERT INTO events (gw, id, seq, type, prio, ts, ts_at, device, asset_code, "
     "received_ns, doc) SELECT %(gw)s, doc->>'id', (doc->>'seq')::bigint, doc->>'type', "
     "(doc->>'prio')::smallint, doc->>'ts', ts_at, doc->>'device', doc->'asset'->>'code', "
     "received_ns, doc FROM u ORDER BY doc->>'id' ON CONFLICT DO NOTHING RETURNING id), "
-    "pos AS (INSERT INTO positions (gw, id, asset_code, device, ts_at, lat, lon, speed_kmh) "
-    "SELECT %(gw)s, ins.id, u.doc->'asset'->>'code', u.doc->>'device', u.ts_at, u.lat, u.lon, "
-    "u.speed_kmh FROM u JOIN ins ON ins.id = u.doc->>'id' WHERE u.lat IS NOT NULL AND "
-    "u.lon IS NOT NULL ON CONFLICT DO NOTHING) "
+    "pos AS (INSERT INTO positions (gw, id, asset_code, device, ts_at, lat, lon, speed_kmh, "
+    "ts_ns, course_deg) SELECT %(gw)s, ins.id, u.doc->'asset'->>'code', u.doc->>'device', "
+    "u.ts_at, u.lat, u.lon, u.speed_kmh, u.ts_ns, u.course_deg FROM u JOIN ins ON "
+    "ins.id = u.doc->>'id' WHERE u.lat IS NOT NULL AND u.lon IS NOT NULL "
+    "ON CONFLICT DO NOTHING) "
     "SELECT id FROM ins")
+_UPSERT_ASSETS = (
+    "INSERT INTO assets (gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
+    "last_data) SELECT gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
+    "last_data::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[]) AS u(gw, "
+    "device, code, name, class, grid, lat, lon, last_ts, last_type, last_data) "
+    "ORDER BY gw, device ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, "
+    "name = excluded.name, class = excluded.class, grid = excluded.grid, lat = excluded.lat, "
+    "lon = excluded.lon, last_ts = excluded.last_ts, last_type = excluded.last_type, "
+    "last_data = excluded.last_data WHERE excluded.last_ts >= assets.last_ts")
+# the newest by the fix's time: a gateway draining its backlog sends old ones last
+_UPSERT_VEHICLES = (
+    "INSERT INTO vehicles (gw, device, code, name, ts_ns, lat, lon, speed_kmh, course_deg) "
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], "
+    "%b::float8[], %b::float8[], %b::float8[], %b::float8[]) AS u(gw, device, code, name, "
+    "ts_ns, lat, lon, speed_kmh, course_deg) ORDER BY gw, device "
+    "ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, name = excluded.name, "
+    "ts_ns = excluded.ts_ns, lat = excluded.lat, lon = excluded.lon, "
+    "speed_kmh = excluded.speed_kmh, course_deg = excluded.course_deg "
+    "WHERE excluded.ts_ns >= vehicles.ts_ns")
 _SELECT_CASES = f"SELECT {_CASE_COLUMNS} FROM cases "  # noqa: S608 - fixed text
 
 
@@ -67,6 +100,16 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text("utf-8"))
                   for entry in (resources.files("hil.receiver") / "pg_schema").iterdir()
                   if entry.name.endswith(".sql"))
+
+
+class _NulSafeStrDumper(StrDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
+class _NulSafeStrBinaryDumper(StrBinaryDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd"))
 
 
 def create_database(dsn: str, name: str) -> None:
@@ -109,10 +152,17 @@ class PgReceiverStore:
             dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                     f"-c lock_timeout={LOCK_TIMEOUT_MS} -c synchronous_commit=on")
+        # text has no U+0000 in PostgreSQL: a device name with one must not make a signed
+        # batch unstorable (refused forever); every str parameter carries U+FFFD instead
+        self.conn.adapters.register_dumper(str, _NulSafeStrDumper)
+        self.conn.adapters.register_dumper(str, _NulSafeStrBinaryDumper)
         self._in_tx = False
         self._grouped = False
         self._in_savepoint = False
         self._pending_counters: dict[str, int] = {}
+        # map rows of this commit: (gw, device) -> the newest asset / vehicle row
+        self._pending_assets: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._pending_vehicles: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.schema_version = self._migrate()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -151,21 +201,26 @@ class PgReceiverStore:
                 # pipelined: BEGIN travels with the first statement, counters with COMMIT
                 with self.conn.pipeline(), self.conn.transaction():
                     yield
+                    self._flush_projections()
                     self._flush_counters()
             finally:
                 self._in_tx = False
                 self._pending_counters.clear()
+                self._pending_assets.clear()
+                self._pending_vehicles.clear()
             return
         if not self._grouped or self._in_savepoint:
             yield
             return
         self._in_savepoint = True
-        counters = dict(self._pending_counters)
+        saved = (dict(self._pending_counters), dict(self._pending_assets),
+                 dict(self._pending_vehicles))
         try:
             with self.conn.transaction():
                 yield
         except BaseException:
-            self._pending_counters = counters  # what the undone message counted is undone
+            # what the undone message counted and drew is undone with it
+            self._pending_counters, self._pending_assets, self._pending_vehicles = saved
             raise
         finally:
             self._in_savepoint = False
@@ -231,7 +286,8 @@ class PgReceiverStore:
                 "ts_at": [_ts_at(e.get("ts")) for e in events],
                 "received_ns": [base_ns + i for i in range(len(events))],
                 "lat": [p[0] for p in points], "lon": [p[1] for p in points],
-                "speed_kmh": [p[2] for p in points]}).fetchall()
+                "speed_kmh": [p[2] for p in points], "course_deg": [p[3] for p in points],
+                "ts_ns": [p[4] for p in points]}).fetchall()
             fresh = {r[0] for r in rows}
             new: list[bool] = []
             for event in events:
@@ -239,7 +295,51 @@ class PgReceiverStore:
                 fresh.discard(event["id"])  # the same id twice in one batch: the first counts
             self._command_results(gw, [e for e, is_new in zip(events, new, strict=True)
                                        if is_new and e.get("type") == "command_result"])
+            for event, is_new, point in zip(events, new, points, strict=True):
+                if is_new:
+                    self._project(gw, event, point)
         return new
+
+    def _project(self, gw: str, event: dict[str, Any], point: _Point) -> None:
+        """Note what a new event changes on the map (written once, at commit)."""
+        device = event.get("device")
+        if not isinstance(device, str):
+            return
+        raw_asset, raw_data = event.get("asset"), event.get("data")
+        asset: dict[str, Any] = raw_asset if isinstance(raw_asset, dict) else {}
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        key = (gw, device)
+        if event.get("type") == "position":
+            lat, lon, speed, course, ts_ns = point
+            if lat is None or lon is None or ts_ns is None:
+                return  # kept as an event, not drawn: no time or no place
+            seen = self._pending_vehicles.get(key)
+            if seen is None or ts_ns >= seen[2]:
+                self._pending_vehicles[key] = (asset.get("code"), asset.get("name"), ts_ns, lat,
+                                               lon, speed, course)
+            return
+        if not asset:
+            return
+        ts = str(event["ts"])
+        seen_asset = self._pending_assets.get(key)
+        if seen_asset is None or ts >= seen_asset[6]:
+            self._pending_assets[key] = (
+                asset.get("code"), asset.get("name"), asset.get("class"), asset.get("grid"),
+                _number(asset.get("lat")), _number(asset.get("lon")), ts,
+                str(event.get("type")), _json_text(data))
+
+    def _flush_projections(self) -> None:
+        """Write the newest asset and vehicle rows of this commit, in (gw, device) order."""
+        if self._pending_assets:
+            rows = sorted(self._pending_assets.items())
+            self._pending_assets.clear()
+            cols = list(zip(*[(gw, dev, *rest) for (gw, dev), rest in rows], strict=True))
+            self.conn.execute(_UPSERT_ASSETS, [list(c) for c in cols])
+        if self._pending_vehicles:
+            vrows = sorted(self._pending_vehicles.items())
+            self._pending_vehicles.clear()
+            vcols = list(zip(*[(gw, dev, *rest) for (gw, dev), rest in vrows], strict=True))
+            self.conn.execute(_UPSERT_VEHICLES, [list(c) for c in vcols])
 
     def _command_results(self, gw: str, events: list[dict[str, Any]]) -> None:
         rows = []
@@ -254,14 +354,19 @@ class PgReceiverStore:
                                 "%s) ON CONFLICT DO NOTHING", rows)
 
     def events(self, limit: int = 50, type_: str | None = None) -> list[dict[str, Any]]:
-        """Return recent events (newest first)."""
-        if type_:
-            cur = self.conn.execute("SELECT doc FROM events WHERE type = %s "
-                                    "ORDER BY received_ns DESC LIMIT %s", (type_, limit))
-        else:
-            cur = self.conn.execute("SELECT doc FROM events ORDER BY received_ns DESC LIMIT %s",
-                                    (limit,))
-        return [dict(r[0]) for r in cur]
+        """Return recent events (newest first).
+
+        The last ten minutes first (the BRIN index finds them); everything only when they hold
+        fewer than ``limit`` (a quiet receiver).
+        """
+        for since_ns in (time.time_ns() - RECENT_WINDOW_NS, 0):
+            cur = self.conn.execute(
+                "SELECT doc FROM events WHERE received_ns >= %s AND (%s::text IS NULL OR "
+                "type = %s) ORDER BY received_ns DESC LIMIT %s", (since_ns, type_, type_, limit))
+            rows = [dict(r[0]) for r in cur]
+            if len(rows) >= limit:
+                break
+        return rows
 
     def event_count(self) -> int:
         """Return how many events are stored."""
@@ -269,10 +374,11 @@ class PgReceiverStore:
         return int(row[0]) if row else 0
 
     def last_value(self, gw: str, device: str) -> dict[str, Any] | None:
-        """Return the newest event of a device (index ``events_device_last``)."""
-        row = self.conn.execute("SELECT doc FROM events WHERE gw = %s AND device = %s "
-                                "ORDER BY ts_at DESC NULLS LAST LIMIT 1", (gw, device)).fetchone()
-        return dict(row[0]) if row else None
+        """Return a device's last value: its newest event by reading time (the assets row)."""
+        rows = self._dicts("SELECT gw, device, code, name, class, grid, lat, lon, last_ts, "
+                           "last_type, last_data FROM assets WHERE gw = %s AND device = %s",
+                           (gw, device))
+        return rows[0] if rows else None
 
     def track(self, asset_code: str, day: dt.date) -> list[tuple[dt.datetime, float, float]]:
         """Return a vehicle's positions on a UTC day, oldest first (index ``positions_track``)."""
@@ -385,34 +491,118 @@ class PgReceiverStore:
             return 0, 0, 0
         return int(row[0]), int(row[1] or 0), int(row[2] or 0)
 
+    # ---- the map page (the same methods and rows as ReceiverStore's) -------------------------
+
+    def _dicts(self, query: Any, args: Sequence[Any]) -> list[dict[str, Any]]:
+        cur = self.conn.execute(query, args)
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def map_assets(self, limit: int = MAP_MAX_ASSETS) -> list[dict[str, Any]]:
+        """Return every device that sent an asset block (trackers excluded), newest event too.
+
+        Keys: gw, device, code, name, class, grid, lat, lon, last_ts, last_type, last_data.
+        """
+        rows = self._dicts(
+            "SELECT gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
+            "last_data FROM assets a WHERE NOT EXISTS (SELECT 1 FROM vehicles v WHERE "
+            "v.gw = a.gw AND v.device = a.device) ORDER BY gw, device LIMIT %s",
+            (max(0, min(limit, MAP_MAX_ASSETS)),))
+        for row in rows:
+            row["last_data"] = row["last_data"] if row["last_data"] is not None else {}
+        return rows
+
+    def map_vehicles(self) -> list[dict[str, Any]]:
+        """Return every tracker's newest position (gw, device, code, name, ts_ns, lat, lon, …)."""
+        return self._dicts("SELECT gw, device, code, name, ts_ns, lat, lon, speed_kmh, "
+                           "course_deg FROM vehicles ORDER BY gw, device LIMIT %s",
+                           (MAP_MAX_ASSETS,))
+
+    def map_device_values(self, gw: str, device: str,
+                          limit: int = MAP_MAX_VALUES) -> list[dict[str, Any]]:
+        """Return a device's newest events, newest received first (``events_device``)."""
+        return [dict(r[0]) for r in self.conn.execute(
+            "SELECT doc FROM events WHERE gw = %s AND device = %s "
+            "ORDER BY received_ns DESC LIMIT %s",
+            (gw, device, max(0, min(limit, MAP_MAX_VALUES))))]
+
+    def map_device_cases(self, gw: str, device: str,
+                         limit: int = MAP_MAX_VALUES) -> list[dict[str, Any]]:
+        """Return a device's cases, open and closed, newest first (case history)."""
+        return self._dicts(_SELECT_CASES + "WHERE gw = %s AND device = %s "
+                           "ORDER BY case_no DESC LIMIT %s",
+                           (gw, device, max(0, min(limit, MAP_MAX_VALUES))))
+
+    def map_track(self, gw: str, device: str, start_ns: int, end_ns: int,
+                  limit: int = MAP_MAX_TRACK_POINTS) -> list[tuple[int, float, float,
+                                                                  float | None, float | None]]:
+        """Return a tracker's (ts_ns, lat, lon, speed_kmh, course_deg), oldest first.
+
+        start_ns <= fix time < end_ns, the window clamped to ``MAP_MAX_TRACK_S`` and to
+        ``MAP_MAX_TRACK_POINTS`` rows (the earliest), as ``ReceiverStore.map_track``.
+        """
+        end_ns = min(end_ns, start_ns + MAP_MAX_TRACK_S * 1_000_000_000)
+        return [(int(t), float(la), float(lo), sp, co) for t, la, lo, sp, co in self.conn.execute(
+            "SELECT ts_ns, lat, lon, speed_kmh, course_deg FROM positions WHERE gw = %s AND "
+            "device = %s AND ts_ns >= %s AND ts_ns < %s ORDER BY ts_ns LIMIT %s",
+            (gw, device, start_ns, end_ns, max(0, min(limit, MAP_MAX_TRACK_POINTS))))]
+
+    def map_work_coverage(self) -> list[dict[str, Any]]:
+        """Return the newest ``work_coverage`` event of each (gw, device), newest first."""
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for gw, doc in self.conn.execute(
+                "SELECT gw, doc FROM events WHERE type = 'work_coverage' "
+                "ORDER BY received_ns DESC LIMIT %s", (MAP_MAX_COVERAGE,)):
+            event = dict(doc)
+            key = (gw, str(event.get("device")))
+            if key not in seen:
+                seen.add(key)
+                out.append({"gw": gw, **event})
+        return out
+
 
 def _json_text(value: Any) -> str:
-    """Return JSON PostgreSQL accepts: a non-finite number (``1e400`` parses as inf) is null."""
+    """Return JSON that jsonb accepts, whatever a (signed) gateway sent.
+
+    jsonb has no non-finite numbers (``1e400`` parses as inf) and no U+0000: such a batch would
+    be refused forever, so inf/NaN are stored as null and U+0000 as U+FFFD (the rare slow path).
+    """
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
-        return json.dumps(_finite_only(value), ensure_ascii=False, allow_nan=False)
+        text = ""
+    if not text or "\\u0000" in text:
+        text = json.dumps(_storable(value), ensure_ascii=False, allow_nan=False)
+    return text
 
 
-def _finite_only(value: Any) -> Any:
+def _storable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
-        return {k: _finite_only(v) for k, v in value.items()}
+        return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite_only(v) for v in value]
+        return [_storable(v) for v in value]
     return value
 
 
-def _point(event: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
-    """Return (lat, lon, speed) of a position event; a reading without them is not a point."""
+_Point = tuple[float | None, float | None, float | None, float | None, int | None]
+
+
+def _point(event: dict[str, Any]) -> _Point:
+    """Return (lat, lon, speed, course, fix ns) of a position; Nones when it is not one."""
     if event.get("type") != "position":
-        return None, None, None
+        return None, None, None, None, None
     data = event.get("data") or {}
     lat, lon = _number(data.get("lat")), _number(data.get("lon"))
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        return None, None, None  # kept as an event, not on the track
-    return lat, lon, _number(data.get("speed_kmh"))
+        return None, None, None, None, None  # kept as an event, not on the track
+    at = _ts_at(event.get("ts"))
+    ts_ns = None if at is None else int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+    return lat, lon, _number(data.get("speed_kmh")), _number(data.get("course_deg")), ts_ns
 
 
 def _str(value: object) -> str | None:

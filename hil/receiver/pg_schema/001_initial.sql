@@ -18,9 +18,11 @@ CREATE TABLE events (
     PRIMARY KEY (gw, id)
 );
 CREATE INDEX events_seq ON events (gw, seq);
--- "last value of a device": the newest reading of (gw, device)
-CREATE INDEX events_device_last ON events (gw, device, ts_at DESC) WHERE device IS NOT NULL;
-CREATE INDEX events_received ON events (received_ns DESC);
+-- a device's newest events (the map's values panel); its last value is the assets row (002)
+CREATE INDEX events_device ON events (gw, device, received_ns DESC) WHERE device IS NOT NULL;
+-- "recent events": rows arrive in received_ns order, so a BRIN index (a few pages, near
+-- free to keep) finds the last minutes; a btree here cost 10 % of the insert (bench platform)
+CREATE INDEX events_received ON events USING brin (received_ns);
 
 -- "track of a truck for a day": positions by asset (a vehicle's registry code) and time
 CREATE TABLE positions (
@@ -35,7 +37,6 @@ CREATE TABLE positions (
     PRIMARY KEY (gw, id)
 );
 CREATE INDEX positions_track ON positions (asset_code, ts_at);
-CREATE INDEX positions_device_track ON positions (gw, device, ts_at);
 
 CREATE TABLE command_results (
     gw text NOT NULL,
