@@ -1,0 +1,249 @@
+"""The published contract (docs/contract, edge/contract/schemas) against the running gateway.
+
+* the examples in docs/contract/examples are real captured messages: each validates against
+  the published schemas and each signed one verifies with the captured key;
+* a fresh capture from a running demo stack validates too (the examples cannot go stale);
+* a platform consumer in Node.js (tests/contract/consumer.mjs: mqtt, Ajv, node:crypto),
+  written from the document alone, runs against the demo stack: every batch verified, every
+  message validated, seq tracked by the documented rule, valid and forged commands sent and
+  their documented results checked. If the document and the gateway disagree, it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.contract import SCHEMA_FILES, schema
+from edge.uplink.signing import kid_of, open_envelope, public_key_from_raw
+from hil.receiver.schemas import errors, validator
+from tests.contract.capture import capture
+from tests.contract.stack import demo_stack, write_info
+from tests.figures import FIGURES
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = ROOT / "docs" / "contract"
+EXAMPLES = CONTRACT / "examples"
+NODE_DIR = ROOT / "tests" / "contract"
+SCHEMAS_DIR = ROOT / "edge" / "contract" / "schemas"
+NODE_TIMEOUT_S = 50.0
+
+
+def _body_schema(name: str) -> str | None:
+    """The schema of an example's signed body, by its file name."""
+    if name.startswith("events-envelope"):
+        return "batch"
+    if name.startswith("state-"):
+        return "state"
+    if name.startswith("command-"):
+        return "command"
+    return None
+
+
+def check_examples(folder: Path) -> dict[str, int]:
+    """Validate every example in ``folder``; return how many of each kind were checked."""
+    keys = json.loads((folder / "keys.json").read_text(encoding="utf-8"))
+    gw_key = public_key_from_raw(bytes.fromhex(keys["gateway"]["public_key_hex"]))
+    pf_key = public_key_from_raw(bytes.fromhex(keys["platform"]["public_key_hex"]))
+    assert kid_of(gw_key) == keys["gateway"]["kid"]
+    counts = {"event": 0, "envelope": 0}
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if path.name.startswith("event-"):
+            assert errors("event", doc) == [], path.name
+            counts["event"] += 1
+            continue
+        body_schema = _body_schema(path.name)
+        if body_schema is None:
+            continue
+        assert errors("envelope", doc) == [], path.name
+        key = pf_key if body_schema == "command" else gw_key
+        raw = json.dumps(doc, ensure_ascii=False).encode()
+        _kid, body = open_envelope(raw, {kid_of(key): key})  # raises unless it verifies
+        assert errors(body_schema, json.loads(body)) == [], path.name
+        counts["envelope"] += 1
+    return counts
+
+
+# ---- the schemas themselves -------------------------------------------------------------
+
+
+def test_every_schema_is_2020_12_and_compiles() -> None:
+    for name in SCHEMA_FILES:
+        doc = schema(name)
+        assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema", name
+        assert doc["$id"].endswith(SCHEMA_FILES[name]), name
+        validator(name)  # compiles, every $ref resolves
+
+
+def test_schemas_refuse_what_the_contract_forbids() -> None:
+    env = json.loads((EXAMPLES / "events-envelope.json").read_text(encoding="utf-8"))
+    assert errors("envelope", env) == []
+    assert errors("envelope", {**env, "enc": "zlib"}), "v1 must refuse an enc it does not know"
+    assert errors("envelope", {**env, "sig": env["sig"] + "=="}), "sig is unpadded"
+    assert errors("envelope", {**env, "sig": env["sig"].replace("-", "+")}) or \
+        "-" not in env["sig"]
+    v2 = {**env, "enc": "zstd", "body": base64.urlsafe_b64encode(b"x").decode().rstrip("=")}
+    assert errors("envelope_v2", v2) == []
+    assert errors("envelope_v2", {**v2, "enc": "brotli"})
+    event = json.loads((EXAMPLES / "event-reading.json").read_text(encoding="utf-8"))
+    assert errors("event", event) == []
+    assert errors("event", {**event, "ts": "2026-11-26T03:12:45Z"}), "ts has milliseconds"
+    assert errors("event", {**event, "ts": "2026-11-26 03:12:45.120Z"})
+    assert errors("event", {**event, "ts": 1764126765})
+    assert errors("event", {**event, "type": "alarm"}), "an alarm has an alarm block"
+    assert errors("event", {**event, "extra": 1})
+    command = json.loads(json.loads((EXAMPLES / "command-envelope.json").read_text(
+        encoding="utf-8"))["body"])
+    assert errors("command", command) == []
+    assert errors("command", {**command, "iat": 1764126765}), "epoch integers are refused"
+    assert errors("command", {**command, "iat": "2026-11-26T03:12:45"}), "a zone is required"
+    assert errors("command", {**command, "iat": "2026-11-26T11:12:45.5+08:00"}) == []
+    assert errors("command", {**command, "params": {"on": True, "dim_pct": 101}})
+    assert errors("command", {**command, "ctr": 2**53})
+
+
+def test_command_schema_is_the_gateways_catalogue() -> None:
+    """Actions, roles, kinds, params, times and issuers as edge/commands.py checks them."""
+    from edge.commands import COMMAND_TIME_PATTERN, ISS_PATTERN, action_catalogue
+
+    published = schema("command")
+    catalogue = action_catalogue()
+    assert published["properties"]["action"]["enum"] == list(catalogue)
+    for action, entry in catalogue.items():
+        shown = published["x-actions"][action]
+        assert (shown["role"], shown["kinds"]) == (entry["role"], entry["kinds"]), action
+        rule = next(r for r in published["allOf"]
+                    if r["if"]["properties"]["action"]["const"] == action)
+        params = rule["then"]["properties"]["params"]
+        model = entry["params"]
+        assert set(params.get("properties", {})) == set(model.get("properties", {})), action
+        assert set(params.get("required", [])) == set(model.get("required", [])), action
+        for name, prop in params.get("properties", {}).items():
+            for bound in ("minimum", "maximum", "minLength", "maxLength", "pattern", "default",
+                          "minItems", "maxItems", "enum"):
+                assert prop.get(bound) == model["properties"][name].get(bound), \
+                    f"{action}.{name}.{bound}"
+    assert schema("defs")["$defs"]["command_time"]["pattern"] == COMMAND_TIME_PATTERN
+    assert published["properties"]["iss"]["pattern"] == ISS_PATTERN
+
+
+def test_command_result_schema_is_the_gateways_catalogue() -> None:
+    from edge.commands import FOLLOW_UP_STATUSES, STATUSES, reason_catalogue
+
+    published = schema("command_result")
+    assert published["x-reasons"] == reason_catalogue()
+    assert set(published["properties"]["status"]["enum"]) == \
+        set(STATUSES) | set(FOLLOW_UP_STATUSES)
+    source = (ROOT / "edge" / "commands.py").read_text(encoding="utf-8")
+    used = set(re.findall(r'_reject\(\s*"([a-z_]+)"', source))
+    assert used, "the reasons are found in the source"
+    assert used - set(published["x-reasons"]) == set(), "reasons the contract does not list"
+
+
+def test_work_coverage_schema_is_the_models() -> None:
+    from edge.model import WireWorkCoverage
+
+    published = {k: v for k, v in schema("work_coverage").items() if k not in ("$schema", "$id")}
+    assert published == WireWorkCoverage.model_json_schema(by_alias=True)
+
+
+# ---- captured examples --------------------------------------------------------------------
+
+
+def test_committed_examples_are_valid_and_signed() -> None:
+    counts = check_examples(EXAMPLES)
+    assert counts["event"] >= 10
+    assert counts["envelope"] >= 5
+
+
+@pytest.mark.slow
+async def test_fresh_capture_from_a_running_agent_is_valid(tmp_path: Path) -> None:
+    fresh_dir = tmp_path / "examples"
+    from tests.contract.capture import write
+
+    async with asyncio.timeout(90):
+        docs = await capture(tmp_path / "stack")
+    write(fresh_dir, docs)
+    check_examples(fresh_dir)
+    committed = {p.name for p in EXAMPLES.glob("*.json")}
+    # the committed set is what a run produces (names are kinds of message, not instances)
+    assert committed <= set(docs), f"no longer captured: {committed - set(docs)}"
+
+
+# ---- the second-language consumer ---------------------------------------------------------
+
+
+def _node() -> tuple[str, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install nodejs and npm (make test-deps): the contract's "
+                        "second-language consumer cannot be skipped there")
+        pytest.skip("node/npm not installed (make test-deps)")
+    return node, npm
+
+
+@pytest.fixture(scope="session")
+def node_consumer() -> str:
+    """``npm ci`` once (package-lock.json pinned), return the node binary."""
+    node, npm = _node()
+    stamp = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
+                       timeout=300, capture_output=True)
+    return node
+
+
+@pytest.mark.slow
+async def test_node_consumer_agrees_with_the_gateway(tmp_path: Path, node_consumer: str) -> None:
+    started = time.monotonic()
+    async with demo_stack(tmp_path / "stack", start_agent=False) as stack:
+        report_path = tmp_path / "report.json"
+        info = stack.info() | {"schemas_dir": str(SCHEMAS_DIR), "timeout_s": NODE_TIMEOUT_S,
+                               "report_path": str(report_path)}
+        info_path = write_info(stack, tmp_path / "info.json")
+        info_path.write_text(json.dumps(info), encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            node_consumer, str(NODE_DIR / "consumer.mjs"), str(info_path), cwd=NODE_DIR,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(15):
+                line = await proc.stdout.readline()
+            assert line.strip() == b"READY", line
+            stack.start_agent()  # the consumer is subscribed: it sees the gateway from seq 1
+            async with asyncio.timeout(NODE_TIMEOUT_S + 10):
+                out, err = await proc.communicate()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        assert report_path.exists(), f"no report: {out.decode()[-2000:]} {err.decode()[-2000:]}"
+        report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
+        rejected = {k: v for k, v in stack.store.counters().items() if k.startswith("rejected.")}
+    assert report["ok"], "\n".join(report["failures"]) + "\n" + err.decode()[-3000:]
+    stats = report["stats"]
+    FIGURES.append(f"contract: Node consumer verified {stats['batches']} batches and "
+                   f"{stats['states']} states, validated {stats['schema_checked']} documents, "
+                   f"{stats['out_of_order']} events arrived below the highest seq, "
+                   f"{stats['seq']['lost']} lost, {len(stats['commands'])} commands answered as "
+                   f"documented, in {time.monotonic() - started:.1f} s")
+    assert stats["batches"] > 0
+    assert stats["states"] > 0
+    assert stats["seq"]["lost"] == 0
+    assert len(stats["commands"]) == 11
+    # the reference receiver validated the same stream with the same schemas
+    assert rejected == {}
+    assert time.monotonic() - started < 60
