@@ -735,3 +735,24 @@ def test_jumps_sweep_nothing_and_long_passes_cost_their_length() -> None:
     roads = roads_of(report)
     assert roads["main-st"]["covered_pct"] >= 98  # the long pass along it, by the corridor
     assert roads["side-st"]["covered_pct"] == 0  # crossed, not swept
+
+
+def test_forged_outages_cost_little_and_mark_nothing() -> None:
+    """Fix times that step back and forth (a tracker's clock, anyone on its topic) make an
+    'outage' every other fix; one between ends too far apart for the time is a jump."""
+    plaza = [p(0, -400), p(400, -400), p(400, -200), p(0, -200)]  # 20,000 cells of 2 m
+    cfg = WorkConfig.model_validate({
+        "shift": {"start": "06:00", "end": "14:00"}, "max_gap_s": 10,
+        "roads": [{"id": "main-st", "width_m": 6.0, "line": [list(pt) for pt in STREETS["main-st"]]},
+                  {"id": "plaza", "width_m": 2.0, "polygon": [list(pt) for pt in plaza]}]})
+    tracker = CoverageTracker(cfg, utc_offset_h=8)
+    started = time.process_time()
+    # each 'outage' joins two ends of one road, 390 m (line) or 420 m (area) apart in 11 s
+    ends = [p(0, 0), p(390, 0), p(10, -390), p(390, -210)]
+    for k in range(400):
+        tracker.on_fix(*ends[k % 4], 8.0, T0 + 11 * (k % 2), trusted=True)
+    assert time.process_time() - started < 0.3
+    report = tracker.report(T0 + 600)
+    assert report is not None
+    assert report["gaps"] == 200
+    assert all(road["unknown_pct"] == 0 for road in report["roads"])

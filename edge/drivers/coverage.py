@@ -301,7 +301,9 @@ class CoverageTracker:
             if dt_s > self._max_gap_s:
                 shift.gaps += 1
                 shift.gap_s += dt_s
-                self._unknown(shift, px, py, x, y)
+                limit = self._max_mps * dt_s * JUMP_FACTOR + JUMP_SLACK_M
+                if (x - px) ** 2 + (y - py) ** 2 <= limit * limit:  # else it jumped: no
+                    self._unknown(shift, px, py, x, y)  # sign it passed what lies between
             if speed_mps is None and dt_s > 0:  # a GGA-only cycle: speed from the track
                 speed_mps = math.hypot(x - px, y - py) / dt_s
             working = speed_mps is not None and self._min_mps <= speed_mps <= self._max_mps
