@@ -41,7 +41,7 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeys, load_platform_keys
 from edge.command_replay import CTR_MAX, MAX_CTR_STEP, ReplayState
-from edge.config import EdgeConfig, LightStep
+from edge.config import ROLES, EdgeConfig, LightStep
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.uplink.signing import SignatureError, open_envelope
@@ -220,6 +220,16 @@ def action_catalogue() -> dict[str, dict[str, Any]]:
     return {action: {"role": ACTION_ROLES[action], "kinds": sorted(ACTION_KINDS[action]),
                      "params": model.model_json_schema()}
             for action, model in PARAMS.items()}
+
+
+def role_catalogue() -> dict[str, list[str]]:
+    """Return each role (edge.config.ROLES) and the actions it allows."""
+    out: dict[str, list[str]] = {role: [] for role in ROLES}
+    for action in PARAMS:
+        out[ACTION_ROLES[action]].append(action)
+    out["broadcast-emergency"] = ["speaker.play_tts (priority emergency)",
+                                  "speaker.stop (during an emergency play)"]
+    return out
 
 
 def reason_catalogue() -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -162,11 +162,16 @@ class OutboxConfig(_Model):
     max_attempts: int = Field(default=5, ge=1, le=1000)
 
 
+# Every role a platform key may hold (what each allows: edge.commands.role_catalogue()).
+Role = Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+
 class PlatformKey(_Model):
     """A platform public key allowed to sign commands, with the roles it may use."""
 
     public_key_hex: str = Field(pattern=r"^[0-9a-f]{64}$")
-    roles: list[Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]]
+    roles: list[Role]
 
 
 class ObservabilityConfig(_Model):

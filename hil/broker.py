@@ -46,6 +46,22 @@ def wait_listening(port: int, timeout_s: float = 5.0, host: str = "127.0.0.1") -
             time.sleep(0.02)
 
 
+def gateway_acl(prefix: str, platform_users: tuple[str, ...] = ("receiver",)) -> str:
+    """Return the acl_file of docs/scale.md: each gateway its own topics, the platform all.
+
+    With ``use_identity_as_username`` the certificate's CN is ``%u``: a gateway (CN = its id)
+    may write only its own events and state and read only its own commands; the platform's
+    certificates read every gateway's events and state and write commands.
+    """
+    lines = ["# every gateway: its own topics only (CN = gateway id)",
+             f"pattern write {prefix}/%u/events", f"pattern write {prefix}/%u/state",
+             f"pattern read {prefix}/%u/cmd"]
+    for user in platform_users:
+        lines += [f"user {user}", f"topic read {prefix}/+/events",
+                  f"topic read {prefix}/+/state", f"topic write {prefix}/+/cmd"]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Mosquitto:
     """A mosquitto process with its own config in ``workdir``."""

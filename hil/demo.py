@@ -1,6 +1,7 @@
 """The demo: broker, simulators, receiver and agent on devices.yaml, all on loopback.
 
-mosquitto runs with TLS and client certificates, as a platform broker would.
+mosquitto runs with TLS and client certificates, as a platform broker would, and the per-gateway
+ACL of docs/scale.md (the certificate's CN is the user name; a gateway's CN is its id).
 
 ``python -m hil demo`` runs until Ctrl-C; ``--self-test`` tilts the cover itself, measures the
 time from tilt to alarm at the receiver, levels it, waits for the clear and exits 0 or 1.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from edge.config_loader import LoadedConfig
 from edge.keys import describe, init_key, load_key
-from hil.broker import Mosquitto, wait_listening
+from hil.broker import Mosquitto, gateway_acl, wait_listening
 from hil.commander import ALL_ROLES, platform_key, register
 from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
@@ -42,7 +43,8 @@ def prepare(loaded: LoadedConfig) -> tuple[Pki, dict[str, str]]:
     tls = cfg.uplink.tls
     pki_dir = loaded.resolve(tls.ca_file).parent if tls is not False and tls.ca_file \
         else loaded.resolve("var/pki")
-    pki = ensure_pki(pki_dir)
+    # the gateway's certificate names it: the broker's ACL gives a CN its own topics only
+    pki = ensure_pki(pki_dir, cns={"gateway": cfg.gateway.id})
     key_path = loaded.resolve(cfg.gateway.key_file)
     key = load_key(key_path) if key_path.exists() else init_key(key_path)
     registry = {cfg.gateway.id: describe(key)["public_key_hex"]}
@@ -75,7 +77,10 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
     pki, registry = prepare(loaded)
     workdir = loaded.resolve("var/demo")
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(workdir / "mosquitto", cfg.uplink.port, pki)
+    # the per-gateway ACL of docs/scale.md: another gateway's certificate can neither read
+    # nor write this gateway's topics (issue 20 #11)
+    broker = Mosquitto(workdir / "mosquitto", cfg.uplink.port, pki,
+                       acl=gateway_acl(cfg.uplink.topic_prefix))
     sims = SimSet.for_config(cfg)
     store = ReceiverStore(workdir / "receiver.db")
     events: list[tuple[float, str]] = []

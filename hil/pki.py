@@ -95,20 +95,40 @@ def write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_pki(folder: Path, clients: tuple[str, ...] = ("gateway", "receiver")) -> Pki:
-    """Create (once) a CA, a broker certificate for localhost/127.0.0.1 and client certs."""
+def common_name(path: Path) -> str:
+    """Return the CN of the certificate at ``path``."""
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def ensure_pki(folder: Path, clients: tuple[str, ...] = ("gateway", "receiver"),
+               cns: dict[str, str] | None = None) -> Pki:
+    """Create (once) a CA, a broker certificate for localhost/127.0.0.1 and client certs.
+
+    A client's CN is its name unless ``cns`` maps it: the broker's per-gateway ACL takes the
+    CN as the user name, so a gateway's certificate must carry its gateway id (docs/scale.md).
+    A client certificate with another CN is issued again by the same CA.
+    """
     pki = Pki(folder)
-    if pki.cert("ca").exists() and all(pki.cert(c).exists() for c in ("broker", *clients)):
-        return pki
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = make_ca()
-    _write_key(pki.key("ca"), ca_key)
-    write_cert(pki.cert("ca"), ca_cert)
-    key, cert = issue(ca_key, ca_cert, "localhost", server=True)
-    _write_key(pki.key("broker"), key)
-    write_cert(pki.cert("broker"), cert)
+    cns = cns or {}
+    if not (pki.cert("ca").exists() and pki.key("ca").exists() and pki.cert("broker").exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        ca_key, ca_cert = make_ca()
+        _write_key(pki.key("ca"), ca_key)
+        write_cert(pki.cert("ca"), ca_cert)
+        key, cert = issue(ca_key, ca_cert, "localhost", server=True)
+        _write_key(pki.key("broker"), key)
+        write_cert(pki.cert("broker"), cert)
+        for stale in clients:
+            pki.cert(stale).unlink(missing_ok=True)
     for client in clients:
-        key, cert = issue(ca_key, ca_cert, client, server=False)
+        cn = cns.get(client, client)
+        if pki.cert(client).exists() and common_name(pki.cert(client)) == cn:
+            continue
+        loaded = serialization.load_pem_private_key(pki.key("ca").read_bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        ca_key, ca_cert = loaded, x509.load_pem_x509_certificate(pki.cert("ca").read_bytes())
+        key, cert = issue(ca_key, ca_cert, cn, server=False)
         _write_key(pki.key(client), key)
         write_cert(pki.cert(client), cert)
     return pki

@@ -26,6 +26,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.commands import (
+    ACTION_ROLES,
     MAX_FIELD_ERRORS,
     MAX_ISSUERS_PER_KID,
     PARAMS,
@@ -36,8 +37,9 @@ from edge.commands import (
     action_catalogue,
     parse_command_time,
     reason_catalogue,
+    role_catalogue,
 )
-from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
+from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
 from edge.drivers._modbus import ModbusBus
@@ -51,7 +53,9 @@ from edge.uplink._paho import MqttLink
 from edge.uplink.batches import BatchSource
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
-from hil.broker import Mosquitto, free_port
+from hil.broker import Mosquitto, free_port, gateway_acl
+from hil.demo import client_tls
+from hil.pki import common_name, ensure_pki
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit
 from tests.cfg import lamp_device, write_config
 from tests.helpers import wait_until
@@ -482,3 +486,58 @@ async def test_scheduled_switches_count_and_repeats_do_not(
     finally:
         await bus.close()
         await sim.stop()
+
+
+# ---- #11: the demo broker's per-gateway ACL ----------------------------------------------
+
+
+async def test_a_gateways_certificate_cannot_touch_another_gateways_topics(
+        tmp_path: Path) -> None:
+    pki = ensure_pki(tmp_path / "pki", clients=("gw-a", "gw-b", "receiver"))
+    assert common_name(pki.cert("gw-a")) == "gw-a"
+    broker = Mosquitto(tmp_path / "broker", free_port(), pki, acl=gateway_acl("edge/v1"))
+    broker.start()
+    links: list[MqttLink] = []
+
+    async def link(name: str) -> MqttLink:
+        made = MqttLink(host="127.0.0.1", port=broker.port, client_id=f"{name}-{len(links)}",
+                        protocol="5", keepalive_s=10, connect_timeout_s=5,
+                        tls=client_tls(pki, name))
+        await made.connect()
+        links.append(made)
+        return made
+
+    try:
+        gw_a, gw_b, platform = await link("gw-a"), await link("gw-b"), await link("receiver")
+        for topic in ("edge/v1/+/events", "edge/v1/+/state"):
+            assert await platform.subscribe(topic)
+        assert await gw_a.subscribe("edge/v1/gw-a/cmd")
+        for topic in ("edge/v1/gw-a/cmd", "edge/v1/gw-a/events", "edge/v1/gw-a/state"):
+            await gw_b.subscribe(topic)  # refused, or granted and never delivered
+        # gw-b writing as gw-a: not authorised (MQTT 5 PUBACK 0x87), never delivered
+        assert await gw_b.publish("edge/v1/gw-a/events", b"forged") == 0x87
+        assert await gw_b.publish("edge/v1/gw-a/state", b"forged", retain=True) == 0x87
+        assert await gw_b.publish("edge/v1/gw-a/cmd", b"forged") == 0x87
+        # what is allowed reaches only whom it is for
+        assert await gw_a.publish("edge/v1/gw-a/events", b"batch-a") == 0
+        assert await gw_b.publish("edge/v1/gw-b/events", b"batch-b") == 0
+        assert await platform.publish("edge/v1/gw-a/cmd", b"cmd-a") == 0
+        got_platform = {(await platform.next_inbound(5)).payload for _ in range(2)}
+        assert got_platform == {b"batch-a", b"batch-b"}
+        assert (await gw_a.next_inbound(5)).payload == b"cmd-a"
+        await asyncio.sleep(0.5)
+        assert gw_b.inbound.empty()  # gw-a's command and events never reached gw-b
+        assert platform.inbound.empty()  # no forged message reached the platform
+        assert await gw_a.publish("edge/v1/gw-b/cmd", b"x") == 0x87  # nor the other way
+    finally:
+        for made in links:
+            await made.close()
+        broker.stop()
+
+
+def test_every_role_is_listed_once_read_included() -> None:
+    roles = role_catalogue()
+    assert set(roles) == set(ROLES) == {"lighting", "broadcast", "broadcast-emergency",
+                                        "config", "read"}
+    assert roles["read"] == ["device.read"]
+    assert set(ACTION_ROLES.values()) <= set(ROLES)
