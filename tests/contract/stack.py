@@ -1,7 +1,8 @@
 """The demo stack on free loopback ports, for the contract tests and the example capture.
 
 The repository's devices.yaml (one device of each kind) with every port moved to a free one, a
-private PKI, a real mosquitto with TLS and required client certificates, the simulators, the
+private PKI, a real mosquitto with TLS, required client certificates and the demo's
+per-gateway ACL, the simulators, the
 agent as its own process (``edge run``) and the reference receiver. Nothing is faked: what the
 contract tests see is what a platform would see.
 """
@@ -25,7 +26,7 @@ from ruamel.yaml import YAML
 from edge.config_loader import LoadedConfig, load_config
 from edge.keys import describe, init_key, load_key
 from edge.uplink.signing import Ed25519PrivateKey, kid_of, public_key_from_raw
-from hil.broker import Mosquitto, free_port
+from hil.broker import Mosquitto, free_port, gateway_acl
 from hil.commander import ALL_ROLES, platform_key, register
 from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
@@ -117,8 +118,10 @@ def _config(folder: Path, pki: Pki, broker_port: int) -> LoadedConfig:
 @contextlib.asynccontextmanager
 async def demo_stack(folder: Path, *, start_agent: bool = True) -> AsyncIterator[Stack]:
     """Start broker, simulators, receiver and agent; stop them all on exit."""
-    pki = ensure_pki(folder / "pki", clients=("gateway", "receiver"))
-    broker = Mosquitto(folder / "mosquitto", free_port(), pki)
+    # as the demo: the gateway's certificate names it, the broker confines it to its own
+    # topics (docs/scale.md's ACL); the platform's certificate is the receiver's
+    pki = ensure_pki(folder / "pki", clients=("gateway", "receiver"), cns={"gateway": GATEWAY})
+    broker = Mosquitto(folder / "mosquitto", free_port(), pki, acl=gateway_acl(PREFIX))
     loaded = _config(folder, pki, broker.port)
     pkey = platform_key(folder / "platform.key")
     kid = register(loaded.resolve("platform-keys.json"), pkey, ALL_ROLES)
