@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -104,6 +105,34 @@ async def test_batch_ids_stay_unique_across_an_agent_restart(tmp_path: Path) -> 
                 ids.append(batch.batch_id)
     assert all(re.match(UUID7_PATTERN, i) for i in ids), ids
     assert len(set(ids)) == len(ids) == 6
+
+
+async def test_the_mqtt5_batch_id_property_is_the_bodys_batch(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    # mosquitto_sub prints MQTT 5 user properties (%P): a platform's view, not our client's
+    sub = subprocess.Popen(  # a short-lived peer, reaped below
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(plain_broker.port), "-V", "mqttv5",
+         "-t", f"edge/v1/{GW}/events", "-C", "2", "-F", "%P|%p", "-W", "20"],
+        stdout=subprocess.PIPE)
+    try:
+        await asyncio.sleep(0.5)  # subscribed before the first batch goes
+        async with _state_rig(tmp_path, plain_broker) as rig:
+            await rig.outbox.put(_reading(1))
+            await wait_until(lambda: rig.uplink.stats.events_acked == 1, 10, "one batch")
+            await rig.outbox.put(_reading(2))
+            await wait_until(lambda: rig.uplink.stats.events_acked == 2, 10, "two batches")
+            out, _ = await asyncio.to_thread(sub.communicate, timeout=20)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(5)
+    ids = []
+    for line in out.decode().splitlines():
+        prop, _, envelope = line.partition("|")
+        body = json.loads(json.loads(envelope)["body"])
+        assert prop == f"batch_id:{body['batch']}"
+        ids.append(body["batch"])
+    assert len(set(ids)) == 2
 
 
 async def test_a_receiver_still_accepts_an_old_agents_counter_batch() -> None:
