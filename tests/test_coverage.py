@@ -756,3 +756,13 @@ def test_forged_outages_cost_little_and_mark_nothing() -> None:
     assert report is not None
     assert report["gaps"] == 200
     assert all(road["unknown_pct"] == 0 for road in report["roads"])
+
+
+def test_a_read_just_after_the_shift_ended_shows_that_shift() -> None:
+    tracker = CoverageTracker(work(), utc_offset_h=8)
+    drive(tracker, route([Leg((p(0, 0), p(400, 0)), 8)]))
+    read = tracker.report(SHIFT_END_S + 1)  # no fix or tick since the end yet
+    assert read is not None
+    assert read["shift"]["state"] == "ended"
+    assert roads_of(read)["main-st"]["covered_pct"] >= 98
+    assert tracker.tick(SHIFT_END_S + 2, trusted=True) == read

@@ -444,9 +444,12 @@ class CoverageTracker:
     # -- reports -------------------------------------------------------------------------
 
     def report(self, now_s: float) -> dict[str, Any] | None:
-        """Return the running shift's report (``in_progress``), else the last ended one."""
-        if self._shift is not None and now_s < self._shift.end_s:
-            return self._report(self._shift, final=False)
+        """Return the current shift's report, else the last ended one (None before any).
+
+        A shift whose end has passed before a tick reported it reads ``ended`` already.
+        """
+        if self._shift is not None:  # ended but not ticked yet: as it will be reported
+            return self._report(self._shift, final=now_s >= self._shift.end_s)
         return self.last_report
 
     def _report(self, shift: _Shift, *, final: bool) -> dict[str, Any]:
