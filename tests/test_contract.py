@@ -247,3 +247,83 @@ async def test_node_consumer_agrees_with_the_gateway(tmp_path: Path, node_consum
     # the reference receiver validated the same stream with the same schemas
     assert rejected == {}
     assert time.monotonic() - started < 60
+
+
+# ---- the AsyncAPI and OpenAPI documents ---------------------------------------------------
+
+
+def _yaml(name: str) -> Any:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load((CONTRACT / name).read_text(encoding="utf-8"))
+
+
+def _resolve(ref: str, doc: Any, base: Path) -> Any:
+    """Return what ``ref`` points at: in ``doc`` (``#/...``) or in a file beside ``base``."""
+    file, _, pointer = ref.partition("#")
+    target: Any = doc
+    if file:
+        path = (base / file).resolve()
+        assert path.exists(), f"$ref to a missing file: {ref}"
+        target = json.loads(path.read_text(encoding="utf-8"))
+    for part in (p for p in pointer.split("/") if p):
+        part = part.replace("~1", "/").replace("~0", "~")
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    return target
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        here = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return here + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_ref_of_the_documents_resolves() -> None:
+    for name in ("asyncapi.yaml", "openapi.yaml"):
+        doc = _yaml(name)
+        refs = _refs(doc)
+        assert refs, name
+        for ref in refs:
+            _resolve(ref, doc, CONTRACT)
+
+
+def test_asyncapi_messages_examples_are_their_schemas() -> None:
+    """Each message's examples are valid envelopes whose body is valid for the message."""
+    doc = _yaml("asyncapi.yaml")
+    names = {v: k for k, v in SCHEMA_FILES.items()}
+    checked = 0
+    for message in doc["components"]["messages"].values():
+        payload = Path(message["payload"]["schema"]["$ref"]).name
+        body = Path(message["x-signed-body"]["$ref"]).name
+        for example in message["examples"]:
+            envelope = _resolve(example["payload"]["$ref"], doc, CONTRACT)
+            assert errors(names[payload], envelope) == []
+            assert errors(names[body], json.loads(envelope["body"])) == []
+            checked += 1
+    assert checked >= 6
+
+
+def test_versions_agree() -> None:
+    from edge.contract import CONTRACT_VERSION
+
+    assert _yaml("asyncapi.yaml")["info"]["version"] == CONTRACT_VERSION
+    assert _yaml("openapi.yaml")["info"]["version"] == CONTRACT_VERSION
+    changelog = (CONTRACT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(r"^## (\S+)", changelog, re.MULTILINE)[1] == CONTRACT_VERSION  # type: ignore[index]
+    assert f"(version {CONTRACT_VERSION})" in (CONTRACT / "README.md").read_text(encoding="utf-8")
+
+
+def test_documents_are_valid_asyncapi_3_and_openapi_3_1(tmp_path: Path,
+                                                        node_consumer: str) -> None:
+    """Checked against the official meta-schemas (@asyncapi/specs, OpenAPI 3.1, from npm)."""
+    paths = []
+    for name in ("asyncapi", "openapi"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(_yaml(f"{name}.yaml")), encoding="utf-8")
+        paths.append(str(path))
+    done = subprocess.run([node_consumer, str(NODE_DIR / "lint-docs.mjs"), *paths],
+                          cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
