@@ -266,8 +266,8 @@ def _resolve(ref: str, doc: Any, base: Path) -> Any:
         path = (base / file).resolve()
         assert path.exists(), f"$ref to a missing file: {ref}"
         target = json.loads(path.read_text(encoding="utf-8"))
-    for part in (p for p in pointer.split("/") if p):
-        part = part.replace("~1", "/").replace("~0", "~")
+    for raw in (p for p in pointer.split("/") if p):
+        part = raw.replace("~1", "/").replace("~0", "~")
         target = target[int(part)] if isinstance(target, list) else target[part]
     return target
 
