@@ -4,8 +4,8 @@ Two views of one contract:
 
 * ``Event`` (a frozen dataclass) is what drivers and the agent build on the hot path, turned
   into compact JSON by ``encode_event`` once the outbox has given it its ``seq``.
-* ``WireEvent`` / ``WireBatch`` / ``Envelope`` (pydantic) validate what arrives at a receiver
-  and produce the JSON Schema printed by ``edge schema``.
+* ``WireEvent`` / ``WireBatch`` / ``Envelope`` (pydantic) are the typed wire view; the published
+  JSON Schemas (``edge schema``) are files in edge/contract/schemas, checked against them.
 """
 
 from __future__ import annotations
@@ -282,10 +282,11 @@ class WireWorkCoverage(_Strict):
 
 
 def json_schemas() -> dict[str, Any]:
-    """Return the JSON Schemas of event, batch, envelope and the ``work_coverage`` data."""
-    return {
-        "event": WireEvent.model_json_schema(by_alias=True),
-        "batch": WireBatch.model_json_schema(by_alias=True),
-        "envelope": Envelope.model_json_schema(by_alias=True),
-        "work_coverage": WireWorkCoverage.model_json_schema(by_alias=True),
-    }
+    """Return the published JSON Schemas by name (edge/contract/schemas, the single source).
+
+    The models above validate at run time; what a platform is given, and what ``edge schema``
+    prints, are the shipped files (tests/test_contract.py keeps the two in step).
+    """
+    from edge.contract import schemas  # noqa: PLC0415 - only `edge schema` and tests need it
+
+    return schemas()

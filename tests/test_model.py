@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from edge.clock import TimeQuality, parse_rfc3339, rfc3339_ms
@@ -48,22 +47,25 @@ def test_event_round_trips_through_json_and_the_wire_model() -> None:
 
 
 def test_encoded_events_and_batches_validate_against_the_exported_schema() -> None:
-    schemas = json_schemas()
+    from hil.receiver.schemas import errors
+
+    assert set(json_schemas()) >= {"event", "batch", "envelope", "state", "command"}
     events = [encode_event(alarm_event(), 1),
               encode_event(Event(EventType.READING, 3, time.time_ns(), TimeQuality.UNSYNCED,
                                  device="x", data={"v": 1}, mono=("boot", 1234)), 2)]
     for raw in events:
-        jsonschema.validate(json.loads(raw), schemas["event"])
+        assert errors("event", json.loads(raw)) == []
     body = encode_batch("gw-320508-0007", 7, time.time_ns(), events)
-    jsonschema.validate(json.loads(body), schemas["batch"])
+    assert errors("batch", json.loads(body)) == []
     assert WireBatch.model_validate_json(body).batch == 7
 
 
 def test_schema_rejects_a_broken_event() -> None:
+    from hil.receiver.schemas import errors
+
     doc = json.loads(encode_event(alarm_event(), 1))
     doc["prio"] = 7
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, json_schemas()["event"])
+    assert errors("event", doc) != []
 
 
 def test_signature_verifies_and_a_flipped_byte_fails() -> None:
