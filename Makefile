@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 # Debian packages: the demo needs mosquitto (a real broker) and venv support; the tests also
 # need a C compiler (the power-loss simulation shim), chromium (pages are tested in it) with a
 # small CJK font (asset names in the map's screenshots; docs/decisions.md D55),
-# systemd-analyze (the sandbox score), faketime (a gateway booting at 1970, R19) and the
+# systemd-analyze (the sandbox score), faketime (a gateway booting at 1970, R19), Node.js and
+# npm (the contract's second-language consumer, tests/contract: `npm ci` by its test fixture) and the
 # PostgreSQL server (the receiver's PG store; tests start a private instance of it).
 system-deps:
 	@need=""; \
@@ -28,6 +29,7 @@ test-deps: system-deps
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v systemd-analyze >/dev/null || need="$$need systemd"; \
 	command -v faketime >/dev/null || need="$$need faketime"; \
+	command -v node >/dev/null && command -v npm >/dev/null || need="$$need nodejs npm"; \
 	fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || need="$$need fonts-wqy-microhei"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	  || need="$$need postgresql"; \
