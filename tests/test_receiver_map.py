@@ -30,15 +30,16 @@ from edge.model import (
 from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki
-from hil.receiver.core import Receiver, load_gateway_keys
+from hil.receiver.core import Receiver, Store, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import MAP_MAX_VALUES, ReceiverStore
-from hil.receiver.web import MapConfig, MapStore, load_map_config, map_state, serve
+from hil.receiver.web import MapConfig, MapStore, WebStore, load_map_config, map_state, serve
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cdp import Page, browser
 from tests.cfg import tilt_device, write_config
 from tests.helpers import receiver_for, wait_until
+from tests.pg import pg_dsn, pg_server_dsn  # noqa: F401 - fixtures
 from tests.test_e2e import receiver_tls
 
 GW = "gw-320508-0007"
@@ -50,7 +51,7 @@ TRUCK_ASSET = Asset("3205080801000031", "0801", "320508001002003", "环卫车 �
 class Gateway:
     """A signing gateway feeding a Receiver directly (the MQTT path has its own test)."""
 
-    def __init__(self, store: ReceiverStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.key = Ed25519PrivateKey.generate()
         self.receiver = Receiver(store, load_gateway_keys(
             {GW: raw_public_key(self.key.public_key()).hex()}))
@@ -598,6 +599,46 @@ async def test_a_truck_moves_live_and_its_track_grows(tmp_path: Path) -> None:
                 " }); return at !== null && Math.abs(at.lng - 120.6310) < 1e-9; })()", 5)
             assert time.monotonic() - moved < 2.0
             assert await page.evaluate(tail) == 31
+            await no_page_errors(page)
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+# ---- the same map on the PostgreSQL store ----------------------------------------------------
+
+async def test_the_map_runs_on_the_postgresql_store(tmp_path: Path,
+                                                   pg_dsn: str) -> None:  # noqa: F811
+    from hil.receiver.pg_store import PgReceiverStore
+
+    store = PgReceiverStore(pg_dsn)
+    typed: WebStore = store  # mypy: the whole web app takes the PostgreSQL store
+    del typed
+    gateway = Gateway(store)
+    now = time.time_ns()
+    asset = cover("井盖 一号", 1, 31.3105, 120.6302)
+    gateway.send(reading("manhole-1", asset, {"tilt_deg": 1.0}, now - 1_000_000_000),
+                 reading("manhole-2", cover("井盖 二号", 2, 31.3107, 120.6311), {}, now),
+                 *(position(now - (20 - i) * 10_000_000_000, 31.3100, 120.6280 + i * 1e-4)
+                   for i in range(20)))
+    port = free_port()
+    runner = await serve(store, port=port)
+    marker = 'document.querySelector(\'path[data-device="manhole-1"]\')'
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            await page.wait_for(f"{marker} !== null && "
+                                "document.querySelector('path[data-truck=\"truck-3\"]') !== null")
+            gateway.send(Event(EventType.ALARM, 0, time.time_ns(), TimeQuality.SYNCED,
+                               device="manhole-1", asset=asset,
+                               alarm=Alarm("cover_open", "raised", "mh1:cover_open:1", 1, 38.5,
+                                           15.0, "deg")))
+            await page.wait_for(f"{marker}.getAttribute('data-state') === 'alarm'", 3)
+            await page.evaluate(f"{marker}.dispatchEvent(new MouseEvent('click', "
+                                "{bubbles: true}))")
+            await page.wait_for("document.querySelector('#detail-cases tbody tr.open') !== null")
+            await page.evaluate("document.getElementById('pb-load').click()")
+            await page.wait_for("window.edgeMap.playback.points.length === 20")
             await no_page_errors(page)
     finally:
         await runner.cleanup()

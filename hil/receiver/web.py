@@ -31,9 +31,59 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.http_site import start_site
 from hil.receiver.core import MAX_EVENTS_BYTES, Receiver
-from hil.receiver.store import MAP_MAX_TRACK_S, MAP_MAX_VALUES, ReceiverStore
+from hil.receiver.store import MAP_MAX_TRACK_S, MAP_MAX_VALUES
 
-STORE_KEY: web.AppKey[ReceiverStore] = web.AppKey("store", ReceiverStore)
+
+class MapStore(Protocol):
+    """What the map reads of a store: SQLite (``store.py``) or PostgreSQL (``pg_store.py``).
+
+    Shapes and bounds are those of ``ReceiverStore``'s methods of the same names (their
+    docstrings are the contract; ``MAP_MAX_*`` in store.py are the bounds).
+    """
+
+    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Return cases (with ``grid``), newest first."""
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Return every gateway with its last state."""
+
+    def map_assets(self, limit: int = ...) -> list[dict[str, Any]]:
+        """Return every non-tracker device with its asset block and newest event."""
+
+    def map_vehicles(self) -> list[dict[str, Any]]:
+        """Return every tracker's newest position (by fix time)."""
+
+    def map_device_values(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
+        """Return a device's newest events, newest first."""
+
+    def map_device_cases(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
+        """Return a device's cases, newest first."""
+
+    def map_track(self, gw: str, device: str, start_ns: int, end_ns: int, limit: int = ...
+                  ) -> list[tuple[int, float, float, float | None, float | None]]:
+        """Return a tracker's positions in [start_ns, end_ns), oldest first."""
+
+    def map_work_coverage(self) -> list[dict[str, Any]]:
+        """Return the newest ``work_coverage`` event of each (gw, device)."""
+
+
+class WebStore(MapStore, Protocol):
+    """What the whole web app reads of a store (``/``, ``/api/state``, Open311, the map)."""
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add to a counter."""
+
+    def counters(self) -> dict[str, int]:
+        """Return all counters."""
+
+    def events(self, limit: int = 50, type_: str | None = None) -> list[dict[str, Any]]:
+        """Return recent events, newest first."""
+
+    def seq_gaps(self, gw: str) -> list[tuple[int, int]]:
+        """Return missing seq ranges of a gateway."""
+
+
+STORE_KEY: web.AppKey[WebStore] = web.AppKey("store")
 RECEIVER_KEY: web.AppKey[Receiver | None] = web.AppKey("receiver")
 # statuses to answer the next POSTs with, for tests of the gateway's backoff: (status, retry)
 FAIL_KEY: web.AppKey[list[tuple[int, str | None]]] = web.AppKey("fail_next")
@@ -116,7 +166,7 @@ def load_map_config(path: Path) -> MapConfig:
                      roads={k: v.model_dump() for k, v in doc.roads.items()}, grids=doc.grids)
 
 
-def state(store: ReceiverStore, *, events: int = 30) -> dict[str, Any]:
+def state(store: WebStore, *, events: int = 30) -> dict[str, Any]:
     """Return what the page shows."""
     gateways = store.gateways()
     return {
@@ -128,7 +178,7 @@ def state(store: ReceiverStore, *, events: int = 30) -> dict[str, Any]:
     }
 
 
-def open311(store: ReceiverStore) -> list[dict[str, Any]]:
+def open311(store: WebStore) -> list[dict[str, Any]]:
     """Return open cases as GeoReport v2 service requests (devices.md §1.6 mapping)."""
     return [{
         "service_request_id": str(case["case_no"]),
@@ -139,39 +189,6 @@ def open311(store: ReceiverStore) -> list[dict[str, Any]]:
         "lat": case["lat"], "long": case["lon"],
         "attribute": {"asset_code": case["asset_code"], "alarm_id": case["alarm_id"]},
     } for case in store.cases("open")]
-
-
-class MapStore(Protocol):
-    """What the map reads of a store: SQLite (``store.py``) or PostgreSQL (``pg_store.py``).
-
-    Shapes and bounds are those of ``ReceiverStore``'s methods of the same names (their
-    docstrings are the contract; ``MAP_MAX_*`` in store.py are the bounds).
-    """
-
-    def cases(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Return cases (with ``grid``), newest first."""
-
-    def gateways(self) -> list[dict[str, Any]]:
-        """Return every gateway with its last state."""
-
-    def map_assets(self, limit: int = ...) -> list[dict[str, Any]]:
-        """Return every non-tracker device with its asset block and newest event."""
-
-    def map_vehicles(self) -> list[dict[str, Any]]:
-        """Return every tracker's newest position (by fix time)."""
-
-    def map_device_values(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
-        """Return a device's newest events, newest first."""
-
-    def map_device_cases(self, gw: str, device: str, limit: int = ...) -> list[dict[str, Any]]:
-        """Return a device's cases, newest first."""
-
-    def map_track(self, gw: str, device: str, start_ns: int, end_ns: int, limit: int = ...
-                  ) -> list[tuple[int, float, float, float | None, float | None]]:
-        """Return a tracker's positions in [start_ns, end_ns), oldest first."""
-
-    def map_work_coverage(self) -> list[dict[str, Any]]:
-        """Return the newest ``work_coverage`` event of each (gw, device)."""
 
 
 def map_state(store: MapStore) -> dict[str, Any]:
@@ -322,7 +339,7 @@ async def _post_events(request: web.Request) -> web.Response:
     return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
 
-def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
+def make_app(store: WebStore, *, open311_enabled: bool = False,
              receiver: Receiver | None = None,
              map_config: MapConfig | None = None) -> web.Application:
     """Return the aiohttp application (with the HTTPS uplink endpoint when ``receiver``)."""
@@ -348,7 +365,7 @@ def make_app(store: ReceiverStore, *, open311_enabled: bool = False,
     return app
 
 
-async def serve(store: ReceiverStore, *, port: int, host: str = "127.0.0.1",
+async def serve(store: WebStore, *, port: int, host: str = "127.0.0.1",
                 open311_enabled: bool = False, receiver: Receiver | None = None,
                 tls: ssl.SSLContext | None = None,
                 map_config: MapConfig | None = None) -> web.AppRunner:
