@@ -643,3 +643,46 @@ async def test_the_map_runs_on_the_postgresql_store(tmp_path: Path,
     finally:
         await runner.cleanup()
         store.close()
+
+
+async def test_an_alarm_storm_and_a_huge_coverage_report_stay_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hil.receiver.web.MAP_MAX_OPEN_CASES", 40)
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    now = time.time_ns()
+    storm = []
+    for i in range(50):  # a district loses its LoRa gateway: 50 covers comm_lost at once
+        asset = cover(f"井盖 {i}", i, 31.3100 + i * 1e-4, 120.6300)
+        storm += [reading(f"mh-{i}", asset, {}, now),
+                  Event(EventType.ALARM, 1, now, TimeQuality.SYNCED, device=f"mh-{i}",
+                        asset=asset, alarm=Alarm("comm_lost", "raised", f"mh-{i}:comm_lost", 1))]
+    gateway.send(*storm)
+    huge = coverage_event(now)
+    road = huge.data["roads"][1]
+    road.update(cells=1e9, covered=[[0.0, 5e8]], missed=[[5e8, 1e9]])  # a hostile report
+    road["grid"] = {**road["grid"], "cols": 30_000, "rows": 30_000}
+    gateway.send(huge)
+    port = free_port()
+    runner = await serve(store, port=port)
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            await page.wait_for("document.querySelector('#coverage-list .road') !== null")
+            found = await page.evaluate(
+                "(() => { let cells = 0; window.edgeMap.map.eachLayer(l => {"
+                " if (l instanceof L.Rectangle && l.options.stroke === false) cells++; });"
+                " return [cells, document.querySelectorAll('#alarm-list .alarm-item').length,"
+                " document.getElementById('alarm-list').textContent,"
+                " document.getElementById('kpi-alarms').textContent,"
+                " document.querySelectorAll('path[data-state=\"alarm\"]').length]; })()")
+            await no_page_errors(page)
+    finally:
+        await runner.cleanup()
+        store.close()
+    cells, listed, text, kpi, red = found
+    assert cells == 4000  # MAX_CELLS: the rest of a billion is not drawn
+    assert listed == 30  # LIST_PER_GRID of the 40 sent
+    assert "+ 10 more in this grid" in text
+    assert kpi == "50"  # the count is of all open cases
+    assert red == 50  # and every one of them colours its asset

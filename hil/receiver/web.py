@@ -93,6 +93,7 @@ PAGE = (resources.files("hil.receiver") / "page.html").read_text(encoding="utf-8
 STATIC = Path(str(resources.files("hil.receiver") / "static"))
 MAP_PAGE = (STATIC / "map.html").read_text(encoding="utf-8")
 MAX_MAP_CONFIG_BYTES = 4 * 1024 * 1024  # roads and grid outlines of a district
+MAP_MAX_OPEN_CASES = 1000  # listed on the map (newest first); the count is of all
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,10 @@ def map_state(store: MapStore) -> dict[str, Any]:
             asset["state"] = "degraded"
         else:
             asset["state"] = "ok"
-    return {"assets": assets, "open_cases": open_cases, "vehicles": store.map_vehicles(),
+    # an alarm storm (a district's comm_lost) must not make every poll megabytes: the newest
+    # MAP_MAX_OPEN_CASES are listed, all of them colour their assets, the total is given
+    return {"assets": assets, "open_cases": open_cases[:MAP_MAX_OPEN_CASES],
+            "open_total": len(open_cases), "vehicles": store.map_vehicles(),
             "work_coverage": [[r["gw"], r.get("device"), r.get("id")]
                               for r in store.map_work_coverage()]}
 

@@ -8,6 +8,7 @@ const LIVE_TRACK_MS = 2 * 3600e3; // a truck's live tail
 const LIVE_TRACK_MAX = 5000;
 const HOLD_GAP_MS = 120e3;       // playback: further apart than this, hold, do not glide
 const MAX_CELLS = 4000;          // area coverage cells drawn per report
+const LIST_PER_GRID = 30;        // alarms listed per grid (the rest are counted)
 const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", degraded: "#e6c229", truck: "#3fa9ff",
   play: "#ffb020", covered: "#2ecc71", missed: "#ff3b30", unknown: "#59636f"};
 const EARTH_M = 6371000;
@@ -220,7 +221,7 @@ function drawAlarms(cases, assets) {
   list.replaceChildren(...groups.map(([grid, items]) => el("div", {class: "grid-group",
     "data-grid": grid},
   el("div", {class: "grid-head"}, el("span", {}, "grid " + grid), el("b", {}, items.length)),
-  ...items.map((c) => {
+  ...items.slice(0, LIST_PER_GRID).map((c) => {
     const button = el("button", {class: "alarm-item", type: "button", "data-case": c.case_no},
       el("span", {class: "when"}, stamp(c.opened_ts)),
       el("span", {class: "kind"}, `#${c.case_no} ${c.kind}`), el("br"),
@@ -230,7 +231,9 @@ function drawAlarms(cases, assets) {
       if (c.device) openDetail(c.gw, c.device);
     });
     return button;
-  }))));
+  }),
+  ...(items.length > LIST_PER_GRID ? [el("p", {class: "empty"},
+    `+ ${items.length - LIST_PER_GRID} more in this grid`)] : []))));
 }
 
 async function openDetail(gw, device) {
@@ -494,8 +497,8 @@ async function refresh() {
   await drawVehicles(s.vehicles, nowMs);
   await drawCoverage(s.work_coverage);
   $("kpi-assets").textContent = String(s.assets.length);
-  $("kpi-alarms").textContent = String(s.open_cases.length);
-  $("kpi-alarms").parentElement.classList.toggle("quiet", s.open_cases.length === 0);
+  $("kpi-alarms").textContent = String(s.open_total);
+  $("kpi-alarms").parentElement.classList.toggle("quiet", s.open_total === 0);
   $("kpi-trucks").textContent = String(s.vehicles.length);
   $("kpi-offline").textContent = String(s.assets.filter((a) => a.state === "offline").length);
   if (!fitted) {
