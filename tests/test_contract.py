@@ -339,3 +339,15 @@ def test_documents_are_valid_asyncapi_3_and_openapi_3_1(tmp_path: Path,
     done = subprocess.run([node_consumer, str(NODE_DIR / "lint-docs.mjs"), *paths],
                           cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_the_schema_files_ship_in_the_package() -> None:
+    """package-data names every schema file: `edge schema` works from a wheel, not only here."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = data["tool"]["setuptools"]["package-data"]["edge.contract"]
+    files = sorted(p.name for p in SCHEMAS_DIR.iterdir() if p.is_file())
+    assert files == sorted(SCHEMA_FILES.values())
+    assert all(any(fnmatch.fnmatch(f"schemas/{f}", g) for g in globs) for f in files)
