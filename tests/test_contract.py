@@ -128,9 +128,10 @@ def test_schemas_refuse_what_the_contract_forbids() -> None:
 
 def test_command_schema_is_the_gateways_catalogue() -> None:
     """Actions, roles, kinds, params, times and issuers as edge/commands.py checks them."""
-    from edge.commands import COMMAND_TIME_PATTERN, ISS_PATTERN, action_catalogue
+    from edge.commands import COMMAND_TIME_PATTERN, ISS_PATTERN, action_catalogue, role_catalogue
 
     published = schema("command")
+    assert published["x-roles"] == role_catalogue()
     catalogue = action_catalogue()
     assert published["properties"]["action"]["enum"] == list(catalogue)
     for action, entry in catalogue.items():

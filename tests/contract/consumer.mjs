@@ -31,7 +31,7 @@ const stats = { batches: 0, events: 0, duplicates: 0, out_of_order: 0, states: 0
 const ajv = new Ajv2020({ strict: true, strictTypes: false, strictRequired: false,
   allowUnionTypes: true, allErrors: true });
 addFormats(ajv);
-ajv.addVocabulary(["x-reasons", "x-actions", "x-status"]);
+ajv.addVocabulary(["x-reasons", "x-actions", "x-roles", "x-status"]);
 const byName = {};
 for (const file of readdirSync(info.schemas_dir).filter((f) => f.endsWith(".schema.json"))) {
   const doc = JSON.parse(readFileSync(join(info.schemas_dir, file), "utf8"));
