@@ -326,6 +326,8 @@ async def test_the_map_page_allows_no_inline_script_and_only_its_tile_server(
                 assert "Leaflet 1.9.4" in (await resp.text())[:200]
             async with http.get(f"http://127.0.0.1:{port}/static/leaflet/LICENSE") as resp:
                 assert "BSD 2-Clause" in await resp.text()
+            async with http.get(f"http://127.0.0.1:{port}/static/map.html") as resp:
+                assert resp.headers["Content-Security-Policy"] == csp  # same page, same rules
             for path in ("/static/../store.py", "/static/%2e%2e/store.py", "/static/"):
                 async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
                     assert resp.status in {403, 404}, path

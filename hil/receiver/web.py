@@ -254,10 +254,15 @@ def _csp(config: MapConfig) -> str:
             f"frame-ancestors 'none'")
 
 
-async def _map_page(request: web.Request) -> web.Response:
-    return web.Response(text=MAP_PAGE, content_type="text/html",
-                        headers={"Content-Security-Policy": _csp(request.app[MAP_KEY]),
-                                 "X-Content-Type-Options": "nosniff"})
+async def _map_page(_request: web.Request) -> web.Response:
+    return web.Response(text=MAP_PAGE, content_type="text/html")
+
+
+async def _map_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Put the map's CSP on it and on every static file (/static/map.html opens the page too)."""
+    if request.path == "/map" or request.path.startswith("/static/"):
+        response.headers["Content-Security-Policy"] = _csp(request.app[MAP_KEY])
+        response.headers["X-Content-Type-Options"] = "nosniff"
 
 
 async def _map_config(request: web.Request) -> web.Response:
@@ -366,6 +371,7 @@ def make_app(store: WebStore, *, open311_enabled: bool = False,
     app.router.add_get("/api/map/track", _map_track)
     # the page's script, styles and the vendored Leaflet (no symlinks followed, no listing)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+    app.on_response_prepare.append(_map_headers)
     return app
 
 
