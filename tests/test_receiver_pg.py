@@ -141,10 +141,12 @@ def test_nul_characters_are_stored_not_refused(store: PgReceiverStore) -> None:
     rx = Receiver(store, KEYS)
     event = Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED, device="d\x00",
                   asset=ASSET, data={"note": "a\x00b", "\x00": 1})
-    out = rx.handle(TOPIC, batch([(event, 1)]))
-    assert (out.accepted, out.rejected) == (1, "")
-    (doc,) = store.events()
+    out = rx.handle(TOPIC, batch([(event, 1), (alarm("raised", "x\x00:1"), 2)]))
+    assert (out.accepted, out.opened, out.rejected) == (2, [1], "")
+    assert rx.handle(TOPIC, batch([(alarm("cleared", "x\x00:1"), 3)])).closed == [1]
+    doc = store.events(type_="reading")[0]
     assert doc["data"] == {"note": "a\ufffdb", "\ufffd": 1}
+    assert store.cases()[0]["alarm_id"] == "x\ufffd:1"
 
 
 def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
@@ -456,3 +458,46 @@ def test_the_map_reads_the_same_on_sqlite_and_postgresql(tmp_path: Path,
     assert lamp_row["last_data"] == {"power_w": 3.0}  # the newest reading, not the last one
     assert [p[1] for p in pg["track"]] == [31.30, 31.31, 31.32]
     assert pg["vehicles"][0]["lat"] == 31.32
+
+
+def test_a_dropped_database_session_is_not_a_refused_message(store: PgReceiverStore,
+                                                             pg_dsn: str) -> None:  # noqa: F811
+    """The database going away must not turn messages into rejections (they would be acked
+    and lost): the receiver raises, does not acknowledge, and stores them on the next try."""
+    rx = Receiver(store, KEYS)
+    messages = [(TOPIC, batch([(reading(), n)])) for n in (1, 2)]
+
+    def drop_session() -> None:
+        with PgReceiverStore(pg_dsn, node="admin") as admin:
+            admin.conn.execute("SELECT pg_terminate_backend(%s)",
+                               (store.conn.info.backend_pid,))
+
+    for handle in (lambda: rx.handle_many(messages), lambda: rx.handle(*messages[0])):
+        drop_session()
+        with pytest.raises(Exception) as raised:
+            handle()
+        assert store.unavailable(raised.value)
+    assert [o.accepted for o in rx.handle_many(messages)] == [1, 1]  # a new session
+    assert "rejected.malformed" not in store.counters()
+
+
+def test_a_group_that_fails_as_a_whole_is_handled_one_by_one(
+        store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message that breaks the group's commit (not its own savepoint) cannot block the
+    others forever: after the failed group each message is handled alone."""
+    rx = Receiver(store, KEYS)
+    flush = store._flush_projections
+    calls = {"n": 0}
+
+    def fail_first() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected failure at the group's commit")
+        flush()
+
+    monkeypatch.setattr(store, "_flush_projections", fail_first)
+    outcomes = rx.handle_many([(TOPIC, batch([(reading(), n)])) for n in (1, 2, 3)])
+    assert [o.accepted for o in outcomes] == [1, 1, 1]
+    assert store.event_count() == 3
+    assert store.counters()["store.group_failures"] == 1
+

@@ -167,22 +167,38 @@ class Receiver(Generic[StoreT]):
         except RejectedError as exc:
             return self._reject(exc)
         except Exception as exc:  # one bad message must not stop the receiver
+            if self._unavailable(exc):
+                raise  # the store is down, not the message: it must not be acknowledged
             log.exception("receiver: a message on %s failed", topic)
             return self._reject(RejectedError("rejected.malformed",
                                               f"malformed: {type(exc).__name__}"))
 
+    def _unavailable(self, exc: BaseException) -> bool:
+        check = getattr(self.store, "unavailable", None)
+        return bool(check(exc)) if check is not None else False
+
     def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome]:
         """Process several messages; with a store that can, in one transaction (one commit).
 
-        Each message is still accepted or refused on its own (a savepoint each). If the group's
-        commit fails, nothing of it is stored and the error propagates: the caller must not
-        acknowledge any of these messages (the broker then sends them again).
+        Each message is still accepted or refused on its own (a savepoint each). If the group
+        fails as a whole, nothing of it was stored: with the store down the error propagates
+        (the caller must not acknowledge any of these messages; the broker sends them again);
+        otherwise they are handled one by one, so one poison message cannot block the others
+        forever.
         """
         group = getattr(self.store, "group", None)
         if group is None or len(messages) < 2:
             return [self.handle(topic, payload) for topic, payload in messages]
-        with group():
-            return [self.handle(topic, payload) for topic, payload in messages]
+        try:
+            with group():
+                return [self.handle(topic, payload) for topic, payload in messages]
+        except Exception as exc:
+            if self._unavailable(exc):
+                raise
+            log.warning("receiver: a group of %d failed (%s); one by one", len(messages),
+                        type(exc).__name__)
+            self.store.bump("store.group_failures")
+        return [self.handle(topic, payload) for topic, payload in messages]
 
     def _reject(self, exc: RejectedError) -> Outcome:
         self.store.bump(exc.counter)

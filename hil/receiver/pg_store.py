@@ -24,14 +24,12 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
-from psycopg.types.string import StrBinaryDumper, StrDumper
 
 from hil.receiver.store import (
     MAP_MAX_ASSETS,
@@ -74,20 +72,30 @@ _INSERT_EVENTS = (
     "SELECT id FROM ins")
 _UPSERT_ASSETS = (
     "INSERT INTO assets (gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
-    "last_data) SELECT gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
-    "last_data::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
-    "%b::text[], %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[]) AS u(gw, "
-    "device, code, name, class, grid, lat, lon, last_ts, last_type, last_data) "
-    "ORDER BY gw, device ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, "
+    "last_data) SELECT DISTINCT ON (e.gw, e.device) e.gw, e.device, e.doc->'asset'->>'code', "
+    "e.doc->'asset'->>'name', e.doc->'asset'->>'class', e.doc->'asset'->>'grid', "
+    # docs are Python's re-encoding (1e-400 is 0.0 by then); bounded anyway: a cast that fails
+    # would fail the commit of every batch it travels with
+    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lat') = 'number' AND abs((e.doc->'asset'->"
+    "'lat')::numeric) <= 90 THEN round((e.doc->'asset'->'lat')::numeric, 9)::float8 END, "
+    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lon') = 'number' AND abs((e.doc->'asset'->"
+    "'lon')::numeric) <= 180 THEN round((e.doc->'asset'->'lon')::numeric, 9)::float8 END, "
+    "e.ts, e.type, "
+    "CASE WHEN jsonb_typeof(e.doc->'data') = 'object' THEN e.doc->'data' ELSE '{}' END "
+    "FROM events e JOIN unnest(%b::text[], %b::text[]) AS f(gw, id) "
+    "ON e.gw = f.gw AND e.id = f.id ORDER BY e.gw, e.device, e.ts DESC "
+    "ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, "
     "name = excluded.name, class = excluded.class, grid = excluded.grid, lat = excluded.lat, "
     "lon = excluded.lon, last_ts = excluded.last_ts, last_type = excluded.last_type, "
     "last_data = excluded.last_data WHERE excluded.last_ts >= assets.last_ts")
 # the newest by the fix's time: a gateway draining its backlog sends old ones last
 _UPSERT_VEHICLES = (
     "INSERT INTO vehicles (gw, device, code, name, ts_ns, lat, lon, speed_kmh, course_deg) "
-    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], "
-    "%b::float8[], %b::float8[], %b::float8[], %b::float8[]) AS u(gw, device, code, name, "
-    "ts_ns, lat, lon, speed_kmh, course_deg) ORDER BY gw, device "
+    "SELECT DISTINCT ON (p.gw, p.device) p.gw, p.device, p.asset_code, "
+    "e.doc->'asset'->>'name', p.ts_ns, p.lat, p.lon, p.speed_kmh, p.course_deg "
+    "FROM positions p JOIN unnest(%b::text[], %b::text[]) AS f(gw, id) "
+    "ON p.gw = f.gw AND p.id = f.id JOIN events e ON e.gw = p.gw AND e.id = p.id "
+    "ORDER BY p.gw, p.device, p.ts_ns DESC "
     "ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, name = excluded.name, "
     "ts_ns = excluded.ts_ns, lat = excluded.lat, lon = excluded.lon, "
     "speed_kmh = excluded.speed_kmh, course_deg = excluded.course_deg "
@@ -100,16 +108,6 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text("utf-8"))
                   for entry in (resources.files("hil.receiver") / "pg_schema").iterdir()
                   if entry.name.endswith(".sql"))
-
-
-class _NulSafeStrDumper(StrDumper):
-    def dump(self, obj: str) -> Buffer | None:
-        return super().dump(obj.replace("\x00", "\ufffd"))
-
-
-class _NulSafeStrBinaryDumper(StrBinaryDumper):
-    def dump(self, obj: str) -> Buffer | None:
-        return super().dump(obj.replace("\x00", "\ufffd"))
 
 
 def create_database(dsn: str, name: str) -> None:
@@ -148,21 +146,15 @@ class PgReceiverStore:
 
     def __init__(self, dsn: str, *, node: str = "receiver") -> None:
         self.node = node
-        self.conn = psycopg.connect(
-            dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
-                    f"-c lock_timeout={LOCK_TIMEOUT_MS} -c synchronous_commit=on")
-        # text has no U+0000 in PostgreSQL: a device name with one must not make a signed
-        # batch unstorable (refused forever); every str parameter carries U+FFFD instead
-        self.conn.adapters.register_dumper(str, _NulSafeStrDumper)
-        self.conn.adapters.register_dumper(str, _NulSafeStrBinaryDumper)
+        self.dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
         self._in_tx = False
         self._grouped = False
         self._in_savepoint = False
         self._pending_counters: dict[str, int] = {}
-        # map rows of this commit: (gw, device) -> the newest asset / vehicle row
-        self._pending_assets: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._pending_vehicles: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # events this commit added that change the map: (gw, id) of assets' and trackers'
+        self._pending_assets: list[tuple[str, str]] = []
+        self._pending_vehicles: list[tuple[str, str]] = []
         self.schema_version = self._migrate()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -184,9 +176,16 @@ class PgReceiverStore:
             row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0]) if row else 0
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the connection."""
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -196,10 +195,11 @@ class PgReceiverStore:
         when it is refused); deeper calls join the enclosing one.
         """
         if not self._in_tx:
+            conn = self.conn  # a new session if the database restarted or dropped us
             self._in_tx = True
             try:
-                # pipelined: BEGIN travels with the first statement, counters with COMMIT
-                with self.conn.pipeline(), self.conn.transaction():
+                # (pipeline mode measured no faster here, and it defers errors: not used)
+                with conn.transaction():
                     yield
                     self._flush_projections()
                     self._flush_counters()
@@ -213,8 +213,8 @@ class PgReceiverStore:
             yield
             return
         self._in_savepoint = True
-        saved = (dict(self._pending_counters), dict(self._pending_assets),
-                 dict(self._pending_vehicles))
+        saved = (dict(self._pending_counters), list(self._pending_assets),
+                 list(self._pending_vehicles))
         try:
             with self.conn.transaction():
                 yield
@@ -238,6 +238,27 @@ class PgReceiverStore:
                 yield
         finally:
             self._grouped = False
+
+    @staticmethod
+    def unavailable(exc: BaseException) -> bool:
+        """Whether ``exc`` says the database is unreachable (not that a message is bad)."""
+        return isinstance(exc, psycopg.OperationalError) and not PgReceiverStore.retryable(exc)
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The session; a new one when the last one broke (never inside a transaction)."""
+        if self._conn is None or (not self._in_tx and (self._conn.broken or self._conn.closed)):
+            self._connect()
+        assert self._conn is not None
+        return self._conn
+
+    def _connect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = psycopg.connect(
+            self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                    f"-c lock_timeout={LOCK_TIMEOUT_MS} -c synchronous_commit=on")
 
     @staticmethod
     def retryable(exc: BaseException) -> bool:
@@ -280,9 +301,15 @@ class PgReceiverStore:
         """Store a batch's events in one statement; return which ones were new, in order."""
         base_ns = time.time_ns()
         points = [_point(e) for e in events]
+        docs, cleaned = _json_text(events)
+        if cleaned:
+            # PostgreSQL has no U+0000 in text nor inf in jsonb: a device name with one must
+            # not make a signed batch unstorable (refused forever). Checked once on the
+            # batch's JSON, not per parameter (a Python str dumper cost 20 % of the CPU).
+            events = _storable(events)
         with self.transaction():
             rows = self.conn.execute(_INSERT_EVENTS, {
-                "gw": gw, "docs": _json_text(events),
+                "gw": gw, "docs": docs,
                 "ts_at": [_ts_at(e.get("ts")) for e in events],
                 "received_ns": [base_ns + i for i in range(len(events))],
                 "lat": [p[0] for p in points], "lon": [p[1] for p in points],
@@ -301,45 +328,27 @@ class PgReceiverStore:
         return new
 
     def _project(self, gw: str, event: dict[str, Any], point: _Point) -> None:
-        """Note what a new event changes on the map (written once, at commit)."""
-        device = event.get("device")
-        if not isinstance(device, str):
+        """Note a new event that changes the map (its row is written once, at commit)."""
+        if not isinstance(event.get("device"), str):
             return
-        raw_asset, raw_data = event.get("asset"), event.get("data")
-        asset: dict[str, Any] = raw_asset if isinstance(raw_asset, dict) else {}
-        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
-        key = (gw, device)
         if event.get("type") == "position":
-            lat, lon, speed, course, ts_ns = point
-            if lat is None or lon is None or ts_ns is None:
-                return  # kept as an event, not drawn: no time or no place
-            seen = self._pending_vehicles.get(key)
-            if seen is None or ts_ns >= seen[2]:
-                self._pending_vehicles[key] = (asset.get("code"), asset.get("name"), ts_ns, lat,
-                                               lon, speed, course)
-            return
-        if not asset:
-            return
-        ts = str(event["ts"])
-        seen_asset = self._pending_assets.get(key)
-        if seen_asset is None or ts >= seen_asset[6]:
-            self._pending_assets[key] = (
-                asset.get("code"), asset.get("name"), asset.get("class"), asset.get("grid"),
-                _number(asset.get("lat")), _number(asset.get("lon")), ts,
-                str(event.get("type")), _json_text(data))
+            if point[0] is not None and point[4] is not None:  # a place and a time
+                self._pending_vehicles.append((gw, event["id"]))
+        elif isinstance(event.get("asset"), dict) and event["asset"]:
+            self._pending_assets.append((gw, event["id"]))
 
     def _flush_projections(self) -> None:
-        """Write the newest asset and vehicle rows of this commit, in (gw, device) order."""
-        if self._pending_assets:
-            rows = sorted(self._pending_assets.items())
-            self._pending_assets.clear()
-            cols = list(zip(*[(gw, dev, *rest) for (gw, dev), rest in rows], strict=True))
-            self.conn.execute(_UPSERT_ASSETS, [list(c) for c in cols])
-        if self._pending_vehicles:
-            vrows = sorted(self._pending_vehicles.items())
-            self._pending_vehicles.clear()
-            vcols = list(zip(*[(gw, dev, *rest) for (gw, dev), rest in vrows], strict=True))
-            self.conn.execute(_UPSERT_VEHICLES, [list(c) for c in vcols])
+        """Write the newest asset and vehicle row per device of this commit.
+
+        The server reads them from the rows just inserted (no second copy travels), and takes
+        them in (gw, device) order: two receivers never lock these rows in opposite orders.
+        """
+        for pending, statement in ((self._pending_assets, _UPSERT_ASSETS),
+                                   (self._pending_vehicles, _UPSERT_VEHICLES)):
+            if pending:
+                gws, ids = zip(*pending, strict=True)
+                pending.clear()
+                self.conn.execute(statement, (list(gws), list(ids)))
 
     def _command_results(self, gw: str, events: list[dict[str, Any]]) -> None:
         rows = []
@@ -407,14 +416,15 @@ class PgReceiverStore:
         with self.transaction():
             last = self._lock_cases()
             early = self.conn.execute("DELETE FROM early_clears WHERE alarm_id = %s "
-                                      "RETURNING closed_ts", (alarm["alarm_id"],)).fetchone()
-            row = self.conn.execute(
-                _INSERT_CASE, (last + 1, gw, alarm["alarm_id"], alarm["kind"], event.get("device"),
-                 asset.get("code"), asset.get("name"), asset.get("grid"),
-                 _number(asset.get("lat")), _number(asset.get("lon")), asset.get("class"),
-                 alarm.get("event_class"), _number(alarm.get("value")),
-                 "closed" if early else "open", str(event["ts"]), early[0] if early else None,
-                 time.time_ns())).fetchone()
+                                      "RETURNING closed_ts", (_clean(alarm["alarm_id"]),)
+                                      ).fetchone()
+            row = self.conn.execute(_INSERT_CASE, [_clean(v) for v in (
+                last + 1, gw, alarm["alarm_id"], alarm["kind"], event.get("device"),
+                asset.get("code"), asset.get("name"), asset.get("grid"),
+                _number(asset.get("lat")), _number(asset.get("lon")), asset.get("class"),
+                alarm.get("event_class"), _number(alarm.get("value")),
+                "closed" if early else "open", str(event["ts"]), early[0] if early else None,
+                time.time_ns())]).fetchone()
             if row is None:
                 return None
             self.conn.execute("UPDATE case_counter SET last_no = %s", (last + 1,))
@@ -422,6 +432,7 @@ class PgReceiverStore:
 
     def close_case(self, alarm_id: str, ts: str) -> int | None:
         """Close the case of ``alarm_id``; return its number (None if none was open)."""
+        alarm_id, ts = _clean(alarm_id), _clean(ts)
         with self.transaction():
             self._lock_cases()  # a raise being opened by another receiver commits first
             row = self.conn.execute("UPDATE cases SET state = 'closed', closed_ts = %s WHERE "
@@ -456,10 +467,10 @@ class PgReceiverStore:
 
     def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
         """Record a gateway's birth/state/last-will message."""
-        self.conn.execute("INSERT INTO gateways VALUES (%s, %s, %s, %s) ON CONFLICT (gw) DO "
+        self.conn.execute("INSERT INTO gateways VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT (gw) DO "
                           "UPDATE SET online = excluded.online, state = excluded.state, "
                           "updated_ns = excluded.updated_ns",
-                          (gw, online, Jsonb(state), time.time_ns()))
+                          (_clean(gw), online, _json_text(state)[0], time.time_ns()))
 
     def gateways(self) -> list[dict[str, Any]]:
         """Return every gateway with its last state."""
@@ -470,7 +481,7 @@ class PgReceiverStore:
     def announce_gap(self, gw: str, first_seq: int, last_seq: int, reason: str) -> None:
         """Record a range the gateway said it dropped."""
         self.conn.execute("INSERT INTO gaps_announced VALUES (%s, %s, %s, %s)",
-                          (gw, first_seq, last_seq, reason))
+                          (_clean(gw), first_seq, last_seq, _clean(reason)))
 
     def seq_gaps(self, gw: str) -> list[tuple[int, int]]:
         """Return missing seq ranges below the highest seen, minus announced drops."""
@@ -562,19 +573,24 @@ class PgReceiverStore:
         return out
 
 
-def _json_text(value: Any) -> str:
-    """Return JSON that jsonb accepts, whatever a (signed) gateway sent.
+def _json_text(value: Any) -> tuple[str, bool]:
+    """Return JSON that jsonb accepts, whatever a (signed) gateway sent, and if it was cleaned.
 
-    jsonb has no non-finite numbers (``1e400`` parses as inf) and no U+0000: such a batch would
-    be refused forever, so inf/NaN are stored as null and U+0000 as U+FFFD (the rare slow path).
+    jsonb has no non-finite numbers (``1e400`` parses as inf) and no U+0000: inf/NaN are
+    stored as null and U+0000 as U+FFFD (the rare slow path).
     """
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
         text = ""
-    if not text or "\\u0000" in text:
-        text = json.dumps(_storable(value), ensure_ascii=False, allow_nan=False)
-    return text
+    if text and "\\u0000" not in text:
+        return text, False
+    return json.dumps(_storable(value), ensure_ascii=False, allow_nan=False), True
+
+
+def _clean(value: Any) -> Any:
+    """Return a str parameter without U+0000 (PostgreSQL text has none); others as they are."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def _storable(value: Any) -> Any:
