@@ -82,7 +82,7 @@ class RejectedError(ValueError):
 
 
 class StateAlarm(BaseModel):
-    """An active alarm as the agent re-announces it on ``state`` (edge/agent.py)."""
+    """An active alarm in a plain-JSON state (an agent before D39; never opens a case)."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     alarm_id: str = Field(min_length=1, max_length=256)
@@ -93,7 +93,10 @@ class StateAlarm(BaseModel):
 
 
 class GatewayState(BaseModel):
-    """A birth, periodic state, goodbye or last-will message."""
+    """A plain-JSON state of an agent before D39 (contract 1.0): read for presence only.
+
+    A signed state is checked against the published schema (edge/contract, gateway-state).
+    """
 
     model_config = ConfigDict(strict=True, extra="allow")
     online: bool
@@ -223,35 +226,37 @@ class Receiver(Generic[StoreT]):
     def _state(self, gw: str, payload: bytes) -> Outcome:
         doc = _json(payload, "rejected.state")
         signed = isinstance(doc, dict) and "sig" in doc
+        alarms: list[dict[str, Any]] = []
         if signed:  # the agent's envelope (D39); a bad one is refused, not read as plain
             doc = _contract_doc("state", self._verified_body(gw, payload), "rejected.state")
-        try:
-            state = GatewayState.model_validate(doc)
-        except ValidationError as exc:
-            raise RejectedError("rejected.state",
-                                f"state: {exc.error_count()} errors") from exc
-        if signed and state.gw != gw:
-            raise RejectedError("rejected.gateway_mismatch",
-                                f"state of {state.gw} on topic of {gw}")
-        if not signed:
+            if doc["gw"] != gw:
+                raise RejectedError("rejected.gateway_mismatch",
+                                    f"state of {doc['gw']} on topic of {gw}")
+            online, alarms = bool(doc["online"]), doc.get("active_alarms", [])
+        else:
+            try:
+                online = GatewayState.model_validate(doc).online
+            except ValidationError as exc:
+                raise RejectedError("rejected.state",
+                                    f"state: {exc.error_count()} errors") from exc
             self.store.bump("state.unsigned")
         before = {g["gw"]: g["online"] for g in self.store.gateways()}.get(gw)
-        self.store.set_gateway(gw, state.online, {**doc, "signed": signed})
+        self.store.set_gateway(gw, online, {**doc, "signed": signed})
         out = Outcome()
         # an alarm the gateway still holds but we never saw raised: open its case now, only
         # on the gateway's signed word (a forged state opened cases: security review 19 #4)
-        for alarm in state.active_alarms if signed else []:
-            case = self.store.open_case(gw, {"alarm": alarm.model_dump(), "device": alarm.device,
+        for alarm in alarms:
+            case = self.store.open_case(gw, {"alarm": alarm, "device": alarm["device"],
                                              "ts": dt.datetime.now(dt.UTC).isoformat()})
             if case is not None:
                 out.opened.append(case)
                 self.store.bump("alarms.reannounced")
-                self.echo(f"ALARM {alarm.kind} on {alarm.device} re-announced by "
-                          f"{gw} -> case #{case} opened ({alarm.alarm_id})")
-        if before != state.online:
-            depth = (state.outbox or {}).get("depth", "?")
-            self.echo(f"gateway {gw} {'online' if state.online else 'OFFLINE'}"
-                      + (f" (outbox {depth})" if state.online else ""))
+                self.echo(f"ALARM {alarm['kind']} on {alarm['device']} re-announced by "
+                          f"{gw} -> case #{case} opened ({alarm['alarm_id']})")
+        if before != online:
+            depth = (doc.get("outbox") or {}).get("depth", "?")
+            self.echo(f"gateway {gw} {'online' if online else 'OFFLINE'}"
+                      + (f" (outbox {depth})" if online else ""))
         return out
 
     def _events(self, gw: str, payload: bytes) -> Outcome:
