@@ -17,7 +17,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.clock import TimeQuality
-from edge.geo import EARTH_M
+from edge.geo import EARTH_M, distance_m
 from edge.model import (
     Alarm,
     Asset,
@@ -403,7 +403,11 @@ async def test_work_coverage_colours_covered_and_missed_stretches(tmp_path: Path
     gateway = Gateway(store)
     gateway.send(position(time.time_ns(), 31.3100, 120.6300))
     gateway.send(coverage_event(time.time_ns()))
-    roads = {"ganjiang-e": {"line": [[31.3100, 120.6280], [31.3100, 120.630101]]}}  # ~200 m
+    # an L: east to a junction, then north, 200 m in all by the gateway's own measure
+    k_m = EARTH_M * math.pi / 180  # metres per degree of latitude
+    east_m = distance_m(31.3100, 120.6280, 31.3100, 120.6290)
+    corner, end = [31.3100, 120.6290], [31.3100 + (200 - east_m) / k_m, 120.6290]
+    roads = {"ganjiang-e": {"line": [[31.3100, 120.6280], corner, end]}}
     port = free_port()
     runner = await serve(store, port=port, map_config=MapConfig(roads=roads))
     try:
@@ -411,14 +415,13 @@ async def test_work_coverage_colours_covered_and_missed_stretches(tmp_path: Path
             await open_map(page, port)
             await page.wait_for("document.querySelector('#coverage-list .road') !== null")
             drawn = await page.evaluate(
-                "(() => { const out = {line: [], cells: {}};"
+                "(() => { const out = {line: {}, cells: {}};"
                 " window.edgeMap.map.eachLayer(l => {"
                 "  if (l instanceof L.Rectangle && l.options.stroke === false) {"
                 "   out.cells[l.options.fillColor] = (out.cells[l.options.fillColor] || 0) + 1;"
                 "  } else if (l instanceof L.Polyline && l.options.weight === 7) {"
-                "   const p = l.getLatLngs(); out.line.push([l.options.color,"
-                "    p[0].lng, p[p.length - 1].lng]); } });"
-                " out.line.sort((a, b) => a[1] - b[1]); return out; })()")
+                "   out.line[l.options.color] = l.getLatLngs().map(p => [p.lat, p.lng]); } });"
+                " return out; })()")
             bars = await page.evaluate(
                 "[...document.querySelectorAll('#coverage-list .road')].map(r =>"
                 " [r.dataset.road, r.textContent,"
@@ -428,12 +431,15 @@ async def test_work_coverage_colours_covered_and_missed_stretches(tmp_path: Path
         await runner.cleanup()
         store.close()
     green, red, grey = "#2ecc71", "#ff3b30", "#59636f"
-    # 200 m of road from 120.6280 east: covered to 120 m, unknown to 140 m, missed to the end
-    assert [c for c, _, _ in drawn["line"]] == [green, grey, red]
-    # metres east per degree as the gateway projects them (edge/drivers/coverage.py)
-    per_m = 1 / (EARTH_M * math.pi / 180 * math.cos(math.radians(31.3100)))
-    assert drawn["line"][0][2] == pytest.approx(120.6280 + 120 * per_m, abs=2e-6)
-    assert drawn["line"][2][1] == pytest.approx(120.6280 + 140 * per_m, abs=2e-6)
+    # covered to 120 m (round the corner), unknown to 140 m, missed to the end
+    at_120 = [31.3100 + (120 - east_m) / k_m, 120.6290]
+    at_140 = [31.3100 + (140 - east_m) / k_m, 120.6290]
+    line = drawn["line"]
+    assert set(line) == {green, grey, red}
+    assert line[green] == [pytest.approx([31.3100, 120.6280]), pytest.approx(corner),
+                           pytest.approx(at_120, abs=1e-8)]
+    assert line[grey] == [pytest.approx(at_120, abs=1e-8), pytest.approx(at_140, abs=1e-8)]
+    assert line[red] == [pytest.approx(at_140, abs=1e-8), pytest.approx(end, abs=1e-8)]
     assert drawn["cells"] == {green: 3, red: 3}
     assert bars[0][0] == "ganjiang-e"
     assert "60.0 % swept" in bars[0][1]

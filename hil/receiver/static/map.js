@@ -437,12 +437,9 @@ function drawRoad(road) {
   const geometry = (config.roads || {})[road.id];
   const line = geometry && Array.isArray(geometry.line) ? geometry.line : null;
   if (!line || line.length < 2) return;  // no centreline configured: the bar only
-  const k = Math.PI / 180 * EARTH_M;
-  const kx = k * Math.cos(line[0][0] * Math.PI / 180);
+  // chainage as the gateway measures it: great-circle metres per edge (docs/work-coverage.md)
   const chain = [0];
-  for (let i = 1; i < line.length; i++) {
-    chain.push(chain[i - 1] + Math.hypot((line[i][1] - line[i - 1][1]) * kx, (line[i][0] - line[i - 1][0]) * k));
-  }
+  for (let i = 1; i < line.length; i++) chain.push(chain[i - 1] + greatCircleM(line[i - 1], line[i]));
   const at = (m) => {
     let i = 1;
     while (i < line.length - 1 && chain[i] < m) i++;
@@ -458,6 +455,13 @@ function drawRoad(road) {
       .bindTooltip(el("span", {}, `${road.id}: ${state} ${Math.round(a)}–${Math.round(b)} m`))
       .addTo(layers.coverage);
   }
+}
+
+function greatCircleM(a, b) {  // edge/geo.py distance_m
+  const rad = Math.PI / 180;
+  const h = Math.sin((b[0] - a[0]) * rad / 2) ** 2 +
+    Math.cos(a[0] * rad) * Math.cos(b[0] * rad) * Math.sin((b[1] - a[1]) * rad / 2) ** 2;
+  return 2 * EARTH_M * Math.asin(Math.sqrt(h));
 }
 
 function drawCells(road) {
