@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from edge.clock import Clock, TimeQuality
-from edge.command_keys import platform_keys_problem
+from edge.command_keys import PlatformKeysError, keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_loader import LoadedConfig
 from edge.errors import EdgeError, UplinkError
@@ -210,6 +211,8 @@ def check_certificates(loaded: LoadedConfig, user: str | None = None) -> list[Ch
             out.append(Check(label, WARN, f"{path} expires in {left.days} days"))
         else:
             out.append(Check(label, OK, f"{path} valid until {cert.not_valid_after_utc:%Y-%m-%d}"))
+        if label == "client certificate":
+            out.append(_check_cn(loaded, cert))
     if tls.key_file is not None:
         key_path = loaded.resolve(tls.key_file)
         mode = key_path.stat().st_mode & 0o077 if key_path.exists() else None
@@ -220,6 +223,45 @@ def check_certificates(loaded: LoadedConfig, user: str | None = None) -> list[Ch
         elif problem := service_cannot_read(key_path, user):
             out.append(Check("client key", FAIL, problem))
     return out
+
+
+def _check_cn(loaded: LoadedConfig, cert: x509.Certificate) -> Check:
+    """Compare the client certificate's CN with gateway.id (the broker's ACL keys on the CN)."""
+    gateway = loaded.config.gateway.id
+    names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    cn = names[0] if names else "(none)"
+    if cn == gateway:
+        return Check("client certificate CN", OK, f"CN {cn} is gateway.id")
+    # docs/scale.md: the broker takes the CN as the user name and allows it only its own
+    # topics, so a certificate issued for another gateway connects but cannot publish
+    return Check("client certificate CN", WARN,
+                 f"CN {cn} is not gateway.id {gateway}: the broker's per-gateway ACL "
+                 "(docs/scale.md) lets this certificate write only that gateway's topics; ask "
+                 f"for a certificate with CN {gateway} ({loaded.line_of('gateway', 'id')})")
+
+
+def check_platform_keys(loaded: LoadedConfig) -> Check:
+    """Check the platform's command keys: refused entries fail; none at all warns."""
+    cfg = loaded.config
+    try:
+        keys = read_platform_keys(cfg, loaded.base_dir)
+    except PlatformKeysError as exc:
+        return Check("platform keys", FAIL, str(exc))
+    path = keys_file_path(cfg, loaded.base_dir)
+    where = f" ({loaded.line_of('gateway', 'platform_keys_file')})" if path else ""
+    if path is not None and not path.exists():
+        if not keys:
+            return Check("platform keys", WARN,
+                         f"{path} is missing and devices.yaml names no key: every command "
+                         "from the platform will be refused (the platform operator provides "
+                         f"this file){where}")
+        return Check("platform keys", WARN,
+                     f"{path} is missing: only the {len(keys)} key(s) in devices.yaml may "
+                     f"sign commands{where}")
+    if not keys:
+        return Check("platform keys", WARN, "no platform key configured: every command from "
+                                            "the platform will be refused")
+    return Check("platform keys", OK, f"{len(keys)} key(s), all entries valid")
 
 
 async def check_uplink(loaded: LoadedConfig) -> Check:
@@ -289,30 +331,69 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
                                timeout_s: float = 10.0) -> list[Check]:
     """Read every enabled Modbus device once: an open TCP port is not a unit that answers.
 
-    Devices on a bus already reported down (``down``) are not read again. While the agent
-    runs, its own polls answer instead: a second master on an RS-485 line garbles both, and
-    many Modbus TCP devices take a single connection.
+    Devices on a bus already reported down (``down``) are listed as not checked. While the
+    agent runs, its own polls answer for the devices it has: a second master on an RS-485
+    line garbles both, and many Modbus TCP devices take a single connection. A device the
+    agent does not poll yet (checked before ``edge reload``) is read through its unit when
+    that is safe: on Modbus TCP, or on a serial bus the agent does not drive. On a line the
+    agent drives it is not read and fails the check, saying why (D63).
     """
     from edge.agent import read_status  # noqa: PLC0415 - heavy
-    from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
 
     cfg = loaded.config
-    wanted = [(i, d) for i, d in enumerate(cfg.devices)
-              if d.enabled and d.transport in ("modbus_tcp", "modbus_rtu") and d.bus
-              and d.bus not in down]
-    if not wanted:
-        return []
+    modbus = [(i, d) for i, d in enumerate(cfg.devices)
+              if d.enabled and d.transport in ("modbus_tcp", "modbus_rtu") and d.bus]
+    out: dict[int, Check] = {
+        i: Check(f"device {d.name}", FAIL, f"not checked, its bus {d.bus} does not answer")
+        for i, d in modbus if d.bus in down}
+    wanted = [(i, d) for i, d in modbus if d.bus not in down]
     status = read_status(loaded.state_dir)
-    if status is not None and time.time() - float(status.get("written_at", 0)) < STATUS_FRESH_S:
-        return [_from_agent(loaded, i, d, status.get("devices", {}).get(d.name))
-                for i, d in wanted]
+    running = status is not None and \
+        time.time() - float(status.get("written_at", 0)) < STATUS_FRESH_S
+    to_read: list[tuple[int, AnyDevice]] = []
+    for i, d in wanted:
+        seen = (status or {}).get("devices", {}).get(d.name) if running else None
+        if seen is not None:
+            out[i] = _from_agent(loaded, i, d, seen)
+        elif running and _agent_drives_line(cfg.bus(d.bus or ""), status or {}):
+            bus = cfg.bus(d.bus or "")
+            out[i] = Check(f"device {d.name}", FAIL,
+                           f"not checked: not in the running agent yet, and bus {bus.name} "
+                           f"({_link(bus)}) is driven by the agent — a second master would "
+                           "garble its frames; run `edge reload`, then `edge check` again "
+                           f"({loaded.line_of('devices', i, 'unit_id')})")
+        else:
+            to_read.append((i, d))
+    read = await _read_units(loaded, to_read, timeout_s,
+                             note=" (not in the running agent yet: edge reload)" if running
+                             else "")
+    out.update(read)
+    return [out[i] for i, _ in modbus]
+
+
+def _link(bus: Any) -> str:
+    return f"{bus.host}:{bus.port}" if isinstance(bus, ModbusTcpBus) else str(bus.port)
+
+
+def _agent_drives_line(bus: Any, status: dict[str, Any]) -> bool:
+    """Return whether the running agent has ``bus`` open as a serial (RS-485) master."""
+    return not isinstance(bus, ModbusTcpBus) and bus.name in (status.get("buses") or {})
+
+
+async def _read_units(loaded: LoadedConfig, wanted: list[tuple[int, AnyDevice]],
+                      timeout_s: float, note: str) -> dict[int, Check]:
+    """Read each device in ``wanted`` through its own unit, concurrently."""
+    from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
+
+    if not wanted:
+        return {}
+    cfg = loaded.config
     transports = Transports(cfg, base_dir=loaded.base_dir)
 
     async def read(i: int, device: AnyDevice) -> Check:
         assert device.bus is not None  # the loader checked
         bus = cfg.bus(device.bus)
-        link = f"{bus.host}:{bus.port}" if isinstance(bus, ModbusTcpBus) else bus.port
-        who = f"unit {device.unit_id} on bus {bus.name} ({link})"
+        who = f"unit {device.unit_id} on bus {bus.name} ({_link(bus)})"
         driver = build_driver(device, cfg, transports)
         try:
             async with asyncio.timeout(timeout_s):
@@ -324,25 +405,23 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
                          f"({loaded.line_of('devices', i, 'unit_id')})")
         finally:
             await driver.close()
-        return Check(f"device {device.name}", OK, f"{who} answered ({device.model})")
+        return Check(f"device {device.name}", OK, f"{who} answered ({device.model}){note}")
 
     try:
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(read(i, d), name=f"check-{d.name}") for i, d in wanted]
+            tasks = {i: tg.create_task(read(i, d), name=f"check-{d.name}") for i, d in wanted}
     finally:
         await transports.close()
-    return [t.result() for t in tasks]
+    return {i: t.result() for i, t in tasks.items()}
 
 
 STATUS_FRESH_S = 10.0  # the agent rewrites its status file every few seconds
 
 
 def _from_agent(loaded: LoadedConfig, i: int, device: AnyDevice,
-                seen: dict[str, Any] | None) -> Check:
+                seen: dict[str, Any]) -> Check:
     """Judge a device by the running agent's polls (its status file)."""
     label, where = f"device {device.name}", loaded.line_of("devices", i, "unit_id")
-    if seen is None:
-        return Check(label, WARN, "not in the running agent's config yet (edge reload)")
     if seen.get("state") == "online" and seen.get("polls_ok", 0) > 0:
         return Check(label, OK, f"unit {device.unit_id} answers the running agent "
                                 f"({seen['polls_ok']} polls ok)")
@@ -410,8 +489,7 @@ def _service_group_ok(path: Path, service_user: str = "edge") -> str | None:
 async def run_checks(loaded: LoadedConfig) -> list[Check]:
     """Run every check."""
     checks = [check_clock(loaded), check_state_dir(loaded), check_key(loaded)]
-    keys = platform_keys_problem(loaded.config, loaded.base_dir)  # issue 19 #7
-    checks.append(Check("platform keys", FAIL if keys else OK, keys or "all entries valid"))
+    checks.append(check_platform_keys(loaded))  # issue 19 #7, issue 21 f6
     try:
         checks += check_certificates(loaded)
     except EdgeError as exc:

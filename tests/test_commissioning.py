@@ -20,12 +20,17 @@ from edge.config_loader import LoadedConfig
 from edge.preflight import (
     FAIL,
     OK,
+    WARN,
+    check_certificates,
     check_key,
+    check_modbus_devices,
+    check_platform_keys,
     check_state_dir,
     service_for,
     service_user,
 )
 from hil.broker import Mosquitto, free_port
+from hil.pki import ensure_pki
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit, tilt_unit
 from tests.cfg import lamp_device, tilt_device, write_config
 from tests.helpers import start_agent, stop_agent, wait_until
@@ -93,7 +98,9 @@ async def test_a_bus_that_does_not_answer_names_host_port_and_line(tmp_path: Pat
     assert marks["bus covers"] == (
         f"✘ bus covers: 127.0.0.1:{dead}: connection refused (nothing listens on that port) "
         f"(devices.yaml:{bus_line})")
-    assert "device manhole-1" not in marks  # the bus is down: its devices are not read again
+    # the bus is down: its devices are not read again, but listed (issue 21 f8)
+    assert marks["device manhole-1"] == ("✘ device manhole-1: not checked, its bus covers does "
+                                         "not answer")
     assert marks["uplink"].endswith(f"(devices.yaml:{_line(loaded, 'host: 127.0.0.1')})")
 
 
@@ -208,6 +215,63 @@ async def test_check_beside_a_running_agent_judges_devices_by_its_polls(
     assert line.endswith(f"(devices.yaml:{_line(loaded, 'unit_id: 81')})"), line
 
 
+async def test_check_before_reload_reads_new_modbus_tcp_devices_through_their_unit(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    # the on-site case (issue 21 f1): devices added to the file, `edge check` before
+    # `edge reload`; a new unit that does not answer must fail the check
+    port = free_port()
+    sim = ModbusTcpSim({80: tilt_unit(), 1: lamp_unit()}, port)
+    await sim.start()
+    buses = [{"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+              "timeout_s": 0.3, "retries": 0}]
+    loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, buses=buses,
+                          devices=[tilt_device("manhole-1", "covers", 80)])
+    agent = start_agent(loaded.path, tmp_path / "agent.log")
+    try:
+        await wait_until(lambda: (read_status(loaded.state_dir) or {}).get("devices", {}).get(
+            "manhole-1", {}).get("polls_ok", 0) > 0, 20, "the agent's first polls")
+        loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, buses=buses,
+                              devices=[tilt_device("manhole-1", "covers", 80),
+                                       lamp_device("lamp-1", "covers", 1),
+                                       tilt_device("manhole-9", "covers", 81)])
+        result = await asyncio.to_thread(_check, loaded.path)
+    finally:
+        stop_agent(agent)
+        await sim.stop()
+    marks = _marks(result.stdout)
+    assert result.returncode == 1, result.stdout
+    assert "answers the running agent" in marks["device manhole-1"]
+    assert marks["device lamp-1"].startswith("✔ device lamp-1: unit 1 on bus covers "), \
+        result.stdout
+    assert "(not in the running agent yet: edge reload)" in marks["device lamp-1"]
+    line = marks["device manhole-9"]
+    assert line.startswith(f"✘ device manhole-9: unit 81 on bus covers (127.0.0.1:{port}) did "
+                           "not answer a read"), line
+
+
+def test_check_before_reload_does_not_read_a_new_device_on_the_agents_rs485_line(
+        tmp_path: Path) -> None:
+    # a second master on a line the agent drives garbles both (D-number in docs/decisions.md):
+    # the new device is not read and the check says so, failing
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "rs485", "type": "modbus_rtu", "port": "/dev/null"}], devices=[
+        tilt_device("manhole-1", "rs485", 80, transport="modbus_rtu"),
+        tilt_device("manhole-2", "rs485", 81, transport="modbus_rtu")])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    (loaded.state_dir / "status.json").write_text(json.dumps({
+        "version": "x", "pid": os.getpid(), "written_at": time.time(), "buses": {"rs485": {}},
+        "time_quality": "synced", "config": {}, "outbox": {},
+        "devices": {"manhole-1": {"state": "online", "polls_ok": 3, "last_error": ""}}}))
+    checks = asyncio.run(check_modbus_devices(loaded, set()))
+    by_name = {c.name: c for c in checks}
+    assert by_name["device manhole-1"].status == OK
+    new = by_name["device manhole-2"]
+    assert new.status == FAIL
+    assert new.detail.startswith("not checked: not in the running agent yet, and bus rs485 "
+                                 "(/dev/null) is driven by the agent"), new.detail
+    assert "edge reload" in new.detail
+
+
 def test_a_key_the_service_user_cannot_read_fails_check_run_as_root(tmp_path: Path) -> None:
     # `sudo edge keys init --force` leaves a root-owned 0600 key: root's check passed, the
     # service then failed at start
@@ -236,3 +300,32 @@ def test_a_key_the_service_user_cannot_read_fails_check_run_as_root(tmp_path: Pa
         assert service_for(loaded, (unit,)) is None
     finally:
         subprocess.run(["userdel", user], check=False)
+
+
+def test_a_missing_platform_keys_file_warns_that_every_command_is_refused(
+        tmp_path: Path) -> None:
+    # issue 21 f6: a missing allow-list passed ✔ "all entries valid" while every command
+    # would be refused
+    missing = tmp_path / "platform-keys.json"
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[],
+                          gateway={"platform_keys_file": str(missing)})
+    check = check_platform_keys(loaded)
+    assert check.status == WARN
+    assert check.detail == (f"{missing} is missing and devices.yaml names no key: every "
+                            "command from the platform will be refused (the platform operator "
+                            f"provides this file) (devices.yaml:"
+                            f"{_line(loaded, 'platform_keys_file:')})")
+
+
+def test_a_client_certificate_for_another_gateway_warns(tmp_path: Path) -> None:
+    # issue 21 f10: the broker's ACL keys on the certificate's CN (docs/scale.md)
+    pki = ensure_pki(tmp_path / "pki", cns={"gateway": "gw-320508-0099"})
+    loaded = write_config(tmp_path, broker_port=1, pki=pki, buses=[], devices=[])
+    marks = {c.name: c for c in check_certificates(loaded)}
+    cn = marks["client certificate CN"]
+    assert cn.status == WARN
+    assert cn.detail.startswith("CN gw-320508-0099 is not gateway.id gw-320508-0007: the "
+                                "broker's per-gateway ACL"), cn.detail
+    right = ensure_pki(tmp_path / "pki2", cns={"gateway": "gw-320508-0007"})
+    loaded = write_config(tmp_path / "b", broker_port=1, pki=right, buses=[], devices=[])
+    assert {c.name: c for c in check_certificates(loaded)}["client certificate CN"].status == OK
