@@ -251,11 +251,13 @@ async def test_node_consumer_agrees_with_the_gateway(tmp_path: Path, node_consum
     FIGURES.append(f"contract: Node consumer verified {stats['batches']} batches and "
                    f"{stats['states']} states, validated {stats['schema_checked']} documents, "
                    f"{stats['out_of_order']} events arrived below the highest seq, "
-                   f"{stats['seq']['lost']} lost, {len(stats['commands'])} commands answered as "
+                   f"{stats['seq']['lost']} lost (a late joiner from seq_low {stats['late']['baseline']}: "
+                   f"{stats['late']['lost']} lost), {len(stats['commands'])} commands answered as "
                    f"documented, in {time.monotonic() - started:.1f} s")
     assert stats["batches"] > 0
     assert stats["states"] > 0
     assert stats["seq"]["lost"] == 0
+    assert stats["late"]["lost"] == 0  # the late joiner, from its documented baseline
     assert len(stats["commands"]) == 11
     # the reference receiver validated the same stream with the same schemas
     assert rejected == {}

@@ -179,6 +179,38 @@ client.on("message", (topic, payload, packet) => {
 });
 client.on("error", (e) => fail(`mqtt: ${e.message}`));
 
+// A platform that joins late: it may not call seqs below its baseline lost. Its baseline is
+// the seq_low of the first state it receives with the retain flag unset (README.md §4); the
+// retained state it gets first may be older than its subscription.
+const late = { seen: new Set(), gaps: [], baseline: null, retainedFirst: null, client: null };
+function joinLate() {
+  late.client = mqtt.connect(`mqtts://${info.host}:${info.port}`, {
+    protocolVersion: 5, clientId: `contract-node-late-${process.pid}`, clean: true,
+    ca: readFileSync(info.ca), cert: readFileSync(info.cert), key: readFileSync(info.key),
+    rejectUnauthorized: true, reconnectPeriod: 0, connectTimeout: 5000,
+  });
+  late.client.on("message", (topic, payload, packet) => {
+    try {
+      const env = JSON.parse(payload.toString("utf8"));
+      if (!verify(null, Buffer.from(env.body, "utf8"), gatewayKey, Buffer.from(env.sig, "base64url"))) {
+        fail("late joiner: a signature does not verify"); return;
+      }
+      const body = JSON.parse(env.body);
+      if (topic.endsWith("/state")) {
+        if (late.retainedFirst === null) late.retainedFirst = packet.retain;
+        if (!packet.retain && body.online && late.baseline === null) late.baseline = body.seq_low;
+        return;
+      }
+      for (const e of body.events) {
+        late.seen.add(e.seq);
+        if (e.type === "gap") late.gaps.push([e.data.first_seq, e.data.last_seq]);
+      }
+    } catch (e) { fail(`late joiner: ${e.message}`); }
+  });
+  late.client.on("connect", () => late.client.subscribe([`${base}/events`, `${base}/state`], { qos: 1 }));
+  late.client.on("error", (e) => fail(`late joiner mqtt: ${e.message}`));
+}
+
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 async function until(pred, ms, what) {
   const end = Date.now() + ms;
@@ -227,6 +259,7 @@ async function main() {
   const ok = command({ device: lamp, action: "light.set", params: { on: true, dim_pct: 40 } });
   if (!check("command", ok.body, "a valid light.set")) return;
   await expect("valid light.set", ok, "executed", null);
+  joinLate();
   const offset = command({ device: cover, action: "device.read", offsetMin: 480 });
   check("command", offset.body, "device.read with +08:00");
   await expect("device.read, iat/exp at +08:00", offset, "executed", null);
@@ -274,6 +307,18 @@ async function main() {
   }
   if (lost.length) fail(`seqs below seq_low ${last.body.seq_low} never received nor announced: ${lost.slice(0, 20)}`);
   stats.seq = { from: first.body.seq_low, to: last.body.seq_low - 1, received: seen.size, lost: lost.length, gaps };
+  // the late joiner, by the same rule from its own baseline
+  if (late.retainedFirst !== true) fail("late joiner: the first state was not the retained one");
+  if (late.baseline === null) fail("late joiner: no live state received");
+  else {
+    const lateLost = [];
+    for (let s = late.baseline; s < last.body.seq_low; s += 1) {
+      if (!late.seen.has(s) && !late.gaps.some(([a, b]) => a <= s && s <= b)) lateLost.push(s);
+    }
+    if (lateLost.length) fail(`late joiner: seqs ${lateLost.slice(0, 20)} above its baseline ${late.baseline} never received`);
+    stats.late = { baseline: late.baseline, received: late.seen.size, lost: lateLost.length };
+  }
+  late.client.end(true);
 }
 
 const timer = setTimeout(() => { fail(`timed out after ${info.timeout_s} s`); finish(); },
