@@ -98,6 +98,8 @@ function onEvents(packet) {
   stats.batches += 1;
   if (!check("batch", body, where)) return;
   if (body.gw !== info.gateway) fail(`${where}: gw ${body.gw} on the topic of ${info.gateway}`);
+  if (packet.retain) fail(`${where}: events are documented as not retained`);
+  if (packet.qos !== 1) fail(`${where}: events are documented as QoS 1, got ${packet.qos}`);
   const up = packet.properties?.userProperties?.batch_id;
   if (up !== body.batch) fail(`${where}: user property batch_id ${up} != body batch ${body.batch}`);
   for (const event of body.events) {
@@ -119,6 +121,7 @@ function onState(packet) {
   if (body === null) return;
   stats.states += 1;
   if (packet.retain) stats.retained_states += 1;
+  if (packet.qos !== 1) fail(`${where}: state is documented as QoS 1, got ${packet.qos}`);
   if (!check("gateway-state", body, where)) return;
   if (body.gw !== info.gateway) fail(`${where}: gw ${body.gw} on the topic of ${info.gateway}`);
   if (body.online && (body.seq_low === undefined || body.seq_high === undefined)) {
@@ -263,6 +266,14 @@ async function main() {
   const offset = command({ device: cover, action: "device.read", offsetMin: 480 });
   check("command", offset.body, "device.read with +08:00");
   await expect("device.read, iat/exp at +08:00", offset, "executed", null);
+  // documented tolerance on commands: padded and standard-alphabet signatures are accepted
+  for (const [name, form] of [["padded sig", (b) => b.toString("base64url") + "=="],
+    ["standard-alphabet sig", (b) => b.toString("base64")]]) {
+    const tolerant = command({ device: cover, action: "device.read" });
+    const doc = JSON.parse(tolerant.env);
+    doc.sig = form(Buffer.from(doc.sig, "base64url"));
+    await expect(name, { body: tolerant.body, env: JSON.stringify(doc) }, "executed", null);
+  }
   await expect("replayed envelope", ok, "rejected", "duplicate");
   const rollback = command({ device: lamp, action: "light.set", params: { on: true }, ctr: ok.body.ctr - 1 });
   await expect("counter rollback", rollback, "rejected", "counter_rollback");
