@@ -169,7 +169,10 @@ def test_work_coverage_schema_is_the_models() -> None:
     from edge.model import WireWorkCoverage
 
     published = {k: v for k, v in schema("work_coverage").items() if k not in ("$schema", "$id")}
-    assert published == WireWorkCoverage.model_json_schema(by_alias=True)
+    # after a change of the model: write its model_json_schema(by_alias=True) into the file,
+    # keeping $schema and $id, and say so in docs/contract/CHANGELOG.md
+    assert published == WireWorkCoverage.model_json_schema(by_alias=True), \
+        "edge/contract/schemas/work-coverage.schema.json differs from edge.model.WireWorkCoverage"
 
 
 # ---- captured examples --------------------------------------------------------------------
