@@ -357,3 +357,82 @@ def test_the_schema_files_ship_in_the_package() -> None:
     files = sorted(p.name for p in SCHEMAS_DIR.iterdir() if p.is_file())
     assert files == sorted(SCHEMA_FILES.values())
     assert all(any(fnmatch.fnmatch(f"schemas/{f}", g) for g in globs) for f in files)
+
+
+# ---- the HTTPS uplink against openapi.yaml --------------------------------------------------
+
+
+async def test_https_requests_are_what_openapi_yaml_says(tmp_path: Path, pki: Any) -> None:
+    """The gateway's POSTs: path, headers and body as the OpenAPI document describes them."""
+    import ssl
+
+    from aiohttp import web
+
+    from edge.buffer.async_outbox import AsyncOutbox
+    from edge.buffer.gaps import make_gap_factory
+    from edge.buffer.store import Outbox
+    from edge.clock import Clock, TimeQuality
+    from edge.config import UplinkConfig
+    from edge.model import Event, EventType
+    from edge.uplink.https import HttpsUplink
+    from edge.uplink.signing import Ed25519PrivateKey, Signer
+    from hil.broker import free_port
+
+    api = _yaml("openapi.yaml")
+    (path_template, item), = api["paths"].items()
+    post = item["post"]
+    body_schema = Path(post["requestBody"]["content"]["application/json"]["schema"]["$ref"]).name
+    names = {v: k for k, v in SCHEMA_FILES.items()}
+    required_headers = [p["name"] for p in post["parameters"] if p["in"] == "header"]
+    gw = "gw-320508-0007"
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.path, dict(request.headers), await request.read()))
+        return web.json_response({"accepted": 1, "duplicates": 0})
+
+    app = web.Application()
+    app.router.add_post(path_template, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(pki.cert("broker"), pki.key("broker"))
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    outbox = AsyncOutbox(Outbox(tmp_path / "o.db", gap_factory=make_gap_factory(Clock("system"))),
+                         commit_max_wait_s=0.001)
+    await outbox.open()
+    config = UplinkConfig.model_validate({
+        "kind": "https", "host": "127.0.0.1", "port": port, "boot_delay_max_s": 0,
+        "base_url": f"https://127.0.0.1:{port}", "tls": {"ca_file": str(pki.cert("ca"))},
+        "batch_max_events": 10})
+    key = Ed25519PrivateKey.generate()
+    uplink = HttpsUplink(config, gateway_id=gw, signer=Signer(key), outbox=outbox,
+                         base_dir=tmp_path, token="s3cret")
+    tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(uplink.run())]
+    try:
+        await outbox.put_many([Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED,
+                                     device="d", data={"n": i, "名": "路灯"}) for i in range(25)])
+        async with asyncio.timeout(10):
+            while sum(len(json.loads(json.loads(b)["body"])["events"]) for _p, _h, b in seen) < 25:
+                await asyncio.sleep(0.02)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await outbox.close()
+        await runner.cleanup()
+    assert len(seen) >= 3
+    for path, headers, raw in seen:
+        assert path == path_template.replace("{gw}", gw)
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Authorization"] == "Bearer s3cret"
+        assert all(h in headers for h in required_headers)
+        envelope = json.loads(raw)
+        assert errors(names[body_schema], envelope) == []
+        _kid, body = open_envelope(raw, {kid_of(key.public_key()): key.public_key()})
+        batch = json.loads(body)
+        assert errors("batch", batch) == []
+        assert headers["Idempotency-Key"] == batch["batch"]
+        assert "路灯".encode() in body  # non-ASCII raw in the signed bytes
