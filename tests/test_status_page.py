@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from aiohttp import ClientSession
 from edge.agent import Agent
 from edge.cli import EX_UNAVAILABLE
 from edge.config_loader import load_config
+from edge.drivers.base import DeviceState, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.errors import DeviceError
 from edge.http_site import REJECTED
@@ -27,6 +29,8 @@ from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cdp import browser
 from tests.cfg import tilt_device, write_config
+from tests.helpers import wait_until
+from tests.recording_sink import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "var" / "test-artifacts"
@@ -337,3 +341,36 @@ async def test_probe_now_answers_for_a_device_the_poll_loop_backs_off_from(
     assert resp.status == 200, body
     assert body["labelled"]["tilt_x_deg"] == "2.0 °"
     assert body["wire"][0]["request"] == "FC3 read holding registers 0x003D x4"
+
+
+async def test_an_old_error_is_marked_earlier_once_the_device_answers_again(
+        tmp_path: Path) -> None:
+    # issue 21 f3: "online … unit 80 not answering; next probe after backoff" stayed after the
+    # device recovered, until it restarted
+    sim_port = free_port()
+    unit = tilt_unit(tilt_x_deg=2.0)
+    unit.fault = "dead"
+    sim = ModbusTcpSim({80: unit}, sim_port)
+    await sim.start()
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1", "port": sim_port,
+         "timeout_s": 0.2, "retries": 0}], devices=[
+        tilt_device("manhole-12", "covers", 80, poll_interval_s=0.2)])
+    transports = Transports(loaded.config)
+    driver = build_driver(loaded.config.device("manhole-12"), loaded.config, transports)
+    run = asyncio.create_task(driver.run(RecordingSink()), name="poll-manhole-12")
+    try:
+        await wait_until(lambda: driver.stats.state is DeviceState.OFFLINE, 20, "offline")
+        failed = driver.stats.last_error
+        assert failed
+        unit.fault = "none"
+        await wait_until(lambda: driver.stats.state is DeviceState.ONLINE, 30, "online again")
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        await transports.close()
+        await sim.stop()
+    shown = stats_dict(driver)["last_error"]
+    assert re.fullmatch(r"earlier \(until \d\d:\d\d\): .+", shown), shown
+    assert failed in shown

@@ -97,6 +97,9 @@ class Sink(Protocol):
         """Offer a GNSS fix's time as a time source (a gateway with a GPS gets trusted time)."""
 
 
+EARLIER = "earlier"  # prefix of a last_error the device has recovered from
+
+
 @dataclass(slots=True)
 class DriverStats:
     """Counters a driver keeps for metrics and ``edge status``."""
@@ -245,6 +248,11 @@ class PollingDriver(Driver[ConfigT]):
             await asyncio.sleep(max(0.0, next_due - now))
 
     async def _succeeded(self, reading: Reading, sink: Sink) -> None:
+        # the device answers again: an old error must not read as today's on an online
+        # device (issue 21 f3), but the technician still sees what it was and until when
+        if self.stats.last_error and not self.stats.last_error.startswith(EARLIER):
+            self.stats.last_error = (f"{EARLIER} (until {time.strftime('%H:%M')}): "
+                                     f"{self.stats.last_error}")
         self.stats.polls_ok += 1
         self.stats.last_ok_mono = time.monotonic()
         self.stats.last_values = dict(reading.values)
