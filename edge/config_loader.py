@@ -463,9 +463,15 @@ def _yaml_problem(filename: str, text: str, exc: MarkedYAMLError) -> str:
     if "\t" in here[: len(here) - len(here.lstrip())] or "'\\t'" in problem:
         return f"{filename}:{line}: YAML indentation: a tab; indent with spaces only"
     if problem.startswith("expected <block end>") and exc.context_mark is not None:
-        start = exc.context_mark.line + 1
+        # the parser's context is the outermost block it was in (the first entry of the
+        # list); the technician needs the entry this line belongs to (issue 21 f5)
+        owner = _owner_above(lines, line)
+        where = f"the block starts on line {exc.context_mark.line + 1}" if owner is None \
+            else f"it belongs to the entry that starts on line {owner[0]}: {owner[1]}" \
+            if owner[1].startswith("- ") \
+            else f"it belongs to the block that starts on line {owner[0]}: {owner[1]}"
         return (f"{filename}:{line}: YAML indentation: this line does not line up with the "
-                f"keys above it (the block starts on line {start}); indent it like them")
+                f"keys above it ({where}); indent it like them")
     if problem == "mapping values are not allowed here":
         above = _line_above(lines, line)
         indent = len(here) - len(here.lstrip())
@@ -475,6 +481,18 @@ def _yaml_problem(filename: str, text: str, exc: MarkedYAMLError) -> str:
         return (f"{filename}:{line}: YAML syntax: a second ':' on this line; put a value "
                 "that holds ': ' in quotes")
     return f"{filename}:{line}: YAML syntax: {problem}"
+
+
+def _owner_above(lines: list[str], line: int) -> tuple[int, str] | None:
+    """Return (1-based line, text) of the nearest line above ``line`` indented less than it."""
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    indent = len(here) - len(here.lstrip())
+    for n in range(line - 2, -1, -1):
+        text = lines[n]
+        if text.strip() and not text.lstrip().startswith("#") and \
+                len(text) - len(text.lstrip()) < indent:
+            return n + 1, text.strip().split(" #", 1)[0].rstrip()
+    return None
 
 
 def _line_above(lines: list[str], line: int) -> str | None:

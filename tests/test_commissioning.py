@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 from edge.agent import read_status
-from edge.config_loader import LoadedConfig
+from edge.config_loader import LoadedConfig, load_config
+from edge.errors import ConfigError
 from edge.preflight import (
     FAIL,
     OK,
@@ -329,3 +330,24 @@ def test_a_client_certificate_for_another_gateway_warns(tmp_path: Path) -> None:
     right = ensure_pki(tmp_path / "pki2", cns={"gateway": "gw-320508-0007"})
     loaded = write_config(tmp_path / "b", broker_port=1, pki=right, buses=[], devices=[])
     assert {c.name: c for c in check_certificates(loaded)}["client certificate CN"].status == OK
+
+
+def test_an_indentation_slip_points_at_the_entry_the_line_belongs_to(tmp_path: Path) -> None:
+    # issue 21 f5: `baud` of speaker-01 indented by 3 spaces said "the block starts on line 50"
+    # (manhole-12, the first entry of the list)
+    text = (ROOT / "devices.yaml").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    entry = next(n for n, line in enumerate(lines) if "- name: speaker-01" in line) + 1
+    baud = next(n for n, line in enumerate(lines) if n >= entry and "baud:" in line)
+    lines[baud] = "   " + lines[baud].lstrip()
+    path = tmp_path / "devices.yaml"
+    path.write_text("".join(lines), encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        problems = exc.problems
+    else:
+        raise AssertionError("loaded")
+    assert problems == [f"devices.yaml:{baud + 1}: YAML indentation: this line does not line up "
+                        f"with the keys above it (it belongs to the entry that starts on line "
+                        f"{entry}: - name: speaker-01); indent it like them"]
