@@ -4,33 +4,72 @@
 # fetched at run time, ever. DIR is either `make wheels`' output folder, from which the house
 # matching this gateway's python3 and CPU (e.g. cp313-aarch64) is picked, or one house.
 #
-#   sudo systemd/install.sh [--wheels DIR] [--config FILE] [--user NAME] [--no-start]
+#   sudo systemd/install.sh [--wheels DIR] [--config FILE] [--user NAME] [--python PATH]
+#                           [--no-start]
 #   DESTDIR=/tmp/root systemd/install.sh --no-start   # stage into a folder (tests, images)
 #
 # The config it installs is systemd/devices.site.yaml: absolute paths to exactly the places
 # made here (/etc/edge/keys, /etc/edge/pki, /var/lib/edge). The repository's devices.yaml is
 # the demo's, with paths relative to its folder, and is not meant for /etc/edge.
+# The venv is built on the system interpreter (/usr/bin/python3, or --python PATH), never on
+# whatever python3 is first on PATH: a pyenv python under /root makes a venv the service user
+# cannot run ("Permission denied"). The interpreter is tried as the service user first, and
+# `edge --version` as the service user ends the install.
 # With --no-start the unit is installed and enabled at the next boot only after you start it:
 # edit /etc/edge/devices.yaml until `edge check` passes, then `systemctl enable --now edge`.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 DESTDIR="${DESTDIR:-}"
-wheels="" config="$here/systemd/devices.site.yaml" start=1 user=edge
+wheels="" config="$here/systemd/devices.site.yaml" start=1 user=edge python=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheels) wheels="$2"; shift 2 ;;
     --config) config="$2"; shift 2 ;;
     --user) user="$2"; shift 2 ;;
     --no-start) start=0; shift ;;
+    --python) python="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 
+# Which interpreter: the system's unless told; what it really runs (a pyenv shim execs another)
+if [ -z "$python" ]; then
+  if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; else python="$(command -v python3)"; fi
+fi
+if ! real_python="$("$python" -c 'import os, sys
+print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))' 2>/dev/null)"; then
+  echo "cannot run $python; pass --python PATH (a python3.11 or newer)" >&2
+  exit 1
+fi
+# an interpreter under a home folder others cannot enter (/root/.pyenv, ~/.local) builds a
+# venv only its owner can run; said here, before anything changes
+home_blocks="$("$real_python" - "$real_python" <<'PY'
+import os, stat, sys
+from pathlib import Path
+path = Path(sys.argv[1])
+homes = {Path("/root"), Path("/home")}
+homes.update(Path(p) for p in [os.environ.get("HOME", "")] if p)
+for parent in path.parents:
+    if any(parent == h or parent.is_relative_to(h) for h in homes if str(h) != "/") and \
+            not parent.stat().st_mode & stat.S_IXOTH:
+        print(parent)
+        break
+PY
+)"
+python_refused() {
+  echo "refusing $python ($real_python): the service user $user $1; pass --python with an" \
+    "interpreter outside home folders, e.g. --python /usr/bin/python3" >&2
+  exit 1
+}
+if [ -n "$home_blocks" ]; then
+  python_refused "cannot enter $home_blocks, where it lives (a pyenv or user install)"
+fi
+
 # Which wheelhouse: decided before anything on the system changes. The gateway's own python3
 # names its target; `make wheels` wrote a TARGET file into every house (docs/platforms.md).
 if [ -n "$wheels" ]; then
-  want="$(python3 - <<'PY'
+  want="$("$python" - <<'PY'
 import platform, struct, sys
 machine = platform.machine()
 if struct.calcsize("P") == 4 and machine in ("aarch64", "arm64", "armv8l"):
@@ -86,10 +125,14 @@ if [ -z "$DESTDIR" ] && ! id "$user" >/dev/null 2>&1; then
 fi
 own=0
 if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then own=1; fi
+as_user() { runuser -u "$user" -- "$@"; }
+if [ "$own" = 1 ] && ! as_user "$real_python" -c pass >/dev/null 2>&1; then
+  python_refused "cannot run it"
+fi
 
 # 2. the program in its own venv, and `edge` on the PATH
 install -d -m 0755 "$prefix"
-python3 -m venv "$prefix/venv"
+"$python" -m venv "$prefix/venv"
 if [ -n "$wheels" ]; then
   "$prefix/venv/bin/python" -m pip install --no-index --find-links "$wheels" edge
 else
@@ -109,7 +152,7 @@ install -d -m 0750 "$etc" "$etc/keys" "$etc/pki"
 install -d -m 0700 "$state"
 if [ ! -e "$etc/devices.yaml" ]; then
   install -m 0640 "$config" "$etc/devices.yaml"
-  echo "installed /etc/edge/devices.yaml: edit gateway, uplink, buses and devices, then run 'edge check'"
+  echo "installed $etc/devices.yaml: edit gateway, uplink, buses and devices, then run 'edge check'"
 fi
 if [ ! -e "$etc/keys/gateway.key" ]; then
   "$prefix/venv/bin/python" - "$etc/keys/gateway.key" <<'PY'
@@ -140,10 +183,29 @@ if [ -z "$DESTDIR" ] && [ "$start" = 1 ]; then
   systemctl enable --now edge.service
   systemctl --no-pager status edge.service || true
 fi
+# the service user runs what was installed: `edge --version` as that user, at the paths the
+# unit uses (a staged tree is bind-mounted at /opt/edge in a private mount namespace)
+if [ "$own" = 1 ]; then
+  if [ -z "$DESTDIR" ]; then
+    ran="$(as_user "$prefix/venv/bin/edge" --version 2>&1)" || ran_rc=$?
+  elif [ -d /opt/edge ] && command -v unshare >/dev/null; then
+    ran="$(unshare --mount --propagation private sh -c 'mount --bind "$1" /opt/edge &&
+      exec runuser -u "$2" -- /opt/edge/venv/bin/edge --version' sh "$prefix" "$user" 2>&1)" ||
+      ran_rc=$?
+  else
+    ran="not checked (staged, no /opt/edge mount point here)" ran_rc=0
+  fi
+  if [ "${ran_rc:-0}" != 0 ]; then
+    echo "the service user $user cannot run edge: $ran" >&2
+    echo "(interpreter $real_python; reinstall with --python /usr/bin/python3)" >&2
+    exit 1
+  fi
+  echo "edge runs as $user: $ran"
+fi
 cat <<EOT
 done. Next:
   edge keys show                  # the kid and public key the platform registers
-  edge check                      # reads /etc/edge/devices.yaml; fix until every line is ✔
+  edge check                      # reads /etc/edge/devices.yaml${DESTDIR:+ (here: $etc/devices.yaml)}; fix until every line is ✔
 EOT
 if [ "$start" = 0 ]; then
   echo "  systemctl enable --now edge     # not started (--no-start)"

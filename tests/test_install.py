@@ -16,6 +16,7 @@ import shutil
 import ssl
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ def test_install_script_stages_a_gateway(staged: Staged) -> None:
         (ROOT / "systemd/devices.site.yaml").read_text()
     assert (root / "usr/local/bin/edge").readlink() == Path("/opt/edge/venv/bin/edge")
     assert "register with the platform" in staged.stdout
+    # a staged install names the files it made where they are (issue 21 f10)
+    assert f"installed {root}/etc/edge/devices.yaml" in staged.stdout
+    # install.sh ran `edge --version` as the service user itself (issue 21 f2)
+    assert f"edge runs as {staged.user}: edge " in staged.stdout
     version = staged.run("/opt/edge/venv/bin/edge", "--version")
     assert version.stdout.startswith("edge "), version.stderr
     # a second run keeps the provisioned key and config
@@ -117,6 +122,34 @@ def test_install_script_stages_a_gateway(staged: Staged) -> None:
     again = _install(root, staged.user)
     assert again.returncode == 0, again.stderr[-3000:]
     assert key.read_bytes() == before
+
+
+def test_install_refuses_an_interpreter_the_service_user_cannot_run(tmp_path: Path) -> None:
+    # issue 21 f2: as root with pyenv on PATH, the venv's python pointed into /root/.pyenv and
+    # the service user got "Permission denied"; the tests themselves run under that python
+    if os.geteuid() != 0:
+        pytest.fail("needs root (useradd)")
+    real = Path(os.path.realpath(sys.executable))
+    user = f"edgep{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    "--user-group", user], check=True)
+    try:
+        probe = subprocess.run(["runuser", "-u", user, "--", str(real), "-c", "pass"],
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            pytest.skip(f"{real} is runnable by any user here; nothing to refuse")
+        root = tmp_path / "root"
+        result = subprocess.run(
+            ["bash", str(ROOT / "systemd" / "install.sh"), "--no-start", "--user", user,
+             "--python", sys.executable], env={**os.environ, "DESTDIR": str(root)},
+            capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"refusing {sys.executable} ({real}): the service user {user} cannot " in \
+            result.stderr, result.stderr
+        assert "--python /usr/bin/python3" in result.stderr
+        assert not (root / "opt/edge/venv").exists()  # refused before anything was made
+    finally:
+        subprocess.run(["userdel", user], check=False)
 
 
 def test_site_template_names_the_paths_install_sh_creates() -> None:
