@@ -18,7 +18,7 @@ CREATE TABLE assets (
     last_type text NOT NULL,
     last_data jsonb,
     PRIMARY KEY (gw, device)
-);
+) WITH (fillfactor = 50);  -- room on the page: an update of a device's row stays HOT
 
 -- each tracker's newest position by the fix's time
 CREATE TABLE vehicles (
@@ -32,7 +32,7 @@ CREATE TABLE vehicles (
     speed_kmh double precision,
     course_deg double precision,
     PRIMARY KEY (gw, device)
-);
+) WITH (fillfactor = 50);
 
 -- a tracker's day on the map: positions by (gw, device) and fix time in ns
 ALTER TABLE positions ADD COLUMN ts_ns bigint;
