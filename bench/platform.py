@@ -149,7 +149,14 @@ class Publisher:
 
 
 def _count(store: PgReceiverStore) -> int:
-    return store.event_count()
+    """Events stored so far, from the receivers' counters (committed with the events).
+
+    Not count(*): polled every 50 ms on a growing table it took half a core from the
+    receivers it measures. The final figures are counted on the table itself.
+    """
+    row = store.conn.execute("SELECT coalesce(sum(value), 0) FROM counters "
+                             "WHERE name = 'events.accepted'").fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _wait_stored(store: PgReceiverStore, target: int, timeout_s: float) -> float:
