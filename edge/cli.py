@@ -169,11 +169,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"✘ {args.device} ({where}): {detail}", file=sys.stderr)
         _print_wire(trace, sys.stderr)
         return EX_FAIL
-    print(f"✔ {args.device} ({where}) answered in {time.monotonic() - started:.3f} s")
-    _print_wire(trace, sys.stdout)
+    from edge.status_page import probe_verdict  # noqa: PLC0415 - aiohttp, only here
+
+    verdict, why = probe_verdict(values)
+    took = f"answered in {time.monotonic() - started:.3f} s"
+    out = sys.stderr if verdict == "fail" else sys.stdout
+    print({"ok": f"✔ {args.device} ({where}) {took}",
+           "warn": f"⚠ {args.device} ({where}) {took}, but {why}",
+           "fail": f"✘ {args.device} ({where}) {took}, but {why}"}[verdict], file=out)
+    _print_wire(trace, out)
     for key, value in values.items():
-        print(f"  {key}: {labelled(key, value)}")
-    return EX_OK
+        print(f"  {key}: {labelled(key, value)}", file=out)
+    return EX_FAIL if verdict == "fail" else EX_OK
 
 
 def _print_wire(trace: Any, out: Any) -> None:

@@ -19,7 +19,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -178,6 +178,25 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(status)
 
 
+def probe_verdict(values: Mapping[str, Any]) -> tuple[str, str]:
+    """Judge a probe's values beyond "it answered": ("ok" | "warn" | "fail", words).
+
+    A GNSS receiver that talks but has no fix answered, yet gives no position; a receiver
+    that sends no GGA cannot say how good its fix is (firmware_notes/nmea-gnss.md).
+    """
+    if "fix_quality" not in values:
+        return "ok", ""
+    quality, mode = values.get("fix_quality"), values.get("fix_mode")
+    if quality == "no fix" or mode == "no fix":
+        said = f"GGA fix quality: {quality}" if quality == "no fix" else "GSA mode: no fix"
+        return "fail", (f"the receiver talks but has no fix ({said}): check the antenna, its "
+                        "cable and its view of the sky")
+    if quality == "no GGA heard":
+        return "warn", ("no GGA heard: fix quality and satellites unknown (enable GGA and GSA "
+                        "output on the receiver)")
+    return "ok", ""
+
+
 async def _probe(request: web.Request) -> web.Response:
     if request.headers.get("X-Requested-With") != "edge":
         raise web.HTTPForbidden(text="missing X-Requested-With: edge\n")
@@ -195,7 +214,9 @@ async def _probe(request: web.Request) -> web.Response:
     except TimeoutError:
         return web.json_response({"ok": False, "error": f"no answer in {PROBE_TIMEOUT_S:g} s",
                                   "wire": trace.as_json()}, status=504)
-    return web.json_response({"ok": True, "values": values, "wire": trace.as_json(),
+    verdict, why = probe_verdict(values)
+    return web.json_response({"ok": verdict != "fail", "verdict": verdict, "why": why,
+                              "error": why, "values": values, "wire": trace.as_json(),
                               "labelled": {k: labelled(k, v) for k, v in values.items()}})
 
 

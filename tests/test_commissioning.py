@@ -6,6 +6,7 @@ Real peers only: a pymodbus server for the buses, a real agent process for `edge
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import pwd
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from edge.agent import read_status
 from edge.config_loader import LoadedConfig, load_config
+from edge.drivers._codecs import nmea
 from edge.errors import ConfigError
 from edge.preflight import (
     FAIL,
@@ -30,9 +32,11 @@ from edge.preflight import (
     service_for,
     service_user,
 )
+from edge.status_page import probe_verdict
 from hil.broker import Mosquitto, free_port
 from hil.pki import ensure_pki
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit, tilt_unit
+from hil.sims.serial_sims import GpsSim
 from tests.cfg import lamp_device, tilt_device, write_config
 from tests.helpers import start_agent, stop_agent, wait_until
 
@@ -351,3 +355,62 @@ def test_an_indentation_slip_points_at_the_entry_the_line_belongs_to(tmp_path: P
     assert problems == [f"devices.yaml:{baud + 1}: YAML indentation: this line does not line up "
                         f"with the keys above it (it belongs to the entry that starts on line "
                         f"{entry}: - name: speaker-01); indent it like them"]
+
+
+def _probe(config: Path, device: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "probe", device, "--config",
+                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+async def test_probing_the_demo_gps_shows_fix_quality_and_satellites(tmp_path: Path) -> None:
+    # issue 21 f4: GpsSim sent RMC only, so the probe said "fix_quality: no GGA heard" and ✔
+    port = free_port()
+    sim = GpsSim(port, rate_hz=4.0)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[{
+            "name": "truck-03", "kind": "gps", "transport": "serial",
+            "port": f"socket://127.0.0.1:{port}", "baud": 9600, "model": "nmea",
+            "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
+                      "name": "truck"}}])
+        result = await asyncio.to_thread(_probe, loaded.path, "truck-03")
+    finally:
+        await sim.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("✔ truck-03"), result.stdout
+    assert "fix_quality: GPS" in result.stdout
+    assert "satellites: 9" in result.stdout
+    assert "fix_mode: 3D" in result.stdout
+    assert "GNGGA," in result.stdout  # the wire shows the GGA (position blanked)
+
+
+def test_a_probe_without_a_fix_is_not_called_ok() -> None:
+    assert probe_verdict({"sentences": 9, "fix_quality": "no fix", "satellites": 0}) == (
+        FAIL, "the receiver talks but has no fix (GGA fix quality: no fix): check the "
+              "antenna, its cable and its view of the sky")
+    assert probe_verdict({"sentences": 3, "fix_quality": "GPS", "fix_mode": "no fix"})[0] == FAIL
+    assert probe_verdict({"sentences": 3, "fix_quality": "no GGA heard"}) == (
+        WARN, "no GGA heard: fix quality and satellites unknown (enable GGA and GSA output on "
+              "the receiver)")
+    assert probe_verdict({"sentences": 3, "fix_quality": "GPS", "satellites": 9})[0] == OK
+    assert probe_verdict({"tilt_x_deg": 1.0})[0] == OK
+
+
+def test_gga_and_gsa_from_the_simulator_parse_as_a_receiver_sends_them() -> None:
+    now = dt.datetime(2026, 3, 1, 12, 0, 1, tzinfo=dt.UTC)
+    text = GpsSim(1).sentences(0.0, now)
+    kinds = [nmea.parse_sentence(line + "\r\n").type for line in text.splitlines()]
+    assert kinds == ["RMC", "GGA", "GSA"]
+    status: dict[str, object] = {}
+    for line in text.splitlines():
+        status.update(nmea.receiver_status(nmea.parse_sentence(line + "\r\n")))
+    assert status == {"fix_quality": "GPS", "satellites": 9, "hdop": 0.9, "fix_mode": "3D"}
+    nofix = GpsSim(1)
+    nofix.fix = False
+    text = nofix.sentences(0.0, now)
+    status = {}
+    for line in text.splitlines():
+        status.update(nmea.receiver_status(nmea.parse_sentence(line + "\r\n")))
+    assert status["fix_quality"] == "no fix"
+    assert ",V," in text.splitlines()[0]  # RMC status V

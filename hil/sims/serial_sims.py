@@ -107,7 +107,7 @@ def route(legs: list[Leg], *, rate_hz: float = 1.0,
 
 
 class GpsSim(_TcpSim):
-    """Streams RMC + GGA at ``rate_hz`` for a vehicle driving a circle around a point."""
+    """Streams RMC + GGA + GSA at ``rate_hz`` for a vehicle driving a circle around a point."""
 
     def __init__(self, port: int, *, lat: float = 31.3105, lon: float = 120.6302,
                  speed_kmh: float = 30.0, rate_hz: float = 1.0) -> None:
@@ -121,6 +121,9 @@ class GpsSim(_TcpSim):
         self.route: list[RouteFix] | None = None
         self.speedup = 1.0
         self.route_start: dt.datetime | None = None  # the first fix's time (None: now)
+        # False: a receiver that has not found a fix (indoors, no antenna): RMC status V,
+        # GGA quality 0, GSA mode 1, no satellites
+        self.fix = True
 
     def sentences(self, t_s: float, now: dt.datetime) -> str:
         """Return the sentences for time ``t_s`` into the drive."""
@@ -129,14 +132,31 @@ class GpsSim(_TcpSim):
         lat = self.lat + (radius_m * math.sin(angle)) / 111_320
         lon = self.lon + (radius_m * math.cos(angle)) / (111_320 * math.cos(math.radians(self.lat)))
         course = (math.degrees(angle) + 90) % 360
-        return self.rmc(now, lat, lon, knots=self.speed_kmh / 1.852, course_deg=course)
+        return self.burst(now, lat, lon, knots=self.speed_kmh / 1.852, course_deg=course)
+
+    SATELLITES = (3, 7, 8, 10, 14, 16, 21, 27, 30)  # PRNs in use: 9 satellites, HDOP 0.9
 
     @staticmethod
     def rmc(when: dt.datetime, lat: float, lon: float, *, knots: float,
-            course_deg: float) -> str:
+            course_deg: float, fix: bool = True) -> str:
         """Return the RMC a receiver sends for this fix (hil/sims/wire.py, not the agent's)."""
         return wire.nmea_rmc(f"{when:%H%M%S}.{when.microsecond // 10000:02d}",
-                             f"{when:%d%m%y}", lat, lon, knots=knots, course_deg=course_deg)
+                             f"{when:%d%m%y}", lat, lon, knots=knots, course_deg=course_deg,
+                             fix=fix)
+
+    def burst(self, when: dt.datetime, lat: float, lon: float, *, knots: float,
+              course_deg: float) -> str:
+        """Return what a receiver sends each second for this fix: RMC, GGA and GSA.
+
+        Built by hil/sims/wire.py, never the agent's codecs (a test enforces it).
+        """
+        hhmmss = f"{when:%H%M%S}.{when.microsecond // 10000:02d}"
+        used = list(self.SATELLITES) if self.fix else []
+        dop = (1.6, 0.9, 1.3) if self.fix else (99.9, 99.9, 99.9)
+        return (self.rmc(when, lat, lon, knots=knots, course_deg=course_deg, fix=self.fix)
+                + wire.nmea_gga(hhmmss, lat, lon, satellites=len(used), hdop=dop[1],
+                                fix=self.fix)
+                + wire.nmea_gsa(used, pdop=dop[0], hdop=dop[1], vdop=dop[2], fix=self.fix))
 
     async def _play(self, writer: asyncio.StreamWriter, fixes: list[RouteFix]) -> None:
         loop = asyncio.get_running_loop()
@@ -144,14 +164,14 @@ class GpsSim(_TcpSim):
         for fix in fixes:
             await asyncio.sleep(max(0.0, t0 + fix.t_s / self.speedup - loop.time()))
             when = start + dt.timedelta(seconds=fix.t_s)
-            writer.write(self.rmc(when, fix.lat, fix.lon, knots=fix.speed_kmh / 1.852,
-                                  course_deg=fix.course_deg).encode("ascii"))
+            writer.write(self.burst(when, fix.lat, fix.lon, knots=fix.speed_kmh / 1.852,
+                                    course_deg=fix.course_deg).encode("ascii"))
             await writer.drain()
         last = fixes[-1]
         while True:
             await asyncio.sleep(1 / self.rate_hz)
-            writer.write(self.rmc(dt.datetime.now(dt.UTC), last.lat, last.lon, knots=0.0,
-                                  course_deg=last.course_deg).encode("ascii"))
+            writer.write(self.burst(dt.datetime.now(dt.UTC), last.lat, last.lon, knots=0.0,
+                                    course_deg=last.course_deg).encode("ascii"))
             await writer.drain()
 
     async def _serve(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -140,13 +140,34 @@ def nmea_sentence(body: str) -> str:
     return f"${body}*{xor:02X}\r\n"
 
 
+def _dm(value: float, width: int) -> str:
+    whole = int(abs(value))
+    return f"{whole:0{width}d}{(abs(value) - whole) * 60:09.6f}"
+
+
 def nmea_rmc(hhmmss_cc: str, ddmmyy: str, lat_deg: float, lon_deg: float, *, knots: float,
-             course_deg: float, talker: str = "GN") -> str:
-    """Return a valid (status A) RMC: ddmm.mmmmmm / dddmm.mmmmmm with hemisphere letters."""
-    def dm(value: float, width: int) -> str:
-        whole = int(abs(value))
-        return f"{whole:0{width}d}{(abs(value) - whole) * 60:09.6f}"
+             course_deg: float, talker: str = "GN", fix: bool = True) -> str:
+    """Return an RMC: status A (``fix``) or V, ddmm.mmmmmm / dddmm.mmmmmm with hemispheres."""
+    status, mode = ("A", "A") if fix else ("V", "N")
     return nmea_sentence(
-        f"{talker}RMC,{hhmmss_cc},A,{dm(lat_deg, 2)},{'N' if lat_deg >= 0 else 'S'},"
-        f"{dm(lon_deg, 3)},{'E' if lon_deg >= 0 else 'W'},{knots:.3f},{course_deg:.2f},"
-        f"{ddmmyy},,,A")
+        f"{talker}RMC,{hhmmss_cc},{status},{_dm(lat_deg, 2)},{'N' if lat_deg >= 0 else 'S'},"
+        f"{_dm(lon_deg, 3)},{'E' if lon_deg >= 0 else 'W'},{knots:.3f},{course_deg:.2f},"
+        f"{ddmmyy},,,{mode}")
+
+
+def nmea_gga(hhmmss_cc: str, lat_deg: float, lon_deg: float, *, satellites: int,
+             hdop: float, altitude_m: float = 12.0, talker: str = "GN",
+             fix: bool = True) -> str:
+    """Return a GGA: fix quality 1 (GPS) or 0 (no fix), satellites in use, HDOP, altitude."""
+    return nmea_sentence(
+        f"{talker}GGA,{hhmmss_cc},{_dm(lat_deg, 2)},{'N' if lat_deg >= 0 else 'S'},"
+        f"{_dm(lon_deg, 3)},{'E' if lon_deg >= 0 else 'W'},{1 if fix else 0},"
+        f"{satellites:02d},{hdop:.1f},{altitude_m:.1f},M,7.0,M,,")
+
+
+def nmea_gsa(prns: list[int], *, pdop: float, hdop: float, vdop: float, talker: str = "GN",
+             fix: bool = True) -> str:
+    """Return a GSA: automatic mode, 3D fix (3) or none (1), up to 12 satellites used."""
+    used = [f"{p:02d}" for p in prns[:12]] + [""] * (12 - min(12, len(prns)))
+    return nmea_sentence(f"{talker}GSA,A,{3 if fix else 1},{','.join(used)},"
+                         f"{pdop:.1f},{hdop:.1f},{vdop:.1f}")
