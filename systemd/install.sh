@@ -2,7 +2,7 @@
 # Install edge on a gateway: a service user, directories, the unit, a signing key and the
 # site config in /etc/edge/. Offline: pass --wheels DIR (from `make wheels`); nothing is
 # fetched at run time, ever. DIR is either `make wheels`' output folder, from which the house
-# matching this gateway's python3 and CPU (e.g. cp313-aarch64) is picked, or one house.
+# matching the interpreter and CPU (e.g. cp313-aarch64) is picked, or one house.
 #
 #   sudo systemd/install.sh [--wheels DIR] [--config FILE] [--user NAME] [--python PATH]
 #                           [--no-start]
@@ -66,8 +66,9 @@ if [ -n "$home_blocks" ]; then
   python_refused "cannot enter $home_blocks, where it lives (a pyenv or user install)"
 fi
 
-# Which wheelhouse: decided before anything on the system changes. The gateway's own python3
-# names its target; `make wheels` wrote a TARGET file into every house (docs/platforms.md).
+# Which wheelhouse: decided before anything on the system changes. The interpreter the venv
+# is built on names its target; `make wheels` wrote a TARGET file into every house
+# (docs/platforms.md).
 if [ -n "$wheels" ]; then
   want="$("$python" - <<'PY'
 import platform, struct, sys
@@ -98,7 +99,7 @@ PY
   fi
   got="$(house_of "$house")"
   if [ -f "$house/TARGET" ] && [ "$got" != "$want" ]; then
-    echo "wheelhouse $house is for $got; this gateway's python3 needs $want" >&2
+    echo "wheelhouse $house is for $got; this gateway's $python needs $want" >&2
     exit 1
   fi
   if [ -f "$house/INCOMPLETE" ]; then

@@ -1,8 +1,9 @@
 """Offline wheelhouses (issue 22): built per Python x architecture, installed with --no-index.
 
 `make test` builds the running interpreter's own house (cached in var/wheels-test/, rebuilt
-when pyproject.toml changes; ~2 min the first time, seconds after), installs it with
-systemd/install.sh --wheels into a staged root and runs that agent against a real broker.
+when pyproject.toml changes; ~1-2 min the first time, seconds after), installs it into a
+clean venv with --no-index and runs that agent against a real broker and the receiver;
+install.sh --wheels is tested for which house it takes and what it refuses.
 `make wheels` builds all nine houses and checks each resolves offline for its target's tags
 with the same `resolve_check` the tests below prove able to fail.
 """
@@ -54,20 +55,30 @@ def wheelhouses() -> Path:
     return out
 
 
-def _python3_on_path(folder: Path) -> dict[str, str]:
-    """An isolated pip environment whose `python3` is this interpreter (install.sh runs it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "python3").symlink_to(sys.executable)
+def _clean_env() -> dict[str, str]:
+    """pip sees no config, no PIP_* and no PYTHONPATH: only the house it is pointed at."""
     env = isolated_env()
     env.pop("PYTHONPATH", None)
-    env["PATH"] = f"{folder}:{env.get('PATH', '/usr/bin:/bin')}"
     return env
 
 
-def _stage(root: Path, wheels: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(INSTALL), "--no-start", "--wheels", str(wheels)],
-                          env={**env, "DESTDIR": str(root)}, capture_output=True, text=True,
-                          timeout=600, check=False)
+def install_sh_python() -> str:
+    """The interpreter install.sh builds the venv on when not told (/usr/bin/python3)."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+
+def target_of(python: str) -> str:
+    """Ask ``python`` which house it needs, as install.sh does."""
+    return subprocess.run([python, "-c", "import platform, sys; print(f'cp{sys.version_info[0]}"
+                           "{sys.version_info[1]}-{platform.machine()}')"],
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+def _stage(root: Path, wheels: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(INSTALL), "--no-start", "--wheels", str(wheels),
+                           "--python", install_sh_python()],
+                          env={**_clean_env(), "DESTDIR": str(root)}, capture_output=True,
+                          text=True, timeout=600, check=False)
 
 
 def _house(folder: Path, target: str, *, incomplete: str | None = None) -> Path:
@@ -83,19 +94,19 @@ def _house(folder: Path, target: str, *, incomplete: str | None = None) -> Path:
 
 
 @pytest.mark.slow
-async def test_the_wheelhouse_installs_offline_and_that_agent_delivers(
+async def test_the_wheelhouse_installs_offline_into_a_clean_venv_and_that_agent_delivers(
         wheelhouses: Path, plain_broker: Mosquitto, tmp_path: Path) -> None:
-    target = running_target()
-    env = _python3_on_path(tmp_path / "bin")
-    root = tmp_path / "root"
-    # the parent folder of every house, as copied to a gateway: install.sh picks its own
-    staged = await asyncio.to_thread(_stage, root, wheelhouses, env)
-    assert staged.returncode == 0, staged.stdout + staged.stderr
-    assert f"using wheelhouse {wheelhouses / target.name} (this gateway: {target.name})" in (
-        staged.stdout)
-    venv_python = root / "opt/edge/venv/bin/python"
-    # every module the agent needs comes from that venv (pip saw no index, no find-links
-    # beyond the house: isolated_env), not from the repository or this test's venv
+    house = wheelhouses / running_target().name
+    env = _clean_env()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
+    venv_python = venv / "bin" / "python"
+    installed = await asyncio.to_thread(
+        subprocess.run, [str(venv_python), "-m", "pip", "install", "-q", "--no-index",
+                         "--find-links", str(house), "edge"],
+        env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # every module the agent needs comes from that venv, not the repository or this venv
     where = subprocess.run([str(venv_python), "-c",
                             "import edge, nacl, pydantic_core, paho, pymodbus, aiohttp, "
                             "cryptography, ruamel.yaml as y; "
@@ -103,7 +114,7 @@ async def test_the_wheelhouse_installs_offline_and_that_agent_delivers(
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
                            check=False)
     assert where.returncode == 0, where.stderr
-    assert all(p.startswith(str(root)) for p in where.stdout.split()), where.stdout
+    assert all(p.startswith(str(venv)) for p in where.stdout.split()), where.stdout
 
     modbus_port = free_port()
     sim = ModbusTcpSim({80: tilt_unit()}, modbus_port)
@@ -118,9 +129,9 @@ async def test_the_wheelhouse_installs_offline_and_that_agent_delivers(
     ready = asyncio.Event()
     rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
                                       tls=None, ready=ready), name="receiver")
-    agent = subprocess.Popen([str(venv_python), "-m", "edge.cli", "run", "--config",
-                              str(loaded.path)], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    agent = subprocess.Popen([str(venv / "bin" / "edge"), "run", "--config", str(loaded.path)],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
     try:
         await asyncio.wait_for(ready.wait(), 10)
         await wait_until(lambda: store.seq_count(GW)[0] >= 3 or agent.poll() is not None, 60,
@@ -148,7 +159,7 @@ def test_a_house_resolves_offline_only_for_its_own_target(wheelhouses: Path,
     other = Target(target.python, "armv7l" if target.arch != "armv7l" else "x86_64")
     foreign = resolve_check(house, other)
     assert foreign is not None
-    assert "No matching distribution found" in foreign, foreign  # aiohttp is cp311-x86_64
+    assert "No matching distribution found" in foreign, foreign  # aiohttp is cp3XX-x86_64
     # ... and a house missing one binary wheel
     holed = tmp_path / "holed"
     shutil.copytree(house, holed)
@@ -159,29 +170,44 @@ def test_a_house_resolves_offline_only_for_its_own_target(wheelhouses: Path,
     assert "pydantic-core" in missing.lower() or "pydantic_core" in missing.lower(), missing
 
 
+def test_install_sh_takes_the_house_of_its_interpreter_from_a_folder_of_houses(
+        tmp_path: Path) -> None:
+    me = target_of(install_sh_python())
+    wheels = tmp_path / "wheels"
+    for other in ("cp311-armv7l", "cp313-aarch64", "cp312-x86_64"):
+        if other != me:
+            _house(wheels / other, other)
+    _house(wheels / me, me)  # marked, but empty: pip must then fail on it, offline
+    done = _stage(tmp_path / "root", wheels)
+    assert f"using wheelhouse {wheels / me} (this gateway: {me})" in done.stdout, (
+        done.stdout + done.stderr)
+    assert done.returncode != 0
+    assert f"Looking in links: {wheels / me}" in done.stdout
+    assert "No matching distribution found for edge" in done.stderr  # --no-index: no PyPI
+
+
 def test_install_sh_refuses_when_no_house_matches_and_changes_nothing(tmp_path: Path) -> None:
-    me = running_target()
-    other = "cp311-armv7l" if me.name != "cp311-armv7l" else "cp313-x86_64"
+    me = target_of(install_sh_python())
+    other = "cp311-armv7l" if me != "cp311-armv7l" else "cp313-x86_64"
     wheels = tmp_path / "wheels"
     _house(wheels / other, other)
-    env = _python3_on_path(tmp_path / "bin")
-    done = _stage(tmp_path / "root", wheels, env)
+    done = _stage(tmp_path / "root", wheels)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"no wheelhouse for this gateway ({me.name}) in {wheels}; it has: {other}" in (
+    assert f"no wheelhouse for this gateway ({me}) in {wheels}; it has: {other}" in (
         done.stderr)
     assert not (tmp_path / "root").exists()  # refused before any user, venv or file
     # one house named directly, for another gateway
-    done = _stage(tmp_path / "root", wheels / other, env)
+    done = _stage(tmp_path / "root", wheels / other)
     assert done.returncode == 1
-    assert f"is for {other}; this gateway's python3 needs {me.name}" in done.stderr
+    assert f"is for {other}; this gateway's {install_sh_python()} needs {me}" in done.stderr
     assert not (tmp_path / "root").exists()
 
 
 def test_install_sh_refuses_an_incomplete_house_with_its_missing_wheels(tmp_path: Path) -> None:
-    me = running_target()
+    me = target_of(install_sh_python())
     wheels = tmp_path / "wheels"
-    _house(wheels / me.name, me.name, incomplete="PyNaCl==1.6.2\ncffi==2.1.1\n")
-    done = _stage(tmp_path / "root", wheels, _python3_on_path(tmp_path / "bin"))
+    _house(wheels / me, me, incomplete="PyNaCl==1.6.2\ncffi==2.1.1\n")
+    done = _stage(tmp_path / "root", wheels)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "incomplete (no wheel for: PyNaCl==1.6.2 cffi==2.1.1" in done.stderr
     assert not (tmp_path / "root").exists()
