@@ -501,3 +501,23 @@ def test_a_group_that_fails_as_a_whole_is_handled_one_by_one(
     assert store.event_count() == 3
     assert store.counters()["store.group_failures"] == 1
 
+
+
+async def test_the_page_and_the_map_are_served_from_postgresql(store: PgReceiverStore) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hil.receiver.web import WebStore, make_app
+
+    web_store: WebStore = store  # mypy: the PG store is everything the web app reads
+    rx = Receiver(store, KEYS)
+    rx.handle(TOPIC, batch([(reading("lamp-1", 7.0), 1), (alarm("raised"), 2)]))
+    async with TestClient(TestServer(make_app(web_store))) as client:
+        state = await (await client.get("/api/state")).json()
+        assert [c["case_no"] for c in state["open_cases"]] == [1]
+        assert len(state["recent_events"]) == 2
+        map_doc = await (await client.get("/api/map")).json()
+        device = await client.get("/api/map/device", params={"gw": GW, "device": "lamp-1"})
+        assert device.status == 200
+        values = await device.json()
+    assert "lamp-1" in str(map_doc)
+    assert "7.0" in str(values)

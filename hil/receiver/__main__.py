@@ -6,7 +6,8 @@ r"""``python -m hil.receiver``: one reference receiver process against a broker.
 ``--store`` is a PostgreSQL connection string (``postgresql://…`` or ``host=… dbname=…``) or
 a SQLite file path (the default, what ``make demo`` uses). ``--share GROUP`` subscribes as
 ``$share/GROUP/…``: start as many receivers as needed on one database (docs/scale.md).
-``--keys`` is the registry JSON ``{gateway id: raw Ed25519 public key hex}``.
+``--keys`` is the registry JSON ``{gateway id: raw Ed25519 public key hex}``. ``--web PORT``
+also serves the page and the map (hil/receiver/web.py) on loopback, from either store.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", default=None, help="shared subscription group")
     parser.add_argument("--client-id", default="reference-receiver")
     parser.add_argument("--prefix", default="edge/v1")
+    parser.add_argument("--web", type=int, default=None, metavar="PORT",
+                        help="also serve the page and the map on 127.0.0.1:PORT")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     host, _, port = args.broker.rpartition(":")
@@ -63,9 +66,18 @@ def main(argv: list[str] | None = None) -> int:
                                             tls=None, prefix=args.prefix, ready=ready,
                                             client_id=args.client_id, share_group=args.share),
                                    name="receiver.mqtt")
-        await asyncio.wait_for(ready.wait(), 30)
-        print("ready", flush=True)  # the bench and tests wait for this line
-        await task
+        runner = None
+        if args.web is not None:
+            from hil.receiver.web import serve as serve_web  # noqa: PLC0415 - only with --web
+
+            runner = await serve_web(store, port=args.web)
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            print("ready", flush=True)  # the bench and tests wait for this line
+            await task
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
