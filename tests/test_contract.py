@@ -148,6 +148,13 @@ def test_command_schema_is_the_gateways_catalogue() -> None:
                           "minItems", "maxItems", "enum"):
                 assert prop.get(bound) == model["properties"][name].get(bound), \
                     f"{action}.{name}.{bound}"
+    steps = next(r for r in published["allOf"] if r["if"]["properties"]["action"]["const"]
+                 == "light.schedule")["then"]["properties"]["params"]["properties"]["steps"]
+    step_model = catalogue["light.schedule"]["params"]["$defs"]["LightStep"]
+    for name, prop in steps["items"]["properties"].items():
+        for bound in ("minimum", "maximum", "pattern", "default", "type"):
+            assert prop.get(bound) == step_model["properties"][name].get(bound), name
+    assert set(steps["items"]["required"]) == set(step_model["required"])
     assert schema("defs")["$defs"]["command_time"]["pattern"] == COMMAND_TIME_PATTERN
     assert published["properties"]["iss"]["pattern"] == ISS_PATTERN
 
