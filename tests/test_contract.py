@@ -443,3 +443,61 @@ async def test_https_requests_are_what_openapi_yaml_says(tmp_path: Path, pki: An
         assert errors("batch", batch) == []
         assert headers["Idempotency-Key"] == batch["batch"]
         assert "路灯".encode() in body  # non-ASCII raw in the signed bytes
+
+
+# ---- the reference receiver refuses what the published schemas refuse -----------------------
+
+
+def _signed_batch(signer: Any, body: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(signer.envelope(body))
+    return doc
+
+
+@pytest.mark.parametrize("case", ["enc", "padded sig", "standard sig", "extra member",
+                                  "nan in body", "ts without ms", "undocumented member",
+                                  "batch of another gateway"])
+def test_the_receiver_refuses_what_the_contract_refuses(tmp_path: Path, case: str) -> None:
+    from edge.clock import TimeQuality
+    from edge.model import Event, EventType, encode_batch, encode_event
+    from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+    from hil.receiver.core import Receiver, load_gateway_keys
+    from hil.receiver.store import ReceiverStore
+
+    gw = "gw-320508-0007"
+    key = Ed25519PrivateKey.generate()
+    signer = Signer(key)
+    store = ReceiverStore(tmp_path / "rx.db")
+    rx = Receiver(store, load_gateway_keys({gw: raw_public_key(key.public_key()).hex()}))
+    for n in range(1000):  # a signature with a "-" or "_": its standard form differs
+        event = encode_event(Event(EventType.READING, 3, time.time_ns(), TimeQuality.SYNCED,
+                                   device="d", data={"v": 1.5, "n": n}), 1)
+        body = encode_batch(gw, "01a23424-0e1f-736c-bb51-244f2301d2b3", time.time_ns(), [event])
+        good = _signed_batch(signer, body)
+        if "-" in good["sig"] or "_" in good["sig"]:
+            break
+    topic = f"edge/v1/{gw}/events"
+    try:
+        assert rx.handle(topic, json.dumps(good).encode()).accepted == 1  # the control
+        raw = base64.urlsafe_b64decode(good["sig"] + "==")
+        envelope = {
+            "enc": {**good, "enc": "zlib"},
+            "padded sig": {**good, "sig": good["sig"] + "=="},
+            "standard sig": {**good, "sig": base64.b64encode(raw).decode().rstrip("=")},
+            "extra member": {**good, "note": "x"},
+        }.get(case)
+        if envelope is None:
+            changed = {
+                "nan in body": body.replace(b'"v":1.5', b'"v":NaN'),
+                "ts without ms": re.sub(rb'"ts":"([^".]*)\.\d{3}Z"', rb'"ts":"\1Z"', body),
+                "undocumented member": body.replace(b'"v":1,', b'"v":1,"zone":"cn",'),
+                "batch of another gateway": body.replace(gw.encode(), b"gw-320508-0008", 1),
+            }[case]
+            assert changed != body, case
+            envelope = _signed_batch(signer, changed)
+        out = rx.handle(topic, json.dumps(envelope).encode())
+        assert out.rejected, case
+        assert out.accepted == 0
+        counters = store.counters()
+        assert sum(v for k, v in counters.items() if k.startswith("rejected.")) == 1
+    finally:
+        store.close()
