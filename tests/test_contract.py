@@ -49,6 +49,7 @@ ALWAYS_CAPTURED = {
     "event-command_result-rejected-bad_params.json",
     "event-command_result-rejected-expired.json",
     "event-command_result-rejected-duplicate.json",
+    "event-state-offline.json", "event-state-online.json",
 }
 
 

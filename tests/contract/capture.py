@@ -99,6 +99,10 @@ def _forge(envelope: bytes) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _device_state(recording: Recording, state: str) -> bool:
+    return any(e["type"] == "state" and e["data"]["state"] == state for e in recording.events())
+
+
 async def drive(stack: Stack, recording: Recording) -> dict[str, Any]:
     """Drive the stack through what the examples show; return the named examples."""
     await _until(lambda: recording.bodies("state"), 20, "the birth message")
@@ -138,6 +142,11 @@ async def drive(stack: Stack, recording: Recording) -> dict[str, Any]:
     for reason in ("wrong_aud", "bad_params", "expired", "bad_signature", "duplicate"):
         await _until(lambda r=reason: recording.result(None, r), 15, f"a {reason} result")
     await _until(lambda: recording.result(read_id), 15, "the device.read result")
+    # the cover stops answering, then answers again: the device's health as state events
+    cover.fault = "dead"
+    await _until(lambda: _device_state(recording, "offline"), 20, "the cover offline")
+    cover.fault = "none"
+    await _until(lambda: _device_state(recording, "online"), 20, "the cover online again")
     # a clean stop leaves the retained goodbye
     assert stack.agent is not None
     stack.agent.send_signal(signal.SIGTERM)
