@@ -14,6 +14,8 @@ from typing import Any
 from edge.config_loader import load_config
 from edge.errors import ConfigError, EdgeError
 from hil.sims.modbus_sim import FAULTS, LAMP_SCENARIOS
+from hil.sims.runner import ALL_FAULTS, TCP_FAULTS
+from hil.sims.serial_sims import GpsSim, TtsSim
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
     p.add_argument("params", nargs="?", default="{}", help="JSON object")
     p = sub.add_parser("fault", help="set a simulated unit's fault mode")
     p.add_argument("device")
-    p.add_argument("mode", choices=FAULTS)
+    p.add_argument("mode", choices=ALL_FAULTS,
+                   help="what the device's simulator models: Modbus TCP "
+                        f"{', '.join(TCP_FAULTS)}; RTU line {', '.join(FAULTS)}; GPS "
+                        f"{', '.join(GpsSim.FAULTS)}; loudspeaker {', '.join(TtsSim.FAULTS)}")
     p = sub.add_parser("scenario", help="put a simulated lamp into a scenario")
     p.add_argument("device")
     p.add_argument("scenario", choices=LAMP_SCENARIOS)
@@ -75,17 +80,32 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
 
 def _fault(config: Any, device: str, mode: str) -> int:
     """Set a fault the device's simulator models; refuse one it would silently ignore."""
-    from hil.sims.runner import faults_for  # noqa: PLC0415
+    from hil.sims.runner import set_serial_fault, simulator_of  # noqa: PLC0415
     from hil.tilt import set_fault  # noqa: PLC0415
 
-    modelled = faults_for(config, device)
-    if mode not in modelled:
-        sim = "a Modbus TCP simulator" if modelled else "no Modbus simulator"
-        print(f"✘ {device}: is on {sim}, which does not model {mode!r}"
-              + (f" (it models {', '.join(modelled)}; crc, garbage and wrong_unit need the "
-                 "RTU line simulator)" if modelled else ""), file=sys.stderr)
+    sim = simulator_of(config, device)
+    if sim is None:
+        port = config.device(device).port
+        print(f"✘ {device}: no simulator serves it (its port {port} is not a loopback "
+              "socket://): nothing to fault", file=sys.stderr)
         return 2
-    asyncio.run(set_fault(config, device, mode))
+    name, modelled = sim
+    if mode not in modelled:
+        hint = "; crc, garbage and wrong_unit need the RTU line simulator" \
+            if name == "a Modbus TCP simulator" else ""
+        print(f"✘ {device}: {name} does not model {mode!r} (it models "
+              f"{', '.join(modelled)}{hint})", file=sys.stderr)
+        return 2
+    if mode in FAULTS and name in ("a Modbus TCP simulator", "the RTU line simulator"):
+        asyncio.run(set_fault(config, device, mode))
+    else:
+        try:
+            asyncio.run(set_serial_fault(config, device, mode))
+        except (OSError, TimeoutError) as exc:
+            print(f"✘ {device}: {name} at {config.device(device).port} does not answer "
+                  f"({exc or 'no answer in 5 s'}); is the demo or `python -m hil sims` running?",
+                  file=sys.stderr)
+            return 1
     print(f"{device}: fault mode {mode}")
     return 0
 

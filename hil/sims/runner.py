@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.config import EdgeConfig, ModbusTcpBus
+from hil.sims import wire
 from hil.sims.modbus_sim import (
     FAULTS,
     ModbusTcpSim,
@@ -36,14 +39,63 @@ def unit_for(model: str) -> SimUnit:
 # crc, garbage and wrong_unit exist only on the RTU line simulator (hil.sims.rtu_sim).
 TCP_FAULTS = ("none", "dead", "slow", "exception")
 RTU_FAULTS = FAULTS
+# every mode `python -m hil fault` accepts; each simulator refuses those it does not model
+ALL_FAULTS = tuple(dict.fromkeys((*FAULTS, *GpsSim.FAULTS, *TtsSim.FAULTS)))
+
+
+def simulator_of(config: EdgeConfig, device_name: str) -> tuple[str, tuple[str, ...]] | None:
+    """Return (what simulates ``device_name``, the faults it models), or None.
+
+    KeyError when there is no such device.
+    """
+    device = config.device(device_name)
+    if device.bus is not None and device.unit_id is not None:
+        if isinstance(config.bus(device.bus), ModbusTcpBus):
+            return "a Modbus TCP simulator", TCP_FAULTS
+        return "the RTU line simulator", RTU_FAULTS
+    if _socket_port(device.port) is not None:
+        if device.kind == "gps":
+            return "the GPS simulator", GpsSim.FAULTS
+        if device.kind == "loudspeaker":
+            return "the loudspeaker simulator", TtsSim.FAULTS
+    return None
 
 
 def faults_for(config: EdgeConfig, device_name: str) -> tuple[str, ...]:
     """Return the faults the simulator behind ``device_name`` models (KeyError: no device)."""
+    sim = simulator_of(config, device_name)
+    return () if sim is None else sim[1]
+
+
+async def set_serial_fault(config: EdgeConfig, device_name: str, mode: str,
+                           timeout_s: float = 5.0) -> None:
+    """Switch a running GPS or loudspeaker simulator's fault, in-band over its socket."""
     device = config.device(device_name)
-    if device.bus is None or device.unit_id is None:
-        return ()
-    return TCP_FAULTS if isinstance(config.bus(device.bus), ModbusTcpBus) else RTU_FAULTS
+    port = _socket_port(device.port)
+    if port is None:
+        raise KeyError(device_name)
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            if device.kind == "gps":
+                writer.write(wire.nmea_sentence(f"{wire.SIM_FAULT_SENTENCE},{mode}")
+                             .encode("ascii"))
+                await writer.drain()
+                answer = f"${wire.SIM_FAULT_SENTENCE},".encode("ascii")
+                while True:  # the simulator's sentences stream on; its answer comes among them
+                    line = await reader.readline()
+                    if not line:
+                        raise ConnectionError(f"{device_name}: the simulator hung up")
+                    if line.startswith(answer):
+                        break
+            else:
+                writer.write(wire.syn6288_frame(wire.SIM_CONTROL, mode.encode("ascii")))
+                await writer.drain()
+                await reader.readexactly(1)  # SYN_OK: the unit switched
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 def _socket_port(url: str | None) -> int | None:

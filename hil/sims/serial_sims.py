@@ -107,7 +107,13 @@ def route(legs: list[Leg], *, rate_hz: float = 1.0,
 
 
 class GpsSim(_TcpSim):
-    """Streams RMC + GGA + GSA at ``rate_hz`` for a vehicle driving a circle around a point."""
+    """Streams RMC + GGA + GSA at ``rate_hz`` for a vehicle driving a circle around a point.
+
+    Faults (``python -m hil fault``, sent in-band as ``$PSIMF,<mode>``): ``dead`` (silent),
+    ``no_fix`` (RMC status V, GGA quality 0), ``none``.
+    """
+
+    FAULTS = ("none", "dead", "no_fix")
 
     def __init__(self, port: int, *, lat: float = 31.3105, lon: float = 120.6302,
                  speed_kmh: float = 30.0, rate_hz: float = 1.0) -> None:
@@ -124,6 +130,31 @@ class GpsSim(_TcpSim):
         # False: a receiver that has not found a fix (indoors, no antenna): RMC status V,
         # GGA quality 0, GSA mode 1, no satellites
         self.fix = True
+        self.silent = False  # fault `dead`: connected, but sends nothing
+
+    def set_fault(self, mode: str) -> None:
+        """Switch to fault ``mode`` (one of ``FAULTS``; ValueError otherwise)."""
+        if mode not in self.FAULTS:
+            raise ValueError(mode)
+        self.silent, self.fix = mode == "dead", mode != "no_fix"
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take ``$PSIMF,<mode>`` lines from a connection (the fault switch); answer ok/bad."""
+        prefix = f"${wire.SIM_FAULT_SENTENCE},".encode("ascii")
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            if line.startswith(prefix):
+                mode = line[len(prefix):].split(b"*")[0].decode("ascii", "replace")
+                try:
+                    self.set_fault(mode)
+                except ValueError:
+                    answer = "bad"
+                else:
+                    answer = "ok"
+                writer.write(wire.nmea_sentence(f"{wire.SIM_FAULT_SENTENCE},{answer}")
+                             .encode("ascii"))
 
     def sentences(self, t_s: float, now: dt.datetime) -> str:
         """Return the sentences for time ``t_s`` into the drive."""
@@ -174,27 +205,40 @@ class GpsSim(_TcpSim):
                                     course_deg=last.course_deg).encode("ascii"))
             await writer.drain()
 
-    async def _serve(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        t0 = asyncio.get_running_loop().time()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        control = asyncio.create_task(self._control(reader, writer),
+                                      name=f"{self.name}-control")
         try:
-            writer.write(b"partial,line,from,before,we,joined*00\r\n")
-            if self.route:
-                await self._play(writer, self.route)
-            while True:
-                t = asyncio.get_running_loop().time() - t0
-                text = self.sentences(t, dt.datetime.now(dt.UTC))
-                writer.write(text.encode("ascii"))
-                await writer.drain()
-                await asyncio.sleep(1 / self.rate_hz)
+            await self._stream(writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            control.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await control
             writer.close()
 
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        t0 = asyncio.get_running_loop().time()
+        writer.write(b"partial,line,from,before,we,joined*00\r\n")
+        if self.route:
+            await self._play(writer, self.route)
+        while True:
+            t = asyncio.get_running_loop().time() - t0
+            if not self.silent:
+                writer.write(self.sentences(t, dt.datetime.now(dt.UTC)).encode("ascii"))
+                await writer.drain()
+            await asyncio.sleep(1 / self.rate_hz)
 
 
 class TtsSim(_TcpSim):
-    """A SYN6288-style unit: answers status, speaks for 50 ms per character."""
+    """A SYN6288-style unit: answers status, speaks for 50 ms per character.
+
+    Faults (``python -m hil fault``, sent in-band as a ``SIM_CONTROL`` frame): ``dead``
+    (answers nothing), ``none``.
+    """
+
+    FAULTS = ("none", "dead")
 
     def __init__(self, port: int) -> None:
         super().__init__()
@@ -212,12 +256,20 @@ class TtsSim(_TcpSim):
                 if head[0] != wire.SYN_HEADER:
                     continue
                 rest = await reader.readexactly(head[1] << 8 | head[2])
-                if self.dead:
-                    continue
                 try:
                     cmd, payload = wire.syn6288_split(head + rest)
                 except ValueError:
-                    writer.write(wire.SYN_ERROR)
+                    if not self.dead:
+                        writer.write(wire.SYN_ERROR)
+                    continue
+                if cmd == wire.SIM_CONTROL:  # the fault switch works on a dead unit too
+                    mode = payload.decode("ascii", "replace")
+                    if mode in self.FAULTS:
+                        self.dead = mode == "dead"
+                    writer.write(wire.SYN_OK if mode in self.FAULTS else wire.SYN_ERROR)
+                    await writer.drain()
+                    continue
+                if self.dead:
                     continue
                 if cmd == wire.SYN_STATUS:
                     writer.write(wire.SYN_BUSY if loop.time() < self.busy_until

@@ -108,6 +108,20 @@ SYN_IDLE, SYN_BUSY, SYN_OK, SYN_ERROR = b"\x41\x4f", b"\x41\x4e", b"\x41", b"\x4
 SYN_ENCODINGS = {0: "gb2312", 1: "gbk", 2: "big5", 3: "utf-16be"}
 
 
+# not a SYN6288 command: the simulator's own fault switch, so `python -m hil fault` needs no
+# side channel (as the Modbus simulators' fault register); payload: the mode in ASCII
+SIM_CONTROL = 0x7F
+
+
+def syn6288_frame(cmd: int, payload: bytes) -> bytes:
+    """Return FD LenH LenL Cmd payload XOR."""
+    body = bytes([SYN_HEADER]) + struct.pack(">H", len(payload) + 2) + bytes([cmd]) + payload
+    xor = 0
+    for byte in body:
+        xor ^= byte
+    return body + bytes([xor])
+
+
 def syn6288_split(frame: bytes) -> tuple[int, bytes]:
     """Return (cmd, param + data) of one whole frame; ValueError when it is not one."""
     if len(frame) < 5 or frame[0] != SYN_HEADER:
@@ -130,6 +144,11 @@ def syn6288_text(payload: bytes) -> str:
 
 # ---- NMEA 0183 (firmware_notes/nmea-gnss.md): $ address , fields * XOR of everything between
 # $ and *, two hex digits, CRLF
+
+
+# a proprietary sentence ($P...) no receiver sends: the GPS simulator's fault switch
+# ($PSIMF,<mode>), written to it by `python -m hil fault`
+SIM_FAULT_SENTENCE = "PSIMF"
 
 
 def nmea_sentence(body: str) -> str:
