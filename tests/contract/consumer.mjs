@@ -238,14 +238,21 @@ async function expect(name, sent, status, reason, { byId = true } = {}) {
   try {
     await until(match, 10000, `the result of ${name}`);
   } catch (e) { fail(e.message); return; }
-  const got = match().data;
+  const found = match();
+  const got = found.data;
   stats.commands[name] = `${got.status}${got.reason ? `/${got.reason}` : ""}`;
   if (got.status !== status || (got.reason ?? null) !== reason) {
     fail(`${name}: expected ${status}/${reason}, got ${got.status}/${got.reason}`);
   }
   if (!check("command-result", got, `${name} result`)) return;
-  if (!Object.hasOwn(ajv.getSchema(byName["command-result"]).schema["x-reasons"], reason ?? "")
-      && reason !== null) fail(`${name}: reason ${reason} is not in the published catalogue`);
+  const reasons = ajv.getSchema(byName["command-result"]).schema["x-reasons"];
+  if (reason !== null && !Object.hasOwn(reasons, reason)) {
+    fail(`${name}: reason ${reason} is not in the published catalogue`);
+    return;
+  }
+  // README §8: rejections before a valid signature are prio 2, other results prio 1
+  const prio = reason !== null && !reasons[reason].authenticated ? 2 : 1;
+  if (found.prio !== prio) fail(`${name}: result at prio ${found.prio}, documented ${prio}`);
 }
 
 async function main() {
