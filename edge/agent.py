@@ -424,6 +424,8 @@ class Agent:
                 for name, bus in self._transports.buses.items()},
             "uplink": None if up is None else {
                 "connected": up.connected, "connects": up.connects, "attempts": up.attempts,
+                # wall clock at the last CONNACK (status page, `edge status`: issue 21 f7)
+                "connected_since": up.connected_since_wall_s or None,
                 "batches_published": up.batches_published, "events_acked": up.events_acked,
                 "bytes_published": up.bytes_published,
                 "failures": up.failures, "dead_lettered": up.dead_lettered,

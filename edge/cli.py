@@ -135,7 +135,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """Read one device once; print the wire (bus, unit, request, raw) and decoded values."""
     from edge.drivers.factory import Transports, build_driver  # noqa: PLC0415
-    from edge.drivers.probe_trace import ProbeTrace, labelled, tracing  # noqa: PLC0415
+    from edge.drivers.probe_trace import ProbeTrace, tracing  # noqa: PLC0415
 
     loaded = _config(args)
     try:
@@ -169,7 +169,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"✘ {args.device} ({where}): {detail}", file=sys.stderr)
         _print_wire(trace, sys.stderr)
         return EX_FAIL
-    from edge.status_page import probe_verdict  # noqa: PLC0415 - aiohttp, only here
+    from edge.status_page import probe_verdict, shown  # noqa: PLC0415 - aiohttp, only here
 
     verdict, why = probe_verdict(values)
     took = f"answered in {time.monotonic() - started:.3f} s"
@@ -179,7 +179,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
            "fail": f"✘ {args.device} ({where}) {took}, but {why}"}[verdict], file=out)
     _print_wire(trace, out)
     for key, value in values.items():
-        print(f"  {key}: {labelled(key, value)}", file=out)
+        print(f"  {key}: {shown(key, value)}", file=out)
     return EX_FAIL if verdict == "fail" else EX_OK
 
 
@@ -238,7 +238,11 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{'running' if running else f'NOT running (last status {age_s:.0f} s ago)'}; "
           f"clock {status['time_quality']}")
     up = status.get("uplink") or {}
-    print(f"uplink: {'connected' if up.get('connected') else 'DISCONNECTED'}, "
+    since = up.get("connected_since")
+    state = "DISCONNECTED" if not up.get("connected") else "connected" + (
+        f" since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}"
+        if isinstance(since, int | float) and since > 0 else "")
+    print(f"uplink: {state}, "
           f"{up.get('events_acked', 0)} events acked, last error: {up.get('last_error') or '-'}")
     ob = status["outbox"]
     print(f"outbox: {ob['depth']} queued, {ob['dead_letters']} dead letters, drops {ob['drops']}")

@@ -154,6 +154,9 @@ def _uplink_since(app: web.Application, status: dict[str, Any]) -> float:
     up = status.get("uplink") or {}
     seen = app[UPLINK_KEY]
     connected = bool(up.get("connected"))
+    at = up.get("connected_since")
+    if connected and isinstance(at, int | float) and at > 0:
+        return float(at)  # the agent's CONNACK time, not when this page first looked
     if seen.get("connected") is not connected:
         seen["connected"], seen["since"] = connected, time.time()
     return float(seen["since"])
@@ -165,7 +168,7 @@ async def _status(request: web.Request) -> web.Response:
     devices = status.get("devices") or {}
     for name, dev in devices.items():
         dev["asset"] = assets.get(name, {})
-        dev["labelled"] = {k: labelled(k, v) for k, v in (dev.get("values") or {}).items()}
+        dev["labelled"] = {k: shown(k, v) for k, v in (dev.get("values") or {}).items()}
     ages = [p.get("oldest_age_s", 0) for p in
             ((status.get("outbox") or {}).get("by_prio") or {}).values()]
     status["banner"] = {
@@ -176,6 +179,15 @@ async def _status(request: web.Request) -> web.Response:
         "outbox_oldest_age_s": max(ages, default=0),
     }
     return web.json_response(status)
+
+
+def shown(key: str, value: Any) -> str:
+    """Return a value as a technician reads it: a number with its unit, a relay on/off."""
+    if isinstance(value, bool):
+        # a relay or switch state (`relay_on`, `lamp_on`) reads on/off, other flags yes/no
+        return ("on" if value else "off") if key.endswith("_on") else \
+            ("yes" if value else "no")
+    return labelled(key, value)
 
 
 def probe_verdict(values: Mapping[str, Any]) -> tuple[str, str]:
@@ -217,7 +229,7 @@ async def _probe(request: web.Request) -> web.Response:
     verdict, why = probe_verdict(values)
     return web.json_response({"ok": verdict != "fail", "verdict": verdict, "why": why,
                               "error": why, "values": values, "wire": trace.as_json(),
-                              "labelled": {k: labelled(k, v) for k, v in values.items()}})
+                              "labelled": {k: shown(k, v) for k, v in values.items()}})
 
 
 async def serve_status_page(status: StatusFn, probe: ProbeFn, *, host: str, port: int,

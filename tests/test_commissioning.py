@@ -157,9 +157,14 @@ async def test_status_shows_the_running_agent_while_the_file_is_broken(
         tmp_path: Path, plain_broker: Mosquitto) -> None:
     loaded = write_config(tmp_path, broker_port=plain_broker.port, pki=None, buses=[],
                           devices=[])
+    started = time.time()
     agent = start_agent(loaded.path, tmp_path / "agent.log")
     try:
-        await wait_until(lambda: read_status(loaded.state_dir) is not None, 20, "status file")
+        await wait_until(lambda: ((read_status(loaded.state_dir) or {}).get("uplink") or {}).get(
+            "connected"), 20, "status file, uplink connected")
+        # the CONNACK's wall-clock time (issue 21 f7)
+        up = (read_status(loaded.state_dir) or {})["uplink"]
+        assert started <= up["connected_since"] <= time.time()
         good = loaded.path.read_text(encoding="utf-8")
         # a technician's edit in progress: a broken file on disk, the agent still running
         loaded.path.write_text(good.replace("devices: []", "devices: [\n  - name: x"),

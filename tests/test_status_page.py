@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import re
 import subprocess
@@ -374,3 +375,44 @@ async def test_an_old_error_is_marked_earlier_once_the_device_answers_again(
     shown = stats_dict(driver)["last_error"]
     assert re.fullmatch(r"earlier \(until \d\d:\d\d\): .+", shown), shown
     assert failed in shown
+
+
+async def test_uplink_connected_since_is_the_connack_time_and_a_relay_reads_on_off() -> None:
+    # issue 21 f7: "connected since" was the page's first status read, not the connect time;
+    # f10: relay_on was shown as False
+    connack_at = time.time() - 3600.0
+
+    async def status() -> dict[str, Any]:
+        return {"gateway": "gw-1", "devices": {"lamp-3": {
+            "kind": "streetlight", "state": "online", "values": {"relay_on": False,
+                                                                 "power_w": 0.0}}},
+                "outbox": {}, "uplink": {"connected": True, "connected_since": connack_at}}
+
+    page_port = free_port()
+    runner = await serve_status_page(status, _fake_probe, host="127.0.0.1", port=page_port,
+                                     password=PASSWORD)
+    try:
+        async with ClientSession() as http, http.get(
+                f"http://127.0.0.1:{page_port}/api/status", headers=_basic(PASSWORD)) as resp:
+            body = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert body["banner"]["uplink_since"] == connack_at
+    assert body["devices"]["lamp-3"]["labelled"]["relay_on"] == "off"
+
+
+def test_edge_status_says_since_when_the_uplink_is_connected(tmp_path: Path) -> None:
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    connack_at = time.time() - 7200.0
+    (loaded.state_dir / "status.json").write_text(json.dumps({
+        "version": "x", "pid": 1, "written_at": time.time(), "time_quality": "synced",
+        "config": {}, "outbox": {"depth": 0, "dead_letters": 0, "drops": 0},
+        "uplink": {"connected": True, "connected_since": connack_at, "events_acked": 5},
+        "devices": {"lamp-3": {"kind": "streetlight", "state": "online", "polls_ok": 4,
+                               "polls_failed": 0, "last_error": ""}}}))
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config",
+                             str(loaded.path)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(connack_at))
+    assert f"uplink: connected since {since}, 5 events acked" in result.stdout, result.stdout

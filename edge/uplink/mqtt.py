@@ -44,7 +44,10 @@ class LinkStats:
     """Uplink counters (status file, metrics)."""
 
     connected: bool = False
-    connected_since: float = 0.0
+    connected_since: float = 0.0  # monotonic, for the connection's length
+    # wall clock (time.time()) at the last successful CONNACK: "connected since" on the
+    # status page and in `edge status` (issue 21 f7); 0.0 before the first connect
+    connected_since_wall_s: float = 0.0
     connects: int = 0
     attempts: int = 0
     batches_published: int = 0
@@ -202,6 +205,7 @@ class MqttUplink:
         connected = await link.connect()
         self.stats.connected, self.stats.connects = True, self.stats.connects + 1
         self.stats.connected_since = time.monotonic()
+        self.stats.connected_since_wall_s = time.time()
         self._spreading = False
         log.info("uplink: connected to %s:%d (MQTT %s, receive maximum %d)%s", self.cfg.host,
                  self.cfg.port, self.cfg.protocol, connected.receive_maximum,
