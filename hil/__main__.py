@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
     p.add_argument("device")
     p.add_argument("action")
     p.add_argument("params", nargs="?", default="{}", help="JSON object")
+    p.add_argument("--unchecked", action="store_true",
+                   help="send it even if the published command schema refuses it")
     p = sub.add_parser("fault", help="set a simulated unit's fault mode")
     p.add_argument("device")
     p.add_argument("mode", choices=ALL_FAULTS,
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             asyncio.run(set_scenario(loaded.config, args.device, args.scenario))
             print(f"{args.device}: scenario {args.scenario}")
         elif args.command == "command":
-            return _command(loaded, args.device, args.action, json.loads(args.params))
+            return _command(loaded, args.device, args.action, json.loads(args.params),
+                            checked=not args.unchecked)
         elif args.command == "sims":
             return _sims(loaded.config)
     except (EdgeError, KeyError) as exc:
@@ -110,15 +113,24 @@ def _fault(config: Any, device: str, mode: str) -> int:
     return 0
 
 
-def _command(loaded: Any, device: str, action: str, params: dict[str, Any]) -> int:
+def _command(loaded: Any, device: str, action: str, params: dict[str, Any], *,
+             checked: bool = True) -> int:
     from hil.commander import platform_key, send, sign_command  # noqa: PLC0415
     from hil.demo import client_tls  # noqa: PLC0415
     from hil.pki import Pki  # noqa: PLC0415
+    from hil.receiver.schemas import errors  # noqa: PLC0415
 
     cfg = loaded.config
     key = platform_key(loaded.resolve("var/receiver/platform.key"))
     cmd_id, envelope = sign_command(key, gateway=cfg.gateway.id, device=device, action=action,
                                     params=params)
+    # the published contract (edge/contract/schemas/command.schema.json) says what a gateway
+    # accepts: a platform stand-in checks with the same file before it sends
+    problems = errors("command", json.loads(json.loads(envelope)["body"]))
+    if problems and checked:
+        print(f"✘ the contract refuses this command: {'; '.join(problems)} "
+              "(--unchecked sends it anyway)", file=sys.stderr)
+        return 2
     tls = None
     if cfg.uplink.tls is not False and cfg.uplink.tls.ca_file:
         tls = client_tls(Pki(loaded.resolve(cfg.uplink.tls.ca_file).parent), "receiver")

@@ -502,3 +502,15 @@ def test_the_receiver_refuses_what_the_contract_refuses(tmp_path: Path, case: st
         assert sum(v for k, v in counters.items() if k.startswith("rejected.")) == 1
     finally:
         store.close()
+
+
+def test_hil_command_checks_with_the_published_schema(tmp_path: Path, pki: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The platform stand-in refuses, before sending, what the contract refuses."""
+    from hil.__main__ import main
+    from tests.contract.stack import _config
+
+    loaded = _config(tmp_path, pki, 1)  # port 1: nothing is sent
+    assert main(["--config", str(loaded.path), "command", "lamp-07", "light.set",
+                 '{"on": true, "dim_pct": 140}']) == 2
+    assert "dim_pct" in capsys.readouterr().err
