@@ -1,8 +1,9 @@
 """Hardware in the loop: every enabled device of a rig answers and decodes plausibly.
 
-Run with ``pytest tests/test_hil_rig.py --hil-rig rig.yaml -s``; skipped without it (CI has
+Run with ``pytest tests/test_hil_rig.py --hil-rig rig.yaml``; skipped without it (CI has
 no street furniture). The rig's devices.yaml is an ordinary one pointing at real ports. The
-test prints every device it probed with the values read (and the wire); a failure leads with
+test prints every device it probed with the values read (and the wire), on the terminal even
+without ``-s``; a failure leads with
 the device and what was wrong. GPS receivers and loudspeakers are probed too; a device that
 cannot be probed from here (an MQTT device reports when it wakes) is listed as skipped.
 """
@@ -12,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from edge.config_loader import load_config
 from edge.drivers.factory import Transports, build_driver
@@ -106,11 +111,37 @@ async def probe_rig(path: Path) -> RigReport:
     return report
 
 
-async def test_every_device_of_the_rig_answers(hil_rig: Path) -> None:
+async def test_every_device_of_the_rig_answers(hil_rig: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     report = await probe_rig(hil_rig)
-    print(report.text())
+    # on the terminal without -s: the technician wants the list on a pass too (issue 21 f10)
+    with capsys.disabled():
+        print(f"\n---- rig {hil_rig} ----\n{report.text()}")
     assert report.probed or report.failures, "the rig config has no enabled device"
     assert not report.failures, report.text()
+
+
+async def test_the_rig_run_lists_its_devices_without_dash_s(tmp_path: Path) -> None:
+    """A passing rig run shows what it probed on the terminal, not only with -s or -rA."""
+    modbus_port = free_port()
+    sim = ModbusTcpSim({80: tilt_unit(tilt_x_deg=4.5)}, modbus_port)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+            {"name": "covers", "type": "modbus_tcp", "host": "127.0.0.1",
+             "port": modbus_port, "timeout_s": 0.5}], devices=[
+            tilt_device("manhole-12", "covers", 80)])
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly",
+                             f"{Path(__file__)}::test_every_device_of_the_rig_answers",
+                             "--hil-rig", str(loaded.path)],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+            timeout=120, check=False)
+    finally:
+        await sim.stop()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "manhole-12 (manhole_tilt, witmotion, bus covers, unit 80): tilt_x_deg 4.5 °" in \
+        result.stdout, result.stdout[-3000:]
 
 
 async def test_the_rig_report_on_a_simulated_rig(tmp_path: Path) -> None:
