@@ -176,7 +176,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = sys.stderr if verdict == "fail" else sys.stdout
     print({"ok": f"✔ {args.device} ({where}) {took}",
            "warn": f"⚠ {args.device} ({where}) {took}, but {why}",
-           "fail": f"✘ {args.device} ({where}) {took}, but {why}"}[verdict], file=out)
+           "fail": f"✘ {args.device} ({where}) {took}: {why}"}[verdict], file=out)
     _print_wire(trace, out)
     for key, value in values.items():
         print(f"  {key}: {shown(key, value)}", file=out)

@@ -187,7 +187,7 @@ def test_status_finds_the_state_folder_of_an_unparseable_file(tmp_path: Path) ->
     loaded.state_dir.mkdir(parents=True, exist_ok=True)
     (loaded.state_dir / "status.json").write_text(json.dumps({
         "version": "x", "pid": 1, "written_at": time.time() - 3600, "time_quality": "synced",
-        "outbox": {"depth": 0, "dead_letters": 0, "drops": 0}, "devices": {}}))
+        "config": {}, "outbox": {"depth": 0, "dead_letters": 0, "drops": 0}, "devices": {}}))
     loaded.path.write_text(loaded.path.read_text().replace("gateway:", "gateway: [", 1))
     result = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config",
                              str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
@@ -388,6 +388,27 @@ async def test_probing_the_demo_gps_shows_fix_quality_and_satellites(tmp_path: P
     assert "satellites: 9" in result.stdout
     assert "fix_mode: 3D" in result.stdout
     assert "GNGGA," in result.stdout  # the wire shows the GGA (position blanked)
+
+
+async def test_probing_a_receiver_without_a_fix_fails(tmp_path: Path) -> None:
+    port = free_port()
+    sim = GpsSim(port, rate_hz=4.0)
+    sim.set_fault("no_fix")  # RMC status V, GGA quality 0 (indoors, antenna unplugged)
+    await sim.start()
+    try:
+        loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[{
+            "name": "truck-03", "kind": "gps", "transport": "serial",
+            "port": f"socket://127.0.0.1:{port}", "baud": 9600, "model": "nmea",
+            "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
+                      "name": "truck"}}])
+        result = await asyncio.to_thread(_probe, loaded.path, "truck-03")
+    finally:
+        await sim.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("✘ truck-03 (gps, nmea) answered in "), first
+    assert first.endswith(": the receiver talks but has no fix (GGA fix quality: no fix): "
+                          "check the antenna, its cable and its view of the sky"), first
 
 
 def test_a_probe_without_a_fix_is_not_called_ok() -> None:
