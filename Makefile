@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults bench lint wheels system-deps test-deps clean
+.PHONY: demo test faults bench lint wheels armv7l-wheels system-deps test-deps clean
 
 # Debian packages: the demo needs mosquitto (a real broker) and venv support; the tests also
 # need a C compiler (the power-loss simulation shim), chromium (pages are tested in it) with a
@@ -60,16 +60,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check edge hil bench tests
 	$(VENV)/bin/mypy
 
-# Offline wheelhouse for gateways without internet (no run-time pip installs, ever).
+# Offline wheelhouses for gateways without internet (no run-time pip installs, ever): one per
+# CPython 3.11/3.12/3.13 x x86_64/aarch64/armv7l in wheels/cpXY-ARCH/, each checked to resolve
+# with --no-index; stops with the list of wheels the index lacks (docs/platforms.md). Wheels
+# built once elsewhere (armv7l: cffi, PyNaCl; `make armv7l-wheels`) are taken from wheels/local/.
+WHEEL_TARGETS ?= cp311-x86_64,cp311-aarch64,cp311-armv7l,cp312-x86_64,cp312-aarch64,cp312-armv7l,cp313-x86_64,cp313-aarch64,cp313-armv7l
 wheels: $(STAMP)
-	mkdir -p wheels
-	$(PY) -m pip wheel -q -w wheels .
-	for plat in manylinux2014_aarch64 manylinux2014_x86_64; do \
-	  $(PY) -m pip download -q -d wheels/$$plat --only-binary=:all: --platform $$plat \
-	    --python-version 3.11 . || echo "some wheels missing for $$plat (pure-python ones are in wheels/)"; \
-	  cp wheels/edge-*.whl wheels/$$plat/; \
-	done
-	@echo "copy wheels/<platform>/ to the gateway: systemd/install.sh --wheels DIR"
+	$(PY) tools/wheelhouse.py --out wheels --find-links wheels/local --targets $(WHEEL_TARGETS)
+	@echo "copy wheels/ (or one wheels/cpXY-ARCH/) to the gateway: systemd/install.sh --wheels DIR"
+
+# Once, on a connected amd64 Debian machine as root: build the armv7l wheels PyPI does not
+# have (cffi per Python, PyNaCl abi3) in Debian armhf roots under qemu-user (docs/platforms.md).
+armv7l-wheels:
+	tools/armv7l-wheels.sh wheels/local
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info
