@@ -183,10 +183,8 @@ async def _status(request: web.Request) -> web.Response:
 
 def shown(key: str, value: Any) -> str:
     """Return a value as a technician reads it: a number with its unit, a relay on/off."""
-    if isinstance(value, bool):
-        # a relay or switch state (`relay_on`, `lamp_on`) reads on/off, other flags yes/no
-        return ("on" if value else "off") if key.endswith("_on") else \
-            ("yes" if value else "no")
+    if isinstance(value, bool) and key.endswith("_on"):
+        return "on" if value else "off"  # a relay or switch state (`relay_on`)
     return labelled(key, value)
 
 
