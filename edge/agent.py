@@ -35,7 +35,7 @@ from edge import __version__
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
-from edge.clock import Clock, TimeQuality
+from edge.clock import FLOOR_EVERY_S, FLOOR_FILE, Clock, TimeQuality, read_floor, write_floor
 from edge.commands import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
@@ -109,6 +109,8 @@ class Agent:
         """Run until ``stop`` is set."""
         cfg = self.loaded.config
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only (review 19 #11)
+        tighten_dir(self.state_dir)
+        self.clock.floor_ns = read_floor(self.state_dir / FLOOR_FILE)
         key = load_key(self.loaded.resolve(cfg.gateway.key_file))
         page_password = None
         if cfg.observability.status_page_password_file is not None:  # refuse placeholders
@@ -142,6 +144,7 @@ class Agent:
             except Exception:  # a writer that failed may fail its drain too; still close
                 log.exception("outbox: final commit failed")
             await self._write_status()
+            self._save_clock_floor()
             await self.outbox.close()
             restore_hooks()
             log.info("stopped; outbox committed (%d late events)", committed)
@@ -455,9 +458,17 @@ class Agent:
         # False at start: events queued unsynced earlier in this boot (a restart before the
         # first sync) are re-stamped as soon as the clock is trusted
         was_synced = False
-        next_prune = 0.0
+        next_prune = next_floor = 0.0
+        suspect_raised = False
         while True:
             synced = self.clock.quality() is TimeQuality.SYNCED
+            if self.clock.gnss_suspect is not None and not suspect_raised and \
+                    self.sink is not None:
+                suspect_raised = True  # once per boot (D65)
+                await self.sink.system_alarm("time_source_suspect", self.clock.gnss_suspect)
+            if synced and time.monotonic() >= next_floor:
+                await asyncio.to_thread(self._save_clock_floor)
+                next_floor = time.monotonic() + FLOOR_EVERY_S
             if synced and not was_synced:
                 n = await self.outbox.call(self.outbox.store.correct_unsynced,
                                            self.clock.boot_id, self.clock.now_ns(),
@@ -472,6 +483,27 @@ class Agent:
                     position_retention_s=cfg.position_retention_s))
                 next_prune = time.monotonic() + 600
             await asyncio.sleep(1.0)
+
+
+    def _save_clock_floor(self) -> None:
+        """Persist the trusted wall time as the floor GNSS may never go below (D65)."""
+        if self.clock.quality() is not TimeQuality.SYNCED:
+            return
+        now_ns = self.clock.now_ns()
+        if self.clock.floor_ns is not None and now_ns <= self.clock.floor_ns:
+            return
+        try:
+            write_floor(self.state_dir / FLOOR_FILE, now_ns)
+        except OSError as exc:
+            log.warning("clock floor not saved: %s", exc.strerror)
+
+
+def tighten_dir(path: Path) -> None:
+    """Make a state folder we own owner-only, even one created 0755 earlier (issue 19 re-test)."""
+    info = path.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        path.chmod(0o700)
+        log.info("state folder %s tightened to 0700", path)
 
 
 class _StopError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
+import os
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -18,15 +19,50 @@ from pathlib import Path
 CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
 _TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
 _S = 1_000_000_000
-# A GNSS time is plausible only between the floor and this many years after it: a receiver's
-# week-rollover bug lands before the floor, a forged or corrupt date far ahead.
-GNSS_MAX_AHEAD_NS = 15 * 366 * 86_400 * _S
+# Without a persisted floor (a fresh gateway) a GNSS time is plausible only between the build
+# floor and this many years after it: a receiver's week-rollover bug lands before the floor, a
+# forged or corrupt date far ahead. 15 years admitted a forged 2031 (re-test of issue 19): 4
+# years is a release's service life; a later release moves CLOCK_FLOOR_NS (D65).
+GNSS_MAX_AHEAD_NS = 4 * 366 * 86_400 * _S
+# With a persisted "last trusted wall time" floor (FLOOR_FILE) the first fix of a boot must lie
+# between the floor and this far after it: a cabinet is rarely powered off for two years.
+FLOOR_MAX_AHEAD_NS = 2 * 366 * 86_400 * _S
 # A fix may differ from the timeline it continues (the last accepted fix advanced by the
 # monotonic clock, or a kernel-synced wall clock) by this much: receivers are within 1 µs,
 # our own latency from the UART adds well under a second.
 GNSS_MAX_DRIFT_NS = 2 * _S
+# Fix to fix the anchor follows the receiver (the monotonic clock's crystal drifts tens of ppm),
+# but never further from the boot's first adoption than the bound plus this rate: a stream
+# walking 2 s per fix cannot carry the clock away.
+GNSS_MAX_DRIFT_PPM = 100
 GNSS_CONFIRM_FIXES, GNSS_CONFIRM_SPAN_NS = 3, 2 * _S  # before the first adoption
-GNSS_RELOCK_FIXES, GNSS_RELOCK_SPAN_NS = 60, 60 * _S  # to replace an adopted timeline
+# This many refused fixes in a boot (not counting a first run still confirming) make the GNSS
+# source suspect: one alarm per boot (``time_source_suspect``), never a re-anchoring.
+GNSS_SUSPECT_FIXES = 10
+FLOOR_FILE = "clock_floor"  # in state_dir: ns since the epoch of the last trusted wall time
+FLOOR_EVERY_S = 3600.0  # written hourly and at stop, only from a trusted clock (flash wear)
+
+
+def read_floor(path: Path) -> int | None:
+    """Return the persisted last trusted wall time (ns), or None if absent or unreadable."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and len(text) <= 20 else None
+
+
+def write_floor(path: Path, ns: int) -> None:
+    """Persist ``ns`` as the last trusted wall time: atomic, 0600, fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, f"{ns}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
 
 
 class TimeQuality(StrEnum):
@@ -71,62 +107,99 @@ class Clock:
     synced; ``note_gnss_fix`` is called by GPS drivers).
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, floor_ns: int | None = None) -> None:
         self.source = source
         self.boot_id = boot_id()
+        # the last trusted wall time persisted by an earlier run (FLOOR_FILE), if any
+        self.floor_ns = floor_ns
         self._gnss_offset_ns: int | None = None
         self._synced_cache: tuple[float, bool] = (-1e9, False)
         self._gnss_anchor: tuple[int, int] | None = None  # (utc_ns, mono_ns) last accepted
+        self._gnss_first: tuple[int, int] | None = None  # (utc_ns, mono_ns) first adoption
         self._gnss_run: list[tuple[int, int]] = []  # consecutive agreeing, not yet accepted
         self.gnss_rejected = 0
         self.gnss_last_reject = ""
+        self.gnss_disagreed = 0  # refused as implausible or disagreeing (not: still confirming)
+        # set once per boot when a GNSS stream keeps disagreeing (time_source_suspect)
+        self.gnss_suspect: str | None = None
 
     def note_gnss_fix(self, fix_utc_ns: int, mono_ns: int | None = None) -> bool:
         """Offer a GNSS fix's time; return whether it was accepted.
 
-        Accepted, the offset wall clock → GNSS time is used from then on. Issue 19 #3: one
-        message must never move the clock, so a fix is accepted only when it is plausible
-        (``CLOCK_FLOOR_NS`` ≤ t ≤ floor + ``GNSS_MAX_AHEAD_NS``) and either continues a
-        trusted timeline within ``GNSS_MAX_DRIFT_NS`` (a kernel-synced clock, which GNSS never
-        overrides, or the last accepted fix) or completes a run of fixes that advance with
-        the monotonic clock: 3 over 2 s for a first adoption, 60 over 60 s to replace one.
-        Only local receivers call this (edge/drivers/gps.py); refusals are counted.
+        Accepted, the offset wall clock → GNSS time is used from then on. Issue 19 #3 and its
+        re-test: a fix is accepted only when it is plausible (not before the build floor nor
+        the persisted floor; not more than ``FLOOR_MAX_AHEAD_NS`` after the persisted floor,
+        or ``GNSS_MAX_AHEAD_NS`` after the build floor without one) and either continues the
+        anchored timeline within ``GNSS_MAX_DRIFT_NS`` (a kernel-synced clock, which GNSS
+        never overrides, or the last accepted fix advanced by the monotonic clock, and within
+        ``GNSS_MAX_DRIFT_PPM`` of the boot's first adoption) or, before any anchor, completes
+        a run of 3 fixes over 2 s that advance with the monotonic clock. Once anchored, GNSS
+        never re-anchors during this boot: disagreeing fixes are counted and, from the 10th,
+        flag ``gnss_suspect`` (one ``time_source_suspect`` alarm, D65). Only local receivers
+        call this (edge/drivers/gps.py).
         """
         mono = time.monotonic_ns() if mono_ns is None else mono_ns
-        if not CLOCK_FLOOR_NS <= fix_utc_ns <= CLOCK_FLOOR_NS + GNSS_MAX_AHEAD_NS:
-            return self._gnss_refuse("implausible date")
-        kernel_trusted = self.source == "system" or (
-            self.source == "ntp" and self._kernel_synced())
-        if kernel_trusted:
-            if abs(fix_utc_ns - time.time_ns()) > GNSS_MAX_DRIFT_NS:
-                return self._gnss_refuse("disagrees with the synced system clock")
-            return self._gnss_accept(fix_utc_ns, mono)
-        if self._gnss_anchor is not None:
-            anchor_utc, anchor_mono = self._gnss_anchor
-            if abs(fix_utc_ns - (anchor_utc + mono - anchor_mono)) <= GNSS_MAX_DRIFT_NS:
+        why = self._implausible(fix_utc_ns)
+        if why is None and (self.source == "system" or (
+                self.source == "ntp" and self._kernel_synced())):
+            if abs(fix_utc_ns - time.time_ns()) <= GNSS_MAX_DRIFT_NS:
                 return self._gnss_accept(fix_utc_ns, mono)
+            why = "disagrees with the synced system clock"
+        elif why is None and self._gnss_anchor is not None:
+            if self._continues_anchor(fix_utc_ns, mono):
+                return self._gnss_accept(fix_utc_ns, mono)
+            why = "disagrees with the anchored clock"
+        if why is not None:
+            return self._gnss_refuse(why, fix_utc_ns)
         if self._gnss_run:
             last_utc, last_mono = self._gnss_run[-1]
             if mono < last_mono or \
                     abs((fix_utc_ns - last_utc) - (mono - last_mono)) > GNSS_MAX_DRIFT_NS // 2:
                 self._gnss_run.clear()  # not one timeline: start counting again
         self._gnss_run.append((fix_utc_ns, mono))
-        fixes, span_ns = (GNSS_CONFIRM_FIXES, GNSS_CONFIRM_SPAN_NS) \
-            if self._gnss_anchor is None else (GNSS_RELOCK_FIXES, GNSS_RELOCK_SPAN_NS)
-        if len(self._gnss_run) >= fixes and \
-                self._gnss_run[-1][1] - self._gnss_run[0][1] >= span_ns:
+        if len(self._gnss_run) >= GNSS_CONFIRM_FIXES and \
+                self._gnss_run[-1][1] - self._gnss_run[0][1] >= GNSS_CONFIRM_SPAN_NS:
             return self._gnss_accept(fix_utc_ns, mono)
-        return self._gnss_refuse("not confirmed by a run of agreeing fixes")
+        self.gnss_rejected += 1  # confirming a first run: not a disagreement
+        self.gnss_last_reject = "not confirmed by a run of agreeing fixes"
+        return False
+
+    def _implausible(self, fix_utc_ns: int) -> str | None:
+        low_ns = max(CLOCK_FLOOR_NS, self.floor_ns or 0)
+        high_ns = CLOCK_FLOOR_NS + GNSS_MAX_AHEAD_NS if self.floor_ns is None \
+            else max(self.floor_ns, CLOCK_FLOOR_NS) + FLOOR_MAX_AHEAD_NS
+        if fix_utc_ns < low_ns - GNSS_MAX_DRIFT_NS:
+            return "earlier than the last trusted time"
+        if fix_utc_ns > high_ns:
+            return "implausibly far ahead"
+        return None
+
+    def _continues_anchor(self, fix_utc_ns: int, mono_ns: int) -> bool:
+        assert self._gnss_anchor is not None
+        assert self._gnss_first is not None
+        anchor_utc, anchor_mono = self._gnss_anchor
+        first_utc, first_mono = self._gnss_first
+        allowed_ns = GNSS_MAX_DRIFT_NS + abs(mono_ns - first_mono) * GNSS_MAX_DRIFT_PPM // 1_000_000
+        return abs(fix_utc_ns - (anchor_utc + mono_ns - anchor_mono)) <= GNSS_MAX_DRIFT_NS and \
+            abs(fix_utc_ns - (first_utc + mono_ns - first_mono)) <= allowed_ns
 
     def _gnss_accept(self, fix_utc_ns: int, mono_ns: int) -> bool:
         self._gnss_offset_ns = fix_utc_ns - time.time_ns()
         self._gnss_anchor = (fix_utc_ns, mono_ns)
+        if self._gnss_first is None:
+            self._gnss_first = (fix_utc_ns, mono_ns)
         self._gnss_run.clear()
         return True
 
-    def _gnss_refuse(self, why: str) -> bool:
+    def _gnss_refuse(self, why: str, fix_utc_ns: int) -> bool:
         self.gnss_rejected += 1
         self.gnss_last_reject = why
+        self.gnss_disagreed += 1
+        # counted over the boot, not in a row: a forged stream interleaved with the real
+        # receiver's fixes is suspect too
+        if self.gnss_disagreed >= GNSS_SUSPECT_FIXES and self.gnss_suspect is None:
+            self.gnss_suspect = (f"{self.gnss_disagreed} GNSS fixes refused ({why}); "
+                                 f"last one claimed {rfc3339_ms(fix_utc_ns)}")
         return False
 
     def now_ns(self) -> int:

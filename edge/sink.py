@@ -54,12 +54,17 @@ class EventSink:
         """Trust a GNSS time fix, unless it is implausibly old (week-rollover bugs)."""
         if utc_ns >= CLOCK_FLOOR_NS and self._clock.source in ("gnss", "ntp"):
             first = self._clock.quality() is not TimeQuality.SYNCED
+            suspect = self._clock.gnss_suspect
             if self._clock.note_gnss_fix(utc_ns):
                 if first:
                     log.info("clock: trusted GNSS time from a fix")
             elif self._clock.gnss_rejected == 1:  # once: a receiver refused at 1 Hz is noise
                 log.warning("clock: GNSS time refused (%s); counting further refusals",
                             self._clock.gnss_last_reject)
+            if suspect is None and self._clock.gnss_suspect is not None:
+                # once per boot; the agent raises the time_source_suspect alarm (D65)
+                log.error("clock: GNSS time source suspect, the clock keeps its time: %s",
+                          self._clock.gnss_suspect)
 
     def active_alarms(self, device: str) -> set[str]:
         """Return the kinds of ``device``'s alarms that are raised and not yet cleared."""

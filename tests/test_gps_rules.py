@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from edge.config import GpsDevice
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers.gps_rules import GpsRules
 from edge.geo import distance_m, heading_change_deg, inside
+from tests.cfg import write_config
+from tests.helpers import wait_until
 
 SQUARE = [[31.30, 120.62], [31.30, 120.64], [31.32, 120.64], [31.32, 120.62]]
 
@@ -152,3 +155,119 @@ def test_gnss_time_beyond_the_plausible_range_is_refused() -> None:
     far_ns = int(dt.datetime(2080, 1, 1, tzinfo=dt.UTC).timestamp()) * S
     assert not any(_feed(clock, far_ns, 5))
     assert clock.quality() is TimeQuality.UNSYNCED
+
+
+# Re-test of issue 19 (f19 item 1): fake NMEA on the serial line, a steady 2031 stream.
+def test_a_steady_2031_stream_never_sets_a_fresh_clock() -> None:
+    """A fresh gateway (no floor): 3 fixes over 2 s of a 2031 date were enough."""
+    clock = Clock("gnss")
+    assert not any(_feed(clock, T2031, 120))
+    assert clock.quality() is TimeQuality.UNSYNCED
+    assert clock.gnss_suspect is not None
+    assert "2031-06-01" in clock.gnss_suspect
+    # a fresh gateway WITH a floor: only [floor, floor + 2 years] may be adopted
+    clock = Clock("gnss", floor_ns=T2026)
+    assert not any(_feed(clock, T2031, 120))
+    assert not any(_feed(clock, T2026 - 86_400 * S, 10))  # earlier than the last trusted time
+    assert clock.quality() is TimeQuality.UNSYNCED
+    assert _feed(clock, T2026 + 3600 * S, 3) == [False, False, True]
+
+
+def test_a_steady_2031_stream_never_reanchors_an_anchored_clock(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """60 s of steady 2031 fixes re-anchored a clock on correct GNSS time, without a log."""
+    from edge.sink import EventSink
+
+    clock = Clock("gnss")
+    sink = EventSink.__new__(EventSink)
+    sink._clock = clock
+    assert _feed(clock, T2026, 3)[-1]
+    offset_ns = clock.now_ns() - dt.datetime.now(dt.UTC).timestamp() * 1e9
+    with caplog.at_level(logging.INFO, logger="edge"):
+        for _ in range(30):
+            sink.gnss_time(T2031)
+    assert not any(_feed(clock, T2031, 300, mono0_ns=13 * S))  # 5 minutes at 1 Hz
+    after_ns = clock.now_ns() - dt.datetime.now(dt.UTC).timestamp() * 1e9
+    assert abs(after_ns - offset_ns) < 1e9
+    assert clock.gnss_disagreed == 330
+    assert clock.gnss_suspect is not None
+    assert caplog.text.count("GNSS time source suspect") == 1  # logged once, not per fix
+
+
+def test_a_slowly_walking_gnss_stream_cannot_carry_the_clock_away() -> None:
+    """Each fix within 2 s of the last: the walk stops at the bound from the first adoption."""
+    clock = Clock("gnss")
+    _feed(clock, T2026, 3)
+    mono0, utc0 = 12 * S, T2026 + 2 * S
+    accepted = [clock.note_gnss_fix(utc0 + i * (S + 3 * S // 2), mono0 + i * S)
+                for i in range(1, 100)]
+    assert accepted[0]
+    assert not all(accepted)
+    assert sum(accepted) <= 2  # 1.5 s per fix: the third passes 2 s + 100 ppm
+
+
+def test_the_persisted_floor_round_trips_private(tmp_path: Path) -> None:
+    from edge.clock import read_floor, write_floor
+
+    path = tmp_path / "clock_floor"
+    assert read_floor(path) is None
+    write_floor(path, T2026)
+    assert read_floor(path) == T2026
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_text("garbage")
+    assert read_floor(path) is None
+
+
+async def test_the_agent_raises_time_source_suspect_and_persists_the_floor(
+        tmp_path: Path) -> None:
+    """A disagreeing stream reaches the platform as one alarm; the floor survives a restart."""
+    import asyncio
+    import json
+    import time
+
+    from edge.agent import Agent
+    from edge.clock import FLOOR_FILE, read_floor
+
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[],
+                          gateway={"time_source": "gnss"})
+    agent = Agent(loaded, boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop), name="agent")
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        assert agent.sink is not None
+        now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
+        assert [agent.clock.note_gnss_fix(now_ns + i * S, mono_ns + i * S)
+                for i in range(3)][-1]  # correct GNSS time anchors the clock
+        for _ in range(40):  # the tester's attack: a steady 2031 stream from the serial line
+            agent.sink.gnss_time(T2031)
+        assert agent.clock.now_ns() < T2026 + 3 * 366 * 86_400 * S
+
+        def alarms() -> list[dict[str, Any]]:
+            assert agent.outbox is not None
+            return [json.loads(r[0]) for r in agent.outbox.store.query(
+                "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE ?",
+                ("%time_source_suspect%",))]
+
+        await wait_until(lambda: bool(alarms()), 5, "the time_source_suspect alarm")
+        await asyncio.sleep(1.5)  # the maintenance loop runs every second: still one alarm
+        [event] = alarms()
+        assert event["alarm"]["kind"] == "time_source_suspect"
+        assert event["alarm"]["state"] == "raised"
+        assert "2031-06-01" in event["data"]["detail"]
+    finally:
+        stop.set()
+        await asyncio.wait({run}, timeout=10)
+    floor = read_floor(loaded.state_dir / FLOOR_FILE)
+    assert floor is not None
+    assert abs(floor - time.time_ns()) < 60 * S
+    # the next start reads it: a fresh boot's GNSS may not go below it nor 2 years past it
+    agent = Agent(loaded, boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop), name="agent")
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        assert agent.clock.floor_ns == floor
+    finally:
+        stop.set()
+        await asyncio.wait({run}, timeout=10)
