@@ -93,3 +93,24 @@ async def test_a_stored_light_schedule_is_0600(tmp_path: Path) -> None:
         await bus.close()
     assert (tmp_path / "state" / "schedules" / "lamp-1.json").exists()
     assert loose_files(tmp_path / "state") == {}
+
+
+async def test_an_existing_0755_state_dir_is_tightened_at_start(tmp_path: Path) -> None:
+    """Issue 19 re-test #6: a state dir created 0755 earlier (by hand, an older agent) stayed so."""
+    import asyncio
+
+    from edge.agent import Agent
+
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[])
+    loaded.state_dir.mkdir(parents=True)
+    loaded.state_dir.chmod(0o755)
+    agent = Agent(loaded, boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop), name="agent")
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        assert stat.S_IMODE(loaded.state_dir.stat().st_mode) == 0o700
+    finally:
+        stop.set()
+        await asyncio.wait({run}, timeout=10)
+    assert loose_files(loaded.state_dir) == {}
