@@ -156,6 +156,13 @@ HOSTILE: list[tuple[str, bytes]] = [
     ("envelope of wrong types", b'{"kid": 1, "alg": [], "sig": {}, "body": 2}'),
     ("envelope body not json", b'{"kid": "0123456789abcdef", "alg": "Ed25519", "sig": "AA", '
                                b'"body": "\\u0000"}'),
+    # lone surrogates: a str Python's json makes but no encoder takes (issue 19 re-test #4)
+    ("surrogate kid", b'{"kid":"\\ud800","alg":"Ed25519","sig":"AA","body":"{}"}'),
+    ("surrogate body", b'{"kid":"0123456789abcdef","alg":"Ed25519","sig":"AA",'
+                       b'"body":"{\\"online\\": \\"\\udfff\\"}"}'),
+    ("surrogate sig", b'{"kid":"0123456789abcdef","alg":"Ed25519","sig":"\\udc00",'
+                      b'"body":"{}"}'),
+    ("surrogate in a plain state", b'{"online": "\\ud800", "gw": "\\ud800"}'),
 ]
 
 
@@ -251,3 +258,45 @@ def test_signed_command_results_of_any_shape_never_stop_the_receiver(tmp_path: P
     assert rx.store.counters().get("rejected.schema", 0) + \
         rx.store.counters().get("rejected.malformed", 0) == 2
     assert rx.handle(TOPIC, batch(signer, [(reading(), 3)])).accepted == 1
+
+
+def test_surrogates_are_plain_rejections_without_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 19 re-test #4: each one printed ~15 traceback lines (UnicodeEncodeError)."""
+    rx, _signer = setup(tmp_path)
+    payload = b'{"kid":"\\ud800","alg":"Ed25519","sig":"AA","body":"{}"}'
+    for leaf in ("state", "events"):
+        for _ in range(20):
+            assert rx.handle(f"edge/v1/{GW}/{leaf}", payload).rejected
+    assert sum(v for k, v in rx.store.counters().items() if k.startswith("rejected.")) == 40
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+def test_the_catch_all_logs_a_traceback_once_per_error_type_per_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rx, signer = setup(tmp_path)
+
+    def broken(_gw: str, _payload: bytes) -> None:
+        raise KeyError("a receiver bug")
+
+    monkeypatch.setattr(rx, "_events", broken)
+    for _ in range(50):
+        assert rx.handle(TOPIC, batch(signer, [(reading(), 1)])).rejected
+    assert rx.store.counters()["rejected.malformed"] == 50
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+def test_an_unsigned_state_cannot_downgrade_a_signing_gateway(tmp_path: Path) -> None:
+    """Issue 19 re-test #5: an unsigned {"online": false} marked a signing gateway OFFLINE."""
+    rx, signer = setup(tmp_path)
+    assert not rx.handle(STATE, signer.envelope(json.dumps(state_doc()).encode())).rejected
+    out = rx.handle(STATE, b'{"online": false}')
+    assert "signs its state" in out.rejected
+    assert rx.store.gateways()[0]["online"] is True
+    assert rx.store.counters()["rejected.unsigned_state"] == 1
+    assert "state.unsigned" not in rx.store.counters()
+    # its own signed goodbye still works
+    bye = {"online": False, "gw": GW, "boot_id": "b", "reason": "stopped"}
+    assert not rx.handle(STATE, signer.envelope(json.dumps(bye).encode())).rejected
+    assert rx.store.gateways()[0]["online"] is False

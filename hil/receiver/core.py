@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ log = logging.getLogger("hil.receiver")
 
 # batch_max_bytes is at most 16 MiB and the body travels JSON-escaped inside the envelope
 MAX_EVENTS_BYTES = 40 * 1024 * 1024
+TRACEBACK_EVERY_S = 60.0  # the catch-all logs a traceback per error type at most this often
+MAX_TRACEBACK_KINDS = 64
 MAX_STATE_BYTES = 256 * 1024  # a state message is a few hundred bytes per active alarm
 BATCH_ATTEMPTS = 3  # a batch that meets a deadlock in a shared database is run again
 
@@ -152,6 +155,7 @@ class Receiver(Generic[StoreT]):
         self.store = store
         self.keys = gateway_keys
         self.echo = echo or (lambda _line: None)
+        self._traceback_at: dict[str, float] = {}  # error type -> monotonic s of its last one
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
         """Process one message; never raises: a bad one is a counted rejection."""
@@ -172,9 +176,26 @@ class Receiver(Generic[StoreT]):
         except Exception as exc:  # one bad message must not stop the receiver
             if self._unavailable(exc):
                 raise  # the store is down, not the message: it must not be acknowledged
-            log.exception("receiver: a message on %s failed", topic)
+            self._log_failure(topic, exc)
             return self._reject(RejectedError("rejected.malformed",
                                               f"malformed: {type(exc).__name__}"))
+
+    def _log_failure(self, topic: str, exc: Exception) -> None:
+        """Log a traceback once per error type per minute; all are counted.
+
+        A hostile sender repeating the same message must not write ~15 lines each time
+        (issue 19 re-test #4).
+        """
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self._traceback_at.get(kind, -TRACEBACK_EVERY_S) < TRACEBACK_EVERY_S:
+            log.debug("receiver: a message on %s failed (%s)", topic, kind)
+            return
+        if len(self._traceback_at) >= MAX_TRACEBACK_KINDS:
+            self._traceback_at.clear()
+        self._traceback_at[kind] = now
+        log.error("receiver: a message on %s failed (tracebacks of %s at most once a minute; "
+                  "every one is counted in rejected.malformed)", topic, kind, exc_info=exc)
 
     def _unavailable(self, exc: BaseException) -> bool:
         check = getattr(self.store, "unavailable", None)
@@ -233,14 +254,20 @@ class Receiver(Generic[StoreT]):
                 raise RejectedError("rejected.gateway_mismatch",
                                     f"state of {doc['gw']} on topic of {gw}")
             online, alarms = bool(doc["online"]), doc.get("active_alarms", [])
-        else:
+        known = {g["gw"]: g for g in self.store.gateways()}.get(gw)
+        if not signed:
+            if known is not None and (known.get("state") or {}).get("signed"):
+                # downgrade protection (issue 19 re-test #5): a gateway that signs its state
+                # never sends a plain one, so an unsigned `{"online": false}` is a forgery
+                raise RejectedError("rejected.unsigned_state",
+                                    f"unsigned state for {gw}, which signs its state")
             try:
                 online = GatewayState.model_validate(doc).online
             except ValidationError as exc:
                 raise RejectedError("rejected.state",
                                     f"state: {exc.error_count()} errors") from exc
             self.store.bump("state.unsigned")
-        before = {g["gw"]: g["online"] for g in self.store.gateways()}.get(gw)
+        before = known["online"] if known is not None else None
         self.store.set_gateway(gw, online, {**doc, "signed": signed})
         out = Outcome()
         # an alarm the gateway still holds but we never saw raised: open its case now, only

@@ -35,17 +35,29 @@ def validator(name: str) -> jsonschema_rs.Draft202012Validator:
                                               validate_formats=True)
 
 
+# JSON may escape a lone surrogate (``"\\ud800"``): Python's json makes it a str that is not
+# valid Unicode, which the Rust validator cannot take (it raised UnicodeEncodeError per message
+# with a traceback: issue 19 re-test #4). No published schema admits one: a plain refusal.
+LONE_SURROGATE = "(root): a string holds a lone UTF-16 surrogate (not Unicode text)"
+
+
 def is_valid(name: str, doc: Any) -> bool:
     """Return whether ``doc`` is valid against the schema named ``name``."""
-    return bool(validator(name).is_valid(doc))
+    try:
+        return bool(validator(name).is_valid(doc))
+    except UnicodeEncodeError:
+        return False
 
 
 def errors(name: str, doc: Any) -> list[str]:
     """Return up to MAX_ERRORS short descriptions of why ``doc`` fails ``name``; [] if valid."""
     out = []
-    for error in validator(name).iter_errors(doc):
-        where = "/".join(str(p) for p in error.instance_path) or "(root)"
-        out.append(f"{where}: {error.message[:120]}")
-        if len(out) >= MAX_ERRORS:
-            break
+    try:
+        for error in validator(name).iter_errors(doc):
+            where = "/".join(str(p) for p in error.instance_path) or "(root)"
+            out.append(f"{where}: {error.message[:120]}")
+            if len(out) >= MAX_ERRORS:
+                break
+    except UnicodeEncodeError:
+        return [LONE_SURROGATE]
     return out
