@@ -47,12 +47,18 @@ class PrivatePostgres:
         self.bindir = find_bindir()
         self.port = port or free_port()
         self.fsync = fsync
-        self.root = Path(tempfile.mkdtemp(prefix="edge-pg-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
+        entry = None
         if os.geteuid() == 0:
-            self._user = "postgres"
-            entry = pwd.getpwnam(self._user)
+            self._user = "postgres"  # the account the Debian package creates
+            try:
+                entry = pwd.getpwnam(self._user)
+            except KeyError:
+                raise PostgresMissingError("running as root and there is no 'postgres' "
+                                           "account to run the server as") from None
+        self.root = Path(tempfile.mkdtemp(prefix="edge-pg-"))
+        if entry is not None:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
 
     @property
