@@ -243,3 +243,33 @@ def test_requires_python_names_exactly_the_housed_and_tested_versions() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert ci.count("make test") == 2  # 3.11 (the default PYTHON) and 3.13
     assert 'make test PYTHON="$py313" VENV=.venv313' in ci
+
+
+@pytest.mark.slow
+def test_an_incomplete_house_names_every_wheel_the_index_lacks(wheelhouses: Path,
+                                                               tmp_path: Path) -> None:
+    # An index that has only what the running interpreter's x86_64 house holds: for armv7l
+    # every binary wheel in it is missing, the pure-Python ones are not (offline, ~30 s)
+    me = running_target()
+    source = wheelhouses / me.name
+    target = Target(me.python, "armv7l" if me.arch != "armv7l" else "x86_64")
+    (empty := tmp_path / "empty-index").mkdir()
+    (edge_wheel,) = (wheelhouses / "_edge").glob("edge-*.whl")
+    env = {**_clean_env(), "PIP_INDEX_URL": empty.as_uri()}
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "wheelhouse.py"), "--out",
+                           str(tmp_path / "out"), "--targets", target.name, "--find-links",
+                           str(source), "--edge-wheel", str(edge_wheel)],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    binary = {w.name.split("-")[0].lower().replace("_", "-") for w in source.glob("*.whl")
+              if not w.name.endswith("-none-any.whl")}
+    assert {"pydantic-core", "pynacl", "cffi", "cryptography"} <= binary
+    house = tmp_path / "out" / target.name
+    listed = house.joinpath("INCOMPLETE").read_text(encoding="utf-8").split()
+    assert {pin.split("==")[0].lower().replace("_", "-") for pin in listed} == binary
+    assert f"{target.name:<14} INCOMPLETE" in done.stdout
+    assert f"  {target.name}: " in done.stderr  # the list, on one line per house
+    assert all(pin in done.stderr for pin in listed)
+    # what does exist was fetched: the house is complete but for the listed wheels
+    assert {w.name.split("-")[0] for w in house.glob("*.whl")} >= {"pydantic", "paho_mqtt",
+                                                                      "edge"}

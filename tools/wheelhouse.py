@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a folder of wheels built elsewhere (ignored if absent)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep a complete house built for the same pyproject.toml")
+    parser.add_argument("--edge-wheel", type=Path,
+                        help="an edge wheel already built from this tree (default: build it)")
     args = parser.parse_args(argv)
     try:
         targets = [parse_target(t.strip()) for t in args.targets.split(",") if t.strip()]
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     out: Path = args.out.resolve()
     links = [p.resolve() for p in args.find_links if p.is_dir()]
-    wheel = build_edge_wheel(out)
+    wheel = args.edge_wheel.resolve() if args.edge_wheel else build_edge_wheel(out)
     incomplete: dict[str, list[str]] = {}
     for target in targets:
         house = out / target.name
