@@ -16,13 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.drivers._codecs import ip_speaker, syn6288
+from edge.drivers._codecs import ip_speaker, syn6288, tts_text
 from tests.test_loudspeaker import running, until
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
                 deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 HOSTILE = ["[v16]请注意", "请注意[v16]", "[V16]请注意", "[m51][s10][t5]请注意", "[x1]soundy[d]",
-           "[=zhu4]请注意", "[v1 6]请注意", "[[v16]]请注意", "[v16请注意", "请注意]"]
+           "[=zhu4]请注意", "[v1 6]请注意", "[[v16]]请注意", "[v16请注意", "请注意]",
+           # issue 19 re-test #7: full-width brackets, mixed, and tags split by format chars
+           "\uff3bv16\uff3d请注意", "[v16\uff3d请注意", "\uff3bv16]请注意",
+           "[v\u200b16]请注意", "\u200b[v16]\u200b请注意", "[\ufeffv16]请注意"]
+BRACKETS = "[]\uff3b\uff3d"
 
 
 def _text_of(frame: bytes) -> str:
@@ -37,8 +41,8 @@ def _text_of(frame: bytes) -> str:
 def test_syn6288_frame_carries_only_its_own_volume_tag(text: str, encoding: str) -> None:
     said = _text_of(syn6288.speak(text, encoding, volume=3))
     assert said.startswith("[v3]")
-    assert "[" not in said[4:]
-    assert "]" not in said[4:]
+    assert not set(BRACKETS) & set(said[4:])
+    assert "\u200b" not in said
     assert "请注意" in said or "soundy" in said
 
 
@@ -50,8 +54,7 @@ def test_syn6288_volume_is_range_checked() -> None:
 def test_ip_speaker_play_body_carries_no_inline_tag() -> None:
     for text in HOSTILE:
         doc = json.loads(ip_speaker.encode_play("p1", text, 3, emergency=False))
-        assert "[" not in doc["text"]
-        assert "]" not in doc["text"]
+        assert not set(BRACKETS) & set(doc["text"])
         assert "<" not in ip_speaker.encode_play("p1", "<speak><prosody volume='x'>a", 3,
                                                  emergency=False).decode()
         assert doc["volume"] == 3
@@ -70,3 +73,25 @@ def test_fuzz_syn6288_speak_never_passes_a_tag(text: str, volume: int) -> None:
     with contextlib.suppress(ValueError):  # unencodable or too long: refused, never sent
         said = _text_of(syn6288.speak(text, "gbk", volume=volume))
         assert re.findall(r"\[[^\]]*\]", said) == [f"[v{volume}]"]
+        assert not set(BRACKETS) & set(said[len(f"[v{volume}]"):])
+
+
+def test_zero_width_characters_are_dropped_not_sent() -> None:
+    """U+200B made the frame builder fail at the unit after the command said "queued"."""
+    said = _text_of(syn6288.speak("请\u200b注意\u200d\ufeff", "gb2312", volume=3))
+    assert said == "[v3]请注意"
+
+
+@pytest.mark.parametrize(("text", "encoding", "at"), [
+    ("请注意", "gb2312", None), ("请\u200b注意", "gb2312", None), ("[v16]請注意", "big5", None),
+    ("请注意😀", "gbk", 3), ("ab\u0e01", "gb2312", 2), ("请注意😀", "utf-16be", None),
+    ("\uff3b\u200b请\uff3d😀", "gbk", 4), ("请注意", "big5", 0),
+])
+def test_unencodable_at_names_the_first_character_the_unit_cannot_take(
+        text: str, encoding: str, at: int | None) -> None:
+    assert tts_text.unencodable_at(text, encoding) == at
+    if at is None:
+        syn6288.speak(text, encoding, volume=1)  # and the frame builder agrees
+    else:
+        with pytest.raises(ValueError, match="encode"):
+            syn6288.speak(text, encoding, volume=1)
