@@ -36,6 +36,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_EVERY_S, FLOOR_FILE, Clock, TimeQuality, read_floor, write_floor
+from edge.command_keys import PlatformKeys, PlatformKeysError, read_platform_keys
 from edge.commands import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
@@ -51,11 +52,12 @@ from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer
+from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 
 if TYPE_CHECKING:  # aiohttp costs ~10 MB of RSS: imported only when an HTTP part is configured
     from aiohttp import web
 
+    from edge.config import EdgeConfig
     from edge.uplink.https import HttpsUplink
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class Agent:
         self._transports: Transports | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._fatal: asyncio.Future[None] | None = None  # a thread or stray task died
+        self._keys_running: dict[str, tuple[bytes, frozenset[str]]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
@@ -257,8 +260,10 @@ class Agent:
         for device in cfg.devices:
             if device.enabled:
                 self.drivers[device.name] = build_driver(device, cfg, transports)
+        keys = load_platform_keys(cfg, self.loaded.base_dir)
+        self._keys_running = _fingerprint(keys)
         self.commands = CommandProcessor(
-            cfg, self.outbox, self.clock, keys=load_platform_keys(cfg, self.loaded.base_dir),
+            cfg, self.outbox, self.clock, keys=keys,
             execute=self._execute, safety=SafetyRules(cfg, relays=self._relay_log).check,
             audit_path=self.state_dir / "audit.log")
         await self.commands.recover()
@@ -322,6 +327,11 @@ class Agent:
         assert self.sink is not None
         await self._transports.update(new.config, change.buses_changed)
         kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
+        notes = [*change.needs_restart]
+        keys_note = await asyncio.to_thread(self._platform_keys_note, new.config)
+        if keys_note is not None:
+            log.warning("reload: %s", keys_note)
+            notes.append(keys_note)
         merged = new.config.model_copy(update=kept)
         self.loaded = LoadedConfig(merged, self.loaded.path)
         self.sink.set_devices(merged)
@@ -334,11 +344,26 @@ class Agent:
                 self._start_device(device.name)
         self.generation += 1
         self.last_reload = {"ok": True, "added": change.added, "removed": change.removed,
-                            "changed": change.changed, "needs_restart": change.needs_restart,
+                            "changed": change.changed, "needs_restart": notes,
                             "at": time.time()}
         log.info("reloaded %s: added %s, removed %s, restarted %s", self.loaded.path,
                  change.added or "-", change.removed or "-", change.changed or "-")
         return []
+
+    def _platform_keys_note(self, config: EdgeConfig) -> str | None:
+        """Say what a reload does NOT do with the platform keys (issue 19 re-test #8).
+
+        The running keys change only at a restart (D19: the gateway section), so a changed or
+        now-refused keys file must not pass as "reloaded" in silence.
+        """
+        try:
+            fresh = read_platform_keys(config, self.loaded.base_dir)
+        except PlatformKeysError as exc:
+            return (f"platform keys (file refused: {exc}; the running keys stay until a "
+                    "restart with a valid file)")
+        if _fingerprint(fresh) != self._keys_running:
+            return "platform keys (changed; they take effect at the next restart)"
+        return None
 
     def _progress(self) -> Progress:
         uplink = self.uplink.stats.last_progress_mono if self.uplink else 0.0
@@ -496,6 +521,10 @@ class Agent:
             write_floor(self.state_dir / FLOOR_FILE, now_ns)
         except OSError as exc:
             log.warning("clock floor not saved: %s", exc.strerror)
+
+
+def _fingerprint(keys: PlatformKeys) -> dict[str, tuple[bytes, frozenset[str]]]:
+    return {kid: (raw_public_key(key), roles) for kid, (key, roles) in keys.items()}
 
 
 def tighten_dir(path: Path) -> None:

@@ -92,3 +92,35 @@ def test_edge_reload_command_signals_the_running_agent(tmp_path: Path,
         assert main(["reload", "--config", str(bad)]) == EX_INVALID
     finally:
         stop_agent(agent)
+
+
+async def test_reload_says_platform_keys_take_effect_at_restart(tmp_path: Path) -> None:
+    """Issue 19 re-test #8: `edge reload` said ✔ and silently kept the old platform keys
+    while `edge check` said the file was refused (D19: they apply at the restart)."""
+    from edge.uplink.signing import Ed25519PrivateKey
+    from hil.commander import register
+
+    keys_file = tmp_path / "platform-keys.json"
+    register(keys_file, Ed25519PrivateKey.generate(), ["lighting"])
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[],
+                          gateway={"platform_keys_file": "platform-keys.json"})
+    agent = Agent(loaded, boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        assert await agent.reload() == []
+        assert agent.last_reload["needs_restart"] == []  # nothing changed: nothing said
+        register(keys_file, Ed25519PrivateKey.generate(), ["broadcast"])  # a new key
+        assert await agent.reload() == []
+        [note] = agent.last_reload["needs_restart"]
+        assert "platform keys" in note
+        assert "restart" in note
+        keys_file.chmod(0o666)  # now refused by `edge check`
+        assert await agent.reload() == []
+        [note] = agent.last_reload["needs_restart"]
+        assert "refused" in note
+        assert "others can write" in note
+    finally:
+        stop.set()
+        await run
