@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,13 @@ def _pip(args: list[str], *, env: dict[str, str] | None = None
 
 
 def requirements_digest() -> str:
-    """Return a digest of pyproject.toml: a reused house must match the dependencies."""
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    """Return a digest of what a house depends on: the runtime dependencies, the Python range.
+
+    Dev extras are left out: adding a test tool must not make every cached house stale.
+    """
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    key = json.dumps([project["dependencies"], project.get("requires-python")])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 def build_edge_wheel(out: Path) -> Path:
