@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeys, load_platform_keys
-from edge.command_replay import CTR_MAX, MAX_CTR_STEP, ReplayState
+from edge.command_replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP, ReplayState
 from edge.config import ROLES, EdgeConfig, LightStep
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
@@ -102,8 +103,8 @@ REASONS: dict[str, tuple[str, bool, str]] = {
     "iat_in_future": ("rejected", True, f"iat more than {IAT_SKEW_S:g} s after the trusted now"),
     "duplicate": ("rejected", True, "cmd_id seen before (journal on disk)"),
     "counter_rollback": ("rejected", True, "ctr not above the last accepted for (kid, iss)"),
-    "counter_jump": ("rejected", True, f"ctr more than {MAX_CTR_STEP} above the last and now "
-                     "in microseconds"),
+    "counter_jump": ("rejected", True, f"ctr more than {MAX_CTR_AHEAD_US} above the trusted "
+                     f"now in microseconds (untrusted clock: {MAX_CTR_STEP} above the last)"),
     "too_many_issuers": ("rejected", True, "a kid's issuer counters are full (iss)"),
     "replay_state_lost": ("rejected", True, "replay state lost; refused until re-established"),
     "unsafe": ("rejected", True, "a device safety rule refused it (detail says which)"),
@@ -321,8 +322,10 @@ class CommandProcessor:
             return
         store = self.outbox.store
         rows = await self.outbox.call(store.query, "SELECT kid, ctr FROM command_counters")
-        await asyncio.to_thread(self.replay.load, {str(k): int(c) for k, c in rows},
-                                store_replaced=store.replaced_corrupt is not None)
+        await asyncio.to_thread(functools.partial(
+            self.replay.load, {str(k): int(c) for k, c in rows},
+            store_replaced=store.replaced_corrupt is not None,
+            operated_before=await asyncio.to_thread(_audited_before, self.audit_path)))
         now_ns = self._trusted_now_ns()
         if self.replay.lost and now_ns is not None:
             # re-established at start: commands issued since the agent started are accepted
@@ -625,6 +628,18 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def _audited_before(path: Path) -> bool:
+    """Return whether an audit log (or a rotated one) beside ``path`` has any record.
+
+    The evidence of earlier operation that survives deleting the outbox files: the replay
+    state is then lost, not new (issue 19 re-test #2; D66).
+    """
+    try:
+        return any(p.stat().st_size > 0 for p in path.parent.glob(path.name + "*"))
+    except OSError:
+        return True  # cannot tell: fail closed
 
 
 def _append_audit(path: Path, record: dict[str, Any]) -> None:

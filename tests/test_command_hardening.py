@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,36 @@ async def test_first_counter_is_bounded_by_a_trusted_clock(h: HardHarness) -> No
     assert out.reason == "counter_jump"
 
 
+class _Shifted:
+    """Moves the harness clock forward (a day passes in a test)."""
+
+    def __init__(self, h: HardHarness) -> None:
+        self.shift_ns = 0
+        h.clock.now_ns = lambda: time.time_ns() + self.shift_ns  # type: ignore[method-assign]
+
+
+async def test_one_signed_counter_locks_a_key_out_for_at_most_a_day(h: HardHarness) -> None:
+    """Issue 19 re-test #3: a signed ctr = now_us + 10**12 was accepted, then the platform's
+    own commands got counter_rollback for ~12.7 days (the step was 2^40 µs)."""
+    day_us = 86_400 * 1_000_000
+    shifted = _Shifted(h)
+    now_us = time.time_ns() // 1000
+    far = await h.send(h.lighting, "light.set", {"on": True}, ctr=now_us + 10**12)
+    assert (far.status, far.reason) == ("rejected", "counter_jump")
+    ahead = await h.send(h.lighting, "light.set", {"on": True}, ctr=now_us + day_us - 10**6)
+    assert ahead.status == "executed"  # inside the bound: accepted, it locks the key out …
+    normal = await h.send(h.lighting, "light.set", {"on": False})
+    assert normal.reason == "counter_rollback"
+    # … and cannot ratchet further: the bound is the trusted now, not the last counter
+    ratchet = await h.send(h.lighting, "light.set", {"on": False}, ctr=now_us + 2 * day_us)
+    assert ratchet.reason == "counter_jump"
+    shifted.shift_ns = day_us * 1000 + 10**9  # a day later the platform's counter is above it
+    later = await h.send(h.lighting, "light.set", {"on": False},
+                         ctr=time.time_ns() // 1000 + shifted.shift_ns // 1000,
+                         iat=dt.datetime.now(dt.UTC) + dt.timedelta(days=1, seconds=1))
+    assert later.status == "executed"
+
+
 # ---- finding 11: speaker.stop cannot silence an emergency with the broadcast role -------------
 
 async def test_stopping_an_emergency_broadcast_needs_the_emergency_role(h: HardHarness) -> None:
@@ -206,6 +237,46 @@ async def test_a_captured_command_does_not_run_again_after_the_store_is_replaced
     assert len(h.executed) == 1
     figure("R13", "captured command replayed after the outbox was replaced: rejected "
            "(counter_rollback), replay state kept in <outbox>.replay")
+
+
+async def test_deleted_outbox_files_with_an_audit_trail_fail_closed(h: HardHarness) -> None:
+    """Issue 19 re-test #2: `rm var/state/outbox.db*` (the replay sidecar too) looked like a
+    first boot, and at 1970 a captured command past its exp ran again; audit.log, in the same
+    state dir, said commands had run."""
+    _cmd, env = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                             params={"on": True}, ttl_s=1,
+                             iat=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
+    h.clock.q = TimeQuality.UNSYNCED  # freshness skipped: the past exp does not refuse it
+    assert h.processor is not None
+    assert (await h.processor.handle(env)).status == "executed"
+    await h.stop()
+    for path in h.tmp.glob("outbox.db*"):
+        path.unlink()
+    assert (h.tmp / "audit.log").stat().st_size > 0
+    await h.start()
+    await h.processor.recover()
+    again = await h.processor.handle(env)
+    assert (again.status, again.reason) == ("rejected", "replay_state_lost")
+    assert len(h.executed) == 1
+    h.clock.q = TimeQuality.SYNCED  # then only commands issued after the re-establishment
+    assert (await h.processor.handle(env)).reason in {"expired", "replay_state_lost"}
+    assert len(h.executed) == 1
+    new = await h.send(h.lighting, "light.set", {"on": False},
+                       iat=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    assert new.status == "executed"
+
+
+async def test_a_first_boot_without_an_audit_trail_starts_open(h: HardHarness) -> None:
+    """The fail-closed path needs evidence of earlier operation: a new gateway is not lost."""
+    await h.stop()
+    for path in h.tmp.glob("outbox.db*"):
+        path.unlink()
+    (h.tmp / "audit.log").unlink(missing_ok=True)
+    h.clock.q = TimeQuality.UNSYNCED
+    await h.start()
+    assert h.processor is not None
+    await h.processor.recover()
+    assert (await h.send(h.lighting, "light.set", {"on": True})).status == "executed"
 
 
 async def test_lost_replay_state_fails_closed_until_the_clock_is_trusted(h: HardHarness) -> None:
