@@ -42,7 +42,9 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeys, load_platform_keys
 from edge.command_replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP, ReplayState
-from edge.config import ROLES, EdgeConfig, LightStep
+from edge.config import ROLES, AnyDevice, EdgeConfig, LightStep, LoudspeakerDevice
+from edge.drivers._codecs import syn6288
+from edge.drivers._codecs.tts_text import unencodable_at
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.uplink.signing import SignatureError, open_envelope
@@ -509,9 +511,13 @@ class CommandProcessor:
             self._reject("wrong_role", body, "an emergency broadcast may be on air: stopping "
                          "it needs role broadcast-emergency")
         try:
-            return device.name, PARAMS[body.action].model_validate(body.params)
+            params = PARAMS[body.action].model_validate(body.params)
         except ValidationError as exc:
             self._reject("bad_params", body, _field_errors(exc))
+        problem = _tts_text_problem(device, params)
+        if problem is not None:
+            self._reject("bad_params", body, f"params.text: {problem}")
+        return device.name, params
 
     def _check_fresh(self, body: CommandBody) -> bool:
         """Return False when the clock cannot judge freshness (the counter stands alone)."""
@@ -628,6 +634,16 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def _tts_text_problem(device: AnyDevice, params: _Params) -> str | None:
+    """Return why the unit could not speak a play_tts text, or None (issue 19 re-test #7)."""
+    if not isinstance(device, LoudspeakerDevice) or not isinstance(params, PlayTts):
+        return None
+    if device.model == "syn6288":
+        return syn6288.text_problem(params.text, device.text_encoding, params.volume)
+    at = unencodable_at(params.text, "utf-8")  # the IP speaker's JSON: a lone surrogate
+    return None if at is None else f"character {at} (U+{ord(params.text[at]):04X}) is not text"
 
 
 def _audited_before(path: Path) -> bool:

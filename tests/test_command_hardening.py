@@ -424,3 +424,24 @@ async def test_inbound_drops_are_counted_and_reported(h: HardHarness) -> None:
     assert h.audit()[-1]["status"] == "dropped"
     assert h.audit()[-1]["detail"] == {"count": 37}
     assert h.events("inbound_full")
+
+
+# ---- re-test #7: a text the unit cannot speak is refused when the command is validated ---------
+
+async def test_a_tts_text_the_unit_cannot_encode_is_bad_params(h: HardHarness) -> None:
+    """U+200B (or an emoji) was answered executed {"queued": true} and failed at the unit."""
+    h.now = NOON_LOCAL
+    emoji = await h.send(h.broadcast, "speaker.play_tts", {"text": "请注意😀", "volume": 3},
+                         device="speaker-01")
+    assert (emoji.status, emoji.reason) == ("rejected", "bad_params")
+    assert "character 3 (U+1F600)" in emoji.detail["detail"]
+    assert "gbk" in emoji.detail["detail"]
+    long_text = await h.send(h.broadcast, "speaker.play_tts",
+                             {"text": "请" * 100, "volume": 3}, device="speaker-01")
+    assert (long_text.status, long_text.reason) == ("rejected", "bad_params")
+    assert "the unit takes 200" in long_text.detail["detail"]
+    assert h.executed == []
+    # zero-width characters are dropped deliberately: the rest is spoken
+    zwsp = await h.send(h.broadcast, "speaker.play_tts", {"text": "请\u200b注意", "volume": 3},
+                        device="speaker-01")
+    assert zwsp.status == "executed"

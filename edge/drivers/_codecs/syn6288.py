@@ -6,7 +6,7 @@ the XOR; XOR covers every preceding byte including ``FD``.
 
 from __future__ import annotations
 
-from edge.drivers._codecs.tts_text import strip_syn_tags
+from edge.drivers._codecs.tts_text import strip_syn_tags, unencodable_at
 
 HEADER = 0xFD
 CMD_SPEAK, CMD_STOP, CMD_STATUS = 0x01, 0x02, 0x21
@@ -48,6 +48,23 @@ def speak(text: str, encoding: str = "gb2312", music: int = 0, *,
     if len(data) > MAX_TEXT_BYTES:
         raise ValueError(f"text is {len(data)} bytes; the unit takes {MAX_TEXT_BYTES}")
     return frame(CMD_SPEAK, bytes([(music & 0x1F) << 3 | ENCODINGS[encoding]]) + data)
+
+
+def text_problem(text: str, encoding: str, volume: int = MAX_VOLUME) -> str | None:
+    """Return why ``speak(text, encoding, volume=volume)`` would refuse ``text``, or None.
+
+    Checked when a command is validated, so a text the unit cannot take is refused then
+    (``bad_params``) instead of being answered "queued" and failing at the unit (issue 19
+    re-test #7): the first character ``encoding`` cannot carry, or the byte length with the
+    volume tag.
+    """
+    at = unencodable_at(text, encoding)
+    if at is not None:
+        return f"character {at} (U+{ord(text[at]):04X}) cannot be spoken in {encoding}"
+    size = len(f"[v{volume}]{strip_syn_tags(text)}".encode(encoding))
+    if size > MAX_TEXT_BYTES:
+        return f"{size} bytes in {encoding} with the volume tag; the unit takes {MAX_TEXT_BYTES}"
+    return None
 
 
 def parse_frame(data: bytes) -> tuple[int, bytes]:
