@@ -290,10 +290,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.name is None:
         print(json.dumps(bundle(), indent=2, ensure_ascii=False))
         return EX_OK
-    if args.name not in SCHEMA_FILES:
-        print(f"✘ no schema {args.name!r}; one of {', '.join(SCHEMA_FILES)}", file=sys.stderr)
+    # the file names the contract lists (command-result, gateway-state.schema.json), and the
+    # short names edge 1.1.0 printed them under, kept as aliases (issue 20 re-test #6)
+    by_name = {**{file.removesuffix(".schema.json"): file for file in SCHEMA_FILES.values()},
+               **{file: file for file in SCHEMA_FILES.values()}, **SCHEMA_FILES}
+    if args.name not in by_name:
+        names = ", ".join(file.removesuffix(".schema.json") for file in SCHEMA_FILES.values())
+        print(f"✘ no schema {args.name!r}; one of {names}", file=sys.stderr)
         return EX_INVALID
-    print(schema_text(SCHEMA_FILES[args.name]), end="")  # the file as shipped, byte for byte
+    print(schema_text(by_name[args.name]), end="")  # the file as shipped, byte for byte
     return EX_OK
 
 
@@ -406,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reload)
     p = sub.add_parser("schema", help="print the platform contract's JSON Schemas")
     p.add_argument("name", nargs="?", default=None,
-                   help="one schema (envelope, batch, event, state, command, ...); all if none")
+                   help="one schema by file name (command-result, gateway-state, ...); all if none")
     p.set_defaults(func=cmd_schema)
     p = with_config(sub.add_parser("keys", help="the gateway's signing key"))
     p.add_argument("action", choices=["init", "show"])

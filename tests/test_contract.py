@@ -514,3 +514,19 @@ def test_hil_command_checks_with_the_published_schema(tmp_path: Path, pki: Any,
     assert main(["--config", str(loaded.path), "command", "lamp-07", "light.set",
                  '{"on": true, "dim_pct": 140}']) == 2
     assert "dim_pct" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [
+    "envelope", "envelope-v2", "batch", "event", "gateway-state", "command", "command-result",
+    "work-coverage", "defs", "command-result.schema.json",
+    "envelope_v2", "state", "command_result", "work_coverage"])  # the 1.1.0 names: aliases
+def test_edge_schema_accepts_the_file_names_the_contract_lists(name: str, capsys: Any) -> None:
+    """Issue 20 re-test #6: `edge schema command-result` (the listed file) said "no schema"."""
+    from edge.cli import main
+    from edge.contract import SCHEMA_FILES, schema_text
+
+    assert main(["schema", name]) == 0
+    files = {f.removesuffix(".schema.json"): f for f in SCHEMA_FILES.values()}
+    file = SCHEMA_FILES.get(name) or files.get(name) or name
+    assert capsys.readouterr().out == schema_text(file)
+    assert main(["schema", "gateway_state"]) == 2  # neither a file nor a 1.1.0 name
