@@ -273,3 +273,13 @@ def test_an_incomplete_house_names_every_wheel_the_index_lacks(wheelhouses: Path
     # what does exist was fetched: the house is complete but for the listed wheels
     assert {w.name.split("-")[0] for w in house.glob("*.whl")} >= {"pydantic", "paho_mqtt",
                                                                       "edge"}
+
+
+def test_no_extra_names_the_project_itself() -> None:
+    """`edge[...]` in an extra resolves against PyPI's unrelated "edge" outside this checkout."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for name, deps in extras.items():
+        assert not [d for d in deps if d.replace(" ", "").lower().startswith("edge[")], name
