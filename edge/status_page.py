@@ -16,9 +16,10 @@ import asyncio
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -49,6 +50,10 @@ MAX_FAILURES = 5
 FAILURE_WINDOW_S = 60.0
 LOCKOUT_S = 60.0
 MAX_CLIENTS = 1024  # clients remembered (oldest forgotten first): memory stays bounded
+# failed logins from all clients together per window: an attacker who rotates addresses (or
+# evicts its own entry past MAX_CLIENTS) still meets this budget; then everyone waits out a
+# lockout — a technician waits a minute, a guesser gets 30 guesses a minute at most
+MAX_FAILURES_ALL = 30
 
 
 @dataclass(slots=True)
@@ -61,23 +66,48 @@ class LoginThrottle:
     """Failed Basic-auth attempts per client address, in bounded memory."""
 
     def __init__(self, *, max_failures: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S,
-                 lockout_s: float = LOCKOUT_S, max_clients: int = MAX_CLIENTS) -> None:
+                 lockout_s: float = LOCKOUT_S, max_clients: int = MAX_CLIENTS,
+                 max_failures_all: int = MAX_FAILURES_ALL) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self.lockout_s = lockout_s
         self.max_clients = max_clients
         self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._all: deque[float] = deque(maxlen=max_failures_all)
+        self._all_locked_until = 0.0
         self.failed = 0  # counted failed logins
         self.throttled = 0  # requests answered 429
 
+    @staticmethod
+    def client_key(address: str) -> str:
+        """Return the throttled identity of an address: an IPv6 client is its /64.
+
+        One IPv6 host owns a whole /64 and can change its address at will.
+        """
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+
     def retry_after_s(self, client: str, now: float) -> float:
         """Return how long ``client`` must wait, 0 when it may try."""
-        entry = self._clients.get(client)
-        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+        entry = self._clients.get(self.client_key(client))
+        own = max(0.0, entry.locked_until - now) if entry is not None else 0.0
+        return max(own, self._all_locked_until - now, 0.0)
 
     def failure(self, client: str, now: float) -> None:
         """Count a failed login; lock the client out after too many in the window."""
         self.failed += 1
+        self._all.append(now)
+        if len(self._all) == self._all.maxlen and now - self._all[0] < self.window_s:
+            self._all_locked_until = now + self.lockout_s
+            self._all.clear()
+        client = self.client_key(client)
         entry = self._clients.pop(client, None) or _Client()
         self._clients[client] = entry  # most recent last
         recent = [t for t in entry.failures if now - t < self.window_s]
@@ -90,7 +120,7 @@ class LoginThrottle:
 
     def success(self, client: str) -> None:
         """Forget a client that logged in."""
-        self._clients.pop(client, None)
+        self._clients.pop(self.client_key(client), None)
 
     def __len__(self) -> int:
         """Return the number of clients remembered."""

@@ -416,3 +416,16 @@ def test_edge_status_says_since_when_the_uplink_is_connected(tmp_path: Path) -> 
                             check=False)
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(connack_at))
     assert f"uplink: connected since {since}, 5 events acked" in result.stdout, result.stdout
+
+
+def test_rotating_addresses_does_not_escape_the_throttle() -> None:
+    """An IPv6 client is its /64; all clients together get a failure budget (review #8)."""
+    throttle = LoginThrottle(max_failures=5, window_s=60, lockout_s=60, max_failures_all=30)
+    for n in range(5):  # five addresses of one /64: one client
+        throttle.failure(f"2001:db8:1:2::{n + 1:x}", 1.0)
+    assert throttle.retry_after_s("2001:db8:1:2::99", 1.0) == 60
+    assert throttle.retry_after_s("2001:db8:1:3::1", 1.0) == 0  # another /64 may try
+    for n in range(25):  # 30 failures in the window from anywhere: everyone waits
+        throttle.failure(f"198.51.100.{n}", 2.0)
+    assert throttle.retry_after_s("203.0.113.7", 2.0) == 60
+    assert throttle.retry_after_s("203.0.113.7", 62.5) == 0
