@@ -147,7 +147,7 @@ class Agent:
             except Exception:  # a writer that failed may fail its drain too; still close
                 log.exception("outbox: final commit failed")
             await self._write_status()
-            self._save_clock_floor()
+            await asyncio.to_thread(self._save_clock_floor)  # an fsync: off the loop
             await self.outbox.close()
             restore_hooks()
             log.info("stopped; outbox committed (%d late events)", committed)
@@ -328,11 +328,11 @@ class Agent:
         await self._transports.update(new.config, change.buses_changed)
         kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
         notes = [*change.needs_restart]
-        keys_note = await asyncio.to_thread(self._platform_keys_note, new.config)
+        merged = new.config.model_copy(update=kept)
+        keys_note = await asyncio.to_thread(self._reload_platform_keys, merged)
         if keys_note is not None:
             log.warning("reload: %s", keys_note)
             notes.append(keys_note)
-        merged = new.config.model_copy(update=kept)
         self.loaded = LoadedConfig(merged, self.loaded.path)
         self.sink.set_devices(merged)
         if self.commands is not None:
@@ -350,19 +350,25 @@ class Agent:
                  change.added or "-", change.removed or "-", change.changed or "-")
         return []
 
-    def _platform_keys_note(self, config: EdgeConfig) -> str | None:
-        """Say what a reload does NOT do with the platform keys (issue 19 re-test #8).
+    def _reload_platform_keys(self, config: EdgeConfig) -> str | None:
+        """Re-read the platform keys file at a reload; say so when it is refused.
 
-        The running keys change only at a restart (D19: the gateway section), so a changed or
-        now-refused keys file must not pass as "reloaded" in silence.
+        A platform adds or rotates a key on a running gateway with ``edge reload`` (issue 20
+        re-test #1): the file goes through the same all-or-nothing, permission-checked loader
+        as at start, and a refused file keeps the running keys, said in the reload result and
+        the log, never in silence (issue 19 re-test #8). The ``gateway`` section itself (the
+        file's path, keys inline in devices.yaml) still changes at a restart (D19): ``config``
+        is the merged config, which keeps the running section.
         """
         try:
             fresh = read_platform_keys(config, self.loaded.base_dir)
         except PlatformKeysError as exc:
             return (f"platform keys (file refused: {exc}; the running keys stay until a "
-                    "restart with a valid file)")
-        if _fingerprint(fresh) != self._keys_running:
-            return "platform keys (changed; they take effect at the next restart)"
+                    "reload or restart with a valid file)")
+        if _fingerprint(fresh) != self._keys_running and self.commands is not None:
+            self.commands.keys = fresh  # read by the next command: one assignment, no lock
+            self._keys_running = _fingerprint(fresh)
+            log.info("reload: platform keys now %s", ", ".join(sorted(fresh)) or "none")
         return None
 
     def _progress(self) -> Progress:
@@ -379,7 +385,12 @@ class Agent:
 
     async def _execute(self, device: str, action: str, params: Any,
                        cmd_id: str | None = None) -> dict[str, Any]:
-        """Carry out a verified command on its driver."""
+        """Carry out a verified command on its driver (or, ``agent.state``, on the gateway)."""
+        if action == "agent.state":  # a fresh seq baseline for a late platform (D-entry)
+            if not isinstance(self.uplink, MqttUplink):
+                raise DeviceUnavailableError("gateway", "no MQTT uplink to publish state on")
+            self.uplink.request_state()
+            return {"state": "requested"}
         driver = self.drivers.get(device)
         if driver is None:
             raise DeviceUnavailableError(device, "device is disabled")
@@ -511,11 +522,9 @@ class Agent:
 
 
     def _save_clock_floor(self) -> None:
-        """Persist the trusted wall time as the floor GNSS may never go below (D65)."""
-        if self.clock.quality() is not TimeQuality.SYNCED:
-            return
-        now_ns = self.clock.now_ns()
-        if self.clock.floor_ns is not None and now_ns <= self.clock.floor_ns:
+        """Persist the floor GNSS may never go below (D66), never GNSS time itself (D67)."""
+        now_ns = self.clock.floor_to_persist()
+        if now_ns is None or (self.clock.floor_ns is not None and now_ns <= self.clock.floor_ns):
             return
         try:
             write_floor(self.state_dir / FLOOR_FILE, now_ns)

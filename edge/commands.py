@@ -73,13 +73,23 @@ ACTION_ROLES = {
     "light.set": "lighting", "light.schedule": "lighting",
     "speaker.play_tts": "broadcast", "speaker.play_clip": "broadcast", "speaker.stop": "broadcast",
     "gps.set_interval": "config", "device.read": "read", "agent.reload_config": "config",
+    "agent.state": "read",
 }
 ACTION_KINDS: dict[str, frozenset[str]] = {
     "light.set": frozenset({"streetlight"}), "light.schedule": frozenset({"streetlight"}),
     "speaker.play_tts": frozenset({"loudspeaker"}), "speaker.play_clip": frozenset({"loudspeaker"}),
     "speaker.stop": frozenset({"loudspeaker"}), "gps.set_interval": frozenset({"gps"}),
     "device.read": frozenset({"manhole_tilt", "streetlight", "loudspeaker", "gps"}),
+    "agent.state": frozenset(),  # the gateway itself: no device
 }
+# Actions on the gateway itself: ``device`` must be absent (or null); every other action in
+# ACTION_KINDS acts on a device and needs one (a bad_body without it, issue 20 re-test #4).
+GATEWAY_ACTIONS = frozenset({"agent.state"})
+# exp - iat at most this: a command is for now, not a standing order; a captured or withheld
+# command can take effect at most this long after it was issued (a schedule lives on the
+# gateway and needs no long-lived command). An hour covers a platform's retry queue through a
+# short outage (issue 20 re-test #9, D-entry in docs/decisions.md).
+MAX_COMMAND_LIFETIME_S = 3600
 
 
 # Every ``status`` and ``reason`` a ``command_result`` can carry, in one place: the contract's
@@ -174,6 +184,7 @@ PARAMS: dict[str, type[_Params]] = {
     "speaker.play_tts": PlayTts, "speaker.play_clip": PlayClip,
     "speaker.stop": NoParams,
     "device.read": NoParams,
+    "agent.state": NoParams,
 }
 
 
@@ -221,6 +232,7 @@ def action_catalogue() -> dict[str, dict[str, Any]]:
     ``broadcast-emergency`` instead of ``broadcast``.
     """
     return {action: {"role": ACTION_ROLES[action], "kinds": sorted(ACTION_KINDS[action]),
+                     "device": action not in GATEWAY_ACTIONS,
                      "params": model.model_json_schema()}
             for action, model in PARAMS.items()}
 
@@ -355,7 +367,8 @@ class CommandProcessor:
                 outcome = Outcome("rejected", exc.reason, exc.cmd_id, exc.action, exc.device,
                                   detail={"detail": exc.detail} if exc.detail else {},
                                   cmd_id_unverified=_unverified_cmd_id(raw)
-                                  if exc.reason in UNVERIFIED_ID_REASONS else None)
+                                  if exc.reason in UNVERIFIED_ID_REASONS and exc.cmd_id is None
+                                  else None)
             except Exception as exc:  # a bug or a full disk: reported, never past the uplink
                 log.exception("command: internal error")
                 outcome = Outcome("failed", "internal_error", detail={"detail": repr(exc)[:200]})
@@ -392,8 +405,9 @@ class CommandProcessor:
                                         time.time_ns())  # check 4: the journal
         if reason is not None:
             self._reject(reason, body)
-        unsafe = self._unsafe_clock(device, body.action, params, roles) or \
-            self._safety(device, body.action, params, roles)  # check 5
+        unsafe = None if not device else self._unsafe_clock(
+            device, body.action, params, roles) or self._safety(
+            device, body.action, params, roles)  # check 5 (a gateway action has no device)
         if unsafe is not None:
             await self._journal(body.cmd_id, "rejected", unsafe)
             self._reject("unsafe", body, unsafe)
@@ -404,18 +418,18 @@ class CommandProcessor:
         except (DeviceError, TimeoutError) as exc:
             await self._journal(body.cmd_id, "failed", str(exc))
             reason = "timeout" if isinstance(exc, TimeoutError) else "device_error"
-            return Outcome("failed", reason, body.cmd_id, body.action, device,
+            return Outcome("failed", reason, body.cmd_id, body.action, device or None,
                            detail={"detail": str(exc)[:200] or "timed out"})
         except Exception as exc:  # a driver bug: the command failed, the uplink goes on
             log.exception("command %s: executor error", body.cmd_id)
             await self._journal(body.cmd_id, "failed", repr(exc)[:200])
-            return Outcome("failed", "internal_error", body.cmd_id, body.action, device)
+            return Outcome("failed", "internal_error", body.cmd_id, body.action, device or None)
         await self._journal(body.cmd_id, "done", "")
         if body.action == "speaker.play_tts" and getattr(params, "priority", "") == "emergency":
             self._emergency_until[device] = time.monotonic() + EMERGENCY_STOP_GUARD_S
         if not time_checked:
             detail = {**detail, "note": "clock unsynced: only the counter checked freshness"}
-        return Outcome("executed", "", body.cmd_id, body.action, device, detail)
+        return Outcome("executed", "", body.cmd_id, body.action, device or None, detail)
 
     def _trusted_now_ns(self) -> int | None:
         if self.clock.quality() is TimeQuality.UNSYNCED:
@@ -480,11 +494,15 @@ class CommandProcessor:
             # cannot be encoded to the bytes that were signed (UnicodeEncodeError)
             self._reject("malformed", detail=type(exc).__name__)
         try:
-            return kid, CommandBody.model_validate_json(body_bytes)
+            body = CommandBody.model_validate_json(body_bytes)
         except ValidationError as exc:
             self._reject("bad_body", detail=_field_errors(exc))
         except (RecursionError, ValueError) as exc:
             self._reject("bad_body", detail=f"body is not JSON ({type(exc).__name__})")
+        problem = _body_problem(body)
+        if problem is not None:
+            self._reject("bad_body", body, problem)
+        return kid, body
 
     def _validate(self, kid: str, body: CommandBody) -> tuple[str, _Params]:
         role = ACTION_ROLES.get(body.action)
@@ -499,10 +517,16 @@ class CommandProcessor:
         kinds = ACTION_KINDS.get(body.action)
         if kinds is None or body.action not in PARAMS:
             self._reject("unsupported_action", body)
+        if body.action in GATEWAY_ACTIONS:
+            try:
+                return "", PARAMS[body.action].model_validate(body.params)
+            except ValidationError as exc:
+                self._reject("bad_params", body, _field_errors(exc))
         try:
             device = self.config.device(body.device or "")
         except KeyError:
-            self._reject("unknown_device", body)
+            self._reject("unknown_device", body,
+                         f"no device {(body.device or '')[:64]!r} on {self.config.gateway.id}")
         if device.kind not in kinds:
             self._reject("unsupported_action", body, f"{device.kind} cannot {body.action}")
         if body.action == "speaker.stop" and \
@@ -597,14 +621,65 @@ class CommandProcessor:
             device=outcome.device, data=data))
 
 
+# What a field that fails its pattern must be, in words: a detail never echoes a regex (one
+# cut at 120 characters ended mid-pattern, issue 20 re-test #8); the patterns are in the contract.
+PATTERN_WORDS = {
+    "iat": "must be an RFC 3339 time with seconds and a zone (see contract)",
+    "exp": "must be an RFC 3339 time with seconds and a zone (see contract)",
+    "cmd_id": "must be a lower-case UUIDv7 (see contract)",
+    "iss": "must be 1-64 characters of A-Z a-z 0-9 . _ - (see contract)",
+    "sha256": "must be 64 lower-case hex digits",
+    "at": "must be HH:MM, sunrise or sunset with an optional +/- minutes offset (see contract)",
+}
+
+
 def _field_errors(exc: ValidationError) -> str:
     """Return the first MAX_FIELD_ERRORS field errors, bounded, and how many more there were."""
     errors = exc.errors(include_url=False, include_input=False)
-    parts = [f"{'.'.join(map(str, e['loc']))[:64]}: {e['msg'][:120]}"
+    parts = [f"{'.'.join(map(str, e['loc']))[:64]}: {_error_words(e)[:120]}"
              for e in errors[:MAX_FIELD_ERRORS]]
     if len(errors) > MAX_FIELD_ERRORS:
         parts.append(f"+{len(errors) - MAX_FIELD_ERRORS} more")
     return "; ".join(parts)
+
+
+def _error_words(error: Any) -> str:
+    """Return a field error's message; a pattern mismatch in words, never the regex."""
+    if error["type"] != "string_pattern_mismatch":
+        return str(error["msg"])
+    field_name = str(error["loc"][-1]) if error["loc"] else ""
+    return PATTERN_WORDS.get(field_name, "does not match its pattern (see contract)")
+
+
+def _body_problem(body: CommandBody) -> str | None:
+    """Return what the body lacks beyond its members' own shapes (bad_body), or None.
+
+    The device a device action needs, none for a gateway action (issue 20 re-test #4); iat and
+    exp real times with ``iat < exp <= iat + MAX_COMMAND_LIFETIME_S`` (re-test #9). Checked
+    with or without a trusted clock: they relate the body to itself, not to now.
+    """
+    if body.action in ACTION_KINDS:
+        if body.action in GATEWAY_ACTIONS and body.device is not None:
+            return f"device: not allowed for {body.action} (it acts on the gateway)"
+        if body.action not in GATEWAY_ACTIONS and not body.device:
+            return f"device: required for {body.action}"
+    return _lifetime_problem(body)
+
+
+def _lifetime_problem(body: CommandBody) -> str | None:
+    try:
+        iat_ns = parse_command_time(body.iat)
+    except (ValueError, OverflowError):
+        return f"iat: {PATTERN_WORDS['iat']}"
+    try:
+        exp_ns = parse_command_time(body.exp)
+    except (ValueError, OverflowError):
+        return f"exp: {PATTERN_WORDS['exp']}"
+    if exp_ns <= iat_ns:
+        return "exp: must be after iat"
+    if exp_ns - iat_ns > MAX_COMMAND_LIFETIME_S * 1_000_000_000:
+        return f"exp: at most {MAX_COMMAND_LIFETIME_S} s after iat (the command lifetime)"
+    return None
 
 
 def _unverified_cmd_id(raw: bytes) -> str | None:

@@ -138,8 +138,9 @@ def test_command_schema_is_the_gateways_catalogue() -> None:
     for action, entry in catalogue.items():
         shown = published["x-actions"][action]
         assert (shown["role"], shown["kinds"]) == (entry["role"], entry["kinds"]), action
+        assert shown["device"] == entry["device"], action
         rule = next(r for r in published["allOf"]
-                    if r["if"]["properties"]["action"]["const"] == action)
+                    if r["if"]["properties"]["action"].get("const") == action)
         params = rule["then"]["properties"]["params"]
         model = entry["params"]
         assert set(params.get("properties", {})) == set(model.get("properties", {})), action
@@ -149,7 +150,7 @@ def test_command_schema_is_the_gateways_catalogue() -> None:
                           "minItems", "maxItems", "enum"):
                 assert prop.get(bound) == model["properties"][name].get(bound), \
                     f"{action}.{name}.{bound}"
-    steps = next(r for r in published["allOf"] if r["if"]["properties"]["action"]["const"]
+    steps = next(r for r in published["allOf"] if r["if"]["properties"]["action"].get("const")
                  == "light.schedule")["then"]["properties"]["params"]["properties"]["steps"]
     step_model = catalogue["light.schedule"]["params"]["$defs"]["LightStep"]
     for name, prop in steps["items"]["properties"].items():
@@ -269,7 +270,7 @@ async def test_node_consumer_agrees_with_the_gateway(tmp_path: Path, node_consum
     assert stats["states"] > 0
     assert stats["seq"]["lost"] == 0
     assert stats["late"]["lost"] == 0  # the late joiner, from its documented baseline
-    assert len(stats["commands"]) == 13
+    assert len(stats["commands"]) == 18  # incl. agent.state, no device/params, exp < iat
     # the reference receiver validated the same stream with the same schemas
     assert rejected == {}
     assert time.monotonic() - started < 60

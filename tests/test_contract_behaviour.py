@@ -409,7 +409,8 @@ def test_the_action_catalogue_describes_what_the_gateway_checks() -> None:
                "speaker.play_clip": ({"clip": "a", "sha256": "0" * 64},
                                      {"clip": "a", "sha256": "0" * 63}),
                "light.schedule": ({"steps": [{"at": "18:00", "on": True}]}, {"steps": []}),
-               "speaker.stop": ({}, {"x": 1}), "device.read": ({}, {"on": True})}
+               "speaker.stop": ({}, {"x": 1}), "device.read": ({}, {"on": True}),
+               "agent.state": ({}, {"x": 1})}
     assert set(samples) == set(PARAMS)
     for action, (good, bad) in samples.items():
         schema = catalogue[action]["params"]
@@ -568,5 +569,209 @@ def test_every_role_is_listed_once_read_included() -> None:
     roles = role_catalogue()
     assert set(roles) == set(ROLES) == {"lighting", "broadcast", "broadcast-emergency",
                                         "config", "read"}
-    assert roles["read"] == ["device.read"]
+    assert roles["read"] == ["device.read", "agent.state"]
     assert set(ACTION_ROLES.values()) <= set(ROLES)
+
+
+# ---- issue 20 re-test: what a platform engineer had to guess from the contract -------------
+
+
+def _schema_reason(body: dict[str, Any]) -> str | None:
+    """The reason the published schema predicts (docs/contract/README.md §Validation)."""
+    from hil.receiver.schemas import errors
+
+    found = errors("command", body)
+    if not found:
+        return None
+    about_params = [e.startswith("params") or '"params" is a required' in e for e in found]
+    return "bad_params" if all(about_params) else "bad_body"
+
+
+@pytest.mark.parametrize(("case", "over", "reason"), [
+    ("no params", {"params": None}, "bad_params"),
+    ("no device", {"device": None}, "bad_body"),
+    ("empty device", {"device": ""}, "bad_body"),
+    ("dim 140", {"params": {"on": True, "dim_pct": 140}}, "bad_params"),
+    ("unknown param", {"params": {"on": True, "colour": "red"}}, "bad_params"),
+    ("device on a gateway action", {"action": "agent.state", "params": {}}, "bad_body"),
+    ("params on a gateway action", {"action": "agent.state", "device": None,
+                                    "params": {"x": 1}}, "bad_params"),
+    ("exp as a number", {"exp": 1795662900}, "bad_body"),
+])
+async def test_the_schema_and_the_gateway_agree_on_bad_body_and_bad_params(
+        h: Harness, case: str, over: dict[str, Any], reason: str) -> None:
+    """Re-test #4: the schema took a light.set without params or device; dim_pct 140 failed
+    the body schema while the gateway said bad_params. Both now give the same split."""
+    body = _body(**over)
+    body = {k: v for k, v in body.items() if v is not None}  # None: the member is absent
+    out = await _send_body(h, h.lighting, body)
+    assert (out.status, out.reason) == ("rejected", reason), (case, out)
+    assert _schema_reason(body) == reason, (case, body)
+    assert out.detail["detail"], case  # always says which member
+
+
+async def test_an_unknown_device_is_named(h: Harness) -> None:
+    out = await _send_body(h, h.lighting, _body(device="lamp-99"))
+    assert out.reason == "unknown_device"
+    assert "lamp-99" in out.detail["detail"]
+    assert _schema_reason(_body(device="lamp-99")) is None  # a valid body for another gateway
+
+
+async def test_a_bad_time_is_described_not_echoed_as_a_regex(h: Harness) -> None:
+    """Re-test #8: the detail was cut mid-pattern (`…(Z|[+-][0-9]{2}:[0-9]{`)."""
+    out = await _send_body(h, h.lighting, _body(iat="2026-11-26T03:12:45", cmd_id="x"))
+    detail = out.detail["detail"]
+    assert out.reason == "bad_body"
+    assert "iat: must be an RFC 3339 time" in detail, detail
+    assert "cmd_id: must be a lower-case UUIDv7" in detail, detail
+    assert "[0-9]" not in detail
+    assert "^" not in detail
+
+
+@pytest.mark.parametrize(("iat_s", "exp_s", "reason", "words"), [
+    (30, 1, "bad_body", "exp: must be after iat"),  # the re-test's case: it executed
+    (0, 0, "bad_body", "exp: must be after iat"),
+    (-10, 3590, "", ""),  # exactly the lifetime
+    (-10, 3591, "bad_body", "exp: at most 3600 s after iat"),
+    (-60, 86400, "bad_body", "exp: at most 3600 s after iat"),
+])
+async def test_exp_is_after_iat_within_the_command_lifetime(
+        h: Harness, iat_s: int, exp_s: int, reason: str, words: str) -> None:
+    """Re-test #9: iat 30 s ahead and exp 1 s ahead executed; an exp a year out was fine."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    body = _body(iat=_stamp(now + dt.timedelta(seconds=iat_s)),
+                 exp=_stamp(now + dt.timedelta(seconds=exp_s)))
+    out = await _send_body(h, h.lighting, body)
+    assert out.reason == reason, out
+    if words:
+        assert words in out.detail["detail"]
+        assert out.cmd_id == body["cmd_id"]  # a signed, parsed body: its id is verified
+
+
+async def test_exp_before_iat_is_refused_with_an_unsynced_clock_too(h: Harness) -> None:
+    assert h.processor is not None
+    h.processor.clock.quality = lambda: TimeQuality.UNSYNCED  # type: ignore[method-assign]
+    now = dt.datetime.now(dt.UTC)
+    out = await _send_body(h, h.lighting, _body(iat=_stamp(now),
+                                                exp=_stamp(now - dt.timedelta(seconds=5))))
+    assert (out.reason, out.detail["detail"]) == ("bad_body", "exp: must be after iat")
+
+
+async def test_agent_state_is_a_read_action_on_the_gateway(h: Harness) -> None:
+    """Re-test #5: a late platform asks for a fresh seq baseline (agent.state, role read)."""
+    entry = action_catalogue()["agent.state"]
+    assert (entry["role"], entry["kinds"], entry["device"]) == ("read", [], False)
+    assert "agent.state" in role_catalogue()["read"]
+    out = await _send_body(h, h.lighting, _body(action="agent.state", device=None, params={}))
+    assert (out.status, out.device) == ("executed", None), out
+    assert h.executed[-1][:2] == ("", "agent.state")
+    refused = await _send_body(h, h.broadcast, _body(action="agent.state", device=None))
+    assert (refused.reason, refused.detail["detail"]) == ("wrong_role",
+                                                          "agent.state needs role read")
+
+
+async def test_agent_state_publishes_a_fresh_baseline_at_once(
+        tmp_path: Path, plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's side of agent.state: a full state within STATE_CHECK_S, not at the
+    heartbeat (900 s by default); its bytes are what the data budget counts."""
+    monkeypatch.setattr(mqtt_uplink, "STATE_CHECK_S", 0.2)
+    sizes: list[int] = []
+    real_send = MqttUplink._send_state
+
+    def counting(self: MqttUplink, link: MqttLink, state: dict[str, Any]) -> None:
+        sizes.append(len(self._signed_state(state)))
+        real_send(self, link, state)
+
+    monkeypatch.setattr(MqttUplink, "_send_state", counting)
+    async with _state_rig(tmp_path, plain_broker, state_heartbeat_s=3600) as rig:
+        await wait_until(lambda: rig.states, 10, "a birth")
+        await rig.outbox.put(_reading(1))
+        await wait_until(lambda: rig.uplink.stats.events_acked == 1, 10, "the event sent")
+        await asyncio.sleep(0.6)
+        assert len(rig.states) == 1  # quiet: nothing until the heartbeat an hour away
+        rig.uplink.request_state()
+        started = time.monotonic()
+        await wait_until(lambda: len(rig.states) == 2, 5, "a state on request")
+        assert time.monotonic() - started < 1.0
+        assert (rig.states[1]["seq_low"], rig.states[1]["seq_high"]) == (2, 1)
+        assert rig.states[1]["online"] is True
+        print(f"agent.state: one state message of {sizes[-1]} bytes")
+        assert sizes[-1] < 1024
+
+
+async def test_reload_applies_a_new_platform_key_and_refuses_a_loose_file(
+        tmp_path: Path) -> None:
+    """Re-test #1: a key added to platform-keys.json was ignored until a restart while
+    `edge reload` said ✔. Now the reload loads it (same checked, all-or-nothing loader); a
+    loose file is refused by the reload, said so, and the running keys stay."""
+    from edge.agent import Agent
+    from hil.commander import register, sign_command
+
+    keys_file = tmp_path / "platform-keys.json"
+    old_key, new_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    register(keys_file, old_key, ["read"])
+    loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[],
+                          gateway={"platform_keys_file": "platform-keys.json"})
+    agent = Agent(loaded, boot_delay_s=0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    gw = loaded.config.gateway.id
+
+    async def state_by(key: Ed25519PrivateKey) -> Outcome:
+        assert agent.commands is not None
+        _cmd, env = sign_command(key, gateway=gw, device=None, action="agent.state")
+        return await agent.commands.handle(env)
+
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        assert (await state_by(new_key)).reason == "unknown_kid"
+        register(keys_file, new_key, ["read"])  # the platform adds a key
+        assert await agent.reload() == []
+        assert agent.last_reload["ok"] is True
+        assert agent.last_reload["needs_restart"] == []  # applied: nothing left for a restart
+        executed = await state_by(new_key)
+        assert (executed.status, executed.detail) == ("executed", {"state": "requested"})
+        keys_file.chmod(0o666)  # loose: refused as a whole, and said so
+        register(keys_file, Ed25519PrivateKey.generate(), ["read"])
+        keys_file.chmod(0o666)
+        assert await agent.reload() == []
+        [note] = agent.last_reload["needs_restart"]
+        assert "refused" in note
+        assert "others can write" in note
+        assert "running keys stay" in note
+        assert (await state_by(new_key)).status == "executed"  # the running keys stay
+        assert (await state_by(old_key)).status == "executed"
+    finally:
+        stop.set()
+        await run
+
+
+async def test_every_result_detail_is_what_the_schema_describes(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-test #8: `detail` was an unconstrained object. Each reason's members are in the
+    schema now, the suppressed summary included (no ids), and nothing else passes."""
+    from edge import commands as commands_mod
+    from hil.receiver.schemas import errors
+
+    monkeypatch.setattr(commands_mod, "REJECT_WINDOW_S", 0.3)
+    assert h.processor is not None
+    await _send_body(h, h.lighting, _body())  # executed
+    await _send_body(h, h.lighting, _body(device="lamp-99"))  # unknown_device
+    await _send_body(h, h.lighting, _body(params={"on": True, "dim_pct": 140}))  # bad_params
+    await _send_body(h, h.lighting, _body(action="agent.state", device=None))  # executed
+    for _ in range(commands_mod.REJECT_BURST + 3):
+        await _send_body(h, h.unknown, _body())  # unknown_kid, the last 3 only counted
+    await asyncio.sleep(0.4)
+    await h.processor.tick()
+    results = _results(h)
+    assert [r["reason"] for r in results][-1] == "suppressed"
+    summary = results[-1]
+    assert summary["detail"] == {"counts": {"unknown_kid": 3}, "window_s": 0.3}
+    assert (summary["cmd_id"], summary["action"]) == (None, None)
+    assert "cmd_id_unverified" not in summary
+    for result in results:
+        assert errors("command_result", result) == [], result
+    rejected = next(r for r in results if r["reason"] == "unknown_device")
+    assert errors("command_result", {**rejected, "detail": {"detail": "x", "extra": 1}})
+    assert errors("command_result", {**summary, "detail": {"counts": {}}})
+    assert errors("command_result", {**summary, "cmd_id": str(uuid7())})

@@ -272,6 +272,14 @@ class MqttUplink:
                 state.update(await self.outbox.call(seq_baseline, self.outbox.store))
                 self._send_state(link, state)
 
+    def request_state(self) -> None:
+        """Publish a full ``state`` (seq baseline included) at the next state check.
+
+        The ``agent.state`` command: a platform that joins late gets a baseline within
+        ``STATE_CHECK_S`` instead of waiting for the heartbeat (issue 20 re-test #5).
+        """
+        self._state_sent_mono = float("-inf")
+
     async def _publish_state(self, link: MqttLink, *, online: bool) -> None:
         self._send_state(link, await self._state(online=online))
 

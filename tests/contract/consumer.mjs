@@ -6,7 +6,7 @@
 //   node consumer.mjs info.json        (written by tests/test_contract.py)
 //
 // info.json: {host, port, prefix, gateway, ca, cert, key, gateway_public_key_hex,
-//             platform_seed_hex, devices, schemas_dir, timeout_s, report_path}
+//             platform_key_file, devices, schemas_dir, timeout_s, report_path}
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify,
   randomBytes } from "node:crypto";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -26,10 +26,8 @@ const stats = { batches: 0, events: 0, duplicates: 0, out_of_order: 0, states: 0
   retained_states: 0, schema_checked: 0, commands: {} };
 
 // ---- schemas: every published file, compiled by Ajv (JSON Schema 2020-12, formats asserted)
-// strict, except two style rules: union types (["number", "null"]) and `required` beside
-// if/then without a local `properties` are how the schemas are written
-const ajv = new Ajv2020({ strict: true, strictTypes: false, strictRequired: false,
-  allowUnionTypes: true, allErrors: true });
+// in Ajv's strict mode, exactly as docs/contract/README.md §Schemas says
+const ajv = new Ajv2020({ strict: true, allErrors: true });
 addFormats(ajv);
 ajv.addVocabulary(["x-reasons", "x-actions", "x-roles", "x-status"]);
 const byName = {};
@@ -51,17 +49,17 @@ function check(name, doc, where) {
 
 // ---- keys: raw Ed25519 keys as the contract gives them (hex), through node:crypto
 const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
-const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 const gatewayRaw = Buffer.from(info.gateway_public_key_hex, "hex");
 const gatewayKey = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, gatewayRaw]),
   format: "der", type: "spki" });
 const gatewayKid = createHash("sha256").update(gatewayRaw).digest("hex").slice(0, 16);
-const platformKey = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX,
-  Buffer.from(info.platform_seed_hex, "hex")]), format: "der", type: "pkcs8" });
+// the platform's signing key: a PKCS#8 PEM file (docs/contract/README.md §Platform keys)
+const platformKey = createPrivateKey(readFileSync(info.platform_key_file));
 const kidOf = (priv) => createHash("sha256")
   .update(createPublicKey(priv).export({ format: "der", type: "spki" }).subarray(12))
   .digest("hex").slice(0, 16);
 const b64url = (buf) => buf.toString("base64url"); // unpadded, RFC 4648 §5
+if (kidOf(platformKey) !== info.platform_kid) fail("platform.key's kid is not the registered one");
 
 // The contract: verify sig over the exact UTF-8 bytes of body, before parsing body.
 function openEnvelope(payload, where) {
@@ -185,7 +183,7 @@ client.on("error", (e) => fail(`mqtt: ${e.message}`));
 // A platform that joins late: it may not call seqs below its baseline lost. Its baseline is
 // the seq_low of the first state it receives with the retain flag unset (README.md §4); the
 // retained state it gets first may be older than its subscription.
-const late = { seen: new Set(), gaps: [], baseline: null, retainedFirst: null, client: null };
+const late = { seen: new Set(), gaps: [], baseline: null, retainedFirst: null, client: null, subscribed: false };
 function joinLate() {
   late.client = mqtt.connect(`mqtts://${info.host}:${info.port}`, {
     protocolVersion: 5, clientId: `contract-node-late-${process.pid}`, clean: true,
@@ -210,7 +208,8 @@ function joinLate() {
       }
     } catch (e) { fail(`late joiner: ${e.message}`); }
   });
-  late.client.on("connect", () => late.client.subscribe([`${base}/events`, `${base}/state`], { qos: 1 }));
+  late.client.on("connect", () => late.client.subscribe([`${base}/events`, `${base}/state`], { qos: 1 },
+    (err) => { if (err) fail(`late joiner subscribe: ${err.message}`); else late.subscribed = true; }));
   late.client.on("error", (e) => fail(`late joiner mqtt: ${e.message}`));
 }
 
@@ -270,6 +269,10 @@ async function main() {
   if (!check("command", ok.body, "a valid light.set")) return;
   await expect("valid light.set", ok, "executed", null);
   joinLate();
+  // a late joiner asks for a fresh baseline (README §Sequence numbers: agent.state)
+  await until(() => late.subscribed === true, 10000, "the late joiner's subscription");
+  await expect("agent.state", command({ action: "agent.state" }), "executed", null);
+  await until(() => late.baseline !== null, 6000, "a live state after agent.state");
   const offset = command({ device: cover, action: "device.read", offsetMin: 480 });
   check("command", offset.body, "device.read with +08:00");
   await expect("device.read, iat/exp at +08:00", offset, "executed", null);
@@ -303,6 +306,26 @@ async function main() {
   const stranger = generateKeyPairSync("ed25519").privateKey;
   const unknown = command({ device: lamp, action: "light.set", params: { on: true }, key: stranger });
   await expect("unknown kid", unknown, "rejected", "unknown_kid", { byId: false });
+  // the body/params split (README §Validation): what the schema refuses outside /params is
+  // bad_body, at or under /params bad_params; the gateway says the same
+  const noDevice = command({ action: "light.set", params: { on: true } });
+  if (validators.command(noDevice.body)) fail("the command schema accepts a light.set without device");
+  await expect("light.set without device", noDevice, "rejected", "bad_body");
+  const noParams = command({ device: lamp, action: "light.set" });
+  delete noParams.body.params;
+  const noParamsText = JSON.stringify(noParams.body);
+  const noParamsEnv = JSON.stringify({ kid: kidOf(platformKey), alg: "Ed25519",
+    sig: b64url(sign(null, Buffer.from(noParamsText, "utf8"), platformKey)), body: noParamsText });
+  if (validators.command(noParams.body)) fail("the command schema accepts a light.set without params");
+  await expect("light.set without params", { body: noParams.body, env: noParamsEnv }, "rejected",
+    "bad_params");
+  const noLamp = command({ device: "lamp-nowhere", action: "light.set", params: { on: true } });
+  await expect("unknown device", noLamp, "rejected", "unknown_device");
+  const named = results.find((r) => r.data.cmd_id === noLamp.body.cmd_id);
+  if (!named?.data.detail.detail?.includes("lamp-nowhere")) fail("unknown_device does not name the device");
+  const backwards = command({ device: lamp, action: "light.set", params: { on: true },
+    iatMs: Date.now() + 30000, ttlS: -29 });
+  await expect("exp before iat", backwards, "rejected", "bad_body");
   const epoch = command({ device: lamp, action: "light.set", params: { on: true } });
   const epochBody = { ...epoch.body, iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 300 };
   if (validators.command(epochBody)) fail("the command schema accepts epoch integers as times");

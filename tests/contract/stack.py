@@ -86,7 +86,8 @@ class Stack:
             "key": str(self.pki.key("receiver")),
             "gateway_public_key_hex": self.gateway_public_hex,
             "platform_kid": self.platform_kid,
-            "platform_seed_hex": self.platform_key.seed.hex(),
+            # the platform's signing key as the demo keeps it: PKCS#8 PEM, mode 0600
+            "platform_key_file": str(self.folder / "platform.key"),
             "devices": {d.name: d.kind for d in self.loaded.config.devices},
         }
 
