@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +113,17 @@ def test_a_forged_or_foreign_batch_stores_nothing(store: PgReceiverStore) -> Non
 
 def _fail_on_device(store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch,
                     device: str) -> None:
-    """Make storing an event of ``device`` fail inside the transaction (after its insert)."""
-    project = store._project
+    """Make storing a batch with an event of ``device`` fail inside the transaction (after its
+    insert)."""
+    add_events = store.add_events
 
-    def failing(gw: str, event: dict[str, Any], point: Any) -> None:
-        if event.get("device") == device:
+    def failing(gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        new = add_events(gw, events)
+        if any(event.get("device") == device for event in events):
             raise RuntimeError("injected failure inside the transaction")
-        project(gw, event, point)
+        return new
 
-    monkeypatch.setattr(store, "_project", failing)
+    monkeypatch.setattr(store, "add_events", failing)
 
 
 def test_a_batch_failing_inside_its_transaction_is_rolled_back_whole(
@@ -169,6 +171,26 @@ def test_a_group_commits_once_and_a_refused_message_is_undone_alone(
     assert (counters["events.accepted"], counters["events.duplicates"]) == (3, 1)
     assert counters["rejected.malformed"] == 1
     assert counters["rejected.signature"] == 1
+
+
+def test_a_refused_message_leaves_nothing_on_the_map(
+        store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map rows of a group are written at its commit from what each message added: a
+    message refused inside the group (its savepoint undone) adds no asset nor vehicle."""
+    rx = Receiver(store, KEYS)
+    _fail_on_device(store, monkeypatch, "boom")
+    fix = Event(EventType.POSITION, 2, time.time_ns(), TimeQuality.SYNCED, device="truck-9",
+                asset=TRUCK, data={"lat": 31.3, "lon": 120.6, "speed_kmh": 20.0})
+    outcomes = rx.handle_many([
+        (TOPIC, batch([(reading("lamp-a"), 1)])),
+        (TOPIC, batch([(reading("lamp-b"), 2), (fix, 3), (reading("boom"), 4)])),  # refused
+        (TOPIC, batch([(reading("lamp-a", 2.0), 5)])),
+    ])
+    assert [o.accepted for o in outcomes] == [1, 0, 1]
+    assert [(a["device"], a["last_data"]) for a in store.map_assets()] == [
+        ("lamp-a", {"v": 2.0})]
+    assert store.map_vehicles() == []
+    assert store.last_value(GW, "lamp-b") is None
 
 
 def test_case_numbers_stay_dense_with_two_receivers_racing(pg_dsn: str) -> None:  # noqa: F811

@@ -49,57 +49,65 @@ _CASE_COLUMNS = ("case_no, gw, alarm_id, kind, device, asset_code, asset_name, g
                  "class, event_class, value, state, opened_ts, closed_ts, opened_ns")
 _INSERT_CASE = (f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ("  # noqa: S608 - fixed text
                 + ", ".join(["%s"] * 17) + ") ON CONFLICT (alarm_id) DO NOTHING RETURNING case_no")
-# One statement per batch: the events, and the positions of the ones really added. The
-# batch travels as one JSON array that the server splits (per-event json.dumps and psycopg's
-# text array dumper, which escapes every element with a regex, were 60 % of a receiver's CPU,
-# profiled); what Python parses better (times, coordinates) goes as binary arrays (%b). Rows
-# go in id order for every receiver, so two overlapping batches cannot deadlock.
+# One statement per batch: the events, the positions of the ones really added, and which of
+# them change the map (into the session's pending tables, read once at commit). The batch
+# travels as one JSON array that the server splits (per-event json.dumps and psycopg's array
+# dumpers were most of a receiver's CPU, profiled); only position events (a tenth) carry
+# binary arrays (%b), of what Python parses better (fix times). Rows go in id order for every
+# receiver, so two overlapping batches cannot deadlock.
 _INSERT_EVENTS = (
-    "WITH u AS (SELECT e.doc, x.* FROM jsonb_array_elements(%(docs)s::jsonb) WITH ORDINALITY "
-    "AS e(doc, n) JOIN unnest(%(ts_at)b::timestamptz[], %(received_ns)b::bigint[], "
-    "%(lat)b::float8[], %(lon)b::float8[], %(speed_kmh)b::float8[], %(course_deg)b::float8[], "
-    "%(ts_ns)b::bigint[]) WITH ORDINALITY AS "
-    "x(ts_at, received_ns, lat, lon, speed_kmh, course_deg, ts_ns, n) ON x.n = e.n), "
-    "ins AS (INSERT INTO events (gw, id, seq, type, prio, ts, ts_at, device, asset_code, "
+    "WITH u AS (SELECT doc, n FROM jsonb_array_elements(%(docs)s::jsonb) WITH ORDINALITY "
+    "AS e(doc, n)), "
+    "ins AS (INSERT INTO events (gw, id, seq, type, prio, ts, device, asset_code, "
     "received_ns, doc) SELECT %(gw)s, doc->>'id', (doc->>'seq')::bigint, doc->>'type', "
-    "(doc->>'prio')::smallint, doc->>'ts', ts_at, doc->>'device', doc->'asset'->>'code', "
-    "received_ns, doc FROM u ORDER BY doc->>'id' ON CONFLICT DO NOTHING RETURNING id), "
+    "(doc->>'prio')::smallint, doc->>'ts', doc->>'device', doc->'asset'->>'code', "
+    "%(base_ns)s::bigint + n - 1, doc FROM u ORDER BY doc->>'id' ON CONFLICT DO NOTHING "
+    "RETURNING id, type, ts, device, asset_code), "
     "pos AS (INSERT INTO positions (gw, id, asset_code, device, ts_at, lat, lon, speed_kmh, "
-    "ts_ns, course_deg) SELECT %(gw)s, ins.id, u.doc->'asset'->>'code', u.doc->>'device', "
-    "u.ts_at, u.lat, u.lon, u.speed_kmh, u.ts_ns, u.course_deg FROM u JOIN ins ON "
-    "ins.id = u.doc->>'id' WHERE u.lat IS NOT NULL AND u.lon IS NOT NULL "
-    "ON CONFLICT DO NOTHING) "
+    "ts_ns, course_deg) SELECT %(gw)s, p.id, ins.asset_code, ins.device, p.ts_at, p.lat, "
+    "p.lon, p.speed_kmh, p.ts_ns, p.course_deg FROM unnest(%(p_id)b::text[], "
+    "%(p_ts_at)b::timestamptz[], %(p_lat)b::float8[], %(p_lon)b::float8[], "
+    "%(p_speed_kmh)b::float8[], %(p_course_deg)b::float8[], %(p_ts_ns)b::bigint[]) AS "
+    "p(id, ts_at, lat, lon, speed_kmh, course_deg, ts_ns) JOIN ins ON ins.id = p.id "
+    "ON CONFLICT DO NOTHING RETURNING id, ts_ns), "
+    # the map's projections: a device's newest asset-bearing event; a tracker's newest fix
+    "pa AS (INSERT INTO pending_assets SELECT %(gw)s, device, ts, id FROM ins "
+    "WHERE device IS NOT NULL AND asset_code IS NOT NULL AND type <> 'position'), "
+    "pv AS (INSERT INTO pending_vehicles SELECT %(gw)s, ins.device, pos.ts_ns, pos.id "
+    "FROM pos JOIN ins ON ins.id = pos.id WHERE ins.device IS NOT NULL AND pos.ts_ns IS NOT NULL) "
     "SELECT id FROM ins")
+# The session's pending projections: temporary (no WAL), emptied by every commit, and undone
+# with a refused message's savepoint like everything else it wrote.
+_PENDING_TABLES = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS pending_assets (gw text, device text, ts text, "
+    "id text) ON COMMIT DELETE ROWS; "
+    "CREATE TEMPORARY TABLE IF NOT EXISTS pending_vehicles (gw text, device text, "
+    "ts_ns bigint, id text) "
+    "ON COMMIT DELETE ROWS")
 _UPSERT_ASSETS = (
-    "INSERT INTO assets (gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
-    "last_data) SELECT DISTINCT ON (e.gw, e.device) e.gw, e.device, e.doc->'asset'->>'code', "
-    "e.doc->'asset'->>'name', e.doc->'asset'->>'class', e.doc->'asset'->>'grid', "
-    # docs are Python's re-encoding (1e-400 is 0.0 by then); bounded anyway: a cast that fails
-    # would fail the commit of every batch it travels with
-    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lat') = 'number' AND abs((e.doc->'asset'->"
-    "'lat')::numeric) <= 90 THEN round((e.doc->'asset'->'lat')::numeric, 9)::float8 END, "
-    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lon') = 'number' AND abs((e.doc->'asset'->"
-    "'lon')::numeric) <= 180 THEN round((e.doc->'asset'->'lon')::numeric, 9)::float8 END, "
-    "e.ts, e.type, "
-    "CASE WHEN jsonb_typeof(e.doc->'data') = 'object' THEN e.doc->'data' ELSE '{}' END "
-    "FROM events e JOIN unnest(%b::text[], %b::text[]) AS f(gw, id) "
-    "ON e.gw = f.gw AND e.id = f.id ORDER BY e.gw, e.device, e.ts DESC "
-    "ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, "
-    "name = excluded.name, class = excluded.class, grid = excluded.grid, lat = excluded.lat, "
-    "lon = excluded.lon, last_ts = excluded.last_ts, last_type = excluded.last_type, "
-    "last_data = excluded.last_data WHERE excluded.last_ts >= assets.last_ts")
+    "INSERT INTO assets (gw, device, last_ts, last_id) SELECT DISTINCT ON (gw, device) gw, "
+    "device, ts, id FROM pending_assets ORDER BY gw, device, ts DESC "
+    "ON CONFLICT (gw, device) DO UPDATE SET last_ts = excluded.last_ts, "
+    "last_id = excluded.last_id WHERE excluded.last_ts >= assets.last_ts")
 # the newest by the fix's time: a gateway draining its backlog sends old ones last
 _UPSERT_VEHICLES = (
-    "INSERT INTO vehicles (gw, device, code, name, ts_ns, lat, lon, speed_kmh, course_deg) "
-    "SELECT DISTINCT ON (p.gw, p.device) p.gw, p.device, p.asset_code, "
-    "e.doc->'asset'->>'name', p.ts_ns, p.lat, p.lon, p.speed_kmh, p.course_deg "
-    "FROM positions p JOIN unnest(%b::text[], %b::text[]) AS f(gw, id) "
-    "ON p.gw = f.gw AND p.id = f.id JOIN events e ON e.gw = p.gw AND e.id = p.id "
-    "ORDER BY p.gw, p.device, p.ts_ns DESC "
-    "ON CONFLICT (gw, device) DO UPDATE SET code = excluded.code, name = excluded.name, "
-    "ts_ns = excluded.ts_ns, lat = excluded.lat, lon = excluded.lon, "
-    "speed_kmh = excluded.speed_kmh, course_deg = excluded.course_deg "
-    "WHERE excluded.ts_ns >= vehicles.ts_ns")
+    "INSERT INTO vehicles (gw, device, ts_ns, last_id) SELECT DISTINCT ON (gw, device) gw, "
+    "device, ts_ns, id FROM pending_vehicles ORDER BY gw, device, ts_ns DESC "
+    "ON CONFLICT (gw, device) DO UPDATE SET ts_ns = excluded.ts_ns, "
+    "last_id = excluded.last_id WHERE excluded.ts_ns >= vehicles.ts_ns")
+# an asset's fields, read from its newest event (the map's and last_value's rows)
+_SELECT_ASSETS = (
+    "SELECT a.gw, a.device, e.doc->'asset'->>'code' AS code, e.doc->'asset'->>'name' AS name, "
+    "e.doc->'asset'->>'class' AS class, e.doc->'asset'->>'grid' AS grid, "
+    # docs are Python's re-encoding (1e-400 is 0.0 by then); bounded anyway: a cast that
+    # fails would fail every read of the map
+    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lat') = 'number' AND abs((e.doc->'asset'->"
+    "'lat')::numeric) <= 90 THEN round((e.doc->'asset'->'lat')::numeric, 9)::float8 END AS lat, "
+    "CASE WHEN jsonb_typeof(e.doc->'asset'->'lon') = 'number' AND abs((e.doc->'asset'->"
+    "'lon')::numeric) <= 180 THEN round((e.doc->'asset'->'lon')::numeric, 9)::float8 END AS lon, "
+    "a.last_ts, e.type AS last_type, CASE WHEN jsonb_typeof(e.doc->'data') = 'object' "
+    "THEN e.doc->'data' ELSE '{}' END AS last_data "
+    "FROM assets a JOIN events e ON e.gw = a.gw AND e.id = a.last_id ")
 _SELECT_CASES = f"SELECT {_CASE_COLUMNS} FROM cases "  # noqa: S608 - fixed text
 
 
@@ -152,9 +160,7 @@ class PgReceiverStore:
         self._grouped = False
         self._in_savepoint = False
         self._pending_counters: dict[str, int] = {}
-        # events this commit added that change the map: (gw, id) of assets' and trackers'
-        self._pending_assets: list[tuple[str, str]] = []
-        self._pending_vehicles: list[tuple[str, str]] = []
+        self._projections_due = False  # this transaction added events: update the map rows
         self.schema_version = self._migrate()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -206,21 +212,20 @@ class PgReceiverStore:
             finally:
                 self._in_tx = False
                 self._pending_counters.clear()
-                self._pending_assets.clear()
-                self._pending_vehicles.clear()
+                self._projections_due = False
             return
         if not self._grouped or self._in_savepoint:
             yield
             return
         self._in_savepoint = True
-        saved = (dict(self._pending_counters), list(self._pending_assets),
-                 list(self._pending_vehicles))
+        saved = dict(self._pending_counters)
         try:
             with self.conn.transaction():
                 yield
         except BaseException:
-            # what the undone message counted and drew is undone with it
-            self._pending_counters, self._pending_assets, self._pending_vehicles = saved
+            # what the undone message counted is undone with it (its pending map rows are
+            # undone by the savepoint)
+            self._pending_counters = saved
             raise
         finally:
             self._in_savepoint = False
@@ -259,6 +264,7 @@ class PgReceiverStore:
             self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                     f"-c lock_timeout={LOCK_TIMEOUT_MS} -c synchronous_commit=on")
+        self._conn.execute(_PENDING_TABLES.encode())  # no parameters: two statements
 
     @staticmethod
     def retryable(exc: BaseException) -> bool:
@@ -300,21 +306,25 @@ class PgReceiverStore:
     def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
         """Store a batch's events in one statement; return which ones were new, in order."""
         base_ns = time.time_ns()
-        points = [_point(e) for e in events]
         docs, cleaned = _json_text(events)
         if cleaned:
             # PostgreSQL has no U+0000 in text nor inf in jsonb: a device name with one must
             # not make a signed batch unstorable (refused forever). Checked once on the
             # batch's JSON, not per parameter (a Python str dumper cost 20 % of the CPU).
             events = _storable(events)
+        # only positions carry parameters of their own (a tenth of the events)
+        fixes = [(e["id"], *_point(e)) for e in events if e.get("type") == "position"]
+        fixes = [f for f in fixes if f[2] is not None]  # kept as an event, not on the track
         with self.transaction():
             rows = self.conn.execute(_INSERT_EVENTS, {
-                "gw": gw, "docs": docs,
-                "ts_at": [_ts_at(e.get("ts")) for e in events],
-                "received_ns": [base_ns + i for i in range(len(events))],
-                "lat": [p[0] for p in points], "lon": [p[1] for p in points],
-                "speed_kmh": [p[2] for p in points], "course_deg": [p[3] for p in points],
-                "ts_ns": [p[4] for p in points]}).fetchall()
+                "gw": gw, "docs": docs, "base_ns": base_ns,
+                "p_id": [f[0] for f in fixes], "p_ts_at": [f[1] for f in fixes],
+                "p_lat": [f[2] for f in fixes], "p_lon": [f[3] for f in fixes],
+                "p_speed_kmh": [f[4] for f in fixes], "p_course_deg": [f[5] for f in fixes],
+                "p_ts_ns": [f[6] for f in fixes]}).fetchall()
+            if not rows:
+                return [False] * len(events)
+            self._projections_due = True
             fresh = {r[0] for r in rows}
             new: list[bool] = []
             for event in events:
@@ -322,20 +332,7 @@ class PgReceiverStore:
                 fresh.discard(event["id"])  # the same id twice in one batch: the first counts
             self._command_results(gw, [e for e, is_new in zip(events, new, strict=True)
                                        if is_new and e.get("type") == "command_result"])
-            for event, is_new, point in zip(events, new, points, strict=True):
-                if is_new:
-                    self._project(gw, event, point)
         return new
-
-    def _project(self, gw: str, event: dict[str, Any], point: _Point) -> None:
-        """Note a new event that changes the map (its row is written once, at commit)."""
-        if not isinstance(event.get("device"), str):
-            return
-        if event.get("type") == "position":
-            if point[0] is not None and point[4] is not None:  # a place and a time
-                self._pending_vehicles.append((gw, event["id"]))
-        elif isinstance(event.get("asset"), dict) and event["asset"]:
-            self._pending_assets.append((gw, event["id"]))
 
     def _flush_projections(self) -> None:
         """Write the newest asset and vehicle row per device of this commit.
@@ -343,12 +340,10 @@ class PgReceiverStore:
         The server reads them from the rows just inserted (no second copy travels), and takes
         them in (gw, device) order: two receivers never lock these rows in opposite orders.
         """
-        for pending, statement in ((self._pending_assets, _UPSERT_ASSETS),
-                                   (self._pending_vehicles, _UPSERT_VEHICLES)):
-            if pending:
-                gws, ids = zip(*pending, strict=True)
-                pending.clear()
-                self.conn.execute(statement, (list(gws), list(ids)))
+        if self._projections_due:
+            self._projections_due = False
+            self.conn.execute(_UPSERT_ASSETS)
+            self.conn.execute(_UPSERT_VEHICLES)
 
     def _command_results(self, gw: str, events: list[dict[str, Any]]) -> None:
         rows = []
@@ -384,8 +379,7 @@ class PgReceiverStore:
 
     def last_value(self, gw: str, device: str) -> dict[str, Any] | None:
         """Return a device's last value: its newest event by reading time (the assets row)."""
-        rows = self._dicts("SELECT gw, device, code, name, class, grid, lat, lon, last_ts, "
-                           "last_type, last_data FROM assets WHERE gw = %s AND device = %s",
+        rows = self._dicts(_SELECT_ASSETS + "WHERE a.gw = %s AND a.device = %s",
                            (gw, device))
         return rows[0] if rows else None
 
@@ -515,9 +509,8 @@ class PgReceiverStore:
         Keys: gw, device, code, name, class, grid, lat, lon, last_ts, last_type, last_data.
         """
         rows = self._dicts(
-            "SELECT gw, device, code, name, class, grid, lat, lon, last_ts, last_type, "
-            "last_data FROM assets a WHERE NOT EXISTS (SELECT 1 FROM vehicles v WHERE "
-            "v.gw = a.gw AND v.device = a.device) ORDER BY gw, device LIMIT %s",
+            _SELECT_ASSETS + "WHERE NOT EXISTS (SELECT 1 FROM vehicles v WHERE "  # noqa: S608
+            "v.gw = a.gw AND v.device = a.device) ORDER BY a.gw, a.device LIMIT %s",
             (max(0, min(limit, MAP_MAX_ASSETS)),))
         for row in rows:
             row["last_data"] = row["last_data"] if row["last_data"] is not None else {}
@@ -525,9 +518,12 @@ class PgReceiverStore:
 
     def map_vehicles(self) -> list[dict[str, Any]]:
         """Return every tracker's newest position (gw, device, code, name, ts_ns, lat, lon, …)."""
-        return self._dicts("SELECT gw, device, code, name, ts_ns, lat, lon, speed_kmh, "
-                           "course_deg FROM vehicles ORDER BY gw, device LIMIT %s",
-                           (MAP_MAX_ASSETS,))
+        return self._dicts("SELECT v.gw, v.device, p.asset_code AS code, "
+                           "e.doc->'asset'->>'name' AS name, v.ts_ns, p.lat, p.lon, "
+                           "p.speed_kmh, p.course_deg FROM vehicles v JOIN positions p "
+                           "ON p.gw = v.gw AND p.id = v.last_id "
+                           "JOIN events e ON e.gw = v.gw AND e.id = v.last_id "
+                           "ORDER BY v.gw, v.device LIMIT %s", (MAP_MAX_ASSETS,))
 
     def map_device_values(self, gw: str, device: str,
                           limit: int = MAP_MAX_VALUES) -> list[dict[str, Any]]:
@@ -605,20 +601,20 @@ def _storable(value: Any) -> Any:
     return value
 
 
-_Point = tuple[float | None, float | None, float | None, float | None, int | None]
+_Point = tuple[dt.datetime | None, float | None, float | None, float | None, float | None,
+               int | None]
 
 
 def _point(event: dict[str, Any]) -> _Point:
-    """Return (lat, lon, speed, course, fix ns) of a position; Nones when it is not one."""
-    if event.get("type") != "position":
-        return None, None, None, None, None
-    data = event.get("data") or {}
+    """Return (fix time, lat, lon, speed, course, fix ns) of a position; lat None if it is none."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
     lat, lon = _number(data.get("lat")), _number(data.get("lon"))
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        return None, None, None, None, None  # kept as an event, not on the track
+        return None, None, None, None, None, None
     at = _ts_at(event.get("ts"))
     ts_ns = None if at is None else int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
-    return lat, lon, _number(data.get("speed_kmh")), _number(data.get("course_deg")), ts_ns
+    return at, lat, lon, _number(data.get("speed_kmh")), _number(data.get("course_deg")), ts_ns
 
 
 def _str(value: object) -> str | None:

@@ -9,8 +9,7 @@ CREATE TABLE events (
     seq bigint NOT NULL,
     type text NOT NULL,
     prio smallint NOT NULL,
-    ts text NOT NULL,              -- as sent (RFC 3339); ts_at is it parsed, NULL if it is not
-    ts_at timestamptz,
+    ts text NOT NULL,              -- as sent (RFC 3339); no parsed copy: no query reads one
     device text,
     asset_code text,
     received_ns bigint NOT NULL,

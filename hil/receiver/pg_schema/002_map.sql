@@ -3,34 +3,24 @@
 -- (the newest row per device of everything the commit added), in (gw, device) order, so two
 -- receivers never take these rows in opposite orders.
 
--- "last value of a device": its asset block and newest event by reading time (a backlog
--- replayed late does not overwrite it); not trackers: they are in vehicles
+-- "last value of a device": which event is its newest by reading time (a backlog replayed
+-- late does not overwrite it); not trackers: they are in vehicles. A reference, not a copy:
+-- writing the asset block and data here again took a quarter of the server's CPU per event
+-- (bench platform); the map reads them from the event by its primary key.
 CREATE TABLE assets (
     gw text NOT NULL,
     device text NOT NULL,
-    code text,
-    name text,
-    class text,
-    grid text,
-    lat double precision,
-    lon double precision,
     last_ts text NOT NULL,
-    last_type text NOT NULL,
-    last_data jsonb,
+    last_id text NOT NULL,
     PRIMARY KEY (gw, device)
 ) WITH (fillfactor = 50);  -- room on the page: an update of a device's row stays HOT
 
--- each tracker's newest position by the fix's time
+-- each tracker's newest position by the fix's time (a reference to it, as assets)
 CREATE TABLE vehicles (
     gw text NOT NULL,
     device text NOT NULL,
-    code text,
-    name text,
     ts_ns bigint NOT NULL,
-    lat double precision NOT NULL,
-    lon double precision NOT NULL,
-    speed_kmh double precision,
-    course_deg double precision,
+    last_id text NOT NULL,
     PRIMARY KEY (gw, device)
 ) WITH (fillfactor = 50);
 
