@@ -112,6 +112,8 @@ class Clock:
         self.boot_id = boot_id()
         # the last trusted wall time persisted by an earlier run (FLOOR_FILE), if any
         self.floor_ns = floor_ns
+        # this run's start: a GNSS-only clock persists at most floor_ns + the time since then
+        self.started_mono_ns = time.monotonic_ns()
         self._gnss_offset_ns: int | None = None
         self._synced_cache: tuple[float, bool] = (-1e9, False)
         self._gnss_anchor: tuple[int, int] | None = None  # (utc_ns, mono_ns) last accepted
@@ -220,6 +222,26 @@ class Clock:
         if self.source == "ntp" and self._kernel_synced():
             return TimeQuality.SYNCED
         return TimeQuality.UNSYNCED
+
+    def floor_to_persist(self, mono_ns: int | None = None) -> int | None:
+        """Return the wall time to persist as the next run's floor, or None for none.
+
+        The floor bounds the first GNSS adoption of the next boot, so it must never come from
+        GNSS alone (review finding 2): a forged fix inside the window became the floor and kept
+        the real time out for good. The kernel clock counts when NTP disciplines it (or the
+        operator declared it trusted, ``system``). A GNSS-only clock may move the floor by no
+        more than the monotonic time of this run: ``floor_ns + (mono - started_mono_ns)`` —
+        a floor too low only weakens the check; this boot's uptime is not used because a
+        restart within one boot would count the time before it twice (D67).
+        """
+        wall_ns = time.time_ns()
+        if wall_ns >= CLOCK_FLOOR_NS and (self.source == "system" or self._kernel_synced()):
+            return wall_ns
+        if self._gnss_offset_ns is None:
+            return None
+        mono = time.monotonic_ns() if mono_ns is None else mono_ns
+        bound_ns = max(self.floor_ns or 0, CLOCK_FLOOR_NS) + max(0, mono - self.started_mono_ns)
+        return min(self.now_ns(), bound_ns)
 
     def _kernel_synced(self) -> bool:
         checked_at, synced = self._synced_cache

@@ -219,15 +219,17 @@ def test_the_persisted_floor_round_trips_private(tmp_path: Path) -> None:
 
 
 async def test_the_agent_raises_time_source_suspect_and_persists_the_floor(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A disagreeing stream reaches the platform as one alarm; the floor survives a restart."""
     import asyncio
     import json
     import time
 
+    import edge.clock
     from edge.agent import Agent
-    from edge.clock import FLOOR_FILE, read_floor
+    from edge.clock import CLOCK_FLOOR_NS, FLOOR_FILE, read_floor
 
+    monkeypatch.setattr(edge.clock, "kernel_clock_synced", lambda: False)
     loaded = write_config(tmp_path, broker_port=1, pki=None, devices=[], buses=[],
                           gateway={"time_source": "gnss"})
     agent = Agent(loaded, boot_delay_s=0)
@@ -260,7 +262,9 @@ async def test_the_agent_raises_time_source_suspect_and_persists_the_floor(
         await asyncio.wait({run}, timeout=10)
     floor = read_floor(loaded.state_dir / FLOOR_FILE)
     assert floor is not None
-    assert abs(floor - time.time_ns()) < 60 * S
+    # GNSS-only (no NTP here), no earlier floor: the build floor + this run's uptime, never
+    # the GNSS time itself (review finding 2)
+    assert CLOCK_FLOOR_NS < floor < CLOCK_FLOOR_NS + 60 * S
     # the next start reads it: a fresh boot's GNSS may not go below it nor 2 years past it
     agent = Agent(loaded, boot_delay_s=0)
     stop = asyncio.Event()
@@ -271,3 +275,43 @@ async def test_the_agent_raises_time_source_suspect_and_persists_the_floor(
     finally:
         stop.set()
         await asyncio.wait({run}, timeout=10)
+
+
+# Review finding 2: a forged GNSS time, once trusted, became the persisted floor and kept the
+# real time out at the next boot.
+def test_a_forged_gnss_time_never_ratchets_the_persisted_floor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.clock
+
+    monkeypatch.setattr(edge.clock, "kernel_clock_synced", lambda: False)
+    forged_ns = T2026 + int(1.9 * 365 * 86_400) * S
+    clock = Clock("gnss", floor_ns=T2026)
+    assert _feed(clock, forged_ns, 3)[-1]  # inside [floor, floor + 2 y]: adopted
+    assert clock.quality() is TimeQuality.SYNCED
+    uptime_ns = 3600 * S  # an hour into this run
+    floor = clock.floor_to_persist(clock.started_mono_ns + uptime_ns)
+    assert floor is not None
+    assert floor <= T2026 + uptime_ns  # at most the previous floor + this run's uptime
+    # the next boot with that floor: the real time (a day after T2026) is adopted
+    clock = Clock("gnss", floor_ns=floor)
+    real_ns = T2026 + 86_400 * S
+    assert _feed(clock, real_ns, 12)[2]
+    assert clock.quality() is TimeQuality.SYNCED
+    assert clock.gnss_suspect is None
+
+
+def test_the_floor_is_the_kernel_clock_when_ntp_disciplines_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import edge.clock
+
+    monkeypatch.setattr(edge.clock, "kernel_clock_synced", lambda: True)
+    clock = Clock("gnss", floor_ns=T2026)
+    _feed(clock, T2026 + 400 * 86_400 * S, 3)  # GNSS says a year ahead; NTP says otherwise
+    floor = clock.floor_to_persist()
+    assert floor is not None
+    assert abs(floor - time.time_ns()) < 5 * S
+    # no trusted time at all (no NTP, no GNSS anchor): nothing to write
+    monkeypatch.setattr(edge.clock, "kernel_clock_synced", lambda: False)
+    assert Clock("gnss", floor_ns=T2026).floor_to_persist() is None
