@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
+from edge.uplink._paho import MqttLink
 from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
-from hil.receiver.core import Receiver, load_gateway_keys
+from hil.broker import Mosquitto
+from hil.receiver.core import BATCH_ATTEMPTS, Receiver, load_gateway_keys
+from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
+from tests.helpers import wait_until
 
 GW = "gw-320508-0007"
 TOPIC = f"edge/v1/{GW}/events"
@@ -300,3 +309,91 @@ def test_an_unsigned_state_cannot_downgrade_a_signing_gateway(tmp_path: Path) ->
     bye = {"online": False, "gw": GW, "boot_id": "b", "reason": "stopped"}
     assert not rx.handle(STATE, signer.envelope(json.dumps(bye).encode())).rejected
     assert rx.store.gateways()[0]["online"] is False
+
+
+# ---- a store failure is never a rejection (review: acked and dropped after lock timeouts) -----
+
+
+class LockedStore(ReceiverStore):
+    """A SQLite store whose first ``fail`` batches meet "database is locked" (another writer)."""
+
+    def __init__(self, path: Path, fail: int) -> None:
+        super().__init__(path)
+        self.fail = fail
+
+    def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        if self.fail > 0:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().add_events(gw, events)
+
+
+def locked(tmp_path: Path, fail: int) -> tuple[Receiver[LockedStore], Signer]:
+    key = Ed25519PrivateKey.generate()
+    store = LockedStore(tmp_path / "rx.db", fail)
+    return Receiver(store, load_gateway_keys({GW: raw_public_key(key.public_key()).hex()})), \
+        Signer(key)
+
+
+def test_a_locked_database_is_retried_then_raised_never_a_rejection(tmp_path: Path) -> None:
+    rx, signer = locked(tmp_path, fail=2)
+    assert rx.handle(TOPIC, batch(signer, [(reading(), 1)])).accepted == 1  # third attempt
+    assert rx.store.counters()["store.retries"] == 2
+    rx.store.fail = 1_000  # retries exhausted: the error propagates (not acknowledged)
+    with pytest.raises(sqlite3.OperationalError):
+        rx.handle(TOPIC, batch(signer, [(reading(), 2)]))
+    with pytest.raises(sqlite3.OperationalError):
+        rx.handle_many([(TOPIC, batch(signer, [(reading(), n)])) for n in (3, 4)])
+    assert not {k for k in rx.store.counters() if k.startswith("rejected.")}
+    assert rx.store.seq_count(GW)[0] == 1
+
+
+async def test_a_locked_database_answers_503_never_400(tmp_path: Path) -> None:
+    """A 400 counts toward dead-lettering on the gateway; a store failure must be retried."""
+    from aiohttp import ClientSession
+
+    from hil.broker import free_port
+    from hil.receiver.web import serve
+
+    rx, signer = locked(tmp_path, fail=1_000)
+    port = free_port()
+    runner = await serve(rx.store, port=port, receiver=rx)
+    url = f"http://127.0.0.1:{port}/v1/gateways/{GW}/events"
+    try:
+        async with ClientSession() as session:
+            async with session.post(url, data=batch(signer, [(reading(), 1)])) as resp:
+                assert resp.status == 503
+                assert resp.headers.get("Retry-After")
+            rx.store.fail = 0
+            async with session.post(url, data=batch(signer, [(reading(), 1)])) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["accepted"] == 1
+    finally:
+        await runner.cleanup()
+    assert not {k for k in rx.store.counters() if k.startswith("rejected.")}
+
+
+async def test_a_batch_that_met_a_locked_database_is_not_acknowledged(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    """Retries exhausted on a real broker: the batch is not acked, so the broker sends it again
+    (on the receiver's new connection) and it is stored then; it was rejected.malformed, acked
+    and lost."""
+    rx, signer = locked(tmp_path, fail=BATCH_ATTEMPTS + 1)  # more than one handling's retries
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_mqtt(rx, host="127.0.0.1", port=plain_broker.port, tls=None,
+                                        ready=ready, retry_s=0.1), name="receiver")
+    pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="gw", protocol="5",
+                   keepalive_s=30, connect_timeout_s=5, tls=None)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await pub.connect()
+        assert await pub.publish(TOPIC, batch(signer, [(alarm("raised"), 1)])) == 0
+        await wait_until(lambda: rx.store.seq_count(GW)[0] == 1, 15, "the redelivered batch")
+        assert [c["case_no"] for c in rx.store.cases()] == [1]
+        assert not {k for k in rx.store.counters() if k.startswith("rejected.")}
+    finally:
+        await pub.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        rx.store.close()

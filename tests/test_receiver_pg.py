@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import errors as pg_errors
 
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
@@ -543,3 +544,58 @@ async def test_the_page_and_the_map_are_served_from_postgresql(store: PgReceiver
         values = await device.json()
     assert "lamp-1" in str(map_doc)
     assert "7.0" in str(values)
+
+
+def _lock_store(store: PgReceiverStore, monkeypatch: pytest.MonkeyPatch,
+                errors: list[Exception]) -> None:
+    """Make storing a batch raise each of ``errors`` in turn (another receiver's lock), then
+    store it."""
+    add_events = store.add_events
+
+    def locked(gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        if errors:
+            raise errors.pop(0)
+        return add_events(gw, events)
+
+    monkeypatch.setattr(store, "add_events", locked)
+
+
+def test_a_lock_timeout_is_never_a_rejection(store: PgReceiverStore,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries exhausted on lock timeouts: the error propagates (not acknowledged, 503); it was
+    rejected.malformed, acknowledged and the signed batch lost."""
+    rx = Receiver(store, KEYS)
+    _lock_store(store, monkeypatch, [pg_errors.LockNotAvailable("lock timeout")] * 3)
+    with pytest.raises(pg_errors.LockNotAvailable):
+        rx.handle(TOPIC, batch([(alarm("raised"), 1)]))
+    _lock_store(store, monkeypatch, [pg_errors.DeadlockDetected("deadlock")] * 3)
+    with pytest.raises(pg_errors.DeadlockDetected):
+        rx.handle_many([(TOPIC, batch([(reading(), n)])) for n in (2, 3)])
+    assert not {k for k in store.counters() if k.startswith("rejected.")}
+    assert store.event_count() == 0
+    assert rx.handle(TOPIC, batch([(alarm("raised"), 1)])).opened == [1]  # the redelivery
+
+
+def test_a_deadlocked_group_runs_again_as_a_whole(store: PgReceiverStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a group a batch is a savepoint: retrying it alone kept the group's locks (and met the
+    same deadlock); the group is rolled back (locks released) and runs again whole."""
+    rx = Receiver(store, KEYS)
+    calls = {"n": 0}
+    add_events = store.add_events
+
+    def second_deadlocks(gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise pg_errors.DeadlockDetected("deadlock")
+        return add_events(gw, events)
+
+    monkeypatch.setattr(store, "add_events", second_deadlocks)
+    outcomes = rx.handle_many([(TOPIC, batch([(alarm("raised"), 1)])),
+                               (TOPIC, batch([(reading(), 2)]))])
+    assert [(o.accepted, o.duplicates, o.opened) for o in outcomes] == [(1, 0, [1]), (1, 0, [])]
+    assert calls["n"] == 4  # the first batch ran again with the group, not the second alone
+    counters = store.counters()
+    assert counters["store.retries"] == 1
+    assert "store.group_failures" not in counters
+    assert [c["case_no"] for c in store.cases()] == [1]

@@ -38,7 +38,7 @@ MAX_EVENTS_BYTES = 40 * 1024 * 1024
 TRACEBACK_EVERY_S = 60.0  # the catch-all logs a traceback per error type at most this often
 MAX_TRACEBACK_KINDS = 64
 MAX_STATE_BYTES = 256 * 1024  # a state message is a few hundred bytes per active alarm
-BATCH_ATTEMPTS = 3  # a batch that meets a deadlock in a shared database is run again
+BATCH_ATTEMPTS = 3  # a batch (or a group) that meets a deadlock or a lock timeout runs again
 
 
 class Store(Protocol):
@@ -49,6 +49,9 @@ class Store(Protocol):
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether a batch that failed with ``exc`` may run again."""
+
+    def failed(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the store's own failure (its driver's error), not the message's."""
 
     def bump(self, name: str, n: int = 1) -> None:
         """Add to a counter."""
@@ -156,9 +159,15 @@ class Receiver(Generic[StoreT]):
         self.keys = gateway_keys
         self.echo = echo or (lambda _line: None)
         self._traceback_at: dict[str, float] = {}  # error type -> monotonic s of its last one
+        self._in_group = False  # inside handle_many's group: the group retries, not a batch
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Process one message; never raises: a bad one is a counted rejection."""
+        """Process one message: a bad one is a counted rejection (to acknowledge).
+
+        Raises the store's failures (down, locked, deadlocked with retries exhausted): the
+        message is not refused, so the caller must not acknowledge it (MQTT: the broker sends
+        it again; HTTPS: 503, the gateway retries and never dead-letters it).
+        """
         parts = topic.split("/")
         if len(parts) < 3:
             return self._reject(RejectedError("rejected.topic", "bad topic"))
@@ -174,8 +183,10 @@ class Receiver(Generic[StoreT]):
         except RejectedError as exc:
             return self._reject(exc)
         except Exception as exc:  # one bad message must not stop the receiver
-            if self._unavailable(exc):
-                raise  # the store is down, not the message: it must not be acknowledged
+            if self.store.failed(exc):
+                # the store failed, not the message: a rejection would be acknowledged and the
+                # signed batch lost (a lock timeout was rejected.malformed: review of 18-20)
+                raise
             self._log_failure(topic, exc)
             return self._reject(RejectedError("rejected.malformed",
                                               f"malformed: {type(exc).__name__}"))
@@ -205,23 +216,33 @@ class Receiver(Generic[StoreT]):
         """Process several messages; with a store that can, in one transaction (one commit).
 
         Each message is still accepted or refused on its own (a savepoint each). If the group
-        fails as a whole, nothing of it was stored: with the store down the error propagates
-        (the caller must not acknowledge any of these messages; the broker sends them again);
-        otherwise they are handled one by one, so one poison message cannot block the others
-        forever.
+        fails as a whole, nothing of it was stored. A deadlock or lock timeout runs the whole
+        group again (its rollback released our locks; retrying one savepoint kept them and
+        met the same deadlock). With retries exhausted or the store down the error propagates:
+        the caller must not acknowledge any of these messages (the broker sends them again).
+        Any other failure of the group: one by one, so one poison message cannot block the
+        others forever.
         """
         group = getattr(self.store, "group", None)
         if group is None or len(messages) < 2:
             return [self.handle(topic, payload) for topic, payload in messages]
-        try:
-            with group():
-                return [self.handle(topic, payload) for topic, payload in messages]
-        except Exception as exc:
-            if self._unavailable(exc):
-                raise
-            log.warning("receiver: a group of %d failed (%s); one by one", len(messages),
-                        type(exc).__name__)
-            self.store.bump("store.group_failures")
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            self._in_group = True
+            try:
+                with group():
+                    return [self.handle(topic, payload) for topic, payload in messages]
+            except Exception as exc:
+                if self.store.retryable(exc) and attempt < BATCH_ATTEMPTS:
+                    self.store.bump("store.retries")
+                    continue
+                if self.store.retryable(exc) or self._unavailable(exc):
+                    raise
+                log.warning("receiver: a group of %d failed (%s); one by one", len(messages),
+                            type(exc).__name__)
+                self.store.bump("store.group_failures")
+                break
+            finally:
+                self._in_group = False
         return [self.handle(topic, payload) for topic, payload in messages]
 
     def _reject(self, exc: RejectedError) -> Outcome:
@@ -293,7 +314,10 @@ class Receiver(Generic[StoreT]):
             raise RejectedError("rejected.gateway_mismatch",
                                 f"batch for {batch['gw']} on topic of {gw}")
         raw_events = batch["events"]
-        for attempt in range(1, BATCH_ATTEMPTS + 1):
+        # in a group this is a savepoint: the outer transaction keeps its locks, so a retry here
+        # would meet the same deadlock; the group fails and runs again as a whole
+        attempts = 1 if self._in_group else BATCH_ATTEMPTS
+        for attempt in range(1, attempts + 1):
             out = Outcome()
             try:
                 # one transaction: nothing of a refused batch is half-stored, and the events
@@ -311,7 +335,7 @@ class Receiver(Generic[StoreT]):
             except Exception as exc:
                 # two receivers sharing a database can deadlock or time out on a lock: the
                 # database rolled the batch back, so running it again is safe
-                if attempt == BATCH_ATTEMPTS or not self.store.retryable(exc):
+                if attempt == attempts or not self.store.retryable(exc):
                     raise
                 self.store.bump("store.retries")
                 continue

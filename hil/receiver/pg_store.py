@@ -249,6 +249,11 @@ class PgReceiverStore:
         """Whether ``exc`` says the database is unreachable (not that a message is bad)."""
         return isinstance(exc, psycopg.OperationalError) and not PgReceiverStore.retryable(exc)
 
+    @staticmethod
+    def failed(exc: BaseException) -> bool:
+        """Whether ``exc`` is the database's failure (never a rejection of the message)."""
+        return isinstance(exc, psycopg.Error)
+
     @property
     def conn(self) -> psycopg.Connection[Any]:
         """The session; a new one when the last one broke (never inside a transaction)."""

@@ -104,15 +104,22 @@ class ReceiverStore:
         self.db.execute("BEGIN")
         try:
             yield
+            self.db.execute("COMMIT")  # a COMMIT that fails (locked) must not leave it open
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     @staticmethod
-    def retryable(_exc: BaseException) -> bool:
-        """Whether a failed batch may be run again (never: one writer, PgReceiverStore has)."""
-        return False
+    def retryable(exc: BaseException) -> bool:
+        """Whether a failed batch may be run again: another process holds the file's lock."""
+        return isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc))
+
+    @staticmethod
+    def failed(exc: BaseException) -> bool:
+        """Whether ``exc`` is SQLite's failure (never a rejection of the message: not acked)."""
+        return isinstance(exc, sqlite3.Error)
 
     def bump(self, name: str, n: int = 1) -> None:
         """Add to a counter."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import ssl
 from dataclasses import dataclass, field
 from importlib import resources
@@ -84,7 +85,7 @@ class WebStore(MapStore, Protocol):
 
 
 STORE_KEY: web.AppKey[WebStore] = web.AppKey("store")
-RECEIVER_KEY: web.AppKey[Receiver | None] = web.AppKey("receiver")
+RECEIVER_KEY: web.AppKey[Receiver[Any] | None] = web.AppKey("receiver")
 # statuses to answer the next POSTs with, for tests of the gateway's backoff: (status, retry)
 FAIL_KEY: web.AppKey[list[tuple[int, str | None]]] = web.AppKey("fail_next")
 OPEN311_KEY: web.AppKey[bool] = web.AppKey("open311", bool)
@@ -94,6 +95,8 @@ STATIC = Path(str(resources.files("hil.receiver") / "static"))
 MAP_PAGE = (STATIC / "map.html").read_text(encoding="utf-8")
 MAX_MAP_CONFIG_BYTES = 4 * 1024 * 1024  # roads and grid outlines of a district
 MAP_MAX_OPEN_CASES = 1000  # listed on the map (newest first); the count is of all
+STORE_RETRY_AFTER_S = 5  # a batch that met a store failure: the gateway retries after this
+log = logging.getLogger("hil.receiver")
 
 
 @dataclass(frozen=True)
@@ -342,14 +345,22 @@ async def _post_events(request: web.Request) -> web.Response:
         request.app[STORE_KEY].bump("rejected.too_large")  # counted like an MQTT one
         raise
     gw = request.match_info["gw"]
-    outcome = receiver.handle(f"edge/v1/{gw}/events", body)
+    try:
+        outcome = receiver.handle(f"edge/v1/{gw}/events", body)
+    except Exception as exc:  # any store failure: the batch was not refused
+        # a store failure (down, locked, deadlocked) is not the batch's fault: 503 makes the
+        # gateway retry it; a 400 would count toward dead-lettering a valid signed batch
+        log.warning("receiver: a batch of %s was not stored (%s); answered 503", gw,
+                    type(exc).__name__)
+        return web.json_response({"error": "store unavailable, retry"}, status=503,
+                                 headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
     if outcome.rejected:
         return web.json_response({"rejected": outcome.rejected}, status=400)
     return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
 
 def make_app(store: WebStore, *, open311_enabled: bool = False,
-             receiver: Receiver | None = None,
+             receiver: Receiver[Any] | None = None,
              map_config: MapConfig | None = None) -> web.Application:
     """Return the aiohttp application (with the HTTPS uplink endpoint when ``receiver``)."""
     app = web.Application(client_max_size=MAX_EVENTS_BYTES)
@@ -376,7 +387,7 @@ def make_app(store: WebStore, *, open311_enabled: bool = False,
 
 
 async def serve(store: WebStore, *, port: int, host: str = "127.0.0.1",
-                open311_enabled: bool = False, receiver: Receiver | None = None,
+                open311_enabled: bool = False, receiver: Receiver[Any] | None = None,
                 tls: ssl.SSLContext | None = None,
                 map_config: MapConfig | None = None) -> web.AppRunner:
     """Start serving; return the runner (``await runner.cleanup()`` stops it)."""
