@@ -386,7 +386,7 @@ class Agent:
     async def _execute(self, device: str, action: str, params: Any,
                        cmd_id: str | None = None) -> dict[str, Any]:
         """Carry out a verified command on its driver (or, ``agent.state``, on the gateway)."""
-        if action == "agent.state":  # a fresh seq baseline for a late platform (D-entry)
+        if action == "agent.state":  # a fresh seq baseline for a late platform (D68)
             if not isinstance(self.uplink, MqttUplink):
                 raise DeviceUnavailableError("gateway", "no MQTT uplink to publish state on")
             self.uplink.request_state()

@@ -88,7 +88,7 @@ GATEWAY_ACTIONS = frozenset({"agent.state"})
 # exp - iat at most this: a command is for now, not a standing order; a captured or withheld
 # command can take effect at most this long after it was issued (a schedule lives on the
 # gateway and needs no long-lived command). An hour covers a platform's retry queue through a
-# short outage (issue 20 re-test #9, D-entry in docs/decisions.md).
+# short outage (issue 20 re-test #9, docs/decisions.md D68).
 MAX_COMMAND_LIFETIME_S = 3600
 
 
