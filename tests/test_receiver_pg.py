@@ -182,10 +182,12 @@ def test_a_refused_message_leaves_nothing_on_the_map(
     _fail_on_device(store, monkeypatch, "boom")
     fix = Event(EventType.POSITION, 2, time.time_ns(), TimeQuality.SYNCED, device="truck-9",
                 asset=TRUCK, data={"lat": 31.3, "lon": 120.6, "speed_kmh": 20.0})
+    later = Event(EventType.READING, 3, time.time_ns() + 1_000_000_000, TimeQuality.SYNCED,
+                  device="lamp-a", asset=ASSET, data={"v": 2.0})  # ts is to the millisecond
     outcomes = rx.handle_many([
         (TOPIC, batch([(reading("lamp-a"), 1)])),
         (TOPIC, batch([(reading("lamp-b"), 2), (fix, 3), (reading("boom"), 4)])),  # refused
-        (TOPIC, batch([(reading("lamp-a", 2.0), 5)])),
+        (TOPIC, batch([(later, 5)])),
     ])
     assert [o.accepted for o in outcomes] == [1, 0, 1]
     assert [(a["device"], a["last_data"]) for a in store.map_assets()] == [
