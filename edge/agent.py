@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from edge.atomic_file import write_private_atomic
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
@@ -480,9 +481,12 @@ class Agent:
 
     async def _write_status(self) -> None:
         path = self.state_dir / STATUS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        data = json.dumps(await self.status(), ensure_ascii=False, indent=1)
-        await asyncio.to_thread(_write_atomic, tmp, path, data)
+        data = json.dumps(await self.status(), ensure_ascii=False, indent=1).encode("utf-8")
+        # not durable: rewritten every few seconds and read only by `edge status`/`check`; a
+        # power cut may lose the last one (no fsync: flash wear), never tear it (owner-only:
+        # status carries errors and alarm keys, security review 19 #11)
+        await asyncio.to_thread(functools.partial(write_private_atomic, path, data,
+                                                  durable=False))
 
     async def _status_loop(self) -> None:
         while True:
@@ -568,16 +572,6 @@ def _raise_failures(group: BaseExceptionGroup[BaseException]) -> None:
         raise failures[0]
     log.critical("agent stopping: a task failed: %r", failures)
     raise group
-
-
-def _write_atomic(tmp: Path, path: Path, data: str) -> None:
-    # owner-only even under a shell's umask 022: status carries errors and alarm keys
-    # (security review 19 #11); fchmod also tightens a tmp file an older agent left 0644
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(data)
-    tmp.replace(path)
 
 
 # what `edge status`, `edge reload` and `edge check` read from it, with the types they need

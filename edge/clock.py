@@ -10,10 +10,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
-import os
 import time
 from enum import StrEnum
 from pathlib import Path
+
+from edge.atomic_file import write_private_atomic
 
 # A wall clock before this instant is certainly wrong (this release was built later).
 CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
@@ -53,16 +54,8 @@ def read_floor(path: Path) -> int | None:
 
 
 def write_floor(path: Path, ns: int) -> None:
-    """Persist ``ns`` as the last trusted wall time: atomic, 0600, fsynced."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, f"{ns}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+    """Persist ``ns`` as the last trusted wall time: atomic, 0600, durable."""
+    write_private_atomic(path, f"{ns}\n".encode("ascii"))
 
 
 class TimeQuality(StrEnum):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge.atomic_file import write_private_atomic
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,4 @@ class ReplayState:
         doc = {"version": 1, "counters": self.counters, "floor_ns": self.floor_ns,
                "lost": self.lost}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(doc, separators=(",", ":")).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode())

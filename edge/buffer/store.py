@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edge.atomic_file import write_private_atomic
 from edge.errors import StoreCorruptError, StoreError, StoreFullError
 from edge.model import Event, encode_event
 
@@ -183,15 +184,9 @@ class Outbox:
         stat = os.statvfs(self.path.parent)
         if stat.f_bavail * stat.f_frsize < 3 * BALLAST_BYTES:
             return False
-        tmp = self._ballast.with_name(self._ballast.name + ".tmp")
-        try:
-            with os.fdopen(_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as fh:
-                fh.write(b"\0" * BALLAST_BYTES)  # real blocks, not a sparse hole
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(self._ballast)
+        try:  # real blocks, not a sparse hole; the helper removes a half-written tmp
+            write_private_atomic(self._ballast, b"\0" * BALLAST_BYTES)
         except OSError:
-            tmp.unlink(missing_ok=True)
             return False
         return True
 
@@ -309,18 +304,7 @@ class Outbox:
     def _reserve(self, upto: int) -> None:
         """Durably record that seqs up to ``upto`` may be used (before any is used)."""
         target = max(upto, self._next_seq) + SEQ_RESERVE_BLOCK
-        tmp = self._seq_file.with_name(self._seq_file.name + ".tmp")
-        with os.fdopen(_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w",
-                       encoding="ascii") as fh:
-            fh.write(json.dumps({"reserved_upto": target}))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self._seq_file)
-        dir_fd = os.open(self._seq_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private_atomic(self._seq_file, json.dumps({"reserved_upto": target}).encode())
         self._reserved_upto = target
 
     @property

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
 
+from edge.atomic_file import write_private_atomic
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
@@ -403,12 +403,4 @@ def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    # owner-only like every state file (security review 19 #11)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_private_atomic(path, json.dumps(doc, allow_nan=False).encode("utf-8"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +15,7 @@ from typing import ClassVar
 from typing_extensions import override
 
 from edge.alarms import Debounced
+from edge.atomic_file import write_private_atomic
 from edge.clock import CLOCK_FLOOR_NS
 from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
@@ -171,15 +171,10 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         path = self._schedule_file()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            # owner-only like every state file (security review 19 #11)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)  # a tmp an older agent left 0644
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"steps": [s.model_dump() for s in steps]}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
+            # durable before the platform is told "stored": the rename is fsynced in its
+            # directory, so a power cut cannot bring the old schedule back (review finding 4)
+            write_private_atomic(path, json.dumps(
+                {"steps": [s.model_dump() for s in steps]}).encode("utf-8"))
         self.schedule = list(steps)
         self.schedule_applied = None  # apply the step in force now
 

@@ -1,0 +1,48 @@
+"""The one way the agent replaces a state file: private, whole, and (by default) durable.
+
+Review findings 4 + 15: six hand-written routines differed — the light schedule and the clock
+floor renamed without fsyncing the directory, so after a power cut the old file could be back
+while the platform had been told ``stored``. ``durable`` writes fsync the data, rename, then
+fsync the directory (the rename is on disk before the call returns); a non-durable write (the
+status file, rewritten every few seconds and only read by ``edge status``) skips both fsyncs
+and is still atomic: a reader sees the old or the new file, whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def write_private_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: mode 0600, atomic, fsynced with its directory if durable.
+
+    Blocking (an SD card's fsync takes 10-300 ms): call it in a thread from the event loop.
+    The temporary file ``<name>.tmp`` is removed when the write fails; the old file stays.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    # owner-only even under a shell's umask 022 (security review 19 #11); fchmod also
+    # tightens a tmp file an older agent left 0644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a signal, a full device)
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
