@@ -197,7 +197,9 @@ class CommandBody(BaseModel):
     aud: str
     device: str | None = None
     action: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    # any JSON value: what is wrong inside ``params`` (not an object included) is bad_params,
+    # the schema's /params (issue 20 re-test #4)
+    params: Any = Field(default_factory=dict)
     iat: str = Field(pattern=COMMAND_TIME_PATTERN)
     exp: str = Field(pattern=COMMAND_TIME_PATTERN)
     ctr: int = Field(ge=0, le=CTR_MAX)
@@ -508,7 +510,7 @@ class CommandProcessor:
         role = ACTION_ROLES.get(body.action)
         if role is None:
             self._reject("unknown_action", body)
-        if body.params.get("priority") == "emergency":
+        if isinstance(body.params, dict) and body.params.get("priority") == "emergency":
             role = "broadcast-emergency"
         if role not in self.keys[kid][1]:
             self._reject("wrong_role", body, f"{body.action} needs role {role}")

@@ -597,6 +597,8 @@ def _schema_reason(body: dict[str, Any]) -> str | None:
     ("params on a gateway action", {"action": "agent.state", "device": None,
                                     "params": {"x": 1}}, "bad_params"),
     ("exp as a number", {"exp": 1795662900}, "bad_body"),
+    ("params not an object", {"params": [True]}, "bad_params"),
+    ("params null", {"params": "null"}, "bad_params"),
 ])
 async def test_the_schema_and_the_gateway_agree_on_bad_body_and_bad_params(
         h: Harness, case: str, over: dict[str, Any], reason: str) -> None:
@@ -604,6 +606,7 @@ async def test_the_schema_and_the_gateway_agree_on_bad_body_and_bad_params(
     the body schema while the gateway said bad_params. Both now give the same split."""
     body = _body(**over)
     body = {k: v for k, v in body.items() if v is not None}  # None: the member is absent
+    body = {k: None if v == "null" else v for k, v in body.items()}  # "null": JSON null
     out = await _send_body(h, h.lighting, body)
     assert (out.status, out.reason) == ("rejected", reason), (case, out)
     assert _schema_reason(body) == reason, (case, body)
