@@ -330,7 +330,7 @@ class Agent:
         kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
         notes = [*change.needs_restart]
         merged = new.config.model_copy(update=kept)
-        keys_note = await asyncio.to_thread(self._reload_platform_keys, merged)
+        keys_note = await self._reload_platform_keys(merged)
         if keys_note is not None:
             log.warning("reload: %s", keys_note)
             notes.append(keys_note)
@@ -351,7 +351,7 @@ class Agent:
                  change.added or "-", change.removed or "-", change.changed or "-")
         return []
 
-    def _reload_platform_keys(self, config: EdgeConfig) -> str | None:
+    async def _reload_platform_keys(self, config: EdgeConfig) -> str | None:
         """Re-read the platform keys file at a reload; say so when it is refused.
 
         A platform adds or rotates a key on a running gateway with ``edge reload`` (issue 20
@@ -362,12 +362,14 @@ class Agent:
         is the merged config, which keeps the running section.
         """
         try:
-            fresh = read_platform_keys(config, self.loaded.base_dir)
+            fresh = await asyncio.to_thread(read_platform_keys, config, self.loaded.base_dir)
         except PlatformKeysError as exc:
             return (f"platform keys (file refused: {exc}; the running keys stay until a "
                     "reload or restart with a valid file)")
         if _fingerprint(fresh) != self._keys_running and self.commands is not None:
-            self.commands.keys = fresh  # read by the next command: one assignment, no lock
+            # swapped on the loop, never from the reading thread: a command's checks read
+            # the keys twice with no await between them, so they see one set or the other
+            self.commands.keys = fresh
             self._keys_running = _fingerprint(fresh)
             log.info("reload: platform keys now %s", ", ".join(sorted(fresh)) or "none")
         return None
