@@ -314,3 +314,38 @@ def test_run_exits_70_when_a_part_of_the_agent_dies(tmp_path: Path,
     err = capfd.readouterr().err
     assert "a part of it died" in err
     assert "a bug in the store" in err
+
+
+async def test_a_probe_never_shows_a_position_bad_checksum_or_gns() -> None:
+    """Review finding 5: a GGA with a bad checksum (firefly-II.log sends them) was echoed whole
+    in the probe's error, and GNS positions were not blanked at all."""
+    async def talk(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(b"$GPGGA,005947.00,3715.6616,N,12157.6709,W,,11,0.8,86.0,M,"
+                             b"-30.1,M,,*00\r\n")  # a wrong checksum: firefly-II.log
+                writer.write(_nmea("GNGNS,120000.00,3118.6300,N,12037.8120,E,AAN,09,0.9,12.0,"
+                                   "0.0,,,V"))
+                writer.write(b"garbled$GP,3118.63,N,12037.81*7\r\n")  # no address at all
+                await writer.drain()
+                await asyncio.sleep(0.5)
+
+    server = await asyncio.start_server(talk, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    driver = GpsDriver(GpsDevice.model_validate({
+        "name": "truck-03", "kind": "gps", "transport": "serial", "model": "nmea",
+        "port": f"socket://127.0.0.1:{port}", "asset": GPS_ASSET}),
+        SerialPort(f"socket://127.0.0.1:{port}", 9600))
+    try:
+        with tracing() as trace:
+            values = await driver.probe()
+    finally:
+        await driver.close()
+        server.close()
+    shown = repr(trace.records)
+    assert values["bad_lines"] >= 2
+    assert "GPGGA" in shown  # the sentence type and the error stay visible
+    assert "checksum" in shown
+    assert "GNGNS,120000.00,*,*,*,*,AAN" in shown
+    for digits in ("3715.66", "12157.67", "3118.6", "12037.8"):
+        assert digits not in shown, shown

@@ -177,3 +177,16 @@ def test_a_malformed_sentence_neither_closes_nor_spoils_a_cycle() -> None:
     fix = tracker.flush()
     assert fix is not None
     assert (f"{fix.utc:%H%M%S}", fix.mode) == ("040000", 3)
+
+
+def test_position_blanking_covers_gns_and_lines_that_fail_their_checksum() -> None:
+    """Review finding 5: only RMC/GGA/GLL were blanked, and only after a valid checksum."""
+    gns = nmea.parse_sentence("$GNGNS,120000.00,3118.6300,N,12037.8120,E,AAN,09,0.9,12.0,"
+                              "0.0,,,V*" + nmea.checksum("GNGNS,120000.00,3118.6300,N,"
+                                                          "12037.8120,E,AAN,09,0.9,12.0,0.0,,,V"))
+    assert nmea.without_position(gns) == "$GNGNS,120000.00,*,*,*,*,AAN,09,0.9,12.0,0.0,,,V"
+    bad = "$GPGGA,005947.00,3715.6616,N,12157.6709,W,,11,0.8,86.0,M,-30.1,M,,*00\r\n"
+    assert nmea.without_position_text(bad) == \
+        "$GPGGA,005947.00,*,*,*,*,,11,0.8,86.0,M,-30.1,M,,"
+    # no recognisable address (two sentences run together): coordinate-like fields blanked
+    assert "3118" not in nmea.without_position_text("xx$GPGSV,1,1$GPRMC,3118.63,N,12037.81")

@@ -354,7 +354,9 @@ class GpsDriver(Driver[GpsDevice]):
             except ValueError as exc:
                 bad += 1
                 if trace is not None:
-                    trace.add(WireRecord(link, None, "NMEA", error=f"{exc}: {line.strip()!r}"))
+                    # positions are personal data, in a bad line too (review finding 5)
+                    trace.add(WireRecord(link, None, "NMEA", error=(
+                        f"{exc}: {nmea.without_position_text(line)!r}")))
                 continue
             valid += 1
             if trace is not None:  # positions are personal data: shown blanked

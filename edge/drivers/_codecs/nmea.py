@@ -318,7 +318,10 @@ def receiver_status(s: Sentence) -> dict[str, str | int | float | None]:
 
 
 # where a sentence carries the position: shown by a probe without it (personal data)
-_POSITION_FIELDS = {"RMC": (2, 3, 4, 5), "GGA": (1, 2, 3, 4), "GLL": (0, 1, 2, 3)}
+_POSITION_FIELDS = {"RMC": (2, 3, 4, 5), "GGA": (1, 2, 3, 4), "GLL": (0, 1, 2, 3),
+                    "GNS": (1, 2, 3, 4)}
+# ddmm.mmm / dddmm.mmm: what a latitude or longitude looks like wherever it sits in a line
+_COORD_LIKE = re.compile(r"(?<!\d)\d{4,5}\.\d")
 
 
 def without_position(s: Sentence) -> str:
@@ -326,3 +329,23 @@ def without_position(s: Sentence) -> str:
     hidden = _POSITION_FIELDS.get(s.type, ())
     fields = ["*" if i in hidden and v else v for i, v in enumerate(s.fields)]
     return f"${s.talker}{s.type}," + ",".join(fields)
+
+
+def without_position_text(line: str) -> str:
+    """Return a line ``parse_sentence`` refused with anything that may be a position blanked.
+
+    A receiver that sends bad checksums (firefly-II.log) still sends real positions (review
+    finding 5): the fields of a position sentence are blanked by index, and any field that
+    looks like a coordinate is blanked too (a garbled address, two sentences run together).
+    The checksum is left off; the text is cut at ``MAX_LEN``.
+    """
+    text = line.strip()[:MAX_LEN]
+    start = text.find("$")
+    prefix, body = ("$", text[start + 1:]) if start >= 0 else ("", text)
+    head, *fields = body.partition("*")[0].split(",")
+    hidden = _POSITION_FIELDS.get(head[2:], ()) if len(head) == 5 else ()
+    shown = ["*" if v and (i in hidden or _COORD_LIKE.search(v)) else v
+             for i, v in enumerate(fields)]
+    if _COORD_LIKE.search(head):
+        head = "*"
+    return prefix + ",".join([head, *shown])
