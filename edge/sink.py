@@ -129,10 +129,12 @@ class EventSink:
         prio = change.prio if change.state == "raised" else max(change.prio, Prio.ALARM)
         event = Event(EventType.ALARM, prio, ts, quality, device=change.device, asset=asset,
                       data=dict(change.data), alarm=alarm, mono=mono)
-        put = asyncio.ensure_future(self._outbox.put_many([event], statements))
         # The active map must follow the store even when our caller is cancelled once the
         # writer took the event (a reload or restart of the driver): a committed raise missing
         # here would make its clear "without an active raise" and leave the case open forever.
+        # The outbox owns the put (finished or cancelled before it closes, review finding 7).
+        put = self._outbox.detach(self._outbox.put_many([event], statements),
+                                  name=f"sink.alarm {key}")
         put.add_done_callback(lambda done: self._committed(done, change, key, alarm_id))
         await asyncio.shield(put)
 

@@ -19,7 +19,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,8 @@ from edge.model import Event, encode_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# at close, a task that outlived its caller (detach) gets this long to finish, then is cancelled
+DETACHED_SETTLE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -57,6 +59,7 @@ class AsyncOutbox:
         self.alarms_waiting = 0
         self.evicted: dict[int, int] = {}
         self.rejected: dict[int, int] = {}  # prio -> events refused by the encoder
+        self._detached: set[asyncio.Task[Any]] = set()
 
     @property
     def queued(self) -> int:
@@ -71,8 +74,42 @@ class AsyncOutbox:
         """Open the store on its thread."""
         await self.call(self.store.open)
 
+    def detach(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run an outbox operation that must outlive its caller, owned by the outbox.
+
+        A committed alarm must reach the sink's active map even when the driver is cancelled
+        meanwhile, and a lease must be given back when the uplink is; such a task is not in
+        its caller's TaskGroup, so the outbox owns it: ``close`` awaits (then cancels) every
+        one still running (review finding 7: no task outlives the outbox).
+        """
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._detached.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._detached.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved: no GC warning
+            log.debug("outbox: %s ended with %r", task.get_name(), task.exception())
+
+    async def _settle_detached(self) -> None:
+        deadline = time.monotonic() + DETACHED_SETTLE_S
+        while self._detached:  # a finishing task may detach another (a lease's give-back)
+            pending = set(self._detached)
+            left_s = deadline - time.monotonic()
+            if left_s > 0:
+                await asyncio.wait(pending, timeout=left_s)
+                continue
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def close(self) -> None:
-        """Close the store and stop its thread (after the writer task has ended)."""
+        """Close the store and stop its thread (after the writer task has ended).
+
+        Detached operations finish first (or are cancelled after ``DETACHED_SETTLE_S``).
+        """
+        await self._settle_detached()
         await self.call(self.store.close)
         self._thread.shutdown(wait=True)
 

@@ -122,13 +122,21 @@ class BatchSource:
         The thread finishes a lease it has begun whatever happens to the awaiting task; its
         events would stay leased, never sent, until a restart (R5: two events stuck).
         """
-        leasing = asyncio.ensure_future(self.outbox.lease(max_events, max_bytes,
-                                                          max_prio=max_prio, live=live))
+        leasing = self.outbox.detach(self.outbox.lease(max_events, max_bytes,
+                                                       max_prio=max_prio, live=live),
+                                     name="batches.lease")
         try:
             return await asyncio.shield(leasing)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                leased = await leasing
-                if leased:
-                    await self.outbox.release([item.seq for item in leased])
+            # give it back from a callback, not by awaiting here: a second cancel (the link
+            # dropped, then the agent stops) interrupted that await and kept the lease
+            # (review finding 7); the outbox owns the give-back until it closes
+            leasing.add_done_callback(self._give_back)
             raise
+
+    def _give_back(self, leasing: asyncio.Task[list[Leased]]) -> None:
+        if leasing.cancelled() or leasing.exception() is not None:
+            return
+        if leased := leasing.result():
+            self.outbox.detach(self.outbox.release([item.seq for item in leased]),
+                               name="batches.release")
