@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
     --user) user="$2"; shift 2 ;;
     --no-start) start=0; shift ;;
     --python) python="$2"; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;  # the header above
+    *) echo "unknown option $1 (--help lists them)" >&2; exit 2 ;;
   esac
 done
 
@@ -42,6 +43,37 @@ print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))' 2>/de
   echo "cannot run $python; pass --python PATH (a python3.11 or newer)" >&2
   exit 1
 fi
+# Its version against requires-python, before anything changes: pip would refuse it only
+# after the user and the venv exist, and `make wheels` has no house for it either
+supported="$(sed -n 's/^requires-python *= *"\(.*\)"/\1/p' "$here/pyproject.toml")"
+if [ -n "$supported" ] && ! version_says="$("$python" - "$supported" <<'PY'
+import sys
+have = sys.version_info[:2]
+low, high, ok = "", "", True
+for clause in sys.argv[1].split(","):
+    clause = clause.strip()
+    op = clause.rstrip("0123456789.")
+    want = tuple(int(x) for x in clause[len(op):].split(".")[:2])
+    if op == ">=":
+        ok, low = ok and have >= want, "%d.%d" % want
+    elif op == "<":
+        ok, high = ok and have < want, "%d.%d" % (want[0], want[1] - 1)
+print("%d.%d" % have, low, high)
+sys.exit(0 if ok else 1)
+PY
+)"; then
+  read -r have low high <<< "$version_says"
+  echo "refusing $python: $python is Python $have; edge needs Python $low to $high" \
+    "(requires-python $supported). Pass --python PATH to one: Debian 12 has python3.11," \
+    "Ubuntu 24.04 python3.12, Debian 13 python3.13 (docs/platforms.md)" >&2
+  exit 1
+fi
+# pip sees no pip.conf and no PIP_* variable: a machine-wide find-links or index would let a
+# damaged wheelhouse pass the check below, or install what is not in it
+pip_clean() {
+  env $(compgen -e | sed -n 's/^PIP_/-u PIP_/p') PIP_CONFIG_FILE=/dev/null \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"
+}
 # an interpreter under a home folder others cannot enter (/root/.pyenv, ~/.local) builds a
 # venv only its owner can run; said here, before anything changes
 home_blocks="$("$real_python" - "$real_python" <<'PY'
@@ -70,6 +102,10 @@ fi
 # is built on names its target; `make wheels` wrote a TARGET file into every house
 # (docs/platforms.md).
 if [ -n "$wheels" ]; then
+  if [ ! -d "$wheels" ]; then
+    echo "--wheels $wheels: no such folder (copy make wheels' output there first)" >&2
+    exit 1
+  fi
   want="$("$python" - <<'PY'
 import platform, struct, sys
 machine = platform.machine()
@@ -107,7 +143,34 @@ PY
     echo "see docs/platforms.md to build the missing wheels once" >&2
     exit 1
   fi
+  # the glibc the house's manylinux wheels were chosen for (TARGET's glibc_min)
+  glibc_min="$(sed -n 's/.*"glibc_min": *"\([^"]*\)".*/\1/p' "$house/TARGET" 2>/dev/null)"
+  if [ -n "$glibc_min" ]; then
+    glibc_have="$("$python" -c 'import os
+print((os.confstr("CS_GNU_LIBC_VERSION") or "").split()[-1])' 2>/dev/null || true)"
+    if ! "$python" -c 'import sys
+have, need = ([int(x) for x in v.split(".")[:2]] for v in sys.argv[1:])
+sys.exit(have < need)' "$glibc_have" "$glibc_min" 2>/dev/null; then
+      echo "wheelhouse $house needs glibc $glibc_min or newer; this gateway has" \
+        "glibc ${glibc_have:-(none found)}" >&2
+      exit 1
+    fi
+  fi
   echo "using wheelhouse $house (this gateway: $want)"
+  # pip's own answer, offline, with this interpreter, in a throw-away venv: a wheel missing
+  # from a house without an INCOMPLETE file (a partial copy) is refused here, not after the
+  # user, the venv and the files exist
+  probe="$(mktemp -d)"
+  trap 'rm -rf "$probe"' EXIT
+  if ! resolved="$("$python" -m venv "$probe/venv" 2>&1 && pip_clean "$probe/venv/bin/python" \
+      -m pip install --dry-run --no-index --find-links "$house" edge 2>&1)"; then
+    echo "wheelhouse $house does not install offline with $python:" >&2
+    printf '%s\n' "$resolved" | tail -n 6 >&2
+    echo "rebuild it with 'make wheels' and copy it whole (docs/platforms.md)" >&2
+    exit 1
+  fi
+  rm -rf "$probe"
+  trap - EXIT
   wheels="$house"
 fi
 
@@ -135,7 +198,7 @@ fi
 install -d -m 0755 "$prefix"
 "$python" -m venv "$prefix/venv"
 if [ -n "$wheels" ]; then
-  "$prefix/venv/bin/python" -m pip install --no-index --find-links "$wheels" edge
+  pip_clean "$prefix/venv/bin/python" -m pip install --no-index --find-links "$wheels" edge
 else
   "$prefix/venv/bin/python" -m pip install -q "$here"
 fi

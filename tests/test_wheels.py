@@ -42,17 +42,22 @@ def running_target() -> Target:
     return Target(f"{sys.version_info[0]}.{sys.version_info[1]}", machine)
 
 
+def build_houses(targets: list[Target]) -> Path:
+    """var/wheels-test/ with these houses, complete (downloaded once, then reused)."""
+    out = ROOT / "var" / "wheels-test"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "wheelhouse.py"), "--out",
+                           str(out), "--targets", ",".join(t.name for t in targets), "--reuse"],
+                          capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for target in targets:
+        assert f"{target.name:<14} complete" in done.stdout, done.stdout
+    return out
+
+
 @pytest.fixture(scope="session")
 def wheelhouses() -> Path:
     """var/wheels-test/ with the running interpreter's house, complete (downloads once)."""
-    out = ROOT / "var" / "wheels-test"
-    target = running_target()
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "wheelhouse.py"), "--out",
-                           str(out), "--targets", target.name, "--reuse"],
-                          capture_output=True, text=True, timeout=1200, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{target.name:<14} complete" in done.stdout, done.stdout
-    return out
+    return build_houses([running_target()])
 
 
 def _clean_env() -> dict[str, str]:
@@ -81,12 +86,13 @@ def _stage(root: Path, wheels: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=600, check=False)
 
 
-def _house(folder: Path, target: str, *, incomplete: str | None = None) -> Path:
+def _house(folder: Path, target: str, *, incomplete: str | None = None,
+           glibc_min: str = "2.31") -> Path:
     """A house as `make wheels` marks it (TARGET, and INCOMPLETE when wheels are missing)."""
     folder.mkdir(parents=True)
     t = parse_target(target)
     (folder / "TARGET").write_text(json.dumps(
-        {"arch": t.arch, "glibc_min": "2.31", "python": t.python, "requirements": "x",
+        {"arch": t.arch, "glibc_min": glibc_min, "python": t.python, "requirements": "x",
          "target": t.name}, sort_keys=True) + "\n", encoding="utf-8")
     if incomplete is not None:
         (folder / "INCOMPLETE").write_text(incomplete, encoding="utf-8")
@@ -177,13 +183,14 @@ def test_install_sh_takes_the_house_of_its_interpreter_from_a_folder_of_houses(
     for other in ("cp311-armv7l", "cp313-aarch64", "cp312-x86_64"):
         if other != me:
             _house(wheels / other, other)
-    _house(wheels / me, me)  # marked, but empty: pip must then fail on it, offline
+    _house(wheels / me, me)  # marked, but empty: pip's offline dry run must refuse it
     done = _stage(tmp_path / "root", wheels)
     assert f"using wheelhouse {wheels / me} (this gateway: {me})" in done.stdout, (
         done.stdout + done.stderr)
-    assert done.returncode != 0
-    assert f"Looking in links: {wheels / me}" in done.stdout
+    assert done.returncode == 1
+    assert f"wheelhouse {wheels / me} does not install offline" in done.stderr
     assert "No matching distribution found for edge" in done.stderr  # --no-index: no PyPI
+    assert not (tmp_path / "root").exists()  # refused before any user, venv or file
 
 
 def test_install_sh_refuses_when_no_house_matches_and_changes_nothing(tmp_path: Path) -> None:
@@ -283,3 +290,73 @@ def test_no_extra_names_the_project_itself() -> None:
         "optional-dependencies"]
     for name, deps in extras.items():
         assert not [d for d in deps if d.replace(" ", "").lower().startswith("edge[")], name
+
+
+# --- install.sh checks everything before it changes anything (issue 22 integrator #5-#7) ---
+
+def _pyenv_python(version: str) -> str | None:
+    """A pyenv interpreter of ``version`` (3.10: an unsupported one), or None."""
+    for candidate in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*")):
+        exe = candidate / "bin" / f"python{version}"
+        if exe.exists():
+            return str(exe)
+    return None
+
+
+def test_install_sh_help_prints_its_usage() -> None:
+    done = subprocess.run(["bash", str(INSTALL), "--help"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "unknown option" not in done.stderr
+    assert "--wheels DIR" in done.stdout
+    assert "--python PATH" in done.stdout
+
+
+def test_install_sh_says_a_missing_wheels_folder_does_not_exist(tmp_path: Path) -> None:
+    done = _stage(tmp_path / "root", tmp_path / "nowhere")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"--wheels {tmp_path / 'nowhere'}: no such folder" in done.stderr
+    assert "it has: none" not in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("wheels", [False, True])
+def test_install_sh_refuses_an_unsupported_python_before_any_change(tmp_path: Path,
+                                                                    wheels: bool) -> None:
+    py310 = _pyenv_python("3.10")
+    if py310 is None:
+        pytest.skip("no Python 3.10 here to stand for an unsupported interpreter")
+    args = ["--wheels", str(_house(tmp_path / "wheels" / "cp311-x86_64", "cp311-x86_64"))
+            ] if wheels else []
+    done = subprocess.run(["bash", str(INSTALL), "--no-start", "--python", py310, *args],
+                          env={**_clean_env(), "DESTDIR": str(tmp_path / "root")},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{py310} is Python 3.10; edge needs Python 3.11 to 3.13" in done.stderr
+    assert "make wheels" not in done.stderr  # make wheels refuses cp310 as well
+    assert not (tmp_path / "root").exists()
+
+
+def test_install_sh_refuses_a_house_for_a_newer_glibc(tmp_path: Path) -> None:
+    me = target_of(install_sh_python())
+    house = _house(tmp_path / "wheels" / me, me, glibc_min="2.99")
+    done = _stage(tmp_path / "root", house)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "needs glibc 2.99 or newer; this gateway has glibc 2." in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.slow
+def test_install_sh_dry_runs_the_house_offline_before_any_change(tmp_path: Path) -> None:
+    # a damaged house: one wheel gone, no INCOMPLETE file; refused with pip's reason
+    me = target_of(install_sh_python())
+    houses = build_houses([parse_target(me)])
+    damaged = tmp_path / "wheels" / me
+    shutil.copytree(houses / me, damaged)
+    for wheel in damaged.glob("pynacl-*.whl"):
+        wheel.unlink()
+    done = _stage(tmp_path / "root", tmp_path / "wheels")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"wheelhouse {damaged} does not install offline" in done.stderr
+    assert "pynacl" in done.stderr.lower()
+    assert not (tmp_path / "root").exists()
