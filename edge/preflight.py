@@ -20,6 +20,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from edge.buffer.store import held_by_an_agent
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeysError, keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
@@ -348,15 +349,25 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
         for i, d in modbus if d.bus in down}
     wanted = [(i, d) for i, d in modbus if d.bus not in down]
     status = read_status(loaded.state_dir)
-    running = status is not None and \
+    fresh = status is not None and \
         time.time() - float(status.get("written_at", 0)) < STATUS_FRESH_S
+    # a stale or damaged status file is not a stopped agent: the outbox lock says (finding 9)
+    held = not fresh and held_by_an_agent(loaded.state_dir / cfg.outbox.path)
+    running = fresh or held
     to_read: list[tuple[int, AnyDevice]] = []
     for i, d in wanted:
-        seen = (status or {}).get("devices", {}).get(d.name) if running else None
+        seen = (status or {}).get("devices", {}).get(d.name) if fresh else None
+        bus = cfg.bus(d.bus or "")
         if seen is not None:
             out[i] = _from_agent(loaded, i, d, seen)
-        elif running and _agent_drives_line(cfg.bus(d.bus or ""), status or {}):
-            bus = cfg.bus(d.bus or "")
+        elif held and not isinstance(bus, ModbusTcpBus):  # which lines it drives: unknown
+            out[i] = Check(f"device {d.name}", FAIL,
+                           f"not checked: the agent is running (it holds the outbox) and "
+                           f"drives bus {bus.name} ({_link(bus)}) as far as we know — its "
+                           "status file is stale or unreadable, and a second master would "
+                           "garble its frames; see `edge status` "
+                           f"({loaded.line_of('devices', i, 'unit_id')})")
+        elif fresh and _agent_drives_line(bus, status or {}):
             out[i] = Check(f"device {d.name}", FAIL,
                            f"not checked: not in the running agent yet, and bus {bus.name} "
                            f"({_link(bus)}) is driven by the agent — a second master would "

@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from edge.agent import read_status
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers._codecs import nmea
@@ -440,3 +442,56 @@ def test_gga_and_gsa_from_the_simulator_parse_as_a_receiver_sends_them() -> None
         status.update(nmea.receiver_status(nmea.parse_sentence(line + "\r\n")))
     assert status["fix_quality"] == "no fix"
     assert ",V," in text.splitlines()[0]  # RMC status V
+
+
+@pytest.mark.parametrize("status", ["stale", "damaged", "missing"])
+def test_check_is_no_second_master_while_the_agent_holds_the_outbox(
+        tmp_path: Path, status: str) -> None:
+    """Review finding 9: a stale or damaged status file made check open the agent's RS-485 bus.
+
+    The agent holds the outbox lock while it runs, whatever its status file says.
+    """
+    from edge.buffer.store import Outbox
+
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "rs485", "type": "modbus_rtu", "port": "/dev/null"}], devices=[
+        tilt_device("manhole-1", "rs485", 80, transport="modbus_rtu")])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    if status == "stale":
+        (loaded.state_dir / "status.json").write_text(json.dumps({
+            "version": "x", "pid": os.getpid(), "written_at": time.time() - 3600,
+            "buses": {"rs485": {}}, "time_quality": "synced", "config": {}, "outbox": {},
+            "devices": {}}))
+    elif status == "damaged":
+        (loaded.state_dir / "status.json").write_text('{"written_at": ')
+    store = Outbox(loaded.state_dir / loaded.config.outbox.path)
+    store.open()  # what a running agent holds
+    try:
+        checks = asyncio.run(check_modbus_devices(loaded, set()))
+    finally:
+        store.close()
+    [check] = checks
+    assert check.status == FAIL
+    assert check.detail.startswith("not checked: the agent is running (it holds the outbox) "
+                                   "and drives bus rs485 (/dev/null)"), check.detail
+
+
+async def test_a_serial_port_already_open_refuses_a_second_opener() -> None:
+    """Review finding 9: the second opener of an RS-485 port fails cleanly (exclusive lock)."""
+    import pty
+
+    from edge.drivers._serial import SerialPort
+    from edge.errors import DeviceUnavailableError
+
+    controller, device_fd = pty.openpty()
+    path = os.ttyname(device_fd)
+    first, second = SerialPort(path, 9600), SerialPort(path, 9600)
+    try:
+        await first.open("gps-1")
+        with pytest.raises(DeviceUnavailableError, match="cannot open"):
+            await second.open("gps-1")
+    finally:
+        await first.close()
+        await second.close()
+        os.close(controller)
+        os.close(device_fd)

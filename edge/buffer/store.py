@@ -86,6 +86,26 @@ SCHEMA = _schema_files()
 SCHEMA_VERSION = SCHEMA[-1][0]
 
 
+def held_by_an_agent(path: Path) -> bool:
+    """Return whether a running agent holds the outbox at ``path`` (its ``.lock``).
+
+    What ``edge check`` asks before it opens a serial bus: the status file may be stale or
+    damaged while the agent runs (review finding 9), the lock is not. A shared lock is taken
+    and dropped at once; an agent starting in that instant fails and is restarted.
+    """
+    try:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no agent has opened this outbox
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
+
+
 def _private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     """Open (creating) ``path`` owner-only and return the fd; an older 0644 file is tightened.
 

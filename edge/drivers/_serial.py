@@ -33,8 +33,10 @@ class SerialPort:
                     host, _, port = self.url.removeprefix("socket://").rpartition(":")
                     reader, writer = await asyncio.open_connection(host, int(port))
                 else:
+                    # exclusive: a second opener (`edge check` beside the agent) fails here
+                    # instead of becoming a second master on the line (review finding 9)
                     reader, writer = await serial_asyncio_fast.open_serial_connection(
-                        url=self.url, baudrate=self.baud)
+                        url=self.url, baudrate=self.baud, exclusive=True)
         except (OSError, TimeoutError, serial.SerialException, ValueError) as exc:
             raise DeviceUnavailableError(device, f"cannot open {self.url}: {exc}") from exc
         self._writer = writer
