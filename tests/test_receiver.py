@@ -397,3 +397,69 @@ async def test_a_batch_that_met_a_locked_database_is_not_acknowledged(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         rx.store.close()
+
+
+# ---- gateway state order (review of 18-20 #3): shared subscriptions reorder a gateway's states --
+
+WILL_N = 2**53 - 1  # the last will's rank in its connection: after everything of it
+
+
+def signed_state(signer: Signer, boot: str, conn_ms: int, n: int, *, online: bool = True,
+                 alarm_ids: tuple[str, ...] = ()) -> bytes:
+    doc: dict[str, object] = {"online": online, "gw": GW, "boot_id": boot,
+                              "order": [conn_ms, n]}
+    if n != WILL_N:
+        doc["active_alarms"] = [{"device": "d", "kind": "cover_open", "alarm_id": a}
+                                for a in alarm_ids]
+    return signer.envelope(json.dumps(doc).encode())
+
+
+def check_state_order(rx: Receiver[Any], signer: Signer) -> None:
+    """What both stores must do with reordered states (shared by test_receiver_pg.py)."""
+    def shown() -> tuple[bool, object]:
+        row = rx.store.gateway(GW)
+        assert row is not None
+        return row["online"], [a["alarm_id"] for a in row["state"].get("active_alarms", [])]
+
+    def handle(payload: bytes) -> None:
+        assert not rx.handle(STATE, payload).rejected
+
+    # a change (alarm a) committed before the birth that preceded it: the change stays
+    handle(signed_state(signer, "boot-1", 1000, 2, alarm_ids=("a",)))
+    handle(signed_state(signer, "boot-1", 1000, 1))  # the birth, late
+    assert shown() == (True, ["a"])
+    # the will of that connection is after everything of it, even if signed before
+    handle(signed_state(signer, "boot-1", 1000, WILL_N, online=False))
+    assert shown() == (False, [])
+    handle(signed_state(signer, "boot-1", 1000, 3))  # a late state of that connection
+    assert shown() == (False, [])
+    # a reconnect (same boot, new connection): its birth is after the old will
+    handle(signed_state(signer, "boot-1", 5000, 1))
+    assert shown() == (True, [])
+    # a new boot's birth, then the old boot's will and a late state of the old boot
+    handle(signed_state(signer, "boot-2", 20, 1, alarm_ids=("b",)))
+    handle(signed_state(signer, "boot-1", 5000, WILL_N, online=False))
+    handle(signed_state(signer, "boot-1", 5000, 2))
+    assert shown() == (True, ["b"])
+    # a will, then a birth of a NEW boot: online
+    handle(signed_state(signer, "boot-2", 20, WILL_N, online=False))
+    assert shown() == (False, [])
+    handle(signed_state(signer, "boot-3", 10, 1))
+    assert shown() == (True, [])
+    assert rx.store.counters()["state.stale"] == 4
+
+
+def test_reordered_states_keep_the_newest(tmp_path: Path) -> None:
+    rx, signer = setup(tmp_path)
+    check_state_order(rx, signer)
+
+
+def test_a_state_of_an_unknown_gateway_is_refused(tmp_path: Path) -> None:
+    """Anyone with publish rights on +/state created gateway rows without limit (plain JSON)."""
+    rx, _signer = setup(tmp_path)
+    for n in range(3):
+        out = rx.handle(f"edge/v1/gw-stranger-{n}/state", b'{"online": true}')
+        assert out.rejected
+    assert rx.store.gateways() == []
+    assert rx.store.gateway("gw-stranger-0") is None
+    assert rx.store.counters()["rejected.unknown_gateway"] == 3

@@ -601,3 +601,17 @@ def test_a_deadlocked_group_runs_again_as_a_whole(store: PgReceiverStore,
     assert counters["store.retries"] == 1
     assert "store.group_failures" not in counters
     assert [c["case_no"] for c in store.cases()] == [1]
+
+
+def test_reordered_states_keep_the_newest(store: PgReceiverStore) -> None:
+    """The same sequence as on SQLite (tests/test_receiver.py check_state_order)."""
+    from tests.test_receiver import check_state_order
+
+    check_state_order(Receiver(store, KEYS), SIGNER)
+
+
+def test_a_state_of_an_unknown_gateway_is_refused(store: PgReceiverStore) -> None:
+    rx = Receiver(store, KEYS)
+    assert rx.handle("edge/v1/gw-stranger/state", b'{"online": true}').rejected
+    assert store.gateways() == []
+    assert store.counters()["rejected.unknown_gateway"] == 1

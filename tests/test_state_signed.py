@@ -8,6 +8,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+from edge.uplink.mqtt import WILL_N
 from hil.broker import Mosquitto
 from hil.receiver.service import run_mqtt
 from tests.cfg import write_config
@@ -36,6 +37,38 @@ async def test_birth_and_last_will_are_signed(tmp_path: Path, plain_broker: Mosq
         counters = store.counters()
         assert "state.unsigned" not in counters
         assert not {k for k in counters if k.startswith("rejected.")}
+    finally:
+        stop_agent(agent)
+        rx.cancel()
+        store.close()
+
+
+async def test_states_are_ordered_so_a_restart_after_a_will_shows_online(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    """Each state carries ``order`` [connection's boot-clock ms, n] (contract 1.1.1), the will
+    the largest n: a receiver keeps the newest, whatever order a shared subscription commits
+    them in (review of issues 18-20 #3); an agent restarted after its will is online again."""
+    loaded = write_config(tmp_path / "gw", broker_port=plain_broker.port, pki=None,
+                          devices=[], buses=[], uplink={"keepalive_s": 5})
+    store, receiver = receiver_for(loaded, tmp_path / "rx.db")
+    ready = asyncio.Event()
+    rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
+                                      tls=None, ready=ready))
+    agent = start_agent(loaded.path)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await wait_until(lambda: store.gateways() and store.gateways()[0]["online"], 15,
+                         "a birth message")
+        conn_ms, n = store.gateways()[0]["state"]["order"]
+        assert n >= 1
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        await wait_until(lambda: not store.gateways()[0]["online"], 15, "the last will")
+        assert store.gateways()[0]["state"]["order"] == [conn_ms, WILL_N]
+        agent = start_agent(loaded.path)  # the same boot: its next connection is newer
+        await wait_until(lambda: store.gateways()[0]["online"], 15, "the new birth")
+        assert store.gateways()[0]["state"]["order"][0] > conn_ms
+        assert "state.stale" not in store.counters()
     finally:
         stop_agent(agent)
         rx.cancel()

@@ -79,6 +79,21 @@ STATE_CHECK_S = 5.0
 STATE_CHANGE_KEYS = ("online", "active_alarms", "time_quality")
 
 
+# The last will's rank in its connection's `order` (contract 1.1.1): JSON's largest exact
+# integer, so it follows every state of its connection and precedes the next connection's.
+WILL_N = 2**53 - 1
+
+
+def boot_clock_ms() -> int:
+    """Return ms of the boot clock: monotonic across agent restarts within one ``boot_id``.
+
+    CLOCK_BOOTTIME (Linux) counts from the kernel's boot, suspend included; the wall clock
+    may step (NTP, GNSS), so it cannot order states.
+    """
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return time.clock_gettime_ns(clock) // 1_000_000
+
+
 def _state_key(state: dict[str, Any]) -> str:
     return json.dumps([state.get(k) for k in STATE_CHANGE_KEYS], sort_keys=True, default=str)
 
@@ -130,11 +145,17 @@ class MqttUplink:
         self._spreading = False  # retries after losing an established link (a fleet event)
         self._state_sent_mono = 0.0
         self._state_sent_key = ""
+        # the `order` of the states: this connection's boot-clock ms, and its states' count
+        self._conn_ms = boot_clock_ms()
+        self._state_n = 0
 
     def _make_link(self) -> MqttLink:
         tls = None if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
+        # receivers on a shared subscription commit a gateway's states in any order: each
+        # carries [connection's ms, n] and the will the largest n of its connection (D70)
+        self._conn_ms, self._state_n = max(boot_clock_ms(), self._conn_ms + 1), 0
         will = Will(self.state_topic, self._signed_state(
-            {"online": False, "gw": self.gateway_id, "boot_id": self.boot_id}))
+            {"online": False, "gw": self.gateway_id, "boot_id": self.boot_id}, will=True))
         return MqttLink(host=self.cfg.host, port=self.cfg.port,
                         client_id=self.cfg.client_id or self.gateway_id,
                         protocol=self.cfg.protocol, keepalive_s=self.cfg.keepalive_s,
@@ -301,14 +322,18 @@ class MqttUplink:
         self._state_sent_key = _state_key(state)
         self.stats.states_published += 1
 
-    def _signed_state(self, state: dict[str, Any]) -> bytes:
-        """Return ``state`` in the batches' Ed25519 envelope (design/events.md).
+    def _signed_state(self, state: dict[str, Any], *, will: bool = False) -> bytes:
+        """Return ``state`` with its ``order`` in the batches' Ed25519 envelope (design/events.md).
 
         The platform opens the case of an alarm it missed from the active alarms on ``state``,
         so ``state`` is signed like a batch: an unsigned one let anyone with publish rights
         open cases (security review 19 #4, docs/decisions.md D39).
         """
-        body = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if not will:
+            self._state_n += 1
+        order = [self._conn_ms, WILL_N if will else self._state_n]
+        body = json.dumps({**state, "order": order}, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
         return self.signer.envelope(body)
 
     async def _commands(self, link: MqttLink) -> None:

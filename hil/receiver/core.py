@@ -29,7 +29,7 @@ from edge.uplink.signing import (
     public_key_from_raw,
 )
 from hil.receiver.schemas import errors as contract_errors
-from hil.receiver.store import ReceiverStore
+from hil.receiver.store import WILL_N, ReceiverStore
 
 log = logging.getLogger("hil.receiver")
 
@@ -65,14 +65,35 @@ class Store(Protocol):
     def close_case(self, alarm_id: str, ts: str) -> int | None:
         """Close the case of ``alarm_id``; its number, None if none was open."""
 
-    def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
-        """Record a gateway's state."""
+    def set_gateway(self, gw: str, online: bool, state: dict[str, Any],
+                    order: StateOrder | None = None) -> bool:
+        """Record a gateway's state unless a newer one is stored; whether it was recorded."""
 
-    def gateways(self) -> list[dict[str, Any]]:
-        """Return every gateway with its last state."""
+    def gateway(self, gw: str) -> dict[str, Any] | None:
+        """Return one gateway with its last state, None if it never sent one."""
 
     def announce_gap(self, gw: str, first_seq: int, last_seq: int, reason: str) -> None:
         """Record a range the gateway said it dropped."""
+
+
+@dataclass(frozen=True)
+class StateOrder:
+    """Where a signed state stands among its gateway's (contract 1.1.1 ``order``).
+
+    Within one ``boot_id`` states sort by (``conn_ms``, ``n``); the last will has
+    ``n == WILL_N``. A shared subscription does not keep one topic's order across receivers,
+    so a birth and a change, or a will and a birth, commit in either order: the stores keep
+    the newest (``WHERE`` of their upsert), never the last written.
+    """
+
+    boot_id: str
+    conn_ms: int
+    n: int
+
+    @property
+    def will(self) -> bool:
+        """Whether this is a last will (after everything of its connection)."""
+        return self.n == WILL_N
 
 
 # SQLite unless told: tests and the web page then see the concrete store's extra methods
@@ -266,16 +287,24 @@ class Receiver(Generic[StoreT]):
         return body
 
     def _state(self, gw: str, payload: bytes) -> Outcome:
+        if gw not in self.keys:
+            # a plain state was taken from any id: anyone with publish rights on +/state
+            # created gateway rows without limit (review of issues 18-20 #3)
+            raise RejectedError("rejected.unknown_gateway", f"state of unknown gateway {gw}")
         doc = _json(payload, "rejected.state")
         signed = isinstance(doc, dict) and "sig" in doc
         alarms: list[dict[str, Any]] = []
+        order: StateOrder | None = None
         if signed:  # the agent's envelope (D39); a bad one is refused, not read as plain
             doc = _contract_doc("state", self._verified_body(gw, payload), "rejected.state")
             if doc["gw"] != gw:
                 raise RejectedError("rejected.gateway_mismatch",
                                     f"state of {doc['gw']} on topic of {gw}")
             online, alarms = bool(doc["online"]), doc.get("active_alarms", [])
-        known = {g["gw"]: g for g in self.store.gateways()}.get(gw)
+            if "order" in doc:  # the schema checked its shape: [conn_ms, n]
+                order = StateOrder(str(doc["boot_id"]), int(doc["order"][0]),
+                                   int(doc["order"][1]))
+        known = self.store.gateway(gw)  # one row (it read every gateway per message)
         if not signed:
             if known is not None and (known.get("state") or {}).get("signed"):
                 # downgrade protection (issue 19 re-test #5): a gateway that signs its state
@@ -289,8 +318,10 @@ class Receiver(Generic[StoreT]):
                                     f"state: {exc.error_count()} errors") from exc
             self.store.bump("state.unsigned")
         before = known["online"] if known is not None else None
-        self.store.set_gateway(gw, online, {**doc, "signed": signed})
         out = Outcome()
+        if not self.store.set_gateway(gw, online, {**doc, "signed": signed}, order):
+            self.store.bump("state.stale")  # a newer state of this gateway is stored
+            return out
         # an alarm the gateway still holds but we never saw raised: open its case now, only
         # on the gateway's signed word (a forged state opened cases: security review 19 #4)
         for alarm in alarms:

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -37,7 +37,11 @@ from hil.receiver.store import (
     MAP_MAX_TRACK_POINTS,
     MAP_MAX_TRACK_S,
     MAP_MAX_VALUES,
+    WILL_N,
 )
+
+if TYPE_CHECKING:
+    from hil.receiver.core import StateOrder
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000  # a timeout on every I/O: a stuck statement fails the batch
@@ -109,6 +113,19 @@ _SELECT_ASSETS = (
     "THEN e.doc->'data' ELSE '{}' END AS last_data "
     "FROM assets a JOIN events e ON e.gw = a.gw AND e.id = a.last_id ")
 _SELECT_CASES = f"SELECT {_CASE_COLUMNS} FROM cases "  # noqa: S608 - fixed text
+# the newest state of a gateway, not the last written (store.py _UPSERT_GATEWAY, D70)
+_UPSERT_GATEWAY = (
+    "INSERT INTO gateways (gw, online, state, updated_ns, boot_id, conn_ms, state_n) "  # noqa: S608
+    "VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s) ON CONFLICT (gw) DO UPDATE SET "
+    "online = excluded.online, state = excluded.state, updated_ns = excluded.updated_ns, "
+    "boot_id = excluded.boot_id, conn_ms = excluded.conn_ms, state_n = excluded.state_n, "
+    "prev_boot = CASE WHEN excluded.boot_id IS DISTINCT FROM gateways.boot_id "
+    "THEN gateways.boot_id ELSE gateways.prev_boot END "
+    "WHERE excluded.conn_ms IS NULL OR gateways.conn_ms IS NULL "
+    "OR (excluded.boot_id = gateways.boot_id AND (excluded.conn_ms, excluded.state_n) "
+    ">= (gateways.conn_ms, gateways.state_n)) "
+    f"OR (excluded.boot_id <> gateways.boot_id AND excluded.state_n < {WILL_N} "
+    "AND excluded.boot_id IS DISTINCT FROM gateways.prev_boot) RETURNING 1")
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -464,12 +481,26 @@ class PgReceiverStore:
 
     # ---- gateways and gaps -------------------------------------------------------------------
 
-    def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
-        """Record a gateway's birth/state/last-will message."""
-        self.conn.execute("INSERT INTO gateways VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT (gw) DO "
-                          "UPDATE SET online = excluded.online, state = excluded.state, "
-                          "updated_ns = excluded.updated_ns",
-                          (_clean(gw), online, _json_text(state)[0], time.time_ns()))
+    def set_gateway(self, gw: str, online: bool, state: dict[str, Any],
+                    order: StateOrder | None = None) -> bool:
+        """Record a gateway's birth/state/last will unless a newer one is stored (D70).
+
+        Returns whether it was recorded. The condition is the upsert's ``WHERE``, so two
+        receivers racing on one gateway's states keep the newest whichever commits last.
+        """
+        row = self.conn.execute(_UPSERT_GATEWAY, (
+            _clean(gw), online, _json_text(state)[0], time.time_ns(),
+            _clean(order.boot_id) if order else None, order.conn_ms if order else None,
+            order.n if order else None)).fetchone()
+        return row is not None
+
+    def gateway(self, gw: str) -> dict[str, Any] | None:
+        """Return one gateway with its last state (None if it never sent one)."""
+        row = self.conn.execute("SELECT online, state, updated_ns FROM gateways WHERE gw = %s",
+                                (_clean(gw),)).fetchone()
+        if row is None:
+            return None
+        return {"gw": gw, "online": bool(row[0]), "state": row[1], "updated_ns": row[2]}
 
     def gateways(self) -> list[dict[str, Any]]:
         """Return every gateway with its last state."""

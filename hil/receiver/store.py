@@ -16,7 +16,10 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hil.receiver.core import StateOrder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -30,7 +33,8 @@ CREATE TABLE IF NOT EXISTS cases (
     class TEXT, event_class TEXT, value REAL, state TEXT NOT NULL, opened_ts TEXT NOT NULL,
     closed_ts TEXT, opened_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS gateways (
-    gw TEXT PRIMARY KEY, online INTEGER NOT NULL, state TEXT NOT NULL, updated_ns INTEGER);
+    gw TEXT PRIMARY KEY, online INTEGER NOT NULL, state TEXT NOT NULL, updated_ns INTEGER,
+    boot_id TEXT, conn_ms INTEGER, state_n INTEGER, prev_boot TEXT);
 CREATE TABLE IF NOT EXISTS gaps_announced (gw TEXT, first_seq INTEGER, last_seq INTEGER,
     reason TEXT);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -50,6 +54,24 @@ CREATE TABLE IF NOT EXISTS vehicles (
     lat REAL NOT NULL, lon REAL NOT NULL, speed_kmh REAL, course_deg REAL,
     PRIMARY KEY (gw, device));
 """
+GATEWAY_ORDER_COLUMNS = (("boot_id", "TEXT"), ("conn_ms", "INTEGER"), ("state_n", "INTEGER"),
+                         ("prev_boot", "TEXT"))
+WILL_N = 2**53 - 1  # a last will's rank in its connection (core.WILL_N)
+# Keep a gateway's newest state, not the last written (shared subscriptions reorder; D70):
+# an unordered state (an agent before contract 1.1.1, or a plain one) always applies; in one
+# boot (conn_ms, n) must not go back; another boot's state replaces the row unless it is a
+# will or of the boot this row already replaced (a late message of an old boot).
+_UPSERT_GATEWAY = (
+    "INSERT INTO gateways (gw, online, state, updated_ns, boot_id, conn_ms, state_n) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gw) DO UPDATE SET online = excluded.online, "
+    "state = excluded.state, updated_ns = excluded.updated_ns, boot_id = excluded.boot_id, "
+    "conn_ms = excluded.conn_ms, state_n = excluded.state_n, prev_boot = CASE WHEN "
+    "excluded.boot_id IS NOT gateways.boot_id THEN gateways.boot_id ELSE gateways.prev_boot "
+    "END WHERE excluded.conn_ms IS NULL OR gateways.conn_ms IS NULL "
+    "OR (excluded.boot_id = gateways.boot_id AND (excluded.conn_ms, excluded.state_n) "
+    ">= (gateways.conn_ms, gateways.state_n)) "
+    f"OR (excluded.boot_id <> gateways.boot_id AND excluded.state_n < {WILL_N} "
+    "AND excluded.boot_id IS NOT gateways.prev_boot)")
 # bounds of what one map request returns (the page asks for no more)
 MAP_MAX_ASSETS = 10_000
 MAP_MAX_VALUES = 100  # recent events of one device
@@ -93,6 +115,10 @@ class ReceiverStore:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(cases)")}
         if "grid" not in columns:
             self.db.execute("ALTER TABLE cases ADD COLUMN grid TEXT")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(gateways)")}
+        for column, kind in GATEWAY_ORDER_COLUMNS:
+            if column not in columns:  # files made before states were ordered (D70)
+                self.db.execute(f"ALTER TABLE gateways ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the file."""
@@ -228,15 +254,32 @@ class ReceiverStore:
         args: tuple[Any, ...] = (type_, limit) if type_ else (limit,)
         return [json.loads(r[0]) for r in self.db.execute(sql, args)]
 
-    def set_gateway(self, gw: str, online: bool, state: dict[str, Any]) -> None:
-        """Record a gateway's birth/state/last-will message."""
-        self.db.execute("INSERT OR REPLACE INTO gateways VALUES (?, ?, ?, ?)",
-                        (gw, int(online), json.dumps(state, ensure_ascii=False), time.time_ns()))
+    def set_gateway(self, gw: str, online: bool, state: dict[str, Any],
+                    order: StateOrder | None = None) -> bool:
+        """Record a gateway's birth/state/last will unless a newer one is stored (D70).
+
+        Returns whether it was recorded.
+        """
+        cur = self.db.execute(_UPSERT_GATEWAY, (
+            gw, int(online), json.dumps(state, ensure_ascii=False), time.time_ns(),
+            order.boot_id if order else None, order.conn_ms if order else None,
+            order.n if order else None))
+        return cur.rowcount == 1
 
     def gateways(self) -> list[dict[str, Any]]:
         """Return every gateway with its last state."""
         return [{"gw": gw, "online": bool(on), "state": json.loads(st), "updated_ns": up}
-                for gw, on, st, up in self.db.execute("SELECT * FROM gateways ORDER BY gw")]
+                for gw, on, st, up in self.db.execute(
+                    "SELECT gw, online, state, updated_ns FROM gateways ORDER BY gw")]
+
+    def gateway(self, gw: str) -> dict[str, Any] | None:
+        """Return one gateway with its last state (None if it never sent one)."""
+        row = self.db.execute("SELECT online, state, updated_ns FROM gateways WHERE gw = ?",
+                              (gw,)).fetchone()
+        if row is None:
+            return None
+        return {"gw": gw, "online": bool(row[0]), "state": json.loads(row[1]),
+                "updated_ns": row[2]}
 
     def announce_gap(self, gw: str, first_seq: int, last_seq: int, reason: str) -> None:
         """Record a range the gateway said it dropped."""
