@@ -17,19 +17,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edge.config import EdgeConfig, PlatformKey
-from edge.errors import EdgeError
+from edge.errors import PlatformKeysError
 from edge.uplink.signing import Ed25519PublicKey, SignatureError, kid_of, public_key_from_raw
 
 log = logging.getLogger(__name__)
 
 PlatformKeys = dict[str, tuple[Ed25519PublicKey, frozenset[str]]]
 MAX_KEYS_FILE_BYTES = 256 * 1024
-
-
-class PlatformKeysError(EdgeError):
-    """The platform keys are unsafe or invalid: none of them is used."""
-
-    code = "keys.platform_invalid"
 
 
 def keys_file_path(config: EdgeConfig, base_dir: Path) -> Path | None:
@@ -53,7 +47,9 @@ def _check_owner_and_mode(path: Path, st: os.stat_result) -> None:
 
 def _read_file(path: Path) -> dict[str, PlatformKey]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted at the path must not block the agent's start-up (the
+        # fstat below then refuses it as not a regular file)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
     except OSError as exc:

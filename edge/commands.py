@@ -487,10 +487,7 @@ class CommandProcessor:
         try:
             kid, body_bytes = open_envelope(raw, keys)
         except SignatureError as exc:
-            if str(exc).startswith("malformed"):
-                self._reject("malformed", detail=str(exc)[:200])
-            self._reject("unknown_kid" if "unknown kid" in str(exc) else "bad_signature",
-                         detail=str(exc)[:200])
+            self._reject(exc.reason, detail=str(exc)[:200])
         except (RecursionError, ValueError, TypeError) as exc:
             # json.loads of b"[" * 8000 recurses too deep; a body with a lone surrogate escape
             # cannot be encoded to the bytes that were signed (UnicodeEncodeError)

@@ -347,6 +347,26 @@ def test_a_group_or_world_writable_keys_file_is_refused(tmp_path: Path) -> None:
     assert platform_keys_problem(cfg, tmp_path) is None
 
 
+def test_a_fifo_at_the_keys_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO planted where the keys file goes must not hang the agent's start (review #10)."""
+    import subprocess
+    import sys
+
+    harness, keys_file = _keys_harness(tmp_path)
+    cfg = harness.loaded.config
+    keys_file.unlink()
+    os.mkfifo(keys_file, 0o600)
+    # in a child process: a blocking open() would hang this test's own thread for good
+    code = ("import sys, pathlib; from edge.command_keys import platform_keys_problem; "
+            "from edge.config_loader import load_config; "
+            f"c = load_config(pathlib.Path({str(harness.loaded.path)!r})); "
+            f"print(platform_keys_problem(c.config, pathlib.Path({str(tmp_path)!r})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=20, check=False)
+    assert "not a regular file" in result.stdout, result.stdout + result.stderr
+    assert cfg is not None
+
+
 @pytest.mark.parametrize("bad", [
     {"public_key_hex": "00" * 31, "roles": ["lighting"]},
     {"public_key_hex": "ab" * 32, "roles": ["lighting"]},  # does not match its kid

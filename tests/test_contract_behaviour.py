@@ -320,11 +320,12 @@ async def test_bad_body_names_its_field_errors_bounded(h: Harness) -> None:
 
 async def test_every_reason_and_status_is_in_the_catalogue(h: Harness) -> None:
     source = "".join((ROOT / "edge" / name).read_text(encoding="utf-8")
-                     for name in ("commands.py", "command_replay.py"))
+                     for name in ("commands.py", "command_replay.py", "uplink/signing.py"))
     used: set[str] = set()
     for pattern in (r'_reject\(\s*"([a-z_]+)"', r'Outcome\(\s*"[a-z]+",\s*"([a-z_]+)"',
                     r'(?:reason|problem) = "([a-z_]+)"', r'else "([a-z_]+)"',
-                    r'return "([a-z_]+)"'):
+                    r'return "([a-z_]+)"', r'reason: str = "([a-z_]+)"',
+                    r'SignatureError\([^()]*(?:\([^()]*\)[^()]*)*,\s*"([a-z_]+)"\)'):
         used |= set(re.findall(pattern, source))
     assert len(used) >= len(REASONS) - 1  # the scan finds them (all but the summary's)
     assert used <= set(REASONS), used - set(REASONS)

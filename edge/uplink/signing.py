@@ -19,7 +19,15 @@ __all__ = ["Ed25519PrivateKey", "Ed25519PublicKey", "SignatureError", "Signer", 
 
 
 class SignatureError(ValueError):
-    """An envelope is malformed or its signature does not verify."""
+    """An envelope is malformed or its signature does not verify.
+
+    ``reason`` is the stable reason code (``malformed``, ``unknown_kid``, ``bad_signature``):
+    callers branch on it, never on the message text.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_signature") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Ed25519PublicKey:
@@ -116,14 +124,15 @@ def open_envelope(raw: bytes, keys: dict[str, Ed25519PublicKey]) -> tuple[str, b
         env = json.loads(raw)
         kid, alg, sig, body = env["kid"], env["alg"], env["sig"], env["body"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"malformed envelope: {exc}") from exc
+        raise SignatureError(f"malformed envelope: {exc}", "malformed") from exc
     if not isinstance(kid, str) or not isinstance(sig, str) or not isinstance(body, str):
-        raise SignatureError("malformed envelope: kid, sig and body must be strings")
+        raise SignatureError("malformed envelope: kid, sig and body must be strings",
+                             "malformed")
     if alg != "Ed25519":
         raise SignatureError(f"unsupported alg {alg!r}")
     key = keys.get(kid)
     if key is None:
-        raise SignatureError(f"unknown kid {kid}")
+        raise SignatureError(f"unknown kid {kid}", "unknown_kid")
     body_bytes = body.encode("utf-8")
     try:
         signature = _unb64url(sig)
