@@ -37,14 +37,14 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_EVERY_S, FLOOR_FILE, Clock, TimeQuality, read_floor, write_floor
-from edge.command_keys import PlatformKeys, PlatformKeysError, read_platform_keys
+from edge.command_keys import PlatformKeys, read_platform_keys
 from edge.commands import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
-from edge.errors import ConfigError, DeviceUnavailableError, EdgeError
+from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
 from edge.keys import load_key
 from edge.reload import plan
 from edge.safety import RelayLog, SafetyRules

@@ -304,7 +304,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create or show the gateway's signing key."""
-    from edge.keys import KeyFileError, describe, init_key, load_key  # noqa: PLC0415
+    from edge.errors import KeyFileError  # noqa: PLC0415
+    from edge.keys import describe, init_key, load_key  # noqa: PLC0415
 
     loaded = _config(args)
     path = loaded.resolve(loaded.config.gateway.key_file)

@@ -17,7 +17,10 @@ flag (the retry policy lives in the type, never in string matching)::
     │   ├── UplinkUnavailableError  uplink.unavailable  yes   network down, HTTP 5xx
     │   ├── UplinkTLSError          uplink.tls          yes   refused certificate; never plaintext
     │   └── UplinkRejectedError     uplink.rejected     no    PUBACK failure code, HTTP 4xx
-    └── CommandRejectedError        command.rejected    no    a downlink command failed a check
+    ├── CommandRejectedError        command.rejected    no    a downlink command failed a check
+    ├── KeyFileError                keys.invalid        no    gateway key unusable or too open
+    ├── PlatformKeysError       keys.platform_invalid   no    platform keys file refused: none used
+    └── SecretError                 secret.invalid      no    secret file missing, open, placeholder
 
 Third-party exceptions become these at the adapter that imports the library.
 """
@@ -155,3 +158,24 @@ class CommandRejectedError(EdgeError):
         self.reason = reason
         self.detail = detail
         self.cmd_id, self.action, self.device = cmd_id, action, device
+
+
+class KeyFileError(EdgeError):
+    """A key file is missing, unreadable, too open, or not an Ed25519 key."""
+
+    code = "keys.invalid"
+
+
+class PlatformKeysError(EdgeError):
+    """The platform keys are unsafe or invalid: none of them is used.
+
+    Not retryable: the file must be fixed; ``edge reload`` or a restart reads it again.
+    """
+
+    code = "keys.platform_invalid"
+
+
+class SecretError(EdgeError):
+    """A secret file is missing, too open, or holds a placeholder."""
+
+    code = "secret.invalid"

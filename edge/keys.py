@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from edge.errors import EdgeError
+from edge.errors import KeyFileError
 from edge.uplink.signing import Ed25519PrivateKey, kid_of, raw_public_key
 
 # PKCS#8 for Ed25519 (RFC 8410): this fixed DER prefix, then the 32-byte seed. Files stay
@@ -35,12 +35,6 @@ def from_pem(data: bytes) -> Ed25519PrivateKey:
     if len(der) != len(PKCS8_ED25519_PREFIX) + 32 or not der.startswith(PKCS8_ED25519_PREFIX):
         raise TypeError("not an Ed25519 key")
     return Ed25519PrivateKey(der[len(PKCS8_ED25519_PREFIX):])
-
-
-class KeyFileError(EdgeError):
-    """A key file is missing, unreadable, too open, or not an Ed25519 key."""
-
-    code = "keys.invalid"
 
 
 def init_key(path: Path, *, force: bool = False) -> Ed25519PrivateKey:

@@ -22,12 +22,12 @@ from cryptography.x509.oid import NameOID
 
 from edge.buffer.store import held_by_an_agent
 from edge.clock import Clock, TimeQuality
-from edge.command_keys import PlatformKeysError, keys_file_path, read_platform_keys
+from edge.command_keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_loader import LoadedConfig
-from edge.errors import EdgeError, UplinkError
-from edge.keys import KeyFileError, load_key
-from edge.secrets import SecretError, read_secret
+from edge.errors import EdgeError, KeyFileError, PlatformKeysError, SecretError, UplinkError
+from edge.keys import load_key
+from edge.secrets import read_secret
 from edge.uplink._paho import MqttLink
 from edge.uplink.tls import client_context
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge.errors import EdgeError
+from edge.errors import SecretError
 from edge.keys import check_mode
 
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "password", "passw0rd", "admin",
@@ -20,12 +20,6 @@ _CACHE: dict[Path, tuple[tuple[int, ...], str]] = {}
 def file_signature(st: os.stat_result) -> tuple[int, ...]:
     """Return what changes when a file is rewritten, replaced or re-moded."""
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid)
-
-
-class SecretError(EdgeError):
-    """A secret file is missing, too open, or holds a placeholder."""
-
-    code = "secret.invalid"
 
 
 def read_secret(path: Path, what: str) -> str:

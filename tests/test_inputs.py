@@ -26,9 +26,9 @@ from edge.cli import build_parser, main
 from edge.config import LightStep, StreetlightDevice, TlsConfig
 from edge.drivers._modbus import ModbusBus
 from edge.drivers.streetlight import StreetlightDriver
-from edge.errors import ConfigError, EdgeError, UplinkTLSError
-from edge.keys import KeyFileError, init_key, load_key
-from edge.secrets import SecretError, read_secret
+from edge.errors import ConfigError, EdgeError, KeyFileError, SecretError, UplinkTLSError
+from edge.keys import init_key, load_key
+from edge.secrets import read_secret
 from edge.systemd import notify, watchdog_interval_s
 from edge.uplink.https import RETRY_AFTER_CAP_S as CAP_S
 from edge.uplink.https import _retry_after

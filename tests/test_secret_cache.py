@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import TlsConfig
-from edge.secrets import SecretError, read_secret
+from edge.errors import SecretError
+from edge.secrets import read_secret
 from edge.uplink.tls import client_context
 from hil.pki import Pki
 
