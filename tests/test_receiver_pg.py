@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -26,7 +27,7 @@ from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.pg_store import PgReceiverStore, migrations
-from hil.receiver.service import run_mqtt
+from hil.receiver.service import alarms_last, run_mqtt
 from hil.receiver.store import ReceiverStore
 from tests.figures import figure
 from tests.helpers import wait_until
@@ -194,6 +195,23 @@ def test_a_refused_message_leaves_nothing_on_the_map(
         ("lamp-a", {"v": 2.0})]
     assert store.map_vehicles() == []
     assert store.last_value(GW, "lamp-b") is None
+
+
+def test_a_group_handles_its_alarm_batches_last() -> None:
+    """Opening or closing a case holds the case-number row until the group commits: the
+    receiver takes the batches with alarms last (held for them only, not the whole group),
+    keeping each gateway's raise before its clear and state messages in their order."""
+    @dataclasses.dataclass
+    class Item:
+        topic: str
+        payload: bytes
+
+    events, state = f"edge/v1/{GW}/events", f"edge/v1/{GW}/state"
+    raised, cleared = batch([(alarm("raised"), 1)]), batch([(alarm("cleared"), 3)])
+    items = [Item(events, raised), Item(state, b'{"online": false}'),
+             Item(events, batch([(reading(), 2)])), Item(events, cleared),
+             Item(state, b'{"online": true, "active_alarms": [{"alarm_id": "a"}]}')]
+    assert [items.index(i) for i in alarms_last(items)] == [1, 2, 4, 0, 3]
 
 
 def test_case_numbers_stay_dense_with_two_receivers_racing(pg_dsn: str) -> None:  # noqa: F811

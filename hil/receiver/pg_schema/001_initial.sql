@@ -14,7 +14,10 @@ CREATE TABLE events (
     asset_code text,
     received_ns bigint NOT NULL,
     doc jsonb NOT NULL,
-    PRIMARY KEY (gw, id)
+    -- id first: ids are UUIDv7 (time first), so new keys land at the index's right edge
+    -- (full pages, one hot leaf) instead of in the middle of each gateway's range (half-empty
+    -- pages after splits): 134 -> 77 bytes per event, WAL -4 % (bench platform)
+    PRIMARY KEY (id, gw)
 );
 CREATE INDEX events_seq ON events (gw, seq);
 -- a device's newest events (the map's values panel); its last value is the assets row (002)
