@@ -506,7 +506,7 @@ class Agent:
             synced = self.clock.quality() is TimeQuality.SYNCED
             if self.clock.gnss_suspect is not None and not suspect_raised and \
                     self.sink is not None:
-                suspect_raised = True  # once per boot (D65)
+                suspect_raised = True  # once per boot (D66)
                 await self.sink.system_alarm("time_source_suspect", self.clock.gnss_suspect)
             if synced and time.monotonic() >= next_floor:
                 await asyncio.to_thread(self._save_clock_floor)

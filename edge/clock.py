@@ -23,7 +23,7 @@ _S = 1_000_000_000
 # Without a persisted floor (a fresh gateway) a GNSS time is plausible only between the build
 # floor and this many years after it: a receiver's week-rollover bug lands before the floor, a
 # forged or corrupt date far ahead. 15 years admitted a forged 2031 (re-test of issue 19): 4
-# years is a release's service life; a later release moves CLOCK_FLOOR_NS (D65).
+# years is a release's service life; a later release moves CLOCK_FLOOR_NS (D66).
 GNSS_MAX_AHEAD_NS = 4 * 366 * 86_400 * _S
 # With a persisted "last trusted wall time" floor (FLOOR_FILE) the first fix of a boot must lie
 # between the floor and this far after it: a cabinet is rarely powered off for two years.
@@ -130,7 +130,7 @@ class Clock:
         ``GNSS_MAX_DRIFT_PPM`` of the boot's first adoption) or, before any anchor, completes
         a run of 3 fixes over 2 s that advance with the monotonic clock. Once anchored, GNSS
         never re-anchors during this boot: disagreeing fixes are counted and, from the 10th,
-        flag ``gnss_suspect`` (one ``time_source_suspect`` alarm, D65). Only local receivers
+        flag ``gnss_suspect`` (one ``time_source_suspect`` alarm, D66). Only local receivers
         call this (edge/drivers/gps.py).
         """
         mono = time.monotonic_ns() if mono_ns is None else mono_ns

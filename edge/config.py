@@ -106,7 +106,7 @@ class UplinkConfig(_Model):
     replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate
     max_attempts: int = Field(default=5, ge=1, le=1000)
     # ``state`` goes at connect, on a change (active alarms, time quality) and on this
-    # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D56)
+    # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D57)
     state_heartbeat_s: float = Field(default=900.0, ge=1, le=86_400)
 
     @field_validator("base_url")

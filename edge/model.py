@@ -193,7 +193,7 @@ class WireBatch(_Strict):
 
     v: Literal[1]
     gw: str
-    # a UUIDv7, unique per gateway for ever (D55); agents before it sent a counter that
+    # a UUIDv7, unique per gateway for ever (D57); agents before it sent a counter that
     # restarted at 1 with the agent: still accepted, never an idempotency key
     batch: Annotated[str, Field(pattern=UUID7_PATTERN)] | Annotated[int, Field(ge=0)]
     sent_at: str

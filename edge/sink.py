@@ -62,7 +62,7 @@ class EventSink:
                 log.warning("clock: GNSS time refused (%s); counting further refusals",
                             self._clock.gnss_last_reject)
             if suspect is None and self._clock.gnss_suspect is not None:
-                # once per boot; the agent raises the time_source_suspect alarm (D65)
+                # once per boot; the agent raises the time_source_suspect alarm (D66)
                 log.error("clock: GNSS time source suspect, the clock keeps its time: %s",
                           self._clock.gnss_suspect)
 

@@ -1,4 +1,4 @@
-"""Issue 20 part A: the contract's open questions, decided in code (docs/decisions.md D55-D60).
+"""Issue 20 part A: the contract's open questions, decided in code (docs/decisions.md D57-D60).
 
 Each test here was seen failing against the behaviour it replaces: batch ids that restart at 1,
 a birth without a seq baseline, ``state`` every 10 s, rejections without the command's id, a

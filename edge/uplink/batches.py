@@ -70,7 +70,7 @@ class SignedBatch:
 
     seqs: list[int]
     envelope: bytes
-    batch_id: str  # the body's ``batch``: a UUIDv7, unique per gateway for ever (D55)
+    batch_id: str  # the body's ``batch``: a UUIDv7, unique per gateway for ever (D57)
 
 
 class BatchSource:
@@ -108,7 +108,7 @@ class BatchSource:
                     continue
             # a counter restarted at 1 with the agent while seq went on, so (gw, batch) was
             # not unique (issue 20 #3); a UUIDv7 needs no durable state and stays unique
-            # across restarts, outbox replacements and re-sends (D55)
+            # across restarts, outbox replacements and re-sends (D57)
             batch_id = str(uuid7())
             seqs = [item.seq for item in batch]
             body = encode_batch(self.gateway_id, batch_id, time.time_ns(),

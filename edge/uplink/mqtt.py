@@ -282,7 +282,7 @@ class MqttUplink:
         It went every 10 s (8.6 k messages a day on a metered link, issue 20 #5 and the data
         budget): now a change of the active alarms or the time quality is published within
         ``STATE_CHECK_S``, and the heartbeat refreshes the outbox depth and the seq baseline
-        (docs/decisions.md D56). The birth (``_session``) is one of these publications.
+        (docs/decisions.md D57). The birth (``_session``) is one of these publications.
         """
         heartbeat_s = self.cfg.state_heartbeat_s
         while True:
