@@ -37,7 +37,7 @@ CYCLE_IDLE_S = 0.3  # receivers send a cycle as one burst; this much quiet ends 
 PROBE_LISTEN_S = 3.0  # `edge probe`: three rounds of sentences at the usual 1 Hz
 FIX_SKEW_S = 300.0  # work coverage: a fix's time this far from the clock is not believed
 COVERAGE_SAVE_S = 60.0  # a restart loses at most this much of a shift's coverage
-COVERAGE_FILE_MAX = 1 << 20  # 40,000 pieces are 54 KB saved: more is not ours
+COVERAGE_FILE_MAX_BYTES = 1 << 20  # 40,000 pieces are 54 KB saved: more is not ours
 
 
 @runtime_checkable
@@ -393,8 +393,8 @@ class GpsDriver(Driver[GpsDevice]):
 
 def _read_small_json(path: Path) -> object:
     with path.open("rb") as f:
-        raw = f.read(COVERAGE_FILE_MAX + 1)
-    if len(raw) > COVERAGE_FILE_MAX:
+        raw = f.read(COVERAGE_FILE_MAX_BYTES + 1)
+    if len(raw) > COVERAGE_FILE_MAX_BYTES:
         raise ValueError("too large")
     return json.loads(raw)
 
