@@ -1,7 +1,7 @@
 """Offline wheelhouses for gateways: one per (CPython version, CPU architecture).
 
     python tools/wheelhouse.py [--out wheels] [--targets cp311-x86_64,cp313-armv7l]
-                               [--find-links wheels/local] [--reuse]
+                               [--find-links wheels/local] [--reuse] [--jobs 3]
 
 Each ``OUT/cpXY-ARCH/`` holds the ``edge`` wheel and a binary wheel of every dependency for
 that interpreter and architecture, and a ``TARGET`` file naming both (``install.sh --wheels``
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,21 +170,41 @@ def missing_in(house: Path, target: Target, pins: list[str], find_links: list[Pa
     return missing
 
 
+def local_digest(find_links: list[Path]) -> str | None:
+    """Return a digest of the wheel names in the ``--find-links`` folders (None: no wheels).
+
+    A house built before ``make armv7l-wheels`` put cffi in wheels/local/ is stale after.
+    """
+    names = sorted(w.name for link in find_links for w in link.glob("*.whl"))
+    if not names:
+        return None
+    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:16]
+
+
 def fill(house: Path, target: Target, wheel: Path, find_links: list[Path], *, reuse: bool
          ) -> list[str]:
     """Fill one house; return the pins that have no wheel for it (empty: complete)."""
     stamp = {"target": target.name, "python": target.python, "arch": target.arch,
              "glibc_min": f"2.{GLIBC_MINOR_MAX}", "requirements": requirements_digest()}
+    local = local_digest(find_links)
+    if local is not None:
+        stamp["local"] = local
     marker = house / "TARGET"
-    fresh = (reuse and marker.exists() and not (house / "INCOMPLETE").exists()
+    incomplete = house / "INCOMPLETE"
+    fresh = (reuse and marker.exists()
              and json.loads(marker.read_text(encoding="utf-8")) == stamp)
+    if fresh and incomplete.exists():
+        # the index had no wheel for these when the house was built; with the same
+        # dependencies and the same local wheels, asking it again (~1 min a house) tells
+        # nothing new within a test run (`make wheels` never reuses: it asks again)
+        return incomplete.read_text(encoding="utf-8").split()
     if not fresh:
         shutil.rmtree(house, ignore_errors=True)
     house.mkdir(parents=True, exist_ok=True)
     for old in house.glob("edge-*.whl"):
         old.unlink()
     shutil.copy2(wheel, house / wheel.name)
-    (house / "INCOMPLETE").unlink(missing_ok=True)
+    incomplete.unlink(missing_ok=True)
     missing: list[str] = []
     if not fresh:
         links = [a for link in find_links for a in ("--find-links", str(link))]
@@ -198,9 +219,28 @@ def fill(house: Path, target: Target, wheel: Path, find_links: list[Path], *, re
             missing = [f"(does not resolve offline: {error[-500:]})"]
     marker.write_text(json.dumps(stamp, sort_keys=True) + "\n", encoding="utf-8")
     if missing:
-        (house / "INCOMPLETE").write_text("".join(f"{m}\n" for m in missing),
-                                          encoding="utf-8")
+        incomplete.write_text("".join(f"{m}\n" for m in missing), encoding="utf-8")
     return missing
+
+
+def advice(target: Target, missing: list[str]) -> str:
+    """Return what to do, for this house, about its missing wheels (docs/platforms.md)."""
+    names = {m.split("==")[0].lower() for m in missing}
+    pins = " ".join(m for m in missing if "==" in m)
+    if target.arch != "armv7l" or not names <= {"cffi", "pynacl"}:
+        return (f"the index has no {target.name} wheel of {pins or 'these'}: pin a version "
+                "that has one, or build it on such a machine into wheels/local/")
+    if target.python == "3.12":
+        # make armv7l-wheels builds in Debian armhf roots: Debian has no 3.12 (12: 3.11,
+        # 13: 3.13) and Ubuntu's armhf archive (ports.ubuntu.com) was not reachable here
+        cffi = next((m for m in missing if m.lower().startswith("cffi==")), "cffi")
+        return ("no scripted step (no Debian armhf Python 3.12): on one Ubuntu 24.04 armhf "
+                "device, `sudo apt-get install python3-venv python3-dev gcc libffi-dev && "
+                "python3.12 -m venv /tmp/bv && /tmp/bv/bin/pip wheel --no-deps "
+                f"--no-binary cffi -w /tmp/out {cffi}`, copy /tmp/out/cffi-*.whl into "
+                "wheels/local/ (PyNaCl: the abi3 wheel `sudo make armv7l-wheels` built "
+                "serves 3.12 too)")
+    return "`sudo make armv7l-wheels` builds them once (Debian armhf roots under qemu)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep a complete house built for the same pyproject.toml")
     parser.add_argument("--edge-wheel", type=Path,
                         help="an edge wheel already built from this tree (default: build it)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="houses filled at once (pip downloads; one shared pip cache)")
     args = parser.parse_args(argv)
     try:
         targets = [parse_target(t.strip()) for t in args.targets.split(",") if t.strip()]
@@ -222,22 +264,26 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out.resolve()
     links = [p.resolve() for p in args.find_links if p.is_dir()]
     wheel = args.edge_wheel.resolve() if args.edge_wheel else build_edge_wheel(out)
-    incomplete: dict[str, list[str]] = {}
-    for target in targets:
+    incomplete: dict[Target, list[str]] = {}
+    # each house is its own folder and pip's cache writes are atomic: filling in parallel is
+    # safe, and waiting on the index is most of the time
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(
+            lambda t: fill(out / t.name, t, wheel, links, reuse=args.reuse), targets))
+    for target, missing in zip(targets, results, strict=True):
         house = out / target.name
-        missing = fill(house, target, wheel, links, reuse=args.reuse)
         count = len(list(house.glob("*.whl")))
         state = "complete" if not missing else "INCOMPLETE"
         print(f"{target.name:<14} {state:<10} {count:>3} wheels  {house}", flush=True)
         if missing:
-            incomplete[target.name] = missing
+            incomplete[target] = missing
     if incomplete:
         print("\nno wheel on the index (or in --find-links) for:", file=sys.stderr)
-        for name, missing in incomplete.items():
-            print(f"  {name}: {', '.join(missing)}", file=sys.stderr)
-        print("build them once on such a machine (docs/platforms.md, `make armv7l-wheels`), "
-              "put them in wheels/local/ and run `make wheels` again; the complete houses "
-              "above are usable as they are", file=sys.stderr)
+        for target, missing in incomplete.items():
+            print(f"  {target.name}: {', '.join(missing)}", file=sys.stderr)
+            print(f"    -> {advice(target, missing)}", file=sys.stderr)
+        print("then run `make wheels` again (docs/platforms.md); the complete houses above "
+              "are usable as they are", file=sys.stderr)
         return 1
     return 0
 
