@@ -308,8 +308,31 @@ def test_requires_python_names_exactly_the_housed_and_tested_versions() -> None:
     assert {f"Programming Language :: Python :: {v}" for v in PYTHONS} <= set(
         project["classifiers"])
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert ci.count("make test") == 2  # 3.11 (the default PYTHON) and 3.13
+    assert ci.count("make test") == 2  # 3.11 and 3.13, each on an interpreter verified first
+    assert 'py311="$(.ci/find-python 3.11)"' in ci
+    assert 'make test PYTHON="$py311" ||' in ci
     assert 'make test PYTHON="$py313" VENV=.venv313' in ci
+
+
+def test_ci_takes_no_other_version_for_a_leg(tmp_path: Path) -> None:
+    """A runner without python3.11 must fail the 3.11 leg, not run it on python3 (3.13)."""
+    find = ROOT / ".ci" / "find-python"
+    other = python_here("3.13")
+    (fake := tmp_path / "bin").mkdir()
+    (fake / "python3.11").symlink_to(other)  # answers to the name, is 3.13
+    done = subprocess.run([str(find), "3.11"], capture_output=True, text=True, timeout=60,
+                          check=False, env={"PATH": f"{fake}:/usr/bin:/bin",
+                                            "PYENV_ROOT": str(tmp_path / "no-pyenv"),
+                                            "HOME": str(tmp_path)})
+    assert done.returncode == 1, done.stdout
+    assert "CI needs Python 3.11 and found none" in done.stderr
+    found = subprocess.run([str(find), "3.11"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    if found.returncode != 0:
+        python_here("3.11")  # fails in CI, skips elsewhere
+    version = subprocess.run([found.stdout.strip(), "-c", "import sys; print(sys.version)"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    assert version.stdout.startswith("3.11."), version.stdout
 
 
 @pytest.mark.slow
