@@ -62,15 +62,18 @@ lint: $(STAMP)
 
 # Offline wheelhouses for gateways without internet (no run-time pip installs, ever): one per
 # CPython 3.11/3.12/3.13 x x86_64/aarch64/armv7l in wheels/cpXY-ARCH/, each checked to resolve
-# with --no-index; stops with the list of wheels the index lacks (docs/platforms.md). Wheels
-# built once elsewhere (armv7l: cffi, PyNaCl; `make armv7l-wheels`) are taken from wheels/local/.
+# with --no-index; stops with the list of wheels the index lacks and, per house, what to do
+# (docs/platforms.md). Wheels built once elsewhere are taken from wheels/local/: cffi and
+# PyNaCl for cp311/cp313-armv7l from `make armv7l-wheels`; cffi for cp312-armv7l only from an
+# Ubuntu 24.04 armhf device (no Debian armhf Python 3.12 exists to script it).
 WHEEL_TARGETS ?= cp311-x86_64,cp311-aarch64,cp311-armv7l,cp312-x86_64,cp312-aarch64,cp312-armv7l,cp313-x86_64,cp313-aarch64,cp313-armv7l
 wheels: $(STAMP)
-	$(PY) tools/wheelhouse.py --out wheels --find-links wheels/local --targets $(WHEEL_TARGETS)
+	$(PY) tools/wheelhouse.py --out wheels --find-links wheels/local --jobs 3 --targets $(WHEEL_TARGETS)
 	@echo "copy wheels/ (or one wheels/cpXY-ARCH/) to the gateway: systemd/install.sh --wheels DIR"
 
 # Once, on a connected amd64 Debian machine as root: build the armv7l wheels PyPI does not
-# have (cffi per Python, PyNaCl abi3) in Debian armhf roots under qemu-user (docs/platforms.md).
+# have (cffi for 3.11 and 3.13, PyNaCl abi3 for all three) in Debian armhf roots under
+# qemu-user (docs/platforms.md); cffi for 3.12 it cannot build (no Debian armhf 3.12).
 armv7l-wheels:
 	tools/armv7l-wheels.sh wheels/local
 

@@ -443,3 +443,23 @@ def test_install_sh_dry_runs_the_house_offline_before_any_change(wheelhouses: Pa
     assert f"wheelhouse {damaged} does not install offline" in done.stderr
     assert "pynacl" in done.stderr.lower()
     assert not (tmp_path / "root").exists()
+
+
+def test_make_wheels_says_per_house_how_to_complete_it() -> None:
+    from tools.wheelhouse import advice
+
+    missing = ["PyNaCl==1.6.2", "cffi==2.1.1"]
+    for scripted in ("cp311-armv7l", "cp313-armv7l"):
+        assert "sudo make armv7l-wheels" in advice(parse_target(scripted), missing)
+    # no Debian armhf 3.12 to build in: the script cannot, a device can (the command)
+    cp312 = advice(parse_target("cp312-armv7l"), missing)
+    assert "make armv7l-wheels` builds them" not in cp312
+    assert "no scripted step" in cp312
+    build = ("python3.12 -m venv /tmp/bv && /tmp/bv/bin/pip wheel --no-deps --no-binary cffi "
+             "-w /tmp/out cffi==2.1.1")
+    assert build in cp312
+    assert "wheels/local/" in cp312
+    # a wheel missing for x86_64 or aarch64 is no armv7l matter
+    other = advice(parse_target("cp313-aarch64"), ["pydantic_core==9.9.9"])
+    assert "armv7l" not in other
+    assert "pydantic_core==9.9.9" in other

@@ -86,3 +86,8 @@ build_in bookworm cffi pynacl  # Debian 12: Python 3.11
 build_in trixie cffi           # Debian 13: Python 3.13
 ls -l "$out"
 echo "now: make wheels (takes these from $out)"
+# Debian armhf has Python 3.11 (12) and 3.13 (13), no 3.12; Ubuntu's armhf archive
+# (ports.ubuntu.com) is another mirror this script does not assume reachable
+echo "cp312-armv7l still lacks cffi: build it on one Ubuntu 24.04 armhf device (docs/platforms.md):" \
+  "python3.12 -m venv /tmp/bv && /tmp/bv/bin/pip wheel --no-deps --no-binary cffi" \
+  "-w /tmp/out cffi==$cffi; copy /tmp/out/cffi-*.whl into $out/"
