@@ -28,7 +28,7 @@ from hil.pki import Pki, ensure_pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
-from hil.receiver.web import load_map_config, serve
+from hil.receiver.web import MapConfig, MapConfigError, load_map_config, serve, with_work_roads
 from hil.sims.modbus_sim import SimUnit
 from hil.sims.runner import SimSet
 from hil.tilt import set_tilt_local
@@ -66,6 +66,18 @@ def client_tls(pki: Pki, name: str) -> ssl.SSLContext:
     return ctx
 
 
+def demo_map_config(loaded: LoadedConfig) -> MapConfig:
+    """Return the map's config: var/receiver/map.json plus the ``work:`` roads of devices.yaml.
+
+    Raises MapConfigError (one line: the file, the key, what is allowed) for a bad file.
+    """
+    config = load_map_config(loaded.resolve("var/receiver/map.json"))
+    roads = {road.id: road.line for device in loaded.config.devices
+             if device.kind == "gps" and device.work is not None
+             for road in device.work.roads if road.line is not None}
+    return with_work_roads(config, roads)
+
+
 def say(line: str) -> None:
     """Print a timestamped demo line."""
     print(f"{time.strftime('%H:%M:%S')}  {line}", flush=True)
@@ -74,6 +86,8 @@ def say(line: str) -> None:
 async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | None) -> int:
     """Run the demo; return the exit code."""
     cfg = loaded.config
+    # tiles, road centrelines and grid outlines, if the operator wrote them (D55)
+    map_config = demo_map_config(loaded)
     pki, registry = prepare(loaded)
     workdir = loaded.resolve("var/demo")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +113,6 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
             say(f"cannot start mosquitto on 127.0.0.1:{cfg.uplink.port}: {exc}")
             return 1
         await sims.start()
-        # tiles, road centrelines and grid outlines, if the operator wrote them (D55)
-        map_config = load_map_config(loaded.resolve("var/receiver/map.json"))
         web_runner = await serve(store, port=WEB_PORT, map_config=map_config)
         say(f"receiver page: http://127.0.0.1:{WEB_PORT}/  (JSON: /api/state)")
         say(f"operators' map: http://127.0.0.1:{WEB_PORT}/map")
@@ -215,6 +227,11 @@ def demo_main(config: Path, *, self_test: bool, seconds: float | None) -> int:
         loaded = load_config(config)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    try:
+        demo_map_config(loaded)  # checked before anything starts: one line, not a traceback
+    except MapConfigError as exc:
+        print(exc, file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     with contextlib.suppress(KeyboardInterrupt):

@@ -7,7 +7,11 @@ r"""``python -m hil.receiver``: one reference receiver process against a broker.
 a SQLite file path (the default, what ``make demo`` uses). ``--share GROUP`` subscribes as
 ``$share/GROUP/…``: start as many receivers as needed on one database (docs/scale.md).
 ``--keys`` is the registry JSON ``{gateway id: raw Ed25519 public key hex}``. ``--web PORT``
-also serves the page and the map (hil/receiver/web.py) on loopback, from either store.
+also serves the page and the map (hil/receiver/web.py) on loopback, from either store;
+``--map-config FILE`` gives the map its tiles, road centrelines and grid outlines (the
+demo's var/receiver/map.json format). ``--ca FILE`` connects with TLS, verifying the broker
+against that CA only (hostname included); ``--cert``/``--key`` add a client certificate. There
+is no unverified mode: without ``--ca`` the connection is plain MQTT (loopback, tests).
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.config import TlsConfig
+from edge.errors import UplinkTLSError
+from edge.uplink.tls import client_context
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
+from hil.receiver.web import MapConfig, MapConfigError, load_map_config
 
 
 def is_pg(store: str) -> bool:
@@ -41,10 +49,14 @@ def open_store(store: str, *, node: str) -> Any:
     return ReceiverStore(Path(store))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse and run until SIGINT/SIGTERM."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hil.receiver")
-    parser.add_argument("--broker", default="127.0.0.1:1883", help="host:port (plain MQTT 5)")
+    parser.add_argument("--broker", default="127.0.0.1:1883",
+                        help="host:port (MQTT 5; TLS with --ca)")
+    parser.add_argument("--ca", type=Path, default=None,
+                        help="TLS: trust only this CA (PEM) for the broker; hostname verified")
+    parser.add_argument("--cert", type=Path, default=None, help="TLS client certificate (PEM)")
+    parser.add_argument("--key", type=Path, default=None, help="TLS client key (PEM)")
     parser.add_argument("--keys", type=Path, required=True, help="gateway id → public key hex")
     parser.add_argument("--store", default="var/receiver/receiver.db",
                         help="PostgreSQL DSN or SQLite path")
@@ -53,9 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="edge/v1")
     parser.add_argument("--web", type=int, default=None, metavar="PORT",
                         help="also serve the page and the map on 127.0.0.1:PORT")
+    parser.add_argument("--map-config", type=Path, default=None, metavar="FILE",
+                        help="the map's tiles, roads and grids (JSON; docs/work-coverage.md)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run until SIGINT/SIGTERM."""
+    parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     host, _, port = args.broker.rpartition(":")
+    if (args.cert is None) != (args.key is None) or (args.cert is not None and args.ca is None):
+        parser.error("--cert and --key go together, and with --ca")
+    map_config = MapConfig()
+    tls = None
+    try:
+        if args.map_config is not None:
+            if not args.map_config.is_file():
+                parser.error(f"--map-config {args.map_config}: no such file")
+            map_config = load_map_config(args.map_config)
+        if args.ca is not None:
+            # the agent's own uplink context: TLS 1.2+, CERT_REQUIRED, hostname checked
+            tls = client_context(TlsConfig(
+                ca_file=str(args.ca), cert_file=str(args.cert) if args.cert else None,
+                key_file=str(args.key) if args.key else None))
+    except (MapConfigError, UplinkTLSError) as exc:
+        print(f"python -m hil.receiver: {exc}", file=sys.stderr)
+        return 2
     registry = load_gateway_keys(json.loads(args.keys.read_text(encoding="utf-8")))
     store = open_store(args.store, node=args.client_id)
     receiver: Receiver[Any] = Receiver(store, registry)
@@ -63,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         ready = asyncio.Event()
         task = asyncio.create_task(run_mqtt(receiver, host=host or "127.0.0.1", port=int(port),
-                                            tls=None, prefix=args.prefix, ready=ready,
+                                            tls=tls, prefix=args.prefix, ready=ready,
                                             client_id=args.client_id, share_group=args.share),
                                    name="receiver.mqtt")
         runner = None
         if args.web is not None:
             from hil.receiver.web import serve as serve_web  # noqa: PLC0415 - only with --web
 
-            runner = await serve_web(store, port=args.web)
+            runner = await serve_web(store, port=args.web, map_config=map_config)
         try:
             await asyncio.wait_for(ready.wait(), 30)
             print("ready", flush=True)  # the bench and tests wait for this line

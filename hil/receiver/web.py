@@ -28,7 +28,7 @@ from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.http_site import start_site
 from hil.receiver.core import MAX_EVENTS_BYTES, Receiver
@@ -158,16 +158,52 @@ class _MapFile(BaseModel):
 def load_map_config(path: Path) -> MapConfig:
     """Read a map config JSON file (``{"tiles_url", "tiles_attribution", "roads", "grids"}``).
 
-    A missing file is the offline default. Raises ValueError for a file that is not one
-    (pydantic's ValidationError is a ValueError).
+    A missing file is the offline default. Raises MapConfigError (a ValueError) for a file
+    that is not one, its message one line naming the file, the key and what is allowed.
     """
     if not path.exists():
         return MapConfig()
     if path.stat().st_size > MAX_MAP_CONFIG_BYTES:
-        raise ValueError(f"{path}: over {MAX_MAP_CONFIG_BYTES} bytes")
-    doc = _MapFile.model_validate_json(path.read_bytes())
-    return MapConfig(tiles_url=doc.tiles_url, tiles_attribution=doc.tiles_attribution,
-                     roads={k: v.model_dump() for k, v in doc.roads.items()}, grids=doc.grids)
+        raise MapConfigError(f"{path}: over {MAX_MAP_CONFIG_BYTES} bytes")
+    try:
+        doc = _MapFile.model_validate_json(path.read_bytes())
+        return MapConfig(tiles_url=doc.tiles_url, tiles_attribution=doc.tiles_attribution,
+                         roads={k: v.model_dump() for k, v in doc.roads.items()},
+                         grids=doc.grids)
+    except ValidationError as exc:
+        raise MapConfigError(f"{path}: {_map_problem(exc)}") from None
+    except ValueError as exc:  # MapConfig's own checks (tiles_url's placeholders)
+        raise MapConfigError(f"{path}: {exc}") from None
+
+
+class MapConfigError(ValueError):
+    """A map config file that is not one: the message is one line (file, key, what is allowed)."""
+
+
+def _map_problem(exc: ValidationError) -> str:
+    """Say a map file's first problem in words: where, and what is allowed there."""
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in err["loc"]) or "the file"
+    if err["type"] == "extra_forbidden":
+        parent = err["loc"][:-1]
+        allowed = (", ".join(_MapFile.model_fields) if not parent
+                   else ", ".join(_RoadFile.model_fields))
+        return f"unknown key {err['loc'][-1]!r} at {where} (allowed keys: {allowed})"
+    if err["type"].startswith("json"):
+        return f"not JSON: {err['msg']}"
+    return f"{where}: {err['msg']}"
+
+
+def with_work_roads(config: MapConfig, roads: dict[str, list[list[float]]]) -> MapConfig:
+    """Return ``config`` with the centrelines of ``work:`` roads added (the file's win).
+
+    The demo passes devices.yaml's roads, so its map draws covered and missed stretches
+    with no hand-copied centrelines (a road's id is its key, as in the coverage event).
+    """
+    merged = {rid: {"line": line} for rid, line in roads.items()}
+    merged.update(config.roads)
+    return MapConfig(tiles_url=config.tiles_url, tiles_attribution=config.tiles_attribution,
+                     roads=merged, grids=config.grids)
 
 
 def state(store: WebStore, *, events: int = 30) -> dict[str, Any]:
