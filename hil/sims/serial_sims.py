@@ -162,7 +162,10 @@ class GpsSim(_TcpSim):
         angle = (self.speed_kmh / 3.6) * t_s / radius_m
         lat = self.lat + (radius_m * math.sin(angle)) / 111_320
         lon = self.lon + (radius_m * math.cos(angle)) / (111_320 * math.cos(math.radians(self.lat)))
-        course = (math.degrees(angle) + 90) % 360
+        # the course is a compass bearing (clockwise from north) of the direction of travel,
+        # not the maths angle of the position: counter-clockwise on the circle, the velocity
+        # is (east, north) = (-sin, cos) of the angle, so the bearing is -angle
+        course = math.degrees(math.atan2(-math.sin(angle), math.cos(angle))) % 360
         return self.burst(now, lat, lon, knots=self.speed_kmh / 1.852, course_deg=course)
 
     SATELLITES = (3, 7, 8, 10, 14, 16, 21, 27, 30)  # PRNs in use: 9 satellites, HDOP 0.9
