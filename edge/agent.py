@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.atomic_file import write_private_atomic
+from edge.aux_writes import AuxWrites
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
@@ -108,6 +109,7 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._fatal: asyncio.Future[None] | None = None  # a thread or stray task died
         self._keys_running: dict[str, tuple[bytes, frozenset[str]]] = {}
+        self.aux_writes = AuxWrites(log)  # status.json, clock floor: never fatal (f14 #1)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
@@ -457,6 +459,8 @@ class Agent:
             # GNSS fixes refused as a time source (implausible, disagreeing: issue 19 #3)
             "gnss_time_rejected": self.clock.gnss_rejected,
             "readings_rejected": self.sink.readings_rejected if self.sink else 0,
+            # auxiliary files not written (full disk, I/O error): counted, retried (f14 #1)
+            "aux_write_failures": dict(self.aux_writes.failures),
             "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
             "outbox": await self.outbox.stats() | {
                 "commits": self.outbox.commits, "events_committed": self.outbox.events_committed,
@@ -487,8 +491,13 @@ class Agent:
         # not durable: rewritten every few seconds and read only by `edge status`/`check`; a
         # power cut may lose the last one (no fsync: flash wear), never tear it (owner-only:
         # status carries errors and alarm keys, security review 19 #11)
-        await asyncio.to_thread(functools.partial(write_private_atomic, path, data,
-                                                  durable=False))
+        try:
+            await asyncio.to_thread(functools.partial(write_private_atomic, path, data,
+                                                      durable=False))
+        except OSError as exc:  # ENOSPC, EIO: never fatal; the helper removed its .tmp
+            self.aux_writes.failed(STATUS_FILE, exc)
+        else:
+            self.aux_writes.written(STATUS_FILE)
 
     async def _status_loop(self) -> None:
         while True:
@@ -534,8 +543,10 @@ class Agent:
             return
         try:
             write_floor(self.state_dir / FLOOR_FILE, now_ns)
-        except OSError as exc:
-            log.warning("clock floor not saved: %s", exc.strerror)
+        except OSError as exc:  # retried at the next period and at stop (f14 #1)
+            self.aux_writes.failed(FLOOR_FILE, exc)
+        else:
+            self.aux_writes.written(FLOOR_FILE)
 
 
 def _fingerprint(keys: PlatformKeys) -> dict[str, tuple[bytes, frozenset[str]]]:

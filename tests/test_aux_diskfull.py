@@ -1,0 +1,93 @@
+"""A full disk never stops the agent (issue 14 re-test f14 #1): the status file, the clock floor
+and the other auxiliary files fail with a count and one log line per outage, their temporary
+files are removed, and the cover alarm the outbox holds is delivered once space returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.uplink._paho import MqttLink
+from hil.broker import Mosquitto
+from hil.receiver.service import run_mqtt
+from tests.cfg import TILT_ASSET, write_config
+from tests.helpers import receiver_for, start_agent, stop_agent, wait_until
+from tests.test_outbox_diskfull import fill, small_fs
+
+pytestmark = pytest.mark.reliability
+__all__ = ["small_fs"]  # the tmpfs fixture, shared with the outbox's own disk-full test
+
+
+def _status(state: Path) -> dict[str, object]:
+    try:
+        doc = json.loads((state / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+async def test_a_full_disk_keeps_the_agent_running_and_the_alarm_arrives(
+        tmp_path: Path, small_fs: Path, plain_broker: Mosquitto) -> None:
+    state = small_fs / "state"
+    cover = {"name": "cover-5", "kind": "manhole_tilt", "transport": "mqtt",
+             "model": "mqtt_json", "topic": "covers/5", "poll_interval_s": 5,
+             "asset": {**TILT_ASSET, "code": "3205080106000995"},
+             "alarms": {"cover_open": {"threshold": 15.0, "clear_below": 10.0,
+                                       "raise_after": 2, "clear_after": 2}}}
+    loaded = write_config(
+        tmp_path / "gw", broker_port=plain_broker.port, pki=None, buses=[], devices=[cover],
+        gateway={"state_dir": str(state)},
+        extra={"southbound_mqtt": {"host": "127.0.0.1", "port": plain_broker.port,
+                                   "tls": False}})
+    store, receiver = receiver_for(loaded, tmp_path / "receiver.db")
+    ready = asyncio.Event()
+    rx = asyncio.create_task(run_mqtt(receiver, host="127.0.0.1", port=plain_broker.port,
+                                      tls=None, ready=ready, retry_s=0.2))
+    log = tmp_path / "agent.log"
+    agent = start_agent(loaded.path, log)
+    pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="cover-5",
+                   protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await pub.connect()
+        await wait_until(lambda: _status(state).get("devices"), 20, "the agent's first status")
+        await pub.publish("covers/5", b'{"tilt": 1.0}')
+        await wait_until(lambda: store.db.execute("SELECT count(*) FROM events WHERE "
+                                                  "device = 'cover-5'").fetchone()[0] >= 1,
+                         20, "the cover's first reading at the receiver")
+        # the tester's case: the disk fills up, then the cover is lifted
+        # (the outbox releases its reserve at the first full write: fill that too)
+        for _ in range(3):
+            fill(small_fs / "filler", leave_bytes=0)
+            await pub.publish("covers/5", b'{"tilt": 1.0}')
+            await asyncio.sleep(0.5)
+        fill(small_fs / "filler", leave_bytes=0)
+        for _ in range(3):
+            await pub.publish("covers/5", b'{"tilt": 80.0}')
+        full_until = time.monotonic() + 6  # three status periods and more on a full disk
+        while time.monotonic() < full_until:
+            tail = log.read_text()[-3000:]
+            assert agent.poll() is None, f"exit {agent.returncode} on a full disk:\n{tail}"
+            await asyncio.sleep(0.2)
+        assert not (state / "status.json.tmp").exists(), "a failed status write left its tmp"
+        text = log.read_text()
+        assert text.count("status.json not written") == 1, text[-3000:]  # once per outage
+        # space returns: the held alarm is delivered, the status file is written again
+        (small_fs / "filler").unlink()
+        await wait_until(lambda: store.db.execute(
+            "SELECT count(*) FROM cases WHERE kind = 'cover_open'").fetchone()[0] == 1,
+            30, "the cover_open case at the receiver after space returned")
+        await wait_until(lambda: "status.json written again" in log.read_text(), 10,
+                         "the status file's recovery logged")
+        failures = _status(state).get("aux_write_failures")
+        assert isinstance(failures, dict) and failures.get("status.json", 0) >= 1, failures
+        assert agent.poll() is None
+    finally:
+        await pub.close()
+        stop_agent(agent)
+        rx.cancel()
+        store.close()
