@@ -6,13 +6,16 @@ Each check returns ✔ (ok), ⚠ (works, but look at it) or ✘ (will not work) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import shutil
 import socket
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,11 +244,32 @@ def _check_cn(loaded: LoadedConfig, cert: x509.Certificate) -> Check:
                  f"for a certificate with CN {gateway} ({loaded.line_of('gateway', 'id')})")
 
 
+@contextlib.contextmanager
+def _unlogged(logger_name: str) -> Iterator[None]:
+    """Drop ``logger_name``'s records while a check reports the same thing as its own line.
+
+    The agent logs a missing platform keys file (edge/command_keys.py); `edge check` says it
+    in its ⚠ line, and a second, raw line on stderr about the same file reads as another
+    problem (issue 22 integrator #7).
+    """
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(_drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop)
+
+
+def _drop(_record: logging.LogRecord) -> bool:
+    return False
+
+
 def check_platform_keys(loaded: LoadedConfig) -> Check:
     """Check the platform's command keys: refused entries fail; none at all warns."""
     cfg = loaded.config
     try:
-        keys = read_platform_keys(cfg, loaded.base_dir)
+        with _unlogged("edge.command_keys"):
+            keys = read_platform_keys(cfg, loaded.base_dir)
     except PlatformKeysError as exc:
         return Check("platform keys", FAIL, str(exc))
     path = keys_file_path(cfg, loaded.base_dir)

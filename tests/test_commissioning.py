@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import pwd
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent import read_status
+from edge.command_keys import load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers._codecs import nmea
 from edge.errors import ConfigError
@@ -495,3 +497,24 @@ async def test_a_serial_port_already_open_refuses_a_second_opener() -> None:
         await second.close()
         os.close(controller)
         os.close(device_fd)
+
+
+def test_edge_check_says_a_missing_platform_keys_file_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # issue 22 integrator #7: `edge check` printed the agent's log line on stderr on top of
+    # its own ⚠ line for the same file; the agent itself still logs it
+    missing = tmp_path / "platform-keys.json"
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[],
+                          gateway={"platform_keys_file": str(missing)})
+    with caplog.at_level(logging.DEBUG, logger="edge.command_keys"):
+        assert check_platform_keys(loaded).status == WARN
+    assert not [r for r in caplog.records if r.name == "edge.command_keys"]
+    edge = Path(sys.executable).parent / "edge"
+    done = subprocess.run([str(edge), "check", "--config", str(loaded.path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "no platform keys file" not in done.stdout + done.stderr
+    assert done.stdout.count(f"{missing} is missing") == 1, done.stdout
+    with caplog.at_level(logging.WARNING, logger="edge.command_keys"):
+        load_platform_keys(loaded.config, loaded.base_dir)
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.command_keys"] == [
+        f"no platform keys file {missing}: only keys in devices.yaml may sign"]
