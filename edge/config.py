@@ -428,6 +428,20 @@ def _point_error(point: list[float]) -> str | None:
     return None
 
 
+class FieldProblemsError(ValueError):
+    """Several problems of one block, each at a place inside it (``loc`` below the block).
+
+    A model validator raises it instead of one ValueError so that ``edge check`` shows every
+    problem on its own line in words (edge/config_loader.py expands it), not the first one at
+    the block's line with a dump of the block.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[int | str, ...], str]]) -> None:
+        super().__init__("; ".join(
+            f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems))
+        self.problems = problems
+
+
 class WorkShift(_Model):
     """A shift in local time (``gateway.utc_offset_h``); an end before the start is overnight."""
 
@@ -438,7 +452,8 @@ class WorkShift(_Model):
     @model_validator(mode="after")
     def _length(self) -> WorkShift:
         if self.start == self.end:
-            raise ValueError(f"start and end are both {self.start}: a shift has a length")
+            raise FieldProblemsError([(("end",), f"start and end are both {self.start}: a shift "
+                                            "has a length")])
         return self
 
 
@@ -456,11 +471,16 @@ class WorkRoad(_Model):
     @model_validator(mode="after")
     def _shape(self) -> WorkRoad:
         if (self.line is None) == (self.polygon is None):
-            raise ValueError("give exactly one of line (a centreline) or polygon (an area)")
-        for point in self.line or self.polygon or []:
+            raise FieldProblemsError([((), "give exactly one of line (a centreline) or polygon "
+                                      "(an area)")])
+        field = "line" if self.line is not None else "polygon"
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for i, point in enumerate(self.line or self.polygon or []):
             why = _point_error(point)
             if why is not None:
-                raise ValueError(why)
+                problems.append(((field, i), why))
+        if problems:
+            raise FieldProblemsError(problems)
         return self
 
 
@@ -478,23 +498,32 @@ class WorkConfig(_Model):
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkConfig:
+        # every problem of the block at once, each at its own key (edge check's lines)
+        problems: list[tuple[tuple[int | str, ...], str]] = []
         if self.min_speed_kmh >= self.max_speed_kmh:
-            raise ValueError(f"min_speed_kmh {self.min_speed_kmh} must be below "
-                             f"max_speed_kmh {self.max_speed_kmh}")
-        ids = [road.id for road in self.roads]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"road ids must be unique: {', '.join(dupes)}")
+            problems.append((("min_speed_kmh",), f"{self.min_speed_kmh:g} must be below "
+                             f"max_speed_kmh {self.max_speed_kmh:g}"))
+        first: dict[str, int] = {}
+        for i, road in enumerate(self.roads):
+            if road.id in first:
+                problems.append((("roads", i, "id"), f"{road.id!r} is already the id of "
+                                 f"road {first[road.id] + 1}: road ids must be unique"))
+            first.setdefault(road.id, i)
         units = sum(road_units(road, self.segment_m) for road in self.roads)
         if units > WORK_MAX_UNITS:
-            raise ValueError(f"roads too long or areas too large for segment_m "
-                             f"{self.segment_m:g}: {units} pieces (at most {WORK_MAX_UNITS})")
-        points = [p for road in self.roads for p in (road.line or road.polygon or [])]
-        lat0, lon0 = points[0]
-        far = max(distance_m(lat0, lon0, lat, lon) for lat, lon in points)
-        if far > WORK_MAX_SPAN_M:
-            raise ValueError(f"roads spread over {far / 1000:.0f} km: one truck's roads must lie "
-                             f"within {WORK_MAX_SPAN_M / 1000:.0f} km of the first point")
+            problems.append((("roads",), f"roads too long or areas too large for "
+                             f"segment_m {self.segment_m:g}: {units} pieces "
+                             f"(at most {WORK_MAX_UNITS})"))
+        lat0, lon0 = (self.roads[0].line or self.roads[0].polygon or [[0.0, 0.0]])[0]
+        for i, road in enumerate(self.roads):
+            far = max(distance_m(lat0, lon0, lat, lon)
+                      for lat, lon in (road.line or road.polygon or []))
+            if far > WORK_MAX_SPAN_M:
+                problems.append((("roads", i), f"{far / 1000:.0f} km from the first road's "
+                                 f"first point: one truck's roads must lie within "
+                                 f"{WORK_MAX_SPAN_M / 1000:.0f} km of it"))
+        if problems:
+            raise FieldProblemsError(problems)
         return self
 
 

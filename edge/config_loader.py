@@ -35,6 +35,7 @@ from edge.config import (
     Bus,
     Device,
     EdgeConfig,
+    FieldProblemsError,
     ModbusRtuBus,
     ModbusTcpBus,
     StreetlightDevice,
@@ -116,8 +117,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     except ValidationError as exc:
         # every mistake in one pass: the parts that did validate are still cross-checked, so a
         # bus-name typo shows up beside a unit id out of range, not after it is fixed
-        problems = [(_line_of(tree, _clean_loc(tree, tuple(err["loc"]))),
-                     _format_error(path.name, tree, err)) for err in exc.errors()]
+        problems = [found for err in exc.errors() for found in _problems(path.name, tree, err)]
         config, partial = _partial_config(data)
         problems += _cross_problems(path.name, tree, config, partial)
         raise ConfigError(_by_line(problems)) from None
@@ -361,6 +361,25 @@ def _got(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _problems(filename: str, tree: Any, err: ErrorDetails) -> list[tuple[int, str]]:
+    """Return (line, message) of one pydantic error; a block's several problems each at its key.
+
+    A model validator's FieldProblemsError (edge/config.py) names places inside its block:
+    each is shown at its own line, not all as the first one at the block's line.
+    """
+    error = (err.get("ctx") or {}).get("error")
+    if err["type"] == "value_error" and isinstance(error, FieldProblemsError):
+        base = _clean_loc(tree, tuple(err["loc"]))
+        out = []
+        for sub, message in error.problems:
+            loc = (*base, *sub)
+            line = _line_of(tree, loc)
+            out.append((line, f"{filename}:{line}: {_dotted(loc, tree)}: {message}"))
+        return out
+    return [(_line_of(tree, _clean_loc(tree, tuple(err["loc"]))),
+             _format_error(filename, tree, err))]
+
+
 def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
     loc = _clean_loc(tree, tuple(err["loc"]))
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
@@ -383,6 +402,8 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
         message = f"unknown key {_got(loc[-1])}{_did_you_mean(loc)}"
     elif kind in messages:
         message = messages[kind]()
+    elif isinstance(value, dict | list):  # a block: its dump, cut at 60 characters, says nothing
+        message = err["msg"].removeprefix("Value error, ")
     else:
         message = f"{err['msg'].removeprefix('Value error, ')} (got {_got(value)})"
     return f"{filename}:{_line_of(tree, loc)}: {_dotted(loc, tree)}: {message}"

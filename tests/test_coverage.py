@@ -299,25 +299,26 @@ def test_a_work_block_loads() -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "needle", "words"), [
-    ("min_speed_kmh: 3", "min_speed_kmh: 30", "    work:", "must be below max_speed_kmh"),
+    ("min_speed_kmh: 3", "min_speed_kmh: 30", "min_speed_kmh: 30", "must be below max_speed_kmh"),
     ('end: "14:00"', 'end: "06:00"', "shift:", "a shift has a length"),
     ('end: "14:00"', 'end: "25:00"', "shift:", "must be a 24-hour time"),
     ("line: [[31.3, 120.6], [31.3, 120.604]]", "line: [[31.3, 120.6]]", "line:",
      "at least 2 items"),
     ("line: [[31.3, 120.6], [31.3, 120.604]]",
-     "line: [[31.3, 120.6], [131.3, 120.604]]", "- id: main-st", "not a [lat, lon]"),
+     "line: [[31.3, 120.6], [131.3, 120.604]]", "line:", "line[1]: [131.3, 120.604] is not"),
     ("line: [[31.3, 120.6], [31.3, 120.604]]",
      "line: [[31.3, 120.6], [31.3, .nan]]", "line:", "finite number"),
     ("width_m: 6", "width_m: 0", "width_m: 0", "must be > 0"),
-    ("- id: plaza", "- id: main-st", "    work:", "road ids must be unique: main-st"),
+    ("- id: plaza", "- id: main-st  # again", "# again",
+     "'main-st' is already the id of road 1: road ids must be unique"),
     ("width_m: 4\n", "width_m: 4\n          line: [[31.3, 120.6], [31.3, 120.61]]\n",
      "- id: plaza", "exactly one of line"),
     ("polygon: [[31.3, 120.6], [31.3002, 120.6], [31.3002, 120.6004]]",
-     "polygon: [[31.3, 120.6], [31.5, 120.6], [31.5, 120.8]]", "    work:",
+     "polygon: [[31.3, 120.6], [31.5, 120.6], [31.5, 120.8]]", "      roads:",
      "pieces (at most 40000)"),
     ("line: [[31.3, 120.6], [31.3, 120.604]]", "line: [[31.3, 120.6], [31.3, 120.6001]]\n"
      "        - id: far\n          width_m: 3\n          line: [[31.3, 121.6], [31.3, 121.6001]]",
-     "    work:", "within 50 km"),
+     "- id: far", "within 50 km"),
 ])
 def test_work_block_mistakes_are_reported_with_their_line(old: str, new: str, needle: str,
                                                           words: str) -> None:
@@ -329,6 +330,31 @@ def test_work_block_mistakes_are_reported_with_their_line(old: str, new: str, ne
     assert problems[0].startswith(f"devices.yaml:{_line(text, needle)}: devices[truck-03].work"), \
         problems
     assert words in problems[0]
+    assert "(got {" not in problems[0]  # a block's dump says nothing a technician can use
+
+
+def test_every_problem_of_a_work_block_is_shown_at_its_own_line() -> None:
+    # the re-test's case: min_speed_kmh 50 and a duplicated road id showed one problem at the
+    # line of work:, ending in "(got {'shift': {..."
+    block = GPS_WORK.replace("min_speed_kmh: 3", "min_speed_kmh: 50", 1) \
+        .replace("- id: plaza", "- id: main-st  # again", 1)
+    text = _with_work(block)
+    assert _problems(text) == [
+        f"devices.yaml:{_line(text, 'min_speed_kmh: 50')}: devices[truck-03].work.min_speed_kmh: "
+        "50 must be below max_speed_kmh 15",
+        f"devices.yaml:{_line(text, '# again')}: devices[truck-03].work.roads[1].id: "
+        "'main-st' is already the id of road 1: road ids must be unique",
+    ]
+    # a road's bad points: each one (the road's own checks run before the block's)
+    text = _with_work(GPS_WORK.replace("line: [[31.3, 120.6], [31.3, 120.604]]",
+                                       "line: [[91.3, 120.6], [31.3, 190.6]]", 1))
+    line = _line(text, "[91.3, 120.6]")
+    assert _problems(text) == [
+        f"devices.yaml:{line}: devices[truck-03].work.roads[0].line[0]: [91.3, 120.6] is not a "
+        "[lat, lon] position",
+        f"devices.yaml:{line}: devices[truck-03].work.roads[0].line[1]: [31.3, 190.6] is not a "
+        "[lat, lon] position",
+    ]
 
 
 # --- the event and its schema ---------------------------------------------------------------
