@@ -14,7 +14,7 @@
 # The venv is built on the system interpreter (/usr/bin/python3, or --python PATH), never on
 # whatever python3 is first on PATH: a pyenv python under /root makes a venv the service user
 # cannot run ("Permission denied"). The interpreter is tried as the service user first, and
-# `edge --version` as the service user ends the install.
+# `edge --version` as the service user runs before the service is enabled and started.
 # With --no-start the unit is installed and enabled at the next boot only after you start it:
 # edit /etc/edge/devices.yaml until `edge check` passes, then `systemctl enable --now edge`.
 set -euo pipefail
@@ -33,6 +33,13 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1 (--help lists them)" >&2; exit 2 ;;
   esac
 done
+# NAME goes into useradd, runuser and the unit's sed: a user name and nothing else
+if ! [[ "$user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+  printf -- '--user %q: not a valid user name (lower-case letters, digits, _ and -, at most' \
+    "$user" >&2
+  echo " 32, not starting with a digit or -)" >&2
+  exit 2
+fi
 
 # Which interpreter: the system's unless told; what it really runs (a pyenv shim execs another)
 if [ -z "$python" ]; then
@@ -189,6 +196,14 @@ if [ -z "$DESTDIR" ] && ! id "$user" >/dev/null 2>&1; then
 fi
 own=0
 if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then own=1; fi
+# the unit's Group= is the group the files are chowned to: the user's real primary group
+# (a user made without --user-group has another one), NAME only for a staged user not here
+group="$user"
+if id "$user" >/dev/null 2>&1; then group="$(id -gn "$user")"; fi
+if ! [[ "$group" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+  echo "the primary group of $user ($group) is not a plain group name; refusing" >&2
+  exit 1
+fi
 as_user() { runuser -u "$user" -- "$@"; }
 if [ "$own" = 1 ] && ! as_user "$real_python" -c pass >/dev/null 2>&1; then
   python_refused "cannot run it"
@@ -228,25 +243,15 @@ print("gateway key created; register with the platform:", describe(key))
 PY
 fi
 if [ "$own" = 1 ]; then
-  group="$(id -gn "$user")"
   chown -R "root:$group" "$etc"
   chown "$user:$group" "$etc/keys" "$etc/keys/gateway.key" "$state"
 fi
 
-# 4. the unit (its User= and Group= follow --user)
+# 4. the unit (its User= follows --user, its Group= that user's primary group)
 install -d -m 0755 "$unit_dir"
-if [ "$user" = edge ]; then
-  install -m 0644 "$here/systemd/edge.service" "$unit_dir/edge.service"
-else
-  sed -e "s/^User=edge$/User=$user/" -e "s/^Group=edge$/Group=$user/" \
-    "$here/systemd/edge.service" > "$unit_dir/edge.service"
-  chmod 0644 "$unit_dir/edge.service"
-fi
-if [ -z "$DESTDIR" ] && [ "$start" = 1 ]; then
-  systemctl daemon-reload
-  systemctl enable --now edge.service
-  systemctl --no-pager status edge.service || true
-fi
+sed -e "s/^User=edge$/User=$user/" -e "s/^Group=edge$/Group=$group/" \
+  "$here/systemd/edge.service" > "$unit_dir/edge.service"
+chmod 0644 "$unit_dir/edge.service"
 # the service user runs what was installed: `edge --version` as that user, at the paths the
 # unit uses (a staged tree is bind-mounted at /opt/edge in a private mount namespace)
 if [ "$own" = 1 ]; then
@@ -265,6 +270,12 @@ if [ "$own" = 1 ]; then
     exit 1
   fi
   echo "edge runs as $user: $ran"
+fi
+# 5. started only once the service user is known to run it
+if [ -z "$DESTDIR" ] && [ "$start" = 1 ]; then
+  systemctl daemon-reload
+  systemctl enable --now edge.service
+  systemctl --no-pager status edge.service || true
 fi
 cat <<EOT
 done. Next:

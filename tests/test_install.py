@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import pwd
@@ -249,3 +250,45 @@ async def test_staged_install_checks_and_delivers_as_the_service_user(
         assert not (staged.root / "etc/edge/var").exists()
     finally:
         await sim.stop()
+
+
+@pytest.mark.parametrize("name", ["edge/x", "Edge", "1edge", "e;touch /tmp/pwned", "e" * 33,
+                                  "-edge", "edge\nx"])
+def test_install_refuses_a_user_name_that_is_not_one(tmp_path: Path, name: str) -> None:
+    """Review finding 20: NAME went into sed (and useradd) unchecked."""
+    root = tmp_path / "root"
+    result = subprocess.run(["bash", str(ROOT / "systemd" / "install.sh"), "--no-start",
+                             "--user", name], env={**os.environ, "DESTDIR": str(root)},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not a valid user name" in result.stderr
+    assert not root.exists()  # refused before anything was made
+
+
+def test_install_checks_the_service_user_runs_edge_before_starting_it() -> None:
+    """Review finding 20: the service was enabled and started before `edge --version` ran."""
+    script = (ROOT / "systemd" / "install.sh").read_text()
+    assert script.index("edge --version") < script.index("systemctl enable --now edge.service")
+
+
+@pytest.mark.slow
+def test_install_writes_the_service_users_real_primary_group(tmp_path: Path) -> None:
+    """Review finding 20: Group=NAME was written, not the group install.sh chowned with."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (useradd)")
+    suffix = uuid.uuid4().hex[:6]
+    user, group = f"edgeg{suffix}", f"cabinet{suffix}"
+    subprocess.run(["groupadd", "--system", group], check=True)
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    "--gid", group, user], check=True)
+    try:
+        root = tmp_path / "root"
+        result = _install(root, user)
+        assert result.returncode == 0, result.stderr[-3000:]
+        unit = (root / "etc/systemd/system/edge.service").read_text()
+        assert f"User={user}\n" in unit
+        assert f"Group={group}\n" in unit
+        assert (root / "var/lib/edge").stat().st_gid == grp.getgrnam(group).gr_gid
+    finally:
+        subprocess.run(["userdel", user], check=False)
+        subprocess.run(["groupdel", group], check=False)
