@@ -39,16 +39,33 @@ def _constant(_name: str) -> _NonFinite:
     return NON_FINITE
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently: {"tilt": 1, "tilt": 90} would be a
+    # shut or an open cover depending on the parser, so such a report is refused (f14 #9)
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"duplicate key {key!r} in a JSON object")
+        doc[key] = value
+    return doc
+
+
+# what a technician reads for a value that is not a number (never a Python type name)
+_KINDS: Final = {str: "a string", list: "a list", dict: "an object", type(None): "null"}
+
+
 def loads(payload: bytes) -> dict[str, Any]:
     """Return the JSON object in ``payload``; raise ValueError for anything else.
 
-    Too large, not UTF-8 (or UTF-16/32 with a BOM), not JSON, nested too deep, or not an
-    object: ValueError. Non-finite numbers come back as ``NON_FINITE``.
+    Too large, not UTF-8 (or UTF-16/32 with a BOM), not JSON, nested too deep, not an
+    object, or an object with a key twice: ValueError. Non-finite numbers come back as
+    ``NON_FINITE``.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes (limit {MAX_PAYLOAD_BYTES})")
     try:
-        doc = json.loads(payload, parse_float=_float, parse_constant=_constant)
+        doc = json.loads(payload, parse_float=_float, parse_constant=_constant,
+                         object_pairs_hook=_object)
     except RecursionError as exc:  # the C scanner's depth guard
         raise ValueError("JSON nested too deep") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -62,10 +79,16 @@ def loads(payload: bytes) -> dict[str, Any]:
 def finite_number(value: object) -> float:
     """Return ``value`` as a finite float; ValueError if it is not a JSON number in range.
 
-    Booleans are not numbers here (``True`` would read as 1.0 volts).
+    Booleans are not numbers here (``True`` would read as 1.0 volts). The message is what a
+    technician reads in the log and in ``last_error`` (f14 #5): no internal names.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"not a number: {type(value).__name__}")  # noqa: TRY004
+    if value is NON_FINITE:
+        raise ValueError("NaN or infinite")
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {str(value).lower()}")  # noqa: TRY004
+    if not isinstance(value, int | float):
+        kind = _KINDS.get(type(value), "not a JSON value")
+        raise ValueError(f"not a number: {kind}")  # noqa: TRY004
     if isinstance(value, int):
         if abs(value) > MAX_ABS:
             raise ValueError("number out of range")
