@@ -438,11 +438,23 @@ def test_install_sh_dry_runs_the_house_offline_before_any_change(wheelhouses: Pa
     shutil.copytree(wheelhouses / me, damaged)
     for wheel in damaged.glob("pynacl-*.whl"):
         wheel.unlink()
-    done = _stage(tmp_path / "root", tmp_path / "wheels")
+    (scratch := tmp_path / "tmp").mkdir()
+    done = subprocess.run(["bash", str(INSTALL), "--no-start", "--wheels", str(tmp_path / "wheels"),
+                           "--python", install_sh_python()],
+                          env={**_clean_env(), "DESTDIR": str(tmp_path / "root"),
+                               "TMPDIR": str(scratch)},
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"wheelhouse {damaged} does not install offline" in done.stderr
     assert "pynacl" in done.stderr.lower()
     assert not (tmp_path / "root").exists()
+    assert not list(scratch.iterdir())  # the throw-away venv is gone too
+    # the same house whole passes the dry run (and the install then goes on)
+    shutil.rmtree(damaged)
+    shutil.copytree(wheelhouses / me, damaged)
+    whole = _stage(tmp_path / "root", tmp_path / "wheels")
+    assert "does not install offline" not in whole.stderr
+    assert whole.returncode == 0, whole.stdout + whole.stderr
 
 
 def test_make_wheels_says_per_house_how_to_complete_it() -> None:
