@@ -383,12 +383,27 @@ def test_a_keys_file_loads_all_or_nothing(tmp_path: Path, bad: object) -> None:
     assert platform_keys_problem(harness.loaded.config, tmp_path) is not None
 
 
-def test_a_keys_file_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("chown to another user needs root")
-    harness, keys_file = _keys_harness(tmp_path)
-    os.chown(keys_file, 4242, 4242)
+def test_a_keys_file_owned_by_someone_else_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs for every user (review finding 13): the owner the loader sees is made foreign."""
+    harness, _keys_file = _keys_harness(tmp_path)
+    assert load_platform_keys(harness.loaded.config, tmp_path) != {}  # ours: loaded
+    real_fstat = os.fstat
+
+    class _Foreign:  # the file's stat as if uid 4242 (neither the agent nor root) owned it
+        st_uid = 4242
+
+        def __init__(self, st: os.stat_result) -> None:
+            self._st = st
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._st, name)
+
+    monkeypatch.setattr("edge.command_keys.os.fstat", lambda fd: _Foreign(real_fstat(fd)))
     assert load_platform_keys(harness.loaded.config, tmp_path) == {}
+    problem = platform_keys_problem(harness.loaded.config, tmp_path)
+    assert problem is not None
+    assert "owned by uid 4242" in problem
 
 
 def test_edge_check_reports_the_keys_file(tmp_path: Path) -> None:
