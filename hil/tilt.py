@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig
 from edge.drivers._modbus import ModbusBus
 from hil.sims import wire
-from hil.sims.modbus_sim import (
-    FAULT_REGISTER,
-    FAULTS,
-    LAMP_SCENARIOS,
-    SCENARIO_REGISTER,
-    SimUnit,
-)
+from hil.sims.wire import FAULT_REGISTER, LAMP_SCENARIOS, SCENARIO_REGISTER
+from hil.sims.wire import MODBUS_FAULTS as FAULTS
+
+if TYPE_CHECKING:  # the simulator (pymodbus' server, aiohttp) is not loaded to tilt one
+    from hil.sims.modbus_sim import SimUnit
 
 
 def set_tilt_local(unit: SimUnit, tilt_deg: float) -> None:

@@ -22,12 +22,11 @@ from pymodbus.server import ModbusTcpServer
 
 from hil.sims import wire
 
-FAULTS = ("none", "dead", "slow", "exception", "crc", "garbage", "wrong_unit")
+FAULTS = wire.MODBUS_FAULTS
 # Holding registers a simulator exposes to choose its fault mode and scenario over Modbus.
-FAULT_REGISTER = 0x7F00
-SCENARIO_REGISTER = 0x7F01
-# lamp scenarios (design/devices.md §2.4, lamp-controller simulator faults)
-LAMP_SCENARIOS = ("normal", "lamp_failure", "power_loss", "overcurrent")
+FAULT_REGISTER = wire.FAULT_REGISTER
+SCENARIO_REGISTER = wire.SCENARIO_REGISTER
+LAMP_SCENARIOS = wire.LAMP_SCENARIOS
 
 
 @dataclass

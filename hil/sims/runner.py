@@ -35,9 +35,8 @@ def unit_for(model: str) -> SimUnit:
     return makers[model]()
 
 
-# What each simulator models: Modbus TCP has no CRC and one unit per connection's reply, so
-# crc, garbage and wrong_unit exist only on the RTU line simulator (hil.sims.rtu_sim).
-TCP_FAULTS = ("none", "dead", "slow", "exception")
+# What each simulator models (wire.py says why TCP models fewer)
+TCP_FAULTS = wire.TCP_FAULTS
 RTU_FAULTS = FAULTS
 # every mode `python -m hil fault` accepts; each simulator refuses those it does not model
 ALL_FAULTS = tuple(dict.fromkeys((*FAULTS, *GpsSim.FAULTS, *TtsSim.FAULTS)))

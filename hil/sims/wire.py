@@ -35,6 +35,20 @@ def modbus_crc_ok(frame: bytes) -> bool:
     return len(frame) >= 4 and modbus_crc(frame[:-2]) == frame[-2:]
 
 
+# ---- the simulators' own control (no device has these): fault modes and lamp scenarios,
+# written through Modbus itself. Here, not in modbus_sim.py, so that `python -m hil tilt`
+# and its argument parser need not import pymodbus' server (which imports aiohttp: ~0.4 s)
+
+MODBUS_FAULTS = ("none", "dead", "slow", "exception", "crc", "garbage", "wrong_unit")
+# Modbus TCP has no CRC and one unit per connection's reply: crc, garbage and wrong_unit
+# exist only on the RTU line simulator (hil.sims.rtu_sim)
+TCP_FAULTS = ("none", "dead", "slow", "exception")
+FAULT_REGISTER = 0x7F00
+SCENARIO_REGISTER = 0x7F01
+# lamp scenarios (design/devices.md §2.4, lamp-controller simulator faults)
+LAMP_SCENARIOS = ("normal", "lamp_failure", "power_loss", "overcurrent")
+
+
 # ---- WitMotion inclinometer (firmware_notes/witmotion-inclinometer.md#angles): holding
 # 0x3D roll, 0x3E pitch, 0x3F yaw as big-endian int16 of deg / 180 x 32768; 0x40 temperature
 # int16 in 0.01 degC
