@@ -238,3 +238,13 @@ def test_fuzz_encode_decode_round_trip(msg_id: int, phone: str, serial: int, bod
     msg = jt808.decode(jt808.encode(msg_id, phone, serial, body, version=version))
     assert (msg.msg_id, msg.phone, msg.serial, msg.body, msg.version) == (
         msg_id, phone.lstrip("0") or "0", serial, body, version)
+
+
+def test_a_truncated_frame_says_whether_the_header_or_the_body_is_short() -> None:
+    """f14 #10: a location body cut mid-field said "the header needs 41"."""
+    for cut in (20, 30, 40):
+        with pytest.raises(ValueError, match=r"^truncated: \d+ bytes, the body needs \d+"):
+            jt808.decode(LOCATION[:cut])
+    frame = _checked(bytes.fromhex("0002400001000000000138001380000001")[:9])
+    with pytest.raises(ValueError, match=r"^truncated: \d+ bytes, the header needs \d+"):
+        jt808.decode(frame)

@@ -146,8 +146,11 @@ def decode(frame: bytes) -> Message:
     serial_at = phone_at + (10 if attrs & VERSION_BIT else 6)
     body_at = serial_at + 2 + (4 if attrs & PACKAGE_BIT else 0)
     need = body_at + length + 1
-    if len(data) < need:
-        raise ValueError(f"truncated: {len(data)} bytes, the header needs {need}")
+    if len(data) < body_at + 1:  # the header (and its checksum byte) is not even whole
+        raise ValueError(f"truncated: {len(data)} bytes, the header needs {body_at + 1}")
+    if len(data) < need:  # the header is whole; its body length is not there (f14 #10)
+        raise ValueError(f"truncated: {len(data)} bytes, the body needs {need} "
+                         f"({length} body bytes)")
     if len(data) > need:
         raise ValueError(f"body is {len(data) - body_at - 1} bytes, header says {length}")
     if _xor(data[:-1]) != data[-1]:
