@@ -210,6 +210,9 @@ async def test_playback_puts_the_truck_at_the_right_place_at_the_right_time(
             await page.evaluate("document.getElementById('pb-load').click()")
             await page.wait_for("!document.getElementById('pb-slider').disabled")
             assert await page.evaluate("window.edgeMap.playback.points.length") == 90
+            # the day's route is broken at the 20 min outage, not joined by a chord
+            assert await page.evaluate(
+                "window.edgeMap.playback.route.getLatLngs().map(p => p.length)") == [60, 30]
 
             async def at(ms: int) -> tuple[float, float, float]:
                 await page.evaluate(f"(() => {{const s = document.getElementById('pb-slider');"
@@ -596,7 +599,7 @@ async def test_a_truck_moves_live_and_its_track_grows(tmp_path: Path) -> None:
             await page.wait_for(f"{truck} !== null")
             tail = ("(() => { let n = 0; window.edgeMap.map.eachLayer(l => {"
                     " if (l instanceof L.Polyline && l.options.color === '#3fa9ff')"
-                    "  n = l.getLatLngs().length; }); return n; })()")
+                    "  n = l.getLatLngs().flat().length; }); return n; })()")
             assert await page.evaluate(tail) == 30  # the last 2 h, fetched at load
             gateway.send(position(time.time_ns(), 31.3101, 120.6310))
             moved = time.monotonic()
@@ -607,6 +610,43 @@ async def test_a_truck_moves_live_and_its_track_grows(tmp_path: Path) -> None:
                 " }); return at !== null && Math.abs(at.lng - 120.6310) < 1e-9; })()", 5)
             assert time.monotonic() - moved < 2.0
             assert await page.evaluate(tail) == 31
+            await no_page_errors(page)
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+LIVE_PARTS = ("(() => { let parts = null; window.edgeMap.map.eachLayer(l => {"
+              " if (l instanceof L.Polyline && l.options.color === '#3fa9ff') {"
+              "  const ll = l.getLatLngs();"
+              "  parts = (ll.length && Array.isArray(ll[0]) ? ll : [ll]).map(p => p.length); } });"
+              " return parts; })()")
+
+
+async def test_the_live_track_is_broken_across_an_outage(tmp_path: Path) -> None:
+    # issue 18 re-test #6: a demo restart drew a straight chord across the city
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    now = time.time_ns()
+    s_ns = 1_000_000_000
+    before = [position(now - 20 * 60 * s_ns + i * 10 * s_ns, 31.3100, 120.6280 + i * 1e-4)
+              for i in range(10)]
+    after = [position(now - 5 * 60 * s_ns + i * 10 * s_ns, 31.3150 + i * 1e-4, 120.6400)
+             for i in range(10)]
+    gateway.send(*after, *before)  # a backlog arrives in any order
+    port = free_port()
+    runner = await serve(store, port=port)
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            await page.wait_for("document.querySelector('path[data-truck=\"truck-3\"]') !== null")
+            assert await page.evaluate(LIVE_PARTS) == [10, 10]
+            # live: 210 s after the last fix (> the 120 s playback hold) is a new part
+            gateway.send(position(time.time_ns(), 31.3200, 120.6500))
+            await page.wait_for(f"JSON.stringify({LIVE_PARTS}) === '[10,10,1]'", 5)
+            # the next fix 10 s on joins it
+            gateway.send(position(time.time_ns() + 10 * s_ns, 31.3201, 120.6500))
+            await page.wait_for(f"JSON.stringify({LIVE_PARTS}) === '[10,10,2]'", 5)
             await no_page_errors(page)
     finally:
         await runner.cleanup()

@@ -256,7 +256,20 @@ $("detail-close").addEventListener("click", () => { $("detail").hidden = true; }
 
 // ---- trucks: live position and tail ----------------------------------------------------------
 
-const trucks = new Map();  // key -> {marker, line, lastMs}
+// fixes further apart than HOLD_GAP_MS are an outage (a restart, a tunnel, no fix): the line is
+// broken there, never a straight chord across streets the truck may not have driven
+function segmentsOf(points) {  // points: [ms, lat, lon, ...] oldest first -> [[[lat, lon], ...]]
+  const out = [];
+  let prevMs = null;
+  for (const p of points) {
+    if (prevMs === null || p[0] - prevMs > HOLD_GAP_MS) out.push([]);
+    out[out.length - 1].push([p[1], p[2]]);
+    prevMs = p[0];
+  }
+  return out;
+}
+
+const trucks = new Map();  // key -> {marker, line, points: [[ms, lat, lon]], lastMs}
 async function drawVehicles(vehicles, nowMs) {
   for (const v of vehicles) {
     const key = keyOf(v);
@@ -266,7 +279,7 @@ async function drawVehicles(vehicles, nowMs) {
       t = {marker: L.circleMarker([v.lat, v.lon], {radius: 8, weight: 3, color: "#e8f4ff",
         fillColor: COLOURS.truck, fillOpacity: 1}).addTo(layers.trucks),
       line: L.polyline([], {color: COLOURS.truck, weight: 3, opacity: 0.7}).addTo(layers.tracks),
-      lastMs: 0};
+      points: [], lastMs: 0};
       t.marker.bindTooltip(el("span", {}, v.name || v.device), {direction: "right",
         permanent: true, offset: [10, 0], className: "asset-tip"});
       trucks.set(key, t);
@@ -274,15 +287,16 @@ async function drawVehicles(vehicles, nowMs) {
         start_ms: String(nowMs - LIVE_TRACK_MS), end_ms: String(nowMs + 60e3)});
       try {
         const track = await (await fetch("/api/map/track?" + q)).json();
-        t.line.setLatLngs(track.points.map((p) => [p[1], p[2]]));
+        t.points = track.points.map((p) => [p[0], p[1], p[2]]);
+        t.line.setLatLngs(segmentsOf(t.points));
         t.lastMs = track.points.length ? track.points[track.points.length - 1][0] : 0;
       } catch (err) { /* the live tail starts now */ }
       addTruckOption(v);
     }
     if (ms > t.lastMs) {
-      t.line.addLatLng([v.lat, v.lon]);
-      const points = t.line.getLatLngs();
-      if (points.length > LIVE_TRACK_MAX) t.line.setLatLngs(points.slice(-LIVE_TRACK_MAX));
+      t.points.push([ms, v.lat, v.lon]);
+      if (t.points.length > LIVE_TRACK_MAX) t.points = t.points.slice(-LIVE_TRACK_MAX);
+      t.line.setLatLngs(segmentsOf(t.points));
       t.lastMs = ms;
     }
     t.marker.setLatLng([v.lat, v.lon]);
@@ -293,7 +307,7 @@ async function drawVehicles(vehicles, nowMs) {
 
 // ---- playback of a truck's day (轨迹回放) ------------------------------------------------
 
-const pb = {points: [], marker: null, done: null, day: null, timer: null, at: 0};
+const pb = {points: [], marker: null, route: null, done: null, day: null, timer: null, at: 0};
 function addTruckOption(v) {
   const value = JSON.stringify([v.gw, v.device]);
   if ([...$("pb-truck").options].some((o) => o.value === value)) return;
@@ -322,7 +336,7 @@ async function loadPlayback() {
     $("pb-slider").disabled = $("pb-play").disabled = true;
     return;
   }
-  L.polyline(pb.points.map((p) => [p[1], p[2]]), {color: COLOURS.play, weight: 2, opacity: 0.35,
+  pb.route = L.polyline(segmentsOf(pb.points), {color: COLOURS.play, weight: 2, opacity: 0.35,
     dashArray: "4 4"}).addTo(layers.playback);
   pb.done = L.polyline([], {color: COLOURS.play, weight: 4}).addTo(layers.playback);
   pb.marker = L.circleMarker([pb.points[0][1], pb.points[0][2]], {radius: 9, weight: 3,
@@ -356,8 +370,9 @@ function showAt(ms) {
   if (!at) return;
   pb.at = ms;
   pb.marker.setLatLng([at.lat, at.lon]);
-  pb.done.setLatLngs([...pb.points.slice(0, at.index + 1).map((p) => [p[1], p[2]]),
-    [at.lat, at.lon]]);
+  const done = segmentsOf(pb.points.slice(0, at.index + 1));
+  done[done.length - 1].push([at.lat, at.lon]);
+  pb.done.setLatLngs(done);
   const out = $("pb-readout");
   out.dataset.ms = String(ms);
   out.dataset.lat = at.lat.toFixed(6);
@@ -527,5 +542,5 @@ async function poll() {
 }
 
 // tests and operators' scripts read the state from here (never from the DOM's HTML)
-window.edgeMap = {map, positionAt, showAt, playback: pb, loadPlayback,
+window.edgeMap = {map, positionAt, showAt, playback: pb, loadPlayback, trucks,
   ready: loadConfig().then(() => { poll(); })};
