@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from edge.errors import ConfigError, EdgeError
 
 EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
 EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 69, 70, 78
+EX_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE (`edge status | head`)
 DEFAULT_CONFIG = Path("devices.yaml")
 PROBE_TIMEOUT_S = 15.0  # a GPS probe listens a few seconds; a Modbus one takes milliseconds
 # where systemd/install.sh puts the site config; found without --config, so `edge check` and
@@ -219,7 +219,7 @@ def _state_dir_of(path: Path) -> tuple[Path, list[str]]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show what the running agent is doing (from its status file)."""
-    from edge.agent import read_status  # noqa: PLC0415
+    from edge.agent import STATUS_FILE, read_status  # noqa: PLC0415
 
     state_dir, problems = _state_dir_of(args.config)
     if problems:
@@ -227,7 +227,14 @@ def cmd_status(args: argparse.Namespace) -> int:
               "running agent keeps the config it loaded", file=sys.stderr)
     status = read_status(state_dir)
     if status is None:
-        print("no status: the agent has not run with this config", file=sys.stderr)
+        path = state_dir / STATUS_FILE
+        if path.exists():  # a torn disk, a hand edit (f14 #11): not "never ran"
+            print(f"no status: {path} is damaged (not the agent's JSON); a running agent "
+                  "rewrites it every few seconds: try again, or see `journalctl -u edge`",
+                  file=sys.stderr)
+        else:
+            print(f"no status: the agent has not run with this config (no {path})",
+                  file=sys.stderr)
         return EX_FAIL
     age_s = time.time() - float(status.get("written_at", 0))
     if args.json:
@@ -434,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv or sys.argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
     except _ExitError as exc:
         return exc.code
     except KeyboardInterrupt:
@@ -443,9 +453,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"✘ {exc}", file=sys.stderr)
         return EX_FAIL
-    with contextlib.suppress(BrokenPipeError):
-        sys.stdout.flush()
     return code
+
+
+def _closed_pipe() -> int:
+    """End quietly when the reader went away (`edge status | head -3`), as cat or grep do.
+
+    Python's own flush at exit would raise again and print a traceback (f14 #6): stdout is
+    pointed at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EX_PIPE
 
 
 if __name__ == "__main__":
