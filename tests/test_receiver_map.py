@@ -653,6 +653,38 @@ async def test_the_live_track_is_broken_across_an_outage(tmp_path: Path) -> None
         store.close()
 
 
+async def test_recent_values_are_the_last_changes_of_a_fast_polled_device(
+        tmp_path: Path) -> None:
+    # issue 18 re-test #9: 12 identical readings of a cover polled 6 times a second were 2 s
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    asset = cover("井盖 快读", 7, 31.3100, 120.6300)
+    t0 = time.time_ns() - 60_000_000_000
+    values = [1.0, 2.0, 3.0, *[4.0] * 30, 5.0, *[6.0] * 40]
+    for i, v in enumerate(values):  # one batch each: received in this order
+        gateway.send(reading("cover-7", asset, {"tilt_deg": v}, t0 + i * 150_000_000))
+    port = free_port()
+    runner = await serve(store, port=port)
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            marker = "document.querySelector('path[data-device=\"cover-7\"]')"
+            await page.wait_for(f"{marker} !== null")
+            await page.evaluate(f"{marker}.dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+            await page.wait_for("document.querySelector('#detail-values tbody tr') !== null")
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('#detail-values tbody tr')].map(r =>"
+                " [Number(r.dataset.count), r.cells[2].textContent])")
+            await no_page_errors(page)
+    finally:
+        await runner.cleanup()
+        store.close()
+    assert [n for n, _ in rows] == [40, 1, 30, 1, 1, 1]
+    assert [text.split(" \u00d7")[0] for _, text in rows] == [
+        "tilt_deg 6", "tilt_deg 5", "tilt_deg 4", "tilt_deg 3", "tilt_deg 2", "tilt_deg 1"]
+    assert "\u00d740 since" in rows[0][1]
+
+
 # ---- the same map on the PostgreSQL store ----------------------------------------------------
 
 async def test_the_map_runs_on_the_postgresql_store(tmp_path: Path,

@@ -9,6 +9,8 @@ const LIVE_TRACK_MAX = 5000;
 const HOLD_GAP_MS = 120e3;       // playback: further apart than this, hold, do not glide
 const MAX_CELLS = 4000;          // area coverage cells drawn per report
 const LIST_PER_GRID = 30;        // alarms listed per grid (the rest are counted)
+const DETAIL_CHANGES = 12;       // "Recent values": this many changes of a device
+const DETAIL_FETCH = 100;        // events read to find them (store.py MAP_MAX_VALUES)
 const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", degraded: "#e6c229", truck: "#3fa9ff",
   play: "#ffb020", covered: "#2ecc71", missed: "#ff3b30", unknown: "#59636f"};
 const EARTH_M = 6371000;
@@ -236,8 +238,22 @@ function drawAlarms(cases, assets) {
     `+ ${items.length - LIST_PER_GRID} more in this grid`)] : []))));
 }
 
+// a fast-polled device repeats itself (a cover read 6 times a second: 12 rows were 2 s):
+// a run of identical consecutive events is one row, "×n since" its oldest
+function changes(values, max) {  // values newest first
+  const runs = [];
+  for (const e of values) {
+    const key = JSON.stringify([e.type, e.data ?? null, e.alarm ?? null]);
+    const last = runs[runs.length - 1];
+    if (last && last.key === key) { last.count += 1; last.oldest = e.ts; continue; }
+    if (runs.length === max) break;
+    runs.push({key, event: e, count: 1, oldest: e.ts});
+  }
+  return runs;
+}
+
 async function openDetail(gw, device) {
-  const q = new URLSearchParams({gw, device, values: "12"});
+  const q = new URLSearchParams({gw, device, values: String(DETAIL_FETCH)});
   const d = await (await fetch("/api/map/device?" + q)).json();
   const asset = latest.assets.find((a) => a.gw === gw && a.device === device) || {};
   $("detail").hidden = false;
@@ -245,8 +261,10 @@ async function openDetail(gw, device) {
   $("detail-title").textContent = asset.name || device;
   $("detail-meta").replaceChildren(`${device} · ${asset.code || ""} · grid ${asset.grid || "?"}`,
     el("br"), `gateway ${gw}` + (hasPlace(asset) ? ` · ${asset.lat.toFixed(5)}, ${asset.lon.toFixed(5)}` : ""));
-  fill($("detail-values").tBodies[0], d.values.map((e) => el("tr", {},
-    el("td", {}, stamp(e.ts)), el("td", {}, e.type), el("td", {}, summary(e)))));
+  fill($("detail-values").tBodies[0], changes(d.values, DETAIL_CHANGES).map((run) => el("tr",
+    {"data-count": run.count}, el("td", {}, stamp(run.event.ts)), el("td", {}, run.event.type),
+    el("td", {}, summary(run.event), run.count > 1
+      ? el("small", {class: "repeats"}, ` ×${run.count} since ${stamp(run.oldest)}`) : ""))));
   fill($("detail-cases").tBodies[0], d.cases.length ? d.cases.map((c) => el("tr",
     {class: c.state}, el("td", {}, c.case_no), el("td", {}, c.kind), el("td", {}, c.state),
     el("td", {}, stamp(c.opened_ts)), el("td", {}, c.closed_ts ? stamp(c.closed_ts) : "")))
