@@ -111,6 +111,8 @@ def test_a_missing_or_unreadable_config(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("EDGE_CONFIG", str(tmp_path / "from-env.yaml"))
     assert cli(["check"]) == 2
     assert "from-env.yaml: cannot read" in capsys.readouterr().err
+    assert cli(["run"]) == 78  # docs/inputs.md's EDGE_CONFIG row (f14 #4)
+    assert "from-env.yaml" in capsys.readouterr().err
 
 
 # ---- environment variables --------------------------------------------------------------------
