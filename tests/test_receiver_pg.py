@@ -633,3 +633,53 @@ def test_a_state_of_an_unknown_gateway_is_refused(store: PgReceiverStore) -> Non
     assert rx.handle("edge/v1/gw-stranger/state", b'{"online": true}').rejected
     assert store.gateways() == []
     assert store.counters()["rejected.unknown_gateway"] == 1
+
+
+def test_two_receivers_deadlocking_in_groups_lose_nothing(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The review's scenario: A's group opens a case (the case counter row FOR UPDATE), B's
+    group inserted an event A's group now inserts too (a redelivery); each waits for the other.
+    Retrying the batch in its savepoint kept the group's locks, met the same deadlock three
+    times and dropped it as rejected.malformed; the group now rolls back and runs again."""
+    stores = [PgReceiverStore(pg_dsn, node=f"rx{i}") for i in range(2)]
+    receivers = [Receiver(s, KEYS) for s in stores]
+    shared = batch([(reading("shared"), 10)])  # the same batch delivered to both
+    groups = [[(TOPIC, batch([(alarm("raised", "a:cover_open:1"), 1)])), (TOPIC, shared)],
+              [(TOPIC, shared), (TOPIC, batch([(alarm("raised", "b:cover_open:1"), 2)]))]]
+    first_done = [threading.Event(), threading.Event()]
+    for i, rx in enumerate(receivers):
+        def between(topic: str, payload: bytes, *, i: int = i,
+                    handle: Any = rx.handle, calls: list[int] = [0]) -> Any:  # noqa: B006
+            calls[0] += 1
+            if calls[0] == 2:  # each group holds its first lock before taking the second
+                first_done[i].set()
+                first_done[1 - i].wait(5)
+                time.sleep(0.3 * i)
+            return handle(topic, payload)
+
+        monkeypatch.setattr(rx, "handle", between)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            receivers[i].handle_many(groups[i])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        counters = stores[0].counters()
+        assert not {k for k in counters if k.startswith("rejected.")}, counters
+        assert counters["store.retries"] >= 1  # the deadlock happened and was retried whole
+        assert stores[0].event_count() == 3
+        assert sorted(c["alarm_id"] for c in stores[0].cases()) == ["a:cover_open:1",
+                                                                     "b:cover_open:1"]
+        assert sorted(c["case_no"] for c in stores[0].cases()) == [1, 2]
+    finally:
+        for s in stores:
+            s.close()
