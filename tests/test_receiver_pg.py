@@ -683,3 +683,25 @@ def test_two_receivers_deadlocking_in_groups_lose_nothing(
     finally:
         for s in stores:
             s.close()
+
+
+async def test_a_lock_timeout_answers_503_over_https(store: PgReceiverStore,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries exhausted on PostgreSQL: 503 with Retry-After (the gateway retries), never the
+    400 it counts toward dead-lettering."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hil.receiver.web import make_app
+
+    rx = Receiver(store, KEYS)
+    _lock_store(store, monkeypatch, [pg_errors.LockNotAvailable("lock timeout")] * 3)
+    payload = batch([(alarm("raised"), 1)])
+    async with TestClient(TestServer(make_app(store, receiver=rx))) as client:
+        refused = await client.post(f"/v1/gateways/{GW}/events", data=payload)
+        assert refused.status == 503
+        assert refused.headers["Retry-After"]
+        again = await client.post(f"/v1/gateways/{GW}/events", data=payload)  # the retry
+        assert again.status == 200
+        assert (await again.json())["accepted"] == 1
+    assert not {k for k in store.counters() if k.startswith("rejected.")}
+    assert [c["case_no"] for c in store.cases()] == [1]
