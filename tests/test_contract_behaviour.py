@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jsonschema
 import pytest
@@ -110,29 +110,47 @@ async def test_batch_ids_stay_unique_across_an_agent_restart(tmp_path: Path) -> 
 async def test_the_mqtt5_batch_id_property_is_the_bodys_batch(
         tmp_path: Path, plain_broker: Mosquitto) -> None:
     # mosquitto_sub prints MQTT 5 user properties (%P): a platform's view, not our client's
-    sub = subprocess.Popen(  # a short-lived peer, reaped below
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(plain_broker.port), "-V", "mqttv5",
-         "-t", f"edge/v1/{GW}/events", "-C", "2", "-F", "%P|%p", "-W", "20"],
-        stdout=subprocess.PIPE)
+    sub = subprocess.Popen(  # a short-lived peer, reaped below; line-buffered into the pipe
+        ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(plain_broker.port),
+         "-V", "mqttv5", "-t", f"edge/v1/{GW}/events", "-C", "2", "-F", "%P|%p", "-W", "20",
+         "-d"], stdout=subprocess.PIPE)
     try:
-        await asyncio.sleep(0.5)  # subscribed before the first batch goes
+        # subscribed before the first batch goes: -d prints the SUBACK (no fixed sleep,
+        # review finding 14)
+        assert sub.stdout is not None
+        debug = await asyncio.to_thread(_read_until, sub.stdout, b"SUBACK")
+        assert b"SUBACK" in debug, debug
         async with _state_rig(tmp_path, plain_broker) as rig:
             await rig.outbox.put(_reading(1))
             await wait_until(lambda: rig.uplink.stats.events_acked == 1, 10, "one batch")
             await rig.outbox.put(_reading(2))
             await wait_until(lambda: rig.uplink.stats.events_acked == 2, 10, "two batches")
-            out, _ = await asyncio.to_thread(sub.communicate, timeout=20)
+            # the same buffered reader (communicate() would skip what it holds); EOF at -C 2
+            out = await asyncio.to_thread(sub.stdout.read)
+            await asyncio.to_thread(sub.wait, 20)
     finally:
         if sub.poll() is None:
             sub.kill()
             sub.wait(5)
     ids = []
     for line in out.decode().splitlines():
+        if not line.startswith("batch_id:"):
+            continue  # -d's debug lines
         prop, _, envelope = line.partition("|")
         body = json.loads(json.loads(envelope)["body"])
         assert prop == f"batch_id:{body['batch']}"
         ids.append(body["batch"])
-    assert len(set(ids)) == 2
+    assert len(set(ids)) == 2, out.decode()[-3000:]
+
+
+def _read_until(stream: IO[bytes], marker: bytes) -> bytes:
+    """Read lines from ``stream`` until one holds ``marker`` (or it ends: the peer's -W)."""
+    seen = b""
+    for line in iter(stream.readline, b""):
+        seen += line
+        if marker in line:
+            break
+    return seen
 
 
 async def test_a_receiver_still_accepts_an_old_agents_counter_batch() -> None:
@@ -218,7 +236,9 @@ async def test_state_goes_on_change_and_on_the_heartbeat_only(
     monkeypatch.setattr(mqtt_uplink, "STATE_CHECK_S", 0.2)
     async with _state_rig(tmp_path, plain_broker, state_heartbeat_s=3600) as rig:
         await wait_until(lambda: rig.states, 10, "a birth")
-        await asyncio.sleep(11)  # it used to go every 10 s
+        # ten state checks with nothing changed and the heartbeat an hour away: still only
+        # the birth (it used to go every 10 s; the check period is shortened, not waited out)
+        await asyncio.sleep(10 * mqtt_uplink.STATE_CHECK_S)
         assert len(rig.states) == 1, rig.states
         alarm = {"device": "manhole-12", "kind": "cover_open", "alarm_id": "a:1", "state":
                  "raised"}
