@@ -30,7 +30,7 @@ from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore
 from hil.receiver.web import MapConfig, MapConfigError, load_map_config, serve, with_work_roads
 from hil.sims.modbus_sim import SimUnit
-from hil.sims.runner import SimSet
+from hil.sims.runner import SimPortError, SimSet
 from hil.tilt import set_tilt_local
 
 TILT_DEG = 40.0
@@ -107,12 +107,10 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
     started_ns = time.time_ns()
     agent: subprocess.Popen[bytes] | None = None
     try:
-        try:
-            broker.start()
-        except RuntimeError as exc:
-            say(f"cannot start mosquitto on 127.0.0.1:{cfg.uplink.port}: {exc}")
+        problem = await _start_peers(broker, sims, cfg.uplink.port)
+        if problem is not None:
+            say(problem)
             return 1
-        await sims.start()
         web_runner = await serve(store, port=WEB_PORT, map_config=map_config)
         say(f"receiver page: http://127.0.0.1:{WEB_PORT}/  (JSON: /api/state)")
         say(f"operators' map: http://127.0.0.1:{WEB_PORT}/map")
@@ -147,6 +145,19 @@ async def run_demo(loaded: LoadedConfig, *, self_test: bool, seconds: float | No
         await sims.stop()
         broker.stop()
         store.close()
+
+
+async def _start_peers(broker: Mosquitto, sims: SimSet, port: int) -> str | None:
+    """Start the broker and the simulators; return the one line to show if a port is taken."""
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        return f"cannot start mosquitto on 127.0.0.1:{port}: {exc}"
+    try:
+        await sims.start()
+    except SimPortError as exc:  # one line with the port, as the broker's clash (f14 #3)
+        return str(exc)
+    return None
 
 
 def _instructions(loaded: LoadedConfig) -> None:

@@ -23,8 +23,14 @@ from hil.sims.serial_sims import GpsSim, TtsSim
 
 
 class _Sim(Protocol):
+    port: int
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+class SimPortError(RuntimeError):
+    """A simulator's fixed port (D10) cannot be bound: the message is one line for the user."""
 
 
 def unit_for(model: str) -> SimUnit:
@@ -111,6 +117,7 @@ class SimSet:
     units: dict[str, SimUnit] = field(default_factory=dict)  # device name -> unit
     gps: dict[str, GpsSim] = field(default_factory=dict)
     tts: dict[str, TtsSim] = field(default_factory=dict)
+    _started: list[_Sim] = field(default_factory=list)
 
     @classmethod
     def for_config(cls, config: EdgeConfig) -> SimSet:
@@ -133,15 +140,29 @@ class SimSet:
                 sims.modbus[bus.name] = ModbusTcpSim(per_bus[bus.name], bus.port)
         return sims
 
-    def _all(self) -> list[_Sim]:
-        return [*self.modbus.values(), *self.gps.values(), *self.tts.values()]
+    def _all(self) -> list[tuple[str, _Sim]]:
+        return [*((f"Modbus TCP bus {n}", s) for n, s in self.modbus.items()),
+                *((f"GPS {n}", s) for n, s in self.gps.items()),
+                *((f"loudspeaker {n}", s) for n, s in self.tts.items())]
 
     async def start(self) -> None:
-        """Start every simulator."""
-        for sim in self._all():
-            await sim.start()
+        """Start every simulator; SimPortError (one line, the port) if a port is taken.
+
+        pymodbus says only "Could not start listen, please check address." and asyncio an
+        errno: the user needs the port and what to do (f14 #3). The ports stay fixed (D10).
+        """
+        for what, sim in self._all():
+            try:
+                await sim.start()
+            except (OSError, RuntimeError) as exc:
+                await self.stop()
+                raise SimPortError(
+                    f"cannot start the {what} simulator on 127.0.0.1:{sim.port}: the port is "
+                    f"in use (another demo still running?); stop what holds it (`ss -ltnp "
+                    f"'sport = :{sim.port}'` names it) and run again") from exc
+            self._started.append(sim)
 
     async def stop(self) -> None:
-        """Stop every simulator."""
-        for sim in self._all():
-            await sim.stop()
+        """Stop every simulator that started."""
+        while self._started:
+            await self._started.pop().stop()
