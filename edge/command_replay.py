@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 # platform's counter is microseconds since the epoch): a platform counting microseconds is then
 # locked out for at most a day by any one signed counter, and a series of them cannot ratchet
 # further (the re-test of issue 19 found 2^40 µs above max(last, now): ~12.7 days, D66). With an
-# untrusted clock, at most MAX_CTR_STEP above the last accepted value.
+# untrusted clock, at most MAX_CTR_STEP_US above the last accepted value.
 CTR_MAX = 2**53 - 1
 MAX_CTR_AHEAD_US = 86_400 * 1_000_000  # one day of microseconds ahead of the trusted now
-MAX_CTR_STEP = 2**40  # ~12.7 days of microseconds; a sequence counter never jumps that far
+MAX_CTR_STEP_US = 2**40  # ~12.7 days of microseconds; a sequence counter never jumps that far
 
 
 @dataclass
@@ -109,8 +109,8 @@ class ReplayState:
             if ctr > now_us + MAX_CTR_AHEAD_US:
                 return "counter_jump", (f"ctr {ctr} is more than {MAX_CTR_AHEAD_US} above the "
                                         f"gateway's now in microseconds ({now_us})")
-        elif last is not None and ctr > last + MAX_CTR_STEP:
-            return "counter_jump", f"ctr {ctr} is more than {MAX_CTR_STEP} above {last}"
+        elif last is not None and ctr > last + MAX_CTR_STEP_US:
+            return "counter_jump", f"ctr {ctr} is more than {MAX_CTR_STEP_US} above {last}"
         return None
 
     def accept(self, kid: str, ctr: int) -> None:

@@ -41,7 +41,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.command_keys import PlatformKeys, load_platform_keys
-from edge.command_replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP, ReplayState
+from edge.command_replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
 from edge.config import ROLES, AnyDevice, EdgeConfig, LightStep, LoudspeakerDevice
 from edge.drivers._codecs import syn6288
 from edge.drivers._codecs.tts_text import unencodable_at
@@ -116,7 +116,7 @@ REASONS: dict[str, tuple[str, bool, str]] = {
     "duplicate": ("rejected", True, "cmd_id seen before (journal on disk)"),
     "counter_rollback": ("rejected", True, "ctr not above the last accepted for (kid, iss)"),
     "counter_jump": ("rejected", True, f"ctr more than {MAX_CTR_AHEAD_US} above the trusted "
-                     f"now in microseconds (untrusted clock: {MAX_CTR_STEP} above the last)"),
+                     f"now in microseconds (untrusted clock: {MAX_CTR_STEP_US} above the last)"),
     "too_many_issuers": ("rejected", True, "a kid's issuer counters are full (iss)"),
     "replay_state_lost": ("rejected", True, "replay state lost; refused until re-established"),
     "unsafe": ("rejected", True, "a device safety rule refused it (detail says which)"),
