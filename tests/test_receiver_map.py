@@ -18,6 +18,7 @@ import pytest
 from edge.agent import Agent
 from edge.clock import TimeQuality
 from edge.geo import EARTH_M, distance_m
+from edge.ids import uuid7
 from edge.model import (
     Alarm,
     Asset,
@@ -449,6 +450,57 @@ async def test_work_coverage_colours_covered_and_missed_stretches(tmp_path: Path
     assert "30.0 % missed" in bars[0][1]
     assert [c for c, _ in bars[0][2]] == ["cov-covered", "cov-unknown", "cov-missed"]
     assert [w for _, w in bars[0][2]] == ["60%", "10%", "30%"]
+
+
+def read_result(ts_ns: int, covered_to_m: float) -> Event:
+    """An executed ``device.read`` of the truck during its shift (edge/drivers/gps.py probe)."""
+    report = coverage_event(ts_ns).data
+    report = {**report, "shift": {**report["shift"], "state": "in_progress"},
+              "roads": [{**report["roads"][0], "covered_pct": covered_to_m / 2,
+                         "unknown_pct": 0.0, "missed_pct": 0.0,
+                         "covered": [[0.0, covered_to_m]], "unknown": [], "missed": []}]}
+    return Event(EventType.COMMAND_RESULT, 0, ts_ns, TimeQuality.SYNCED, device="truck-3",
+                 data={"cmd_id": str(uuid7()), "action": "device.read", "status": "executed",
+                       "reason": None, "detail": {"values": {"sentences": 3,
+                                                             "work_coverage": report}}})
+
+
+async def test_coverage_read_during_the_shift_is_on_the_map_marked_in_progress(
+        tmp_path: Path) -> None:
+    # issue 18 re-test #7: a device.read's running coverage did not appear on the map
+    store = ReceiverStore(tmp_path / "rx.db")
+    gateway = Gateway(store)
+    gateway.send(position(time.time_ns(), 31.3100, 120.6300))
+    gateway.send(coverage_event(time.time_ns()))  # last night's shift, ended
+    gateway.send(read_result(time.time_ns(), 80.0))
+    reports = store.map_work_coverage()
+    assert len(reports) == 1 and reports[0]["from_read"] is True
+    assert reports[0]["data"]["shift"]["state"] == "in_progress"
+    roads = {"ganjiang-e": {"line": [[31.3100, 120.6280], [31.3100, 120.6301]]}}
+    port = free_port()
+    runner = await serve(store, port=port, map_config=MapConfig(roads=roads))
+    try:
+        async with browser(tmp_path) as page:
+            await open_map(page, port)
+            await page.wait_for("document.querySelector('#coverage-list .road') !== null")
+            shown = await page.evaluate(
+                "(() => { const c = document.querySelector('#coverage-list .truck-cov');"
+                " const dashed = []; window.edgeMap.map.eachLayer(l => {"
+                "  if (l instanceof L.Polyline && l.options.weight === 7)"
+                "   dashed.push(l.options.dashArray); });"
+                " return [c.className, c.dataset.state, c.textContent, dashed]; })()")
+            await no_page_errors(page)
+            # the shift's own report arrives: it replaces the reading
+            gateway.send(coverage_event(time.time_ns()))
+            await page.wait_for("document.querySelector('#coverage-list .truck-cov')"
+                                ".dataset.state === 'ended'", 5)
+    finally:
+        await runner.cleanup()
+        store.close()
+    klass, state, text, dashed = shown
+    assert "in-progress" in klass and state == "in_progress"
+    assert "in progress" in text and "40.0 % swept" in text
+    assert dashed == ["10 5"]
 
 
 # ---- the API is bounded ----------------------------------------------------------------------

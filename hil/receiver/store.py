@@ -366,19 +366,48 @@ class ReceiverStore:
             (gw, device, start_ns, end_ns, max(0, min(limit, MAP_MAX_TRACK_POINTS))))]
 
     def map_work_coverage(self) -> list[dict[str, Any]]:
-        """Return the newest ``work_coverage`` event of each (gw, device), newest first.
+        """Return the newest ``work_coverage`` of each (gw, device), newest first.
 
-        Whole events as received (``data`` is ``edge.model.WireWorkCoverage``); looks at the
-        newest ``MAP_MAX_COVERAGE`` such events only (index ``events_type``).
+        Whole events as received (``data`` is ``edge.model.WireWorkCoverage``), or a
+        ``device.read`` result's running coverage when newer (``coverage_record``); looks at
+        the newest ``MAP_MAX_COVERAGE`` such events only (index ``events_type``).
         """
         seen: set[tuple[str, str]] = set()
         out = []
+        # a device.read of a truck answers with its running shift's coverage: newer than the
+        # last shift's report, it is what the map shows (marked in progress; issue 18 #7)
         for gw, doc in self.db.execute(
-                "SELECT gw, doc FROM events WHERE type = 'work_coverage' "
+                "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
+                "'command_result' AND instr(doc, '\"work_coverage\"') > 0) "
                 "ORDER BY received_ns DESC LIMIT ?", (MAP_MAX_COVERAGE,)):
-            event = json.loads(doc)
-            key = (gw, str(event.get("device")))
+            record = coverage_record(gw, json.loads(doc))
+            if record is None:
+                continue
+            key = (gw, str(record.get("device")))
             if key not in seen:
                 seen.add(key)
-                out.append({"gw": gw, **event})
+                out.append(record)
         return out
+
+
+def coverage_record(gw: str, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a stored event as a coverage report of the map, or None if it holds none.
+
+    A ``work_coverage`` event is itself; an executed ``device.read`` whose values carry
+    ``work_coverage`` (edge/drivers/gps.py probe) becomes one with that report as ``data``
+    and ``from_read`` True (the page marks a running shift "in progress").
+    """
+    if event.get("type") == "work_coverage":
+        return {"gw": gw, **event}
+    data = event.get("data")
+    if not isinstance(data, dict) or data.get("action") != "device.read" \
+            or data.get("status") != "executed":
+        return None
+    detail = data.get("detail")
+    values = detail.get("values") if isinstance(detail, dict) else None
+    report = values.get("work_coverage") if isinstance(values, dict) else None
+    if not isinstance(report, dict):
+        return None
+    return {"gw": gw, "id": event.get("id"), "type": "work_coverage", "ts": event.get("ts"),
+            "device": event.get("device"), "asset": event.get("asset"), "data": report,
+            "from_read": True}

@@ -430,11 +430,15 @@ async function drawCoverage(ids) {
     const data = r.data || {};
     const shift = data.shift || {};
     const roads = Array.isArray(data.roads) ? data.roads : [];
-    return el("div", {class: "truck-cov", "data-device": r.device},
-      el("b", {}, (r.asset && r.asset.name) || r.device),
-      el("div", {class: "meta"}, `${stamp(shift.start)} – ${stamp(shift.end)} · ${shift.state || ""}` +
+    // a device.read during the shift (from_read): the coverage so far, not the shift's report
+    const running = shift.state === "in_progress";
+    return el("div", {class: "truck-cov" + (running ? " in-progress" : ""), "data-device": r.device,
+      "data-state": shift.state || ""},
+    el("b", {}, (r.asset && r.asset.name) || r.device),
+    el("div", {class: "meta"}, `${stamp(shift.start)} – ${stamp(shift.end)} · ` +
+        (running ? `in progress (read ${stamp(r.ts)})` : shift.state || "") +
         (data.clock === "untrusted" ? " · clock untrusted" : "")),
-      ...roads.map((road) => { drawRoad(road); return roadBar(road); }));
+    ...roads.map((road) => { drawRoad(road, running); return roadBar(road); }));
   }));
 }
 
@@ -465,7 +469,7 @@ function roadBar(road) {
         ? ` · ${road.missed_pct.toFixed(1)} % missed` : ""))), bar);
 }
 
-function drawRoad(road) {
+function drawRoad(road, running) {
   if (road.shape === "area" && road.grid) { drawCells(road); return; }
   const geometry = (config.roads || {})[road.id];
   const line = geometry && Array.isArray(geometry.line) ? geometry.line : null;
@@ -484,8 +488,10 @@ function drawRoad(road) {
     const points = [at(a)];
     for (let i = 0; i < line.length; i++) if (chain[i] > a && chain[i] < b) points.push(line[i]);
     points.push(at(b));
-    L.polyline(points, {color: COLOURS[state], weight: 7, opacity: 0.85, lineCap: "butt"})
-      .bindTooltip(el("span", {}, `${road.id}: ${state} ${Math.round(a)}–${Math.round(b)} m`))
+    L.polyline(points, {color: COLOURS[state], weight: 7, opacity: 0.85, lineCap: "butt",
+      dashArray: running ? "10 5" : null})
+      .bindTooltip(el("span", {}, `${road.id}: ${state} ${Math.round(a)}–${Math.round(b)} m` +
+        (running ? " (shift in progress)" : "")))
       .addTo(layers.coverage);
   }
 }
