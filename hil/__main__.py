@@ -147,7 +147,7 @@ def _command(loaded: Any, device: str, action: str, params: dict[str, Any], *,
 
 
 def _sims(config: object) -> int:
-    from hil.sims.runner import SimSet  # noqa: PLC0415
+    from hil.sims.runner import SimPortError, SimSet  # noqa: PLC0415
 
     async def serve() -> None:
         sims = SimSet.for_config(config)  # type: ignore[arg-type]
@@ -159,8 +159,12 @@ def _sims(config: object) -> int:
         finally:
             await sims.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except SimPortError as exc:  # a taken port: one line (f14 #3)
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -151,7 +152,11 @@ class SimSet:
         pymodbus says only "Could not start listen, please check address." and asyncio an
         errno: the user needs the port and what to do (f14 #3). The ports stay fixed (D10).
         """
+        # pymodbus logs its own WARNING for a taken port before it raises: ours says it all
+        quiet = logging.getLogger("pymodbus.logging")
         for what, sim in self._all():
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
             try:
                 await sim.start()
             except (OSError, RuntimeError) as exc:
@@ -160,6 +165,8 @@ class SimSet:
                     f"cannot start the {what} simulator on 127.0.0.1:{sim.port}: the port is "
                     f"in use (another demo still running?); stop what holds it (`ss -ltnp "
                     f"'sport = :{sim.port}'` names it) and run again") from exc
+            finally:
+                quiet.setLevel(level)
             self._started.append(sim)
 
     async def stop(self) -> None:
