@@ -92,7 +92,7 @@ def test_a_bad_map_config_stops_the_receiver_with_one_line(
 @pytest.mark.parametrize(("doc", "words"), [
     ({"tile_url": "x"}, ["unknown key 'tile_url'", "allowed keys: tiles_url, "
                          "tiles_attribution, roads, grids"]),
-    ({"roads": {"r1": {"line": LINE, "width": 3}}}, ["unknown key 'width' at roads.r1.width",
+    ({"roads": {"r1": {"line": LINE, "width": 3}}}, ["unknown key 'width' in roads.r1",
                                                      "allowed keys: line"]),
     ({"roads": {"r1": {"line": [[31.3, 120.6]]}}}, ["roads.r1.line:", "at least 2"]),
     ({"tiles_url": "https://t.example/tile.png"}, ["tiles_url must be an http(s) URL"]),

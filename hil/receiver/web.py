@@ -185,10 +185,10 @@ def _map_problem(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(part) for part in err["loc"]) or "the file"
     if err["type"] == "extra_forbidden":
-        parent = err["loc"][:-1]
-        allowed = (", ".join(_MapFile.model_fields) if not parent
-                   else ", ".join(_RoadFile.model_fields))
-        return f"unknown key {err['loc'][-1]!r} at {where} (allowed keys: {allowed})"
+        parent = ".".join(str(part) for part in err["loc"][:-1])
+        allowed = ", ".join(_RoadFile.model_fields if parent else _MapFile.model_fields)
+        return (f"unknown key {err['loc'][-1]!r}{f' in {parent}' if parent else ''} "
+                f"(allowed keys: {allowed})")
     if err["type"].startswith("json"):
         return f"not JSON: {err['msg']}"
     return f"{where}: {err['msg']}"
