@@ -187,3 +187,13 @@ def test_cert_without_ca_is_refused(tmp_path: Path, pki: Pki) -> None:
         receiver_main(["--keys", str(keys), "--cert", str(pki.cert("receiver")),
                        "--key", str(pki.key("receiver"))])
     assert caught.value.code == 2
+
+
+def test_plain_mqtt_is_only_for_a_broker_on_this_machine(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "k.json"
+    keys.write_text("{}")
+    with pytest.raises(SystemExit) as caught:
+        receiver_main(["--keys", str(keys), "--broker", "mqtt.city.example:1883"])
+    assert caught.value.code == 2
+    assert "give --ca" in capsys.readouterr().err

@@ -11,7 +11,8 @@ also serves the page and the map (hil/receiver/web.py) on loopback, from either 
 ``--map-config FILE`` gives the map its tiles, road centrelines and grid outlines (the
 demo's var/receiver/map.json format). ``--ca FILE`` connects with TLS, verifying the broker
 against that CA only (hostname included); ``--cert``/``--key`` add a client certificate. There
-is no unverified mode: without ``--ca`` the connection is plain MQTT (loopback, tests).
+is no unverified mode; without ``--ca`` the connection is plain MQTT, refused unless the broker
+is on this machine (as the agent's ``tls: false``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import TlsConfig
+from edge.config import TlsConfig, is_loopback
 from edge.errors import UplinkTLSError
 from edge.uplink.tls import client_context
 from hil.receiver.core import Receiver, load_gateway_keys
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = args.broker.rpartition(":")
     if (args.cert is None) != (args.key is None) or (args.cert is not None and args.ca is None):
         parser.error("--cert and --key go together, and with --ca")
+    if args.ca is None and not is_loopback(host or "127.0.0.1"):
+        # as the agent's `tls: false`: plain MQTT only to a broker on this machine
+        parser.error(f"--broker {args.broker} is not on this machine: give --ca (TLS)")
     map_config = MapConfig()
     tls = None
     try:
