@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.drivers.gps import GpsDriver
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 from hil.receiver.service import run_mqtt
@@ -91,3 +92,26 @@ async def test_a_full_disk_keeps_the_agent_running_and_the_alarm_arrives(
         stop_agent(agent)
         rx.cancel()
         store.close()
+
+
+async def test_work_coverage_on_a_full_disk_is_counted_logged_once_and_retried(
+        small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.test_coverage import T0, ClockSink, _mqtt_truck, _sweep_main_st
+
+    driver = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    driver.coverage_dir = small_fs / "coverage"
+    sink = ClockSink(T0)
+    await driver.restore_coverage(sink)
+    await _sweep_main_st(driver, sink)
+    fill(small_fs / "filler", leave_bytes=0)
+    for _ in range(3):
+        await driver.save_coverage()  # never raises: the shift goes on in memory
+    name = "truck-03: work coverage truck-03.json"
+    assert driver.aux_writes.failures == {name: 3}
+    said = [r.getMessage() for r in caplog.records if "work coverage" in r.getMessage()]
+    assert len([m for m in said if "not written" in m]) == 1, said  # once per outage
+    assert not (small_fs / "coverage" / "truck-03.json.tmp").exists()
+    (small_fs / "filler").unlink()
+    await driver.save_coverage()
+    assert (small_fs / "coverage" / "truck-03.json").exists()
+    assert any("written again after 3" in r.getMessage() for r in caplog.records)

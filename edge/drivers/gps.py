@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from typing_extensions import override
 
 from edge.atomic_file import write_private_atomic
+from edge.aux_writes import AuxWrites
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
@@ -78,6 +79,7 @@ class GpsDriver(Driver[GpsDevice]):
         self._coverage_restored = False
         self._coverage_on_disk = True  # until a save knows better (a file from before)
         self._coverage_saved_mono = time.monotonic()
+        self.aux_writes = AuxWrites(self.log)  # a full disk: counted, logged once (f14 #1)
 
     def handle_line(self, line: str) -> nmea.Fix | None:
         """Parse one line; count rejects; return a fix when one completes (no I/O)."""
@@ -175,7 +177,9 @@ class GpsDriver(Driver[GpsDevice]):
         try:
             await asyncio.to_thread(_write_json_atomic, path, snapshot)
         except OSError as exc:  # a full or read-only disk: coverage goes on in memory
-            self.log.warning("%s: cannot save work coverage: %s", self.name, exc)
+            self.aux_writes.failed(f"{self.name}: work coverage {path.name}", exc)
+        else:
+            self.aux_writes.written(f"{self.name}: work coverage {path.name}")
 
     async def _coverage_done(self, report: dict[str, Any] | None, sink: Sink) -> None:
         if self.coverage_dir is not None and \
@@ -336,14 +340,21 @@ class GpsDriver(Driver[GpsDevice]):
                 return {"work_coverage": self.coverage_report()}
             raise DeviceError(self.name, "an MQTT tracker reports when it wakes; see its "
                                          "last values")
-        lines = await (self._listen_tap() if self._reading else self._listen_port())
+        lines, runaway_bytes, listened_s = await (
+            self._listen_tap() if self._reading else self._listen_port())
         # device.read of a truck: its shift's coverage (docs/work-coverage.md)
         extra = {} if self.coverage is None else {"work_coverage": self.coverage_report()}
         if not lines:
+            # bytes that never make a line (a wrong baud rate, not an NMEA port) are not
+            # silence: the technician checks the wiring, not the antenna (f14 #7)
+            why = (f"no NMEA line: {runaway_bytes} bytes without a newline in "
+                   f"{listened_s:.1f} s (wrong baud rate, or not an NMEA port?)"
+                   if runaway_bytes else f"receiver silent for {listened_s:.1f} s")
             if extra:  # the coverage so far is known whatever the receiver does now
-                return {"sentences": 0, "receiver": "silent", **extra}
-            raise DeviceUnavailableError(self.name, f"receiver silent for {PROBE_LISTEN_S:g} s")
+                return {"sentences": 0, "receiver": why, **extra}
+            raise DeviceUnavailableError(self.name, why)
         status: dict[str, Any] = {}
+        gga_alt: bool | None = None  # the last GGA with a fix: altitude or not
         valid = bad = 0
         trace = current_probe()
         link = f"serial {self.config.port}"
@@ -351,6 +362,8 @@ class GpsDriver(Driver[GpsDevice]):
             try:
                 sentence = nmea.parse_sentence(line)
                 status.update(nmea.receiver_status(sentence))
+                if sentence.type == "GGA":
+                    gga_alt = nmea.gga_has_altitude(sentence)
             except ValueError as exc:
                 bad += 1
                 if trace is not None:
@@ -361,34 +374,45 @@ class GpsDriver(Driver[GpsDevice]):
             valid += 1
             if trace is not None:  # positions are personal data: shown blanked
                 trace.add(WireRecord(link, None, "NMEA", raw=nmea.without_position(sentence)))
+        mode = status.get("fix_mode")
+        if mode is None and gga_alt is not None:  # no GSA: the tracker's rule (f14 #7)
+            mode = f"{nmea.cycle_mode(0, has_alt=gga_alt)}D"
         return {"sentences": valid, "bad_lines": bad,
                 "fix_quality": status.get("fix_quality", "no GGA heard"),
-                "satellites": status.get("satellites"), "fix_mode": status.get("fix_mode"),
+                "satellites": status.get("satellites"), "fix_mode": mode,
                 "hdop": status.get("hdop"), **extra}
 
-    async def _listen_tap(self) -> list[str]:
+    async def _listen_tap(self) -> tuple[list[str], int, float]:
+        """Return the lines the running driver read, 0 runaway bytes, the seconds listened."""
         tap: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_RECORDS)
         self._tap = tap
         try:
             await asyncio.sleep(PROBE_LISTEN_S)
         finally:
             self._tap = None
-        return [tap.get_nowait() for _ in range(tap.qsize())]
+        return [tap.get_nowait() for _ in range(tap.qsize())], 0, PROBE_LISTEN_S
 
-    async def _listen_port(self) -> list[str]:
+    async def _listen_port(self) -> tuple[list[str], int, float]:
+        """Return the lines heard, the bytes that made no line, and the seconds listened."""
         assert self._port is not None
         reader, _writer = await self._port.open(self.name)
         lines: list[str] = []
+        runaway_bytes = 0
+        start = time.monotonic()
         try:
             async with asyncio.timeout(PROBE_LISTEN_S):
                 while len(lines) < MAX_RECORDS:
-                    lines.append((await reader.readuntil(b"\n")).decode("ascii", "replace"))
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
-                asyncio.LimitOverrunError):
+                    try:
+                        raw = await reader.readuntil(b"\n")
+                    except asyncio.LimitOverrunError:  # 64 KiB and no newline: go on listening
+                        runaway_bytes += len(await reader.read(65536))
+                        continue
+                    lines.append(raw.decode("ascii", "replace"))
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass  # listened long enough, or the line ended: report what came
         finally:
             await self._port.close()
-        return lines
+        return lines, runaway_bytes, time.monotonic() - start
 
 
 def _read_small_json(path: Path) -> object:

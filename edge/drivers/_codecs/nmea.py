@@ -210,7 +210,7 @@ class NmeaTracker:
             assert c.rmc is not None
             lat, lon, _knots, _course = c.rmc[1:]
             has_alt, source = False, "RMC"
-        mode = c.gsa_mode or (3 if has_alt else 2)
+        mode = cycle_mode(c.gsa_mode, has_alt=has_alt)
         if c.rmc is not None and c.rmc[3] is not None:
             speed_kmh: float | None = round(c.rmc[3] * 1.852, 4)
         else:
@@ -315,6 +315,22 @@ def receiver_status(s: Sentence) -> dict[str, str | int | float | None]:
     if s.type == "GSA" and len(f) >= 2:
         return {"fix_mode": {"1": "no fix", "2": "2D", "3": "3D"}.get(f[1], "unknown")}
     return {}
+
+
+def cycle_mode(gsa_mode: int, *, has_alt: bool) -> int:
+    """Return a cycle's fix mode: its GSA's (2 or 3), else 3 for a GGA with altitude, else 2.
+
+    The tracker's rule, and the probe's for a receiver that sends no GSA (f14 #7).
+    """
+    return gsa_mode if gsa_mode in (2, 3) else (3 if has_alt else 2)
+
+
+def gga_has_altitude(s: Sentence) -> bool | None:
+    """Return whether a GGA with a fix carries an altitude; None for no fix or another type."""
+    f = s.fields
+    if s.type != "GGA" or len(f) < 6 or f[5] not in ("1", "2", "4", "5"):
+        return None
+    return len(f) > 8 and _float(f[8]) is not None
 
 
 # where a sentence carries the position: shown by a probe without it (personal data)
