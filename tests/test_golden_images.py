@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from edge.drivers._codecs import (
 )
 from hil.broker import free_port
 from hil.sims import modbus_sim, wire
+from hil.sims.rtu_sim import RtuLineSim
 from hil.sims.serial_sims import GpsSim, TtsSim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +86,11 @@ SYN_SPEAK = bytes.fromhex("FD000B0100BEAEB8C7D2ECB3A3B6")
 # 50 03 06 0AAB FE39 4000 + CRC 25 B1
 WITMOTION_REQUEST = bytes.fromhex("5003003D00039986")
 WITMOTION_REPLY = bytes.fromhex("5003060AABFE39400025B1")
+# the request the codec really sends (f14 #8): 0x3D-0x40, 4 registers, CRC D8 44 by hand
+# (CRC-16/MODBUS: init 0xFFFF, poly 0xA001 reflected, low byte first); the reply carries
+# WITMOTION_0X3D (roll 15.00, pitch -2.50, yaw 90.00, 20.00 degC), CRC 95 28 by hand
+WITMOTION_REQUEST_4 = bytes.fromhex("5003003D0004D844")
+WITMOTION_REPLY_4 = bytes.fromhex("5003080AABFE39400007D09528")
 
 
 def _block(unit: modbus_sim.SimUnit, table: str, start: int, count: int) -> list[int]:
@@ -206,3 +213,30 @@ def test_simulators_do_not_import_the_agent_codecs() -> None:
             offenders += [f"{path.name}: {n}" for n in names
                           if n.startswith("edge.drivers._codecs")]
     assert offenders == []
+
+
+def test_witmotion_rtu_golden_four_registers_codec_and_simulator() -> None:
+    """The note's vector read 3 registers while the codec reads 4 (f14 #8)."""
+    block = witmotion.BLOCKS[0]
+    assert (block.address, block.count) == (0x3D, 4)
+    # the codec: the request it builds, the reply it parses, the values it decodes
+    assert modbus_frames.read_request(0x50, block.function, block.address, block.count) == \
+        WITMOTION_REQUEST_4
+    words = modbus_frames.parse_read_response(WITMOTION_REPLY_4, 0x50, 3, 4)
+    assert words == WITMOTION_0X3D
+    assert witmotion.decode_angles(words) == pytest.approx(WITMOTION_VALUES)
+    # the simulator (its own CRC, hil/sims/wire.py): the same frames both ways
+    assert wire.with_modbus_crc(WITMOTION_REQUEST_4[:-2]) == WITMOTION_REQUEST_4
+    assert wire.modbus_crc_ok(WITMOTION_REPLY_4)
+    unit = modbus_sim.tilt_unit(15.0, -2.5)
+    unit.holding[0x3F] = 0x4000  # yaw 90.00
+    sim = RtuLineSim({0x50: unit})
+    try:
+        assert sim._reply(unit, 0x50, 3, WITMOTION_REQUEST_4[:-2]) == WITMOTION_REPLY_4
+    finally:
+        os.close(sim._master)
+        os.close(sim._slave)
+    # and the note says the same frames
+    note = (ROOT / "firmware_notes" / "witmotion-inclinometer.md").read_text(encoding="utf-8")
+    for frame in (WITMOTION_REQUEST_4, WITMOTION_REPLY_4):
+        assert frame.hex(" ").upper() in note, frame.hex(" ")
