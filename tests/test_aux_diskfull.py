@@ -5,25 +5,31 @@ files are removed, and the cover alarm the outbox holds is delivered once space 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge.buffer.store import Outbox
 from edge.drivers.gps import GpsDriver
+from edge.errors import StoreFullError
 from edge.uplink._paho import MqttLink
 from hil.broker import Mosquitto
 from hil.receiver.service import run_mqtt
 from tests.cfg import TILT_ASSET, write_config
 from tests.helpers import receiver_for, start_agent, stop_agent, wait_until
+from tests.outbox_util import ev, open_store
 from tests.test_outbox_diskfull import fill, small_fs
 
 pytestmark = pytest.mark.reliability
 __all__ = ["small_fs"]  # the tmpfs fixture, shared with the outbox's own disk-full test
 
 
-def _status(state: Path) -> dict[str, object]:
+def _status(state: Path) -> dict[str, Any]:
     try:
         doc = json.loads((state / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -87,6 +93,24 @@ async def test_a_full_disk_keeps_the_agent_running_and_the_alarm_arrives(
         failures = _status(state).get("aux_write_failures")
         assert isinstance(failures, dict) and failures.get("status.json", 0) >= 1, failures
         assert agent.poll() is None
+        # a restart on a full disk (systemd, a power cut): the store is kept, never taken
+        # for corrupt; with no reserve left the agent says so and exits 69 until space returns
+        stop_agent(agent)
+        fill(small_fs / "filler2", leave_bytes=0)
+        agent = start_agent(loaded.path, log)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            agent.wait(5)
+        assert agent.returncode in {None, 69}, log.read_text()[-3000:]
+        if agent.returncode == 69:
+            assert "the disk is full" in log.read_text()
+        assert not list(state.glob("outbox.db.corrupt-*")), log.read_text()[-3000:]
+        (small_fs / "filler2").unlink()
+        if agent.poll() is not None:
+            agent = start_agent(loaded.path, log)  # as systemd's Restart= does
+        await wait_until(lambda: (_status(state).get("uplink") or {}).get("connected"), 20,
+                         "the restarted agent connected")
+        assert store.db.execute("SELECT count(*) FROM cases WHERE kind = 'cover_open'"
+                                ).fetchone()[0] == 1
     finally:
         await pub.close()
         stop_agent(agent)
@@ -115,3 +139,28 @@ async def test_work_coverage_on_a_full_disk_is_counted_logged_once_and_retried(
     await driver.save_coverage()
     assert (small_fs / "coverage" / "truck-03.json").exists()
     assert any("written again after 3" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("reserve", [True, False])
+def test_a_store_opened_on_a_full_disk_is_not_moved_aside_as_corrupt(small_fs: Path,
+                                                                     reserve: bool) -> None:
+    """A restart on a full disk: SQLite's "disk I/O error" (no room for -shm) was taken for
+    corruption, the store with its held alarms moved aside, and the agent exited 69."""
+    store = open_store(small_fs / "outbox.db")
+    seqs = store.append([ev(0, size=100) for _ in range(10)]).seqs
+    store.close()
+    if not reserve:
+        (small_fs / "outbox.db.ballast").unlink()
+    fill(small_fs / "filler", leave_bytes=0)
+    again = Outbox(small_fs / "outbox.db")
+    try:
+        if reserve:  # the reserve makes room: open, every held event there
+            again.open()
+            assert [r[0] for r in again.query("SELECT seq FROM events ORDER BY seq")] == seqs
+        else:  # no reserve: refused as full, never replaced
+            with pytest.raises(StoreFullError, match="disk is full"):
+                again.open()
+    finally:
+        again.close()
+    assert not list(small_fs.glob("outbox.db.corrupt-*")), sorted(small_fs.iterdir())
+    assert (small_fs / "outbox.db").stat().st_size > 0

@@ -47,6 +47,7 @@ DELETE_CHUNK = 500
 # Space kept in reserve beside the store: released on a full disk so that DELETE (eviction)
 # and a WAL truncate can still run, re-created when space returns (reliability.md R7).
 BALLAST_BYTES = 2 * 1024 * 1024
+NO_ROOM_BYTES = 256 * 1024  # below this free, an I/O error at open is a full disk (f14 #1)
 # Free file-system space the store never counts on: below it, telemetry is evicted as if the
 # quota were reached, so the WAL always has room to checkpoint and DELETE always works.
 FS_RESERVE_BYTES = 4 * 1024 * 1024
@@ -135,6 +136,15 @@ def _is_full(exc: sqlite3.Error) -> bool:
         "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL)
 
 
+def _no_room(path: Path) -> bool:
+    """Return whether the file system holding ``path`` has (almost) no free space left."""
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NO_ROOM_BYTES
+
+
 class Outbox:
     """The durable store. Not thread-safe: one thread owns it (see ``AsyncOutbox``)."""
 
@@ -179,9 +189,11 @@ class Outbox:
             self._connect_and_check()
         except StoreCorruptError as exc:
             self._close_db()
-            self._move_aside(str(exc))
-            existed = False
-            self._connect_and_check()
+            bad = self._open_on_full_disk(exc)
+            if bad is not None:
+                self._move_aside(bad)
+                existed = False
+                self._connect_and_check()
         db = self._conn
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
         db_high = int(row[0]) if row else 0
@@ -209,6 +221,27 @@ class Outbox:
         except OSError:
             return False
         return True
+
+    def _open_on_full_disk(self, exc: StoreCorruptError) -> str | None:
+        """Tell a full disk from a corrupt file at open: None once open, else why it is bad.
+
+        A restart on a full disk got SQLite's "disk I/O error" (no room for the -shm file),
+        took it for corruption and moved the store, with the alarms it held, aside (issue 14
+        re-test f14 #1). On a full file system the reserve is released and the open retried;
+        without a reserve the store is refused as full (StoreFullError) and left where it is.
+        """
+        if not _no_room(self.path):
+            return str(exc)  # room enough: the file is bad (open() moves it aside)
+        if self._release_ballast():
+            try:
+                self._connect_and_check()
+            except StoreCorruptError as again:
+                self._close_db()
+                if not _no_room(self.path):
+                    return str(again)
+            else:
+                return None
+        raise StoreFullError(f"cannot open {self.path}: the disk is full ({exc})") from exc
 
     def _release_ballast(self) -> bool:
         try:
