@@ -818,3 +818,22 @@ async def test_an_alarm_storm_and_a_huge_coverage_report_stay_bounded(
     assert "+ 10 more in this grid" in text
     assert kpi == "50"  # the count is of all open cases
     assert red == 50  # and every one of them colours its asset
+
+
+def test_a_coverage_read_is_in_progress_on_the_postgresql_store_too(
+        pg_dsn: str) -> None:  # noqa: F811
+    """Issue 18 re-test #7 on PostgreSQL: the running shift's read counts when newer."""
+    from hil.receiver.pg_store import PgReceiverStore
+
+    store = PgReceiverStore(pg_dsn)
+    try:
+        gateway = Gateway(store)
+        gateway.send(coverage_event(time.time_ns()))  # the last shift, ended
+        gateway.send(read_result(time.time_ns(), 80.0))
+        reports = store.map_work_coverage()
+        assert len(reports) == 1 and reports[0]["from_read"] is True
+        assert reports[0]["data"]["shift"]["state"] == "in_progress"
+        gateway.send(coverage_event(time.time_ns()))  # the shift's own report replaces it
+        assert store.map_work_coverage()[0].get("from_read") is not True
+    finally:
+        store.close()

@@ -38,6 +38,7 @@ from hil.receiver.store import (
     MAP_MAX_TRACK_S,
     MAP_MAX_VALUES,
     WILL_N,
+    coverage_record,
 )
 
 if TYPE_CHECKING:
@@ -589,17 +590,24 @@ class PgReceiverStore:
             (gw, device, start_ns, end_ns, max(0, min(limit, MAP_MAX_TRACK_POINTS))))]
 
     def map_work_coverage(self) -> list[dict[str, Any]]:
-        """Return the newest ``work_coverage`` event of each (gw, device), newest first."""
+        """Return the newest ``work_coverage`` of each (gw, device), newest first.
+
+        As the SQLite store: a ``device.read`` result's running coverage counts when newer
+        (``coverage_record``; issue 18 #7).
+        """
         seen: set[tuple[str, str]] = set()
         out = []
         for gw, doc in self.conn.execute(
-                "SELECT gw, doc FROM events WHERE type = 'work_coverage' "
+                "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
+                "'command_result' AND doc::text LIKE '%%\"work_coverage\"%%') "
                 "ORDER BY received_ns DESC LIMIT %s", (MAP_MAX_COVERAGE,)):
-            event = dict(doc)
-            key = (gw, str(event.get("device")))
+            record = coverage_record(gw, dict(doc))
+            if record is None:
+                continue
+            key = (gw, str(record.get("device")))
             if key not in seen:
                 seen.add(key)
-                out.append({"gw": gw, **event})
+                out.append(record)
         return out
 
 
