@@ -38,12 +38,18 @@ def alarms_last(items: list[T]) -> list[T]:
 async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SSLContext | None,
                    prefix: str = "edge/v1", client_id: str = "reference-receiver",
                    ready: asyncio.Event | None = None, session_expiry_s: int = 3600,
-                   retry_s: float = 0.5, share_group: str | None = None) -> None:
+                   retry_s: float = 0.5, share_group: str | None = None,
+                   alarms_last_in_group: bool | None = None) -> None:
     """Subscribe and handle messages until cancelled; reconnect after a second on loss.
 
     ``share_group`` subscribes as ``$share/<group>/...``: several receiver instances then
     split the gateways' events between them, each event handled once (docs/scale.md).
+    ``alarms_last_in_group`` (default: with a shared subscription) handles a group's alarm
+    batches last; alone on its subscription a receiver keeps the arrival order, so an event's
+    ``received_ns`` says when it came.
     """
+    if alarms_last_in_group is None:
+        alarms_last_in_group = share_group is not None
     share = f"$share/{share_group}/" if share_group else ""
     while True:
         # A platform receiver must not drop what the broker already acknowledged to the
@@ -78,7 +84,7 @@ async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SS
                 # raises wait for it; taken last, it is held for a few messages, not the group
                 # (a stable sort: a gateway's raise still comes before its clear, and state
                 # messages keep their order, which decides online/offline)
-                work = alarms_last(items)
+                work = alarms_last(items) if alarms_last_in_group else items
                 try:
                     receiver.handle_many([(item.topic, item.payload) for item in work])
                 except Exception:
