@@ -348,6 +348,31 @@ def test_a_locked_database_is_retried_then_raised_never_a_rejection(tmp_path: Pa
     assert rx.store.seq_count(GW)[0] == 1
 
 
+class PoisonStore(ReceiverStore):
+    """A SQLite store that refuses the data of batches holding seq 13 (as a value out of range
+    would be refused by PostgreSQL): the same every time the message comes."""
+
+    def add_events(self, gw: str, events: Sequence[dict[str, Any]]) -> list[bool]:
+        if any(e.get("seq") == 13 for e in events):
+            raise sqlite3.IntegrityError("value out of range")
+        return super().add_events(gw, events)
+
+
+def test_a_message_the_store_always_refuses_is_counted_not_redelivered_for_ever(
+        tmp_path: Path) -> None:
+    """Review 2 #3: a store refusal of one message's data stalled the subscription for ever."""
+    key = Ed25519PrivateKey.generate()
+    rx = Receiver(PoisonStore(tmp_path / "rx.db"),
+                  load_gateway_keys({GW: raw_public_key(key.public_key()).hex()}))
+    signer = Signer(key)
+    out = rx.handle_many([(TOPIC, batch(signer, [(reading(), n)])) for n in (12, 13, 14)])
+    assert [o.accepted for o in out] == [1, 0, 1]
+    assert out[1].rejected.startswith("store refused")
+    assert rx.store.counters()["rejected.store_refused"] == 1
+    assert rx.store.seq_count(GW)[0] == 2
+    # a lock is still no rejection (test above): only a refusal of the data itself is
+
+
 async def test_a_locked_database_answers_503_never_400(tmp_path: Path) -> None:
     """A 400 counts toward dead-lettering on the gateway; a store failure must be retried."""
     from aiohttp import ClientSession

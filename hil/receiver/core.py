@@ -204,13 +204,23 @@ class Receiver(Generic[StoreT]):
         except RejectedError as exc:
             return self._reject(exc)
         except Exception as exc:  # one bad message must not stop the receiver
-            if self.store.failed(exc):
-                # the store failed, not the message: a rejection would be acknowledged and the
-                # signed batch lost (a lock timeout was rejected.malformed: review of 18-20)
-                raise
-            self._log_failure(topic, exc)
-            return self._reject(RejectedError("rejected.malformed",
-                                              f"malformed: {type(exc).__name__}"))
+            return self._failure(topic, exc)
+
+    def _failure(self, topic: str, exc: Exception) -> Outcome:
+        """Refuse a message whose handling failed, or re-raise when the store itself failed."""
+        if self.store.failed(exc) and (self._in_group or not self._refused(exc)):
+            # the store failed, not the message: a rejection would be acknowledged and the
+            # signed batch lost (a lock timeout was rejected.malformed: review of 18-20).
+            # In a group the group fails, and one by one decides message by message.
+            raise exc
+        self._log_failure(topic, exc)
+        if self.store.failed(exc):
+            # the store refuses this message's data, and would every time: a poison message
+            # is counted and acknowledged, or it stalls the subscription for ever
+            return self._reject(RejectedError("rejected.store_refused",
+                                              f"store refused: {type(exc).__name__}"))
+        return self._reject(RejectedError("rejected.malformed",
+                                          f"malformed: {type(exc).__name__}"))
 
     def _log_failure(self, topic: str, exc: Exception) -> None:
         """Log a traceback once per error type per minute; all are counted.
@@ -228,6 +238,10 @@ class Receiver(Generic[StoreT]):
         self._traceback_at[kind] = now
         log.error("receiver: a message on %s failed (tracebacks of %s at most once a minute; "
                   "every one is counted in rejected.malformed)", topic, kind, exc_info=exc)
+
+    def _refused(self, exc: BaseException) -> bool:
+        check = getattr(self.store, "refused", None)
+        return bool(check(exc)) if check is not None else False
 
     def _unavailable(self, exc: BaseException) -> bool:
         check = getattr(self.store, "unavailable", None)

@@ -272,6 +272,14 @@ class PgReceiverStore:
         """Whether ``exc`` is the database's failure (never a rejection of the message)."""
         return isinstance(exc, psycopg.Error)
 
+    @staticmethod
+    def refused(exc: BaseException) -> bool:
+        """Whether PostgreSQL refused this message's data itself (out of range, a constraint).
+
+        The same every time the message comes: redelivering it would stall for ever.
+        """
+        return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+
     @property
     def conn(self) -> psycopg.Connection[Any]:
         """The session; a new one when the last one broke (never inside a transaction)."""

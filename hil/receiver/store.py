@@ -147,6 +147,11 @@ class ReceiverStore:
         """Whether ``exc`` is SQLite's failure (never a rejection of the message: not acked)."""
         return isinstance(exc, sqlite3.Error)
 
+    @staticmethod
+    def refused(exc: BaseException) -> bool:
+        """Whether SQLite refused this message's data itself (the same every time it comes)."""
+        return isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
+
     def bump(self, name: str, n: int = 1) -> None:
         """Add to a counter."""
         self.db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
