@@ -518,3 +518,26 @@ def test_edge_check_says_a_missing_platform_keys_file_once(
         load_platform_keys(loaded.config, loaded.base_dir)
     assert [r.getMessage() for r in caplog.records if r.name == "edge.command_keys"] == [
         f"no platform keys file {missing}: only keys in devices.yaml may sign"]
+
+
+def test_a_lock_file_we_may_not_open_counts_as_held(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 2 #7: a technician who cannot open the service user's 0600 lock is not told
+    "no agent" (and then read a bus the agent may be driving)."""
+    import os as os_module
+
+    from edge.buffer import store as store_module
+
+    db = tmp_path / "outbox.db"
+    (tmp_path / "outbox.db.lock").write_bytes(b"")
+    assert store_module.held_by_an_agent(db) is False  # nobody holds it
+    real_open = os_module.open
+
+    def denied(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os_module, "open", denied)
+    assert store_module.held_by_an_agent(db) is True
+    assert store_module.held_by_an_agent(tmp_path / "none.db") is True  # cannot tell: careful

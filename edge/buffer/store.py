@@ -96,8 +96,12 @@ def held_by_an_agent(path: Path) -> bool:
     """
     try:
         fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
-    except OSError:
+    except FileNotFoundError:
         return False  # no lock file: no agent has opened this outbox
+    except OSError:
+        # not ours to open (0600, the service user's): assume an agent may hold it rather
+        # than read a bus it may be driving
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
