@@ -716,7 +716,7 @@ async def test_agent_state_publishes_a_fresh_baseline_at_once(
         rig.uplink.request_state()
         started = time.monotonic()
         await wait_until(lambda: len(rig.states) == 2, 5, "a state on request")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # a 0.2 s check + a broker round trip; loaded CI
         assert (rig.states[1]["seq_low"], rig.states[1]["seq_high"]) == (2, 1)
         assert rig.states[1]["online"] is True
         print(f"agent.state: one state message of {sizes[-1]} bytes")
