@@ -277,7 +277,7 @@ def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> s
 
     ``command_counters.kid`` holds the counter key: the kid, or ``kid/iss`` (D59).
     """
-    if store.query("SELECT 1 FROM commands WHERE cmd_id=?", (body.cmd_id,)):
+    if store.command_seen(body.cmd_id):
         return "duplicate"
     key = counter_key(kid, body.iss)
     row = store.query("SELECT ctr FROM command_counters WHERE kid=?", (key,))
@@ -337,9 +337,9 @@ class CommandProcessor:
         if self._replay_loaded:
             return
         store = self.outbox.store
-        rows = await self.outbox.call(store.query, "SELECT kid, ctr FROM command_counters")
+        counters = await self.outbox.call(store.command_counters)
         await asyncio.to_thread(functools.partial(
-            self.replay.load, {str(k): int(c) for k, c in rows},
+            self.replay.load, counters,
             store_replaced=store.replaced_corrupt is not None,
             operated_before=await asyncio.to_thread(_audited_before, self.audit_path)))
         now_ns = self._trusted_now_ns()
@@ -399,8 +399,7 @@ class CommandProcessor:
         device, params = self._validate(kid, body)  # checks 1 (role) and 2
         roles = set(self.keys[kid][1])
         time_checked = self._check_fresh(body)  # check 3
-        if await self.outbox.call(self.outbox.store.query,
-                                  "SELECT 1 FROM commands WHERE cmd_id=?", (body.cmd_id,)):
+        if await self.outbox.call(self.outbox.store.command_seen, body.cmd_id):
             self._reject("duplicate", body)  # check 4: cmd_id (named before the counter)
         await self._check_replay(kid, body)  # check 4: the counter, durably, before anything
         reason = await self.outbox.call(_journal_claim, self.outbox.store, body, kid,

@@ -776,6 +776,16 @@ class Outbox:
         """Run a read-only query."""
         return [tuple(r) for r in self._conn.execute(sql, args)]
 
+    def command_seen(self, cmd_id: str) -> bool:
+        """Return whether the command journal holds ``cmd_id`` (replay check 4)."""
+        return self._conn.execute("SELECT 1 FROM commands WHERE cmd_id=?",
+                                  (cmd_id,)).fetchone() is not None
+
+    def command_counters(self) -> dict[str, int]:
+        """Return the last accepted counter per counter key (kid, or ``kid/iss``)."""
+        return {str(k): int(c) for k, c in
+                self._conn.execute("SELECT kid, ctr FROM command_counters")}
+
     def stats(self, now_ns: int | None = None) -> dict[str, Any]:
         """Return depth and bytes per prio, oldest age, dead letters and drop counters.
 
