@@ -38,7 +38,7 @@ from hil.receiver.store import (
     MAP_MAX_TRACK_S,
     MAP_MAX_VALUES,
     WILL_N,
-    coverage_record,
+    newest_coverage,
 )
 
 if TYPE_CHECKING:
@@ -603,20 +603,10 @@ class PgReceiverStore:
         As the SQLite store: a ``device.read`` result's running coverage counts when newer
         (``coverage_record``; issue 18 #7).
         """
-        seen: set[tuple[str, str]] = set()
-        out = []
-        for gw, doc in self.conn.execute(
-                "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
-                "'command_result' AND doc::text LIKE '%%\"work_coverage\"%%') "
-                "ORDER BY received_ns DESC LIMIT %s", (MAP_MAX_COVERAGE,)):
-            record = coverage_record(gw, dict(doc))
-            if record is None:
-                continue
-            key = (gw, str(record.get("device")))
-            if key not in seen:
-                seen.add(key)
-                out.append(record)
-        return out
+        return newest_coverage((gw, dict(doc)) for gw, doc in self.conn.execute(
+            "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
+            "'command_result' AND doc::text LIKE '%%\"work_coverage\"%%') "
+            "ORDER BY received_ns DESC LIMIT %s", (MAP_MAX_COVERAGE,)))
 
 
 _COMPACT = (",", ":")

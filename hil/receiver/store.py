@@ -14,7 +14,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -377,22 +377,31 @@ class ReceiverStore:
         ``device.read`` result's running coverage when newer (``coverage_record``); looks at
         the newest ``MAP_MAX_COVERAGE`` such events only (index ``events_type``).
         """
-        seen: set[tuple[str, str]] = set()
-        out = []
         # a device.read of a truck answers with its running shift's coverage: newer than the
         # last shift's report, it is what the map shows (marked in progress; issue 18 #7)
-        for gw, doc in self.db.execute(
-                "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
-                "'command_result' AND instr(doc, '\"work_coverage\"') > 0) "
-                "ORDER BY received_ns DESC LIMIT ?", (MAP_MAX_COVERAGE,)):
-            record = coverage_record(gw, json.loads(doc))
-            if record is None:
-                continue
-            key = (gw, str(record.get("device")))
-            if key not in seen:
-                seen.add(key)
-                out.append(record)
-        return out
+        return newest_coverage((gw, json.loads(doc)) for gw, doc in self.db.execute(
+            "SELECT gw, doc FROM events WHERE type = 'work_coverage' OR (type = "
+            "'command_result' AND instr(doc, '\"work_coverage\"') > 0) "
+            "ORDER BY received_ns DESC LIMIT ?", (MAP_MAX_COVERAGE,)))
+
+
+def newest_coverage(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Return the first coverage record of each (gw, device) of ``rows`` (newest first).
+
+    Rows are stored events, newest first; those holding no coverage are skipped. Both stores'
+    ``map_work_coverage`` read their rows and hand them here.
+    """
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for gw, event in rows:
+        record = coverage_record(gw, event)
+        if record is None:
+            continue
+        key = (gw, str(record.get("device")))
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
 
 
 def coverage_record(gw: str, event: dict[str, Any]) -> dict[str, Any] | None:
