@@ -62,7 +62,11 @@ async def test_ten_slaves_one_dead_keep_their_rate() -> None:
     assert not [r for r in sink.readings if r.device == "mh-5"]
     # the breaker: a dead unit is asked rarely, not every cycle (16 cycles of 0.5 s ran)
     assert bus.stats.timeouts <= 2 * (RETRIES + 1) * 4
-    assert bus.stats.breaker_skips >= 8
+    # skipped more often than asked; the count itself depends on how many of the dead unit's
+    # own ticks ran (a loaded CI box skips overrun ticks: 7 of 16 seen), so no fixed floor of 8
+    asks = bus.stats.timeouts / (RETRIES + 1)
+    assert bus.stats.breaker_skips >= 4
+    assert bus.stats.breaker_skips > asks
     assert drivers[4].stats.state.value == "offline"
 
 
