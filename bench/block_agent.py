@@ -17,9 +17,9 @@ from typing_extensions import override
 import edge.agent
 from edge import cli
 from edge.config import AnyDevice, EdgeConfig, StreetlightDevice
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import Driver, PollingDriver, Reading, Value
 from edge.drivers.factory import Transports, build_driver
+from edge.transports.modbus import ModbusBus
 
 POINTS = 100
 NAMES = tuple(f"p{i:02d}" for i in range(POINTS))

@@ -19,8 +19,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from edge.errors import UplinkError
-from edge.keys import init_key
-from edge.uplink._paho import MqttLink
+from edge.security.keys import init_key
+from edge.transports.mqtt import MqttLink
 
 # the environment systemd/edge.service gives the agent (glibc arenas capped: see the unit)
 EDGE_ENV = {"MALLOC_ARENA_MAX": "2"}

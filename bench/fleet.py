@@ -24,9 +24,9 @@ from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.config import UplinkConfig
 from edge.model import Event, EventType
-from edge.uplink._paho import MqttLink
+from edge.security.signing import Ed25519PrivateKey, Signer
+from edge.transports.mqtt import MqttLink
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer
 from hil.broker import Mosquitto, free_port
 
 REPLAY_PER_S = 20.0

@@ -41,9 +41,9 @@ from bench.common import (
 )
 from bench.sidebyside import run_in_namespace
 from edge.config import ManholeTiltDevice, ModbusRtuBus
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.base import AlarmChange, DeviceState, Reading
 from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.transports.modbus import ModbusBus
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import tilt_unit
 from hil.sims.rtu_sim import RtuLineSim

@@ -16,7 +16,7 @@ from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.model import Asset, Event, EventType
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 

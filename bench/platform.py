@@ -29,8 +29,8 @@ from typing import Any
 from bench.common import Row, cpu_s, report, workdir
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
-from edge.uplink._paho import MqttLink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.receiver.pg_server import PrivatePostgres
 from hil.receiver.pg_store import PgReceiverStore, create_database

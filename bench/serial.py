@@ -24,11 +24,11 @@ from edge.clock import Clock
 from edge.config import WorkConfig
 from edge.config_loader import load_config
 from edge.drivers._codecs import nmea
-from edge.drivers._serial import SerialPort
 from edge.drivers.base import Reading
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps import GpsDriver
 from edge.sink import EventSink
+from edge.transports.serial import SerialPort
 from hil.broker import Mosquitto, free_port
 from hil.sims.serial_sims import GpsSim, TtsSim
 

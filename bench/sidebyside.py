@@ -28,7 +28,7 @@ from typing import Any
 from bench.common import EDGE_ENV, cpu_s, rss_mb, subscribe, workdir, write_config
 from bench.tbgw_setup import tbgw_python
 from bench.tbgw_setup import write_config as write_tbgw_config
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.demo import client_tls
 from hil.pki import Pki, ensure_pki

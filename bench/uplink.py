@@ -27,7 +27,7 @@ from bench.common import (
 )
 from bench.outbox import ASSET, build_backlog
 from edge.clock import parse_rfc3339
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, rss_mb, workdir, write_config
 from edge.clock import parse_rfc3339
-from edge.keys import describe, load_key
+from edge.security.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
 from hil.demo import client_tls
 from hil.pki import ensure_pki

@@ -38,23 +38,23 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_EVERY_S, FLOOR_FILE, Clock, TimeQuality, read_floor, write_floor
-from edge.command_keys import PlatformKeys, read_platform_keys
-from edge.commands import CommandProcessor, load_platform_keys
+from edge.commands.keys import PlatformKeys, read_platform_keys
+from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
-from edge.keys import load_key
+from edge.ops.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.reload import plan
 from edge.safety import RelayLog, SafetyRules
-from edge.secrets import read_secret
+from edge.security.keys import load_key
+from edge.security.secrets import read_secret
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.sink import EventSink
 from edge.supervisor import supervise
-from edge.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 
 if TYPE_CHECKING:  # aiohttp costs ~10 MB of RSS: imported only when an HTTP part is configured
     from aiohttp import web
@@ -238,12 +238,12 @@ class Agent:
         obs = self.loaded.config.observability
         servers: list[web.AppRunner] = []
         if obs.metrics_port is not None:
-            from edge.metrics import serve_metrics  # noqa: PLC0415 - see TYPE_CHECKING
+            from edge.ops.metrics import serve_metrics  # noqa: PLC0415 - see TYPE_CHECKING
 
             servers.append(await serve_metrics(self.status, host=obs.metrics_host,
                                                port=obs.metrics_port))
         if obs.status_page_port is not None and page_password is not None:
-            from edge.status_page import assets_of, serve_status_page  # noqa: PLC0415
+            from edge.ops.status_page import assets_of, serve_status_page  # noqa: PLC0415
 
             servers.append(await serve_status_page(
                 self.status, self._probe, host=obs.status_page_host,

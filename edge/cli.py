@@ -72,7 +72,7 @@ def _print_config_errors(exc: ConfigError) -> None:
 
 def setup_logging(level: str, *, json_logs: bool | None = None) -> None:
     """Readable text on a terminal, one JSON object a line under systemd (journald)."""
-    from edge.logs import configure  # noqa: PLC0415 - only the CLI needs it
+    from edge.ops.logs import configure  # noqa: PLC0415 - only the CLI needs it
 
     configure(level, json_logs=json_logs)
 
@@ -169,7 +169,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"✘ {args.device} ({where}): {detail}", file=sys.stderr)
         _print_wire(trace, sys.stderr)
         return EX_FAIL
-    from edge.status_page import probe_verdict, shown  # noqa: PLC0415 - aiohttp, only here
+    from edge.ops.status_page import probe_verdict, shown  # noqa: PLC0415 - aiohttp, only here
 
     verdict, why = probe_verdict(values)
     took = f"answered in {time.monotonic() - started:.3f} s"
@@ -312,7 +312,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create or show the gateway's signing key."""
     from edge.errors import KeyFileError  # noqa: PLC0415
-    from edge.keys import describe, init_key, load_key  # noqa: PLC0415
+    from edge.security.keys import describe, init_key, load_key  # noqa: PLC0415
 
     loaded = _config(args)
     path = loaded.resolve(loaded.config.gateway.key_file)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.geo import distance_m
+from edge.drivers.geo import distance_m
 from edge.light_schedule import AT_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -162,7 +162,7 @@ class OutboxConfig(_Model):
     max_attempts: int = Field(default=5, ge=1, le=1000)
 
 
-# Every role a platform key may hold (what each allows: edge.commands.role_catalogue()).
+# Every role a platform key may hold (what each allows: edge.commands.processor.role_catalogue()).
 Role = Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]
 ROLES: tuple[str, ...] = get_args(Role)
 

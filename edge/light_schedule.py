@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge.sun import sun_times
+from edge.drivers.sun import sun_times
 
 AT_PATTERN = r"^(([01]\d|2[0-3]):[0-5]\d|(sunrise|sunset)([+-]\d{1,3})?)$"
 _ASTRO = re.compile(r"^(sunrise|sunset)([+-]\d{1,3})?$")

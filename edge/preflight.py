@@ -25,14 +25,14 @@ from cryptography.x509.oid import NameOID
 
 from edge.buffer.store import held_by_an_agent
 from edge.clock import Clock, TimeQuality
-from edge.command_keys import keys_file_path, read_platform_keys
+from edge.commands.keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_loader import LoadedConfig
 from edge.errors import EdgeError, KeyFileError, PlatformKeysError, SecretError, UplinkError
-from edge.keys import load_key
-from edge.secrets import read_secret
-from edge.uplink._paho import MqttLink
-from edge.uplink.tls import client_context
+from edge.security.keys import load_key
+from edge.security.secrets import read_secret
+from edge.transports.mqtt import MqttLink
+from edge.transports.tls import client_context
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CERT_WARN_DAYS = 30
@@ -248,7 +248,7 @@ def _check_cn(loaded: LoadedConfig, cert: x509.Certificate) -> Check:
 def _unlogged(logger_name: str) -> Iterator[None]:
     """Drop ``logger_name``'s records while a check reports the same thing as its own line.
 
-    The agent logs a missing platform keys file (edge/command_keys.py); `edge check` says it
+    The agent logs a missing platform keys file (edge/commands/keys.py); `edge check` says it
     in its ⚠ line, and a second, raw line on stderr about the same file reads as another
     problem (issue 22 integrator #7).
     """
@@ -268,7 +268,7 @@ def check_platform_keys(loaded: LoadedConfig) -> Check:
     """Check the platform's command keys: refused entries fail; none at all warns."""
     cfg = loaded.config
     try:
-        with _unlogged("edge.command_keys"):
+        with _unlogged("edge.commands.keys"):
             keys = read_platform_keys(cfg, loaded.base_dir)
     except PlatformKeysError as exc:
         return Check("platform keys", FAIL, str(exc))

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.ids import uuid7
-from edge.keys import describe, init_key, load_key
-from edge.uplink._paho import MqttLink
-from edge.uplink.signing import Ed25519PrivateKey, Signer
+from edge.security.keys import describe, init_key, load_key
+from edge.security.signing import Ed25519PrivateKey, Signer
+from edge.transports.mqtt import MqttLink
 
 ALL_ROLES = ["lighting", "broadcast", "read", "config"]
 

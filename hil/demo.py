@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from edge.config_loader import LoadedConfig
-from edge.keys import describe, init_key, load_key
+from edge.security.keys import describe, init_key, load_key
 from hil.broker import Mosquitto, gateway_acl, wait_listening
 from hil.commander import ALL_ROLES, platform_key, register
 from hil.pki import Pki, ensure_pki

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig
-from edge.drivers._modbus import ModbusBus
+from edge.transports.modbus import ModbusBus
 from hil.sims import wire
 from hil.sims.wire import FAULT_REGISTER, LAMP_SCENARIOS, SCENARIO_REGISTER
 from hil.sims.wire import MODBUS_FAULTS as FAULTS

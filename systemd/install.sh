@@ -237,7 +237,7 @@ if [ ! -e "$etc/keys/gateway.key" ]; then
   "$prefix/venv/bin/python" - "$etc/keys/gateway.key" <<'PY'
 import sys
 from pathlib import Path
-from edge.keys import describe, init_key
+from edge.security.keys import describe, init_key
 key = init_key(Path(sys.argv[1]))
 print("gateway key created; register with the platform:", describe(key))
 PY

@@ -8,7 +8,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from edge.config_loader import LoadedConfig, load_config
-from edge.keys import init_key
+from edge.security.keys import init_key
 from hil.pki import Pki
 
 TILT_ASSET = {"code": "3205080106000123", "class": "0106", "grid": "320508001002003",

@@ -14,9 +14,9 @@ from typing_extensions import override
 
 from edge.config_loader import LoadedConfig
 from edge.drivers._mqtt_device import DeviceBroker
-from edge.drivers._serial import SerialPort
-from edge.keys import describe, load_key
-from edge.uplink._paho import MqttLink
+from edge.security.keys import describe, load_key
+from edge.transports.mqtt import MqttLink
+from edge.transports.serial import SerialPort
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.store import ReceiverStore
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent import Agent
-from edge.commands import LightSchedule
+from edge.commands.processor import LightSchedule
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.streetlight import StreetlightDriver
 from tests.cfg import lamp_device, write_config

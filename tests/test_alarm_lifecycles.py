@@ -17,10 +17,10 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.config import EdgeConfig, ManholeTiltDevice, StreetlightDevice
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.manhole_tilt import ManholeTiltDriver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.sink import EventSink
+from edge.transports.modbus import ModbusBus
 from hil.broker import free_port
 from hil.sims.modbus_sim import (
     LAMP_SCENARIOS,
@@ -107,7 +107,7 @@ async def mqtt_cover(tmp_path: Path, broker_port: int, cover: dict[str, Any]
                      ) -> AsyncIterator[tuple[Pipeline, Any, Any]]:
     """An MQTT cover's driver running into the real pipeline, and a publisher as the cover."""
     from edge.drivers.factory import Transports, build_driver
-    from edge.uplink._paho import MqttLink
+    from edge.transports.mqtt import MqttLink
 
     loaded = write_config(tmp_path / "cfg", broker_port=1, pki=None, devices=[cover], buses=[],
                           extra={"southbound_mqtt": {"host": "127.0.0.1", "port": broker_port,

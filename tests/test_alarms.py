@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.alarms import Debounced
+from edge.drivers.alarms import Debounced
 
 
 def test_raises_after_n_consecutive_samples_and_clears_with_hysteresis() -> None:

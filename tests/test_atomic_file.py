@@ -110,7 +110,7 @@ def test_every_state_file_writer_fsyncs_its_directory(
         from edge.drivers.gps import _write_json_atomic
         _write_json_atomic(tmp_path / "coverage.json", {"a": 1})
     elif writer == "replay":
-        from edge.command_replay import ReplayState
+        from edge.commands.replay import ReplayState
         ReplayState(tmp_path / "replay.json").write()
     else:
         from edge.buffer.store import Outbox

@@ -17,7 +17,7 @@ import pytest
 from edge.buffer.store import Outbox
 from edge.drivers.gps import GpsDriver
 from edge.errors import StoreFullError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.receiver.service import run_mqtt
 from tests.cfg import TILT_ASSET, write_config

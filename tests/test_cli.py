@@ -15,11 +15,11 @@ import pytest
 from edge.cli import EX_CONFIG, EX_FAIL, EX_INVALID, main
 from edge.config import GpsDevice, ModbusTcpBus
 from edge.drivers._codecs import nmea
-from edge.drivers._modbus import ModbusBus
-from edge.drivers._serial import SerialPort
 from edge.drivers.gps import GpsDriver
 from edge.drivers.probe_trace import tracing
 from edge.errors import DeviceUnavailableError
+from edge.transports.modbus import ModbusBus
+from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, tilt_unit
 from hil.sims.serial_sims import TtsSim
@@ -195,7 +195,7 @@ async def test_probe_goes_through_the_breaker_of_a_unit_in_backoff() -> None:
 def test_pymodbus_never_prints_on_the_terminal() -> None:
     # with no logging configured (edge probe, hil), Python's last-resort handler would print
     # pymodbus' ERROR records: "Cancel send, because not connected!" and ">>>>> recv" dumps
-    code = ("import edge.drivers._modbus\n"
+    code = ("import edge.transports.modbus\n"
             "from pymodbus.logging import Log\n"
             "Log.error('Cancel send, because not connected!')\n"
             "Log.error('>>>>> recv: 0x1 0x3')\n")

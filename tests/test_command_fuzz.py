@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.clock import TimeQuality
-from edge.uplink.signing import Signer
+from edge.security.signing import Signer
 from hil.commander import sign_command
 from tests.test_command_hardening import HardHarness
 from tests.test_commands import GW

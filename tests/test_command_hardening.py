@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from edge.clock import Clock, TimeQuality
-from edge.command_keys import load_platform_keys, platform_keys_problem
-from edge.commands import REJECT_BURST, CommandProcessor
+from edge.commands.keys import load_platform_keys, platform_keys_problem
+from edge.commands.processor import REJECT_BURST, CommandProcessor
 from edge.preflight import run_checks
-from edge.uplink.signing import Ed25519PrivateKey, Signer
+from edge.security.signing import Ed25519PrivateKey, Signer
 from hil.commander import register, sign_command
 from tests.figures import figure
 from tests.test_commands import GW, NOON_LOCAL, Harness
@@ -357,7 +357,7 @@ def test_a_fifo_at_the_keys_path_is_refused_without_blocking(tmp_path: Path) -> 
     keys_file.unlink()
     os.mkfifo(keys_file, 0o600)
     # in a child process: a blocking open() would hang this test's own thread for good
-    code = ("import sys, pathlib; from edge.command_keys import platform_keys_problem; "
+    code = ("import sys, pathlib; from edge.commands.keys import platform_keys_problem; "
             "from edge.config_loader import load_config; "
             f"c = load_config(pathlib.Path({str(harness.loaded.path)!r})); "
             f"print(platform_keys_problem(c.config, pathlib.Path({str(tmp_path)!r})))")
@@ -399,7 +399,7 @@ def test_a_keys_file_owned_by_someone_else_is_refused(
         def __getattr__(self, name: str) -> object:
             return getattr(self._st, name)
 
-    monkeypatch.setattr("edge.command_keys.os.fstat", lambda fd: _Foreign(real_fstat(fd)))
+    monkeypatch.setattr("edge.commands.keys.os.fstat", lambda fd: _Foreign(real_fstat(fd)))
     assert load_platform_keys(harness.loaded.config, tmp_path) == {}
     problem = platform_keys_problem(harness.loaded.config, tmp_path)
     assert problem is not None

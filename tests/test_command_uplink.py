@@ -17,9 +17,9 @@ import pytest
 from edge.clock import TimeQuality
 from edge.ids import uuid7
 from edge.model import Alarm, Event, EventType
-from edge.uplink._paho import MqttLink
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.transports.mqtt import MqttLink
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto
 from hil.commander import sign_command
 from hil.receiver.core import Receiver, load_gateway_keys

@@ -14,10 +14,10 @@ import pytest
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
-from edge.commands import CommandProcessor, Outcome, load_platform_keys
+from edge.commands.processor import CommandProcessor, Outcome, load_platform_keys
 from edge.config_loader import load_config
 from edge.safety import SafetyRules
-from edge.uplink.signing import Ed25519PrivateKey
+from edge.security.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
 from tests.figures import figure
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from edge.agent import read_status
-from edge.command_keys import load_platform_keys
+from edge.commands.keys import load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers._codecs import nmea
 from edge.errors import ConfigError
+from edge.ops.status_page import probe_verdict
 from edge.preflight import (
     FAIL,
     OK,
@@ -36,7 +37,6 @@ from edge.preflight import (
     service_for,
     service_user,
 )
-from edge.status_page import probe_verdict
 from hil.broker import Mosquitto, free_port
 from hil.pki import ensure_pki
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit, tilt_unit
@@ -482,8 +482,8 @@ async def test_a_serial_port_already_open_refuses_a_second_opener() -> None:
     """Review finding 9: the second opener of an RS-485 port fails cleanly (exclusive lock)."""
     import pty
 
-    from edge.drivers._serial import SerialPort
     from edge.errors import DeviceUnavailableError
+    from edge.transports.serial import SerialPort
 
     controller, device_fd = pty.openpty()
     path = os.ttyname(device_fd)
@@ -506,17 +506,17 @@ def test_edge_check_says_a_missing_platform_keys_file_once(
     missing = tmp_path / "platform-keys.json"
     loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[],
                           gateway={"platform_keys_file": str(missing)})
-    with caplog.at_level(logging.DEBUG, logger="edge.command_keys"):
+    with caplog.at_level(logging.DEBUG, logger="edge.commands.keys"):
         assert check_platform_keys(loaded).status == WARN
-    assert not [r for r in caplog.records if r.name == "edge.command_keys"]
+    assert not [r for r in caplog.records if r.name == "edge.commands.keys"]
     edge = Path(sys.executable).parent / "edge"
     done = subprocess.run([str(edge), "check", "--config", str(loaded.path)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert "no platform keys file" not in done.stdout + done.stderr
     assert done.stdout.count(f"{missing} is missing") == 1, done.stdout
-    with caplog.at_level(logging.WARNING, logger="edge.command_keys"):
+    with caplog.at_level(logging.WARNING, logger="edge.commands.keys"):
         load_platform_keys(loaded.config, loaded.base_dir)
-    assert [r.getMessage() for r in caplog.records if r.name == "edge.command_keys"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.commands.keys"] == [
         f"no platform keys file {missing}: only keys in devices.yaml may sign"]
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from edge.contract import SCHEMA_FILES, schema
-from edge.uplink.signing import kid_of, open_envelope, public_key_from_raw
+from edge.security.signing import kid_of, open_envelope, public_key_from_raw
 from hil.receiver.schemas import errors, validator
 from tests.contract.capture import capture
 from tests.contract.stack import demo_stack, write_info
@@ -128,8 +128,13 @@ def test_schemas_refuse_what_the_contract_forbids() -> None:
 
 
 def test_command_schema_is_the_gateways_catalogue() -> None:
-    """Actions, roles, kinds, params, times and issuers as edge/commands.py checks them."""
-    from edge.commands import COMMAND_TIME_PATTERN, ISS_PATTERN, action_catalogue, role_catalogue
+    """Actions, roles, kinds, params, times and issuers as edge/commands/processor.py checks them."""
+    from edge.commands.processor import (
+        COMMAND_TIME_PATTERN,
+        ISS_PATTERN,
+        action_catalogue,
+        role_catalogue,
+    )
 
     published = schema("command")
     assert published["x-roles"] == role_catalogue()
@@ -162,13 +167,14 @@ def test_command_schema_is_the_gateways_catalogue() -> None:
 
 
 def test_command_result_schema_is_the_gateways_catalogue() -> None:
-    from edge.commands import FOLLOW_UP_STATUSES, STATUSES, reason_catalogue
+    from edge.commands.processor import FOLLOW_UP_STATUSES, STATUSES, reason_catalogue
 
     published = schema("command_result")
     assert published["x-reasons"] == reason_catalogue()
     assert set(published["properties"]["status"]["enum"]) == \
         set(STATUSES) | set(FOLLOW_UP_STATUSES)
-    source = (ROOT / "edge" / "commands.py").read_text(encoding="utf-8")
+    source = "".join(p.read_text(encoding="utf-8")
+                     for p in sorted((ROOT / "edge" / "commands").glob("*.py")))
     used = set(re.findall(r'_reject\(\s*"([a-z_]+)"', source))
     assert used, "the reasons are found in the source"
     assert used - set(published["x-reasons"]) == set(), "reasons the contract does not list"
@@ -383,8 +389,8 @@ async def test_https_requests_are_what_openapi_yaml_says(tmp_path: Path, pki: An
     from edge.clock import Clock, TimeQuality
     from edge.config import UplinkConfig
     from edge.model import Event, EventType
+    from edge.security.signing import Ed25519PrivateKey, Signer
     from edge.uplink.https import HttpsUplink
-    from edge.uplink.signing import Ed25519PrivateKey, Signer
     from hil.broker import free_port
 
     api = _yaml("openapi.yaml")
@@ -461,7 +467,7 @@ def _signed_batch(signer: Any, body: bytes) -> dict[str, Any]:
 def test_the_receiver_refuses_what_the_contract_refuses(tmp_path: Path, case: str) -> None:
     from edge.clock import TimeQuality
     from edge.model import Event, EventType, encode_batch, encode_event
-    from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+    from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
     from hil.receiver.core import Receiver, load_gateway_keys
     from hil.receiver.store import ReceiverStore
 

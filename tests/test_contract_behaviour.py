@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
-from edge.commands import (
+from edge.commands.processor import (
     ACTION_ROLES,
     MAX_FIELD_ERRORS,
     MAX_ISSUERS_PER_KID,
@@ -43,17 +43,17 @@ from edge.commands import (
 from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
 from edge.model import UUID7_PATTERN, Event, EventType, WireBatch
 from edge.safety import SafetyRules
+from edge.security.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
+from edge.transports.modbus import ModbusBus
+from edge.transports.mqtt import MqttLink
 from edge.uplink import mqtt as mqtt_uplink
-from edge.uplink._paho import MqttLink
 from edge.uplink.batches import BatchSource
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
 from hil.broker import Mosquitto, free_port, gateway_acl
 from hil.demo import client_tls
 from hil.pki import common_name, ensure_pki
@@ -339,8 +339,9 @@ async def test_bad_body_names_its_field_errors_bounded(h: Harness) -> None:
 
 
 async def test_every_reason_and_status_is_in_the_catalogue(h: Harness) -> None:
-    source = "".join((ROOT / "edge" / name).read_text(encoding="utf-8")
-                     for name in ("commands.py", "command_replay.py", "uplink/signing.py"))
+    source = "".join(path.read_text(encoding="utf-8")
+                     for path in [*sorted((ROOT / "edge" / "commands").glob("*.py")),
+                                  ROOT / "edge" / "security" / "signing.py"])
     used: set[str] = set()
     for pattern in (r'_reject\(\s*"([a-z_]+)"', r'Outcome\(\s*"[a-z]+",\s*"([a-z_]+)"',
                     r'(?:reason|problem) = "([a-z_]+)"', r'else "([a-z_]+)"',
@@ -774,7 +775,7 @@ async def test_every_result_detail_is_what_the_schema_describes(
         h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-test #8: `detail` was an unconstrained object. Each reason's members are in the
     schema now, the suppressed summary included (no ids), and nothing else passes."""
-    from edge import commands as commands_mod
+    from edge.commands import processor as commands_mod
     from hil.receiver.schemas import errors
 
     monkeypatch.setattr(commands_mod, "REJECT_WINDOW_S", 0.3)

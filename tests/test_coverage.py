@@ -23,15 +23,15 @@ from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice, WorkConfig
 from edge.config_loader import parse_config
 from edge.drivers._codecs.nmea import Fix
-from edge.drivers._serial import SerialPort
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.factory import Transports, build_driver
+from edge.drivers.geo import EARTH_M, distance_m, inside
 from edge.drivers.gps import GpsDriver
 from edge.errors import ConfigError
-from edge.geo import EARTH_M, distance_m, inside
 from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
 from edge.sink import EventSink
 from edge.supervisor import supervise
+from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.receiver import schemas as contract
 from hil.sims.serial_sims import GpsSim, Leg, RouteFix, offset, route

@@ -14,11 +14,11 @@ from pymodbus.constants import ExcCodes
 
 from edge.config import ModbusTcpBus
 from edge.drivers._codecs import syn6288
-from edge.drivers._modbus import ModbusBus
-from edge.drivers._serial import SerialPort
 from edge.drivers.broadcast import Play
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.errors import DeviceProtocolError, DeviceUnavailableError
+from edge.transports.modbus import ModbusBus
+from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit
 

@@ -12,10 +12,10 @@ import pytest
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
-from edge.drivers._serial import SerialPort
 from edge.drivers.gps import PROBE_LISTEN_S, GpsDriver
 from edge.errors import DeviceUnavailableError
-from edge.status_page import probe_verdict
+from edge.ops.status_page import probe_verdict
+from edge.transports.serial import SerialPort
 
 ASSET = {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
          "name": "巡逻车 3"}

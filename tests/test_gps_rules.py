@@ -12,8 +12,8 @@ import pytest
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice
 from edge.drivers._codecs.nmea import Fix
+from edge.drivers.geo import distance_m, heading_change_deg, inside
 from edge.drivers.gps_rules import GpsRules
-from edge.geo import distance_m, heading_change_deg, inside
 from tests.cfg import write_config
 from tests.helpers import wait_until
 

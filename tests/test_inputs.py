@@ -24,15 +24,15 @@ from edge import clock as clock_mod
 from edge.agent import read_status
 from edge.cli import build_parser, main
 from edge.config import LightStep, StreetlightDevice, TlsConfig
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, EdgeError, KeyFileError, SecretError, UplinkTLSError
-from edge.keys import init_key, load_key
-from edge.secrets import read_secret
-from edge.systemd import notify, watchdog_interval_s
+from edge.ops.systemd import notify, watchdog_interval_s
+from edge.security.keys import init_key, load_key
+from edge.security.secrets import read_secret
+from edge.transports.modbus import ModbusBus
+from edge.transports.tls import client_context
 from edge.uplink.https import RETRY_AFTER_CAP_S as CAP_S
 from edge.uplink.https import _retry_after
-from edge.uplink.tls import client_context
 from tests.cfg import lamp_device, write_config
 from tests.outbox_util import ev, open_store
 

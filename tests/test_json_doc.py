@@ -14,7 +14,7 @@ import pytest
 
 from edge.drivers._codecs import json_doc
 from edge.drivers.manhole_tilt import ManholeTiltDriver
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from tests.helpers import wait_event
 from tests.recording_sink import RecordingSink

@@ -12,11 +12,11 @@ import pytest
 from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.sun import sun_times
 from edge.light_schedule import Step, in_force, step_time
 from edge.safety import SafetyRules
-from edge.sun import sun_times
+from edge.transports.modbus import ModbusBus
 from hil.broker import free_port
 from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, ModbusTcpSim, lamp_unit
 from tests.cfg import LAMP_ASSET, lamp_device, write_config
@@ -155,7 +155,7 @@ async def test_a_failing_step_is_reported_once_and_retried(
 
 def test_safety_refuses_dim_below_the_driver_minimum_and_sunset_without_position(
         tmp_path: Path) -> None:
-    from edge.commands import LightSchedule, LightSet
+    from edge.commands.processor import LightSchedule, LightSet
 
     bus = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1}
     nowhere = {k: v for k, v in LAMP_ASSET.items() if k not in ("lat", "lon")}

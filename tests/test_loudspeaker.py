@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from edge.commands import PlayClip
+from edge.commands.processor import PlayClip
 from edge.config import EdgeConfig, LoudspeakerDevice
-from edge.drivers._serial import SerialPort
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.safety import SafetyRules
+from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.serial_sims import TtsSim
 from tests.recording_sink import RecordingSink

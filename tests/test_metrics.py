@@ -108,7 +108,7 @@ def test_no_listening_port_unless_configured(tmp_path: Path, plain_broker: Mosqu
 
 
 def test_refused_values_and_gnss_time_are_exported() -> None:
-    from edge.metrics import render
+    from edge.ops.metrics import render
 
     body = render({
         "outbox": {"by_prio": {}, "dead_letters": 0, "drops": {}, "rejected": {"3": 2}},

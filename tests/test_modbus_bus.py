@@ -9,8 +9,8 @@ import itertools
 import time
 
 from edge.config import ManholeTiltDevice, ModbusRtuBus
-from edge.drivers._modbus import ModbusBus
 from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.transports.modbus import ModbusBus
 from hil.sims.modbus_sim import tilt_unit
 from hil.sims.rtu_sim import RtuLineSim
 from tests.conformance.harness import asset

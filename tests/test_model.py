@@ -21,7 +21,7 @@ from edge.model import (
     encode_event,
     json_schemas,
 )
-from edge.uplink.signing import Ed25519PrivateKey, SignatureError, Signer, kid_of, open_envelope
+from edge.security.signing import Ed25519PrivateKey, SignatureError, Signer, kid_of, open_envelope
 
 ASSET = Asset("3205080106000123", "0106", "320508001002003", "路灯井盖 干将东路 12号",
               31.3105, 120.6302)
@@ -92,7 +92,7 @@ def test_signature_verifies_and_a_flipped_byte_fails() -> None:
 def test_kid_is_first_16_hex_of_sha256_of_raw_key() -> None:
     import hashlib
 
-    from edge.uplink.signing import raw_public_key
+    from edge.security.signing import raw_public_key
 
     key = Ed25519PrivateKey.generate().public_key()
     assert kid_of(key) == hashlib.sha256(raw_public_key(key)).hexdigest()[:16]
@@ -117,8 +117,8 @@ def test_gateway_key_files_are_the_pkcs8_openssl_writes_and_reads(tmp_path: Path
     import shutil
     import subprocess
 
-    from edge.keys import init_key, load_key
-    from edge.uplink.signing import raw_public_key
+    from edge.security.keys import init_key, load_key
+    from edge.security.signing import raw_public_key
 
     openssl = shutil.which("openssl")
     assert openssl is not None, "openssl is part of every Debian base system"

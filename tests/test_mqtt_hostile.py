@@ -29,7 +29,7 @@ from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.errors import DeviceProtocolError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
 from tests.helpers import wait_event

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import UplinkUnavailableError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 
 LINKS = 15

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge.errors import UplinkRejectedError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 
 

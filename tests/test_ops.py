@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.config_loader import load_config
-from edge.logs import JsonFormatter, configure
+from edge.ops.logs import JsonFormatter, configure
 from edge.preflight import check_certificates
 from hil.pki import Pki, ensure_pki, issue, write_cert
 from tests.cfg import write_config

@@ -17,9 +17,9 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Leased, Outbox
 from edge.clock import Clock
 from edge.drivers.base import AlarmChange
+from edge.security.signing import Ed25519PrivateKey, Signer
 from edge.sink import EventSink
 from edge.uplink.batches import BatchSource
-from edge.uplink.signing import Ed25519PrivateKey, Signer
 from tests.cfg import write_config
 from tests.outbox_util import ev
 

@@ -15,8 +15,8 @@ import pytest
 
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
-from edge.uplink._paho import MqttLink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.receiver.core import BATCH_ATTEMPTS, Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt

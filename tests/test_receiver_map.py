@@ -17,7 +17,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.clock import TimeQuality
-from edge.geo import EARTH_M, distance_m
+from edge.drivers.geo import EARTH_M, distance_m
 from edge.ids import uuid7
 from edge.model import (
     Alarm,
@@ -28,7 +28,7 @@ from edge.model import (
     encode_batch,
     encode_event,
 )
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki
 from hil.receiver.core import Receiver, Store, load_gateway_keys

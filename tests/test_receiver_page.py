@@ -12,7 +12,7 @@ import pytest
 
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import free_port
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.store import ReceiverStore

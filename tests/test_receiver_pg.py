@@ -22,8 +22,8 @@ from psycopg import errors as pg_errors
 
 from edge.clock import TimeQuality
 from edge.model import Alarm, Asset, Event, EventType, encode_batch, encode_event
-from edge.uplink._paho import MqttLink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.pg_store import PgReceiverStore, migrations

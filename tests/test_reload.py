@@ -98,7 +98,7 @@ async def test_reload_says_platform_keys_take_effect_at_restart(tmp_path: Path) 
     """Issue 19 re-test #8: `edge reload` said ✔ and silently kept the old platform keys
     while `edge check` said the file was refused. Since issue 20 re-test #1 a reload applies
     a valid file (tests/test_contract_behaviour.py) and says when it refuses one."""
-    from edge.uplink.signing import Ed25519PrivateKey
+    from edge.security.signing import Ed25519PrivateKey
     from hil.commander import register
 
     keys_file = tmp_path / "platform-keys.json"

@@ -14,9 +14,9 @@ from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.config import UplinkConfig
 from edge.model import Event, EventType
-from edge.uplink._paho import MqttLink
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.transports.mqtt import MqttLink
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import Mosquitto, free_port
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt

@@ -10,8 +10,8 @@ import pytest
 
 from edge.config import TlsConfig
 from edge.errors import SecretError
-from edge.secrets import read_secret
-from edge.uplink.tls import client_context
+from edge.security.secrets import read_secret
+from edge.transports.tls import client_context
 from hil.pki import Pki
 
 

@@ -12,8 +12,8 @@ import tty
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
-from edge.drivers._serial import SerialPort
 from edge.drivers.gps import GpsDriver
+from edge.transports.serial import SerialPort
 from tests.helpers import ObservedPort, wait_event, wait_until
 from tests.recording_sink import RecordingSink
 

@@ -12,7 +12,7 @@ from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
 from tests.helpers import ObservedBroker, wait_event

@@ -23,8 +23,8 @@ from edge.config_loader import load_config
 from edge.drivers.base import DeviceState, stats_dict
 from edge.drivers.factory import Transports, build_driver
 from edge.errors import DeviceError
-from edge.http_site import REJECTED
-from edge.status_page import LoginThrottle, serve_status_page
+from edge.ops.http_site import REJECTED
+from edge.ops.status_page import LoginThrottle, serve_status_page
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
@@ -62,7 +62,7 @@ async def test_status_page_probe_button_in_chromium(tmp_path: Path, plain_broker
     with_page(loaded.path, page_port, secret(tmp_path / "page.pw", PASSWORD))
     agent = Agent(load_config(loaded.path), boot_delay_s=0)
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="edge.status_page")
+    caplog.set_level(logging.INFO, logger="edge.ops.status_page")
     run = asyncio.create_task(agent.run(stop))
     url = f"http://127.0.0.1:{page_port}"
     try:

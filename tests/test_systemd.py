@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.systemd import Progress, should_ping, watchdog
+from edge.ops.systemd import Progress, should_ping, watchdog
 from tests.cfg import write_config
 from tests.figures import figure
 from tests.helpers import wait_until

@@ -12,9 +12,9 @@ import pytest
 
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.errors import UplinkUnavailableError
-from edge.uplink._paho import BESIDE_WINDOW, MqttLink
+from edge.security.signing import Ed25519PrivateKey, Signer
+from edge.transports.mqtt import BESIDE_WINDOW, MqttLink
 from edge.uplink.batches import BatchSource
-from edge.uplink.signing import Ed25519PrivateKey, Signer
 from hil.broker import Mosquitto
 from hil.proxy import FaultProxy
 from tests.helpers import wait_until

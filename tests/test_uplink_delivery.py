@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 from hil.proxy import FaultProxy
 from tests.figures import figure

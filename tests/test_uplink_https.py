@@ -20,8 +20,8 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import UplinkConfig
 from edge.model import Event, EventType
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.uplink.https import HttpsUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.broker import free_port
 from hil.pki import Pki
 from hil.receiver.core import Receiver, load_gateway_keys

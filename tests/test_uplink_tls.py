@@ -17,8 +17,8 @@ from cryptography import x509
 
 from edge.config import TlsConfig
 from edge.errors import UplinkError, UplinkTLSError
-from edge.uplink._paho import MqttLink
-from edge.uplink.tls import client_context
+from edge.transports.mqtt import MqttLink
+from edge.transports.tls import client_context
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki, _write_key, ensure_pki, issue, make_ca, write_cert
 from hil.proxy import FaultProxy

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.keys import describe, load_key
+from edge.security.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt

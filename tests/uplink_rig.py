@@ -16,8 +16,8 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import UplinkConfig
 from edge.model import Alarm, Event, EventType
+from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.uplink.mqtt import MqttUplink
-from edge.uplink.signing import Ed25519PrivateKey, Signer, raw_public_key
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.store import ReceiverStore

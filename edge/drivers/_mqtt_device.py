@@ -1,6 +1,6 @@
 """Southbound MQTT for devices: one link per device to the local broker, JSON in and out.
 
-Uses the same paho adapter as the uplink (edge/uplink/_paho.py); devices never see paho.
+Uses the same paho adapter as the uplink (edge/transports/mqtt.py); devices never see paho.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 from edge.config import SouthboundMqttConfig
 from edge.drivers._codecs import json_doc
 from edge.errors import DeviceProtocolError, DeviceUnavailableError, UplinkError
-from edge.secrets import read_secret
-from edge.uplink._paho import Inbound, MqttLink
-from edge.uplink.tls import client_context
+from edge.security.secrets import read_secret
+from edge.transports.mqtt import Inbound, MqttLink
+from edge.transports.tls import client_context
 
 
 class DeviceBroker:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edge.alarms import Debounced
 from edge.config import DebouncedThreshold, TiltAlarms
+from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, Value
 
 COVER_OPEN = "cover_open"

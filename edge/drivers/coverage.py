@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.config import WorkConfig, WorkRoad
-from edge.geo import EARTH_M, distance_m, inside
+from edge.drivers.geo import EARTH_M, distance_m, inside
 
 MISSED, UNKNOWN, COVERED = 0, 1, 2
 STATE_NAMES = ("missed", "unknown", "covered")

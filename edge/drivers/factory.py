@@ -13,15 +13,15 @@ from edge.config import (
     ManholeTiltDevice,
     StreetlightDevice,
 )
-from edge.drivers._modbus import ModbusBus
 from edge.drivers._mqtt_device import DeviceBroker
-from edge.drivers._serial import SerialPort
 from edge.drivers.base import Driver
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltDriver
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.drivers.streetlight import StreetlightDriver
+from edge.transports.modbus import ModbusBus
+from edge.transports.serial import SerialPort
 
 
 class Transports:

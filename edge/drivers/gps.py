@@ -21,13 +21,13 @@ from edge.aux_writes import AuxWrites
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
-from edge.drivers._serial import SerialPort
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps_rules import Change, GpsRules
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
 from edge.errors import DeviceError, DeviceUnavailableError
+from edge.transports.serial import SerialPort
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
                  "course_deg": "course_deg", "time": "time"}

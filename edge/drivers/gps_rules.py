@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.alarms import Debounced
 from edge.config import GpsDevice
 from edge.drivers._codecs.nmea import Fix
-from edge.geo import distance_m, heading_change_deg, inside
+from edge.drivers.alarms import Debounced
+from edge.drivers.geo import distance_m, heading_change_deg, inside
 
 STOPPED_BELOW_KMH = 1.0
 

@@ -14,11 +14,11 @@ from typing_extensions import override
 
 from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import json_doc, sunspec304, witmotion
-from edge.drivers._modbus import ModbusBus
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
 from edge.drivers.cover_rules import CoverRules
 from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
+from edge.transports.modbus import ModbusBus
 
 # JSON paths of an MQTT cover's report, overridable per device with json_map
 JSON_DEFAULTS = {"tilt_deg": "tilt", "tilt_x_deg": "tilt_x", "tilt_y_deg": "tilt_y",

@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 from edge.drivers._codecs import ip_speaker, syn6288
 from edge.drivers._mqtt_device import DeviceBroker
-from edge.drivers._serial import SerialPort
 from edge.drivers.broadcast import Play
 from edge.drivers.probe_trace import WireRecord
 from edge.drivers.probe_trace import current as current_probe
 from edge.errors import DeviceProtocolError, DeviceUnavailableError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
+from edge.transports.serial import SerialPort
 
 SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
 

@@ -14,18 +14,18 @@ from typing import ClassVar
 
 from typing_extensions import override
 
-from edge.alarms import Debounced
 from edge.atomic_file import write_private_atomic
 from edge.clock import CLOCK_FLOOR_NS
 from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
-from edge.drivers._modbus import ModbusBus
+from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
+from edge.drivers.sun import is_day
 from edge.errors import DeviceError, DeviceProtocolError, DeviceRejectedError
 from edge.light_schedule import Step, in_force
 from edge.safety import RelayLog
-from edge.sun import is_day
+from edge.transports.modbus import ModbusBus
 
 LAMP_OUT = "lamp_out"
 POWER_LOSS = "power_loss"

@@ -16,7 +16,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Leased
 from edge.ids import uuid7
 from edge.model import encode_batch
-from edge.uplink.signing import Signer
+from edge.security.signing import Signer
 
 
 class TokenBucket:

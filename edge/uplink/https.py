@@ -26,10 +26,10 @@ import aiohttp
 from edge.backoff import full_jitter
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.config import UplinkConfig
+from edge.security.signing import Signer
+from edge.transports.tls import client_context
 from edge.uplink.batches import BatchSource, SignedBatch
 from edge.uplink.mqtt import LinkStats
-from edge.uplink.signing import Signer
-from edge.uplink.tls import client_context
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_CAP_S = 3600.0

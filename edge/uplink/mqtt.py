@@ -30,10 +30,10 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.config import UplinkConfig
 from edge.errors import UplinkError, UplinkUnavailableError
-from edge.uplink._paho import Inbound, MqttLink, Will
+from edge.security.signing import Signer
+from edge.transports.mqtt import Inbound, MqttLink, Will
+from edge.transports.tls import client_context
 from edge.uplink.batches import BatchSource
-from edge.uplink.signing import Signer
-from edge.uplink.tls import client_context
 
 log = logging.getLogger(__name__)
 BUSY_PUBACK = frozenset({0x97})  # quota exceeded: the broker asks us to slow down

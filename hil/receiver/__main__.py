@@ -28,7 +28,7 @@ from typing import Any
 
 from edge.config import TlsConfig, is_loopback
 from edge.errors import UplinkTLSError
-from edge.uplink.tls import client_context
+from edge.transports.tls import client_context
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
 from hil.receiver.web import MapConfig, MapConfigError, load_map_config

@@ -21,7 +21,7 @@ from typing import Any, Generic, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import TypeVar
 
-from edge.uplink.signing import (
+from edge.security.signing import (
     Ed25519PublicKey,
     SignatureError,
     kid_of,

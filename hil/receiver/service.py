@@ -9,7 +9,7 @@ import ssl
 from typing import Any, Protocol, TypeVar
 
 from edge.errors import UplinkError
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 from hil.receiver.core import Receiver
 
 log = logging.getLogger("hil.receiver")

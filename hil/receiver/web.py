@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge.http_site import start_site
+from edge.ops.http_site import start_site
 from hil.receiver.core import MAX_EVENTS_BYTES, Receiver
 from hil.receiver.store import MAP_MAX_TRACK_S, MAP_MAX_VALUES
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 
-from edge.uplink._paho import MqttLink
+from edge.transports.mqtt import MqttLink
 
 
 class IpSpeakerSim:

@@ -18,14 +18,14 @@ from edge.config import (
     ModbusTcpBus,
     StreetlightDevice,
 )
-from edge.drivers._modbus import ModbusBus
-from edge.drivers._serial import SerialPort
 from edge.drivers.base import Driver
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltDriver
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.drivers.streetlight import StreetlightDriver
+from edge.transports.modbus import ModbusBus
+from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
 from hil.sims.rtu_sim import RtuLineSim

@@ -86,8 +86,8 @@ async def test_modbus_fault_modes(kind: str, fault: str) -> None:
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str) -> None:
     from edge.config import ManholeTiltDevice, ModbusRtuBus, ModbusTcpBus
-    from edge.drivers._modbus import ModbusBus
     from edge.drivers.manhole_tilt import ManholeTiltDriver
+    from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
     from hil.sims.modbus_sim import SUNSPEC_304_ADDR, ModbusTcpSim, set_sunspec_tilt, sunspec_unit
     from hil.sims.rtu_sim import RtuLineSim
@@ -123,8 +123,8 @@ async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str)
 
 async def test_streetlight_reads_a_pzem004t_meter() -> None:
     from edge.config import ModbusTcpBus, StreetlightDevice
-    from edge.drivers._modbus import ModbusBus
     from edge.drivers.streetlight import StreetlightDriver
+    from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
     from hil.sims.modbus_sim import ModbusTcpSim, SimUnit
     from tests.conformance.harness import asset

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.keys import describe
-from edge.uplink._paho import MqttLink
+from edge.security.keys import describe
+from edge.transports.mqtt import MqttLink
 from hil.commander import send, sign_command
 from hil.tilt import set_tilt_local
 from tests.contract.stack import GATEWAY, PREFIX, Stack, demo_stack

@@ -24,8 +24,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from edge.config_loader import LoadedConfig, load_config
-from edge.keys import describe, init_key, load_key
-from edge.uplink.signing import Ed25519PrivateKey, kid_of, public_key_from_raw
+from edge.security.keys import describe, init_key, load_key
+from edge.security.signing import Ed25519PrivateKey, kid_of, public_key_from_raw
 from hil.broker import Mosquitto, free_port, gateway_acl
 from hil.commander import ALL_ROLES, platform_key, register
 from hil.pki import Pki, ensure_pki

@@ -14,7 +14,7 @@ const DETAIL_FETCH = 100;        // events read to find them (store.py MAP_MAX_V
 const COLOURS = {ok: "#2ecc71", alarm: "#ff3b30", offline: "#8a94a3", degraded: "#e6c229", truck: "#3fa9ff",
   play: "#ffb020", covered: "#2ecc71", missed: "#ff3b30", unknown: "#59636f"};
 const EARTH_M = 6371000;
-const CLEAR_OF_LEGEND = {paddingTopLeft: [60, 60], paddingBottomRight: [220, 60]};          // edge/geo.py, so chainage matches the gateway's
+const CLEAR_OF_LEGEND = {paddingTopLeft: [60, 60], paddingBottomRight: [220, 60]};          // edge/drivers/geo.py, so chainage matches the gateway's
 
 const $ = (id) => document.getElementById(id);
 
@@ -496,7 +496,7 @@ function drawRoad(road, running) {
   }
 }
 
-function greatCircleM(a, b) {  // edge/geo.py distance_m
+function greatCircleM(a, b) {  // edge/drivers/geo.py distance_m
   const rad = Math.PI / 180;
   const h = Math.sin((b[0] - a[0]) * rad / 2) ** 2 +
     Math.cos(a[0] * rad) * Math.cos(b[0] * rad) * Math.sin((b[1] - a[1]) * rad / 2) ** 2;

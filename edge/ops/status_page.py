@@ -29,17 +29,17 @@ from aiohttp import web
 
 from edge.drivers.probe_trace import ProbeTrace, labelled, tracing
 from edge.errors import DeviceError
-from edge.http_site import start_site
+from edge.ops.http_site import start_site
 
 if TYPE_CHECKING:
     from edge.config import EdgeConfig
 
-log = logging.getLogger("edge.status_page")
+log = logging.getLogger("edge.ops.status_page")
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 ProbeFn = Callable[[str], Awaitable[dict[str, Any]]]
 AssetsFn = Callable[[], dict[str, dict[str, Any]]]
-PAGE = (resources.files("edge") / "status_page.html").read_text(encoding="utf-8")
+PAGE = (resources.files("edge.ops") / "status_page.html").read_text(encoding="utf-8")
 PROBE_TIMEOUT_S = 15.0
 REALM = 'Basic realm="edge status page: any user name, the password file", charset="UTF-8"'
 LOGIN_HELP = ("Log in with any user name and the password in status_page_password_file "

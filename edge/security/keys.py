@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from edge.errors import KeyFileError
-from edge.uplink.signing import Ed25519PrivateKey, kid_of, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, kid_of, raw_public_key
 
 # PKCS#8 for Ed25519 (RFC 8410): this fixed DER prefix, then the 32-byte seed. Files stay
 # what `openssl genpkey -algorithm ed25519` writes and reads.

@@ -2,7 +2,7 @@
 
 The only module that imports a signing library: PyNaCl (libsodium), which costs a third of the
 memory ``cryptography`` does (docs/decisions.md D27). Pure: bytes in, bytes out; key files are
-read and written by ``edge.keys``.
+read and written by ``edge.security.keys``.
 """
 
 from __future__ import annotations

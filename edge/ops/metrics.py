@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edge.http_site import rejected_exposition, start_site
+from edge.ops.http_site import rejected_exposition, start_site
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")

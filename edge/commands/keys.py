@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from edge.config import EdgeConfig, PlatformKey
 from edge.errors import PlatformKeysError
-from edge.uplink.signing import Ed25519PublicKey, SignatureError, kid_of, public_key_from_raw
+from edge.security.signing import Ed25519PublicKey, SignatureError, kid_of, public_key_from_raw
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from edge.errors import SecretError
-from edge.keys import check_mode
+from edge.security.keys import check_mode
 
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "password", "passw0rd", "admin",
                           "secret", "default", "123456", "12345678", "edge", "root", "test",

@@ -40,14 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
-from edge.command_keys import PlatformKeys, load_platform_keys
-from edge.command_replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
+from edge.commands.keys import PlatformKeys, load_platform_keys
+from edge.commands.replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
 from edge.config import ROLES, AnyDevice, EdgeConfig, LightStep, LoudspeakerDevice
 from edge.drivers._codecs import syn6288
 from edge.drivers._codecs.tts_text import unencodable_at
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
-from edge.uplink.signing import SignatureError, open_envelope
+from edge.security.signing import SignatureError, open_envelope
 
 __all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
 

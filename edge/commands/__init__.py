@@ -1,0 +1,1 @@
+"""Platform commands: verify, catalogue, journal, execute, audit."""

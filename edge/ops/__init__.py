@@ -1,0 +1,1 @@
+"""Operations: metrics, status page, HTTP site, systemd notify, logs."""

@@ -1,0 +1,4 @@
+"""Signing, keys and secret files.
+
+One place that commands, the uplink and the receiver all import.
+"""
