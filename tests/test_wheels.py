@@ -1,9 +1,9 @@
 """Offline wheelhouses (issue 22): built per Python x architecture, installed with --no-index.
 
-`make test` builds the running interpreter's own house (cached in var/wheels-test/, rebuilt
-when the runtime dependencies change; ~1-2 min the first time, seconds after), installs it
-into a clean venv with --no-index and runs that agent against a real broker and the receiver;
-install.sh --wheels is tested for which house it takes and what it refuses.
+`make test` builds all nine houses as `make wheels` does (cached in var/wheels-test/, rebuilt
+when the runtime dependencies change; 2.6-5.3 min the first time, seconds after), installs each
+x86_64 house into a clean venv with --no-index and runs that agent against a real broker and
+the receiver; install.sh --wheels is tested for which house it takes and what it refuses.
 `make wheels` builds all nine houses and checks each resolves offline for its target's tags
 with the same `resolve_check` the tests below prove able to fail.
 """
