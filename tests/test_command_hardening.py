@@ -452,6 +452,34 @@ async def test_a_flood_of_forged_commands_is_aggregated_and_a_valid_one_executes
            f"{len(rejected_events)} rejection events; the valid light.set executed")
 
 
+async def test_replays_of_a_captured_valid_command_are_aggregated(h: HardHarness) -> None:
+    """A signed envelope seen on the wire, published again 200 times (audit finding, D78)."""
+    assert h.processor is not None
+    _cmd, captured = sign_command(h.lighting, gateway=GW, device="lamp-07", action="light.set",
+                                  params={"on": True})
+    first = await h.processor.handle(captured)
+    assert first.status == "executed"
+    for _ in range(200):
+        again = await h.processor.handle(captured)
+        assert (again.status, again.reason) == ("rejected", "duplicate")
+    assert len(h.executed) == 1
+    assert h.processor.counts["rejected.duplicate"] == 200
+    duplicate_lines = [a for a in h.audit() if a["reason"] == "duplicate"]
+    assert len(duplicate_lines) == REJECT_BURST  # not 200 fsynced lines
+    duplicate_events = [e for e in h.events("command_result")
+                        if e["data"]["reason"] == "duplicate"]
+    assert len(duplicate_events) == REJECT_BURST
+    assert {e["prio"] for e in duplicate_events} == {2}  # evictable: anyone can replay
+    # a fresh valid command is still reported in full, as an executed result
+    valid = await h.send(h.lighting, "light.set", {"on": False})
+    assert valid.status == "executed"
+    h.processor._window_start -= 61  # skip the minute
+    await h.processor.tick()
+    summary = h.audit()[-1]
+    assert summary["reason"] == "suppressed"
+    assert summary["detail"]["counts"] == {"duplicate": 200 - REJECT_BURST}
+
+
 async def test_inbound_drops_are_counted_and_reported(h: HardHarness) -> None:
     assert h.processor is not None
     await h.processor.tick(37)

@@ -353,7 +353,11 @@ async def test_every_reason_and_status_is_in_the_catalogue(h: Harness) -> None:
     assert {status for status, _a, _t in REASONS.values()} <= set(STATUSES)
     catalogue = reason_catalogue()
     assert catalogue["bad_signature"] == {"status": "rejected", "authenticated": False,
+                                          "rate_limited": True,
                                           "description": REASONS["bad_signature"][2]}
+    # authenticated, yet anyone can replay a capture: rate-limited (D78); a refusal is not
+    assert catalogue["duplicate"]["rate_limited"]
+    assert not catalogue["bad_params"]["rate_limited"]
     # what the processor reports in practice is in it too
     outs = [await _send_body(h, h.lighting, _body(exp=1)),
             await _send_body(h, h.lighting, _body(aud="gw-other")),

@@ -62,6 +62,10 @@ EXECUTE_TIMEOUT_S = 10.0
 # prio-1 event that is never evicted).
 UNAUTHENTICATED = frozenset({"oversized", "malformed", "unknown_kid", "bad_signature",
                              "inbound_full"})
+# Reasons a replayed capture gives: the envelope is signed, but anyone who saw it on the wire
+# can publish it again and again, so these reports are rate-limited and evictable too (D78).
+REPLAYED = frozenset({"duplicate", "counter_rollback", "expired", "replay_state_lost"})
+RATE_LIMITED = UNAUTHENTICATED | REPLAYED
 REJECT_BURST = 5  # full reports per reason per window
 REJECT_WINDOW_S = 60.0
 # speaker.stop needs broadcast-emergency this long after an emergency play was accepted (a
@@ -250,8 +254,10 @@ def role_catalogue() -> dict[str, list[str]]:
 
 
 def reason_catalogue() -> dict[str, dict[str, Any]]:
-    """Return every ``command_result`` reason: its status, whether it is authenticated, text."""
-    return {reason: {"status": status, "authenticated": authed, "description": text}
+    """Return every ``command_result`` reason: status, authenticated, rate-limited, text."""
+    return {reason: {"status": status, "authenticated": authed,
+                     "rate_limited": reason in RATE_LIMITED or reason == "suppressed",
+                     "description": text}
             for reason, (status, authed, text) in REASONS.items()}
 
 
@@ -565,7 +571,7 @@ class CommandProcessor:
 
     def _admit(self, outcome: Outcome) -> bool:
         """Return whether to report ``outcome`` in full (else it is counted for a summary)."""
-        if outcome.reason not in UNAUTHENTICATED:
+        if outcome.reason not in RATE_LIMITED:
             return True
         n = self._window_counts.get(outcome.reason, 0) + 1
         self._window_counts[outcome.reason] = n
@@ -612,7 +618,7 @@ class CommandProcessor:
         audit_log.info("command %s %s on %s: %s %s", outcome.cmd_id, outcome.action,
                        outcome.device, outcome.status, outcome.reason)
         prio = Prio.CRITICAL if outcome.detail.get("priority") == "emergency" else Prio.ALARM
-        if outcome.reason in UNAUTHENTICATED or outcome.reason == "suppressed":
+        if outcome.reason in RATE_LIMITED or outcome.reason == "suppressed":
             prio = Prio.STATE  # anyone can cause these: evictable under quota, never an alarm
         await self.outbox.put(Event(
             EventType.COMMAND_RESULT, prio, self.clock.now_ns(), self.clock.quality(),
