@@ -50,7 +50,7 @@ def _mutate(doc: Any, path: list[int], value: Any) -> Any:
     keys = sorted(doc) if isinstance(doc, dict) else list(range(len(doc)))
     key = keys[path[0] % len(keys)]
     out = dict(doc) if isinstance(doc, dict) else list(doc)
-    out[key] = _mutate(doc[key], path[1:], value)  # type: ignore[index]
+    out[key] = _mutate(doc[key], path[1:], value)
     return out
 
 
