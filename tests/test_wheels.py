@@ -257,6 +257,39 @@ def test_install_sh_takes_the_house_of_its_interpreter_from_a_folder_of_houses(
     assert not (tmp_path / "root").exists()  # refused before any user, venv or file
 
 
+def test_install_sh_takes_armv7l_for_a_32_bit_userland_on_a_64_bit_kernel(
+        tmp_path: Path) -> None:
+    """32-bit Raspberry Pi OS on a Pi 4/5: uname says aarch64, the interpreter runs armv7l code.
+
+    The interpreter is the real one with ``platform.machine()`` and the pointer size of such a
+    gateway (a sitecustomize on its path): install.sh must pick the armv7l house, not aarch64.
+    """
+    fake = tmp_path / "fake-site"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import platform, struct\n"
+        "platform.machine = lambda: 'aarch64'\n"
+        "_calcsize = struct.calcsize\n"
+        "struct.calcsize = lambda fmt: 4 if fmt == 'P' else _calcsize(fmt)\n", encoding="utf-8")
+    python = tmp_path / "python3"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={fake} exec {install_sh_python()} "$@"\n',
+                      encoding="utf-8")
+    python.chmod(0o755)
+    version = target_of(install_sh_python()).split("-")[0]
+    wheels = tmp_path / "wheels"
+    _house(wheels / f"{version}-aarch64", f"{version}-aarch64")
+    _house(wheels / f"{version}-armv7l", f"{version}-armv7l")  # marked, empty: the dry run
+    done = subprocess.run(["bash", str(INSTALL), "--no-start", "--wheels", str(wheels),
+                           "--python", str(python)],
+                          env={**_clean_env(), "DESTDIR": str(tmp_path / "root")},
+                          capture_output=True, text=True, timeout=600, check=False)
+    want = wheels / f"{version}-armv7l"
+    assert f"using wheelhouse {want} (this gateway: {version}-armv7l)" in done.stdout, (
+        done.stdout + done.stderr)
+    assert done.returncode == 1  # the empty house does not install: refused before any change
+    assert not (tmp_path / "root").exists()
+
+
 def test_install_sh_refuses_when_no_house_matches_and_changes_nothing(tmp_path: Path) -> None:
     me = target_of(install_sh_python())
     other = "cp311-armv7l" if me != "cp311-armv7l" else "cp313-x86_64"
