@@ -108,6 +108,14 @@ class RejectedError(ValueError):
         self.counter = counter
 
 
+# StateAlarm and GatewayState read only the unsigned JSON state of agents before D39 (contract
+# 1.0), never a signed one: those are checked against the published gateway-state schema in
+# _state. They are not that schema on purpose: a 1.0 will is `{"online":false}` without the gw
+# and boot_id the schema requires, and a 1.0 state may carry members the closed schema forbids,
+# so the schema would refuse old gateways; and an unsigned state is read for presence (`online`)
+# only, never opens a case, and is no part of the published contract (README §6 documents
+# signed states only). Not a second definition of a published message; remove both when 1.0
+# gateways are no longer accepted.
 class StateAlarm(BaseModel):
     """An active alarm in a plain-JSON state (an agent before D39; never opens a case)."""
 
