@@ -328,15 +328,40 @@ def test_asyncapi_messages_examples_are_their_schemas() -> None:
     doc = _yaml("asyncapi.yaml")
     names = {v: k for k, v in SCHEMA_FILES.items()}
     checked = 0
-    for message in doc["components"]["messages"].values():
+    for key, message in doc["components"]["messages"].items():
         payload = Path(message["payload"]["schema"]["$ref"]).name
+        if message.get("x-status") == "reserved":
+            continue  # not emitted: test_envelope_v2_is_reserved_in_both_documents
         body = Path(message["x-signed-body"]["$ref"]).name
+        assert message.get("examples"), key
         for example in message["examples"]:
             envelope = _resolve(example["payload"]["$ref"], doc, CONTRACT)
             assert errors(names[payload], envelope) == []
             assert errors(names[body], json.loads(envelope["body"])) == []
             checked += 1
     assert checked >= 6
+
+
+def test_envelope_v2_is_reserved_in_both_documents() -> None:
+    """v2 is specified (envelope-v2.schema.json) and marked reserved: on no channel, no request."""
+    asyncapi, openapi = _yaml("asyncapi.yaml"), _yaml("openapi.yaml")
+    reserved = {k: m for k, m in asyncapi["components"]["messages"].items()
+                if m.get("x-status") == "reserved"}
+    assert list(reserved) == ["batchV2"]
+    message = reserved["batchV2"]
+    assert Path(message["payload"]["schema"]["$ref"]).name == "envelope-v2.schema.json"
+    assert "examples" not in message  # nothing to capture: no gateway emits it
+    assert "do not emit" in message["summary"]
+    on_channels = [m["$ref"] for c in asyncapi["channels"].values()
+                   for m in c["messages"].values()]
+    assert "#/components/messages/batchV2" not in on_channels
+    schema_v2 = openapi["components"]["schemas"]["envelopeV2"]
+    assert Path(schema_v2["$ref"]).name == "envelope-v2.schema.json"
+    assert schema_v2["x-status"] == "reserved"
+    (item,) = openapi["paths"].values()
+    body = item["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert Path(body).name == "envelope.schema.json"  # gateways of this version POST v1 only
+    assert schema("envelope_v2")["x-status"] == "reserved"
 
 
 def test_versions_agree() -> None:
