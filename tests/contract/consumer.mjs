@@ -155,9 +155,10 @@ function ctrNow() { // documented: microseconds since the epoch, strictly increa
   return lastCtr;
 }
 function command({ device, action, params = {}, aud = info.gateway, iatMs = Date.now(),
-  ttlS = 300, ctr = ctrNow(), offsetMin = 0, key = platformKey }) {
+  ttlS = 300, ctr = ctrNow(), offsetMin = 0, key = platformKey, iss = null }) {
   const body = { cmd_id: uuid7(), aud, device, action, params, iat: rfc3339(iatMs, offsetMin),
     exp: rfc3339(iatMs + ttlS * 1000, offsetMin), ctr };
+  if (iss !== null) body.iss = iss; // README §7: the platform instance, its own counter
   const text = JSON.stringify(body);
   const env = { kid: kidOf(key), alg: "Ed25519", sig: b64url(sign(null, Buffer.from(text, "utf8"), key)),
     body: text };
@@ -334,6 +335,21 @@ async function main() {
     sig: b64url(sign(null, Buffer.from(epochText, "utf8"), platformKey)), body: epochText });
   await expect("epoch integer times", { body: epochBody, env: epochEnv }, "rejected", "bad_body",
     { byId: false });
+
+  // README §7 Counters: two platform instances sharing one key, each with its own `iss`, keep
+  // a counter each per (kid, iss). Interleaved, each one's ctr below the other's last, both are
+  // executed (neither locks the other out); a ctr below its own issuer's last is refused.
+  const issBase = ctrNow(); // µs since the epoch: +10 … +40 stay within a day of the gateway's now
+  const issuers = [["platform-a", 30], ["platform-b", 10], ["platform-a", 40], ["platform-b", 20]];
+  for (const [iss, step] of issuers) {
+    const sent = command({ device: cover, action: "device.read", iss, ctr: issBase + step });
+    check("command", sent.body, `device.read from ${iss}`);
+    await expect(`${iss} ctr +${step}`, sent, "executed", null);
+  }
+  // platform-a's last is +40: +35 is above platform-b's last (+20), below its own
+  const issRollback = command({ device: cover, action: "device.read", iss: "platform-a",
+    ctr: issBase + 35 });
+  await expect("platform-a counter rollback", issRollback, "rejected", "counter_rollback");
 
   // seq: wait for a state that covers everything seen, then apply the documented rule
   const target = maxSeq;
