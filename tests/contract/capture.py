@@ -5,6 +5,10 @@ records what travels (batches, state, commands), drives an alarm raise and clear
 commands (executed and rejected), and writes one file per kind of message. The examples are
 therefore what the gateway really sends; tests/test_contract.py validates them against the
 published schemas and captures fresh ones in every run.
+
+The ``suppressed`` summary comes only once the gateway's 60 s rate-limit window has ended: the
+command line waits for it (about a minute), the test's fresh capture does not
+(``--no-suppressed``, ``capture(..., suppressed=False)``).
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from edge.security.keys import describe
+from edge.security.signing import Ed25519PrivateKey
 from edge.transports.mqtt import MqttLink
 from hil.commander import send, sign_command
 from hil.tilt import set_tilt_local
 from tests.contract.stack import GATEWAY, PREFIX, Stack, demo_stack
 
 TILT_DEG = 40.0
+# unknown_kid is reported in full 5 times per reason per 60 s window (REJECT_BURST, README §8):
+# one more is counted, and the window's end brings the `suppressed` summary
+UNKNOWN_KID_BURST = 6
+SWITCHES_TRIED = 10  # max_switches_per_min is 4 in devices.yaml: the 5th change is unsafe
 
 
 @dataclass
@@ -103,9 +112,27 @@ def _device_state(recording: Recording, state: str) -> bool:
     return any(e["type"] == "state" and e["data"]["state"] == state for e in recording.events())
 
 
-async def drive(stack: Stack, recording: Recording) -> dict[str, Any]:
+async def _until_unsafe(stack: Stack, recording: Recording) -> None:
+    """Switch lamp-07 off and on, each result awaited, until the switch-rate rule refuses."""
+    for n in range(SWITCHES_TRIED):
+        cmd_id, envelope = sign_command(stack.platform_key, gateway=GATEWAY, device="lamp-07",
+                                        action="light.set", params={"on": n % 2 == 1})
+        await _command(stack, envelope)
+        result = await _until(lambda c=cmd_id: recording.result(c), 15, "a light.set result")
+        if result["data"]["reason"] == "unsafe":
+            return
+    raise AssertionError(f"{SWITCHES_TRIED} relay changes in a row, none refused as unsafe")
+
+
+async def drive(stack: Stack, recording: Recording, *, suppressed: bool = True
+                ) -> dict[str, Any]:
     """Drive the stack through what the examples show; return the named examples."""
     await _until(lambda: recording.bodies("state"), 20, "the birth message")
+    stranger = Ed25519PrivateKey.generate()  # a key the gateway does not know: unknown_kid
+    # early: the summary of the window that starts with the agent comes ~60 s after its start
+    for _ in range(UNKNOWN_KID_BURST if suppressed else 1):
+        await _command(stack, sign_command(stranger, gateway=GATEWAY, device="lamp-07",
+                                           action="light.set", params={"on": True})[1])
     await _until(lambda: any(e["type"] == "reading" for e in recording.events()), 20,
                  "a reading")
     cover = stack.sims.units["manhole-12"]
@@ -139,14 +166,21 @@ async def drive(stack: Stack, recording: Recording) -> dict[str, Any]:
                                               action="light.set",
                                               params={"on": True, "dim_pct": 40})[1]))
     await _command(stack, executed)  # the same envelope again: a replay
-    for reason in ("wrong_aud", "bad_params", "expired", "bad_signature", "duplicate"):
+    # a device action without its device: the body fails the schema outside /params
+    await _command(stack, sign_command(key, gateway=gw, device=None, action="light.set",
+                                       params={"on": True})[1])
+    for reason in ("wrong_aud", "bad_params", "expired", "bad_signature", "duplicate",
+                   "unknown_kid", "bad_body"):
         await _until(lambda r=reason: recording.result(None, r), 15, f"a {reason} result")
     await _until(lambda: recording.result(read_id), 15, "the device.read result")
+    await _until_unsafe(stack, recording)
     # the cover stops answering, then answers again: the device's health as state events
     cover.fault = "dead"
     await _until(lambda: _device_state(recording, "offline"), 20, "the cover offline")
     cover.fault = "none"
     await _until(lambda: _device_state(recording, "online"), 20, "the cover online again")
+    if suppressed:  # sent at least 60 s after the agent started (its first window's end)
+        await _until(lambda: recording.result(None, "suppressed"), 75, "the suppressed summary")
     # a clean stop leaves the retained goodbye
     assert stack.agent is not None
     stack.agent.send_signal(signal.SIGTERM)
@@ -191,8 +225,8 @@ def examples(stack: Stack, recording: Recording, command: bytes) -> dict[str, An
     return out
 
 
-async def capture(folder: Path) -> dict[str, Any]:
-    """Run the stack in ``folder``; return the examples."""
+async def capture(folder: Path, *, suppressed: bool = True) -> dict[str, Any]:
+    """Run the stack in ``folder``; return the examples (the summary too if ``suppressed``)."""
     recording = Recording()
     async with demo_stack(folder) as stack, asyncio.TaskGroup() as tg:
         ready = asyncio.Event()
@@ -200,7 +234,7 @@ async def capture(folder: Path) -> dict[str, Any]:
         async with asyncio.timeout(10):
             await ready.wait()
         try:
-            driven = await drive(stack, recording)
+            driven = await drive(stack, recording, suppressed=suppressed)
         finally:
             rec.cancel()
     return examples(stack, recording, driven["command"])
@@ -219,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.contract.capture")
     parser.add_argument("out", type=Path)
     parser.add_argument("--work", type=Path, default=Path("var/contract-capture"))
+    parser.add_argument("--no-suppressed", action="store_true",
+                        help="do not wait ~60 s for the suppressed summary")
     args = parser.parse_args(argv)
-    docs = asyncio.run(capture(args.work.resolve()))
+    docs = asyncio.run(capture(args.work.resolve(), suppressed=not args.no_suppressed))
     write(args.out, docs)
     print(f"{len(docs)} examples written to {args.out}", file=sys.stderr)
     return 0
