@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.drivers._codecs import (
+    ip_speaker,
     modbus_frames,
     nmea,
     pzem004t,
@@ -26,8 +27,10 @@ from edge.drivers._codecs import (
     syn6288,
     witmotion,
 )
-from hil.broker import free_port
+from edge.transports.mqtt import MqttLink
+from hil.broker import Mosquitto, free_port
 from hil.sims import modbus_sim, wire
+from hil.sims.ip_speaker import IpSpeakerSim
 from hil.sims.rtu_sim import RtuLineSim
 from hil.sims.serial_sims import GpsSim, TtsSim
 
@@ -91,6 +94,16 @@ WITMOTION_REPLY = bytes.fromhex("5003060AABFE39400025B1")
 # WITMOTION_0X3D (roll 15.00, pitch -2.50, yaw 90.00, 20.00 degC), CRC 95 28 by hand
 WITMOTION_REQUEST_4 = bytes.fromhex("5003003D0004D844")
 WITMOTION_REPLY_4 = bytes.fromhex("5003080AABFE39400007D09528")
+
+# firmware_notes/ip-speaker.md, the topics table and its vectors: UTF-8 JSON, keys in the
+# table's order. 井盖异常 = U+4E95 U+76D6 U+5F02 U+5E38; three-byte UTF-8 (1110xxxx 10xxxxxx
+# 10xxxxxx): 4E95 -> E4 BA 95, 76D6 -> E7 9B 96, 5F02 -> E5 BC 82, 5E38 -> E5 B8 B8
+IP_SPEAKER_PLAY = (b'{"id": "c1", "text": "\xe4\xba\x95\xe7\x9b\x96\xe5\xbc\x82\xe5\xb8\xb8", '
+                   b'"volume": 8, "priority": "emergency"}')
+IP_SPEAKER_PLAYED = b'{"id": "c1", "result": "played", "state": "idle", "amp_fault": false}'
+IP_SPEAKER_IDLE = b'{"state": "idle", "amp_fault": false}'
+IP_SPEAKER_PLAYING = b'{"state": "playing", "amp_fault": false}'
+IP_SPEAKER_AMP_FAULT = b'{"state": "idle", "amp_fault": true}'
 
 
 def _block(unit: modbus_sim.SimUnit, table: str, start: int, count: int) -> list[int]:
@@ -182,6 +195,52 @@ async def test_syn6288_golden_simulator() -> None:
         writer.close()
     finally:
         await sim.stop()
+    assert sim.spoken == ["井盖异常"]
+
+
+def test_ip_speaker_golden_codec() -> None:
+    # the note: engine tags are stripped, volume is the only volume
+    assert ip_speaker.encode_play("c1", "[v16]井盖异常", 8, emergency=True) == IP_SPEAKER_PLAY
+    assert ip_speaker.decode_status(IP_SPEAKER_PLAYED) == ip_speaker.Status(
+        playing=False, amp_fault=False, play_id="c1", result="played")
+    assert ip_speaker.decode_status(IP_SPEAKER_PLAYING) == ip_speaker.Status(
+        playing=True, amp_fault=False)
+    assert ip_speaker.decode_status(IP_SPEAKER_AMP_FAULT) == ip_speaker.Status(
+        playing=False, amp_fault=True)
+    note = (ROOT / "firmware_notes" / "ip-speaker.md").read_text(encoding="utf-8")
+    for body in (IP_SPEAKER_PLAY, IP_SPEAKER_PLAYED, IP_SPEAKER_IDLE, IP_SPEAKER_PLAYING,
+                 IP_SPEAKER_AMP_FAULT):
+        assert f"`{body.decode()}`" in note, body
+
+
+async def test_ip_speaker_golden_simulator(plain_broker: Mosquitto) -> None:
+    """The simulator, sent the note's literal play body, answers with the note's bytes."""
+    topic = "speakers/golden"
+    sim = IpSpeakerSim("127.0.0.1", plain_broker.port, topic)
+    gateway = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="golden-gw",
+                       protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
+    await gateway.connect()
+    assert await gateway.subscribe(f"{topic}/status")
+    await sim.start()
+    seen: list[bytes] = []
+
+    async def until(body: bytes) -> None:
+        while not seen or seen[-1] != body:
+            seen.append((await gateway.next_inbound(10)).payload)
+
+    try:
+        await asyncio.wait_for(until(IP_SPEAKER_IDLE), 10)
+        assert await gateway.publish(f"{topic}/play", IP_SPEAKER_PLAY) == 0
+        await asyncio.wait_for(until(IP_SPEAKER_PLAYED), 10)
+        sim.amp_fault = True
+        await asyncio.wait_for(until(IP_SPEAKER_AMP_FAULT), 10)
+    finally:
+        await gateway.close()
+        await sim.stop()
+    # every byte the simulator sent is one of the note's bodies (a "playing" one only if a
+    # periodic status fell within the 0.2 s of speech)
+    assert set(seen) <= {IP_SPEAKER_IDLE, IP_SPEAKER_PLAYING, IP_SPEAKER_PLAYED,
+                         IP_SPEAKER_AMP_FAULT}, seen
     assert sim.spoken == ["井盖异常"]
 
 
