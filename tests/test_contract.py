@@ -272,7 +272,8 @@ async def test_node_consumer_agrees_with_the_gateway(tmp_path: Path, node_consum
         rejected = {k: v for k, v in stack.store.counters().items() if k.startswith("rejected.")}
     assert report["ok"], "\n".join(report["failures"]) + "\n" + err.decode()[-3000:]
     stats = report["stats"]
-    FIGURES.append(f"contract: Node consumer verified {stats['batches']} batches and "
+    FIGURES.append(f"contract: Node consumer verified {stats['batches']} batches "
+                   f"({stats['events']} events, {stats['duplicates']} duplicates) and "
                    f"{stats['states']} states, validated {stats['schema_checked']} documents, "
                    f"{stats['out_of_order']} events arrived below the highest seq, "
                    f"{stats['seq']['lost']} lost (a late joiner from seq_low {stats['late']['baseline']}: "
