@@ -352,6 +352,20 @@ def test_an_unreadable_boot_id_is_unknown(tmp_path: Path,
     assert clock_mod.boot_id() == "unknown"
 
 
+@pytest.mark.parametrize("content", [
+    b"", b"garbage", b"\xff\xfe", "١٢٣".encode(), b"-5", b"1e400", b"12 34", b"9" * 21,
+    b"9" * (2 << 20), None])  # None: a directory where the file goes
+def test_a_damaged_clock_floor_is_no_floor(content: bytes | None, tmp_path: Path) -> None:
+    """state_dir/clock_floor (the last trusted wall time): a torn, foreign or oversized file
+    reads as no floor, so the start goes on and GNSS time gets the build floor's window."""
+    path = tmp_path / clock_mod.FLOOR_FILE
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert clock_mod.read_floor(path) is None
+
+
 # ---- fuzzing the small parsers (10 k examples in make test, 100 k in make faults) --------------
 
 # Not the protocol parsers (those run FUZZ_EXAMPLES): files the agent or the installer wrote,
