@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 
@@ -46,3 +47,24 @@ def write_private_atomic(path: Path, data: bytes, *, durable: bool = True) -> No
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def read_small_state_file(path: Path, max_bytes: int) -> bytes:
+    """Return the bytes of a state file the agent wrote itself, bounded and never blocking.
+
+    A damaged state dir must not stop the agent at start (issue 14 entry points): a FIFO or a
+    device at the path would block ``open``/``read`` for ever, and a huge file would be read
+    whole. Raises OSError for anything but a regular file, ValueError when over ``max_bytes``,
+    FileNotFoundError when absent (callers tell "absent" from "damaged").
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is over {max_bytes} bytes")
+    return data

@@ -14,7 +14,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
-from edge.atomic_file import write_private_atomic
+from edge.atomic_file import read_small_state_file, write_private_atomic
 
 # A wall clock before this instant is certainly wrong (this release was built later).
 CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
@@ -41,16 +41,28 @@ GNSS_CONFIRM_FIXES, GNSS_CONFIRM_SPAN_NS = 3, 2 * _S  # before the first adoptio
 # source suspect: one alarm per boot (``time_source_suspect``), never a re-anchoring.
 GNSS_SUSPECT_FIXES = 10
 FLOOR_FILE = "clock_floor"  # in state_dir: ns since the epoch of the last trusted wall time
+# A persisted floor further than this after the build floor is damage, not a date: a gateway
+# serves for years, not for decades on one release.
+FLOOR_FILE_MAX_AHEAD_NS = 30 * 366 * 86_400 * _S
 FLOOR_EVERY_S = 3600.0  # written hourly and at stop, only from a trusted clock (flash wear)
 
 
 def read_floor(path: Path) -> int | None:
-    """Return the persisted last trusted wall time (ns), or None if absent or unreadable."""
+    """Return the persisted last trusted wall time (ns), or None if absent or unreadable.
+
+    A damaged file is no floor (the fresh-gateway bounds apply): not a regular file (a FIFO
+    blocked the start), over 64 bytes, not digits, or a time outside the build floor and
+    FLOOR_FILE_MAX_AHEAD_NS after it (digits from a damaged sector, e.g. year 5138, made a
+    GNSS-only gateway refuse every fix until the file was removed: issue 14 audit).
+    """
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        text = read_small_state_file(path, 64).decode("ascii").strip()
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
-    return int(text) if text.isdigit() and len(text) <= 20 else None
+    if not text.isdigit() or len(text) > 20:
+        return None
+    ns = int(text)
+    return ns if CLOCK_FLOOR_NS <= ns <= CLOCK_FLOOR_NS + FLOOR_FILE_MAX_AHEAD_NS else None
 
 
 def write_floor(path: Path, ns: int) -> None:

@@ -20,8 +20,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.atomic_file import write_private_atomic
+from edge.atomic_file import read_small_state_file, write_private_atomic
 
+# A counter per (kid, issuer), each under 100 bytes: a file of more is not ours.
+REPLAY_FILE_MAX_BYTES = 4 << 20
 log = logging.getLogger(__name__)
 
 # Signed counters are bounded so that one signed command cannot lock its key out for good
@@ -60,7 +62,7 @@ class ReplayState:
         a deletion (`rm outbox.db*`, issue 19 re-test #2): lost, as a corrupt one is.
         """
         try:
-            doc = json.loads(self.path.read_bytes())
+            doc = json.loads(read_small_state_file(self.path, REPLAY_FILE_MAX_BYTES))
             counters = {str(k): int(v) for k, v in doc["counters"].items()}
             floor_ns = int(doc.get("floor_ns", 0))
             lost = bool(doc.get("lost", False))
@@ -76,7 +78,10 @@ class ReplayState:
             self.counters = dict(journal_counters)
             self.write()
             return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # OverflowError: int() of a float infinity (``1e400`` in a damaged file) failed every
+        # start (issue 14 docs/inputs.md audit)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                OverflowError) as exc:
             self._lose(f"{self.path} is unreadable ({type(exc).__name__})", journal_counters)
             return
         for kid, ctr in journal_counters.items():

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
 
-from edge.atomic_file import write_private_atomic
+from edge.atomic_file import read_small_state_file, write_private_atomic
 from edge.aux_writes import AuxWrites
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
@@ -416,11 +416,7 @@ class GpsDriver(Driver[GpsDevice]):
 
 
 def _read_small_json(path: Path) -> object:
-    with path.open("rb") as f:
-        raw = f.read(COVERAGE_FILE_MAX_BYTES + 1)
-    if len(raw) > COVERAGE_FILE_MAX_BYTES:
-        raise ValueError("too large")
-    return json.loads(raw)
+    return json.loads(read_small_state_file(path, COVERAGE_FILE_MAX_BYTES))
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
