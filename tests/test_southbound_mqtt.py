@@ -8,10 +8,13 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
 from edge.drivers.gps import GpsDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
+from edge.errors import DeviceUnavailableError
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim
@@ -100,3 +103,22 @@ async def test_ip_speaker_plays_reports_amp_fault_and_goes_offline(
             await task
         await driver.close()
         await sim.stop()
+
+
+async def test_a_refused_subscription_says_so_and_closes_the_link(
+        plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker whose ACL refuses the device's topic (SUBACK 0x87, injected: mosquitto 2.0.11
+    grants a denied filter and delivers nothing) must not leave a silent device behind."""
+    real_subscribe = MqttLink.subscribe
+
+    async def refusing(self: MqttLink, topic: str) -> bool:
+        granted = await real_subscribe(self, topic)  # the real round trip to the broker
+        return granted and not topic.startswith("trackers/")
+
+    monkeypatch.setattr(MqttLink, "subscribe", refusing)
+    broker = broker_for(plain_broker)
+    with pytest.raises(DeviceUnavailableError,
+                       match=r"refused the subscription to trackers/patrol-1 \(check the "):
+        await broker.connect("patrol-1", ["trackers/patrol-1"])
+    link = await broker.connect("speaker-1", ["speakers/speaker-1/status"])  # granted
+    await link.close()

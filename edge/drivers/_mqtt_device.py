@@ -37,11 +37,17 @@ class DeviceBroker:
                         tls=tls, username=cfg.username, password=password, inbound_max=1000)
         try:
             await link.connect()
-            for topic in subscriptions:
-                await link.subscribe(topic)
+            refused = [topic for topic in subscriptions if not await link.subscribe(topic)]
         except UplinkError as exc:
             await link.close()
             raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
+        if refused:
+            # without its subscription the device would only look silent (comm_lost, with no
+            # reason): say why, and let the supervisor retry (an ACL may be fixed meanwhile)
+            await link.close()
+            raise DeviceUnavailableError(
+                device, f"southbound broker refused the subscription to {', '.join(refused)} "
+                        f"(check the broker's ACL for user {cfg.username or '(none)'})")
         return link
 
 
