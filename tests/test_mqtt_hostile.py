@@ -36,7 +36,8 @@ from tests.helpers import wait_event
 from tests.recording_sink import RecordingSink
 from tests.test_southbound_mqtt import ASSET, broker_for, until
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))  # make faults: 100 k
+FUZZ = settings(max_examples=FUZZ_EXAMPLES,
                 deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 
 # (payload, what it is): whole payloads a device may never make a driver choke on
@@ -200,6 +201,8 @@ async def test_hostile_speaker_status_payloads(plain_broker: Mosquitto) -> None:
     encodable(sink.readings)
 
 
+@pytest.mark.reliability  # make faults runs it at FUZZ_EXAMPLES=100000
+@pytest.mark.timeout(120 + FUZZ_EXAMPLES // 100)  # 2.5-4 ms an example measured; ~3x over
 @FUZZ
 @given(st.one_of(st.binary(max_size=200),
                  st.recursive(st.none() | st.booleans() | st.floats() | st.integers()

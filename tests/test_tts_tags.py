@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 from edge.drivers._codecs import ip_speaker, syn6288, tts_text
 from tests.test_loudspeaker import running, until
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))  # make faults: 100 k
+FUZZ = settings(max_examples=FUZZ_EXAMPLES,
                 deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
+# pytest-timeout ends a true infinite loop (hypothesis cannot interrupt one): 100 k examples took
+# 77-92 s on a busy 2-core box; ~4x over that
+FUZZ_TIMEOUT_S = 120 + FUZZ_EXAMPLES // 400
 HOSTILE = ["[v16]请注意", "请注意[v16]", "[V16]请注意", "[m51][s10][t5]请注意", "[x1]soundy[d]",
            "[=zhu4]请注意", "[v1 6]请注意", "[[v16]]请注意", "[v16请注意", "请注意]",
            # issue 19 re-test #7: full-width brackets, mixed, and tags split by format chars
@@ -67,6 +71,8 @@ async def test_unit_never_gets_a_tag_from_the_text_end_to_end() -> None:
     assert sim.spoken == ["[v3]请注意"]
 
 
+@pytest.mark.reliability  # make faults runs it at FUZZ_EXAMPLES=100000
+@pytest.mark.timeout(FUZZ_TIMEOUT_S)
 @settings(parent=FUZZ)
 @given(st.text(max_size=120), st.integers(0, 16))
 def test_fuzz_syn6288_speak_never_passes_a_tag(text: str, volume: int) -> None:
@@ -74,6 +80,28 @@ def test_fuzz_syn6288_speak_never_passes_a_tag(text: str, volume: int) -> None:
         said = _text_of(syn6288.speak(text, "gbk", volume=volume))
         assert re.findall(r"\[[^\]]*\]", said) == [f"[v{volume}]"]
         assert not set(BRACKETS) & set(said[len(f"[v{volume}]"):])
+
+
+# replies near the two the unit sends (a byte more, less or changed) as well as any bytes
+_STATUS_REPLIES = st.binary(max_size=64) | st.builds(
+    lambda base, cut, tail: base[:cut] + tail,
+    st.sampled_from([syn6288.STATUS_IDLE, syn6288.STATUS_BUSY]), st.integers(0, 2),
+    st.binary(max_size=3))
+
+
+@pytest.mark.reliability  # make faults runs it at FUZZ_EXAMPLES=100000
+@pytest.mark.timeout(FUZZ_TIMEOUT_S)
+@settings(parent=FUZZ)
+@given(_STATUS_REPLIES)
+def test_fuzz_syn6288_parse_status(reply: bytes) -> None:
+    """Any reply is busy, idle or the codec's ValueError; nothing else, never a hang."""
+    try:
+        busy = syn6288.parse_status(reply)
+    except ValueError:
+        assert reply not in (syn6288.STATUS_IDLE, syn6288.STATUS_BUSY)
+        return
+    assert busy is (reply == syn6288.STATUS_BUSY)
+    assert reply in (syn6288.STATUS_IDLE, syn6288.STATUS_BUSY)
 
 
 def test_zero_width_characters_are_dropped_not_sent() -> None:
