@@ -106,10 +106,8 @@ class ModbusBus:
 
     def _classify_dropped(self, device: str, unit_id: int) -> DeviceProtocolError:
         """Name what pymodbus silently dropped: a frame from another unit, or noise."""
-        try:
-            body = check_crc(self._rx_last)
-        except ValueError:
-            body = b""
+        body = _mbap_body(self._rx_last) if isinstance(self.config, ModbusTcpBus) else \
+            _rtu_body(self._rx_last)
         if body and body[0] != unit_id:
             self.stats.wrong_unit += 1
             return DeviceProtocolError(device, f"unit {unit_id}: reply from unit {body[0]}, "
@@ -122,15 +120,40 @@ class ModbusBus:
         cfg = self.config
         common = {"timeout": cfg.timeout_s, "retries": 0, "reconnect_delay": 0.0,
                   "trace_packet": self._trace}
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if isinstance(cfg, ModbusTcpBus):
-            return AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
-        if cfg.port.startswith("socket://"):  # RTU over TCP (a serial server)
+            client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
+        elif cfg.port.startswith("socket://"):  # RTU over TCP (a serial server)
             host, _, port = cfg.port.removeprefix("socket://").rpartition(":")
-            return AsyncModbusTcpClient(host, port=int(port), framer=FramerType.RTU,
-                                        **common)  # type: ignore[arg-type]
-        return AsyncModbusSerialClient(cfg.port, framer=FramerType.RTU, baudrate=cfg.baud,
-                                       parity=cfg.parity, stopbits=cfg.stop_bits,
-                                       **common)  # type: ignore[arg-type]
+            client = AsyncModbusTcpClient(host, port=int(port), framer=FramerType.RTU,
+                                          **common)  # type: ignore[arg-type]
+        else:
+            client = AsyncModbusSerialClient(cfg.port, framer=FramerType.RTU, baudrate=cfg.baud,
+                                             parity=cfg.parity, stopbits=cfg.stop_bits,
+                                             **common)  # type: ignore[arg-type]
+        self._drop_undecodable(client)
+        return client
+
+    def _drop_undecodable(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
+        """Drop a received frame pymodbus cannot decode instead of letting it raise.
+
+        A reply with a function code pymodbus does not know raises ModbusIOException inside
+        ``data_received``: asyncio logged "Fatal error" with a traceback and closed the line,
+        on every poll of a misbehaving device (found by tests/test_modbus_reply_fuzz.py). The
+        bytes are discarded here; the read then times out and is counted as a garbled reply
+        (``bad_frames``), logged once per outage like any other (D32,
+        firmware_notes/modbus-rtu-timing.md).
+        """
+        ctx = client.ctx
+        parse = ctx.callback_data
+
+        def callback_data(data: bytes, addr: tuple[str, int] | None = None) -> int:
+            try:
+                return parse(data, addr=addr)
+            except ModbusException:
+                return len(data)
+
+        ctx.callback_data = callback_data  # type: ignore[method-assign]
 
     async def _connected(self, device: str) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         if self._client is not None and self._client.connected:
@@ -349,3 +372,23 @@ class ModbusBus:
 def _reason(exc: DeviceError) -> str:
     """Return what went wrong without the device name the caller already shows."""
     return exc.detail
+
+
+def _rtu_body(frame: bytes) -> bytes:
+    """Return unit id + PDU of an RTU frame with a good CRC, else b""."""
+    try:
+        return check_crc(frame)
+    except ValueError:
+        return b""
+
+
+def _mbap_body(frame: bytes) -> bytes:
+    """Return unit id + PDU of one whole Modbus TCP frame (MBAP header checked), else b"".
+
+    On TCP a reply from another unit was counted as noise (found by the reply fuzzer): the
+    unit id is the MBAP header's last byte, after transaction id, protocol id 0 and length.
+    """
+    if len(frame) < 8 or frame[2:4] != b"\x00\x00":
+        return b""
+    length = int.from_bytes(frame[4:6], "big")
+    return frame[6:] if length == len(frame) - 6 else b""
