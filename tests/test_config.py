@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from edge.config import DEVICE_MODELS
 from edge.config_loader import load_config, parse_config
 from edge.drivers import DRIVERS
 from edge.errors import ConfigError
+from tests.figures import figure
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = sorted(p for p in (ROOT / "tests" / "config_cases").iterdir() if p.is_dir())
@@ -189,14 +192,19 @@ def test_a_key_at_the_wrong_depth_is_called_an_indentation_slip(old: str, new: s
 _EDITS = st.lists(st.tuples(st.integers(0, 200), st.sampled_from(
     ["delete", "dedent", "indent", "typo", "empty", "dup", "tab", "colon", "number"])),
     min_size=1, max_size=6)
+# Each example parses the whole file with ruamel's round-trip loader (pure Python, kept for the
+# line numbers): ~10 ms; the slowest input re-run alone took 48 ms, and on a busy 2-core box
+# single examples took up to 355 ms (load and GC, not the input). A hang is a failure: 2 s an
+# example, ~6x the slowest seen (the billion-laughs file of issue 14 #2 took > 30 s).
+_MANGLED = settings(deadline=dt.timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+# make test: a short run. make faults (FUZZ_EXAMPLES=100000): MANGLED_FULL_EXAMPLES; 100 k would
+# take ~18 min at the 85-100 examples/s measured, so the count is capped to finish in < 10 min.
+MANGLED_FULL_CAP = 40_000
+MANGLED_FULL_EXAMPLES = min(int(os.environ.get("FUZZ_EXAMPLES", "10000")), MANGLED_FULL_CAP)
 
 
-@settings(max_examples=int(os.environ.get("CONFIG_FUZZ_EXAMPLES", "300")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(_EDITS)
-def test_a_mangled_file_is_always_a_list_of_located_problems(edits: list[tuple[int, str]]
-                                                             ) -> None:
-    # the partial cross-checks run on whatever validated: no mangling may crash them
+def _mangled_file_problems(edits: list[tuple[int, str]]) -> list[str]:
+    """Apply ``edits`` to the shipped file's lines; return the problems it is refused with."""
     lines = _shipped().splitlines()
     for at, how in edits:
         n = at % len(lines)
@@ -205,10 +213,40 @@ def test_a_mangled_file_is_always_a_list_of_located_problems(edits: list[tuple[i
             "delete": [], "dedent": [line[2:]], "indent": ["  " + line], "empty": [""],
             "typo": [line.replace("_", "", 1)], "dup": [line, line], "tab": ["\t" + line],
             "colon": [line + ": x"], "number": [re.sub(r"\d", "9", line)]}[how]
-    problems: list[str] = []
     try:
         parse_config("\n".join(lines) + "\n", Path("devices.yaml"))
     except ConfigError as exc:
-        problems = exc.problems or ["(an empty list of problems)"]
-    for problem in problems:
+        return exc.problems or ["(an empty list of problems)"]
+    return []
+
+
+@settings(parent=_MANGLED, max_examples=int(os.environ.get("CONFIG_FUZZ_EXAMPLES", "300")))
+@given(_EDITS)
+def test_a_mangled_file_is_always_a_list_of_located_problems(edits: list[tuple[int, str]]
+                                                             ) -> None:
+    # the partial cross-checks run on whatever validated: no mangling may crash them
+    for problem in _mangled_file_problems(edits):
         assert re.match(r"^devices\.yaml:\d+: \S", problem), problem
+
+
+@pytest.mark.reliability
+@pytest.mark.faults  # minutes: make faults only
+@pytest.mark.timeout(120 + MANGLED_FULL_EXAMPLES // 25)  # 40 ms an example: 4x the measured
+def test_many_mangled_files_are_always_lists_of_located_problems() -> None:
+    """The same at MANGLED_FULL_EXAMPLES (40 k in make faults: ~7-8 min at 85-100 a second)."""
+    run = {"examples": 0, "refused": 0}
+
+    @settings(parent=_MANGLED, max_examples=MANGLED_FULL_EXAMPLES)
+    @given(_EDITS)
+    def mangle(edits: list[tuple[int, str]]) -> None:
+        problems = _mangled_file_problems(edits)
+        run["examples"] += 1
+        run["refused"] += bool(problems)
+        for problem in problems:
+            assert re.match(r"^devices\.yaml:\d+: \S", problem), problem
+
+    started_s = time.monotonic()
+    mangle()
+    figure("R12", f"devices.yaml: {run['examples']} mangled files "
+                  f"({run['refused']} refused, every problem located) in "
+                  f"{time.monotonic() - started_s:.0f} s, 2 s deadline each")
