@@ -80,3 +80,24 @@ async def test_a_damaged_replay_file_is_lost_state_not_a_crash(tmp_path: Path,
     again.load({"k": 7}, store_replaced=False)
     assert not again.lost
     assert again.counters["k"] == 9
+
+
+@pytest.mark.parametrize("content", [
+    b"not json", b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000,
+    b'{"deadbeefdeadbeef": {"public_key_hex": "' + b"ab" * (200 << 10) + b'"}}',  # > 256 KiB
+    b"[]", b'{"a": 1e400}'])
+def test_a_keys_file_that_is_no_keys_document_is_refused_whole(tmp_path: Path,
+                                                              content: bytes) -> None:
+    """The platform keys file (docs/inputs.md): not JSON, deeply nested or over its cap."""
+    from edge.commands.keys import load_platform_keys, platform_keys_problem
+    from tests.test_command_hardening import HardHarness
+
+    harness = HardHarness(tmp_path)
+    keys_file = tmp_path / "platform-keys.json"
+    assert load_platform_keys(harness.loaded.config, tmp_path) != {}  # the harness's: loaded
+    keys_file.write_bytes(content)
+    keys_file.chmod(0o600)
+    assert load_platform_keys(harness.loaded.config, tmp_path) == {}
+    problem = platform_keys_problem(harness.loaded.config, tmp_path)
+    assert problem is not None
+    assert "ab" * 8 not in problem  # never echoes the file
