@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from edge.drivers._codecs import modbus_frames, nmea, sdm120, syn6288, witmotion
 
-pytestmark = pytest.mark.reliability
+# pytest's 120 s default is close to a codec fuzzer at 100 k on a busy 2-core box
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(
+    120 + int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 250)]
 
 # 10 k examples per parser in CI; make faults runs 100 k (R12)
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))

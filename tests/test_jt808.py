@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from edge.drivers._codecs import jt808
 
-pytestmark = pytest.mark.reliability
+# pytest's 120 s default is close to a codec fuzzer at 100 k on a busy 2-core box
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(
+    120 + int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 250)]
 
 LOCATION = bytes.fromhex(
     "7E0200002801380013800000020000000000 0C0003 01DE3DB2 072FF497 000C 0164 005A "
