@@ -15,12 +15,10 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -30,6 +28,7 @@ from hypothesis import strategies as st
 from edge.clock import TimeQuality
 from edge.security.signing import Signer
 from hil.commander import sign_command
+from tests.fuzz_watchdog import cpu_deadline, watchdog_installed
 from tests.test_command_hardening import HardHarness
 from tests.test_commands import GW
 
@@ -82,14 +81,6 @@ def signed_bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-class _HangError(Exception):
-    pass
-
-
-def _alarm(_sig: int, _frame: FrameType | None) -> None:
-    raise _HangError(f"an example ran over {EXAMPLE_DEADLINE_S} s")
-
-
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[tuple[HardHarness, asyncio.AbstractEventLoop]]:
     # On tmpfs when there is one: the same fsync calls, without 100 k waits for a disk
@@ -98,12 +89,10 @@ def harness(tmp_path: Path) -> Iterator[tuple[HardHarness, asyncio.AbstractEvent
     loop = asyncio.new_event_loop()
     h = HardHarness(base)
     loop.run_until_complete(h.start())
-    old = signal.signal(signal.SIGVTALRM, _alarm)
     try:
-        yield h, loop
+        with watchdog_installed():
+            yield h, loop
     finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, old)
         loop.run_until_complete(h.stop())
         loop.close()
         if base != tmp_path:
@@ -152,13 +141,9 @@ def test_fuzz_the_command_path(harness: tuple[HardHarness, asyncio.AbstractEvent
         h.clock.q = quality
         h.now = dt.datetime(2026, 11, 26, hour, 0, tzinfo=dt.UTC)
         assert h.processor is not None
-        # CPU time, and SIGVTALRM: pytest-timeout owns SIGALRM for the whole test
-        signal.setitimer(signal.ITIMER_VIRTUAL, EXAMPLE_DEADLINE_S)  # a CPU-bound hang
-        try:
+        with cpu_deadline(EXAMPLE_DEADLINE_S):  # a CPU-bound hang (tests/fuzz_watchdog.py)
             out = loop.run_until_complete(asyncio.wait_for(h.processor.handle(raw),
                                                            EXAMPLE_DEADLINE_S))
-        finally:
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         assert out.status in STATUSES, out
         assert out.reason != "internal_error", out  # a bug reached the catch-all
         seen[f"{out.status}.{out.reason}"] = seen.get(f"{out.status}.{out.reason}", 0) + 1

@@ -19,9 +19,7 @@ import contextlib
 import datetime as dt
 import os
 import re
-import signal
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -33,6 +31,7 @@ from edge.ops.http_site import REJECTED
 from edge.ops.metrics import serve_metrics
 from edge.ops.status_page import LoginThrottle, serve_status_page
 from hil.broker import free_port
+from tests.fuzz_watchdog import close_loop, cpu_deadline, watchdog_installed
 
 pytestmark = pytest.mark.reliability
 
@@ -152,13 +151,6 @@ def _requests(draw: st.DrawFn) -> bytes:
     return request
 
 
-class _HangError(Exception):
-    pass
-
-
-def _alarm(_sig: int, _frame: FrameType | None) -> None:
-    raise _HangError(f"an example ran over {EXAMPLE_DEADLINE_S} s of CPU time")
-
 
 async def _status() -> dict[str, Any]:
     return {"gateway": "gw-1", "version": "t", "uptime_s": 1.0, "time_quality": "synced",
@@ -232,19 +224,12 @@ async def _exchange(port: int, raw: bytes) -> bytes:
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
-    old = signal.signal(signal.SIGVTALRM, _alarm)
     try:
-        yield loop
+        with watchdog_installed():
+            yield loop
     finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, old)
         # the server's handlers of the last connections, still reading when the site stopped
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)
 
 
 def _logged_in(raw: bytes) -> bool:
@@ -268,12 +253,9 @@ def _fuzz(loop: asyncio.AbstractEventLoop, port: int, site: str) -> dict[int, in
                                      HealthCheck.function_scoped_fixture])
     @given(raw=_requests())
     def run(raw: bytes) -> None:
-        signal.setitimer(signal.ITIMER_VIRTUAL, EXAMPLE_DEADLINE_S)
-        try:
+        with cpu_deadline(EXAMPLE_DEADLINE_S):
             reply = loop.run_until_complete(asyncio.wait_for(_exchange(port, raw),
                                                              EXAMPLE_DEADLINE_S))
-        finally:
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         statuses = [int(s) for s in STATUS_LINE.findall(reply)]
         assert reply == b"" or statuses, reply[:200]  # an HTTP answer or a closed connection
         assert all(s < 500 for s in statuses), (statuses, reply[:300])

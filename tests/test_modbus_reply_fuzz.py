@@ -27,12 +27,10 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import signal
 import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,6 +46,7 @@ from edge.errors import (
 )
 from edge.transports import modbus
 from edge.transports.modbus import ModbusBus
+from tests.fuzz_watchdog import close_loop, cpu_deadline, watchdog_installed
 
 pytestmark = pytest.mark.reliability
 
@@ -239,31 +238,17 @@ class _Tracebacks(logging.Handler):
         self.records[key] = self.records.get(key, 0) + 1
 
 
-class _HangError(Exception):
-    pass
-
-
-def _alarm(_sig: int, _frame: FrameType | None) -> None:
-    raise _HangError(f"an example ran over {EXAMPLE_DEADLINE_S} s of CPU time")
-
 
 @pytest.fixture
 def loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[asyncio.AbstractEventLoop]:
     # a unit's breaker would turn the next example into a skip; here every request goes out
     monkeypatch.setattr(modbus, "BREAKER_BASE_S", 0.0)
     loop = asyncio.new_event_loop()
-    old = signal.signal(signal.SIGVTALRM, _alarm)
     try:
-        yield loop
+        with watchdog_installed():
+            yield loop
     finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, old)
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)
 
 
 async def _operate(bus: ModbusBus, op: tuple[int, int, int, int], timeout_s: float
@@ -284,16 +269,13 @@ async def _operate(bus: ModbusBus, op: tuple[int, int, int, int], timeout_s: flo
 def _run(loop: asyncio.AbstractEventLoop, bus: ModbusBus, op: tuple[int, int, int, int],
          timeout_s: float) -> tuple[list[int] | DeviceError | None, float]:
     """One operation under the deadlines: (its value or its DeviceError, seconds taken)."""
-    signal.setitimer(signal.ITIMER_VIRTUAL, EXAMPLE_DEADLINE_S)
     started = time.monotonic()
-    try:
+    with cpu_deadline(EXAMPLE_DEADLINE_S):
         try:
             out: list[int] | DeviceError | None = loop.run_until_complete(
                 asyncio.wait_for(_operate(bus, op, timeout_s), EXAMPLE_DEADLINE_S))
         except DeviceError as exc:
             out = exc
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     return out, time.monotonic() - started
 
 

@@ -15,12 +15,10 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -30,6 +28,7 @@ from hypothesis import strategies as st
 from edge.security.signing import Signer
 from hil.receiver.core import Receiver
 from hil.receiver.store import ReceiverStore
+from tests.fuzz_watchdog import cpu_deadline, watchdog_installed
 from tests.test_receiver import GW, STATE, TOPIC, alarm, batch, reading, setup, state_doc
 
 pytestmark = pytest.mark.reliability
@@ -58,25 +57,16 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-class _HangError(Exception):
-    pass
-
-
-def _alarm(_sig: int, _frame: FrameType | None) -> None:
-    raise _HangError(f"an example ran over {EXAMPLE_DEADLINE_S} s of CPU")
-
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[Receiver[ReceiverStore], Signer]]:
     # on tmpfs when there is one: the same commits, without 10 k waits for a disk
     shm = Path("/dev/shm")
     base = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path
-    old = signal.signal(signal.SIGVTALRM, _alarm)
     try:
-        yield setup(base)
+        with watchdog_installed():
+            yield setup(base)
     finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, old)
         if base != tmp_path:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -112,11 +102,8 @@ def test_fuzz_the_receivers_inputs(rig: tuple[Receiver[ReceiverStore], Signer]) 
     @given(topic=topics, payload=payloads)
     def run(topic: str, payload: bytes) -> None:
         cases_before = len(rx.store.cases())
-        signal.setitimer(signal.ITIMER_VIRTUAL, EXAMPLE_DEADLINE_S)  # a CPU-bound hang
-        try:
+        with cpu_deadline(EXAMPLE_DEADLINE_S):
             out = rx.handle(topic, payload)
-        finally:
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         kind = out.rejected.split(":")[0] if out.rejected else "accepted"
         seen[kind] = seen.get(kind, 0) + 1
         assert not out.rejected.startswith("malformed"), (out, payload[:300])
