@@ -7,10 +7,14 @@ import pytest
 from tests.fuzz_watchdog import HangError, cpu_deadline, watchdog_installed
 
 
+def _spin_for_ever() -> None:
+    while True:
+        pass
+
+
 def test_a_cpu_bound_loop_is_stopped_at_its_deadline() -> None:
-    with watchdog_installed(), pytest.raises(HangError), cpu_deadline(0.05):
-        while True:
-            pass
+    with watchdog_installed(), cpu_deadline(0.05), pytest.raises(HangError):
+        _spin_for_ever()
 
 
 def test_a_quick_example_is_left_alone() -> None:
