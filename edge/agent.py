@@ -255,7 +255,7 @@ class Agent:
                      ) -> MqttUplink | HttpsUplink:
         """Create the sink, the drivers, the command processor and the uplink."""
         cfg = self.loaded.config
-        active = await self._load_active_alarms()
+        active = await self.outbox.active_alarms()
         self.sink = sink = EventSink(cfg, self.outbox, self.clock, active)
         if self.outbox.store.replaced_corrupt is not None:
             await sink.system_alarm("store_corrupt",
@@ -432,11 +432,6 @@ class Agent:
         """Read one device now (the status page's button); KeyError if unknown."""
         return await self.drivers[name].probe()
 
-    async def _load_active_alarms(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        rows = await self.outbox.call(self.outbox.store.query,
-                                      "SELECT alarm_key, alarm_id, detail FROM active_alarms")
-        return {str(k): (str(a), json.loads(d)) for k, a, d in rows}
-
     async def _uplink_state(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
         # every (re)connect and every state tick re-announces the alarms still active, so a
@@ -521,17 +516,15 @@ class Agent:
                 await asyncio.to_thread(self._save_clock_floor)
                 next_floor = time.monotonic() + FLOOR_EVERY_S
             if synced and not was_synced:
-                n = await self.outbox.call(self.outbox.store.correct_unsynced,
-                                           self.clock.boot_id, self.clock.now_ns(),
-                                           time.monotonic_ns() // 1_000_000)
+                n = await self.outbox.correct_unsynced(self.clock.boot_id, self.clock.now_ns(),
+                                                       time.monotonic_ns() // 1_000_000)
                 log.info("clock synced: %d queued events re-stamped", n)
             was_synced = synced
             if time.monotonic() >= next_prune and synced:
-                await self.outbox.call(functools.partial(
-                    self.outbox.store.prune, self.clock.now_ns(),
-                    alarm_retention_s=cfg.alarm_retention_s,
-                    telemetry_retention_s=cfg.telemetry_retention_s,
-                    position_retention_s=cfg.position_retention_s))
+                await self.outbox.prune(self.clock.now_ns(),
+                                        alarm_retention_s=cfg.alarm_retention_s,
+                                        telemetry_retention_s=cfg.telemetry_retention_s,
+                                        position_retention_s=cfg.position_retention_s)
                 next_prune = time.monotonic() + 600
             await asyncio.sleep(1.0)
 

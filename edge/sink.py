@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from edge.buffer.alarm_state import ActiveAlarms, AlarmCleared, AlarmRaised, AlarmStateChange
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.clock import CLOCK_FLOOR_NS, Clock, TimeQuality
 from edge.config import AnyDevice, EdgeConfig
@@ -34,7 +34,7 @@ class EventSink:
     """
 
     def __init__(self, config: EdgeConfig, outbox: AsyncOutbox, clock: Clock,
-                 active: dict[str, tuple[str, dict[str, Any]]]) -> None:
+                 active: ActiveAlarms) -> None:
         self._outbox = outbox
         self._clock = clock
         self._assets = {d.name: asset_of(d) for d in config.devices}
@@ -104,7 +104,7 @@ class EventSink:
         key = f"{change.device}:{change.kind}"
         asset = self._assets.get(change.device)
         ts, quality, mono = self._stamp(time.time_ns(), time.monotonic_ns())
-        statements: list[tuple[str, list[Any]]] = []
+        state_change: AlarmStateChange
         if change.state == "raised":
             if key in self.active:  # already open (e.g. re-announced after a restart)
                 alarm_id = self.active[key][0]
@@ -112,15 +112,13 @@ class EventSink:
                 code = asset.code if asset else change.device
                 alarm_id = f"{code}:{change.kind}:{ts // 1_000_000}"
             block = {"value": change.value, "threshold": change.threshold}
-            statements.append(("INSERT OR REPLACE INTO active_alarms (alarm_key, alarm_id, "
-                               "raised_ns, detail) VALUES (?, ?, ?, ?)",
-                               [key, alarm_id, ts, json.dumps(block)]))
+            state_change = AlarmRaised(key, alarm_id, ts, block)
         else:
             if key not in self.active:
                 log.debug("clear of %s without an active raise; ignored", key)
                 return
             alarm_id = self.active[key][0]
-            statements.append(("DELETE FROM active_alarms WHERE alarm_key=?", [key]))
+            state_change = AlarmCleared(key)
         alarm = Alarm(kind=change.kind, state="raised" if change.state == "raised" else "cleared",
                       alarm_id=alarm_id, severity=change.severity, value=change.value,
                       threshold=change.threshold, unit=change.unit,
@@ -133,7 +131,7 @@ class EventSink:
         # writer took the event (a reload or restart of the driver): a committed raise missing
         # here would make its clear "without an active raise" and leave the case open forever.
         # The outbox owns the put (finished or cancelled before it closes, review finding 7).
-        put = self._outbox.detach(self._outbox.put_many([event], statements),
+        put = self._outbox.detach(self._outbox.put_many([event], [state_change]),
                                   name=f"sink.alarm {key}")
         put.add_done_callback(lambda done: self._committed(done, change, key, alarm_id))
         await asyncio.shield(put)

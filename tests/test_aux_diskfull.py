@@ -22,6 +22,7 @@ from hil.broker import Mosquitto
 from hil.receiver.service import run_mqtt
 from tests.cfg import TILT_ASSET, write_config
 from tests.helpers import receiver_for, start_agent, stop_agent, wait_until
+from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store
 from tests.test_outbox_diskfull import fill, small_fs
 
@@ -156,7 +157,7 @@ def test_a_store_opened_on_a_full_disk_is_not_moved_aside_as_corrupt(small_fs: P
     try:
         if reserve:  # the reserve makes room: open, every held event there
             again.open()
-            assert [r[0] for r in again.query("SELECT seq FROM events ORDER BY seq")] == seqs
+            assert [r[0] for r in sql_rows(again, "SELECT seq FROM events ORDER BY seq")] == seqs
         else:  # no reserve: refused as full, never replaced
             with pytest.raises(StoreFullError, match="disk is full"):
                 again.open()

@@ -21,6 +21,7 @@ from edge.preflight import run_checks
 from edge.security.signing import Ed25519PrivateKey, Signer
 from hil.commander import register, sign_command
 from tests.figures import figure
+from tests.outbox_sql import sql_rows
 from tests.test_commands import GW, NOON_LOCAL, Harness
 
 pytestmark = pytest.mark.reliability
@@ -49,7 +50,7 @@ class HardHarness(Harness):
 
     def events(self, like: str) -> list[dict[str, Any]]:
         assert self.outbox is not None
-        return [json.loads(r[0]) for r in self.outbox.store.query(
+        return [json.loads(r[0]) for r in sql_rows(self.outbox.store,
             "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE ?", (f"%{like}%",))]
 
 

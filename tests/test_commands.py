@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.command_journal import Claim
 from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.commands.processor import CommandProcessor, Outcome, load_platform_keys
@@ -20,6 +21,7 @@ from edge.safety import SafetyRules
 from edge.security.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
 from tests.figures import figure
+from tests.outbox_sql import sql_rows
 
 pytestmark = pytest.mark.reliability
 
@@ -100,7 +102,7 @@ async def test_a_valid_command_executes_and_is_reported(h: Harness) -> None:
     assert h.executed[0][2].dim_pct == 60
     assert h.audit()[-1]["status"] == "executed"
     assert h.outbox is not None
-    results = [json.loads(r[0]) for r in h.outbox.store.query(
+    results = [json.loads(r[0]) for r in sql_rows(h.outbox.store,
         "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE '%command_result%'")]
     assert results[-1]["data"]["status"] == "executed"
     assert results[-1]["data"]["cmd_id"] == out.cmd_id
@@ -195,11 +197,11 @@ async def test_speaker_quiet_hours_and_emergency_override(h: Harness) -> None:
 
 async def test_interrupted_command_is_reported_unknown_not_rerun(h: Harness) -> None:
     assert h.outbox is not None
-    h.outbox.store.execute_tx([("INSERT INTO commands (cmd_id, kid, ctr, action, device, state, "
-                                "received_ns, updated_ns) VALUES ('c1', 'k', 1, 'light.set', "
-                                "'lamp-07', 'executing', 0, 0)", ())])
+    journal = h.outbox.store.journal  # the agent stopped between these two and recover()
+    assert journal.claim(Claim("c1", "k", "k", 1, "light.set", "lamp-07", 0)) is None
+    journal.set_state("c1", "executing", "")
     assert h.processor is not None
     lost = await h.processor.recover()
     assert [(o.status, o.cmd_id) for o in lost] == [("unknown", "c1")]
     assert not h.executed
-    assert h.outbox.store.query("SELECT state FROM commands WHERE cmd_id='c1'")[0][0] == "unknown"
+    assert journal.state("c1") == "unknown"

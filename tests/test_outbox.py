@@ -13,11 +13,12 @@ from edge.buffer.store import SCHEMA, Outbox
 from edge.clock import TimeQuality
 from edge.errors import StoreError
 from edge.model import Event, EventType
+from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store
 
 
 def seqs_of(store: Outbox) -> list[int]:
-    return [r[0] for r in store.query("SELECT seq FROM events ORDER BY seq")]
+    return [r[0] for r in sql_rows(store, "SELECT seq FROM events ORDER BY seq")]
 
 
 def test_pragmas_are_the_durable_ones(tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_truncated_store_is_moved_aside_and_a_fresh_one_starts(tmp_path: Path) -
     store = open_store(path)
     assert store.replaced_corrupt is not None
     assert store.append([ev()]).seqs[0] >= high
-    assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+    assert sql_rows(store, "PRAGMA integrity_check")[0][0] == "ok"
     store.close()
 
 
@@ -146,7 +147,7 @@ def test_quota_evicts_oldest_telemetry_never_alarms_and_emits_a_gap(tmp_path: Pa
     stats = store.stats()
     assert stats["drops"].get("quota.3", 0) > 0
     assert stats["used_bytes"] <= 1024 * 1024
-    gaps = [json.loads(r[0]) for r in store.query("SELECT payload FROM events WHERE prio=0")
+    gaps = [json.loads(r[0]) for r in sql_rows(store, "SELECT payload FROM events WHERE prio=0")
             if json.loads(r[0])["type"] == "gap"]
     assert gaps, "no gap event announced the drop"
     gap = gaps[0]["data"]
@@ -182,8 +183,8 @@ def test_old_schema_store_migrates_in_one_transaction(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = open_store(path)
-    assert store.query("PRAGMA user_version")[0][0] == SCHEMA[-1][0]
-    assert store.query("SELECT count(*) FROM events")[0][0] == 1
+    assert sql_rows(store, "PRAGMA user_version")[0][0] == SCHEMA[-1][0]
+    assert sql_rows(store, "SELECT count(*) FROM events")[0][0] == 1
     assert store.counters() == {}
     assert store.append([ev()]).seqs == [2]
     store.close()
@@ -220,7 +221,7 @@ def test_unsynced_events_are_restamped_when_the_clock_syncs(tmp_path: Path) -> N
                         mono=("older-boot", 1_000))])
     now_ns = time.time_ns()
     assert store.correct_unsynced(boot, now_ns, mono_now_ms=61_000) == 1
-    docs = [json.loads(r[0]) for r in store.query("SELECT payload FROM events ORDER BY seq")]
+    docs = [json.loads(r[0]) for r in sql_rows(store, "SELECT payload FROM events ORDER BY seq")]
     assert docs[0]["time_quality"] == "corrected"
     from edge.clock import parse_rfc3339
 
@@ -264,7 +265,7 @@ def test_positions_have_their_own_retention(tmp_path: Path) -> None:
     dropped = store.prune(time.time_ns(), alarm_retention_s=7 * 86400,
                           telemetry_retention_s=72 * 3600, position_retention_s=86400)
     assert dropped == {2: 1}
-    kinds = [json.loads(r[0])["type"] for r in store.query("SELECT payload FROM events")]
+    kinds = [json.loads(r[0])["type"] for r in sql_rows(store, "SELECT payload FROM events")]
     assert kinds.count("position") == 1  # the fresh one
     assert "state" in kinds
     assert store.counters()["dropped.position_retention.2"] == 1

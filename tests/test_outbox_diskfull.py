@@ -14,6 +14,7 @@ import pytest
 
 from edge.errors import StoreFullError
 from tests.figures import figure
+from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store
 
 pytestmark = pytest.mark.reliability
@@ -70,13 +71,13 @@ def test_disk_full_sheds_telemetry_keeps_alarms_and_recovers(small_fs: Path) -> 
     # at 100 %: alarms still get in (telemetry is evicted to make room), nothing crashes
     for _ in range(50):
         alarms += store.append([ev(0, size=100)]).seqs
-    present = {r[0] for r in store.query("SELECT seq FROM events")}
+    present = {r[0] for r in sql_rows(store, "SELECT seq FROM events")}
     assert set(alarms) <= present, "an alarm was dropped on a full disk"
     assert len(alarms) >= 50
     counters = store.counters()
     shed = sum(v for k, v in counters.items() if k.startswith("dropped."))
     assert shed > 0, counters
-    gaps = [json.loads(r[0])["data"] for r in store.query(
+    gaps = [json.loads(r[0])["data"] for r in sql_rows(store,
         "SELECT payload FROM events WHERE prio = 0") if b'"gap"' in r[0]]
     assert gaps, "no gap event announced the shed telemetry"
     # DELETE still works on the full disk: the uplink can keep acking
@@ -90,7 +91,7 @@ def test_disk_full_sheds_telemetry_keeps_alarms_and_recovers(small_fs: Path) -> 
     store._ballast_check_at = 0.0
     store.append([ev(3)])
     assert (small_fs / "outbox.db.ballast").exists(), "the reserve was not restored"
-    assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+    assert sql_rows(store, "PRAGMA integrity_check")[0][0] == "ok"
     store.close()
     figure("R7", f"disk at 100 %: {shed} telemetry events shed (counted, {len(gaps)} gap events), "
                  f"0 of {len(alarms)} alarms dropped, DELETE worked, recovered by itself, 0 corrupt")

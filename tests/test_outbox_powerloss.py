@@ -15,6 +15,7 @@ import pytest
 
 from edge.buffer.store import Outbox
 from tests.figures import figure
+from tests.outbox_sql import sql_rows
 from tests.powerloss.replay import read_trace, sweep
 
 pytestmark = pytest.mark.reliability
@@ -84,7 +85,7 @@ def crash_images(shim: Path, folder: Path, sync: str, *, points: int, images: in
                 store = Outbox(scratch / "outbox.db")
                 store.open()
                 ok = store.replaced_corrupt is None
-                present = {r[0] for r in store.query("SELECT seq FROM events")}
+                present = {r[0] for r in sql_rows(store, "SELECT seq FROM events")}
                 store.close()
                 for leftover in scratch.glob("outbox.db.corrupt-*"):
                     leftover.unlink()

@@ -9,14 +9,15 @@ from typing import Any
 
 from edge.buffer.store import SCHEMA, Outbox
 from edge.clock import Clock
+from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store
 
 
 def truth(store: Outbox) -> dict[str, Any]:
     """What a full scan says (the old stats())."""
-    by_prio = {str(p): {"events": n, "bytes": b} for p, n, b in store.query(
+    by_prio = {str(p): {"events": n, "bytes": b} for p, n, b in sql_rows(store,
         "SELECT prio, count(*), sum(length(payload)) FROM events GROUP BY prio")}
-    dead = store.query("SELECT count(*) FROM dead_letters")[0][0]
+    dead = sql_rows(store, "SELECT count(*) FROM dead_letters")[0][0]
     return {"by_prio": by_prio, "dead_letters": dead}
 
 

@@ -22,6 +22,7 @@ from edge.errors import EventRejectedError
 from edge.sink import EventSink
 from hil.broker import Mosquitto
 from tests.cfg import write_config
+from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store
 
 
@@ -40,7 +41,7 @@ async def test_a_nan_event_fails_alone_and_the_event_batched_with_it_commits(
             await outbox.put(ev(3, n=2))  # later puts are served
             writer.cancel()
         assert outbox.rejected == {3: 1}
-        assert [r[0] for r in store.query("SELECT count(*) FROM events")] == [2]
+        assert [r[0] for r in sql_rows(store, "SELECT count(*) FROM events")] == [2]
     finally:
         await outbox.close()
 

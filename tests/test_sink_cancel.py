@@ -14,6 +14,7 @@ from typing import Any
 
 from typing_extensions import override
 
+from edge.buffer.alarm_state import AlarmStateChange
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
@@ -34,8 +35,8 @@ class LateAck(AsyncOutbox):
 
     @override
     async def put_many(self, events: Sequence[Event],
-                       statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
-        await super().put_many(events, statements)
+                       alarm_state: Sequence[AlarmStateChange] = ()) -> None:
+        await super().put_many(events, alarm_state)
         self.committed.set()
         await asyncio.sleep(0.2)
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from edge.buffer.alarm_state import ActiveAlarms, AlarmStateChange
+from edge.buffer.command_journal import AsyncCommandJournal
 from edge.buffer.store import ALARM_PRIOS, AppendResult, Leased, Outbox
 from edge.errors import EventRejectedError, StoreError, StoreFullError
 from edge.model import Event, encode_event
@@ -37,7 +40,7 @@ DETACHED_SETTLE_S = 2.0
 class _Op:
     events: list[Event] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)
-    statements: list[tuple[str, Sequence[Any]]] = field(default_factory=list)
+    alarm_state: list[AlarmStateChange] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
 
 
@@ -60,19 +63,20 @@ class AsyncOutbox:
         self.evicted: dict[int, int] = {}
         self.rejected: dict[int, int] = {}  # prio -> events refused by the encoder
         self._detached: set[asyncio.Task[Any]] = set()
+        self.journal = AsyncCommandJournal(store.journal, self._call)
 
     @property
     def queued(self) -> int:
         """Return how many ops wait for the writer."""
         return self._ops.qsize()
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run ``fn(*args)`` on the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def open(self) -> None:
         """Open the store on its thread."""
-        await self.call(self.store.open)
+        await self._call(self.store.open)
 
     def detach(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Run an outbox operation that must outlive its caller, owned by the outbox.
@@ -110,7 +114,7 @@ class AsyncOutbox:
         Detached operations finish first (or are cancelled after ``DETACHED_SETTLE_S``).
         """
         await self._settle_detached()
-        await self.call(self.store.close)
+        await self._call(self.store.close)
         self._thread.shutdown(wait=True)
 
     async def put(self, event: Event) -> None:
@@ -118,15 +122,15 @@ class AsyncOutbox:
         await self.put_many([event])
 
     async def put_many(self, events: Sequence[Event],
-                       statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
-        """Store events and run ``statements`` in one transaction; return once committed.
+                       alarm_state: Sequence[AlarmStateChange] = ()) -> None:
+        """Store events and apply ``alarm_state`` in one transaction; return once committed.
 
         EventRejectedError (before anything is queued) when an event cannot be encoded.
         """
         for event in events:
             self._check_encodable(event)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._ops.put(_Op(events=list(events), statements=list(statements), done=done))
+        await self._ops.put(_Op(events=list(events), alarm_state=list(alarm_state), done=done))
         await done
 
     def _check_encodable(self, event: Event) -> None:
@@ -147,23 +151,44 @@ class AsyncOutbox:
     async def lease(self, max_events: int, max_bytes: int, max_prio: int = 3,
                     live: bool | None = None) -> list[Leased]:
         """Lease the next events of prio ≤ ``max_prio`` by (prio, seq) (see Outbox.lease)."""
-        return await self.call(self.store.lease, max_events, max_bytes, max_prio, live)
+        return await self._call(self.store.lease, max_events, max_bytes, max_prio, live)
 
     async def set_live_from(self) -> int:
         """Everything queued now becomes backlog (a connection came up)."""
-        return await self.call(self.store.set_live_from)
+        return await self._call(self.store.set_live_from)
 
     async def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
         """Count a failed attempt; return the seqs moved to dead letters."""
-        return await self.call(self.store.nack, list(seqs), reason)
+        return await self._call(self.store.nack, list(seqs), reason)
 
     async def release(self, seqs: Sequence[int]) -> None:
         """Return leased events to the queue (the link dropped before their ack)."""
-        await self.call(self.store.release, list(seqs))
+        await self._call(self.store.release, list(seqs))
 
     async def stats(self) -> dict[str, Any]:
         """Return the store's stats."""
-        return await self.call(self.store.stats)
+        return await self._call(self.store.stats)
+
+    async def seq_baseline(self) -> dict[str, int]:
+        """Return ``seq_low`` and ``seq_high`` (see Outbox.seq_baseline)."""
+        return await self._call(self.store.seq_baseline)
+
+    async def active_alarms(self) -> ActiveAlarms:
+        """Return the active alarms as committed (the sink's map at start)."""
+        return await self._call(self.store.alarms.active)
+
+    async def correct_unsynced(self, boot_id: str, wall_now_ns: int, mono_now_ms: int) -> int:
+        """Re-stamp this boot's unsynced events (see Outbox.correct_unsynced)."""
+        return await self._call(self.store.correct_unsynced, boot_id, wall_now_ns, mono_now_ms)
+
+    async def prune(self, now_ns: int, *, alarm_retention_s: float,
+                    telemetry_retention_s: float,
+                    position_retention_s: float | None = None) -> dict[int, int]:
+        """Drop events older than their retention (see Outbox.prune)."""
+        return await self._call(functools.partial(
+            self.store.prune, now_ns, alarm_retention_s=alarm_retention_s,
+            telemetry_retention_s=telemetry_retention_s,
+            position_retention_s=position_retention_s))
 
     async def run(self) -> None:
         """Group-commit loop; runs until cancelled (then call ``drain``)."""
@@ -207,8 +232,7 @@ class AsyncOutbox:
                 deadline = time.monotonic()
 
     async def _append_retrying_alarms(self, events: list[Event], acks: list[int],
-                                      statements: list[tuple[str, Sequence[Any]]]
-                                      ) -> AppendResult:
+                                      alarm_state: list[AlarmStateChange]) -> AppendResult:
         """Append; retry alarms every second while even they find no room.
 
         An alarm is never dropped: it waits here (bounded by the op queue) for space.
@@ -217,8 +241,8 @@ class AsyncOutbox:
         while True:
             try:
                 # shield: a cancelled agent still finishes the transaction it started
-                return await asyncio.shield(self.call(self.store.append, events, acks,
-                                                      statements))
+                return await asyncio.shield(self._call(self.store.append, events, acks,
+                                                       alarm_state))
             except StoreFullError:
                 events = [e for e in events if e.prio in ALARM_PRIOS]
                 if not events:
@@ -235,11 +259,11 @@ class AsyncOutbox:
     async def _commit(self, batch: list[_Op]) -> None:
         events = [e for op in batch for e in op.events]
         acks = [s for op in batch for s in op.acks]
-        statements = [st for op in batch for st in op.statements]
+        alarm_state = [ch for op in batch for ch in op.alarm_state]
         error: BaseException | None = None
         result = AppendResult()
         try:
-            result = await self._append_retrying_alarms(events, acks, statements)
+            result = await self._append_retrying_alarms(events, acks, alarm_state)
         except StoreError as exc:
             error = exc
         except asyncio.CancelledError:

@@ -3,7 +3,9 @@
 One ``Outbox`` owns one writer connection and must be used from one thread (``AsyncOutbox``
 gives it a thread of its own). Facts behind the settings are in design/reliability.md §1:
 WAL + ``synchronous=FULL`` + ``psow=0`` lost no acknowledged row over ~1,400 simulated crash
-states; ``NORMAL`` lost up to 89 commits.
+states; ``NORMAL`` lost up to 89 commits. The typed stores kept in the same database
+(``alarm_state.AlarmState``, ``command_journal.CommandJournal``) use this connection and its
+transactions; nothing outside ``edge/buffer/`` writes or reads SQL (issue 13).
 
 Contract:
 
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.atomic_file import write_private_atomic
+from edge.buffer.alarm_state import AlarmState, AlarmStateChange
+from edge.buffer.command_journal import CommandJournal
 from edge.errors import StoreCorruptError, StoreError, StoreFullError
 from edge.model import Event, encode_event
 
@@ -176,6 +180,9 @@ class Outbox:
         self._refusal_gap_at = 0.0
         self.replaced_corrupt: Path | None = None  # set when open() moved a bad file aside
         self.corrupt_reason = ""
+        # the typed stores kept in the same database: same connection, same transactions
+        self.alarms = AlarmState(self._connection)
+        self.journal = CommandJournal(self._connection, self._tx)
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -366,6 +373,9 @@ class Outbox:
 
     @property
     def _conn(self) -> sqlite3.Connection:
+        return self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise StoreError("outbox is not open")
         return self._db
@@ -401,8 +411,8 @@ class Outbox:
     # ---- writing ---------------------------------------------------------------------------
 
     def append(self, events: Sequence[Event], ack_seqs: Sequence[int] = (),
-               statements: Sequence[tuple[str, Sequence[Any]]] = ()) -> AppendResult:
-        """Store ``events``, delete ``ack_seqs`` and run ``statements`` in one transaction.
+               alarm_state: Sequence[AlarmStateChange] = ()) -> AppendResult:
+        """Store ``events``, delete ``ack_seqs`` and apply ``alarm_state`` in one transaction.
 
         Returns the seqs given, in order, and what was refused or evicted to make room.
         Raises StoreFullError only when alarms cannot be stored (telemetry is shed first).
@@ -413,7 +423,7 @@ class Outbox:
         # telemetry, then shed the telemetry in hand and spend the reserve (the ballast).
         for attempt in range(4):
             try:
-                self._append_tx(pending, ack_seqs, statements, result)
+                self._append_tx(pending, ack_seqs, alarm_state, result)
             except sqlite3.Error as exc:
                 if not _is_full(exc):
                     raise StoreError(f"append failed: {exc}") from exc
@@ -441,8 +451,7 @@ class Outbox:
             self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
-                   statements: Sequence[tuple[str, Sequence[Any]]],
-                   result: AppendResult) -> None:
+                   alarm_state: Sequence[AlarmStateChange], result: AppendResult) -> None:
         over = self._used_bytes() > self._effective_quota() * HIGH_WATERMARK
         alarms_only = over and self._telemetry_count() == 0
         refused: dict[int, int] = {}
@@ -472,8 +481,7 @@ class Outbox:
                                    "mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
                 self._next_seq = first + len(rows)
                 self._delete(db, ack_seqs)
-                for sql, args in statements:
-                    db.execute(sql, args)
+                AlarmState.write(db, alarm_state)
                 for prio, n in refused.items():
                     self._bump(db, f"dropped.quota_refused.{prio}", n)
                     self._refused_unannounced[prio] = self._refused_unannounced.get(prio, 0) + n
@@ -766,25 +774,18 @@ class Outbox:
         with self._tx() as db:
             self._bump(db, name, n)
 
-    def execute_tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run statements in one committed transaction (journals, alarm state)."""
-        with self._tx() as db:
-            for sql, args in statements:
-                db.execute(sql, args)
+    def seq_baseline(self) -> dict[str, int]:
+        """Return the seq baseline the uplink's ``state`` carries: ``seq_low`` and ``seq_high``.
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query."""
-        return [tuple(r) for r in self._conn.execute(sql, args)]
-
-    def command_seen(self, cmd_id: str) -> bool:
-        """Return whether the command journal holds ``cmd_id`` (replay check 4)."""
-        return self._conn.execute("SELECT 1 FROM commands WHERE cmd_id=?",
-                                  (cmd_id,)).fetchone() is not None
-
-    def command_counters(self) -> dict[str, int]:
-        """Return the last accepted counter per counter key (kid, or ``kid/iss``)."""
-        return {str(k): int(c) for k, c in
-                self._conn.execute("SELECT kid, ctr FROM command_counters")}
+        ``seq_low``: the lowest seq still held (queued or dead-lettered), ``seq_high`` + 1 when
+        none is; ``seq_high``: the last seq committed (0 before the first). Read at each
+        publication of ``state`` only (birth, change, heartbeat): indexed look-ups, no scan.
+        """
+        seq_high = self._next_seq - 1
+        row = self._conn.execute("SELECT MIN(s) FROM (SELECT MIN(seq) AS s FROM events "
+                                 "UNION ALL SELECT MIN(seq) FROM dead_letters)").fetchone()
+        low = row[0] if row is not None and row[0] is not None else seq_high + 1
+        return {"seq_low": int(low), "seq_high": seq_high}
 
     def stats(self, now_ns: int | None = None) -> dict[str, Any]:
         """Return depth and bytes per prio, oldest age, dead letters and drop counters.

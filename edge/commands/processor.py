@@ -38,7 +38,7 @@ from typing import Any, Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.buffer.store import Outbox
+from edge.buffer.command_journal import Claim
 from edge.clock import Clock, TimeQuality
 from edge.commands.keys import PlatformKeys, load_platform_keys
 from edge.commands.replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
@@ -278,40 +278,6 @@ Executor = Callable[[str, str, _Params, str | None], Awaitable[dict[str, Any]]]
 Safety = Callable[[str, str, _Params, set[str]], str | None]
 
 
-def _journal_claim(store: Outbox, body: CommandBody, kid: str, now_ns: int) -> str | None:
-    """Check 4 and record the command, atomically (runs on the store's thread).
-
-    ``command_counters.kid`` holds the counter key: the kid, or ``kid/iss`` (D59).
-    """
-    if store.command_seen(body.cmd_id):
-        return "duplicate"
-    key = counter_key(kid, body.iss)
-    row = store.query("SELECT ctr FROM command_counters WHERE kid=?", (key,))
-    if row and body.ctr <= int(row[0][0]):
-        return "counter_rollback"
-    store.execute_tx([
-        ("INSERT INTO commands (cmd_id, kid, ctr, action, device, state, received_ns, "
-         "updated_ns) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
-         (body.cmd_id, kid, body.ctr, body.action, body.device, now_ns, now_ns)),
-        ("INSERT INTO command_counters (kid, ctr) VALUES (?, ?) ON CONFLICT(kid) DO UPDATE "
-         "SET ctr = excluded.ctr", (key, body.ctr)),
-    ])
-    return None
-
-
-def _journal_set(store: Outbox, cmd_id: str, state: str, reason: str) -> None:
-    store.execute_tx([("UPDATE commands SET state=?, reason=?, updated_ns=? WHERE cmd_id=?",
-                       (state, reason, time.time_ns(), cmd_id))])
-
-
-def _journal_recover(store: Outbox) -> list[tuple[str, str, str | None]]:
-    rows = store.query("SELECT cmd_id, action, device FROM commands WHERE state IN "
-                       "('received', 'executing')")
-    store.execute_tx([("UPDATE commands SET state='unknown', updated_ns=? WHERE state IN "
-                       "('received', 'executing')", (time.time_ns(),))])
-    return [(str(c), str(a), d) for c, a, d in rows]
-
-
 class CommandProcessor:
     """Runs the checks, the journal and the execution of downlink commands."""
 
@@ -343,7 +309,7 @@ class CommandProcessor:
         if self._replay_loaded:
             return
         store = self.outbox.store
-        counters = await self.outbox.call(store.command_counters)
+        counters = await self.outbox.journal.counters()
         await asyncio.to_thread(functools.partial(
             self.replay.load, counters,
             store_replaced=store.replaced_corrupt is not None,
@@ -357,7 +323,7 @@ class CommandProcessor:
     async def recover(self) -> list[Outcome]:
         """Report commands a crash interrupted as ``unknown`` (never re-run them)."""
         await self._load_replay()
-        lost = await self.outbox.call(_journal_recover, self.outbox.store)
+        lost = await self.outbox.journal.recover()
         outcomes = [Outcome("unknown", "interrupted", c, a, d,
                             detail={"detail": "the agent stopped while it executed"})
                     for c, a, d in lost]
@@ -405,11 +371,13 @@ class CommandProcessor:
         device, params = self._validate(kid, body)  # checks 1 (role) and 2
         roles = set(self.keys[kid][1])
         time_checked = self._check_fresh(body)  # check 3
-        if await self.outbox.call(self.outbox.store.command_seen, body.cmd_id):
+        if await self.outbox.journal.seen(body.cmd_id):
             self._reject("duplicate", body)  # check 4: cmd_id (named before the counter)
         await self._check_replay(kid, body)  # check 4: the counter, durably, before anything
-        reason = await self.outbox.call(_journal_claim, self.outbox.store, body, kid,
-                                        time.time_ns())  # check 4: the journal
+        # check 4: the journal (the counter key: the kid, or kid/iss, D59)
+        reason = await self.outbox.journal.claim(Claim(
+            body.cmd_id, kid, counter_key(kid, body.iss), body.ctr, body.action, body.device,
+            time.time_ns()))
         if reason is not None:
             self._reject(reason, body)
         unsafe = None if not device else self._unsafe_clock(
@@ -483,7 +451,7 @@ class CommandProcessor:
         return None
 
     async def _journal(self, cmd_id: str, state: str, reason: str) -> None:
-        await self.outbox.call(_journal_set, self.outbox.store, cmd_id, state, reason)
+        await self.outbox.journal.set_state(cmd_id, state, reason)
 
     def _verify(self, raw: bytes) -> tuple[str, CommandBody]:
         if len(raw) > MAX_COMMAND_BYTES:

@@ -27,7 +27,6 @@ from typing import Any
 from edge import __version__
 from edge.backoff import full_jitter
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.buffer.store import Outbox
 from edge.config import UplinkConfig
 from edge.errors import UplinkError, UplinkUnavailableError
 from edge.security.signing import Signer
@@ -96,20 +95,6 @@ def boot_clock_ms() -> int:
 
 def _state_key(state: dict[str, Any]) -> str:
     return json.dumps([state.get(k) for k in STATE_CHANGE_KEYS], sort_keys=True, default=str)
-
-
-def seq_baseline(store: Outbox) -> dict[str, int]:
-    """Return the seq baseline of ``state``: ``seq_low`` and ``seq_high``; store thread only.
-
-    ``seq_low``: the lowest seq still held (queued or dead-lettered), ``seq_high`` + 1 when none
-    is; ``seq_high``: the last seq committed (0 before the first). Read at each publication
-    only (birth, change, heartbeat): indexed look-ups, no scan.
-    """
-    seq_high = int(store.stats()["next_seq"]) - 1
-    row = store.query("SELECT MIN(s) FROM (SELECT MIN(seq) AS s FROM events "
-                      "UNION ALL SELECT MIN(seq) FROM dead_letters)")
-    low = row[0][0] if row and row[0][0] is not None else seq_high + 1
-    return {"seq_low": int(low), "seq_high": seq_high}
 
 
 class MqttUplink:
@@ -290,7 +275,7 @@ class MqttUplink:
             state = await self._state(online=True, baseline=False)
             due = time.monotonic() - self._state_sent_mono >= heartbeat_s
             if due or _state_key(state) != self._state_sent_key:
-                state.update(await self.outbox.call(seq_baseline, self.outbox.store))
+                state.update(await self.outbox.seq_baseline())
                 self._send_state(link, state)
 
     def request_state(self) -> None:
@@ -313,7 +298,7 @@ class MqttUplink:
         # seq_low it never saw as sent before it joined (or announced by a gap event), not as
         # lost; seqs in seq_low..seq_high are still held and will come (issue 20 #4)
         if baseline:
-            state.update(await self.outbox.call(seq_baseline, self.outbox.store))
+            state.update(await self.outbox.seq_baseline())
         return state
 
     def _send_state(self, link: MqttLink, state: dict[str, Any]) -> None:

@@ -1,0 +1,17 @@
+"""A test's own look into the outbox's tables: an oracle for the store's answers.
+
+The agent has no such way in (nothing outside ``edge/buffer/`` reads SQL, issue 13); a test
+reads the rows directly, on the store's connection, to check what the named methods say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from edge.buffer.store import Outbox
+
+
+def sql_rows(store: Outbox, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query on ``store``'s connection (its thread, or while it is idle)."""
+    return [tuple(r) for r in store._conn.execute(sql, args)]
