@@ -15,9 +15,10 @@ event. The journal goes ``received → executing → done | failed``; a command 
 
 Nothing that arrives on the command topic may raise past ``handle()`` (issue 19, finding 1: a
 retained ``b"[" * 8000`` ended every uplink session): any envelope the checks cannot read is a
-counted, audited ``malformed`` rejection. Rejections of unauthenticated input (before a valid
-signature) are reported in full only ``REJECT_BURST`` times per reason and minute; the rest are
-counted and summed up in one ``suppressed`` report (finding 8, docs/decisions.md D41).
+counted, audited ``malformed`` rejection. Rejections anyone can cause — unauthenticated input
+(before a valid signature) and repeats of a replayed cmd_id — are reported in full only
+``REJECT_BURST`` times per reason and minute; the rest are counted and summed up in one
+``suppressed`` report (finding 8, docs/decisions.md D41, D78).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +65,12 @@ EXECUTE_TIMEOUT_S = 10.0
 UNAUTHENTICATED = frozenset({"oversized", "malformed", "unknown_kid", "bad_signature",
                              "inbound_full"})
 # Reasons a replayed capture gives: the envelope is signed, but anyone who saw it on the wire
-# can publish it again and again, so these reports are rate-limited and evictable too (D78).
+# can publish it again and again. The first rejection of each cmd_id for such a reason is
+# reported in full (a platform's own late or re-sent command must get its answer); repeats of
+# that cmd_id are rate-limited and evictable like unauthenticated input (D78).
 REPLAYED = frozenset({"duplicate", "counter_rollback", "expired", "replay_state_lost"})
 RATE_LIMITED = UNAUTHENTICATED | REPLAYED
+REPORTED_IDS_MAX = 4096  # (reason, cmd_id) pairs remembered as reported once (bounded LRU)
 REJECT_BURST = 5  # full reports per reason per window
 REJECT_WINDOW_S = 60.0
 # speaker.stop needs broadcast-emergency this long after an emergency play was accepted (a
@@ -124,7 +129,7 @@ REASONS: dict[str, tuple[str, bool, str]] = {
     "too_many_issuers": ("rejected", True, "a kid's issuer counters are full (iss)"),
     "replay_state_lost": ("rejected", True, "replay state lost; refused until re-established"),
     "unsafe": ("rejected", True, "a device safety rule refused it (detail says which)"),
-    "suppressed": ("rejected", False, "summary of unauthenticated rejections not reported"),
+    "suppressed": ("rejected", False, "summary of rejections anyone can cause (D41, D78)"),
     "inbound_full": ("dropped", False, "envelopes dropped unread: inbound queue full"),
     "device_error": ("failed", True, "the device refused or did not confirm (detail)"),
     "timeout": ("failed", True, f"the device did not answer within {EXECUTE_TIMEOUT_S:g} s"),
@@ -299,6 +304,7 @@ class CommandProcessor:
         self._window_start = time.monotonic()
         self._window_counts: dict[str, int] = {}
         self._suppressed: dict[str, int] = {}
+        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._emergency_until: dict[str, float] = {}  # device -> monotonic end of the guard
 
     def set_safety(self, safety: Safety) -> None:
@@ -537,10 +543,21 @@ class CommandProcessor:
             self.counts["report_failed"] = self.counts.get("report_failed", 0) + 1
             log.exception("command: cannot report %s %s", outcome.status, outcome.reason)
 
+    def _is_repeat(self, outcome: Outcome) -> bool:
+        """Return whether ``outcome`` is a replay-class rejection of a cmd_id reported before."""
+        if outcome.reason not in REPLAYED or outcome.cmd_id is None:
+            return False
+        key = (outcome.reason, outcome.cmd_id)
+        if key in self._reported:
+            self._reported.move_to_end(key)
+            return True
+        self._reported[key] = None
+        if len(self._reported) > REPORTED_IDS_MAX:
+            self._reported.popitem(last=False)
+        return False
+
     def _admit(self, outcome: Outcome) -> bool:
         """Return whether to report ``outcome`` in full (else it is counted for a summary)."""
-        if outcome.reason not in RATE_LIMITED:
-            return True
         n = self._window_counts.get(outcome.reason, 0) + 1
         self._window_counts[outcome.reason] = n
         if n <= REJECT_BURST:
@@ -566,10 +583,11 @@ class CommandProcessor:
         n = int(outcome.detail.get("count", 1)) if outcome.status == "dropped" else 1
         self.counts[key] = self.counts.get(key, 0) + n
         await self._flush_suppressed()
-        if self._admit(outcome):
-            await self._write(outcome)
+        anyone_can = outcome.reason in UNAUTHENTICATED or self._is_repeat(outcome)
+        if not anyone_can or self._admit(outcome):
+            await self._write(outcome, evictable=anyone_can)
 
-    async def _write(self, outcome: Outcome) -> None:
+    async def _write(self, outcome: Outcome, *, evictable: bool = False) -> None:
         # an unauthenticated kid or body may hold lone surrogates: they cannot be encoded to
         # UTF-8 (finding 1's UnicodeEncodeError), so every string is escaped before it is kept
         outcome = Outcome(outcome.status, outcome.reason, _clean(outcome.cmd_id),
@@ -586,7 +604,7 @@ class CommandProcessor:
         audit_log.info("command %s %s on %s: %s %s", outcome.cmd_id, outcome.action,
                        outcome.device, outcome.status, outcome.reason)
         prio = Prio.CRITICAL if outcome.detail.get("priority") == "emergency" else Prio.ALARM
-        if outcome.reason in RATE_LIMITED or outcome.reason == "suppressed":
+        if evictable or outcome.reason == "suppressed":
             prio = Prio.STATE  # anyone can cause these: evictable under quota, never an alarm
         await self.outbox.put(Event(
             EventType.COMMAND_RESULT, prio, self.clock.now_ns(), self.clock.quality(),

@@ -250,8 +250,9 @@ async function expect(name, sent, status, reason, { byId = true } = {}) {
     fail(`${name}: reason ${reason} is not in the published catalogue`);
     return;
   }
-  // README §8: rejections anyone can cause (x-reasons rate_limited) are prio 2, others prio 1
-  const prio = reason !== null && reasons[reason].rate_limited ? 2 : 1;
+  // README §8: rejections before a valid signature are prio 2; others (the first rejection of a
+  // cmd_id for a replay reason too) prio 1
+  const prio = reason !== null && !reasons[reason].authenticated ? 2 : 1;
   if (found.prio !== prio) fail(`${name}: result at prio ${found.prio}, documented ${prio}`);
 }
 
