@@ -217,6 +217,26 @@ def _state_dir_of(path: Path) -> tuple[Path, list[str]]:
     return (folder if folder.is_absolute() else path.resolve().parent / folder), problems
 
 
+def _pid_alive(pid: int) -> bool:
+    """Return whether a process ``pid`` exists (the status file outlives a stopped agent).
+
+    Its last status stays fresh for seconds after a stop: `edge status` said "running" then
+    (new-user tryout). Another user's process (the service user's, asked by a technician)
+    answers EPERM: it exists.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show what the running agent is doing (from its status file)."""
     from edge.agent import STATUS_FILE, read_status  # noqa: PLC0415
@@ -240,9 +260,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**status, "age_s": round(age_s, 1)}, ensure_ascii=False))
         return EX_OK
-    running = age_s < 10
-    print(f"agent {status['version']} pid {status['pid']}: "
-          f"{'running' if running else f'NOT running (last status {age_s:.0f} s ago)'}; "
+    alive = _pid_alive(int(status["pid"]))
+    running = age_s < 10 and alive
+    state = "running" if running else "NOT running (" + (
+        "its process has ended" if not alive else f"last status {age_s:.0f} s ago") + ")"
+    print(f"agent {status['version']} pid {status['pid']}: {state}; "
           f"clock {status['time_quality']}")
     up = status.get("uplink") or {}
     since = up.get("connected_since")

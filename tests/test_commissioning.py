@@ -199,6 +199,24 @@ def test_status_finds_the_state_folder_of_an_unparseable_file(tmp_path: Path) ->
     assert "NOT running (last status 360" in result.stdout, result.stderr
 
 
+def test_status_of_a_stopped_agent_is_not_running_while_its_file_is_fresh(
+        tmp_path: Path) -> None:
+    """The last status is written at stop: seconds later `edge status` said "running"."""
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=30, check=True)
+    (loaded.state_dir / "status.json").write_text(json.dumps({
+        "version": "x", "pid": int(ended.stdout), "written_at": time.time(),
+        "time_quality": "synced", "config": {},
+        "outbox": {"depth": 0, "dead_letters": 0, "drops": 0}, "devices": {}}))
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config",
+                             str(loaded.path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "NOT running (its process has ended)" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1
+
+
 async def test_check_beside_a_running_agent_judges_devices_by_its_polls(
         tmp_path: Path, plain_broker: Mosquitto) -> None:
     # a second master on the line would garble the agent's frames (RS-485) or take the only
