@@ -7,14 +7,17 @@ import json
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from edge.config import Role
 from edge.ids import uuid7
 from edge.security.keys import describe, init_key, load_key
 from edge.security.signing import Ed25519PrivateKey, Signer
 from edge.transports.mqtt import MqttLink
 
-ALL_ROLES = ["lighting", "broadcast", "read", "config"]
+# every role the gateway knows (edge.config.Role), as the README promises for the demo's key:
+# broadcast-emergency was missing, so the demo could not play an emergency message
+ALL_ROLES: list[str] = list(get_args(Role))
 
 
 def platform_key(path: Path) -> Ed25519PrivateKey:

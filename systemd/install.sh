@@ -278,9 +278,9 @@ if [ -z "$DESTDIR" ] && [ "$start" = 1 ]; then
   systemctl --no-pager status edge.service || true
 fi
 cat <<EOT
-done. Next:
-  edge keys show                  # the kid and public key the platform registers
-  edge check                      # reads /etc/edge/devices.yaml${DESTDIR:+ (here: $etc/devices.yaml)}; fix until every line is ✔
+done. Next (--config: a devices.yaml in the current folder, e.g. this clone's demo, comes first):
+  edge keys show --config /etc/edge/devices.yaml   # the kid and public key the platform registers
+  edge check --config /etc/edge/devices.yaml       # ${DESTDIR:+(here: $etc/devices.yaml) }fix until every line is ✔
 EOT
 if [ "$start" = 0 ]; then
   echo "  systemctl enable --now edge     # not started (--no-start)"
