@@ -356,3 +356,40 @@ def test_fuzz_modbus_tcp_replies(loop: asyncio.AbstractEventLoop) -> None:
 @pytest.mark.timeout(120 + examples("rtu") // 6)
 def test_fuzz_modbus_rtu_over_tcp_replies(loop: asyncio.AbstractEventLoop) -> None:
     _fuzz(loop, rtu=True)
+
+
+def _mbap(request: bytes, pdu: bytes) -> bytes:
+    """A Modbus TCP frame answering ``request`` (its transaction and unit id) with ``pdu``."""
+    return request[:4] + struct.pack(">H", len(pdu) + 1) + request[6:7] + pdu
+
+
+@pytest.mark.parametrize(("name", "bad_pdu"), [
+    ("short body of a known function (struct.error)", bytes.fromhex("100200")),
+    ("unknown function code (ModbusIOException)", bytes.fromhex("4302abcd")),
+])
+def test_an_undecodable_frame_before_the_good_reply_is_dropped_alone(
+        loop: asyncio.AbstractEventLoop, name: str, bad_pdu: bytes) -> None:
+    """Found by the review of the reply fuzzer's fix: a ``10 02 00`` reply still raised out of
+    ``data_received`` (struct.error), and a bad frame threw away the good reply behind it."""
+    values = [0x1234, 0xBEEF, 7]
+    peer = GarbagePeer(rtu=False)
+    peer.answer = lambda request: (
+        [_mbap(request, bad_pdu) + good_reply(request, rtu=False, values=values)], "keep")
+    port = loop.run_until_complete(peer.start())
+    bus = ModbusBus(ModbusTcpBus(name="fz", type="modbus_tcp", host="127.0.0.1", port=port,
+                                 timeout_s=GOOD_TIMEOUT_S, retries=0))
+    tracebacks = _Tracebacks()
+    logging.getLogger("asyncio").addHandler(tracebacks)
+    try:
+        out, _took_s = _run(loop, bus, (3, 17, 0x10, 3), GOOD_TIMEOUT_S)
+        # alone, the bad frame is a garbled reply within the timeout, never a traceback
+        peer.answer = lambda request: ([_mbap(request, bad_pdu)], "keep")
+        alone, took_s = _run(loop, bus, (3, 17, 0x10, 3), 0.2)
+    finally:
+        logging.getLogger("asyncio").removeHandler(tracebacks)
+        loop.run_until_complete(bus.close())
+        loop.run_until_complete(peer.stop())
+    assert out == values, (name, out)
+    assert isinstance(alone, DeviceProtocolError), (name, alone)
+    assert took_s < 1.5
+    assert tracebacks.records == {}, tracebacks.records

@@ -113,8 +113,9 @@ class ModbusBus:
             return DeviceProtocolError(device, f"unit {unit_id}: reply from unit {body[0]}, "
                                                "dropped")
         self.stats.bad_frames += 1
-        return DeviceProtocolError(device, f"unit {unit_id}: garbled reply (bad CRC or noise), "
-                                           "dropped")
+        what = "undecodable reply or noise" if isinstance(self.config, ModbusTcpBus) else \
+            "garbled reply (bad CRC or noise)"
+        return DeviceProtocolError(device, f"unit {unit_id}: {what}, dropped")
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         cfg = self.config
@@ -150,8 +151,13 @@ class ModbusBus:
         def callback_data(data: bytes, addr: tuple[str, int] | None = None) -> int:
             try:
                 return parse(data, addr=addr)
-            except ModbusException:
-                return len(data)
+            # pymodbus' PDU decoder raises ModbusIOException for an unknown function code and
+            # struct.error for a short body (``10 02 00``): anything from a reply is the peer's
+            except Exception:  # noqa: BLE001
+                bad_len = _adu_length(ctx.framer, data)
+            if 0 < bad_len < len(data):  # only that frame: the good reply behind it still counts
+                return bad_len + callback_data(data[bad_len:], addr)
+            return len(data)
 
         ctx.callback_data = callback_data  # type: ignore[method-assign]
 
@@ -374,6 +380,14 @@ def _reason(exc: DeviceError) -> str:
     return exc.detail
 
 
+def _adu_length(framer: Any, data: bytes) -> int:
+    """Return the length of the first frame in ``data`` by its framing alone (0: unknown)."""
+    try:
+        return int(framer.decode(data)[0])
+    except Exception:  # noqa: BLE001 - the framer of a garbled buffer: the whole buffer goes
+        return 0
+
+
 def _rtu_body(frame: bytes) -> bytes:
     """Return unit id + PDU of an RTU frame with a good CRC, else b""."""
     try:
@@ -383,12 +397,15 @@ def _rtu_body(frame: bytes) -> bytes:
 
 
 def _mbap_body(frame: bytes) -> bytes:
-    """Return unit id + PDU of one whole Modbus TCP frame (MBAP header checked), else b"".
+    """Return unit id + PDU of the last whole Modbus TCP frame (MBAP headers walked), else b"".
 
     On TCP a reply from another unit was counted as noise (found by the reply fuzzer): the
     unit id is the MBAP header's last byte, after transaction id, protocol id 0 and length.
     """
-    if len(frame) < 8 or frame[2:4] != b"\x00\x00":
-        return b""
-    length = int.from_bytes(frame[4:6], "big")
-    return frame[6:] if length == len(frame) - 6 else b""
+    body, at = b"", 0
+    while len(frame) - at >= 8 and frame[at + 2:at + 4] == b"\x00\x00":
+        end = at + 6 + int.from_bytes(frame[at + 4:at + 6], "big")
+        if end > len(frame):
+            break
+        body, at = frame[at + 6:end], end  # several frames in the buffer: the last whole one
+    return body
