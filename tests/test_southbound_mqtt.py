@@ -115,10 +115,19 @@ async def test_a_refused_subscription_says_so_and_closes_the_link(
         granted = await real_subscribe(self, topic)  # the real round trip to the broker
         return granted and not topic.startswith("trackers/")
 
+    closed: list[MqttLink] = []
+    real_close = MqttLink.close
+
+    async def spied_close(self: MqttLink) -> None:
+        closed.append(self)
+        await real_close(self)
+
     monkeypatch.setattr(MqttLink, "subscribe", refusing)
+    monkeypatch.setattr(MqttLink, "close", spied_close)
     broker = broker_for(plain_broker)
     with pytest.raises(DeviceUnavailableError,
                        match=r"refused the subscription to trackers/patrol-1 \(check the "):
         await broker.connect("patrol-1", ["trackers/patrol-1"])
+    assert len(closed) == 1  # the refused device's link is closed, not left behind
     link = await broker.connect("speaker-1", ["speakers/speaker-1/status"])  # granted
     await link.close()

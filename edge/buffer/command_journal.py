@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A verified command the journal is asked to record (check 4 of the processor)."""

@@ -65,7 +65,9 @@ async def start_site(app: web.Application, *, host: str, port: int,
                            access_log=logging.getLogger(f"edge.http.{name}"),
                            logger=server_log)
     await runner.setup()
-    assert runner.server is not None
+    if runner.server is None:  # aiohttp sets it in setup(); an explicit check survives -O
+        msg = "aiohttp's runner has no server after setup()"
+        raise RuntimeError(msg)
     runner.server.request_handler = _refuse_non_ascii_expect(runner.server.request_handler)
     await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return runner
