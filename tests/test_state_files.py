@@ -60,7 +60,7 @@ def test_a_floor_that_is_no_date_is_no_floor(tmp_path: Path, when: dt.datetime,
 @pytest.mark.parametrize("content", [
     b'{"counters": {"k": 1e400}}',  # int(inf): OverflowError ended every start
     b'{"counters": {"k": 1}, "floor_ns": -1e999}',
-    b'{"counters": {"k": 1}}' + b" " * (5 << 20),
+    b'{"counters": {"k": 1}}' + b" " * (17 << 20),
     None,  # a FIFO
 ])
 async def test_a_damaged_replay_file_is_lost_state_not_a_crash(tmp_path: Path,

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from edge.atomic_file import read_small_state_file, write_private_atomic
 
-# A counter per (kid, issuer), each under 100 bytes: a file of more is not ours.
-REPLAY_FILE_MAX_BYTES = 4 << 20
+# A counter per (kid, issuer): a 256 KiB keys file holds at most ~2,600 kids, each with 33
+# counters (itself and MAX_ISSUERS_PER_KID issuers) of at most ~110 bytes: under 10 MB. A
+# bigger file is not ours (a bound against garbage, read once at start).
+REPLAY_FILE_MAX_BYTES = 16 << 20
 log = logging.getLogger(__name__)
 
 # Signed counters are bounded so that one signed command cannot lock its key out for good
