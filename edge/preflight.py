@@ -465,6 +465,31 @@ def _from_agent(loaded: LoadedConfig, i: int, device: AnyDevice,
                               f"({where})")
 
 
+def check_placeholders(loaded: LoadedConfig) -> Check:
+    """Fail values left from the site template (systemd/devices.site.yaml's EDIT lines).
+
+    They parse, so nothing else noticed: a cabinet would report as gw-000000-0001 from
+    county 000000 to a broker that does not exist (new-user tryout).
+    """
+    cfg = loaded.config
+    left = []
+    if cfg.gateway.id.startswith("gw-000000"):
+        left.append(f"gateway.id {cfg.gateway.id}")
+    if cfg.gateway.county_code == "000000":
+        left.append("gateway.county_code 000000")
+    if cfg.uplink.host.endswith(".invalid"):
+        left.append(f"uplink.host {cfg.uplink.host}")
+    left += [f"device {d.name}: asset {what}" for d in cfg.devices
+             for what, bad in (("name (EDIT)", "(EDIT)" in d.asset.name),
+                               ("code 000000…", d.asset.code.startswith("000000")))
+             if bad]
+    if not left:
+        return Check("site values", OK, "no placeholder from the site template")
+    more = f" (+{len(left) - 6} more)" if len(left) > 6 else ""
+    return Check("site values", FAIL, "placeholders from the site template (EDIT) remain: "
+                 + "; ".join(left[:6]) + more)
+
+
 def check_secrets(loaded: LoadedConfig) -> list[Check]:
     """Check password files the agent would refuse: missing, too open, or a placeholder."""
     cfg = loaded.config
@@ -525,6 +550,7 @@ async def run_checks(loaded: LoadedConfig) -> list[Check]:
     """Run every check."""
     checks = [check_clock(loaded), check_state_dir(loaded), check_key(loaded)]
     checks.append(check_platform_keys(loaded))  # issue 19 #7, issue 21 f6
+    checks.append(check_placeholders(loaded))
     try:
         checks += check_certificates(loaded)
     except EdgeError as exc:

@@ -153,6 +153,20 @@ def test_install_refuses_an_interpreter_the_service_user_cannot_run(tmp_path: Pa
         subprocess.run(["userdel", user], check=False)
 
 
+def test_check_fails_the_site_templates_placeholders_until_they_are_edited() -> None:
+    """The template parses, so only this check says the EDIT values are still there."""
+    from edge.preflight import FAIL, OK, check_placeholders
+
+    loaded = load_config(ROOT / "systemd" / "devices.site.yaml")
+    left = check_placeholders(loaded)
+    assert left.status == FAIL
+    for what in ("gateway.id gw-000000-0001", "gateway.county_code 000000",
+                 "uplink.host mqtt.platform.invalid", "asset name (EDIT)"):
+        assert what in left.detail, left.detail
+    demo = check_placeholders(load_config(ROOT / "devices.yaml"))
+    assert demo.status == OK, demo.detail
+
+
 def test_site_template_names_the_paths_install_sh_creates() -> None:
     loaded = load_config(ROOT / "systemd" / "devices.site.yaml")
     gateway, tls = loaded.config.gateway, loaded.config.uplink.tls
@@ -179,6 +193,7 @@ def _commission(staged: Staged, broker: Mosquitto, pki: Pki, modbus_port: int) -
         asset = device["asset"]
         asset["code"] = "320508" + asset["code"][6:]
         asset["grid"] = "320508" + asset["grid"][6:]
+        asset["name"] = asset["name"].replace(" (EDIT)", "")
     with (etc / "devices.yaml").open("w", encoding="utf-8") as fh:
         yaml.dump(doc, fh)
     pw = pwd.getpwnam(staged.user)
