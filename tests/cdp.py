@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 
 from hil.broker import free_port
 
+# Chromium's first start on a loaded 2-core CI box took over 10 s once (the old bound)
+STARTUP_TIMEOUT_S = 45.0
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
@@ -67,6 +70,26 @@ class Page:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
+async def _first_tabs(http: aiohttp.ClientSession, port: int,
+                      proc: asyncio.subprocess.Process) -> list[dict[str, Any]]:
+    """Wait for Chromium's debugging port to list a page (a CI leg once took over 10 s)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            msg = f"chromium exited with {proc.returncode} before its debugging port opened"
+            raise RuntimeError(msg)
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                tabs = [t for t in await resp.json() if t["type"] == "page"]
+                if tabs:
+                    return tabs
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    msg = f"chromium listed no page on port {port} within {STARTUP_TIMEOUT_S:g} s"
+    raise TimeoutError(msg)
+
+
 @contextlib.asynccontextmanager
 async def browser(tmp_path: Path, *, basic_auth: tuple[str, str] | None = None
                   ) -> AsyncIterator[Page]:
@@ -78,15 +101,7 @@ async def browser(tmp_path: Path, *, basic_auth: tuple[str, str] | None = None
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                        tabs = [t for t in await resp.json() if t["type"] == "page"]
-                        if tabs:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            tabs = await _first_tabs(http, port, proc)
             async with http.ws_connect(tabs[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 page = Page(ws)
                 await page.call("Page.enable")
