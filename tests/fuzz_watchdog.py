@@ -43,11 +43,18 @@ def cpu_deadline(seconds: float) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
 
 
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is still pending on ``loop`` (servers' last handlers), then close it."""
-    pending = asyncio.all_tasks(loop)
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.close()
+@contextlib.contextmanager
+def watched_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop with the watchdog installed; after, what is still pending on it (a
+    server's handlers of its last connections) is cancelled, then the loop is closed."""
+    loop = asyncio.new_event_loop()
+    try:
+        with watchdog_installed():
+            yield loop
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()

@@ -31,7 +31,7 @@ from edge.ops.http_site import REJECTED
 from edge.ops.metrics import serve_metrics
 from edge.ops.status_page import LoginThrottle, serve_status_page
 from hil.broker import free_port
-from tests.fuzz_watchdog import close_loop, cpu_deadline, watchdog_installed
+from tests.fuzz_watchdog import cpu_deadline, watched_loop
 
 pytestmark = pytest.mark.reliability
 
@@ -223,13 +223,8 @@ async def _exchange(port: int, raw: bytes) -> bytes:
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        with watchdog_installed():
-            yield loop
-    finally:
-        # the server's handlers of the last connections, still reading when the site stopped
-        close_loop(loop)
+    with watched_loop() as fresh:
+        yield fresh
 
 
 def _logged_in(raw: bytes) -> bool:

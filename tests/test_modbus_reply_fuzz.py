@@ -46,7 +46,7 @@ from edge.errors import (
 )
 from edge.transports import modbus
 from edge.transports.modbus import ModbusBus
-from tests.fuzz_watchdog import close_loop, cpu_deadline, watchdog_installed
+from tests.fuzz_watchdog import cpu_deadline, watched_loop
 
 pytestmark = pytest.mark.reliability
 
@@ -243,12 +243,8 @@ class _Tracebacks(logging.Handler):
 def loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[asyncio.AbstractEventLoop]:
     # a unit's breaker would turn the next example into a skip; here every request goes out
     monkeypatch.setattr(modbus, "BREAKER_BASE_S", 0.0)
-    loop = asyncio.new_event_loop()
-    try:
-        with watchdog_installed():
-            yield loop
-    finally:
-        close_loop(loop)
+    with watched_loop() as fresh:
+        yield fresh
 
 
 async def _operate(bus: ModbusBus, op: tuple[int, int, int, int], timeout_s: float
