@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge.atomic_file import write_private_atomic
+from edge.atomic_file import read_small_state_file, write_private_atomic
 from edge.buffer.alarm_state import AlarmState, AlarmStateChange
 from edge.buffer.command_journal import CommandJournal
 from edge.errors import StoreCorruptError, StoreError, StoreFullError
@@ -45,6 +45,7 @@ from edge.model import Event, encode_event
 log = logging.getLogger(__name__)
 
 SEQ_RESERVE_BLOCK = 100_000
+SEQ_FILE_MAX_BYTES = 4096  # {"reserved_upto": N} is ~40 bytes: more is not ours
 HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
 LOW_WATERMARK = 0.80  # ... down to this share
 DELETE_CHUNK = 500
@@ -356,7 +357,9 @@ class Outbox:
 
     def _read_reservation(self) -> int:
         try:
-            return int(json.loads(self._seq_file.read_text(encoding="ascii"))["reserved_upto"])
+            # bounded and never blocking, like every state file the agent wrote (D80)
+            raw = read_small_state_file(self._seq_file, SEQ_FILE_MAX_BYTES)
+            return int(json.loads(raw.decode("ascii"))["reserved_upto"])
         except FileNotFoundError:
             return 0
         # RecursionError: a deeply nested file; OverflowError: int() of 1e400
