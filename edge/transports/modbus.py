@@ -106,15 +106,14 @@ class ModbusBus:
 
     def _classify_dropped(self, device: str, unit_id: int) -> DeviceProtocolError:
         """Name what pymodbus silently dropped: a frame from another unit, or noise."""
-        body = _mbap_body(self._rx_last) if isinstance(self.config, ModbusTcpBus) else \
-            _rtu_body(self._rx_last)
+        tcp = isinstance(self.config, ModbusTcpBus)
+        body = _mbap_body(self._rx_last) if tcp else _rtu_body(self._rx_last)
         if body and body[0] != unit_id:
             self.stats.wrong_unit += 1
             return DeviceProtocolError(device, f"unit {unit_id}: reply from unit {body[0]}, "
                                                "dropped")
         self.stats.bad_frames += 1
-        what = "undecodable reply or noise" if isinstance(self.config, ModbusTcpBus) else \
-            "garbled reply (bad CRC or noise)"
+        what = "undecodable reply or noise" if tcp else "garbled reply (bad CRC or noise)"
         return DeviceProtocolError(device, f"unit {unit_id}: {what}, dropped")
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
