@@ -42,8 +42,7 @@ from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
-from edge.drivers.factory import Transports, build_driver
-from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.factory import KINDS, Transports, build_driver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
 from edge.ops.systemd import Progress, notify, watchdog, watchdog_interval_s
@@ -402,20 +401,10 @@ class Agent:
         if action == "device.read":
             values = await driver.probe()
             return {"values": values}
-        if action == "light.set" and isinstance(driver, StreetlightDriver):
-            return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
-        if action == "light.schedule" and isinstance(driver, StreetlightDriver):
-            # write + fsync off the loop (an SD card's fsync: 10-300 ms); commands run one at
-            # a time (CommandProcessor's lock), so two stores never race on the file
-            await asyncio.to_thread(driver.store_schedule, params.steps)
-            return {"steps": len(params.steps), "stored": True}
-        if action == "speaker.play_tts" and isinstance(driver, LoudspeakerDriver):
-            return await driver.play_tts(params.text, params.volume,
-                                         emergency=params.priority == "emergency",
-                                         cmd_id=cmd_id)
-        if action == "speaker.stop" and isinstance(driver, LoudspeakerDriver):
-            return await driver.stop_playback()
-        raise DeviceUnavailableError(device, f"{action} is not implemented for {driver.kind}")
+        declared = KINDS[driver.kind].actions.get(action)
+        if declared is None:  # the processor checked the kind: a catalogue bug
+            raise DeviceUnavailableError(device, f"{action} is not declared for {driver.kind}")
+        return await declared.execute(driver, params, cmd_id)
 
     def _password(self) -> str | None:
         pw_file = self.loaded.config.uplink.password_file

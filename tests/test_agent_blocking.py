@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from edge.agent import Agent
-from edge.commands.processor import LightSchedule
 from edge.drivers.factory import Transports, build_driver
-from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.streetlight import LightSchedule, StreetlightDriver
 from tests.cfg import lamp_device, write_config
 
 SLOW_FSYNC_S = 0.3

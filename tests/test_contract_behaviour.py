@@ -33,7 +33,6 @@ from edge.commands.processor import (
     PARAMS,
     REASONS,
     STATUSES,
-    LightSet,
     Outcome,
     action_catalogue,
     parse_command_time,
@@ -43,7 +42,7 @@ from edge.commands.processor import (
 from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
-from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.streetlight import LightSet, StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
 from edge.model import UUID7_PATTERN, Event, EventType, WireBatch

@@ -155,7 +155,7 @@ async def test_a_failing_step_is_reported_once_and_retried(
 
 def test_safety_refuses_dim_below_the_driver_minimum_and_sunset_without_position(
         tmp_path: Path) -> None:
-    from edge.commands.processor import LightSchedule, LightSet
+    from edge.drivers.streetlight import LightSchedule, LightSet
 
     bus = {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1}
     nowhere = {k: v for k, v in LAMP_ASSET.items() if k not in ("lat", "lon")}

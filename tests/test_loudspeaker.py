@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from edge.commands.processor import PlayClip
 from edge.config import EdgeConfig, LoudspeakerDevice
-from edge.drivers.loudspeaker import LoudspeakerDriver
+from edge.drivers.loudspeaker import LoudspeakerDriver, PlayClip
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.safety import SafetyRules
 from edge.transports.serial import SerialPort

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,9 +44,12 @@ from edge.buffer.command_journal import Claim
 from edge.clock import Clock, TimeQuality
 from edge.commands.keys import PlatformKeys, load_platform_keys
 from edge.commands.replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
-from edge.config import ROLES, AnyDevice, EdgeConfig, LightStep, LoudspeakerDevice
+from edge.config import ROLES, AnyDevice, EdgeConfig, LoudspeakerDevice
 from edge.drivers._codecs import syn6288
 from edge.drivers._codecs.tts_text import unencodable_at
+from edge.drivers.factory import KINDS
+from edge.drivers.kind import NoParams, Params
+from edge.drivers.loudspeaker import PlayTts
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.security.signing import SignatureError, open_envelope
@@ -78,22 +81,33 @@ REJECT_WINDOW_S = 60.0
 # role alone must not silence an evacuation message (finding 11).
 EMERGENCY_STOP_GUARD_S = 600.0
 SPEAKER_PLAYS = frozenset({"speaker.play_tts", "speaker.play_clip"})
-ACTION_ROLES = {
-    "light.set": "lighting", "light.schedule": "lighting",
-    "speaker.play_tts": "broadcast", "speaker.play_clip": "broadcast", "speaker.stop": "broadcast",
-    "gps.set_interval": "config", "device.read": "read", "agent.reload_config": "config",
-    "agent.state": "read",
-}
-ACTION_KINDS: dict[str, frozenset[str]] = {
-    "light.set": frozenset({"streetlight"}), "light.schedule": frozenset({"streetlight"}),
-    "speaker.play_tts": frozenset({"loudspeaker"}), "speaker.play_clip": frozenset({"loudspeaker"}),
-    "speaker.stop": frozenset({"loudspeaker"}), "gps.set_interval": frozenset({"gps"}),
-    "device.read": frozenset({"manhole_tilt", "streetlight", "loudspeaker", "gps"}),
-    "agent.state": frozenset(),  # the gateway itself: no device
-}
-# Actions on the gateway itself: ``device`` must be absent (or null); every other action in
-# ACTION_KINDS acts on a device and needs one (a bad_body without it, issue 20 re-test #4).
+# Actions no kind declares: every device can be read now (its driver's probe); agent.state acts
+# on the gateway itself and takes no device (a bad_body with one, issue 20 re-test #4).
 GATEWAY_ACTIONS = frozenset({"agent.state"})
+_OWN_ACTIONS: dict[str, tuple[str, type[Params], frozenset[str]]] = {
+    "device.read": ("read", NoParams, frozenset(KINDS)),
+    "agent.state": ("read", NoParams, frozenset()),
+}
+
+
+def _derive_catalogue() -> tuple[dict[str, str], dict[str, frozenset[str]],
+                                 dict[str, type[Params]]]:
+    """Return each action's role, kinds and params model, from the kind table (D82)."""
+    roles: dict[str, str] = {}
+    kinds: dict[str, frozenset[str]] = {}
+    params: dict[str, type[Params]] = {}
+    for kind in KINDS.values():
+        for name, action in kind.actions.items():
+            if roles.setdefault(name, action.role) != action.role or \
+                    params.setdefault(name, action.params) is not action.params:
+                raise TypeError(f"{name}: kinds declare it with different roles or params")
+            kinds[name] = kinds.get(name, frozenset()) | {kind.name}
+    for name, (role, model, of_kinds) in _OWN_ACTIONS.items():
+        roles[name], params[name], kinds[name] = role, model, of_kinds
+    return roles, kinds, params
+
+
+ACTION_ROLES, ACTION_KINDS, PARAMS = _derive_catalogue()
 # exp - iat at most this: a command is for now, not a standing order; a captured or withheld
 # command can take effect at most this long after it was issued (a schedule lives on the
 # gateway and needs no long-lived command). An hour covers a platform's retry queue through a
@@ -149,52 +163,6 @@ COMMAND_TIME_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}
 _COMMAND_TIME = re.compile(COMMAND_TIME_PATTERN)
 ISS_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_ISSUERS_PER_KID = 32
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class LightSet(_Params):
-    """``light.set``: switch and dim."""
-
-    on: bool
-    dim_pct: int = Field(default=100, ge=0, le=100)
-
-
-class LightSchedule(_Params):
-    """``light.schedule``: replace the lamp's stored schedule (it runs on the gateway)."""
-
-    steps: list[LightStep] = Field(min_length=1, max_length=24)
-
-
-class PlayTts(_Params):
-    """``speaker.play_tts``: speak a text."""
-
-    text: str = Field(min_length=1, max_length=200)
-    volume: int = Field(default=8, ge=0, le=16)
-    priority: Literal["normal", "emergency"] = "normal"
-
-
-class PlayClip(_Params):
-    """``speaker.play_clip``: play an allow-listed audio clip."""
-
-    clip: str = Field(min_length=1, max_length=64)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    volume: int = Field(default=8, ge=0, le=16)
-
-
-class NoParams(_Params):
-    """Actions without parameters."""
-
-
-PARAMS: dict[str, type[_Params]] = {
-    "light.set": LightSet, "light.schedule": LightSchedule,
-    "speaker.play_tts": PlayTts, "speaker.play_clip": PlayClip,
-    "speaker.stop": NoParams,
-    "device.read": NoParams,
-    "agent.state": NoParams,
-}
 
 
 class CommandBody(BaseModel):
@@ -279,8 +247,8 @@ class Outcome:
     cmd_id_unverified: str | None = None  # UNVERIFIED_ID_REASONS: the body's cmd_id, unchecked
 
 
-Executor = Callable[[str, str, _Params, str | None], Awaitable[dict[str, Any]]]
-Safety = Callable[[str, str, _Params, set[str]], str | None]
+Executor = Callable[[str, str, Params, str | None], Awaitable[dict[str, Any]]]
+Safety = Callable[[str, str, Params, set[str]], str | None]
 
 
 class CommandProcessor:
@@ -444,7 +412,7 @@ class CommandProcessor:
             self._reject(problem[0], body, problem[1])
         await asyncio.to_thread(replay.accept, key, body.ctr)
 
-    def _unsafe_clock(self, device: str, action: str, params: _Params, roles: set[str]
+    def _unsafe_clock(self, device: str, action: str, params: Params, roles: set[str]
                       ) -> str | None:
         """Quiet hours fail safe: without a trusted clock a play may be in them (finding 10)."""
         if action not in SPEAKER_PLAYS or self.clock.quality() is not TimeQuality.UNSYNCED:
@@ -482,7 +450,7 @@ class CommandProcessor:
             self._reject("bad_body", body, problem)
         return kid, body
 
-    def _validate(self, kid: str, body: CommandBody) -> tuple[str, _Params]:
+    def _validate(self, kid: str, body: CommandBody) -> tuple[str, Params]:
         role = ACTION_ROLES.get(body.action)
         if role is None:
             self._reject("unknown_action", body)
@@ -507,6 +475,11 @@ class CommandProcessor:
                          f"no device {(body.device or '')[:64]!r} on {self.config.gateway.id}")
         if device.kind not in kinds:
             self._reject("unsupported_action", body, f"{device.kind} cannot {body.action}")
+        declared = KINDS[device.kind].actions.get(body.action)
+        if declared is not None and declared.models is not None and \
+                device.model not in declared.models:
+            self._reject("unsupported_action", body,
+                         f"a {device.model} {device.kind} cannot {body.action}")
         if body.action == "speaker.stop" and \
                 self._emergency_until.get(device.name, 0.0) > time.monotonic() and \
                 "broadcast-emergency" not in self.keys[kid][1]:
@@ -701,7 +674,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _tts_text_problem(device: AnyDevice, params: _Params) -> str | None:
+def _tts_text_problem(device: AnyDevice, params: Params) -> str | None:
     """Return why the unit could not speak a play_tts text, or None (issue 19 re-test #7)."""
     if not isinstance(device, LoudspeakerDevice) or not isinstance(params, PlayTts):
         return None

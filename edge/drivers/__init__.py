@@ -1,5 +1,7 @@
 """Drivers, one module per device kind, and the registry that maps ``kind`` to a class.
 
+``DRIVERS`` is derived from the kind table (``edge.drivers.factory.KINDS``).
+
 Importing this package imports no protocol library: the registry lists classes only, and
 ``edge.drivers.factory`` builds them with their transports. The registry itself is built on
 first use: every ``edge.drivers.*`` import (``edge check``'s read plans in
@@ -21,14 +23,9 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:  # PEP 562: the lazy registry
     if name != "DRIVERS":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from edge.drivers.gps import GpsDriver  # noqa: PLC0415
-    from edge.drivers.loudspeaker import LoudspeakerDriver  # noqa: PLC0415
-    from edge.drivers.manhole_tilt import ManholeTiltDriver  # noqa: PLC0415
-    from edge.drivers.streetlight import StreetlightDriver  # noqa: PLC0415
+    from edge.drivers.factory import KINDS  # noqa: PLC0415
 
     drivers: MappingProxyType[str, type[Driver[Any]]] = MappingProxyType({
-        cls.kind: cls
-        for cls in (ManholeTiltDriver, StreetlightDriver, LoudspeakerDriver, GpsDriver)
-    })
+        name: kind.driver for name, kind in KINDS.items()})
     globals()["DRIVERS"] = drivers
     return drivers

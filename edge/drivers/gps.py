@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
 
@@ -24,10 +24,15 @@ from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pic
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps_rules import Change, GpsRules
+from edge.drivers.kind import Kind
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
 from edge.errors import DeviceError, DeviceUnavailableError
 from edge.transports.serial import SerialPort
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.drivers.transport_pool import Transports
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
                  "course_deg": "course_deg", "time": "time"}
@@ -426,3 +431,19 @@ def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private_atomic(path, json.dumps(doc, allow_nan=False).encode("utf-8"))
+
+
+def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> GpsDriver:
+    offset_h = config.gateway.utc_offset_h  # work shifts are local time
+    if device.transport == "mqtt":
+        gps = GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
+    elif device.port is None:  # the loader requires a port for serial trackers
+        raise TypeError(f"{device.name}: no port")
+    else:
+        gps = GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
+    if transports.state_dir is not None:
+        gps.coverage_dir = transports.state_dir / "coverage"
+    return gps
+
+
+KIND = Kind("gps", GpsDevice, GpsDriver, _build)  # no actions of its own

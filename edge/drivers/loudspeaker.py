@@ -6,14 +6,22 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field
 from typing_extensions import override
 
 from edge.config import LoudspeakerDevice
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.drivers.speaker_units import SpeakerUnit
+from edge.drivers.kind import Action, Kind, NoParams, Params
+from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
+from edge.errors import DeviceUnavailableError
+from edge.transports.serial import SerialPort
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.drivers.transport_pool import Transports
 
 SPEAKER_OFFLINE = "speaker_offline"
 PLAYBACK_FAILED = "playback_failed"
@@ -117,3 +125,63 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
     @override
     async def close(self) -> None:
         await self.unit.close()
+
+
+class PlayTts(Params):
+    """``speaker.play_tts``: speak a text."""
+
+    text: str = Field(min_length=1, max_length=200)
+    volume: int = Field(default=8, ge=0, le=16)
+    priority: Literal["normal", "emergency"] = "normal"
+
+
+class PlayClip(Params):
+    """``speaker.play_clip``: play an allow-listed audio clip."""
+
+    clip: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    volume: int = Field(default=8, ge=0, le=16)
+
+
+async def _play_tts(driver: LoudspeakerDriver, params: PlayTts, cmd_id: str | None
+                    ) -> dict[str, Any]:
+    return await driver.play_tts(params.text, params.volume,
+                                 emergency=params.priority == "emergency", cmd_id=cmd_id)
+
+
+async def _play_clip(driver: LoudspeakerDriver, _params: PlayClip, _cmd_id: str | None
+                     ) -> dict[str, Any]:
+    raise DeviceUnavailableError(driver.name, "speaker.play_clip is not implemented")
+
+
+async def _stop(driver: LoudspeakerDriver, _params: NoParams, _cmd_id: str | None
+                ) -> dict[str, Any]:
+    return await driver.stop_playback()
+
+
+def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
+           ) -> LoudspeakerDriver:
+    unit: SpeakerUnit
+    if device.transport == "mqtt":
+        if device.topic is None or transports.broker is None:  # the loader requires both
+            raise TypeError(f"{device.name}: no topic or no southbound_mqtt broker")
+        unit = IpSpeakerUnit(device.name, transports.broker, device.topic,
+                             stale_after_s=3 * device.poll_interval_s + 5)
+    elif device.port is None:  # the loader requires a port for serial units
+        raise TypeError(f"{device.name}: no port")
+    else:
+        unit = Syn6288Unit(device.name, SerialPort(device.port, device.baud),
+                           device.timeout_s or 1.0, device.text_encoding)
+    driver = LoudspeakerDriver(device, unit)
+    driver.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
+    return driver
+
+
+KIND = Kind("loudspeaker", LoudspeakerDevice, LoudspeakerDriver, _build, {
+    "speaker.play_tts": Action("broadcast", PlayTts, _play_tts),
+    # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:
+    # firmware_notes/ip-speaker.md and firmware_notes/syn6288-tts.md
+    "speaker.play_clip": Action("broadcast", PlayClip, _play_clip,
+                                models=frozenset({"ip_speaker"})),
+    "speaker.stop": Action("broadcast", NoParams, _stop),
+})

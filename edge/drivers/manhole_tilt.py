@@ -8,7 +8,7 @@ firmware_notes/mqtt-cover.md).
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import override
 
@@ -17,8 +17,13 @@ from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
 from edge.drivers.cover_rules import CoverRules
+from edge.drivers.kind import Kind
 from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
 from edge.transports.modbus import ModbusBus
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.drivers.transport_pool import Transports
 
 # JSON paths of an MQTT cover's report, overridable per device with json_map
 JSON_DEFAULTS = {"tilt_deg": "tilt", "tilt_x_deg": "tilt_x", "tilt_y_deg": "tilt_y",
@@ -167,3 +172,19 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
             await self._run_mqtt(sink)
             return
         await super().run(sink)
+
+
+def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
+           ) -> ManholeTiltDriver:
+    if device.transport == "mqtt":
+        if transports.broker is None:  # the loader requires southbound_mqtt for these
+            raise TypeError(f"{device.name}: no southbound_mqtt broker")
+        return ManholeTiltDriver(device, timeout_s=device.poll_interval_s,
+                                 broker=transports.broker)
+    if device.bus is None:  # the loader requires a bus for Modbus covers
+        raise TypeError(f"{device.name}: no bus")
+    return ManholeTiltDriver(device, transports.buses[device.bus], timeout_s=transports
+                             .bus_timeout_s(config, device.bus, device.timeout_s))
+
+
+KIND = Kind("manhole_tilt", ManholeTiltDevice, ManholeTiltDriver, _build)  # no actions of its own

@@ -10,8 +10,9 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
 from typing_extensions import override
 
 from edge.atomic_file import write_private_atomic
@@ -21,11 +22,16 @@ from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
+from edge.drivers.kind import Action, Kind, Params
 from edge.drivers.sun import is_day
 from edge.errors import DeviceError, DeviceProtocolError, DeviceRejectedError
 from edge.light_schedule import Step, in_force
 from edge.safety import RelayLog
 from edge.transports.modbus import ModbusBus
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.drivers.transport_pool import Transports
 
 LAMP_OUT = "lamp_out"
 POWER_LOSS = "power_loss"
@@ -219,3 +225,47 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.run_schedule(sink), name=f"light-schedule[{self.name}]")
             await super().run(sink)
+
+
+class LightSet(Params):
+    """``light.set``: switch and dim."""
+
+    on: bool
+    dim_pct: int = Field(default=100, ge=0, le=100)
+
+
+class LightSchedule(Params):
+    """``light.schedule``: replace the lamp's stored schedule (it runs on the gateway)."""
+
+    steps: list[LightStep] = Field(min_length=1, max_length=24)
+
+
+async def _set_light(driver: StreetlightDriver, params: LightSet, _cmd_id: str | None
+                     ) -> dict[str, Any]:
+    return await driver.set_light(on=params.on, dim_pct=params.dim_pct)
+
+
+async def _store_schedule(driver: StreetlightDriver, params: LightSchedule, _cmd_id: str | None
+                          ) -> dict[str, Any]:
+    # write + fsync off the loop (an SD card's fsync: 10-300 ms); commands run one at a time
+    # (CommandProcessor's lock), so two stores never race on the file
+    await asyncio.to_thread(driver.store_schedule, params.steps)
+    return {"steps": len(params.steps), "stored": True}
+
+
+def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
+           ) -> StreetlightDriver:
+    if device.bus is None:  # the loader requires a bus for every streetlight
+        raise TypeError(f"{device.name}: no bus")
+    light = StreetlightDriver(device, transports.buses[device.bus], timeout_s=transports
+                              .bus_timeout_s(config, device.bus, device.timeout_s))
+    light.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
+    if transports.state_dir is not None:
+        light.schedule_dir = transports.state_dir / "schedules"
+    return light
+
+
+KIND = Kind("streetlight", StreetlightDevice, StreetlightDriver, _build, {
+    "light.set": Action("lighting", LightSet, _set_light),
+    "light.schedule": Action("lighting", LightSchedule, _store_schedule),
+})
