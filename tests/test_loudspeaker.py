@@ -136,3 +136,17 @@ def test_quiet_hours_wrap_midnight(spec: str) -> None:
     assert in_quiet_hours(spec, dt.time(6, 59))
     assert not in_quiet_hours(spec, dt.time(7, 0))
     assert not in_quiet_hours(spec, dt.time(12, 0))
+
+
+async def test_a_clip_play_on_a_syn6288_fails_with_a_reason() -> None:
+    async with running() as (driver, sim, sink):
+        await until(lambda: driver.stats.polls_ok >= 1)
+        queued = await driver.play_clip("evacuate", CLIP_SHA, 8, cmd_id="clip-1")
+        assert queued == {"queued": True, "clip": "evacuate", "priority": "normal"}
+        await until(lambda: any(r["cmd_id"] == "clip-1" for r in sink.results))
+        result = sink.results[-1]
+        assert (result["action"], result["status"]) == ("speaker.play_clip", "failed")
+        assert result["reason"] == "speaker-01: SYN6288 has no clip store"
+        assert result["clip"] == "evacuate"
+        assert "text_chars" not in result
+        assert sim.spoken == []  # nothing was sent to the board

@@ -21,14 +21,16 @@ EMERGENCY, NORMAL = 0, 1
 
 @dataclass(order=True)
 class Play:
-    """One thing to say."""
+    """One thing to say: a text (TTS), or a stored clip when ``clip`` is set."""
 
     rank: int  # EMERGENCY or NORMAL
     order: int
-    text: str = field(compare=False)
+    text: str = field(compare=False)  # "" for a clip play
     volume: int = field(compare=False, default=8)
     cmd_id: str | None = field(compare=False, default=None)
     source: str = field(compare=False, default="command")  # or "schedule"
+    clip: str | None = field(compare=False, default=None)  # allow-listed clip name
+    sha256: str | None = field(compare=False, default=None)  # its allow-listed hash
 
 
 Player = Callable[[Play], Awaitable[None]]  # speaks and returns when done; raises on failure
@@ -54,10 +56,17 @@ class BroadcastQueue:
         self.failed = 0
 
     async def submit(self, text: str, *, volume: int, emergency: bool,
-                     cmd_id: str | None = None, source: str = "command") -> bool:
-        """Queue a play; return False (and report ``refused``) when there is no room."""
+                     cmd_id: str | None = None, source: str = "command",
+                     clip: str | None = None, sha256: str | None = None) -> bool:
+        """Queue a play; return False (and report ``refused``) when there is no room.
+
+        A clip play passes ``clip`` and ``sha256`` with ``text`` empty. It is always normal
+        priority (the command's PlayClip has no priority): it never interrupts another play.
+        """
+        if (clip is None) != (sha256 is None) or (clip is not None and (text or emergency)):
+            raise ValueError("a clip play needs clip and sha256, no text, normal priority")
         play = Play(EMERGENCY if emergency else NORMAL, next(self._order), text, volume, cmd_id,
-                    source)
+                    source, clip, sha256)
         if len(self._queue) >= self._max:
             normals = [p for p in self._queue if p.rank == NORMAL]
             if not emergency or not normals:

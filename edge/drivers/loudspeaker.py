@@ -77,6 +77,17 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
         return {"queued": queued, "chars": len(text),
                 "priority": "emergency" if emergency else "normal"}
 
+    async def play_clip(self, clip: str, sha256: str, volume: int, *,
+                        cmd_id: str | None = None) -> dict[str, object]:
+        """Queue a stored clip; its final result comes later as a ``command_result``.
+
+        The safety rule has checked ``clip``/``sha256`` against the allow-list; a clip play is
+        always normal priority (BroadcastQueue.submit).
+        """
+        queued = await self.queue.submit("", volume=volume, emergency=False, cmd_id=cmd_id,
+                                         clip=clip, sha256=sha256)
+        return {"queued": queued, "clip": clip, "priority": "normal"}
+
     async def stop_playback(self) -> dict[str, object]:
         """Stop what is playing."""
         await self.unit.stop()
@@ -86,11 +97,17 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
         sink = self._sink
         if sink is None:
             return
-        detail: dict[str, Value] = {"text_chars": len(play.text), "source": play.source,
+        detail: dict[str, Value] = {"source": play.source,
                                     "priority": "emergency" if play.rank == 0 else "normal"}
+        action = "speaker.play_tts"
+        if play.clip is not None:
+            action = "speaker.play_clip"
+            detail["clip"] = play.clip
+        else:
+            detail["text_chars"] = len(play.text)
         if why:
             detail["reason"] = why
-        await sink.command_result(self.name, play.cmd_id, "speaker.play_tts", status, detail)
+        await sink.command_result(self.name, play.cmd_id, action, status, detail)
         if status == "failed" and PLAYBACK_FAILED not in sink.active_alarms(self.name):
             await sink.alarm(AlarmChange(self.name, PLAYBACK_FAILED, "raised", prio=1,
                                          severity=2, data={"reason": why}))

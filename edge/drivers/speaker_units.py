@@ -23,6 +23,10 @@ from edge.transports.mqtt import MqttLink
 from edge.transports.serial import SerialPort
 
 SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
+# A clip is sent by name and hash only (firmware_notes/ip-speaker.md): the gateway does not
+# know its length, so its result is awaited for a fixed bound that covers a long recorded
+# announcement; a speaker silent past it is reported unavailable, not waited on for ever.
+CLIP_TIMEOUT_S = 120.0
 
 
 class SpeakerUnit(Protocol):
@@ -35,7 +39,7 @@ class SpeakerUnit(Protocol):
         ...
 
     async def speak(self, play: Play) -> None:
-        """Say ``play.text``; return when it has been said; raise DeviceError on failure."""
+        """Say ``play.text`` (or play ``play.clip``); return when done; DeviceError on failure."""
         ...
 
     async def stop(self) -> None:
@@ -96,6 +100,8 @@ class Syn6288Unit:
 
     async def speak(self, play: Play) -> None:
         """Say one text and wait until the unit is idle again."""
+        if play.clip is not None:  # it only speaks text (firmware_notes/syn6288-tts.md)
+            raise DeviceUnavailableError(self.name, "SYN6288 has no clip store")
         try:
             frame = syn6288.speak(play.text, self._encoding, volume=play.volume)
         except ValueError as exc:
@@ -187,17 +193,26 @@ class IpSpeakerUnit:
         return {"busy": status.playing, "amp_fault": status.amp_fault}
 
     async def speak(self, play: Play) -> None:
-        """Publish a play and wait for the speaker's result for it."""
+        """Publish a play (a text or a clip) and wait for the speaker's result for it."""
         link = await self._connected()
         self._counter += 1
         play_id = f"{play.cmd_id or 'local'}-{self._counter}"
+        if play.clip is not None:
+            try:
+                body = ip_speaker.encode_play_clip(play_id, play.clip, play.sha256 or "",
+                                                   play.volume, emergency=play.rank == 0)
+            except ValueError as exc:
+                raise DeviceProtocolError(self.name, str(exc)) from exc
+            timeout_s = CLIP_TIMEOUT_S
+        else:
+            body = ip_speaker.encode_play(play_id, play.text, play.volume,
+                                          emergency=play.rank == 0)
+            timeout_s = SPEECH_S_PER_CHAR * len(play.text) + 10.0
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[play_id] = fut
-        body = ip_speaker.encode_play(play_id, play.text, play.volume,
-                                      emergency=play.rank == 0)
         try:
             await link.publish(f"{self.topic}/play", body)
-            async with asyncio.timeout(SPEECH_S_PER_CHAR * len(play.text) + 10.0):
+            async with asyncio.timeout(timeout_s):
                 result = await fut
         except TimeoutError as exc:
             raise DeviceUnavailableError(self.name, "no result from the speaker") from exc

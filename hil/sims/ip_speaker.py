@@ -8,13 +8,19 @@ import json
 
 from edge.transports.mqtt import MqttLink
 
+CLIP_PLAY_S = 0.3  # how long the simulator "plays" any clip: short, so tests stay quick
+
 
 class IpSpeakerSim:
-    """Subscribes ``{topic}/play`` and ``/stop``; publishes ``{topic}/status`` every 0.5 s."""
+    """Subscribes ``{topic}/play`` and ``/stop``; publishes ``{topic}/status`` every 0.5 s.
+
+    A play is a text (50 ms a character) or a stored clip (``CLIP_PLAY_S``).
+    """
 
     def __init__(self, host: str, port: int, topic: str) -> None:
         self.host, self.port, self.topic = host, port, topic
         self.spoken: list[str] = []
+        self.clips: list[tuple[str, str]] = []  # (name, sha256) of each clip played
         self.amp_fault = False
         self.silent = False  # stops publishing status (a dead speaker)
         self._playing: str | None = None
@@ -47,8 +53,12 @@ class IpSpeakerSim:
                 continue
             doc = json.loads(item.payload)
             self._playing = doc["id"]
-            self.spoken.append(doc["text"])
-            await asyncio.sleep(0.05 * len(doc["text"]))
+            if "clip" in doc:  # a stored clip: played for a fixed time, whatever its name
+                self.clips.append((doc["clip"], doc["sha256"]))
+                await asyncio.sleep(CLIP_PLAY_S)
+            else:
+                self.spoken.append(doc["text"])
+                await asyncio.sleep(0.05 * len(doc["text"]))
             result = "played" if self._playing == doc["id"] else "interrupted"
             self._playing = None
             if not self.silent:
