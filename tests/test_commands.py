@@ -17,6 +17,9 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.commands.processor import CommandProcessor, Outcome, load_platform_keys
 from edge.config_loader import load_config
+from edge.drivers.factory import KINDS
+from edge.drivers.loudspeaker import PlayClip, PlayTts
+from edge.drivers.streetlight import LightSet
 from edge.safety import SafetyRules
 from edge.security.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
@@ -205,3 +208,46 @@ async def test_interrupted_command_is_reported_unknown_not_rerun(h: Harness) -> 
     assert [(o.status, o.cmd_id) for o in lost] == [("unknown", "c1")]
     assert not h.executed
     assert journal.state("c1") == "unknown"
+
+
+async def test_a_clip_on_a_tts_board_is_unsupported_before_it_is_journaled(h: Harness) -> None:
+    """speaker.play_clip is declared for ip_speaker units only (D82): a SYN6288 says why."""
+    out = await h.send(h.broadcast, "speaker.play_clip",
+                       {"clip": "evacuate", "sha256": "0" * 64}, device="speaker-01")
+    assert (out.status, out.reason) == ("rejected", "unsupported_action")
+    assert "syn6288" in h.audit()[-1]["detail"]["detail"]
+    assert not h.executed
+
+
+async def test_actions_out_of_the_kind_table_are_unknown(h: Harness) -> None:
+    """Named in design/events.md, executable by nothing: not in the catalogue (D82)."""
+    for action in ("gps.set_interval", "agent.reload_config"):
+        out = await h.send(h.lighting, action, {}, device="truck-03")
+        assert (out.status, out.reason) == ("rejected", "unknown_action"), action
+    assert not h.executed
+
+
+async def test_each_declared_action_reaches_its_driver_method() -> None:
+    """The agent's executor is the kind table's: each action calls what its kind declares."""
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Driver:
+        name = "x"
+
+        def __getattr__(self, method: str) -> Any:
+            async def call(*args: Any, **kw: Any) -> dict[str, Any]:
+                calls.append((method, args, kw))
+                return {"ok": True}
+            return call
+
+    speaker = KINDS["loudspeaker"].actions
+    await speaker["speaker.play_clip"].execute(
+        Driver(), PlayClip(clip="evacuate", sha256="a" * 64, volume=5), "c1")
+    await speaker["speaker.play_tts"].execute(
+        Driver(), PlayTts(text="hi", priority="emergency"), "c2")
+    await KINDS["streetlight"].actions["light.set"].execute(Driver(), LightSet(on=True), None)
+    assert calls == [
+        ("play_clip", ("evacuate", "a" * 64, 5), {"cmd_id": "c1"}),
+        ("play_tts", ("hi", 8), {"emergency": True, "cmd_id": "c2"}),
+        ("set_light", (), {"on": True, "dim_pct": 100}),
+    ]

@@ -16,7 +16,6 @@ from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
 from edge.drivers.kind import Action, Kind, NoParams, Params
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
-from edge.errors import DeviceUnavailableError
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
@@ -166,9 +165,9 @@ async def _play_tts(driver: LoudspeakerDriver, params: PlayTts, cmd_id: str | No
                                  emergency=params.priority == "emergency", cmd_id=cmd_id)
 
 
-async def _play_clip(driver: LoudspeakerDriver, _params: PlayClip, _cmd_id: str | None
+async def _play_clip(driver: LoudspeakerDriver, params: PlayClip, cmd_id: str | None
                      ) -> dict[str, Any]:
-    raise DeviceUnavailableError(driver.name, "speaker.play_clip is not implemented")
+    return await driver.play_clip(params.clip, params.sha256, params.volume, cmd_id=cmd_id)
 
 
 async def _stop(driver: LoudspeakerDriver, _params: NoParams, _cmd_id: str | None
