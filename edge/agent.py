@@ -342,7 +342,12 @@ class Agent:
             self.commands.set_safety(SafetyRules(merged, relays=self._relay_log).check)
         for device in merged.devices:
             if device.enabled and device.name in (*change.added, *change.changed):
-                self.drivers[device.name] = build_driver(device, merged, self._transports)
+                try:
+                    self.drivers[device.name] = build_driver(device, merged, self._transports)
+                except ConfigError as exc:  # its broker starts at the next restart
+                    log.warning("reload: %s", exc)
+                    notes.append(str(exc))
+                    continue
                 self._start_device(device.name)
         self.generation += 1
         self.last_reload = {"ok": True, "added": change.added, "removed": change.removed,

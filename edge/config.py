@@ -404,6 +404,23 @@ class LoudspeakerDevice(_DeviceBase):
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
     max_text_chars: int = Field(default=100, ge=1, le=200)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_transport(cls, data: object) -> object:
+        # the transport says which unit is built (a SYN6288 board on a port, an IP speaker on
+        # the broker): an unstated model follows it, so a clip check by model cannot disagree
+        if isinstance(data, dict) and "model" not in data and data.get("transport") == "mqtt":
+            return {**data, "model": "ip_speaker"}
+        return data
+
+    @model_validator(mode="after")
+    def _model_fits_transport(self) -> LoudspeakerDevice:
+        wanted = "ip_speaker" if self.transport == "mqtt" else "syn6288"
+        if self.model != wanted:
+            raise FieldProblemsError([(("model",), f"{self.model} does not speak over "
+                                       f"transport {self.transport}: use {wanted}")])
+        return self
+
 
 class Geofence(_Model):
     """A polygon the vehicle must stay in (``alarm_on: exit``) or keep out of (``enter``)."""

@@ -3,7 +3,8 @@
 Devices added, removed or changed (their own settings, or the bus they use) are stopped and
 started alone; the others keep polling with the same driver. An invalid file is rejected with
 its line-numbered problems and the running config stays. The file is never written.
-Changes to ``gateway``, ``uplink``, ``outbox`` or ``observability`` need a restart (said so).
+Changes to ``gateway``, ``uplink``, ``outbox``, ``observability`` or ``southbound_mqtt`` need a
+restart (said so); a device added meanwhile that needs the new broker waits for it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def plan(old: EdgeConfig, new: EdgeConfig) -> ReloadPlan:
         or (new_devices[name].bus in buses_changed)
         or old.class_table() != new.class_table()
     )
-    restart = [section for section in ("gateway", "uplink", "outbox", "observability")
+    restart = [section for section in ("gateway", "uplink", "outbox", "observability",
+                                      "southbound_mqtt")
                if getattr(old, section) != getattr(new, section)]
     return ReloadPlan(added=sorted(new_devices.keys() - old_devices.keys()),
                       removed=sorted(old_devices.keys() - new_devices.keys()),

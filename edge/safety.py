@@ -20,6 +20,9 @@ SWITCH_WINDOW_S = 60.0
 MAX_SWITCHES_KEPT = 64  # more than any max_switches_per_min (<= 60): the window is always whole
 
 
+SPEAKER_PLAYS = frozenset({"speaker.play_tts", "speaker.play_clip"})
+
+
 class RelayLog:
     """A lamp relay's known state and the monotonic times it changed (what wears it).
 
@@ -85,10 +88,11 @@ class SafetyRules:
                 self._switch_rate(device, bool(getattr(params, "on", False)))
             if isinstance(device, StreetlightDevice) and action == "light.schedule":
                 self._schedule(device, list(getattr(params, "steps", [])))
-            if isinstance(device, LoudspeakerDevice) and action == "speaker.play_tts":
-                self._speaker(device, params, roles)
             if isinstance(device, LoudspeakerDevice) and action == "speaker.play_clip":
                 self._clip(device, params)
+            if isinstance(device, LoudspeakerDevice) and action in SPEAKER_PLAYS:
+                # a clip is loud too: volume and quiet hours hold for it (never emergency)
+                self._speaker(device, params, roles)
         except CommandRejectedError as exc:
             return str(exc)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.command_journal import Claim
 from edge.buffer.store import Outbox
 from edge.clock import Clock
-from edge.commands.processor import CommandProcessor, Outcome, load_platform_keys
+from edge.commands.processor import PARAMS, CommandProcessor, Outcome, load_platform_keys
+from edge.config import DEVICE_MODELS
 from edge.config_loader import load_config
 from edge.drivers.factory import KINDS
+from edge.drivers.kind import NoParams
 from edge.drivers.loudspeaker import PlayClip, PlayTts
-from edge.drivers.streetlight import LightSet
+from edge.drivers.streetlight import LightSchedule, LightSet
 from edge.safety import SafetyRules
 from edge.security.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
@@ -227,6 +230,18 @@ async def test_actions_out_of_the_kind_table_are_unknown(h: Harness) -> None:
     assert not h.executed
 
 
+def test_the_kind_table_agrees_with_the_config_and_the_drivers() -> None:
+    """Each kind's devices.yaml model, driver kind and action models are the real ones."""
+    assert list(KINDS) == list(DEVICE_MODELS)
+    for name, kind in KINDS.items():
+        assert kind.device is DEVICE_MODELS[name], name
+        assert kind.driver.kind == name, name
+        models = set(typing.get_args(kind.device.model_fields["model"].annotation))
+        for action, declared in kind.actions.items():
+            assert declared.models is None or declared.models <= models, action
+            assert action in PARAMS, action
+
+
 async def test_each_declared_action_reaches_its_driver_method() -> None:
     """The agent's executor is the kind table's: each action calls what its kind declares."""
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
@@ -234,20 +249,28 @@ async def test_each_declared_action_reaches_its_driver_method() -> None:
     class Driver:
         name = "x"
 
+        def store_schedule(self, steps: Any) -> None:  # a blocking write, run in a thread
+            calls.append(("store_schedule", (len(steps),), {}))
+
         def __getattr__(self, method: str) -> Any:
             async def call(*args: Any, **kw: Any) -> dict[str, Any]:
                 calls.append((method, args, kw))
                 return {"ok": True}
             return call
 
-    speaker = KINDS["loudspeaker"].actions
-    await speaker["speaker.play_clip"].execute(
-        Driver(), PlayClip(clip="evacuate", sha256="a" * 64, volume=5), "c1")
-    await speaker["speaker.play_tts"].execute(
-        Driver(), PlayTts(text="hi", priority="emergency"), "c2")
-    await KINDS["streetlight"].actions["light.set"].execute(Driver(), LightSet(on=True), None)
+    params = {"speaker.play_clip": PlayClip(clip="evacuate", sha256="a" * 64, volume=5),
+              "speaker.play_tts": PlayTts(text="hi", priority="emergency"),
+              "speaker.stop": NoParams(), "light.set": LightSet(on=True),
+              "light.schedule": LightSchedule.model_validate(
+                  {"steps": [{"at": "18:00", "on": True}]})}
+    declared = {action: spec for kind in KINDS.values() for action, spec in kind.actions.items()}
+    assert set(declared) == set(params), "a new action needs a case here"
+    for action, spec in declared.items():
+        await spec.execute(Driver(), params[action], "c1")
     assert calls == [
-        ("play_clip", ("evacuate", "a" * 64, 5), {"cmd_id": "c1"}),
-        ("play_tts", ("hi", 8), {"emergency": True, "cmd_id": "c2"}),
         ("set_light", (), {"on": True, "dim_pct": 100}),
+        ("store_schedule", (1,), {}),
+        ("play_tts", ("hi", 8), {"emergency": True, "cmd_id": "c1"}),
+        ("play_clip", ("evacuate", "a" * 64, 5), {"cmd_id": "c1"}),
+        ("stop_playback", (), {}),
     ]

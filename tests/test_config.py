@@ -250,3 +250,29 @@ def test_many_mangled_files_are_always_lists_of_located_problems() -> None:
     figure("R12", f"devices.yaml: {run['examples']} mangled files "
                   f"({run['refused']} refused, every problem located) in "
                   f"{time.monotonic() - started_s:.0f} s, 2 s deadline each")
+
+
+def test_a_loudspeakers_model_follows_its_transport() -> None:
+    """The unit built is chosen by transport; the clip check reads the model (D82)."""
+    from edge.config import LoudspeakerDevice
+
+    base = {"name": "s", "kind": "loudspeaker", "topic": "spk/s",
+            "asset": {"code": "3205082105000001", "class": "2105", "grid": "320508001002003",
+                      "name": "广播"}}
+    assert LoudspeakerDevice.model_validate({**base, "transport": "mqtt"}).model == "ip_speaker"
+    assert LoudspeakerDevice.model_validate({**base, "transport": "serial", "port": "/dev/x"}
+                                            ).model == "syn6288"
+    with pytest.raises(ValueError, match="does not speak over transport serial: use syn6288"):
+        LoudspeakerDevice.model_validate({**base, "transport": "serial", "port": "/dev/x",
+                                          "model": "ip_speaker"})
+
+
+def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:
+    """A reload may add one before southbound_mqtt (a restart section) runs: said, not a crash."""
+    from edge.drivers.factory import Transports, build_driver
+
+    cfg = load_config(ROOT / "devices.yaml").config
+    speaker = cfg.device("speaker-01").model_copy(
+        update={"transport": "mqtt", "model": "ip_speaker", "topic": "spk/1", "port": None})
+    with pytest.raises(ConfigError, match="speaker-01: needs southbound_mqtt, which starts at"):
+        build_driver(speaker, cfg, Transports(cfg))

@@ -119,13 +119,20 @@ def test_clip_allow_list() -> None:
         "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
         "uplink": {"host": "127.0.0.1", "port": 1, "tls": False},
         "devices": [speaker(1).model_dump(by_alias=True)]})
-    rules = SafetyRules(cfg)
+    local_h = 12  # noon at UTC+8: outside the default quiet hours 22:00-07:00
+    rules = SafetyRules(cfg, now=lambda: dt.datetime(2026, 11, 26, local_h - 8, tzinfo=dt.UTC))
     ok = PlayClip.model_validate({"clip": "evacuate", "sha256": CLIP_SHA})
     bad = PlayClip.model_validate({"clip": "evacuate", "sha256": "cd" * 32})
     unknown = PlayClip.model_validate({"clip": "music", "sha256": CLIP_SHA})
     assert rules.check("speaker-01", "speaker.play_clip", ok, {"broadcast"}) is None
     assert "allow-list" in (rules.check("speaker-01", "speaker.play_clip", bad, set()) or "")
     assert "allow-list" in (rules.check("speaker-01", "speaker.play_clip", unknown, set()) or "")
+    # a clip is as loud as a text: the volume cap and quiet hours hold for it too
+    loud = PlayClip.model_validate({"clip": "evacuate", "sha256": CLIP_SHA, "volume": 16})
+    assert "maximum" in (rules.check("speaker-01", "speaker.play_clip", loud, {"broadcast"}) or "")
+    local_h = 23
+    assert "quiet hours" in (rules.check("speaker-01", "speaker.play_clip", ok, {"broadcast"})
+                             or "")
 
 
 @pytest.mark.parametrize("spec", ["22:00-07:00"])

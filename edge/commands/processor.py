@@ -52,6 +52,7 @@ from edge.drivers.kind import NoParams, Params
 from edge.drivers.loudspeaker import PlayTts
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
+from edge.safety import SPEAKER_PLAYS
 from edge.security.signing import SignatureError, open_envelope
 
 __all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
@@ -80,7 +81,6 @@ REJECT_WINDOW_S = 60.0
 # 200-character text plays in under a minute; a queue ahead of it adds more): the ``broadcast``
 # role alone must not silence an evacuation message (finding 11).
 EMERGENCY_STOP_GUARD_S = 600.0
-SPEAKER_PLAYS = frozenset({"speaker.play_tts", "speaker.play_clip"})
 # Actions no kind declares: every device can be read now (its driver's probe); agent.state acts
 # on the gateway itself and takes no device (a bad_body with one, issue 20 re-test #4).
 GATEWAY_ACTIONS = frozenset({"agent.state"})
@@ -103,6 +103,8 @@ def _derive_catalogue() -> tuple[dict[str, str], dict[str, frozenset[str]],
                 raise TypeError(f"{name}: kinds declare it with different roles or params")
             kinds[name] = kinds.get(name, frozenset()) | {kind.name}
     for name, (role, model, of_kinds) in _OWN_ACTIONS.items():
+        if name in roles:
+            raise TypeError(f"{name}: the processor's own action, declared by a kind too")
         roles[name], params[name], kinds[name] = role, model, of_kinds
     return roles, kinds, params
 
@@ -460,9 +462,7 @@ class CommandProcessor:
             self._reject("wrong_role", body, f"{body.action} needs role {role}")
         if body.aud != self.config.gateway.id:
             self._reject("wrong_aud", body, f"for {body.aud}")
-        kinds = ACTION_KINDS.get(body.action)
-        if kinds is None or body.action not in PARAMS:
-            self._reject("unsupported_action", body)
+        kinds = ACTION_KINDS[body.action]  # every action with a role has kinds and params
         if body.action in GATEWAY_ACTIONS:
             try:
                 return "", PARAMS[body.action].model_validate(body.params)

@@ -24,10 +24,10 @@ from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pic
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps_rules import Change, GpsRules
-from edge.drivers.kind import Kind
+from edge.drivers.kind import NO_BROKER, Kind
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
-from edge.errors import DeviceError, DeviceUnavailableError
+from edge.errors import ConfigError, DeviceError, DeviceUnavailableError
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
@@ -436,9 +436,11 @@ def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
 def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> GpsDriver:
     offset_h = config.gateway.utc_offset_h  # work shifts are local time
     if device.transport == "mqtt":
+        if transports.broker is None:  # added by a reload: the broker starts at a restart
+            raise ConfigError([f"{device.name}: {NO_BROKER}"])
         gps = GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
     elif device.port is None:  # the loader requires a port for serial trackers
-        raise TypeError(f"{device.name}: no port")
+        raise ConfigError([f"{device.name}: no port"])
     else:
         gps = GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
     if transports.state_dir is not None:

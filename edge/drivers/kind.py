@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from edge.drivers.transport_pool import Transports
 
 
+# what a builder says of an MQTT device a reload added before its broker runs (edge.reload)
+NO_BROKER = "needs southbound_mqtt, which starts at the next restart"
+
+
 class Params(BaseModel):
     """A command's ``params``: strict, nothing unknown (design/events.md §Commands)."""
 

@@ -14,8 +14,9 @@ from typing_extensions import override
 from edge.config import LoudspeakerDevice
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.drivers.kind import Action, Kind, NoParams, Params
+from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
+from edge.errors import ConfigError
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
@@ -179,12 +180,14 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
            ) -> LoudspeakerDriver:
     unit: SpeakerUnit
     if device.transport == "mqtt":
-        if device.topic is None or transports.broker is None:  # the loader requires both
-            raise TypeError(f"{device.name}: no topic or no southbound_mqtt broker")
+        if transports.broker is None:  # added by a reload: the broker starts at a restart
+            raise ConfigError([f"{device.name}: {NO_BROKER}"])
+        if device.topic is None:  # the loader requires one
+            raise ConfigError([f"{device.name}: no topic"])
         unit = IpSpeakerUnit(device.name, transports.broker, device.topic,
                              stale_after_s=3 * device.poll_interval_s + 5)
     elif device.port is None:  # the loader requires a port for serial units
-        raise TypeError(f"{device.name}: no port")
+        raise ConfigError([f"{device.name}: no port"])
     else:
         unit = Syn6288Unit(device.name, SerialPort(device.port, device.baud),
                            device.timeout_s or 1.0, device.text_encoding)

@@ -17,8 +17,8 @@ from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
 from edge.drivers.cover_rules import CoverRules
-from edge.drivers.kind import Kind
-from edge.errors import DeviceError, DeviceProtocolError, DeviceUnavailableError
+from edge.drivers.kind import NO_BROKER, Kind
+from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceUnavailableError
 from edge.transports.modbus import ModbusBus
 
 if TYPE_CHECKING:
@@ -177,12 +177,12 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
 def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
            ) -> ManholeTiltDriver:
     if device.transport == "mqtt":
-        if transports.broker is None:  # the loader requires southbound_mqtt for these
-            raise TypeError(f"{device.name}: no southbound_mqtt broker")
+        if transports.broker is None:  # added by a reload: the broker starts at a restart
+            raise ConfigError([f"{device.name}: {NO_BROKER}"])
         return ManholeTiltDriver(device, timeout_s=device.poll_interval_s,
                                  broker=transports.broker)
     if device.bus is None:  # the loader requires a bus for Modbus covers
-        raise TypeError(f"{device.name}: no bus")
+        raise ConfigError([f"{device.name}: no bus"])
     return ManholeTiltDriver(device, transports.buses[device.bus], timeout_s=transports
                              .bus_timeout_s(config, device.bus, device.timeout_s))
 

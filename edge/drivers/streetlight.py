@@ -24,7 +24,7 @@ from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.kind import Action, Kind, Params
 from edge.drivers.sun import is_day
-from edge.errors import DeviceError, DeviceProtocolError, DeviceRejectedError
+from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceRejectedError
 from edge.light_schedule import Step, in_force
 from edge.safety import RelayLog
 from edge.transports.modbus import ModbusBus
@@ -256,7 +256,7 @@ async def _store_schedule(driver: StreetlightDriver, params: LightSchedule, _cmd
 def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
            ) -> StreetlightDriver:
     if device.bus is None:  # the loader requires a bus for every streetlight
-        raise TypeError(f"{device.name}: no bus")
+        raise ConfigError([f"{device.name}: no bus"])
     light = StreetlightDriver(device, transports.buses[device.bus], timeout_s=transports
                               .bus_timeout_s(config, device.bus, device.timeout_s))
     light.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time

@@ -10,7 +10,7 @@ from edge.drivers._codecs import json_doc
 from edge.drivers._codecs.tts_text import strip_all_tags
 
 RESULTS = frozenset({"played", "interrupted", "failed"})
-CLIP_NAME_MAX_CHARS = 64  # the command's PlayClip.clip bound (edge/commands/processor.py)
+CLIP_NAME_MAX_CHARS = 64  # the command's PlayClip.clip bound (edge/drivers/loudspeaker.py)
 VOLUME_MAX = 16  # the table's volume range 0-16 (firmware_notes/ip-speaker.md)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
