@@ -71,7 +71,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
     fuzzed = [r for r in terminalreporter.stats.get("passed", []) if "fuzz" in r.nodeid]
     if fuzzed:
-        examples = os.environ.get("FUZZ_EXAMPLES", "10000")
+        examples = os.environ.get("FUZZ_EXAMPLES", "3000")
         # the in-process fuzzers run FUZZ_EXAMPLES; the socket ones (HTTP, Modbus) and the
         # small-file ones fewer, as their docstrings say
         FIGURES.append(f"R12: {len(fuzzed)} fuzz tests passed (FUZZ_EXAMPLES={examples}; "

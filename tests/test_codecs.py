@@ -15,10 +15,10 @@ from edge.drivers._codecs import modbus_frames, nmea, sdm120, syn6288, witmotion
 
 # pytest's 120 s default is close to a codec fuzzer at 100 k on a busy 2-core box
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(
-    120 + int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 250)]
+    120 + int(os.environ.get("FUZZ_EXAMPLES", "3000")) // 250)]
 
 # 10 k examples per parser in CI; make faults runs 100 k (R12)
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 # a hang is a failure: each example must finish within 1 s (pure codecs take microseconds)
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=dt.timedelta(seconds=1),
                 suppress_health_check=[HealthCheck.too_slow])

@@ -34,7 +34,7 @@ from tests.test_commands import GW
 
 pytestmark = pytest.mark.reliability
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 EXAMPLE_DEADLINE_S = 5.0  # generous for an fsync on a loaded SD card; a hang is far beyond
 STATUSES = {"executed", "rejected", "failed", "unknown"}
 

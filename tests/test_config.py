@@ -200,7 +200,7 @@ _MANGLED = settings(deadline=dt.timedelta(seconds=2), suppress_health_check=[Hea
 # make test: a short run. make faults (FUZZ_EXAMPLES=100000): MANGLED_FULL_EXAMPLES; 100 k would
 # take ~18 min at the 85-100 examples/s measured, so the count is capped to finish in < 10 min.
 MANGLED_FULL_CAP = 40_000
-MANGLED_FULL_EXAMPLES = min(int(os.environ.get("FUZZ_EXAMPLES", "10000")), MANGLED_FULL_CAP)
+MANGLED_FULL_EXAMPLES = min(int(os.environ.get("FUZZ_EXAMPLES", "3000")), MANGLED_FULL_CAP)
 
 
 def _mangled_file_problems(edits: list[tuple[int, str]]) -> list[str]:

@@ -371,7 +371,7 @@ def test_a_damaged_clock_floor_is_no_floor(content: bytes | None, tmp_path: Path
 # Not the protocol parsers (those run FUZZ_EXAMPLES): files the agent or the installer wrote,
 # and arguments. A tenth of the examples keeps make test short (1 k; 10 k in make faults); the
 # deadline is generous because these touch the disk on a shared CI box: a hang still fails.
-FUZZ = settings(max_examples=max(100, int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 10),
+FUZZ = settings(max_examples=max(100, int(os.environ.get("FUZZ_EXAMPLES", "3000")) // 10),
                 deadline=dt.timedelta(seconds=5),
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])

@@ -14,7 +14,7 @@ from edge.drivers._codecs import jt808
 
 # pytest's 120 s default is close to a codec fuzzer at 100 k on a busy 2-core box
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(
-    120 + int(os.environ.get("FUZZ_EXAMPLES", "10000")) // 250)]
+    120 + int(os.environ.get("FUZZ_EXAMPLES", "3000")) // 250)]
 
 LOCATION = bytes.fromhex(
     "7E0200002801380013800000020000000000 0C0003 01DE3DB2 072FF497 000C 0164 005A "
@@ -67,7 +67,7 @@ def test_framer_splits_a_stream_fed_byte_by_byte_with_junk() -> None:
 
 
 # a hang is a failure: each example must finish within 1 s
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "3000")),
           deadline=dt.timedelta(seconds=1),
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=80))
@@ -79,7 +79,7 @@ def test_fuzz_decode_and_location(data: bytes) -> None:
     jt808.Framer().feed(data)
 
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")),
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "3000")),
                 deadline=dt.timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 
 

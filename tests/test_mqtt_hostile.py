@@ -36,7 +36,7 @@ from tests.helpers import wait_event
 from tests.recording_sink import RecordingSink
 from tests.test_southbound_mqtt import ASSET, broker_for, until
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))  # make faults: 100 k
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))  # make faults: 100 k
 FUZZ = settings(max_examples=FUZZ_EXAMPLES,
                 deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 

@@ -33,7 +33,7 @@ from tests.test_receiver import GW, STATE, TOPIC, alarm, batch, reading, setup, 
 
 pytestmark = pytest.mark.reliability
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 EXAMPLE_DEADLINE_S = 5.0  # a message takes ~1 ms; an fsync on a loaded box more; a hang far more
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | \

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from edge.drivers._codecs import ip_speaker, syn6288, tts_text
 from tests.test_loudspeaker import running, until
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))  # make faults: 100 k
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))  # make faults: 100 k
 FUZZ = settings(max_examples=FUZZ_EXAMPLES,
                 deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 # pytest-timeout ends a true infinite loop (hypothesis cannot interrupt one): 100 k examples took
