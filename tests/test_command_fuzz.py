@@ -1,7 +1,7 @@
 """Fuzz the whole command path (issue 19): envelope bytes in → an audited rejection, a failure
 or an execution out; never an exception past ``CommandProcessor.handle``, never a hang.
 
-Real outbox, real audit file, real replay file, real signatures. 10 k examples in ``make test``;
+Real outbox, real audit file, real replay file, real signatures. 3 k examples in ``make test``;
 ``make faults`` sets FUZZ_EXAMPLES=100000. Every example runs under a watchdog: a hang (a
 coroutine that never finishes: ``asyncio.wait_for``; CPU-bound code: a SIGVTALRM timer on the
 process's CPU time) fails the test instead of stalling it. Found on the code before the fix:

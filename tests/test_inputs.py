@@ -369,7 +369,7 @@ def test_a_damaged_clock_floor_is_no_floor(content: bytes | None, tmp_path: Path
 # ---- fuzzing the small parsers (10 k examples in make test, 100 k in make faults) --------------
 
 # Not the protocol parsers (those run FUZZ_EXAMPLES): files the agent or the installer wrote,
-# and arguments. A tenth of the examples keeps make test short (1 k; 10 k in make faults); the
+# and arguments. A tenth of the examples keeps make test short (300; 10 k in make faults); the
 # deadline is generous because these touch the disk on a shared CI box: a hang still fails.
 FUZZ = settings(max_examples=max(100, int(os.environ.get("FUZZ_EXAMPLES", "3000")) // 10),
                 deadline=dt.timedelta(seconds=5),
