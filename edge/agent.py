@@ -256,9 +256,9 @@ class Agent:
         cfg = self.loaded.config
         active = await self.outbox.active_alarms()
         self.sink = sink = EventSink(cfg, self.outbox, self.clock, active)
-        if self.outbox.store.replaced_corrupt is not None:
+        if self.outbox.replaced_corrupt is not None:
             await sink.system_alarm("store_corrupt",
-                                    f"outbox replaced: {self.outbox.store.corrupt_reason}")
+                                    f"outbox replaced: {self.outbox.corrupt_reason}")
         for device in cfg.devices:
             if device.enabled:
                 self.drivers[device.name] = build_driver(device, cfg, transports)

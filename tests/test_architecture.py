@@ -405,9 +405,25 @@ def check_tasks(modules: Mapping[str, Module]) -> list[str]:
     return problems
 
 
+# The uplink sees the outbox through its lease/ack interface only (issue 13): not the store,
+# the stats or the journal of the AsyncOutbox the agent hands it.
+UPLINK_BUFFER_INTERFACE = "edge.buffer.lease"
+
+
+def check_uplink_interface(modules: Mapping[str, Module]) -> list[str]:
+    """The uplink imports from edge.buffer only the lease interface module."""
+    return [f"{_where(m, i.line)}: the uplink imports {i.target}, not only "
+            f"{UPLINK_BUFFER_INTERFACE}"
+            for m in modules.values() if part_of(m.name) == "uplink"
+            for i in m.imports
+            if i.target.startswith("edge.buffer.")
+            and i.target != UPLINK_BUFFER_INTERFACE
+            and not i.target.startswith(UPLINK_BUFFER_INTERFACE + ".")]
+
+
 Check = Callable[[Mapping[str, Module]], list[str]]
 CHECKS: list[Check] = [check_unplaced, check_allowed, check_forbidden, check_codecs, check_libraries,
-                       check_cycles, check_module_cycles, check_tasks]
+                       check_cycles, check_module_cycles, check_tasks, check_uplink_interface]
 
 
 @pytest.fixture(scope="module")
@@ -478,6 +494,10 @@ BREAKERS: list[tuple[Check, str, str]] = [
     (check_libraries, "edge.ops.bad", "import requests\n"),
     (check_libraries, "edge.sink", "import sqlite3\n"),
     (check_libraries, "edge.uplink.bad", "import ssl\nctx = ssl.create_default_context()\n"),
+    (check_uplink_interface, "edge.uplink.bad", "from edge.buffer.async_outbox import AsyncOutbox\n"),
+    (check_uplink_interface, "edge.uplink.bad", "from edge.buffer import store\n"),
+    (check_uplink_interface, "edge.uplink.bad",
+     "if TYPE_CHECKING:\n    import edge.buffer.store\n"),
     (check_cycles, "edge.security.bad", "from edge.uplink.mqtt import MqttUplink\n"),
     (check_module_cycles, "edge.atomic_file", "def f():\n    from edge.clock import Clock\n"),
     (check_tasks, "edge.drivers.bad",

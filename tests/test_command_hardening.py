@@ -21,7 +21,7 @@ from edge.preflight import run_checks
 from edge.security.signing import Ed25519PrivateKey, Signer
 from hil.commander import register, sign_command
 from tests.figures import figure
-from tests.outbox_sql import sql_rows
+from tests.outbox_sql import sql_rows, store_of
 from tests.test_commands import GW, NOON_LOCAL, Harness
 
 pytestmark = pytest.mark.reliability
@@ -50,7 +50,7 @@ class HardHarness(Harness):
 
     def events(self, like: str) -> list[dict[str, Any]]:
         assert self.outbox is not None
-        return [json.loads(r[0]) for r in sql_rows(self.outbox.store,
+        return [json.loads(r[0]) for r in sql_rows(store_of(self.outbox),
             "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE ?", (f"%{like}%",))]
 
 
@@ -231,7 +231,7 @@ async def test_a_captured_command_does_not_run_again_after_the_store_is_replaced
     h.clock.q = TimeQuality.UNSYNCED  # booting at 1970: freshness is skipped
     await h.start()
     assert h.outbox is not None
-    assert h.outbox.store.replaced_corrupt is not None  # the old store was moved aside
+    assert h.outbox.replaced_corrupt is not None  # the old store was moved aside
     await h.processor.recover()
     again = await h.processor.handle(env)
     assert (again.status, again.reason) == ("rejected", "counter_rollback")

@@ -27,7 +27,7 @@ from edge.safety import SafetyRules
 from edge.security.signing import Ed25519PrivateKey
 from hil.commander import register, sign_command
 from tests.figures import figure
-from tests.outbox_sql import sql_rows
+from tests.outbox_sql import sql_rows, store_of
 
 pytestmark = pytest.mark.reliability
 
@@ -108,7 +108,7 @@ async def test_a_valid_command_executes_and_is_reported(h: Harness) -> None:
     assert h.executed[0][2].dim_pct == 60
     assert h.audit()[-1]["status"] == "executed"
     assert h.outbox is not None
-    results = [json.loads(r[0]) for r in sql_rows(h.outbox.store,
+    results = [json.loads(r[0]) for r in sql_rows(store_of(h.outbox),
         "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE '%command_result%'")]
     assert results[-1]["data"]["status"] == "executed"
     assert results[-1]["data"]["cmd_id"] == out.cmd_id
@@ -203,7 +203,7 @@ async def test_speaker_quiet_hours_and_emergency_override(h: Harness) -> None:
 
 async def test_interrupted_command_is_reported_unknown_not_rerun(h: Harness) -> None:
     assert h.outbox is not None
-    journal = h.outbox.store.journal  # the agent stopped between these two and recover()
+    journal = store_of(h.outbox).journal  # the agent stopped between these two and recover()
     assert journal.claim(Claim("c1", "k", "k", 1, "light.set", "lamp-07", 0)) is None
     journal.set_state("c1", "executing", "")
     assert h.processor is not None

@@ -59,7 +59,7 @@ from hil.pki import common_name, ensure_pki
 from hil.sims.modbus_sim import ModbusTcpSim, lamp_unit
 from tests.cfg import lamp_device, write_config
 from tests.helpers import wait_until
-from tests.outbox_sql import sql_rows
+from tests.outbox_sql import sql_rows, store_of
 from tests.recording_sink import RecordingSink
 from tests.test_commands import GW as CMD_GW
 from tests.test_commands import ROOT, Harness
@@ -297,7 +297,7 @@ async def _send_body(h: Harness, key: Ed25519PrivateKey, body: dict[str, Any]) -
 
 def _results(h: Harness) -> list[dict[str, Any]]:
     assert h.outbox is not None
-    return [json.loads(r[0])["data"] for r in sql_rows(h.outbox.store,
+    return [json.loads(r[0])["data"] for r in sql_rows(store_of(h.outbox),
         "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE '%command_result%' "
         "ORDER BY seq")]
 

@@ -18,6 +18,7 @@ from hil.sims.modbus_sim import ModbusTcpSim, tilt_unit
 from hil.tilt import set_tilt_local
 from tests.cfg import tilt_device, write_config
 from tests.helpers import receiver_for, wait_until
+from tests.outbox_sql import store_of
 
 
 def receiver_tls(pki: Pki) -> ssl.SSLContext:
@@ -79,7 +80,7 @@ async def test_tilt_raises_and_level_clears_with_same_alarm_id(
         await sim.stop()
         store.close()
     # every event was acknowledged and deleted; nothing left behind
-    assert agent.outbox.store.path.exists()
+    assert agent.outbox.path.exists()
     count, low, high = 0, 0, 0
     with contextlib.closing(ReceiverStore(tmp_path / "receiver.db")) as again:
         count, low, high = again.seq_count("gw-320508-0007")
@@ -165,7 +166,7 @@ async def test_an_alarm_the_platform_missed_is_reannounced_and_opens_its_case(
             await asyncio.wait_for(agent.ready.wait(), 10)
             set_tilt_local(unit, 38.5)
             await wait_until(lambda: agent.sink is not None and bool(agent.sink.active), 5)
-            await wait_until(lambda: agent.outbox.store.stats()["by_prio"].get("0") is None, 5)
+            await wait_until(lambda: store_of(agent.outbox).stats()["by_prio"].get("0") is None, 5)
             alarm_id = next(iter(agent.sink.active.values()))[0] if agent.sink else ""
             # only now does the platform subscribe: the raise is gone, the state is retained
             # (re-published within STATE_CHECK_S of the raise)

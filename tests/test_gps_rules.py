@@ -16,7 +16,7 @@ from edge.drivers.geo import distance_m, heading_change_deg, inside
 from edge.drivers.gps_rules import GpsRules
 from tests.cfg import write_config
 from tests.helpers import wait_until
-from tests.outbox_sql import sql_rows
+from tests.outbox_sql import sql_rows, store_of
 
 SQUARE = [[31.30, 120.62], [31.30, 120.64], [31.32, 120.64], [31.32, 120.62]]
 
@@ -248,7 +248,7 @@ async def test_the_agent_raises_time_source_suspect_and_persists_the_floor(
 
         def alarms() -> list[dict[str, Any]]:
             assert agent.outbox is not None
-            return [json.loads(r[0]) for r in sql_rows(agent.outbox.store,
+            return [json.loads(r[0]) for r in sql_rows(store_of(agent.outbox),
                 "SELECT payload FROM events WHERE CAST(payload AS TEXT) LIKE ?",
                 ("%time_source_suspect%",))]
 

@@ -22,7 +22,7 @@ from edge.errors import EventRejectedError
 from edge.sink import EventSink
 from hil.broker import Mosquitto
 from tests.cfg import write_config
-from tests.outbox_sql import sql_rows
+from tests.outbox_sql import sql_rows, store_of
 from tests.outbox_util import ev, open_store
 
 
@@ -71,7 +71,7 @@ async def test_the_agent_exits_at_once_when_the_outbox_writer_dies(
         msg = "a bug in the store"
         raise RuntimeError(msg)
 
-    agent.outbox.store.append = broken_append  # type: ignore[method-assign,assignment]
+    store_of(agent.outbox).append = broken_append  # type: ignore[method-assign,assignment]
     put = asyncio.ensure_future(agent.outbox.put(ev(3, n=1)))
     started = time.monotonic()
     try:

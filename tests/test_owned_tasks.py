@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.buffer.store import Leased, Outbox
+from edge.buffer.lease import Leased
+from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.drivers.base import AlarmChange
 from edge.security.signing import Ed25519PrivateKey, Signer

@@ -17,6 +17,7 @@ from hil.broker import Mosquitto, free_port
 from hil.proxy import FaultProxy
 from tests.figures import figure
 from tests.helpers import wait_until
+from tests.outbox_sql import store_of
 from tests.uplink_rig import rig
 
 
@@ -27,7 +28,7 @@ async def test_steady_delivery_acks_and_empties_the_outbox(tmp_path: Path,
         await r.produce(500, 2.0, alarm_every_s=0.5)
         await r.wait_delivered(10)
         assert r.duplicates() == 0
-        await wait_until(lambda: r.outbox.store.stats()["depth"] == 0, 5)
+        await wait_until(lambda: store_of(r.outbox).stats()["depth"] == 0, 5)
 
 
 pytestmark = pytest.mark.reliability
@@ -149,16 +150,16 @@ async def test_rejected_puback_dead_letters_without_blocking(tmp_path: Path) -> 
         async with rig(tmp_path, uplink_port=broker.port, receiver_port=broker.port,
                        max_attempts=3, batch_max_events=10) as r:
             await r.produce(50, 1.0)
-            await wait_until(lambda: r.outbox.store.stats()["dead_letters"] >= 40, 30)
-            stats = r.outbox.store.stats()
+            await wait_until(lambda: store_of(r.outbox).stats()["dead_letters"] >= 40, 30)
+            stats = store_of(r.outbox).stats()
             figure("R11", f"{stats['dead_letters']} dead letters, failures {r.uplink.stats.failures}")
             assert r.uplink.stats.failures.get("puback.0x87", 0) >= 3
             assert r.uplink.stats.connects == 1, "a poison batch caused a reconnect loop"
             assert r.uplink.stats.events_acked == 0
             assert not r.received_ids()
             # the queue head never blocked: every event was tried and dead-lettered
-            await wait_until(lambda: r.outbox.store.stats()["depth"] == 0, 30)
-            assert r.outbox.store.stats()["dead_letters"] == len(r.produced)
+            await wait_until(lambda: store_of(r.outbox).stats()["depth"] == 0, 30)
+            assert store_of(r.outbox).stats()["dead_letters"] == len(r.produced)
             # other traffic flows: the state topic is allowed and arrives at the receiver
             assert r.store.gateways()
     finally:

@@ -27,6 +27,7 @@ from hil.pki import Pki
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.store import ReceiverStore
 from hil.receiver.web import FAIL_KEY, serve
+from tests.outbox_sql import store_of
 
 GW = "gw-320508-0007"
 
@@ -95,7 +96,7 @@ async def test_https_delivers_and_acks(tmp_path: Path, pki: Pki) -> None:
     async with https_rig(tmp_path, pki) as rig:
         ids = await rig.put(500)
         await wait_for(lambda: set(ids) <= rig.received(), 10)
-        await wait_for(lambda: rig.outbox.store.stats()["depth"] == 0, 5)
+        await wait_for(lambda: store_of(rig.outbox).stats()["depth"] == 0, 5)
         assert rig.uplink.stats.connected
 
 
@@ -108,14 +109,14 @@ async def test_503_with_retry_after_is_honoured_and_nothing_lost(tmp_path: Path,
         await wait_for(lambda: set(ids) <= rig.received(), 10)
         assert time.monotonic() - started >= 2.0  # two Retry-After: 1 waits
         assert rig.uplink.stats.failures == {"http.503": 1, "http.429": 1}
-        assert rig.outbox.store.stats()["dead_letters"] == 0
+        assert store_of(rig.outbox).stats()["dead_letters"] == 0
 
 
 async def test_repeated_4xx_dead_letters_the_batch(tmp_path: Path, pki: Pki) -> None:
     async with https_rig(tmp_path, pki, max_attempts=3) as rig:
         rig.fail_next.extend([(400, None)] * 3)
         await rig.put(5)
-        await wait_for(lambda: rig.outbox.store.stats()["dead_letters"] == 5, 10)
+        await wait_for(lambda: store_of(rig.outbox).stats()["dead_letters"] == 5, 10)
         later = await rig.put(5)  # the queue head is not blocked
         await wait_for(lambda: set(later) <= rig.received(), 10)
 
@@ -128,7 +129,7 @@ async def test_https_refuses_an_unknown_ca(tmp_path: Path, pki: Pki) -> None:
         ids = await rig.put(3)
         await wait_for(lambda: rig.uplink.stats.failures.get("uplink.tls", 0) >= 2, 10)
         assert not set(ids) & rig.received()
-        assert rig.outbox.store.stats()["depth"] == 3
+        assert store_of(rig.outbox).stats()["depth"] == 3
 
 
 @pytest.mark.parametrize("base_url", ["http://127.0.0.1:1"])
@@ -237,8 +238,8 @@ async def test_a_redirect_to_plain_http_sends_nothing_in_cleartext(
         await wait_for(lambda: len(seen) >= 2, 10)  # retried, never followed
         await asyncio.sleep(0.3)
         assert plain.bodies == []
-        assert uplink.outbox.store.stats()["depth"] == 3  # not acked, not deleted
-        assert uplink.outbox.store.stats()["dead_letters"] == 0
+        assert store_of(uplink.outbox).stats()["depth"] == 3  # not acked, not deleted
+        assert store_of(uplink.outbox).stats()["dead_letters"] == 0
         assert uplink.stats.events_acked == 0
         assert uplink.stats.failures.get("http.redirect", 0) >= 2
         assert "307" in uplink.stats.last_error
@@ -251,7 +252,7 @@ async def test_a_redirect_loop_leaks_no_header(tmp_path: Path, pki: Pki,
             uplink_to(tmp_path, pki, port) as uplink:
         await wait_for(lambda: uplink.stats.failures.get("http.redirect", 0) >= 3, 10)
         assert set(seen) == {f"/v1/gateways/{GW}/events"}  # the loop was never entered
-        assert uplink.outbox.store.stats()["depth"] == 3
+        assert store_of(uplink.outbox).stats()["depth"] == 3
     assert_no_secret(uplink, caplog)
 
 

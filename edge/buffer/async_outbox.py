@@ -22,11 +22,13 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from edge.buffer.alarm_state import ActiveAlarms, AlarmStateChange
 from edge.buffer.command_journal import AsyncCommandJournal
-from edge.buffer.store import ALARM_PRIOS, AppendResult, Leased, Outbox
+from edge.buffer.lease import Leased
+from edge.buffer.store import ALARM_PRIOS, AppendResult, Outbox
 from edge.errors import EventRejectedError, StoreError, StoreFullError
 from edge.model import Event, encode_event
 
@@ -45,11 +47,16 @@ class _Op:
 
 
 class AsyncOutbox:
-    """Async facade over ``Outbox``; ``run()`` is the writer task (owned by the agent)."""
+    """Async facade over ``Outbox``; ``run()`` is the writer task (owned by the agent).
+
+    The uplink sees it as ``lease.EventQueue`` only. The store itself is private: the agent
+    reads what it needs through named properties (``path``, ``replaced_corrupt``,
+    ``corrupt_reason``); tests reach it through ``tests/outbox_sql.store_of``.
+    """
 
     def __init__(self, store: Outbox, *, commit_max_events: int = 100,
                  commit_max_wait_s: float = 0.05, queue_max: int = 10_000) -> None:
-        self.store = store
+        self._store = store
         self.commit_max_events = commit_max_events
         self.commit_max_wait_s = commit_max_wait_s
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="outbox")
@@ -66,6 +73,21 @@ class AsyncOutbox:
         self.journal = AsyncCommandJournal(store.journal, self._call)
 
     @property
+    def path(self) -> Path:
+        """Return the store's file (state files beside it: the command replay window)."""
+        return self._store.path
+
+    @property
+    def replaced_corrupt(self) -> Path | None:
+        """Return where ``open`` moved a corrupt store aside; None when it opened as it was."""
+        return self._store.replaced_corrupt
+
+    @property
+    def corrupt_reason(self) -> str:
+        """Return why ``open`` found the store corrupt ("" when it did not)."""
+        return self._store.corrupt_reason
+
+    @property
     def queued(self) -> int:
         """Return how many ops wait for the writer."""
         return self._ops.qsize()
@@ -76,7 +98,7 @@ class AsyncOutbox:
 
     async def open(self) -> None:
         """Open the store on its thread."""
-        await self._call(self.store.open)
+        await self._call(self._store.open)
 
     def detach(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Run an outbox operation that must outlive its caller, owned by the outbox.
@@ -114,7 +136,7 @@ class AsyncOutbox:
         Detached operations finish first (or are cancelled after ``DETACHED_SETTLE_S``).
         """
         await self._settle_detached()
-        await self._call(self.store.close)
+        await self._call(self._store.close)
         self._thread.shutdown(wait=True)
 
     async def put(self, event: Event) -> None:
@@ -151,42 +173,42 @@ class AsyncOutbox:
     async def lease(self, max_events: int, max_bytes: int, max_prio: int = 3,
                     live: bool | None = None) -> list[Leased]:
         """Lease the next events of prio ≤ ``max_prio`` by (prio, seq) (see Outbox.lease)."""
-        return await self._call(self.store.lease, max_events, max_bytes, max_prio, live)
+        return await self._call(self._store.lease, max_events, max_bytes, max_prio, live)
 
     async def set_live_from(self) -> int:
         """Everything queued now becomes backlog (a connection came up)."""
-        return await self._call(self.store.set_live_from)
+        return await self._call(self._store.set_live_from)
 
     async def nack(self, seqs: Sequence[int], reason: str) -> list[int]:
         """Count a failed attempt; return the seqs moved to dead letters."""
-        return await self._call(self.store.nack, list(seqs), reason)
+        return await self._call(self._store.nack, list(seqs), reason)
 
     async def release(self, seqs: Sequence[int]) -> None:
         """Return leased events to the queue (the link dropped before their ack)."""
-        await self._call(self.store.release, list(seqs))
+        await self._call(self._store.release, list(seqs))
 
     async def stats(self) -> dict[str, Any]:
         """Return the store's stats."""
-        return await self._call(self.store.stats)
+        return await self._call(self._store.stats)
 
     async def seq_baseline(self) -> dict[str, int]:
         """Return ``seq_low`` and ``seq_high`` (see Outbox.seq_baseline)."""
-        return await self._call(self.store.seq_baseline)
+        return await self._call(self._store.seq_baseline)
 
     async def active_alarms(self) -> ActiveAlarms:
         """Return the active alarms as committed (the sink's map at start)."""
-        return await self._call(self.store.alarms.active)
+        return await self._call(self._store.alarms.active)
 
     async def correct_unsynced(self, boot_id: str, wall_now_ns: int, mono_now_ms: int) -> int:
         """Re-stamp this boot's unsynced events (see Outbox.correct_unsynced)."""
-        return await self._call(self.store.correct_unsynced, boot_id, wall_now_ns, mono_now_ms)
+        return await self._call(self._store.correct_unsynced, boot_id, wall_now_ns, mono_now_ms)
 
     async def prune(self, now_ns: int, *, alarm_retention_s: float,
                     telemetry_retention_s: float,
                     position_retention_s: float | None = None) -> dict[int, int]:
         """Drop events older than their retention (see Outbox.prune)."""
         return await self._call(functools.partial(
-            self.store.prune, now_ns, alarm_retention_s=alarm_retention_s,
+            self._store.prune, now_ns, alarm_retention_s=alarm_retention_s,
             telemetry_retention_s=telemetry_retention_s,
             position_retention_s=position_retention_s))
 
@@ -241,7 +263,7 @@ class AsyncOutbox:
         while True:
             try:
                 # shield: a cancelled agent still finishes the transaction it started
-                return await asyncio.shield(self._call(self.store.append, events, acks,
+                return await asyncio.shield(self._call(self._store.append, events, acks,
                                                        alarm_state))
             except StoreFullError:
                 events = [e for e in events if e.prio in ALARM_PRIOS]

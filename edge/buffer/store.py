@@ -39,6 +39,7 @@ from typing import Any
 from edge.atomic_file import read_small_state_file, write_private_atomic
 from edge.buffer.alarm_state import AlarmState, AlarmStateChange
 from edge.buffer.command_journal import CommandJournal
+from edge.buffer.lease import Leased
 from edge.errors import StoreCorruptError, StoreError, StoreFullError
 from edge.model import Event, encode_event
 
@@ -60,16 +61,6 @@ WAL_AUTOCHECKPOINT_PAGES = 256  # a small WAL: at most ~1 MiB must fit when the 
 ALARM_PRIOS = (0, 1)
 
 GapFactory = Callable[[str, dict[int, int], int, int], Event]
-
-
-@dataclass(frozen=True, slots=True)
-class Leased:
-    """An event handed to the uplink: send ``payload``, then ack or nack ``seq``."""
-
-    seq: int
-    prio: int
-    payload: bytes
-    attempts: int
 
 
 @dataclass(slots=True)

@@ -269,7 +269,7 @@ class CommandProcessor:
         self.counts: dict[str, int] = {}
         self._lock = asyncio.Lock()  # one command at a time: the journal order is the order
         self.replay = ReplayState(replay_path) if replay_path is not None else \
-            ReplayState.beside(outbox.store.path)
+            ReplayState.beside(outbox.path)
         self._replay_loaded = False
         self._window_start = time.monotonic()
         self._window_counts: dict[str, int] = {}
@@ -284,11 +284,10 @@ class CommandProcessor:
     async def _load_replay(self) -> None:
         if self._replay_loaded:
             return
-        store = self.outbox.store
         counters = await self.outbox.journal.counters()
         await asyncio.to_thread(functools.partial(
             self.replay.load, counters,
-            store_replaced=store.replaced_corrupt is not None,
+            store_replaced=self.outbox.replaced_corrupt is not None,
             operated_before=await asyncio.to_thread(_audited_before, self.audit_path)))
         now_ns = self._trusted_now_ns()
         if self.replay.lost and now_ns is not None:

@@ -12,8 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from edge.buffer.async_outbox import AsyncOutbox
-from edge.buffer.store import Leased
+from edge.buffer.lease import EventQueue, Leased
 from edge.ids import uuid7
 from edge.model import encode_batch
 from edge.security.signing import Signer
@@ -76,7 +75,7 @@ class SignedBatch:
 class BatchSource:
     """Leases, orders, paces and signs batches for one uplink."""
 
-    def __init__(self, outbox: AsyncOutbox, *, gateway_id: str, signer: Signer,
+    def __init__(self, outbox: EventQueue, *, gateway_id: str, signer: Signer,
                  replay_events_per_s: float) -> None:
         self.outbox = outbox
         self.gateway_id = gateway_id

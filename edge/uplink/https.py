@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from edge.backoff import full_jitter
-from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.lease import EventQueue
 from edge.config import UplinkConfig
 from edge.security.signing import Signer
 from edge.transports.tls import client_context
@@ -75,7 +75,7 @@ class HttpsUplink:
     """Posts batches one at a time; ``run()`` never returns (cancel to stop)."""
 
     def __init__(self, cfg: UplinkConfig, *, gateway_id: str, signer: Signer,
-                 outbox: AsyncOutbox, base_dir: Path, token: str | None = None) -> None:
+                 outbox: EventQueue, base_dir: Path, token: str | None = None) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.base_dir = base_dir

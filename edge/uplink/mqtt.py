@@ -26,7 +26,7 @@ from typing import Any
 
 from edge import __version__
 from edge.backoff import full_jitter
-from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.lease import EventQueue
 from edge.config import UplinkConfig
 from edge.errors import UplinkError, UplinkUnavailableError
 from edge.security.signing import Signer
@@ -101,7 +101,7 @@ class MqttUplink:
     """Owns the connection lifecycle and the publish pump; ``run()`` never returns."""
 
     def __init__(self, cfg: UplinkConfig, *, gateway_id: str, boot_id: str, signer: Signer,
-                 outbox: AsyncOutbox, base_dir: Path, password: str | None = None,
+                 outbox: EventQueue, base_dir: Path, password: str | None = None,
                  on_command: CommandHandler | None = None,
                  on_command_tick: CommandTick | None = None,
                  state_provider: StateProvider | None = None) -> None:
