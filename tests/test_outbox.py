@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer.store import SCHEMA, Outbox
+from edge.buffer.migrations import SCHEMA
+from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.errors import StoreError
 from edge.model import Event, EventType

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.buffer.store import SCHEMA, Outbox
+from edge.buffer.migrations import SCHEMA
+from edge.buffer.store import Outbox
 from edge.clock import Clock
 from tests.outbox_sql import sql_rows
 from tests.outbox_util import ev, open_store

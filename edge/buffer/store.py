@@ -5,7 +5,10 @@ gives it a thread of its own). Facts behind the settings are in design/reliabili
 WAL + ``synchronous=FULL`` + ``psow=0`` lost no acknowledged row over ~1,400 simulated crash
 states; ``NORMAL`` lost up to 89 commits. The typed stores kept in the same database
 (``alarm_state.AlarmState``, ``command_journal.CommandJournal``) use this connection and its
-transactions; nothing outside ``edge/buffer/`` writes or reads SQL (issue 13).
+transactions; nothing outside ``edge/buffer/`` writes or reads SQL (issue 13). ``Outbox`` is the
+queue itself; what it keeps beside the queue has a module of its own: the schema and its
+migration (``migrations``), the disk-full reserve (``ballast``), the seq high-water mark
+(``seq_reservation``) and the uplink's view (``lease``).
 
 Contract:
 
@@ -32,28 +35,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge.atomic_file import read_small_state_file, write_private_atomic
 from edge.buffer.alarm_state import AlarmState, AlarmStateChange
+from edge.buffer.ballast import Ballast, no_room
 from edge.buffer.command_journal import CommandJournal
 from edge.buffer.lease import Leased
+from edge.buffer.migrations import SCHEMA, migrate
+from edge.buffer.seq_reservation import SeqReservation
 from edge.errors import StoreCorruptError, StoreError, StoreFullError
 from edge.model import Event, encode_event
 
 log = logging.getLogger(__name__)
 
-SEQ_RESERVE_BLOCK = 100_000
-SEQ_FILE_MAX_BYTES = 4096  # {"reserved_upto": N} is ~40 bytes: more is not ours
 HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
 LOW_WATERMARK = 0.80  # ... down to this share
 DELETE_CHUNK = 500
-# Space kept in reserve beside the store: released on a full disk so that DELETE (eviction)
-# and a WAL truncate can still run, re-created when space returns (reliability.md R7).
-BALLAST_BYTES = 2 * 1024 * 1024
-NO_ROOM_BYTES = 256 * 1024  # below this free, an I/O error at open is a full disk (f14 #1)
 # Free file-system space the store never counts on: below it, telemetry is evicted as if the
 # quota were reached, so the WAL always has room to checkpoint and DELETE always works.
 FS_RESERVE_BYTES = 4 * 1024 * 1024
@@ -71,16 +69,6 @@ class AppendResult:
     refused: dict[int, int] = field(default_factory=dict)  # prio -> events not stored
     evicted: dict[int, int] = field(default_factory=dict)  # prio -> older events evicted
     gap_seqs: list[int] = field(default_factory=list)  # gap events the store added
-
-
-def _schema_files() -> list[tuple[int, str]]:
-    folder = resources.files("edge.buffer") / "schema"
-    return sorted((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
-                  for entry in folder.iterdir() if entry.name.endswith(".sql"))
-
-
-SCHEMA = _schema_files()
-SCHEMA_VERSION = SCHEMA[-1][0]
 
 
 def held_by_an_agent(path: Path) -> bool:
@@ -118,31 +106,9 @@ def _private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     return fd
 
 
-def _statements(sql: str) -> Iterator[str]:
-    """Yield the complete statements of a schema file (a trigger body holds ``;`` too)."""
-    pending = ""
-    for piece in sql.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n;"):
-                yield pending
-            pending = ""
-    if pending.strip(" \n;"):
-        yield pending
-
-
 def _is_full(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL)
-
-
-def _no_room(path: Path) -> bool:
-    """Return whether the file system holding ``path`` has (almost) no free space left."""
-    try:
-        stat = os.statvfs(path.parent)
-    except OSError:
-        return False
-    return stat.f_bavail * stat.f_frsize < NO_ROOM_BYTES
 
 
 class Outbox:
@@ -161,7 +127,8 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._next_seq = 1
-        self._reserved_upto = 0
+        self._seqs = SeqReservation(path)  # the high-water mark every seq stays below
+        self._ballast = Ballast(path)  # the disk-full reserve beside the store
         # highest seq leased per (prio, live/backlog/all): a lease scans from there
         self._cursors: dict[tuple[int, bool | None], int] = {}
         self._live_from = 1
@@ -178,15 +145,11 @@ class Outbox:
 
     # ---- opening ---------------------------------------------------------------------------
 
-    @property
-    def _seq_file(self) -> Path:
-        return self.path.with_name(self.path.name + ".seq")
-
     def open(self) -> None:
         """Open (creating, checking, migrating); a corrupt file is moved aside, never fatal."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
-        self._reserved_upto = self._read_reservation()
+        self._seqs.load()
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             self._connect_and_check()
@@ -201,29 +164,16 @@ class Outbox:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
         db_high = int(row[0]) if row else 0
         # A fresh store (first boot, or a corrupt one replaced) continues above the reservation.
-        floor = db_high if existed else max(db_high, self._reserved_upto)
+        floor = db_high if existed else max(db_high, self._seqs.reserved_upto)
         self._next_seq = max(floor, db_high) + 1
         self._cursors.clear()
         self._live_from = self._next_seq
         self._leased.clear()
         self.restore_ballast()
 
-    @property
-    def _ballast(self) -> Path:
-        return self.path.with_name(self.path.name + ".ballast")
-
     def restore_ballast(self) -> bool:
         """Create the reserve file when there is room for it twice over; return if present."""
-        if self._ballast.exists():
-            return True
-        stat = os.statvfs(self.path.parent)
-        if stat.f_bavail * stat.f_frsize < 3 * BALLAST_BYTES:
-            return False
-        try:  # real blocks, not a sparse hole; the helper removes a half-written tmp
-            write_private_atomic(self._ballast, b"\0" * BALLAST_BYTES)
-        except OSError:
-            return False
-        return True
+        return self._ballast.restore()
 
     def _open_on_full_disk(self, exc: StoreCorruptError) -> str | None:
         """Tell a full disk from a corrupt file at open: None once open, else why it is bad.
@@ -233,27 +183,21 @@ class Outbox:
         re-test f14 #1). On a full file system the reserve is released and the open retried;
         without a reserve the store is refused as full (StoreFullError) and left where it is.
         """
-        if not _no_room(self.path):
+        if not no_room(self.path):
             return str(exc)  # room enough: the file is bad (open() moves it aside)
         if self._release_ballast():
             try:
                 self._connect_and_check()
             except StoreCorruptError as again:
                 self._close_db()
-                if not _no_room(self.path):
+                if not no_room(self.path):
                     return str(again)
             else:
                 return None
         raise StoreFullError(f"cannot open {self.path}: the disk is full ({exc})") from exc
 
     def _release_ballast(self) -> bool:
-        try:
-            self._ballast.unlink()
-        except FileNotFoundError:
-            return False
-        log.warning("outbox: disk full; released %d KiB of reserve to keep evicting",
-                    BALLAST_BYTES // 1024)
-        return True
+        return self._ballast.release()
 
     def _take_lock(self) -> None:
         if self._lock_fd is not None:
@@ -306,33 +250,10 @@ class Outbox:
 
     def _migrate_checked(self) -> None:
         try:
-            self._migrate()
+            migrate(self._conn, self._schema)
         except StoreError:
             self._close_db()
             raise
-
-    def _migrate(self) -> None:
-        db = self._conn
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreCorruptError(f"schema version {version} is newer than this agent's "
-                                    f"{SCHEMA_VERSION}")
-        pending = [(v, sql) for v, sql in self._schema if v > version]
-        if not pending:
-            return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for v, sql in pending:
-                for statement in _statements(sql):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={v}")
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            # our bug, not a bad file: keep the data where it is and say so
-            raise StoreError(f"schema migration {version} -> {pending[-1][0]} failed: {exc}; "
-                             "the store is unchanged") from exc
-        log.info("outbox schema migrated from version %d to %d", version, pending[-1][0])
 
     def _move_aside(self, reason: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -346,24 +267,9 @@ class Outbox:
         self.replaced_corrupt = target
         self.corrupt_reason = reason
 
-    def _read_reservation(self) -> int:
-        try:
-            # bounded and never blocking, like every state file the agent wrote (D80)
-            raw = read_small_state_file(self._seq_file, SEQ_FILE_MAX_BYTES)
-            return int(json.loads(raw.decode("ascii"))["reserved_upto"])
-        except FileNotFoundError:
-            return 0
-        # RecursionError: a deeply nested file; OverflowError: int() of 1e400
-        except (ValueError, KeyError, TypeError, OSError, RecursionError, OverflowError):
-            # A damaged reservation file must not reuse seqs: fall back to a time-based floor
-            # (microseconds since 2026 exceed any seq a gateway can have assigned).
-            return int((time.time() - 1_767_225_600) * 1_000_000)
-
     def _reserve(self, upto: int) -> None:
         """Durably record that seqs up to ``upto`` may be used (before any is used)."""
-        target = max(upto, self._next_seq) + SEQ_RESERVE_BLOCK
-        write_private_atomic(self._seq_file, json.dumps({"reserved_upto": target}).encode())
-        self._reserved_upto = target
+        self._seqs.reserve(upto, self._next_seq)
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -462,8 +368,7 @@ class Outbox:
                     if alarms_only and e.prio not in ALARM_PRIOS:
                         refused[e.prio] = refused.get(e.prio, 0) + 1
                 first = self._next_seq
-                if first + len(keep) > self._reserved_upto:
-                    self._reserve(first + len(keep))
+                self._seqs.ensure(first + len(keep), self._next_seq)
                 rows = []
                 for seq, event in enumerate(keep, start=first):
                     boot, mono = event.mono or (None, None)
@@ -728,8 +633,7 @@ class Outbox:
             return None
         gap = self._gap_factory(reason, dropped, first_seq, last_seq)
         seq = self._next_seq
-        if seq + 1 > self._reserved_upto:
-            self._reserve(seq + 1)
+        self._seqs.ensure(seq + 1, self._next_seq)
         db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
                    (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
         self._next_seq = seq + 1
