@@ -122,9 +122,6 @@ TASK_ALLOW: dict[tuple[str, str], str] = {
     ("edge.transports.mqtt", "MqttLink.next_inbound"):
         "a queue getter raced against the link's closed future in asyncio.wait; cancelled "
         "in the same call's finally",
-    ("edge.transports.mqtt", "MqttLink.close"):
-        "paho's loop_stop on a thread, shielded against our own cancel and awaited in the "
-        "same call",
     ("edge.drivers.broadcast", "BroadcastQueue.run"):
         "the clip on air, shielded so an emergency can cancel the clip and not the queue; "
         "awaited in the same loop turn",

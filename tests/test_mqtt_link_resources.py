@@ -1,12 +1,13 @@
 """One MqttLink per connection must give back every file descriptor when it closes (R5).
 
-paho's ``loop_start`` opens a loopback socket pair per client and closes it only in
-``Client.__del__``; an MqttLink and its client reference each other, so without an explicit
-close the pair waits for a full garbage collection, which a long-running agent with a large heap
-rarely runs. Every reconnect then leaked two descriptors until paho's ``select()`` met one
-numbered above 1023 (FD_SETSIZE): its network thread died silently and every later connection
-got "no CONNACK" (R5 stuck at about the 30th flap). The garbage collector is off in these tests:
-the release must not depend on it.
+paho closes its socket only in ``Client.__del__``; an MqttLink and its client reference each
+other, so without an explicit close the socket waits for a full garbage collection, which a
+long-running agent with a large heap rarely runs. With paho's own loop thread (before D84) every
+reconnect leaked three descriptors (its socket and the ``loop_start`` socket pair) until paho's
+``select()`` met one numbered above 1023 (FD_SETSIZE): the thread died silently and every later
+connection got "no CONNACK" (R5 stuck at about the 30th flap). The event loop now drives paho
+(epoll: no such limit), and no thread may be left per link. The garbage collector is off in
+these tests: the release must not depend on it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -104,28 +106,47 @@ async def test_no_connack_attempts_leave_no_descriptor() -> None:
         assert _open_fds() - before <= 2, f"{_open_fds() - before} descriptors leaked"
 
 
-async def test_a_descriptor_above_select_limit_is_named_not_a_silent_hang(
-        plain_broker: Mosquitto) -> None:
-    """paho polls with select(): a socket numbered above 1023 must fail loudly, at once."""
+async def test_a_descriptor_above_select_limit_works(plain_broker: Mosquitto) -> None:
+    """No select() polls paho's socket any more: one numbered above 1023 carries messages."""
     fillers: list[int] = []
     try:
         while (fd := os.open("/dev/null", os.O_RDONLY)) < 1100:
             fillers.append(fd)
         os.close(fd)
         link = _link(plain_broker.port, 0)
-        started = time.monotonic()
-        with pytest.raises(UplinkUnavailableError, match="select"):
-            await link.connect()
-        assert time.monotonic() - started < 1.0
+        await link.connect()
+        sock = link._client.socket()
+        assert sock is not None
+        assert sock.fileno() >= 1024
+        assert await link.subscribe("fd-test/high")
+        assert await link.publish("fd-test/high", b"x") == 0
+        assert (await link.next_inbound(3.0)).payload == b"x"
         await link.close()
     finally:
         for fd in fillers:
             os.close(fd)
 
 
+def _threads_beside_the_executor() -> list[str]:
+    # the loop's default executor (asyncio.to_thread: the blocking connect) is shared, bounded
+    # and may start a worker per call until it is full: not a thread per link
+    return [t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+
+
+async def test_no_thread_runs_per_link(plain_broker: Mosquitto) -> None:
+    """Connected links add no thread of their own (paho's loop_start added one each)."""
+    links = [_link(plain_broker.port, n) for n in range(LINKS)]
+    before = _threads_beside_the_executor()
+    for link in links:
+        await link.connect()
+    assert _threads_beside_the_executor() == before
+    for link in links:
+        await link.close()
+
+
 async def test_no_publish_reaches_paho_once_it_lost_the_link(plain_broker: Mosquitto) -> None:
-    """paho's thread sees the loss before its on_disconnect hop runs: publish() must refuse
-    by itself (paho would queue the message for a resend), and the R5 metric stays put."""
+    """abort() before paho has read the loss (the loop is held): publish() must refuse by
+    itself (paho would queue the message for a resend), and the R5 metric stays put."""
     link = _link(plain_broker.port, 0)
     await link.connect()
     before = MqttLink.publishes_while_disconnected

@@ -3,16 +3,22 @@
 One ``MqttLink`` is one connection. It is never reconnected: the uplink makes a new one, so
 paho's in-memory resend of unacknowledged messages (which it does even with a clean session,
 design/reliability.md §2.2) can never happen; everything unacknowledged is re-sent from the
-outbox instead. paho runs its network loop in its own thread (``loop_start``); every callback
-hops to the event loop with ``call_soon_threadsafe`` and never blocks paho.
+outbox instead. The event loop drives paho, with no thread per link (D84, as aiomqtt does):
+the blocking TCP + TLS connect runs in ``asyncio.to_thread``, then the socket is watched with
+``add_reader``/``add_writer`` (``loop_read``/``loop_write``, registered and dropped by paho's
+``on_socket_*`` callbacks) and ``loop_misc`` runs once a second on a timer. Every paho callback
+therefore runs on the loop and resolves our futures directly.
 
 paho facts this relies on (paho-mqtt 2.2, reliability.md §2.2): ``on_publish`` fires on PUBACK
 whatever its reason code, so the code is checked here; server Receive Maximum is ignored by
 paho, so it is read from CONNACK and returned to the caller; keep-alive PINGREQ without a
-PINGRESP within another keep-alive closes the socket (a silent drop is seen in ≤ 2 × keepalive);
-``loop_start`` opens a loopback socket pair per client that only ``Client.__del__`` closes, and
-the network loop is a ``select()``, which fails on a descriptor above 1023 (FD_SETSIZE) and ends
-the loop thread without ``on_disconnect`` — so ``close()`` releases paho's sockets itself (R5).
+PINGRESP within another keep-alive closes the socket, checked by ``loop_misc`` (a silent drop
+is seen in ≤ 2 × keepalive + 1 s); ``loop_read`` takes at most one packet per unacknowledged
+message, and a TLS record may bring more, decrypted into the SSL object where epoll cannot see
+them, so reading goes on while ``pending()`` says so; paho turns SSLWantRead/WantWrite into
+"try again" itself and asks for the writer when it needs one. Without ``loop_start`` paho opens
+no loopback socket pair and polls nothing with ``select()`` (the loop's epoll has no FD_SETSIZE
+limit): one descriptor per link, which ``close()`` still closes itself, not the GC (R5).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,8 +44,9 @@ log = logging.getLogger(__name__)
 
 # CONNACK / DISCONNECT codes that ask a client to go away for a while (reliability.md §3)
 BUSY_CODES = frozenset({0x89, 0x97, 0x9F})
-# paho's network loop is select(), which cannot poll a descriptor numbered FD_SETSIZE or above
-FD_SETSIZE = 1024
+# paho's keep-alive and its PINGRESP timeout are checked by loop_misc: once a second, as
+# paho's own loop thread did (its select() timeout)
+MISC_PERIOD_S = 1.0
 # messages a link may carry beside the batch window: state reports (one each 10 s, two keep-alive
 # periods before a silent link is dropped), the goodbye and command replies
 BESIDE_WINDOW = 8
@@ -76,7 +84,7 @@ class Connected:
 
 
 class MqttLink:
-    """One MQTT connection driven by paho's loop thread."""
+    """One MQTT connection; paho is driven by the event loop (no thread once connected)."""
 
     # paho publish() calls refused with "not connected" since start, all links (R5's metric:
     # it should stay 0, publish() checks paho's state first; paho would queue the message)
@@ -133,14 +141,91 @@ class MqttLink:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_log = self._on_log
+        # Set before the connect thread runs: paho then queues the CONNECT (asks for a writer)
+        # instead of writing it from that thread; _drive() registers the socket on the loop.
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_register_write
+        self._client.on_socket_unregister_write = self._on_unregister_write
         self._tls_failure: str | None = None
-        self._started = False
+        # paho's socket (an SSLSocket with TLS) while the loop watches it
+        self._polled: socket.socket | None = None
+        self._misc: asyncio.TimerHandle | None = None
+        self._unpolled: asyncio.Future[None] = self._loop.create_future()
 
-    # ---- paho thread → event loop ----------------------------------------------------------
+    # ---- the event loop drives paho ------------------------------------------------------
 
-    def _hop(self, fn: object, *args: object) -> None:
-        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+    def _drive(self) -> None:
+        """Watch paho's freshly connected socket on the loop and start the loop_misc timer."""
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):
+            raise UplinkUnavailableError(f"{self.host}:{self.port}: paho has no socket")
+        self._polled = sock
+        self._loop.add_reader(sock, self._readable)
+        if self._client.want_write():  # the CONNECT the connect thread queued
+            self._loop.add_writer(sock, self._writable)
+        self._misc = self._loop.call_later(MISC_PERIOD_S, self._tick)
+
+    def _undrive(self) -> None:
+        sock, self._polled = self._polled, None
+        if sock is not None:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if not self._unpolled.done():
+            self._unpolled.set_result(None)
+
+    def _readable(self) -> None:
+        sock = self._polled
+        if sock is None:
+            return
+        self._paho(self._client.loop_read)
+        # a TLS record may have carried more packets than loop_read took; the kernel socket is
+        # then drained and epoll stays quiet, so come back while the SSL object holds bytes
+        pending = getattr(sock, "pending", None)
+        if self._polled is sock and pending is not None and pending() > 0:
+            self._loop.call_soon(self._readable)
+
+    def _writable(self) -> None:
+        sock = self._polled
+        if sock is None:
+            return
+        self._paho(self._client.loop_write)
+        if self._polled is sock and not self._client.want_write():
+            self._loop.remove_writer(sock)  # never spin on a writable socket with nothing to send
+
+    def _tick(self) -> None:
+        self._misc = None
+        if self._polled is None:
+            return
+        self._paho(self._client.loop_misc)
+        if self._polled is not None:
+            self._misc = self._loop.call_later(MISC_PERIOD_S, self._tick)
+
+    def _paho(self, step: Callable[[], object]) -> None:
+        """Run one paho step; a paho bug ends this link instead of spinning the loop."""
+        try:
+            step()
+        except Exception as exc:  # a callback paho re-raised, or paho itself
+            log.exception("paho failed on %s:%d; dropping the link", self.host, self.port)
+            self._release_sockets()
+            self._closed_done(f"paho failed: {exc!r}")
+
+    def _on_socket_close(self, _c: mqtt.Client, _u: object, sock: object) -> None:
+        if sock is self._polled:  # paho calls it just before it closes the socket
+            self._undrive()
+
+    def _on_register_write(self, _c: mqtt.Client, _u: object, sock: object) -> None:
+        # None of ours while the connect thread runs: _drive() adds the writer then
+        if sock is self._polled and self._polled is not None:
+            self._loop.add_writer(self._polled, self._writable)
+
+    def _on_unregister_write(self, _c: mqtt.Client, _u: object, sock: object) -> None:
+        if sock is self._polled and self._polled is not None:
+            self._loop.remove_writer(self._polled)
+
+    # ---- paho callbacks (on the loop, from loop_read/loop_write/loop_misc) ----------------
 
     def _on_log(self, _c: mqtt.Client, _u: object, level: int, text: str) -> None:
         # TLS 1.3 reports a refused client certificate after the handshake, as an alert that
@@ -153,7 +238,7 @@ class MqttLink:
         receive_max = 65535
         if props is not None and hasattr(props, "ReceiveMaximum"):
             receive_max = int(props.ReceiveMaximum)
-        self._hop(self._connack_done, int(rc.value), str(rc), receive_max)
+        self._connack_done(int(rc.value), str(rc), receive_max)
 
     def _connack_done(self, code: int, text: str, receive_max: int) -> None:
         if self._connack.done():
@@ -169,7 +254,7 @@ class MqttLink:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode,
                        _props: Properties | None) -> None:
-        self._hop(self._closed_done, f"{rc} ({int(rc.value):#x})" if rc is not None else "closed")
+        self._closed_done(f"{rc} ({int(rc.value):#x})" if rc is not None else "closed")
 
     def _closed_done(self, why: str) -> None:
         if not self._connack.done():
@@ -191,7 +276,7 @@ class MqttLink:
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode,
                     _props: Properties | None) -> None:
-        self._hop(self._acked, mid, int(rc.value))
+        self._acked(mid, int(rc.value))
 
     def _acked(self, mid: int, code: int) -> None:
         fut = self._pending.pop(mid, None)
@@ -201,10 +286,10 @@ class MqttLink:
     def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode],
                       _props: Properties | None) -> None:
         # one topic per SUBSCRIBE: its one code is the granted QoS, or >= 0x80 refused
-        self._hop(self._acked, mid, max((int(c.value) for c in codes), default=0x80))
+        self._acked(mid, max((int(c.value) for c in codes), default=0x80))
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._hop(self._deliver, Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._deliver(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     def _deliver(self, item: Inbound) -> None:
         try:
@@ -230,26 +315,13 @@ class MqttLink:
             raise UplinkTLSError(f"{self.host}:{self.port}: TLS failed: {exc.reason}") from exc
         except (OSError, TimeoutError) as exc:
             raise UplinkUnavailableError(f"{self.host}:{self.port}: {exc}") from exc
-        self._client.loop_start()
-        self._started = True
-        # select() raises ValueError on such a descriptor and paho ends its loop thread without
-        # on_disconnect: without this check it looks like "no CONNACK" on every attempt (R5).
-        too_high = [fd for fd in self._polled_fds() if fd >= FD_SETSIZE]
-        if too_high:
-            raise UplinkUnavailableError(
-                f"{self.host}:{self.port}: socket descriptor {max(too_high)} is above what "
-                f"paho's select() can poll ({FD_SETSIZE - 1}): are descriptors leaking?")
+        self._drive()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 return await asyncio.shield(self._connack)
         except TimeoutError as exc:
             raise UplinkUnavailableError(f"{self.host}:{self.port}: no CONNACK in "
                                          f"{self._connect_timeout_s:g} s") from exc
-
-    def _polled_fds(self) -> list[int]:
-        """Descriptors paho's loop selects on: its socket and the loop_start socket pair."""
-        socks = [self._client.socket(), getattr(self._client, "_sockpairR", None)]
-        return [sock.fileno() for sock in socks if isinstance(sock, socket.socket)]
 
     def _blocking_connect(self, props: Properties | None) -> None:
         if self._v5:
@@ -264,7 +336,7 @@ class MqttLink:
 
         Raises UplinkUnavailableError when the link is down (nothing is queued in paho).
         """
-        # paho's thread may have lost the link before its on_disconnect hop reaches the loop
+        # not connected: lost (closed is then done) or abort()ed (paho is DISCONNECTING)
         if self.closed.done() or not self._client.is_connected():
             raise UplinkUnavailableError("link is down")
         props = None
@@ -281,7 +353,7 @@ class MqttLink:
             raise UplinkUnavailableError(f"publish refused by the client: {why}")
         fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
-        # Registered before any await, so the PUBACK hop (queued behind us) finds it.
+        # Registered before any await: the PUBACK is read by a later loop_read, which finds it.
         self._pending[info.mid] = fut
         return fut
 
@@ -333,7 +405,7 @@ class MqttLink:
             raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
         fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
-        # Registered before any await, so the SUBACK hop (queued behind us) finds it.
+        # Registered before any await: the SUBACK is read by a later loop_read, which finds it.
         self._pending[mid] = fut
         try:
             async with asyncio.timeout(self._connect_timeout_s):
@@ -351,8 +423,8 @@ class MqttLink:
     def abort(self) -> None:
         """Drop the connection now (PUBACK overdue, silent link, shutdown).
 
-        paho's loop thread ends only once its outgoing queue has drained, which never
-        happens into a blackholed link: shutting the socket down makes paho see the loss.
+        A DISCONNECT never leaves into a blackholed link: shutting the socket down makes the
+        reader wake and paho see the loss (on_disconnect: ``closed`` is set, pending fail).
         """
         with contextlib.suppress(Exception):
             self._client.disconnect()
@@ -366,29 +438,24 @@ class MqttLink:
         """Disconnect (DISCONNECT if the link still works: no last will) and stop paho."""
         with contextlib.suppress(Exception):
             self._client.disconnect()
-        if self._started:
-            stopper = asyncio.ensure_future(asyncio.to_thread(self._client.loop_stop))
-            try:
-                async with asyncio.timeout(2.0):
-                    await asyncio.shield(stopper)
-            except TimeoutError:
-                self.abort()  # the DISCONNECT could not leave: cut the socket
-                try:
-                    async with asyncio.timeout(5.0):
-                        await stopper
-                except TimeoutError:
-                    log.error("paho's network thread did not stop; leaving it behind")  # noqa: TRY400
-            self._started = False
-        self._release_sockets()
-        self._closed_done("closed by us")
+        try:
+            if self._polled is not None:
+                # paho closes the socket once the DISCONNECT is written (on_socket_close)
+                _, waiting = await asyncio.wait({self._unpolled}, timeout=2.0)
+                if waiting:
+                    self.abort()  # the DISCONNECT could not leave: cut the socket
+        finally:  # even when cancelled: no socket, reader or timer outlives close()
+            self._release_sockets()
+            self._undrive()
+            self._closed_done("closed by us")
 
     def _release_sockets(self) -> None:
-        """Close paho's socket and its socket pair now, not whenever the GC gets to them.
+        """Close paho's socket now, not whenever the GC gets to it.
 
         This link and its client refer to each other (the callbacks), so only a full garbage
-        collection would run ``Client.__del__``; an agent with a large heap rarely runs one, and
-        every reconnect leaked two descriptors until ``select()`` failed (R5 stuck at the 30th
-        flap). A loop thread left behind sees its sockets closed and ends.
+        collection would run ``Client.__del__``; an agent with a large heap rarely runs one (R5:
+        with paho's loop thread, every reconnect leaked descriptors until its ``select()`` failed
+        at the 30th flap). paho's on_socket_close takes the socket off the loop first.
         """
         reset = getattr(self._client, "_reset_sockets", None)  # paho 1.x-2.x; test pins it
         if callable(reset):
