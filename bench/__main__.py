@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ("outbox", "uplink", "serial", "modbus", "w1", "backlog", "tbgw", "fleet", "platform")
+BENCHES = ("outbox", "uplink", "serial", "modbus", "w1", "backlog", "tbgw", "fleet", "platform",
+           "mqtt_links")
 
 
 def main() -> int:
