@@ -5,6 +5,7 @@ Uses the same paho adapter as the uplink (edge/transports/mqtt.py); devices neve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ class DeviceBroker:
         except UplinkError as exc:
             await link.close()
             raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
+        except BaseException:  # cancelled mid-connect: the link must not live on (D84 review)
+            await asyncio.shield(link.close())
+            raise
         if refused:
             # without its subscription the device would only look silent (comm_lost, with no
             # reason): say why, and let the supervisor retry (an ACL may be fixed meanwhile)

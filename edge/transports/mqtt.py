@@ -13,12 +13,13 @@ paho facts this relies on (paho-mqtt 2.2, reliability.md §2.2): ``on_publish`` 
 whatever its reason code, so the code is checked here; server Receive Maximum is ignored by
 paho, so it is read from CONNACK and returned to the caller; keep-alive PINGREQ without a
 PINGRESP within another keep-alive closes the socket, checked by ``loop_misc`` (a silent drop
-is seen in ≤ 2 × keepalive + 1 s); ``loop_read`` takes at most one packet per unacknowledged
-message, and a TLS record may bring more, decrypted into the SSL object where epoll cannot see
-them, so reading goes on while ``pending()`` says so; paho turns SSLWantRead/WantWrite into
-"try again" itself and asks for the writer when it needs one. Without ``loop_start`` paho opens
-no loopback socket pair and polls nothing with ``select()`` (the loop's epoll has no FD_SETSIZE
-limit): one descriptor per link, which ``close()`` still closes itself, not the GC (R5).
+is seen in ≤ 2 × keepalive + 2 s: two 1 s ticks); ``loop_read`` takes at most one packet per
+unacknowledged message, and a TLS record may bring more, decrypted into the SSL object where
+epoll cannot see them, so reading goes on while ``pending()`` says so; paho turns
+SSLWantRead/WantWrite into "try again" itself and asks for the writer when it needs one.
+Without ``loop_start`` paho opens no loopback socket pair and polls nothing with ``select()``
+(the loop's epoll has no FD_SETSIZE limit): one descriptor per link, which ``close()`` still
+closes itself, not the GC (R5).
 """
 
 from __future__ import annotations
