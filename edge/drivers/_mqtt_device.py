@@ -5,7 +5,6 @@ Uses the same paho adapter as the uplink (edge/transports/mqtt.py); devices neve
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ class DeviceBroker:
             await link.close()
             raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
         except BaseException:  # cancelled mid-connect: the link must not live on (D84 review)
-            await asyncio.shield(link.close())
+            await link.close()  # closes its socket even if cancelled again
             raise
         if refused:
             # without its subscription the device would only look silent (comm_lost, with no
