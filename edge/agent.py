@@ -6,8 +6,11 @@ Task tree (all named, all owned)::
     └── TaskGroup
         ├── uplink.mqtt             connect / forward / reconnect
         ├── device[<name>] …        supervise(driver) per device
-        ├── agent.status            status file for ``edge status`` (no listening port)
-        └── agent.maintenance       retention pruning, time correction after a clock sync
+        ├── agent.fatal             ops.deaths: a dead thread or stray task stops the agent
+        ├── agent.reload            SIGHUP / ``edge reload``: restart only what changed
+        ├── agent.status            ops.status_file: ``edge status`` reads it (no port)
+        ├── agent.maintenance       ops.maintenance: retention, time correction, clock floor
+        └── agent.watchdog          ops.systemd, when systemd asks for one
 
 Stopping (SIGTERM, Ctrl-C): the group is cancelled, then everything drivers already handed
 over is committed, then the store is checkpointed and closed.
@@ -17,27 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import functools
-import gc
-import json
 import logging
-import math
 import os
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge import __version__
-from edge.atomic_file import write_private_atomic
 from edge.aux_writes import AuxWrites
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
-from edge.clock import FLOOR_EVERY_S, FLOOR_FILE, Clock, TimeQuality, read_floor, write_floor
+from edge.clock import FLOOR_FILE, Clock, read_floor
 from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
@@ -45,6 +40,9 @@ from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import KINDS, Transports, build_driver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
+from edge.ops.deaths import DeathWatch
+from edge.ops.maintenance import Maintenance, release_startup_memory
+from edge.ops.status_file import StatusFile
 from edge.ops.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.reload import plan
 from edge.safety import RelayLog, SafetyRules
@@ -55,27 +53,12 @@ from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.uplink.mqtt import MqttUplink
 
-if TYPE_CHECKING:  # aiohttp costs ~10 MB of RSS: imported only when an HTTP part is configured
-    from aiohttp import web
-
+if TYPE_CHECKING:
     from edge.config import EdgeConfig
     from edge.uplink.https import HttpsUplink
 
 log = logging.getLogger(__name__)
-STATUS_FILE = "status.json"
-STATUS_EVERY_S = 2.0
 STOP_DEVICE_S = 5.0
-
-
-def release_startup_memory() -> None:
-    """Hand the heap that config parsing and validation left free back to the kernel.
-
-    ruamel and pydantic build large temporary structures for a 200-device file; glibc keeps
-    the freed pages unless asked (docs/decisions.md D27). No-op where there is no glibc.
-    """
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Agent:
@@ -106,9 +89,13 @@ class Agent:
         self._tg: asyncio.TaskGroup | None = None
         self._transports: Transports | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
-        self._fatal: asyncio.Future[None] | None = None  # a thread or stray task died
+        self._deaths = DeathWatch()  # a thread or stray task that dies stops the agent
         self._keys_running: dict[str, tuple[bytes, frozenset[str]]] = {}
         self.aux_writes = AuxWrites(log)  # status.json, clock floor: never fatal (f14 #1)
+        self.status_file = StatusFile(state_dir, self.status, self.aux_writes)
+        self.maintenance = Maintenance(self.clock, self.outbox, cfg.outbox, state_dir=state_dir,
+                                       aux_writes=self.aux_writes,
+                                       system_alarm=self._system_alarm)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
@@ -125,8 +112,8 @@ class Agent:
         self._uplink_password = self._password()
         await self.outbox.open()
         transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
-        servers: list[web.AppRunner] = []
-        restore_hooks = self._watch_deaths(asyncio.get_running_loop())
+        servers: list[_Server] = []
+        self._deaths.watch(asyncio.get_running_loop())
         try:
             async with asyncio.TaskGroup() as core:
                 writer = core.create_task(self.outbox.run(), name="outbox.writer")
@@ -148,62 +135,14 @@ class Agent:
                 committed = await self.outbox.drain()
             except Exception:  # a writer that failed may fail its drain too; still close
                 log.exception("outbox: final commit failed")
-            await self._write_status()
-            await asyncio.to_thread(self._save_clock_floor)  # an fsync: off the loop
+            await self.status_file.write()
+            await asyncio.to_thread(self.maintenance.save_clock_floor)  # an fsync: off the loop
             await self.outbox.close()
-            restore_hooks()
+            self._deaths.restore()
             log.info("stopped; outbox committed (%d late events)", committed)
 
-    def _watch_deaths(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-        """Make a thread or a task outside the TaskGroups that dies stop the agent at once.
-
-        Threads are paho's network loops and the executors; a paho callback that raises ends
-        its thread and leaves the link silently dead. A stray task's exception surfaces only
-        when the task is collected. Either now fails the agent (``run`` raises, ``edge run``
-        exits non-zero, systemd restarts it). Returns the function that restores the hooks.
-        """
-        fatal: asyncio.Future[None] = loop.create_future()
-        self._fatal = fatal
-        previous_hook, previous_handler = threading.excepthook, loop.get_exception_handler()
-
-        def fail(error: BaseException) -> None:
-            if not fatal.done():
-                fatal.set_exception(error)
-
-        def thread_died(args: threading.ExceptHookArgs) -> None:
-            name = args.thread.name if args.thread is not None else "?"
-            log.critical("thread %s died: %r", name, args.exc_value, exc_info=args.exc_value)
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(fail, RuntimeError(
-                    f"thread {name} died: {args.exc_value!r}"))
-
-        def task_died(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            task, error = context.get("task") or context.get("future"), context.get("exception")
-            if isinstance(task, asyncio.Task) and isinstance(error, Exception):
-                log.critical("task %s died unseen: %r", task.get_name(), error, exc_info=error)
-                fail(RuntimeError(f"task {task.get_name()} died: {error!r}"))
-            elif previous_handler is not None:
-                previous_handler(loop, context)
-            else:
-                loop.default_exception_handler(context)
-
-        threading.excepthook = thread_died
-        loop.set_exception_handler(task_died)
-
-        def restore() -> None:
-            if threading.excepthook is thread_died:
-                threading.excepthook = previous_hook
-            loop.set_exception_handler(previous_handler)
-
-        return restore
-
-    async def _watch_fatal(self) -> None:
-        """Raise what a dead thread or stray task left (cancels the agent's TaskGroups)."""
-        assert self._fatal is not None
-        await self._fatal
-
     async def _run_parts(self, stop: asyncio.Event, key: Ed25519PrivateKey,
-                         transports: Transports, servers: list[web.AppRunner],
+                         transports: Transports, servers: list[_Server],
                          page_password: str | None) -> None:
         """Run uplink, devices and housekeeping in one TaskGroup; _StopError once stopped."""
         cfg = self.loaded.config
@@ -214,10 +153,10 @@ class Agent:
             self._tg, self._transports = tg, transports
             for name in list(self.drivers):
                 self._start_device(name)
-            tg.create_task(self._watch_fatal(), name="agent.fatal")
+            tg.create_task(self._deaths.wait(), name="agent.fatal")
             tg.create_task(self._reload_loop(), name="agent.reload")
-            tg.create_task(self._status_loop(), name="agent.status")
-            tg.create_task(self._maintenance(), name="agent.maintenance")
+            tg.create_task(self.status_file.run(), name="agent.status")
+            tg.create_task(self.maintenance.run(), name="agent.maintenance")
             servers += await self._start_servers(page_password)
             interval = watchdog_interval_s()
             if interval is not None:
@@ -232,10 +171,10 @@ class Agent:
             notify("STOPPING=1")
             raise _StopError  # cancels the task groups' other tasks
 
-    async def _start_servers(self, page_password: str | None) -> list[web.AppRunner]:
+    async def _start_servers(self, page_password: str | None) -> list[_Server]:
         """Start the configured local HTTP endpoints (none by default)."""
         obs = self.loaded.config.observability
-        servers: list[web.AppRunner] = []
+        servers: list[_Server] = []
         if obs.metrics_port is not None:
             from edge.ops.metrics import serve_metrics  # noqa: PLC0415 - see TYPE_CHECKING
 
@@ -388,6 +327,10 @@ class Agent:
         return Progress(writer_queue=self.outbox.queued, writer_last_commit=self.outbox
                         .last_commit_mono, uplink_last_progress=uplink, devices_last_ok=devices)
 
+    async def _system_alarm(self, kind: str, text: str) -> None:
+        if self.sink is not None:
+            await self.sink.system_alarm(kind, text)
+
     async def _on_command(self, raw: bytes) -> None:
         if self.commands is not None:
             await self.commands.handle(raw)
@@ -474,68 +417,6 @@ class Agent:
                        "last_reload": self.last_reload},
         }
 
-    async def _write_status(self) -> None:
-        path = self.state_dir / STATUS_FILE
-        data = json.dumps(await self.status(), ensure_ascii=False, indent=1).encode("utf-8")
-        # not durable: rewritten every few seconds and read only by `edge status`/`check`; a
-        # power cut may lose the last one (no fsync: flash wear), never tear it (owner-only:
-        # status carries errors and alarm keys, security review 19 #11)
-        try:
-            await asyncio.to_thread(functools.partial(write_private_atomic, path, data,
-                                                      durable=False))
-        except OSError as exc:  # ENOSPC, EIO: never fatal; the helper removed its .tmp
-            self.aux_writes.failed(STATUS_FILE, exc)
-        else:
-            self.aux_writes.written(STATUS_FILE)
-
-    async def _status_loop(self) -> None:
-        while True:
-            await self._write_status()
-            await asyncio.sleep(STATUS_EVERY_S)
-
-    async def _maintenance(self) -> None:
-        cfg = self.loaded.config.outbox
-        # False at start: events queued unsynced earlier in this boot (a restart before the
-        # first sync) are re-stamped as soon as the clock is trusted
-        was_synced = False
-        next_prune = next_floor = 0.0
-        suspect_raised = False
-        while True:
-            synced = self.clock.quality() is TimeQuality.SYNCED
-            if self.clock.gnss_suspect is not None and not suspect_raised and \
-                    self.sink is not None:
-                suspect_raised = True  # once per boot (D66)
-                await self.sink.system_alarm("time_source_suspect", self.clock.gnss_suspect)
-            if synced and time.monotonic() >= next_floor:
-                await asyncio.to_thread(self._save_clock_floor)
-                next_floor = time.monotonic() + FLOOR_EVERY_S
-            if synced and not was_synced:
-                n = await self.outbox.correct_unsynced(self.clock.boot_id, self.clock.now_ns(),
-                                                       time.monotonic_ns() // 1_000_000)
-                log.info("clock synced: %d queued events re-stamped", n)
-            was_synced = synced
-            if time.monotonic() >= next_prune and synced:
-                await self.outbox.prune(self.clock.now_ns(),
-                                        alarm_retention_s=cfg.alarm_retention_s,
-                                        telemetry_retention_s=cfg.telemetry_retention_s,
-                                        position_retention_s=cfg.position_retention_s)
-                next_prune = time.monotonic() + 600
-            await asyncio.sleep(1.0)
-
-
-    def _save_clock_floor(self) -> None:
-        """Persist the floor GNSS may never go below (D66), never GNSS time itself (D67)."""
-        now_ns = self.clock.floor_to_persist()
-        if now_ns is None or (self.clock.floor_ns is not None and now_ns <= self.clock.floor_ns):
-            return
-        try:
-            write_floor(self.state_dir / FLOOR_FILE, now_ns)
-        except OSError as exc:  # retried at the next period and at stop (f14 #1)
-            self.aux_writes.failed(FLOOR_FILE, exc)
-        else:
-            self.aux_writes.written(FLOOR_FILE)
-
-
 def _fingerprint(keys: PlatformKeys) -> dict[str, tuple[bytes, frozenset[str]]]:
     return {kid: (raw_public_key(key), roles) for kid, (key, roles) in keys.items()}
 
@@ -546,6 +427,16 @@ def tighten_dir(path: Path) -> None:
     if info.st_uid == os.getuid() and info.st_mode & 0o077:
         path.chmod(0o700)
         log.info("state folder %s tightened to 0700", path)
+
+
+class _Server(Protocol):
+    """A started local HTTP endpoint: aiohttp's AppRunner, not named here.
+
+    aiohttp costs ~10 MB of RSS and is imported only when an HTTP part is configured.
+    """
+
+    async def cleanup(self) -> None:
+        """Stop serving and release the port."""
 
 
 class _StopError(Exception):
@@ -572,27 +463,3 @@ def _raise_failures(group: BaseExceptionGroup[BaseException]) -> None:
         raise failures[0]
     log.critical("agent stopping: a task failed: %r", failures)
     raise group
-
-
-# what `edge status`, `edge reload` and `edge check` read from it, with the types they need
-_STATUS_SHAPE: dict[str, type | tuple[type, ...]] = {
-    "written_at": (int, float), "version": str, "pid": int, "time_quality": str,
-    "config": dict, "outbox": dict, "devices": dict}
-
-
-def read_status(state_dir: Path) -> dict[str, Any] | None:
-    """Return the running agent's last status, or None when there is none or it is damaged.
-
-    The agent writes it atomically, but a torn disk or a hand edit must read as "no status"
-    (exit 1 with a message), not as a traceback.
-    """
-    try:
-        status = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(status, dict) or not all(
-            isinstance(status.get(key), kind) for key, kind in _STATUS_SHAPE.items()):
-        return None
-    if not math.isfinite(status["written_at"]) or isinstance(status["pid"], bool):
-        return None
-    return status

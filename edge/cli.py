@@ -239,7 +239,7 @@ def _pid_alive(pid: int) -> bool:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show what the running agent is doing (from its status file)."""
-    from edge.agent import STATUS_FILE, read_status  # noqa: PLC0415
+    from edge.ops.status_file import STATUS_FILE, read_status  # noqa: PLC0415
 
     state_dir, problems = _state_dir_of(args.config)
     if problems:
@@ -285,7 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running agent to re-read devices.yaml (SIGHUP) and report the outcome."""
-    from edge.agent import read_status  # noqa: PLC0415
+    from edge.ops.status_file import read_status  # noqa: PLC0415
 
     loaded = _config(args)
     status = read_status(loaded.state_dir)

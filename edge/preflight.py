@@ -363,7 +363,7 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
     that is safe: on Modbus TCP, or on a serial bus the agent does not drive. On a line the
     agent drives it is not read and fails the check, saying why (D63).
     """
-    from edge.agent import read_status  # noqa: PLC0415 - heavy
+    from edge.ops.status_file import read_status  # noqa: PLC0415 - heavy
 
     cfg = loaded.config
     modbus = [(i, d) for i, d in enumerate(cfg.devices)

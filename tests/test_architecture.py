@@ -95,14 +95,14 @@ LIBRARIES: dict[str, frozenset[str]] = {
     "astral": frozenset({"edge.drivers.sun"}),
     "ruamel": frozenset({"edge.config_loader"}),
     "aiohttp": frozenset({"edge.ops.http_site", "edge.ops.metrics", "edge.ops.status_page",
-                          "edge.uplink.https", "edge.agent"}),
+                          "edge.uplink.https"}),
 }
 # Libraries allowed in more than one module, and why. Remaining work (issue 13): aiohttp's
 # server types reach the two handlers and the agent; a neutral request/response in
 # ops/http_site.py would bring it to two modules (server, client).
 MULTI_IMPORTER: dict[str, str] = {
     "aiohttp": "server in ops/{http_site,metrics,status_page} (handlers take web.Request), "
-               "client in uplink/https.py, agent names web.AppRunner under TYPE_CHECKING",
+               "client in uplink/https.py",
 }
 # Used throughout, owned by no adapter: validation and typing, not protocols.
 GENERAL_LIBRARIES = frozenset({"pydantic", "pydantic_core", "typing_extensions"})

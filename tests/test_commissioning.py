@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import read_status
 from edge.commands.keys import load_platform_keys
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers._codecs import nmea
 from edge.errors import ConfigError
+from edge.ops.status_file import read_status
 from edge.ops.status_page import probe_verdict
 from edge.preflight import (
     FAIL,

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge import clock as clock_mod
-from edge.agent import read_status
 from edge.cli import build_parser, main
 from edge.config import LightStep, StreetlightDevice, TlsConfig
 from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, EdgeError, KeyFileError, SecretError, UplinkTLSError
+from edge.ops.status_file import read_status
 from edge.ops.systemd import notify, watchdog_interval_s
 from edge.security.keys import init_key, load_key
 from edge.security.secrets import read_secret
