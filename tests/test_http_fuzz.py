@@ -23,11 +23,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.ops.http_site import REJECTED
+from edge.ops.http_site import REJECTED, Site
 from edge.ops.metrics import serve_metrics
 from edge.ops.status_page import LoginThrottle, serve_status_page
 from hil.broker import free_port
@@ -287,7 +286,7 @@ def test_fuzz_the_status_page(loop: asyncio.AbstractEventLoop,
     port = free_port()
     # a short lockout: the fuzzer meets 429 now and then without being locked out for a minute
     throttle = LoginThrottle(max_failures=20, window_s=60, lockout_s=0.2, max_failures_all=100)
-    runner: web.AppRunner = loop.run_until_complete(serve_status_page(
+    runner: Site = loop.run_until_complete(serve_status_page(
         _status, _probe, host="127.0.0.1", port=port, password=PASSWORD, throttle=throttle))
     try:
         seen = _fuzz(loop, port, "status_page")
@@ -303,7 +302,7 @@ def test_fuzz_the_status_page(loop: asyncio.AbstractEventLoop,
 @pytest.mark.timeout(120 + FUZZ_EXAMPLES // 50)
 def test_fuzz_the_metrics_endpoint(loop: asyncio.AbstractEventLoop) -> None:
     port = free_port()
-    runner: web.AppRunner = loop.run_until_complete(serve_metrics(
+    runner: Site = loop.run_until_complete(serve_metrics(
         _status, host="127.0.0.1", port=port))
     try:
         seen = _fuzz(loop, port, "metrics")
@@ -320,7 +319,7 @@ def test_an_expect_header_that_is_not_utf8_gets_a_417(loop: asyncio.AbstractEven
                                                        serve: str) -> None:
     # the fuzzer's minimal example: aiohttp quoted the value in its 417 text and answered 500
     port = free_port()
-    runner: web.AppRunner = loop.run_until_complete(serve_status_page(
+    runner: Site = loop.run_until_complete(serve_status_page(
         _status, _probe, host="127.0.0.1", port=port, password=PASSWORD)
         if serve == "status_page" else serve_metrics(_status, host="127.0.0.1", port=port))
     try:

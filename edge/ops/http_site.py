@@ -1,4 +1,8 @@
-"""Start an aiohttp application on one address (metrics, status page, reference receiver).
+"""The local HTTP server: the only aiohttp server code of the agent (metrics, status page).
+
+Handlers see a neutral ``Request`` and return a ``Reply`` (``serve``); aiohttp's types stay in
+this module. The reference receiver (``hil/``, outside the product) passes its own aiohttp
+application to ``start_site``.
 
 Every response of 400 and up is counted per site and status (``edge_http_rejected_total``),
 including the ones aiohttp writes itself before any handler runs (a header over 8190 bytes,
@@ -8,16 +12,55 @@ a traceback in the journal.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a handler sees of a request."""
+
+    path: str
+    params: Mapping[str, str]  # the route's ``{placeholders}``
+    headers: Mapping[str, str]  # looked up case-insensitively
+    remote: str  # the peer's address, "?" when unknown
+
+
+@dataclass
+class Reply:
+    """What a handler answers: a text body (UTF-8) with its type, status and headers."""
+
+    status: int = 200
+    text: str = ""
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, doc: Any, status: int = 200) -> Reply:
+        """Answer ``doc`` as JSON."""
+        return cls(status, json.dumps(doc), "application/json")
+
+
+Route = tuple[str, str, Callable[[Request], Awaitable[Reply]]]  # (method, path, handler)
+Guard = Callable[[Request], Reply | None]  # a refusal, or None to go on to the handler
+
+
+class Site(Protocol):
+    """A started site; ``await site.cleanup()`` stops it and frees the port."""
+
+    async def cleanup(self) -> None:
+        """Stop serving."""
 # (site, HTTP status) -> responses; bounded: a few sites times the statuses aiohttp can send
 REJECTED: Counter[tuple[str, int]] = Counter()
 
@@ -87,3 +130,44 @@ def _refuse_non_ascii_expect(handler: Handler) -> Handler:
         return await handler(request)
 
     return handle
+
+
+async def serve(routes: Sequence[Route], *, host: str, port: int, name: str,
+                guard: Guard | None = None, headers: Mapping[str, str] | None = None,
+                max_body_bytes: int = 1024 ** 2) -> Site:
+    """Serve ``routes`` on ``host:port``; return the site.
+
+    ``guard`` runs before every request, unknown paths included (a login wall answers 401
+    before 404, so a scan learns nothing); ``headers`` are added to every answer it let through.
+    """
+    added = dict(headers or {})
+
+    def aio(reply: Reply) -> web.Response:
+        return web.Response(status=reply.status, text=reply.text,
+                            content_type=reply.content_type, headers=reply.headers)
+
+    def neutral(request: web.Request) -> Request:
+        return Request(path=request.path, params=request.match_info, headers=request.headers,
+                       remote=request.remote or "?")
+
+    def adapt(handler: Callable[[Request], Awaitable[Reply]]
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return aio(await handler(neutral(request)))
+        return handle
+
+    @web.middleware
+    async def guarded(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        refused = guard(neutral(request)) if guard is not None else None
+        if refused is not None:
+            return aio(refused)
+        response = await handler(request)
+        response.headers.update(added)
+        return response
+
+    app = web.Application(middlewares=[guarded], client_max_size=max_body_bytes)
+    for method, path, handler in routes:
+        app.router.add_route(method, path, adapt(handler))
+    return await start_site(app, host=host, port=port, name=name)

@@ -9,12 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
-from edge.ops.http_site import rejected_exposition, start_site
+from edge.ops.http_site import Reply, Request, Site, rejected_exposition, serve
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
-STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 
 
 def _label(value: object) -> str:
@@ -106,24 +103,19 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    text = render(await request.app[STATUS_KEY]()) + rejected_exposition()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+async def serve_metrics(status: StatusFn, *, host: str, port: int) -> Site:
+    """Start the endpoint; return its site."""
 
+    async def metrics(_request: Request) -> Reply:
+        text = render(await status()) + rejected_exposition()
+        return Reply(text=text, headers={"X-Content-Type-Options": "nosniff"})
 
-async def _healthz(request: web.Request) -> web.Response:
-    status = await request.app[STATUS_KEY]()
-    healthy = any(d["state"] != "offline" for d in status["devices"].values()) or \
-        not status["devices"]
-    return web.json_response({"ok": healthy, "uplink": (status.get("uplink") or {})
-                              .get("connected", False)}, status=200 if healthy else 503)
+    async def healthz(_request: Request) -> Reply:
+        now = await status()
+        healthy = any(d["state"] != "offline" for d in now["devices"].values()) or \
+            not now["devices"]
+        return Reply.json({"ok": healthy, "uplink": (now.get("uplink") or {})
+                           .get("connected", False)}, status=200 if healthy else 503)
 
-
-async def serve_metrics(status: StatusFn, *, host: str, port: int) -> web.AppRunner:
-    """Start the endpoint; return its runner."""
-    app = web.Application()
-    app[STATUS_KEY] = status
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
-    return await start_site(app, host=host, port=port, name="metrics")
+    return await serve([("GET", "/metrics", metrics), ("GET", "/healthz", healthz)],
+                       host=host, port=port, name="metrics")

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from edge.drivers.probe_trace import ProbeTrace, labelled, tracing
 from edge.errors import DeviceError
-from edge.ops.http_site import start_site
+from edge.ops.http_site import Reply, Request, Site, serve
 
 if TYPE_CHECKING:
     from edge.config import EdgeConfig
@@ -127,14 +125,6 @@ class LoginThrottle:
         return len(self._clients)
 
 
-PASSWORD_KEY: web.AppKey[str] = web.AppKey("password", str)
-STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
-PROBE_KEY: web.AppKey[ProbeFn] = web.AppKey("probe")
-ASSETS_KEY: web.AppKey[AssetsFn] = web.AppKey("assets")
-THROTTLE_KEY: web.AppKey[LoginThrottle] = web.AppKey("throttle", LoginThrottle)
-UPLINK_KEY: web.AppKey[dict[str, Any]] = web.AppKey("uplink_since", dict)
-
-
 def _password(header: str) -> str | None:
     """Return the password of a Basic ``Authorization`` header, None when there is none."""
     scheme, _, token = header.partition(" ")
@@ -147,68 +137,96 @@ def _password(header: str) -> str | None:
         return ""  # a malformed header is a failed login, not an anonymous request
 
 
-@web.middleware
-async def _auth(request: web.Request,
-                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                ) -> web.StreamResponse:
-    throttle = request.app[THROTTLE_KEY]
-    client = request.remote or "?"
-    now = time.monotonic()
-    wait_s = throttle.retry_after_s(client, now)
-    if wait_s > 0:
-        throttle.throttled += 1
-        return web.Response(status=429, text="too many failed logins; try again later\n",
-                            headers={"Retry-After": str(int(wait_s) + 1)})
-    password = _password(request.headers.get("Authorization", ""))
-    if password is None or not hmac.compare_digest(
-            password.encode(), request.app[PASSWORD_KEY].encode()):
-        if password is not None:
-            throttle.failure(client, now)
-        return web.Response(status=401, text=LOGIN_HELP, headers={"WWW-Authenticate": REALM})
-    throttle.success(client)
-    response = await handler(request)
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+SECURE_HEADERS = {"X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                  "X-Content-Type-Options": "nosniff"}
+CSP = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
 
-async def _page(_request: web.Request) -> web.Response:
-    return web.Response(text=PAGE, content_type="text/html",
-                        headers={"Content-Security-Policy": "default-src 'self'; "
-                                 "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+class _Page:
+    """The page's handlers and the state they share (password, throttle, uplink "since")."""
 
+    def __init__(self, status: StatusFn, probe: ProbeFn, assets: AssetsFn, password: str,
+                 throttle: LoginThrottle) -> None:
+        self._status, self._probe, self._assets = status, probe, assets
+        self._password = password.encode()
+        self.throttle = throttle
+        self._uplink_seen: dict[str, Any] = {}
 
-def _uplink_since(app: web.Application, status: dict[str, Any]) -> float:
-    """Return since when the uplink is in its current state (seen by the page's polls)."""
-    up = status.get("uplink") or {}
-    seen = app[UPLINK_KEY]
-    connected = bool(up.get("connected"))
-    at = up.get("connected_since")
-    if connected and isinstance(at, int | float) and at > 0:
-        return float(at)  # the agent's CONNACK time, not when this page first looked
-    if seen.get("connected") is not connected:
-        seen["connected"], seen["since"] = connected, time.time()
-    return float(seen["since"])
+    def guard(self, request: Request) -> Reply | None:
+        """Refuse a throttled client (429) or a wrong password (401); None lets it in."""
+        throttle, client, now = self.throttle, request.remote, time.monotonic()
+        wait_s = throttle.retry_after_s(client, now)
+        if wait_s > 0:
+            throttle.throttled += 1
+            return Reply(429, "too many failed logins; try again later\n",
+                         headers={"Retry-After": str(int(wait_s) + 1)})
+        password = _password(request.headers.get("Authorization", ""))
+        if password is None or not hmac.compare_digest(password.encode(), self._password):
+            if password is not None:
+                throttle.failure(client, now)
+            return Reply(401, LOGIN_HELP, headers={"WWW-Authenticate": REALM})
+        throttle.success(client)
+        return None
 
+    async def page(self, _request: Request) -> Reply:
+        """Serve the page itself."""
+        return Reply(text=PAGE, content_type="text/html",
+                     headers={"Content-Security-Policy": CSP})
 
-async def _status(request: web.Request) -> web.Response:
-    status = await request.app[STATUS_KEY]()
-    assets = request.app[ASSETS_KEY]()
-    devices = status.get("devices") or {}
-    for name, dev in devices.items():
-        dev["asset"] = assets.get(name, {})
-        dev["labelled"] = {k: shown(k, v) for k, v in (dev.get("values") or {}).items()}
-    ages = [p.get("oldest_age_s", 0) for p in
-            ((status.get("outbox") or {}).get("by_prio") or {}).values()]
-    status["banner"] = {
-        "uplink_connected": bool((status.get("uplink") or {}).get("connected")),
-        "uplink_since": _uplink_since(request.app, status),
-        "devices_offline": sorted(n for n, d in devices.items() if d.get("state") == "offline"),
-        "active_alarms": len(status.get("active_alarms") or []),
-        "outbox_oldest_age_s": max(ages, default=0),
-    }
-    return web.json_response(status)
+    def _uplink_since(self, status: dict[str, Any]) -> float:
+        """Return since when the uplink is in its current state (seen by the page's polls)."""
+        up = status.get("uplink") or {}
+        seen = self._uplink_seen
+        connected = bool(up.get("connected"))
+        at = up.get("connected_since")
+        if connected and isinstance(at, int | float) and at > 0:
+            return float(at)  # the agent's CONNACK time, not when this page first looked
+        if seen.get("connected") is not connected:
+            seen["connected"], seen["since"] = connected, time.time()
+        return float(seen["since"])
+
+    async def status(self, _request: Request) -> Reply:
+        """Answer the status with each device's asset and labelled values, and a banner."""
+        status = await self._status()
+        assets = self._assets()
+        devices = status.get("devices") or {}
+        for name, dev in devices.items():
+            dev["asset"] = assets.get(name, {})
+            dev["labelled"] = {k: shown(k, v) for k, v in (dev.get("values") or {}).items()}
+        ages = [p.get("oldest_age_s", 0) for p in
+                ((status.get("outbox") or {}).get("by_prio") or {}).values()]
+        status["banner"] = {
+            "uplink_connected": bool((status.get("uplink") or {}).get("connected")),
+            "uplink_since": self._uplink_since(status),
+            "devices_offline": sorted(n for n, d in devices.items()
+                                      if d.get("state") == "offline"),
+            "active_alarms": len(status.get("active_alarms") or []),
+            "outbox_oldest_age_s": max(ages, default=0),
+        }
+        return Reply.json(status)
+
+    async def probe(self, request: Request) -> Reply:
+        """Read one device now; answer its values, a verdict and the wire trace."""
+        if request.headers.get("X-Requested-With") != "edge":
+            return Reply(403, "missing X-Requested-With: edge\n")
+        name = request.params["device"]
+        trace = ProbeTrace()
+        try:
+            with tracing() as trace:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    values = await self._probe(name)
+        except KeyError:
+            return Reply(404, f"no device {name}\n")
+        except DeviceError as exc:
+            return Reply.json({"ok": False, "error": exc.detail, "wire": trace.as_json()},
+                              status=502)
+        except TimeoutError:
+            return Reply.json({"ok": False, "error": f"no answer in {PROBE_TIMEOUT_S:g} s",
+                               "wire": trace.as_json()}, status=504)
+        verdict, why = probe_verdict(values)
+        return Reply.json({"ok": verdict != "fail", "verdict": verdict, "why": why,
+                           "error": why, "values": values, "wire": trace.as_json(),
+                           "labelled": {k: shown(k, v) for k, v in values.items()}})
 
 
 def shown(key: str, value: Any) -> str:
@@ -237,48 +255,20 @@ def probe_verdict(values: Mapping[str, Any]) -> tuple[str, str]:
     return "ok", ""
 
 
-async def _probe(request: web.Request) -> web.Response:
-    if request.headers.get("X-Requested-With") != "edge":
-        raise web.HTTPForbidden(text="missing X-Requested-With: edge\n")
-    name = request.match_info["device"]
-    trace = ProbeTrace()
-    try:
-        with tracing() as trace:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                values = await request.app[PROBE_KEY](name)
-    except KeyError:
-        raise web.HTTPNotFound(text=f"no device {name}\n") from None
-    except DeviceError as exc:
-        return web.json_response({"ok": False, "error": exc.detail, "wire": trace.as_json()},
-                                 status=502)
-    except TimeoutError:
-        return web.json_response({"ok": False, "error": f"no answer in {PROBE_TIMEOUT_S:g} s",
-                                  "wire": trace.as_json()}, status=504)
-    verdict, why = probe_verdict(values)
-    return web.json_response({"ok": verdict != "fail", "verdict": verdict, "why": why,
-                              "error": why, "values": values, "wire": trace.as_json(),
-                              "labelled": {k: shown(k, v) for k, v in values.items()}})
-
-
 async def serve_status_page(status: StatusFn, probe: ProbeFn, *, host: str, port: int,
                             password: str, assets: AssetsFn | None = None,
-                            throttle: LoginThrottle | None = None) -> web.AppRunner:
-    """Start the page; return its runner."""
-    app = web.Application(middlewares=[_auth], client_max_size=4096)  # no uploads here
-    app[PASSWORD_KEY] = password
-    app[STATUS_KEY] = status
-    app[PROBE_KEY] = probe
-    app[ASSETS_KEY] = assets or dict
-    app[THROTTLE_KEY] = throttle if throttle is not None else LoginThrottle()
-    app[UPLINK_KEY] = {}
-    app.router.add_get("/", _page)
-    app.router.add_get("/api/status", _status)
-    app.router.add_post("/api/probe/{device}", _probe)
-    runner = await start_site(app, host=host, port=port, name="status_page")
+                            throttle: LoginThrottle | None = None) -> Site:
+    """Start the page; return its site."""
+    page = _Page(status, probe, assets or dict, password,
+                 throttle if throttle is not None else LoginThrottle())
+    site = await serve([("GET", "/", page.page), ("GET", "/api/status", page.status),
+                        ("POST", "/api/probe/{device}", page.probe)],
+                       host=host, port=port, name="status_page", guard=page.guard,
+                       headers=SECURE_HEADERS, max_body_bytes=4096)  # no uploads here
     shown = f"[{host}]" if ":" in host else host
     log.info("status page at http://%s:%d/ (any user name, the password in "
              "status_page_password_file)", shown, port)
-    return runner
+    return site
 
 
 def assets_of(config: EdgeConfig) -> dict[str, dict[str, Any]]:
