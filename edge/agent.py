@@ -35,6 +35,7 @@ from edge.buffer.store import Outbox
 from edge.clock import FLOOR_FILE, Clock, read_floor
 from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
+from edge.commands.safety import SafetyRules
 from edge.config_loader import LoadedConfig, load_config
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import KINDS, Transports, build_driver
@@ -45,7 +46,7 @@ from edge.ops.maintenance import Maintenance, release_startup_memory
 from edge.ops.status_file import StatusFile
 from edge.ops.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.reload import plan
-from edge.safety import RelayLog, SafetyRules
+from edge.safety import RelayLog
 from edge.security.keys import load_key
 from edge.security.secrets import read_secret
 from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key

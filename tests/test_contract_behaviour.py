@@ -39,6 +39,7 @@ from edge.commands.processor import (
     reason_catalogue,
     role_catalogue,
 )
+from edge.commands.safety import SafetyRules
 from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
@@ -46,7 +47,6 @@ from edge.drivers.streetlight import LightSet, StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
 from edge.model import UUID7_PATTERN, Event, EventType, WireBatch
-from edge.safety import SafetyRules
 from edge.security.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
 from edge.transports.modbus import ModbusBus
 from edge.transports.mqtt import MqttLink

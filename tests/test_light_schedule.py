@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from edge.commands.safety import SafetyRules
 from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import StreetlightDriver
 from edge.drivers.sun import sun_times
 from edge.light_schedule import Step, in_force, step_time
-from edge.safety import SafetyRules
 from edge.transports.modbus import ModbusBus
 from hil.broker import free_port
 from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, ModbusTcpSim, lamp_unit

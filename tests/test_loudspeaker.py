@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from edge.commands.safety import SafetyRules
 from edge.config import EdgeConfig, LoudspeakerDevice
 from edge.drivers.loudspeaker import LoudspeakerDriver, PlayClip
 from edge.drivers.speaker_units import Syn6288Unit
-from edge.safety import SafetyRules
 from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.serial_sims import TtsSim

@@ -10,16 +10,20 @@ kind or an action is one declaration in the kind's own module (docs/decisions.md
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from edge.config import EdgeConfig
     from edge.drivers.base import Driver
     from edge.drivers.transport_pool import Transports
+    from edge.safety import RelayLog
 
 
 # what a builder says of an MQTT device a reload added before its broker runs (edge.reload)
@@ -40,6 +44,23 @@ class NoParams(Params):
 Executor = Callable[[Any, Any, "str | None"], Awaitable[dict[str, Any]]]
 
 
+class SafetyContext(Protocol):
+    """What a safety rule may ask of the gateway (``edge.commands.safety.SafetyRules``)."""
+
+    def relay_log(self, device: str) -> tuple[RelayLog, bool]:
+        """Return the lamp's relay log, and True when the rules own it (no driver feeds it)."""
+        ...
+
+    def local_time(self) -> dt.time:
+        """Return the gateway's local time of day (``gateway.utc_offset_h``)."""
+        ...
+
+
+# (context, the device's config, validated params, the signer's roles) -> None; raises
+# CommandRejectedError saying why the command is unsafe now (check 5, design/events.md)
+SafetyRule = Callable[[SafetyContext, Any, Any, AbstractSet[str]], None]
+
+
 @dataclass(frozen=True)
 class Action:
     """One command action a kind can carry out."""
@@ -47,6 +68,9 @@ class Action:
     role: str  # the platform key role it needs (edge.config.ROLES)
     params: type[Params]
     execute: Executor
+    # a device limit an authentic command must still respect (a stolen key must not flicker a
+    # street or wake a neighbourhood at night); None: the action has none
+    safety: SafetyRule | None = None
     # device models that can do it; None: every model of the kind. A model outside it is an
     # ``unsupported_action`` rejection before anything is journaled.
     models: frozenset[str] | None = None

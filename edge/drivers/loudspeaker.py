@@ -14,12 +14,15 @@ from typing_extensions import override
 from edge.config import LoudspeakerDevice
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params
+from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
-from edge.errors import ConfigError
+from edge.errors import CommandRejectedError, ConfigError
+from edge.safety import in_quiet_hours
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+
     from edge.config import EdgeConfig
     from edge.drivers.transport_pool import Transports
 
@@ -176,6 +179,42 @@ async def _stop(driver: LoudspeakerDriver, _params: NoParams, _cmd_id: str | Non
     return await driver.stop_playback()
 
 
+def _safe_play(context: SafetyContext, device: LoudspeakerDevice, params: PlayTts | PlayClip,
+               roles: AbstractSet[str]) -> None:
+    """Refuse text over the unit's limit; unless an emergency, a volume or a time it forbids.
+
+    A volume over the unit's cap or a play in its quiet hours is refused; only the
+    ``broadcast-emergency`` role makes an emergency.
+    """
+    text = params.text if isinstance(params, PlayTts) else ""
+    if len(text) > device.max_text_chars:
+        raise CommandRejectedError(f"text of {len(text)} characters exceeds "
+                                   f"{device.max_text_chars}")
+    if isinstance(params, PlayTts) and params.priority == "emergency" and \
+            "broadcast-emergency" in roles:
+        return
+    if params.volume > device.max_volume:
+        raise CommandRejectedError(f"volume {params.volume} above the unit's maximum "
+                                   f"{device.max_volume}")
+    if device.quiet_hours:
+        local = context.local_time()
+        if in_quiet_hours(device.quiet_hours, local):
+            raise CommandRejectedError(f"quiet hours {device.quiet_hours} "
+                                       f"(local {local:%H:%M})")
+
+
+def _safe_clip(context: SafetyContext, device: LoudspeakerDevice, params: PlayClip,
+               roles: AbstractSet[str]) -> None:
+    """Refuse a clip not on the unit's allow-list (name and SHA-256); then as any play.
+
+    A clip is loud too: volume and quiet hours hold for it (it is never an emergency).
+    """
+    if device.clips.get(params.clip) != params.sha256:
+        raise CommandRejectedError(f"clip {params.clip!r} with sha256 {params.sha256[:12]}… "
+                                   f"is not on {device.name}'s allow-list")
+    _safe_play(context, device, params, roles)
+
+
 def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
            ) -> LoudspeakerDriver:
     unit: SpeakerUnit
@@ -197,10 +236,10 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
 
 
 KIND = Kind("loudspeaker", LoudspeakerDevice, LoudspeakerDriver, _build, {
-    "speaker.play_tts": Action("broadcast", PlayTts, _play_tts),
+    "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play),
     # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:
     # firmware_notes/ip-speaker.md and firmware_notes/syn6288-tts.md
-    "speaker.play_clip": Action("broadcast", PlayClip, _play_clip,
+    "speaker.play_clip": Action("broadcast", PlayClip, _play_clip, _safe_clip,
                                 models=frozenset({"ip_speaker"})),
     "speaker.stop": Action("broadcast", NoParams, _stop),
 })

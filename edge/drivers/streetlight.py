@@ -22,14 +22,23 @@ from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
-from edge.drivers.kind import Action, Kind, Params
+from edge.drivers.kind import Action, Kind, Params, SafetyContext
 from edge.drivers.sun import is_day
-from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceRejectedError
-from edge.light_schedule import Step, in_force
+from edge.errors import (
+    CommandRejectedError,
+    ConfigError,
+    DeviceError,
+    DeviceProtocolError,
+    DeviceRejectedError,
+)
+from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
 from edge.transports.modbus import ModbusBus
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Set as AbstractSet
+
     from edge.config import EdgeConfig
     from edge.drivers.transport_pool import Transports
 
@@ -253,6 +262,47 @@ async def _store_schedule(driver: StreetlightDriver, params: LightSchedule, _cmd
     return {"steps": len(params.steps), "stored": True}
 
 
+def _check_dim(device: StreetlightDevice, steps: Iterable[LightSet | LightStep]) -> None:
+    if device.model != "lamp_controller":
+        raise CommandRejectedError(f"{device.name} is a {device.model} meter without a relay")
+    for step in steps:
+        if step.on and step.dim_pct < device.min_dim_pct:
+            raise CommandRejectedError(f"dim {step.dim_pct} % is below {device.name}'s minimum "
+                                       f"{device.min_dim_pct} % (the driver flickers)")
+
+
+def _safe_set(context: SafetyContext, device: StreetlightDevice, params: LightSet,
+              _roles: AbstractSet[str]) -> None:
+    """Refuse a dim below the lamp's minimum, or a relay change beyond the switch rate.
+
+    A command that leaves the relay as it is (a repeat, a dim change) does not wear it and is
+    neither refused nor counted. The rate counts every change the driver saw (schedule steps,
+    a hand at the cabinet), not only commands (issue 20 #10).
+    """
+    _check_dim(device, [params])
+    now = time.monotonic()
+    log, owned = context.relay_log(device.name)
+    if log.on is not None and log.on == params.on:
+        return
+    recent = log.recent(now)
+    if recent >= device.max_switches_per_min:
+        raise CommandRejectedError(f"{device.name} switched {recent} times in the "
+                                   f"last minute (limit {device.max_switches_per_min})")
+    if owned:  # no driver reports it: count the admitted change (an unknown state counts)
+        log.changes.append(now)
+        log.on = params.on
+
+
+def _safe_schedule(_context: SafetyContext, device: StreetlightDevice, params: LightSchedule,
+                   _roles: AbstractSet[str]) -> None:
+    """Refuse a step dimmed below the minimum, or a sunrise/sunset step without a position."""
+    _check_dim(device, params.steps)
+    if device.asset.lat is None or device.asset.lon is None:
+        for step in params.steps:
+            if is_astronomical(step.at):
+                raise CommandRejectedError(f"{step.at!r} needs {device.name}'s asset lat/lon")
+
+
 def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
            ) -> StreetlightDriver:
     if device.bus is None:  # the loader requires a bus for every streetlight
@@ -266,6 +316,6 @@ def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
 
 
 KIND = Kind("streetlight", StreetlightDevice, StreetlightDriver, _build, {
-    "light.set": Action("lighting", LightSet, _set_light),
-    "light.schedule": Action("lighting", LightSchedule, _store_schedule),
+    "light.set": Action("lighting", LightSet, _set_light, _safe_set),
+    "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule),
 })
