@@ -26,7 +26,7 @@ from edge.config_loader import load_config
 from edge.drivers._codecs import nmea
 from edge.drivers.base import Reading
 from edge.drivers.coverage import CoverageTracker
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsSerialDriver
 from edge.sink import EventSink
 from edge.transports.serial import SerialPort
 from hil.broker import Mosquitto, free_port
@@ -106,7 +106,7 @@ async def pty_latency(folder: Path, fixes: int) -> list[float]:
     writer = asyncio.create_task(outbox.run())
     sink = TimingSink(config.config, outbox, Clock("system"), {})
     sink.committed = {}
-    driver = GpsDriver(config.config.devices[0], SerialPort(path, 9600))  # type: ignore[arg-type]
+    driver = GpsSerialDriver(config.config.devices[0], SerialPort(path, 9600))  # type: ignore[arg-type]
     task = asyncio.create_task(driver.run(sink))
     written: dict[str, float] = {}
     try:

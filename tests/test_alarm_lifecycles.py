@@ -17,7 +17,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.config import EdgeConfig, ManholeTiltDevice, StreetlightDevice
-from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.drivers.streetlight import StreetlightDriver
 from edge.sink import EventSink
 from edge.transports.modbus import ModbusBus
@@ -153,7 +153,7 @@ async def test_cover_open_and_displaced_lifecycles(tmp_path: Path) -> None:
             cfg = pipe.config.device("mh-1")
             assert isinstance(cfg, ManholeTiltDevice)
             mb = ModbusBus(pipe.config.bus("b"))
-            driver = ManholeTiltDriver(cfg, mb, timeout_s=2.0)
+            driver = ManholeTiltModbusDriver(cfg, mb, timeout_s=2.0)
             assert pipe.sink is not None
             # hover right at the open threshold (15°) with dips between: a passing truck
             for tilt in (15.0, 12.0, 15.0, 12.0, 15.0, 9.0, 15.0):  # one sample each

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from edge.buffer.store import Outbox
-from edge.drivers.gps import GpsDriver
 from edge.errors import StoreFullError
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
@@ -121,9 +120,9 @@ async def test_a_full_disk_keeps_the_agent_running_and_the_alarm_arrives(
 
 async def test_work_coverage_on_a_full_disk_is_counted_logged_once_and_retried(
         small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from tests.test_coverage import T0, ClockSink, _mqtt_truck, _sweep_main_st
+    from tests.test_coverage import T0, ClockSink, _mqtt_gps, _mqtt_truck, _sweep_main_st
 
-    driver = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    driver = _mqtt_gps(_mqtt_truck())
     driver.coverage_dir = small_fs / "coverage"
     sink = ClockSink(T0)
     await driver.restore_coverage(sink)

@@ -4,6 +4,7 @@ rejected with its reason, counted, audited and not executed; a valid one execute
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import typing
 from collections.abc import AsyncIterator
@@ -231,11 +232,16 @@ async def test_actions_out_of_the_kind_table_are_unknown(h: Harness) -> None:
 
 
 def test_the_kind_table_agrees_with_the_config_and_the_drivers() -> None:
-    """Each kind's devices.yaml model, driver kind and action models are the real ones."""
+    """Each kind's devices.yaml model, driver kinds and action models are the real ones."""
     assert list(KINDS) == list(DEVICE_MODELS)
     for name, kind in KINDS.items():
         assert kind.device is DEVICE_MODELS[name], name
-        assert kind.driver.kind == name, name
+        # one concrete class per transport, each of this kind (issue 13)
+        assert kind.drivers, name
+        assert len(set(kind.drivers)) == len(kind.drivers), name
+        for driver in kind.drivers:
+            assert driver.kind == name, driver
+            assert not inspect.isabstract(driver), driver
         models = set(typing.get_args(kind.device.model_fields["model"].annotation))
         for action, declared in kind.actions.items():
             assert declared.models is None or declared.models <= models, action

@@ -20,13 +20,14 @@ import pytest
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
-from edge.config import GpsDevice, WorkConfig
+from edge.config import GpsDevice, SouthboundMqttConfig, WorkConfig
 from edge.config_loader import parse_config
 from edge.drivers._codecs.nmea import Fix
+from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.geo import EARTH_M, distance_m, inside
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsDriver, GpsMqttDriver, GpsSerialDriver
 from edge.errors import ConfigError
 from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
 from edge.sink import EventSink
@@ -425,7 +426,7 @@ async def test_the_driver_reports_coverage_on_read_and_at_shift_end(
     await sim.start()
     caplog.set_level(logging.DEBUG)
     device = _truck(f"socket://127.0.0.1:{port}")
-    driver = GpsDriver(device, SerialPort(device.port or "", 9600), utc_offset_h=8)
+    driver = GpsSerialDriver(device, SerialPort(device.port or "", 9600), utc_offset_h=8)
     sink = ClockSink(T0)
     task = asyncio.create_task(driver.run(sink))
     try:
@@ -467,7 +468,7 @@ async def test_the_driver_reports_coverage_on_read_and_at_shift_end(
 async def test_a_truck_without_work_roads_reads_as_before() -> None:
     device = _truck("socket://127.0.0.1:1")
     plain = device.model_copy(update={"work": None})
-    driver = GpsDriver(plain, SerialPort("socket://127.0.0.1:1", 9600))
+    driver = GpsSerialDriver(plain, SerialPort("socket://127.0.0.1:1", 9600))
     assert driver.coverage is None
 
 
@@ -577,7 +578,7 @@ async def test_a_fix_time_far_from_the_clock_does_not_space_fixes(year: int | No
     the clock's, so it can neither fake an outage nor hide one."""
     device = _truck("socket://127.0.0.1:1").model_copy(update={"transport": "mqtt",
                                                                "topic": "t/truck-03"})
-    driver = GpsDriver(device, utc_offset_h=8)
+    driver = _mqtt_gps(device)
     sink = ClockSink(T0)
     for k, t_s in enumerate((0.0, 1.0, 61.0, 62.0)):
         when = dt.datetime.fromtimestamp(T0 + t_s, dt.UTC)
@@ -676,6 +677,13 @@ def _mqtt_truck() -> GpsDevice:
                                                            "topic": "t/truck-03"})
 
 
+def _mqtt_gps(device: GpsDevice) -> GpsMqttDriver:
+    """A tracker's driver whose fixes the test feeds itself: its broker is never connected."""
+    broker = DeviceBroker(SouthboundMqttConfig(host="127.0.0.1", port=1, tls=False),
+                          base_dir=Path(), gateway_id="gw-test")
+    return GpsMqttDriver(device, broker, utc_offset_h=8)
+
+
 async def _sweep_main_st(driver: GpsDriver, sink: ClockSink) -> None:
     for fix in route([Leg((p(0, 0), p(400, 0)), 8)]):
         when = dt.datetime.fromtimestamp(T0 + fix.t_s, dt.UTC)
@@ -686,7 +694,7 @@ async def _sweep_main_st(driver: GpsDriver, sink: ClockSink) -> None:
 async def test_an_agent_restart_mid_shift_keeps_what_was_swept(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    first = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    first = _mqtt_gps(_mqtt_truck())
     first.coverage_dir = tmp_path / "coverage"
     sink = ClockSink(T0)
     await first.restore_coverage(sink)  # as run() does: nothing saved yet
@@ -695,7 +703,7 @@ async def test_an_agent_restart_mid_shift_keeps_what_was_swept(
     await first.close()  # the agent stops (or reloads): the shift is saved
     saved = tmp_path / "coverage" / "truck-03.json"
     assert saved.stat().st_mode & 0o777 == 0o600
-    second = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    second = _mqtt_gps(_mqtt_truck())
     second.coverage_dir = tmp_path / "coverage"
     await second.restore_coverage(sink)
     after = second.coverage_report()
@@ -718,7 +726,7 @@ async def test_a_damaged_saved_shift_is_a_warning_and_a_fresh_start(
         tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "coverage").mkdir()
     (tmp_path / "coverage" / "truck-03.json").write_bytes(content)
-    driver = GpsDriver(_mqtt_truck(), utc_offset_h=8)
+    driver = _mqtt_gps(_mqtt_truck())
     driver.coverage_dir = tmp_path / "coverage"
     sink = ClockSink(T0)
     await driver.restore_coverage(sink)

@@ -12,7 +12,7 @@ import pytest
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
-from edge.drivers.gps import PROBE_LISTEN_S, GpsDriver
+from edge.drivers.gps import PROBE_LISTEN_S, GpsSerialDriver
 from edge.errors import DeviceUnavailableError
 from edge.ops.status_page import probe_verdict
 from edge.transports.serial import SerialPort
@@ -25,7 +25,7 @@ Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 async def _probe(talk: Talk) -> dict[str, object]:
     server = await asyncio.start_server(talk, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    driver = GpsDriver(GpsDevice.model_validate({
+    driver = GpsSerialDriver(GpsDevice.model_validate({
         "name": "truck-07", "kind": "gps", "transport": "serial", "model": "nmea",
         "port": f"socket://127.0.0.1:{port}", "asset": ASSET}),
         SerialPort(f"socket://127.0.0.1:{port}", 9600))

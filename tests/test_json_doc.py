@@ -13,7 +13,7 @@ import contextlib
 import pytest
 
 from edge.drivers._codecs import json_doc
-from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.manhole_tilt import ManholeTiltMqttDriver
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from tests.helpers import wait_event
@@ -49,7 +49,7 @@ def test_value_errors_say_what_the_device_sent(payload: bytes, why: str) -> None
 
 async def test_a_cover_sending_duplicate_keys_is_counted(plain_broker: Mosquitto) -> None:
     broker = broker_for(plain_broker)
-    driver = ManholeTiltDriver(cover("cover-3", "covers/3"), timeout_s=30, broker=broker)
+    driver = ManholeTiltMqttDriver(cover("cover-3", "covers/3"), broker, timeout_s=30)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="dup", protocol="5",

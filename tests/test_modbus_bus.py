@@ -9,7 +9,7 @@ import itertools
 import time
 
 from edge.config import ManholeTiltDevice, ModbusRtuBus
-from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.transports.modbus import ModbusBus
 from hil.sims.modbus_sim import tilt_unit
 from hil.sims.rtu_sim import RtuLineSim
@@ -32,7 +32,7 @@ async def test_ten_slaves_one_dead_keep_their_rate() -> None:
         cfg = ManholeTiltDevice.model_validate({
             "name": f"mh-{u}", "kind": "manhole_tilt", "transport": "modbus_rtu", "bus": "line",
             "unit_id": u, "poll_interval_s": POLL_S, "asset": asset("manhole_tilt")})
-        drivers.append(ManholeTiltDriver(cfg, bus, timeout_s=5.0))
+        drivers.append(ManholeTiltModbusDriver(cfg, bus, timeout_s=5.0))
     tasks = [asyncio.create_task(d.run(sink)) for d in drivers]
     try:
         await asyncio.sleep(8.0)

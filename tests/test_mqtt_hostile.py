@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from edge.config import GpsDevice, LoudspeakerDevice, ManholeTiltDevice
 from edge.drivers._codecs import ip_speaker, json_doc
 from edge.drivers.base import Reading, stats_dict
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsMqttDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
-from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.manhole_tilt import ManholeTiltMqttDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.errors import DeviceProtocolError
 from edge.transports.mqtt import MqttLink
@@ -79,8 +79,8 @@ async def test_hostile_cover_payloads_are_counted_and_the_driver_lives_on(
         plain_broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="edge.drivers")
     brokers = [broker_for(plain_broker), broker_for(plain_broker)]
-    victim = ManholeTiltDriver(cover("cover-1", "covers/1"), timeout_s=30, broker=brokers[0])
-    bystander = ManholeTiltDriver(cover("cover-2", "covers/2"), timeout_s=30, broker=brokers[1])
+    victim = ManholeTiltMqttDriver(cover("cover-1", "covers/1"), brokers[0], timeout_s=30)
+    bystander = ManholeTiltMqttDriver(cover("cover-2", "covers/2"), brokers[1], timeout_s=30)
     sink = RecordingSink()
     tasks = [asyncio.create_task(d.run(sink)) for d in (victim, bystander)]
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="evil", protocol="5",
@@ -129,7 +129,7 @@ async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:
         "name": "patrol-9", "kind": "gps", "transport": "mqtt", "model": "mqtt_json",
         "topic": "trackers/9", "min_distance_m": 0, "asset": ASSET})
     broker = broker_for(plain_broker)
-    driver = GpsDriver(device, broker=broker)
+    driver = GpsMqttDriver(device, broker)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="evil-gps",

@@ -12,19 +12,19 @@ import tty
 
 from edge.config import GpsDevice
 from edge.drivers._codecs import nmea
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsSerialDriver
 from edge.transports.serial import SerialPort
 from tests.helpers import ObservedPort, wait_event, wait_until
 from tests.recording_sink import RecordingSink
 
 
-def gps_on(path: str, port: SerialPort | None = None) -> GpsDriver:
+def gps_on(path: str, port: SerialPort | None = None) -> GpsSerialDriver:
     device = GpsDevice.model_validate({
         "name": "truck-03", "kind": "gps", "transport": "serial", "port": path, "baud": 9600,
         "min_distance_m": 0, "max_interval_s": 1, "asset": {
             "code": "3205082190000003", "class": "2190", "grid": "320508001002003",
             "name": "truck"}})
-    return GpsDriver(device, port or SerialPort(path, 9600))
+    return GpsSerialDriver(device, port or SerialPort(path, 9600))
 
 
 async def test_byte_at_a_time_with_noise_loses_and_duplicates_nothing() -> None:

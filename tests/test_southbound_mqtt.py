@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsMqttDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.errors import DeviceUnavailableError
@@ -45,7 +45,7 @@ async def test_json_tracker_with_a_path_map(plain_broker: Mosquitto) -> None:
         "json_map": {"lat": "gps.lat", "lon": "gps.lng", "speed_kmh": "gps.spd", "time": "ts"},
         "asset": ASSET})
     broker = broker_for(plain_broker)
-    driver = GpsDriver(device, broker=broker)
+    driver = GpsMqttDriver(device, broker)
     sink = RecordingSink()
     task = asyncio.create_task(driver.run(sink))
     pub = MqttLink(host="127.0.0.1", port=plain_broker.port, client_id="tracker", protocol="5",

@@ -1,6 +1,7 @@
-"""Drivers, one module per device kind, and the registry that maps ``kind`` to a class.
+"""Drivers, one module per device kind, and the registry that maps ``kind`` to its classes.
 
-``DRIVERS`` is derived from the kind table (``edge.drivers.factory.KINDS``).
+``DRIVERS`` is derived from the kind table (``edge.drivers.factory.KINDS``): a kind maps to its
+driver classes, one per transport (``manhole_tilt``: Modbus and MQTT).
 
 Importing this package imports no protocol library: the registry lists classes only, and
 ``edge.drivers.factory`` builds them with their transports. The registry itself is built on
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from edge.drivers.base import Driver
 
-    DRIVERS: MappingProxyType[str, type[Driver[Any]]]
+    DRIVERS: MappingProxyType[str, tuple[type[Driver[Any]], ...]]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: the lazy registry
@@ -25,7 +26,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: the lazy registry
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from edge.drivers.factory import KINDS  # noqa: PLC0415
 
-    drivers: MappingProxyType[str, type[Driver[Any]]] = MappingProxyType({
-        name: kind.driver for name, kind in KINDS.items()})
+    drivers: MappingProxyType[str, tuple[type[Driver[Any]], ...]] = MappingProxyType({
+        name: kind.drivers for name, kind in KINDS.items()})
     globals()["DRIVERS"] = drivers
     return drivers

@@ -1,4 +1,7 @@
-"""GPS tracker: NMEA 0183 over a serial line (firmware_notes/nmea-gnss.md).
+"""GPS trackers: NMEA 0183 over a serial line, or JSON reports over MQTT.
+
+A receiver on the gateway's serial port (firmware_notes/nmea-gnss.md) or a remote tracker
+publishing on the southbound broker, one driver class each.
 
 Positions are personal data: they are never logged at INFO, and their precision is cut to
 ``position_decimals`` before they leave the driver.
@@ -59,21 +62,22 @@ class CoverageSink(Protocol):
 
 
 class GpsDriver(Driver[GpsDevice]):
-    """Read NMEA lines; report thinned positions and the tracker's alarms."""
+    """What both transports share: fixes to thinned positions, alarms and work coverage.
+
+    Abstract: ``GpsSerialDriver`` reads a receiver's NMEA lines, ``GpsMqttDriver`` takes a
+    remote tracker's JSON reports.
+    """
 
     kind: ClassVar[str] = "gps"
+    # Only the gateway's own receiver is a time source: a remote tracker's JSON is whatever
+    # the tracker (or anyone who can publish) says (issue 19 #3). The clock still checks
+    # plausibility and drift, see edge/clock.py.
+    time_source: ClassVar[bool] = False
 
-    def __init__(self, config: GpsDevice, port: SerialPort | None = None, *,
-                 broker: DeviceBroker | None = None, utc_offset_h: int = 8) -> None:
+    def __init__(self, config: GpsDevice, *, utc_offset_h: int = 8) -> None:
         super().__init__(config, config.name)
-        self._port = port
-        self._broker = broker
-        self._json_map = {**JSON_DEFAULTS, **config.json_map}
-        self._tracker = nmea.NmeaTracker()
         self.rules = GpsRules(config)
         self.rejected = 0
-        self._reading = False  # run() holds the port: a probe listens through the tap
-        self._tap: asyncio.Queue[str] | None = None
         # work coverage (issue 18 B): roads cut into pieces once, here; shifts in local time
         self.coverage = None if config.work is None else \
             CoverageTracker(config.work, utc_offset_h=utc_offset_h)
@@ -86,15 +90,6 @@ class GpsDriver(Driver[GpsDevice]):
         self._coverage_saved_mono = time.monotonic()
         self.aux_writes = AuxWrites(self.log)  # a full disk: counted, logged once (f14 #1)
 
-    def handle_line(self, line: str) -> nmea.Fix | None:
-        """Parse one line; count rejects; return a fix when one completes (no I/O)."""
-        try:
-            return self._tracker.feed(nmea.parse_sentence(line))
-        except ValueError:
-            self.rejected += 1
-            self.stats.parse_errors += 1
-            return None
-
     async def _alarms(self, changes: list[Change], sink: Sink) -> None:
         for c in changes:
             await sink.alarm(AlarmChange(self.name, c.kind, c.state, prio=1, severity=2,
@@ -102,10 +97,7 @@ class GpsDriver(Driver[GpsDevice]):
 
     async def _on_fix(self, fix: nmea.Fix, sink: Sink) -> None:
         now = time.monotonic()
-        if self.config.transport == "serial" and fix.source != "json":
-            # only the gateway's own receiver is a time source: a remote tracker's JSON is
-            # whatever the tracker (or anyone who can publish) says (issue 19 #3); the
-            # clock still checks plausibility and drift (edge/clock.py)
+        if self.time_source and fix.source != "json":
             sink.gnss_time(int(fix.utc.timestamp() * 1e9))
         await self._alarms(self.rules.on_fix(fix, now), sink)
         if self.coverage is not None:  # every raw fix, before thinning
@@ -209,82 +201,37 @@ class GpsDriver(Driver[GpsDevice]):
         now_s, _trusted = self._clock(self._sink_seen) if self._sink_seen is not None \
             else (time.time(), False)
         return self.coverage.report(now_s)
+    @override
+    async def close(self) -> None:
+        """Save the running shift: a stop or a reload keeps all of its coverage."""
+        if self._coverage_restored:  # never overwrite a saved shift this run has not read
+            await self.save_coverage()
 
-    def fix_from_json(self, doc: dict[str, Any]) -> nmea.Fix:
-        """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable.
 
-        Position and time present but not usable refuse the fix; a bad speed or course is
-        refused on its own (None). Each refused value is counted in ``bad_values``, never
-        logged with its content (positions are personal data).
-        """
-        m = self._json_map
-        lat, lon = self._number(doc, "lat"), self._number(doc, "lon")
-        if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise ValueError(f"no usable position in {sorted(doc)[:10]}")
-        if abs(lat) < 1e-6 and abs(lon) < 1e-6:
-            raise ValueError("0,0 fake fix")
-        when = self._when(pick(doc, m["time"]))
-        return nmea.Fix(when, lat, lon, self._number(doc, "speed_kmh"),
-                        self._number(doc, "course_deg"), 2, "json")
+class GpsSerialDriver(GpsDriver):
+    """Read a receiver's NMEA lines from a serial port; its fixes are a time source."""
 
-    def _number(self, doc: dict[str, Any], key: str) -> float | None:
-        value = pick(doc, self._json_map[key])
-        if value is None:
+    time_source: ClassVar[bool] = True
+
+    def __init__(self, config: GpsDevice, port: SerialPort, *, utc_offset_h: int = 8) -> None:
+        super().__init__(config, utc_offset_h=utc_offset_h)
+        self._port = port
+        self._tracker = nmea.NmeaTracker()
+        self._reading = False  # run() holds the port: a probe listens through the tap
+        self._tap: asyncio.Queue[str] | None = None
+
+    def handle_line(self, line: str) -> nmea.Fix | None:
+        """Parse one line; count rejects; return a fix when one completes (no I/O)."""
+        try:
+            return self._tracker.feed(nmea.parse_sentence(line))
+        except ValueError:
+            self.rejected += 1
+            self.stats.parse_errors += 1
             return None
-        try:
-            return json_doc.finite_number(value)
-        except ValueError as exc:
-            self.bad_value(key, str(exc))
-            return None
-
-    def _when(self, stamp: object) -> dt.datetime:
-        if stamp is None:
-            return dt.datetime.now(dt.UTC)
-        try:
-            if isinstance(stamp, str):
-                when = dt.datetime.fromisoformat(stamp[:64])
-                if when.tzinfo is None:
-                    raise ValueError("time without a zone")  # noqa: TRY301
-            else:  # epoch seconds, or milliseconds
-                secs = json_doc.finite_number(stamp)
-                secs = secs / 1000 if secs > 1e11 else secs
-                if not TRACKER_EPOCH_S[0] <= secs <= TRACKER_EPOCH_S[1]:
-                    raise ValueError("epoch time out of range")  # noqa: TRY301
-                when = dt.datetime.fromtimestamp(secs, dt.UTC)
-            when = when.astimezone(dt.UTC)
-        except (ValueError, OverflowError, OSError) as exc:
-            self.bad_value("time", str(exc)[:80])
-            raise ValueError("unusable time") from exc
-        return when
-
-    async def _run_mqtt(self, sink: Sink) -> None:
-        assert self._broker is not None
-        assert self.config.topic is not None
-        link = await self._broker.connect(self.name, [self.config.topic])
-        try:
-            while True:
-                item = await next_report(link, self.name, SILENCE_S * 60)
-                await self._coverage_tick(sink)  # a shift ends also for a silent tracker
-                if item is None:
-                    continue  # a parked vehicle may stay silent; its alarms tick on reports
-                await self._alarms(self.rules.on_tick(time.monotonic()), sink)
-                try:
-                    fix = self.fix_from_json(parse_json(self.name, item))
-                except (DeviceError, ValueError) as exc:
-                    self.rejected += 1
-                    self.refused(str(exc)[:200])
-                    continue
-                await self._on_fix(fix, sink)
-        finally:
-            await link.close()
 
     @override
     async def run(self, sink: Sink) -> None:
         await self.restore_coverage(sink)
-        if self.config.transport == "mqtt":
-            await self._run_mqtt(sink)
-            return
-        assert self._port is not None
         reader, _writer = await self._port.open(self.name)
         self._reading = True
         try:
@@ -332,19 +279,8 @@ class GpsDriver(Driver[GpsDevice]):
             await self._port.close()
 
     @override
-    async def close(self) -> None:
-        """Save the running shift: a stop or a reload keeps all of its coverage."""
-        if self._coverage_restored:  # never overwrite a saved shift this run has not read
-            await self.save_coverage()
-
-    @override
     async def probe(self) -> dict[str, Any]:
         """Listen ``PROBE_LISTEN_S`` to the receiver: sentences, fix quality, satellites."""
-        if self.config.transport == "mqtt":
-            if self.coverage is not None:  # device.read of a truck: its shift's coverage
-                return {"work_coverage": self.coverage_report()}
-            raise DeviceError(self.name, "an MQTT tracker reports when it wakes; see its "
-                                         "last values")
         lines, runaway_bytes, listened_s = await (
             self._listen_tap() if self._reading else self._listen_port())
         # device.read of a truck: its shift's coverage (docs/work-coverage.md)
@@ -399,7 +335,6 @@ class GpsDriver(Driver[GpsDevice]):
 
     async def _listen_port(self) -> tuple[list[str], int, float]:
         """Return the lines heard, the bytes that made no line, and the seconds listened."""
-        assert self._port is not None
         reader, _writer = await self._port.open(self.name)
         lines: list[str] = []
         runaway_bytes = 0
@@ -420,6 +355,99 @@ class GpsDriver(Driver[GpsDevice]):
         return lines, runaway_bytes, time.monotonic() - start
 
 
+class GpsMqttDriver(GpsDriver):
+    """Take a remote tracker's JSON reports from the southbound broker.
+
+    Raises ``ConfigError`` at construction for a device without ``topic`` (the loader
+    refuses one first).
+    """
+
+    def __init__(self, config: GpsDevice, broker: DeviceBroker, *, utc_offset_h: int = 8
+                 ) -> None:
+        super().__init__(config, utc_offset_h=utc_offset_h)
+        if config.topic is None:  # the loader requires one for MQTT trackers
+            raise ConfigError([f"{config.name}: no topic"])
+        self._topic: str = config.topic
+        self._broker = broker
+        self._json_map = {**JSON_DEFAULTS, **config.json_map}
+
+    def fix_from_json(self, doc: dict[str, Any]) -> nmea.Fix:
+        """Map a tracker's JSON (``json_map``) to a fix; raise ValueError when unusable.
+
+        Position and time present but not usable refuse the fix; a bad speed or course is
+        refused on its own (None). Each refused value is counted in ``bad_values``, never
+        logged with its content (positions are personal data).
+        """
+        m = self._json_map
+        lat, lon = self._number(doc, "lat"), self._number(doc, "lon")
+        if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError(f"no usable position in {sorted(doc)[:10]}")
+        if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+            raise ValueError("0,0 fake fix")
+        when = self._when(pick(doc, m["time"]))
+        return nmea.Fix(when, lat, lon, self._number(doc, "speed_kmh"),
+                        self._number(doc, "course_deg"), 2, "json")
+
+    def _number(self, doc: dict[str, Any], key: str) -> float | None:
+        value = pick(doc, self._json_map[key])
+        if value is None:
+            return None
+        try:
+            return json_doc.finite_number(value)
+        except ValueError as exc:
+            self.bad_value(key, str(exc))
+            return None
+
+    def _when(self, stamp: object) -> dt.datetime:
+        if stamp is None:
+            return dt.datetime.now(dt.UTC)
+        try:
+            if isinstance(stamp, str):
+                when = dt.datetime.fromisoformat(stamp[:64])
+                if when.tzinfo is None:
+                    raise ValueError("time without a zone")  # noqa: TRY301
+            else:  # epoch seconds, or milliseconds
+                secs = json_doc.finite_number(stamp)
+                secs = secs / 1000 if secs > 1e11 else secs
+                if not TRACKER_EPOCH_S[0] <= secs <= TRACKER_EPOCH_S[1]:
+                    raise ValueError("epoch time out of range")  # noqa: TRY301
+                when = dt.datetime.fromtimestamp(secs, dt.UTC)
+            when = when.astimezone(dt.UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            self.bad_value("time", str(exc)[:80])
+            raise ValueError("unusable time") from exc
+        return when
+
+    @override
+    async def run(self, sink: Sink) -> None:
+        await self.restore_coverage(sink)
+        link = await self._broker.connect(self.name, [self._topic])
+        try:
+            while True:
+                item = await next_report(link, self.name, SILENCE_S * 60)
+                await self._coverage_tick(sink)  # a shift ends also for a silent tracker
+                if item is None:
+                    continue  # a parked vehicle may stay silent; its alarms tick on reports
+                await self._alarms(self.rules.on_tick(time.monotonic()), sink)
+                try:
+                    fix = self.fix_from_json(parse_json(self.name, item))
+                except (DeviceError, ValueError) as exc:
+                    self.rejected += 1
+                    self.refused(str(exc)[:200])
+                    continue
+                await self._on_fix(fix, sink)
+        finally:
+            await link.close()
+
+    @override
+    async def probe(self) -> dict[str, Any]:
+        """Return the shift's coverage (``device.read`` of a truck); DeviceError without work."""
+        if self.coverage is not None:  # device.read of a truck: its shift's coverage
+            return {"work_coverage": self.coverage_report()}
+        raise DeviceError(self.name, "an MQTT tracker reports when it wakes; see its "
+                                     "last values")
+
+
 def _read_small_json(path: Path) -> object:
     return json.loads(read_small_state_file(path, COVERAGE_FILE_MAX_BYTES))
 
@@ -435,17 +463,20 @@ def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
 
 def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> GpsDriver:
     offset_h = config.gateway.utc_offset_h  # work shifts are local time
+    gps: GpsDriver
     if device.transport == "mqtt":
         if transports.broker is None:  # added by a reload: the broker starts at a restart
             raise ConfigError([f"{device.name}: {NO_BROKER}"])
-        gps = GpsDriver(device, broker=transports.broker, utc_offset_h=offset_h)
+        gps = GpsMqttDriver(device, transports.broker, utc_offset_h=offset_h)
     elif device.port is None:  # the loader requires a port for serial trackers
         raise ConfigError([f"{device.name}: no port"])
     else:
-        gps = GpsDriver(device, SerialPort(device.port, device.baud), utc_offset_h=offset_h)
+        gps = GpsSerialDriver(device, SerialPort(device.port, device.baud),
+                              utc_offset_h=offset_h)
     if transports.state_dir is not None:
         gps.coverage_dir = transports.state_dir / "coverage"
     return gps
 
 
-KIND = Kind("gps", GpsDevice, GpsDriver, _build)  # no actions of its own
+# one class per transport; _build picks it by the device's transport (issue 13)
+KIND = Kind("gps", GpsDevice, (GpsSerialDriver, GpsMqttDriver), _build)  # no actions of its own

@@ -1,4 +1,4 @@
-"""What a device kind declares once: its config model, driver, builder and actions (issue 13).
+"""What a device kind declares once: its config model, drivers, builder and actions (issue 13).
 
 Each kind module (``manhole_tilt``, ``streetlight``, ``loudspeaker``, ``gps``) ends with one
 ``KIND = Kind(...)``; ``edge.drivers.factory.KINDS`` collects them. The factory builds drivers
@@ -82,6 +82,8 @@ class Kind:
 
     name: str  # the ``kind:`` of devices.yaml and the driver's ``kind``
     device: type[BaseModel]  # its devices.yaml model (edge.config.DEVICE_MODELS[name])
-    driver: type[Driver[Any]]
+    # one class per transport (manhole_tilt: Modbus and MQTT); ``build`` picks one by the
+    # device's ``transport``, so no driver holds a transport it does not use (issue 13)
+    drivers: tuple[type[Driver[Any]], ...]
     build: Callable[[Any, EdgeConfig, Transports], Driver[Any]]
     actions: Mapping[str, Action] = field(default_factory=lambda: MappingProxyType({}))

@@ -235,7 +235,7 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
     return driver
 
 
-KIND = Kind("loudspeaker", LoudspeakerDevice, LoudspeakerDriver, _build, {
+KIND = Kind("loudspeaker", LoudspeakerDevice, (LoudspeakerDriver,), _build, {
     "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play),
     # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:
     # firmware_notes/ip-speaker.md and firmware_notes/syn6288-tts.md

@@ -35,29 +35,47 @@ SUNSPEC_MAX_MODELS = 32  # a walk longer than this is a broken map, not a long o
 
 
 class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
-    """Report tilt (and, for MQTT covers, water level and battery) and the cover's alarms.
+    """What both transports share: the cover's alarm rules, evaluated on each reading.
 
-    A comm loss raises ``comm_lost`` and freezes the other alarms: silence never fakes a clear.
+    Abstract: ``ManholeTiltModbusDriver`` polls an inclinometer, ``ManholeTiltMqttDriver``
+    takes a cover's reports. A comm loss raises ``comm_lost`` and freezes the other alarms:
+    silence never fakes a clear.
     """
 
     kind: ClassVar[str] = "manhole_tilt"
 
-    def __init__(self, config: ManholeTiltDevice, bus: ModbusBus | None = None, *,
-                 timeout_s: float, broker: DeviceBroker | None = None) -> None:
+    def __init__(self, config: ManholeTiltDevice, *, timeout_s: float) -> None:
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
                          timeout_s=timeout_s)
-        self._bus = bus  # injected, shared by every device on the line
-        self._broker = broker
         self.rules = CoverRules(config.name, config.alarms)
+
+    @override
+    async def on_reading(self, reading: Reading, sink: Sink) -> None:
+        self.rules.restore(sink.active_alarms(self.name))
+        await sink.reading(reading)
+        for change in self.rules.evaluate(reading.values):
+            await sink.alarm(change)
+
+
+class ManholeTiltModbusDriver(ManholeTiltDriver):
+    """Poll a Modbus inclinometer (WitMotion-style or SunSpec 304) for its tilt.
+
+    Raises ``ConfigError`` at construction for a device without ``unit_id`` (the loader
+    refuses one first).
+    """
+
+    def __init__(self, config: ManholeTiltDevice, bus: ModbusBus, *, timeout_s: float
+                 ) -> None:
+        super().__init__(config, timeout_s=timeout_s)
+        if config.unit_id is None:  # the loader requires one for Modbus covers
+            raise ConfigError([f"{config.name}: no unit_id"])
+        self._unit_id: int = config.unit_id
+        self._bus = bus  # injected, shared by every device on the line
         self._sunspec_addr: int | None = None  # model 304's address, found by discovery
-        self._json_map = {**JSON_DEFAULTS, **config.json_map}
 
     async def _read(self, function: int, address: int, count: int) -> list[int]:
-        cfg = self.config
-        assert self._bus is not None
-        assert cfg.unit_id is not None  # the loader checked
-        return await self._bus.read(cfg.name, cfg.unit_id, function, address, count,
-                                    timeout_s=cfg.timeout_s)
+        return await self._bus.read(self.name, self._unit_id, function, address, count,
+                                    timeout_s=self.config.timeout_s)
 
     async def discover_sunspec(self) -> int:
         """Walk the SunSpec model chain to model 304; return its address (cached)."""
@@ -106,12 +124,28 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
         values["tilt_deg"] = round(witmotion.tilt_deg(values, cfg.baseline_deg), 2)  # type: ignore[arg-type]
         return Reading(cfg.name, values, at_ns, mono_ns)
 
+
+class ManholeTiltMqttDriver(ManholeTiltDriver):
+    """Take an NB-IoT/LoRa cover's JSON reports from the southbound broker.
+
+    Raises ``ConfigError`` at construction for a device without ``topic`` (the loader
+    refuses one first).
+    """
+
+    def __init__(self, config: ManholeTiltDevice, broker: DeviceBroker, *, timeout_s: float
+                 ) -> None:
+        super().__init__(config, timeout_s=timeout_s)
+        if config.topic is None:  # the loader requires one for MQTT covers
+            raise ConfigError([f"{config.name}: no topic"])
+        self._topic: str = config.topic
+        self._broker = broker
+        self._json_map = {**JSON_DEFAULTS, **config.json_map}
+
     @override
-    async def on_reading(self, reading: Reading, sink: Sink) -> None:
-        self.rules.restore(sink.active_alarms(self.name))
-        await sink.reading(reading)
-        for change in self.rules.evaluate(reading.values):
-            await sink.alarm(change)
+    async def poll(self) -> Reading:
+        """Refuse: a cover reports when it wakes, it cannot be read on demand."""
+        raise DeviceError(self.name, "an MQTT cover reports when it wakes; see its last "
+                                     "values")
 
     def values_from_json(self, doc: dict[str, Any]) -> dict[str, Value]:
         """Map a cover's JSON report to values (json_map); ValueError when it holds no tilt.
@@ -139,15 +173,14 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
             raise ValueError(f"no tilt in a report with keys {sorted(doc)}")
         return values
 
-    async def _run_mqtt(self, sink: Sink) -> None:
+    @override
+    async def run(self, sink: Sink) -> None:
         """Take the cover's reports as they come.
 
         A report period (plus up to 5 s of grace) without one is a failed poll: degraded after
         one, offline (``comm_lost``) after three, as for a polled device.
         """
-        assert self._broker is not None
-        assert self.config.topic is not None
-        link = await self._broker.connect(self.name, [self.config.topic])
+        link = await self._broker.connect(self.name, [self._topic])
         silence_s = self.poll_interval_s + min(5.0, self.poll_interval_s)
         try:
             while True:
@@ -166,25 +199,20 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
         finally:
             await link.close()
 
-    @override
-    async def run(self, sink: Sink) -> None:
-        if self.config.transport == "mqtt":
-            await self._run_mqtt(sink)
-            return
-        await super().run(sink)
-
 
 def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
            ) -> ManholeTiltDriver:
     if device.transport == "mqtt":
         if transports.broker is None:  # added by a reload: the broker starts at a restart
             raise ConfigError([f"{device.name}: {NO_BROKER}"])
-        return ManholeTiltDriver(device, timeout_s=device.poll_interval_s,
-                                 broker=transports.broker)
+        return ManholeTiltMqttDriver(device, transports.broker,
+                                     timeout_s=device.poll_interval_s)
     if device.bus is None:  # the loader requires a bus for Modbus covers
         raise ConfigError([f"{device.name}: no bus"])
-    return ManholeTiltDriver(device, transports.buses[device.bus], timeout_s=transports
-                             .bus_timeout_s(config, device.bus, device.timeout_s))
+    return ManholeTiltModbusDriver(device, transports.buses[device.bus], timeout_s=transports
+                                   .bus_timeout_s(config, device.bus, device.timeout_s))
 
 
-KIND = Kind("manhole_tilt", ManholeTiltDevice, ManholeTiltDriver, _build)  # no actions of its own
+# one class per transport; _build picks it by the device's transport (issue 13)
+KIND = Kind("manhole_tilt", ManholeTiltDevice, (ManholeTiltModbusDriver, ManholeTiltMqttDriver),
+            _build)  # no actions of its own

@@ -315,7 +315,7 @@ def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
     return light
 
 
-KIND = Kind("streetlight", StreetlightDevice, StreetlightDriver, _build, {
+KIND = Kind("streetlight", StreetlightDevice, (StreetlightDriver,), _build, {
     "light.set": Action("lighting", LightSet, _set_light, _safe_set),
     "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule),
 })

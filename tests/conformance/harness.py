@@ -19,9 +19,9 @@ from edge.config import (
     StreetlightDevice,
 )
 from edge.drivers.base import Driver
-from edge.drivers.gps import GpsDriver
+from edge.drivers.gps import GpsSerialDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
-from edge.drivers.manhole_tilt import ManholeTiltDriver
+from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.drivers.streetlight import StreetlightDriver
 from edge.transports.modbus import ModbusBus
@@ -60,7 +60,7 @@ def _modbus_driver(kind: str, port: int | str, unit_id: int) -> tuple[Driver[Any
               "poll_interval_s": 0.1, "asset": asset(kind)}
     if kind == "manhole_tilt":
         cfg_t = ManholeTiltDevice.model_validate({**common, "kind": kind})
-        return ManholeTiltDriver(cfg_t, bus, timeout_s=1.0), bus
+        return ManholeTiltModbusDriver(cfg_t, bus, timeout_s=1.0), bus
     cfg_s = StreetlightDevice.model_validate({**common, "kind": kind})
     return StreetlightDriver(cfg_s, bus, timeout_s=2.0), bus
 
@@ -70,9 +70,10 @@ def _serial_driver(kind: str, port: int) -> Driver[Any]:
     common = {"name": "dev", "transport": "serial", "port": url, "poll_interval_s": 0.1,
               "timeout_s": 0.3, "asset": asset(kind)}
     if kind == "gps":
-        return GpsDriver(GpsDevice.model_validate({**common, "kind": kind, "min_distance_m": 0,
-                                                   "max_interval_s": 1}),
-                         SerialPort(url, 9600))
+        return GpsSerialDriver(GpsDevice.model_validate({**common, "kind": kind,
+                                                         "min_distance_m": 0,
+                                                         "max_interval_s": 1}),
+                               SerialPort(url, 9600))
     cfg = LoudspeakerDevice.model_validate({**common, "kind": kind})
     return LoudspeakerDriver(cfg, Syn6288Unit("dev", SerialPort(url, 9600), 0.3))
 

@@ -86,7 +86,7 @@ async def test_modbus_fault_modes(kind: str, fault: str) -> None:
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str) -> None:
     from edge.config import ManholeTiltDevice, ModbusRtuBus, ModbusTcpBus
-    from edge.drivers.manhole_tilt import ManholeTiltDriver
+    from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
     from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
     from hil.sims.modbus_sim import SUNSPEC_304_ADDR, ModbusTcpSim, set_sunspec_tilt, sunspec_unit
@@ -106,7 +106,7 @@ async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str)
     cfg = ManholeTiltDevice.model_validate({
         "name": "ss-1", "kind": "manhole_tilt", "transport": f"modbus_{transport}", "bus": "b",
         "unit_id": 3, "model": "sunspec304", "asset": asset("manhole_tilt")})
-    driver = ManholeTiltDriver(cfg, bus, timeout_s=3.0)
+    driver = ManholeTiltModbusDriver(cfg, bus, timeout_s=3.0)
     try:
         first = await driver.probe()
         assert await driver.discover_sunspec() == SUNSPEC_304_ADDR  # 40000 + "SunS" + model 1
