@@ -123,10 +123,6 @@ TASK_ALLOW: dict[tuple[str, str], str] = {
     ("edge.drivers.broadcast", "BroadcastQueue.run"):
         "the clip on air, shielded so an emergency can cancel the clip and not the queue; "
         "awaited in the same loop turn",
-    # remaining work (issue 13): the reader should live in the driver's own TaskGroup
-    ("edge.drivers.speaker_units", "IpSpeakerUnit._connected"):
-        "the status reader of an IP speaker link; cancelled and awaited in close(), "
-        "not in a TaskGroup",
     ("edge.buffer.async_outbox", "AsyncOutbox._append_retrying_alarms"):
         "shield(coroutine) wraps the store append in a task so a cancelled writer still "
         "finishes the transaction it started; awaited in the same call",

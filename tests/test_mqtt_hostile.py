@@ -233,19 +233,20 @@ async def test_a_speaker_status_reader_that_dies_of_a_bug_is_seen(plain_broker: 
         raise RuntimeError("bug")
 
     try:
-        await unit._connected()
-        await until(lambda: unit._last is not None, 15)
-        monkeypatch.setattr(ip_speaker, "decode_status", bug)
-        reader = unit._reader
-        assert reader is not None
-        await until(reader.done, 15)  # the simulator reports every few seconds
-        with pytest.raises(DeviceProtocolError, match="status reader died"):
-            await unit.status()
-        monkeypatch.setattr(ip_speaker, "decode_status", real)
-        unit._last = None
-        await unit._connected()  # a new reader on a new link
-        await until(lambda: unit._last is not None, 15)
-        assert (await unit.status())["amp_fault"] is False
+        async with unit.running():  # as the driver's run holds it: the reader's TaskGroup
+            await unit._connected()
+            await until(lambda: unit._last is not None, 15)
+            monkeypatch.setattr(ip_speaker, "decode_status", bug)
+            reader = unit._reader
+            assert reader is not None
+            await until(reader.done, 15)  # the simulator reports every few seconds
+            with pytest.raises(DeviceProtocolError, match="status reader died"):
+                await unit.status()
+            monkeypatch.setattr(ip_speaker, "decode_status", real)
+            unit._last = None
+            await unit._connected()  # a new reader on a new link
+            await until(lambda: unit._last is not None, 15)
+            assert (await unit.status())["amp_fault"] is False
     finally:
         await unit.close()
         await sim.stop()

@@ -105,6 +105,44 @@ async def test_ip_speaker_plays_reports_amp_fault_and_goes_offline(
         await sim.stop()
 
 
+async def test_the_speaker_status_reader_lives_and_ends_with_the_drivers_run(
+        plain_broker: Mosquitto) -> None:
+    """The reader is a task of the TaskGroup the driver's run holds (issue 13): none outside a
+    run, and a cancelled run leaves neither the task nor its link behind."""
+    sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/nanmen")
+    await sim.start()
+    device = LoudspeakerDevice.model_validate({
+        "name": "ipspk-2", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
+        "topic": "speakers/nanmen", "poll_interval_s": 0.5, "asset": {
+            **ASSET, "code": "3205082105000010", "class": "2105"}})
+    unit = IpSpeakerUnit("ipspk-2", broker_for(plain_broker), "speakers/nanmen",
+                         stale_after_s=1.5)
+    driver = LoudspeakerDriver(device, unit)
+    task: asyncio.Task[None] | None = None
+    try:
+        await driver.stop_playback()  # a speaker.stop between two runs: a link, no reader
+        assert unit._link is not None
+        assert unit._reader is None
+        task = asyncio.create_task(driver.run(RecordingSink()))
+        await until(lambda: driver.stats.polls_ok >= 1)
+        reader = unit._reader
+        assert reader is not None
+        assert not reader.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert reader.cancelled()
+        assert unit._reader is None
+        assert unit._link is None
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await driver.close()
+        await sim.stop()
+
+
 async def test_a_refused_subscription_says_so_and_closes_the_link(
         plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker whose ACL refuses the device's topic (SUBACK 0x87, injected: mosquitto 2.0.11

@@ -136,7 +136,9 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
     @override
     async def run(self, sink: Sink) -> None:
         self._sink = sink
-        async with asyncio.TaskGroup() as tg:
+        # the unit's own tasks (an IP speaker's status reader) outlive the queue that plays
+        # through them, and end with this run (issue 13)
+        async with self.unit.running(), asyncio.TaskGroup() as tg:
             tg.create_task(self.queue.run(), name=f"broadcast[{self.name}]")
             tg.create_task(self._schedules(), name=f"schedule[{self.name}]")
             await super().run(sink)

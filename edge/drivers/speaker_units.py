@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from edge.drivers._codecs import ip_speaker, syn6288
@@ -33,6 +35,10 @@ class SpeakerUnit(Protocol):
     """What a loudspeaker model offers the driver."""
 
     rejected: int  # status messages refused (bad JSON, bad values): the driver's bad_values
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """Hold what the unit runs beside the driver, for as long as the driver's run lasts."""
+        ...
 
     async def status(self) -> dict[str, Any]:
         """Return at least ``busy`` (bool) and ``amp_fault`` (bool | None)."""
@@ -63,6 +69,11 @@ class Syn6288Unit:
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()  # a status poll and a play must not interleave
         self.rejected = 0  # replies are fixed bytes: a bad one is a protocol error instead
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Nothing runs beside the driver: the board answers when polled."""
+        yield
 
     async def _exchange(self, request: bytes, reply_len: int) -> bytes:
         async with self._lock:
@@ -127,7 +138,14 @@ class Syn6288Unit:
 
 
 class IpSpeakerUnit:
-    """An IP speaker speaking JSON on the southbound broker."""
+    """An IP speaker speaking JSON on the southbound broker.
+
+    ``status()``, ``speak()`` and ``stop()`` connect the link when they need it (a broker
+    outage is their caller's failure: a failed poll, a failed play). The status reader of a
+    link is a task on the TaskGroup of ``running()``, which the loudspeaker driver's run
+    holds; outside it (``edge probe``, a ``speaker.stop`` between two runs) a link has no
+    reader, so ``status()`` has no fresh report and a play gets no result.
+    """
 
     def __init__(self, name: str, broker: DeviceBroker, topic: str, stale_after_s: float
                  ) -> None:
@@ -136,30 +154,60 @@ class IpSpeakerUnit:
         self.topic = topic.rstrip("/")
         self._stale_after_s = stale_after_s
         self._link: MqttLink | None = None
+        self._tg: asyncio.TaskGroup | None = None  # running()'s, while the driver runs
         self._reader: asyncio.Task[None] | None = None
+        self._reader_died: Exception | None = None  # what ended the reader, if not a close
         self._last: tuple[float, ip_speaker.Status] | None = None
         self._pending: dict[str, asyncio.Future[str]] = {}
         self._counter = 0
         self.rejected = 0
         self._log = logging.getLogger(f"edge.drivers.loudspeaker.{name}")
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Hold the TaskGroup the status reader runs on, for the driver's run (issue 13).
+
+        A link connected before (by a probe or a stop outside a run) has no reader: it is
+        dropped, and the next call connects one that has. On exit the reader is cancelled and
+        the link closed; the next run connects afresh.
+        """
+        await self.close()
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                self._tg = None
+                await self.close()
+
     async def _connected(self) -> MqttLink:
-        reader = self._reader
-        if reader is not None and reader.done() and not reader.cancelled() and \
-                reader.exception() is not None:
-            # the reader died of a bug: say so to the caller (the supervisor logs it and
-            # restarts the driver) instead of serving a stale status for ever (issue 14 #1)
-            exc = reader.exception()
+        died = self._reader_died
+        if died is not None:
+            # the reader died of a bug: say so to the caller (a failed poll or play) instead
+            # of serving a stale status for ever (issue 14 #1); the next call reconnects
             await self.close()
-            raise DeviceProtocolError(self.name, f"status reader died: {exc!r}"[:200]) from exc
+            raise DeviceProtocolError(self.name, f"status reader died: {died!r}"[:200]) \
+                from died
         if self._link is not None and not self._link.closed.done():
             return self._link
         await self.close()
         link = await self._broker.connect(self.name, [f"{self.topic}/status"])
         self._link = link
-        # owned here: cancelled and awaited in close(); it only feeds caches and futures
-        self._reader = asyncio.create_task(self._read(link), name=f"ip-speaker[{self.name}]")
+        if self._tg is not None:  # cancelled and awaited in close(), or by the group's end
+            self._reader = self._tg.create_task(self._read_guarded(link),
+                                                name=f"ip-speaker[{self.name}]")
         return link
+
+    async def _read_guarded(self, link: MqttLink) -> None:
+        """Read ``link`` until cancelled; keep a bug for the next call instead of raising it.
+
+        Raised, it would end the driver's TaskGroup, and with it a broadcast on air: a
+        status the reader cannot handle must not silence an emergency announcement.
+        """
+        try:
+            await self._read(link)
+        except Exception as exc:  # noqa: BLE001 - reported by the next _connected() (see above)
+            self._reader_died = exc
 
     async def _read(self, link: MqttLink) -> None:
         while True:
@@ -228,11 +276,12 @@ class IpSpeakerUnit:
 
     async def close(self) -> None:
         """Stop the reader and the link."""
+        self._reader_died = None
         if self._reader is not None:
             self._reader.cancel()
-            # a reader that died of a bug was reported by _connected(); closing must not raise
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            # wait() returns when it has ended and raises nothing of its own: a reader's bug
+            # was kept by _read_guarded(), and only our caller's cancellation goes through
+            await asyncio.wait([self._reader])
             self._reader = None
         if self._link is not None:
             await self._link.close()
