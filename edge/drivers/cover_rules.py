@@ -55,14 +55,14 @@ class CoverRules:
             rules.append(_Rule(BATTERY_LOW, "battery_v", "V", 1, 3, alarms.battery_low.threshold,
                                _tracker(alarms.battery_low, below=True)))
         self.rules = tuple(rules)
-        self._restored = False
+        self.restored = False  # alarms still active before a restart taken over
 
     def restore(self, active: set[str]) -> None:
         """Take over alarms still active from before a restart (their case stays open)."""
-        if not self._restored:
+        if not self.restored:
             for rule in self.rules:
                 rule.tracker.active = rule.kind in active
-            self._restored = True
+            self.restored = True
 
     def evaluate(self, values: Mapping[str, Value]) -> list[AlarmChange]:
         """Feed one reading; return the transitions it completes.

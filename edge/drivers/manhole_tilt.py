@@ -51,7 +51,8 @@ class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
 
     @override
     async def on_reading(self, reading: Reading, sink: Sink) -> None:
-        self.rules.restore(sink.active_alarms(self.name))
+        if not self.rules.restored:  # once, not a call up into the sink on every poll
+            self.rules.restore(sink.active_alarms(self.name))
         await sink.reading(reading)
         for change in self.rules.evaluate(reading.values):
             await sink.alarm(change)
