@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import json
 import logging
 import os
@@ -79,9 +81,12 @@ def setup_logging(level: str, *, json_logs: bool | None = None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM / Ctrl-C."""
+    # the config first: the YAML tree is dropped before the agent's modules load, so their
+    # objects reuse the heap that parsing left free (docs/decisions.md D85)
+    loaded = dataclasses.replace(_config(args, EX_CONFIG), tree=None)
+    gc.collect()
     from edge.agent import Agent  # noqa: PLC0415 - keep `edge check` fast
 
-    loaded = _config(args, EX_CONFIG)
     setup_logging(args.log_level)
 
     async def main() -> int:
