@@ -4,8 +4,9 @@ Two views of one contract:
 
 * ``Event`` (a frozen dataclass) is what drivers and the agent build on the hot path, turned
   into compact JSON by ``encode_event`` once the outbox has given it its ``seq``.
-* ``WireEvent`` / ``WireBatch`` / ``Envelope`` (pydantic) are the typed wire view; the published
-  JSON Schemas (``edge schema``) are files in edge/contract/schemas, checked against them.
+* ``edge.wire``'s ``WireEvent`` / ``WireBatch`` / ``Envelope`` (pydantic) are the typed wire
+  view receivers and tests validate with; the published JSON Schemas (``edge schema``) are files
+  in edge/contract/schemas, checked against them. The agent never imports them (D86).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 from edge.clock import TimeQuality, rfc3339_ms
 from edge.ids import uuid7
@@ -134,158 +133,11 @@ def encode_batch(gateway_id: str, batch_id: str | int, sent_at_ns: int,
     return head[:-1] + b',"events":[' + b",".join(events) + b"]}"
 
 
-# ---- the wire contract, validated at receivers and exported as JSON Schema ----------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WireAsset(_Strict):
-    """``asset`` block."""
-
-    code: str = Field(pattern=r"^\d{16}$")
-    class_: str = Field(alias="class", pattern=r"^\d{4}$")
-    grid: str = Field(pattern=r"^\d{14,15}$")
-    name: str
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
-
-
-class WireAlarm(_Strict):
-    """``alarm`` block."""
-
-    kind: str
-    state: Literal["raised", "cleared"]
-    alarm_id: str = Field(min_length=1)
-    severity: int = Field(ge=0, le=5)
-    event_class: str | None = Field(default=None, pattern=r"^\d{4}$")
-    value: float | None = None
-    threshold: float | None = None
-    unit: str | None = None
-
-
-class WireMono(_Strict):
-    """Boot id + monotonic ms of an event stamped before the clock synced."""
-
-    boot_id: str
-    ms: int = Field(ge=0)
-
-
-class WireEvent(_Strict):
-    """One event as it travels."""
-
-    id: str = Field(pattern=UUID7_PATTERN)
-    seq: int = Field(ge=1)
-    type: EventType
-    prio: int = Field(ge=0, le=3)
-    ts: str
-    time_quality: TimeQuality
-    mono: WireMono | None = None
-    asset: WireAsset | None = None
-    device: str | None = None
-    alarm: WireAlarm | None = None
-    data: dict[str, Any]
-
-
-class WireBatch(_Strict):
-    """The signed body: a bounded batch of events."""
-
-    v: Literal[1]
-    gw: str
-    # a UUIDv7, unique per gateway for ever (D57); agents before it sent a counter that
-    # restarted at 1 with the agent: still accepted, never an idempotency key
-    batch: Annotated[str, Field(pattern=UUID7_PATTERN)] | Annotated[int, Field(ge=0)]
-    sent_at: str
-    events: list[WireEvent] = Field(min_length=1)
-
-
-class Envelope(_Strict):
-    """The detached-signature envelope that is published (also for commands)."""
-
-    kid: str = Field(pattern=r"^[0-9a-f]{16}$")
-    alg: Literal["Ed25519"]
-    sig: str
-    body: str
-
-
-class WireCoverageShift(_Strict):
-    """The shift a coverage report is about (UTC, RFC 3339)."""
-
-    start: str
-    end: str
-    state: Literal["ended", "in_progress"]
-
-
-class WireCoverageGrid(_Strict):
-    """An area's cell grid of ``cell_m`` squares from its south-west corner.
-
-    Cell ``i`` is row ``i // cols`` (counted north) and column ``i % cols`` (counted east).
-    """
-
-    origin_lat: float = Field(ge=-90, le=90)
-    origin_lon: float = Field(ge=-180, le=180)
-    cell_m: float = Field(gt=0)
-    cols: int = Field(ge=1)
-    rows: int = Field(ge=1)
-
-
-Stretch = tuple[float, float]
-
-
-class WireRoadCoverage(_Strict):
-    """One work road of a ``work_coverage`` event.
-
-    ``covered``/``unknown``/``missed`` are ``[start, end]`` stretches in order: chainage in
-    metres from the first point of a ``line`` road, or ``[first, end)`` cell numbers of an
-    ``area`` (its ``grid``). Together they tile the road; ``truncated``: a list hit its cap
-    and its last stretch was widened to the end of the ones left out.
-    """
-
-    id: str
-    shape: Literal["line", "area"]
-    length_m: float | None = Field(default=None, ge=0)  # lines
-    cells: float | None = Field(default=None, ge=0)  # areas
-    covered_pct: float = Field(ge=0, le=100)
-    unknown_pct: float = Field(ge=0, le=100)
-    missed_pct: float = Field(ge=0, le=100)
-    first_pass: str | None
-    last_pass: str | None
-    covered: list[Stretch]
-    unknown: list[Stretch]
-    missed: list[Stretch]
-    truncated: bool
-    grid: WireCoverageGrid | None = None
-
-
-class WireWorkCoverage(_Strict):
-    """``data`` of a ``work_coverage`` event (prio 1): a truck's shift, road by road.
-
-    Sent when the shift ends; ``device.read`` answers the running shift (``in_progress``).
-    A stretch swept at working speed (``min_speed_kmh``..``max_speed_kmh``) is covered; one
-    a fix outage (fixes more than ``max_gap_s`` apart) may have passed is unknown, not
-    missed. ``clock: untrusted``: the shift's boundaries came from an unsynced clock.
-    Format and method: docs/work-coverage.md.
-    """
-
-    shift: WireCoverageShift
-    clock: Literal["trusted", "untrusted"]
-    min_speed_kmh: float
-    max_speed_kmh: float
-    segment_m: float
-    max_gap_s: float
-    fixes: int = Field(ge=0)
-    working_fixes: int = Field(ge=0)
-    gaps: int = Field(ge=0)
-    gap_s: float = Field(ge=0)
-    roads: list[WireRoadCoverage]
-
-
 def json_schemas() -> dict[str, Any]:
     """Return the published JSON Schemas by name (edge/contract/schemas, the single source).
 
-    The models above validate at run time; what a platform is given, and what ``edge schema``
-    prints, are the shipped files (tests/test_contract.py keeps the two in step).
+    The models in ``edge.wire`` validate at receivers; what a platform is given, and what
+    ``edge schema`` prints, are the shipped files (tests/test_contract.py keeps them in step).
     """
     from edge.contract import schemas  # noqa: PLC0415 - only `edge schema` and tests need it
 

@@ -28,7 +28,7 @@ PARTS: dict[str, str] = {
     "edge.drivers._codecs": "codecs",
     "edge.errors": "core", "edge.clock": "core", "edge.ids": "core", "edge.backoff": "core",
     "edge.atomic_file": "core", "edge.aux_writes": "core", "edge.model": "core",
-    "edge.shapes": "core", "edge.shape_check": "core",
+    "edge.shapes": "core", "edge.shape_check": "core", "edge.wire": "core",
     # pure leaves that live beside the drivers (their main users) but that config, transports
     # and ops read too: a part of their own, so those reads are not a drivers <-> config cycle
     "edge.drivers.alarms": "helpers", "edge.drivers.geo": "helpers",

@@ -187,13 +187,13 @@ def test_command_result_schema_is_the_gateways_catalogue() -> None:
 
 
 def test_work_coverage_schema_is_the_models() -> None:
-    from edge.model import WireWorkCoverage
+    from edge.wire import WireWorkCoverage
 
     published = {k: v for k, v in schema("work_coverage").items() if k not in ("$schema", "$id")}
     # after a change of the model: write its model_json_schema(by_alias=True) into the file,
     # keeping $schema and $id, and say so in docs/contract/CHANGELOG.md
     assert published == WireWorkCoverage.model_json_schema(by_alias=True), \
-        "edge/contract/schemas/work-coverage.schema.json differs from edge.model.WireWorkCoverage"
+        "edge/contract/schemas/work-coverage.schema.json differs from edge.wire.WireWorkCoverage"
 
 
 # ---- captured examples --------------------------------------------------------------------

@@ -46,13 +46,14 @@ from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import LightSet, StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
-from edge.model import UUID7_PATTERN, Event, EventType, WireBatch
+from edge.model import UUID7_PATTERN, Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
 from edge.transports.modbus import ModbusBus
 from edge.transports.mqtt import MqttLink
 from edge.uplink import mqtt as mqtt_uplink
 from edge.uplink.batches import BatchSource
 from edge.uplink.mqtt import MqttUplink
+from edge.wire import WireBatch
 from hil.broker import Mosquitto, free_port, gateway_acl
 from hil.demo import client_tls
 from hil.pki import common_name, ensure_pki

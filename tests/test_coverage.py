@@ -29,10 +29,11 @@ from edge.drivers.factory import Transports, build_driver
 from edge.drivers.geo import EARTH_M, distance_m, inside
 from edge.drivers.gps import GpsDriver, GpsMqttDriver, GpsSerialDriver
 from edge.errors import ConfigError
-from edge.model import Event, EventType, Prio, WireEvent, encode_event, json_schemas
+from edge.model import Event, EventType, Prio, encode_event, json_schemas
 from edge.sink import EventSink
 from edge.supervisor import supervise
 from edge.transports.serial import SerialPort
+from edge.wire import WireEvent
 from hil.broker import free_port
 from hil.receiver import schemas as contract
 from hil.sims.serial_sims import GpsSim, Leg, RouteFix, offset, route

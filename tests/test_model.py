@@ -15,13 +15,12 @@ from edge.model import (
     Asset,
     Event,
     EventType,
-    WireBatch,
-    WireEvent,
     encode_batch,
     encode_event,
     json_schemas,
 )
 from edge.security.signing import Ed25519PrivateKey, SignatureError, Signer, kid_of, open_envelope
+from edge.wire import WireBatch, WireEvent
 
 ASSET = Asset("3205080106000123", "0106", "320508001002003", "路灯井盖 干将东路 12号",
               31.3105, 120.6302)

@@ -24,11 +24,11 @@ from edge.model import (
     Asset,
     Event,
     EventType,
-    WireWorkCoverage,
     encode_batch,
     encode_event,
 )
 from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.wire import WireWorkCoverage
 from hil.broker import Mosquitto, free_port
 from hil.pki import Pki
 from hil.receiver.core import Receiver, Store, load_gateway_keys

@@ -16,7 +16,7 @@ Fixes further apart than ``max_gap_s`` are an outage: on a line road with both e
 outage on it, the units between are *unknown* (not missed) unless both ends are on the same
 unit; in an area, the cells within the circle over the outage's two ends (plus the sweep
 width) are unknown. A covered unit stays covered. The report format is documented in
-docs/work-coverage.md and ``edge.model.WireWorkCoverage``.
+docs/work-coverage.md and ``edge.wire.WireWorkCoverage``.
 """
 
 from __future__ import annotations

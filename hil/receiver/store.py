@@ -373,7 +373,7 @@ class ReceiverStore:
     def map_work_coverage(self) -> list[dict[str, Any]]:
         """Return the newest ``work_coverage`` of each (gw, device), newest first.
 
-        Whole events as received (``data`` is ``edge.model.WireWorkCoverage``), or a
+        Whole events as received (``data`` is ``edge.wire.WireWorkCoverage``), or a
         ``device.read`` result's running coverage when newer (``coverage_record``); looks at
         the newest ``MAP_MAX_COVERAGE`` such events only (index ``events_type``).
         """
