@@ -36,7 +36,7 @@ from edge.clock import FLOOR_FILE, Clock, read_floor
 from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.commands.safety import SafetyRules
-from edge.config_loader import LoadedConfig, load_config
+from edge.config_file import LoadedConfig, load_in_child_async
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import KINDS, Transports, build_driver
 from edge.drivers.streetlight import StreetlightDriver
@@ -253,7 +253,8 @@ class Agent:
     async def reload(self) -> list[str]:
         """Re-read devices.yaml; restart only what changed. Return the problems, if any."""
         try:
-            new = await asyncio.to_thread(load_config, self.loaded.path)
+            # validated in a child: the agent keeps no YAML parser or pydantic (D86)
+            new = await load_in_child_async(self.loaded.path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)  # noqa: TRY400 - no traceback

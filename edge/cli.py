@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import gc
 import json
 import logging
 import os
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.config_loader import LoadedConfig, load_config
+from edge.config_file import LoadedConfig, load_in_child
 from edge.errors import ConfigError, EdgeError
 
 EX_OK, EX_FAIL, EX_INVALID = 0, 1, 2
@@ -54,13 +52,20 @@ class _ExitError(Exception):
 
 
 def _load(path: Path) -> LoadedConfig:
+    from edge.config_loader import load_config  # noqa: PLC0415 - `edge run` loads in a child
+
     return load_config(path)
 
 
-def _config(args: argparse.Namespace, code: int = EX_INVALID) -> LoadedConfig:
-    """Load ``--config``; print every problem with its line and exit with ``code`` if invalid."""
+def _config(args: argparse.Namespace, code: int = EX_INVALID, *, in_child: bool = False
+            ) -> LoadedConfig:
+    """Load ``--config``; print every problem with its line and exit with ``code`` if invalid.
+
+    ``in_child``: validate in a child process, so this one never loads ruamel and pydantic
+    (``edge run``: docs/decisions.md D86).
+    """
     try:
-        return _load(args.config)
+        return load_in_child(args.config) if in_child else _load(args.config)
     except ConfigError as exc:
         _print_config_errors(exc)
         raise _ExitError(code) from None
@@ -81,10 +86,9 @@ def setup_logging(level: str, *, json_logs: bool | None = None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM / Ctrl-C."""
-    # the config first: the YAML tree is dropped before the agent's modules load, so their
-    # objects reuse the heap that parsing left free (docs/decisions.md D85)
-    loaded = dataclasses.replace(_config(args, EX_CONFIG), tree=None)
-    gc.collect()
+    # the config first, validated in a child: an invalid file exits before the agent's modules
+    # load, and this process never holds a YAML parser or pydantic (docs/decisions.md D85, D86)
+    loaded = _config(args, EX_CONFIG, in_child=True)
     from edge.agent import Agent  # noqa: PLC0415 - keep `edge check` fast
 
     setup_logging(args.log_level)

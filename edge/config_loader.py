@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from edge.config import (
     StreetlightDevice,
     is_loopback,
 )
+from edge.config_file import LoadedConfig
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.errors import ConfigError
 from edge.light_schedule import AT_PATTERN, is_astronomical
@@ -48,36 +49,6 @@ from edge.light_schedule import AT_PATTERN, is_astronomical
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
 _BUS_MODELS: dict[str, type[BaseModel]] = {"modbus_rtu": ModbusRtuBus, "modbus_tcp": ModbusTcpBus}
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    """A validated config and where it came from (paths in it are relative to ``base_dir``)."""
-
-    config: EdgeConfig
-    path: Path
-    # the parsed YAML, for the line of a field in `edge check`'s messages (None: built in code)
-    tree: Any = field(default=None, compare=False, repr=False)
-
-    def line_of(self, *loc: int | str) -> str:
-        """Return ``devices.yaml:LINE`` of a field, e.g. ``line_of("buses", 0)``."""
-        return f"{self.path.name}:{_line_of(self.tree, loc)}" if self.tree is not None \
-            else self.path.name
-
-    @property
-    def base_dir(self) -> Path:
-        """Return the folder the file lives in."""
-        return self.path.resolve().parent
-
-    def resolve(self, value: str) -> Path:
-        """Resolve a path written in the file, relative to the file's folder."""
-        path = Path(value)
-        return path if path.is_absolute() else self.base_dir / path
-
-    @property
-    def state_dir(self) -> Path:
-        """Return the agent's state folder (outbox, journals, status)."""
-        return self.resolve(self.config.gateway.state_dir)
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -124,7 +95,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     found = _cross_problems(path.name, tree, config, None)
     if found:
         raise ConfigError(_by_line(found))
-    return LoadedConfig(config, path, tree)
+    return LoadedConfig(config, path, tree, _line_of)
 
 
 def _cross_problems(filename: str, tree: Any, config: EdgeConfig,

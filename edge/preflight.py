@@ -27,7 +27,7 @@ from edge.buffer.store import held_by_an_agent
 from edge.clock import Clock, TimeQuality
 from edge.commands.keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
-from edge.config_loader import LoadedConfig
+from edge.config_file import LoadedConfig
 from edge.errors import EdgeError, KeyFileError, PlatformKeysError, SecretError, UplinkError
 from edge.security.keys import load_key
 from edge.security.secrets import read_secret

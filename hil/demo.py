@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge.config_loader import LoadedConfig
+from edge.config_file import LoadedConfig
 from edge.security.keys import describe, init_key, load_key
 from hil.broker import Mosquitto, gateway_acl, wait_listening
 from hil.commander import ALL_ROLES, platform_key, register

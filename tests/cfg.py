@@ -7,7 +7,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge.config_loader import LoadedConfig, load_config
+from edge.config_file import LoadedConfig
+from edge.config_loader import load_config
 from edge.security.keys import init_key
 from hil.pki import Pki
 

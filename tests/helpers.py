@@ -12,7 +12,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from edge.config_loader import LoadedConfig
+from edge.config_file import LoadedConfig
 from edge.drivers._mqtt_device import DeviceBroker
 from edge.security.keys import describe, load_key
 from edge.transports.mqtt import MqttLink

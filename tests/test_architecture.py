@@ -42,6 +42,7 @@ PARTS: dict[str, str] = {
     "edge.uplink": "uplink",
     "edge.ops": "ops",
     "edge.agent": "agent", "edge.cli": "agent", "edge.config_loader": "agent",
+    "edge.config_file": "agent", "edge.config_child": "agent",
     "edge.preflight": "agent", "edge.reload": "agent", "edge.sink": "agent",
     "edge.supervisor": "agent",
     "hil": "hil", "bench": "bench", "tests": "tests",

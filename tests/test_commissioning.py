@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from edge.commands.keys import load_platform_keys
-from edge.config_loader import LoadedConfig, load_config
+from edge.config_file import LoadedConfig
+from edge.config_loader import load_config
 from edge.drivers._codecs import nmea
 from edge.errors import ConfigError
 from edge.ops.status_file import read_status

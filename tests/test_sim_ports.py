@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config_loader import LoadedConfig
+from edge.config_file import LoadedConfig
 from hil.broker import free_port
 from hil.sims.runner import SimPortError, SimSet
 from tests.cfg import tilt_device, write_config

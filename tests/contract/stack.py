@@ -23,7 +23,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge.config_loader import LoadedConfig, load_config
+from edge.config_file import LoadedConfig
+from edge.config_loader import load_config
 from edge.security.keys import describe, init_key, load_key
 from edge.security.signing import Ed25519PrivateKey, kid_of, public_key_from_raw
 from hil.broker import Mosquitto, free_port, gateway_acl
