@@ -60,6 +60,12 @@ async def test_metrics_after_a_scripted_alarm(tmp_path: Path, plain_broker: Mosq
             async with session.get(f"http://127.0.0.1:{metrics_port}/healthz") as resp:
                 assert resp.status == 200
                 assert (await resp.json())["ok"] is True
+            # health checks often probe with HEAD: it answers like GET, without a body
+            for path in ("/metrics", "/healthz"):
+                async with session.head(f"http://127.0.0.1:{metrics_port}{path}") as resp:
+                    assert resp.status == 200, path
+            async with session.get(f"http://127.0.0.1:{metrics_port}/nope") as resp:
+                assert resp.status == 404
     finally:
         stop.set()
         await run

@@ -231,12 +231,16 @@ async def test_hostile_http_gets_a_clear_4xx_never_a_500_and_is_counted(
             ("GET", metrics + "/nope", {}, 404),
             ("POST", metrics + "/metrics", {}, 405),
             ("GET", metrics + "/metrics", {"Authorization": "Basic !!!"}, 200),
+            ("HEAD", page + "/api/status", ok, 200),  # health checks probe with HEAD
+            ("HEAD", metrics + "/healthz", {}, 200),
         ]
         async with ClientSession() as http:
             for method, url, headers, want in cases:
                 async with http.request(method, url, headers=headers) as resp:
                     seen.append((f"{method} {url}", resp.status))
                     assert resp.status == want, (method, url, resp.status)
+                    if url.startswith(page) and headers is ok:  # aiohttp's 404/405 as well
+                        assert resp.headers.get("X-Frame-Options") == "DENY", (method, url)
         for base in (page, metrics):  # a 100 kB header: aiohttp's parser refuses it
             host, port = base.removeprefix("http://").split(":")
             reader, writer = await asyncio.open_connection(host, int(port))

@@ -163,11 +163,18 @@ async def serve(routes: Sequence[Route], *, host: str, port: int, name: str,
         refused = guard(neutral(request)) if guard is not None else None
         if refused is not None:
             return aio(refused)
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own 404 / 405 get the headers too
+            exc.headers.update(added)
+            raise
         response.headers.update(added)
         return response
 
     app = web.Application(middlewares=[guarded], client_max_size=max_body_bytes)
     for method, path, handler in routes:
-        app.router.add_route(method, path, adapt(handler))
+        if method == "GET":  # add_get answers HEAD too (health checks use it), as before
+            app.router.add_get(path, adapt(handler))
+        else:
+            app.router.add_route(method, path, adapt(handler))
     return await start_site(app, host=host, port=port, name=name)
