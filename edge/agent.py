@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.aux_writes import AuxWrites
@@ -56,6 +56,9 @@ from edge.uplink.mqtt import MqttUplink
 
 if TYPE_CHECKING:
     from edge.config import EdgeConfig
+
+    # only the type: aiohttp (~10 MB of RSS) loads only when an HTTP part is configured
+    from edge.ops.http_site import Site
     from edge.uplink.https import HttpsUplink
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,7 @@ class Agent:
         self._uplink_password = self._password()
         await self.outbox.open()
         transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
-        servers: list[_Server] = []
+        servers: list[Site] = []
         self._deaths.watch(asyncio.get_running_loop())
         try:
             async with asyncio.TaskGroup() as core:
@@ -143,7 +146,7 @@ class Agent:
             log.info("stopped; outbox committed (%d late events)", committed)
 
     async def _run_parts(self, stop: asyncio.Event, key: Ed25519PrivateKey,
-                         transports: Transports, servers: list[_Server],
+                         transports: Transports, servers: list[Site],
                          page_password: str | None) -> None:
         """Run uplink, devices and housekeeping in one TaskGroup; _StopError once stopped."""
         cfg = self.loaded.config
@@ -172,10 +175,10 @@ class Agent:
             notify("STOPPING=1")
             raise _StopError  # cancels the task groups' other tasks
 
-    async def _start_servers(self, page_password: str | None) -> list[_Server]:
+    async def _start_servers(self, page_password: str | None) -> list[Site]:
         """Start the configured local HTTP endpoints (none by default)."""
         obs = self.loaded.config.observability
-        servers: list[_Server] = []
+        servers: list[Site] = []
         if obs.metrics_port is not None:
             from edge.ops.metrics import serve_metrics  # noqa: PLC0415 - see TYPE_CHECKING
 
@@ -429,16 +432,6 @@ def tighten_dir(path: Path) -> None:
     if info.st_uid == os.getuid() and info.st_mode & 0o077:
         path.chmod(0o700)
         log.info("state folder %s tightened to 0700", path)
-
-
-class _Server(Protocol):
-    """A started local HTTP endpoint: aiohttp's AppRunner, not named here.
-
-    aiohttp costs ~10 MB of RSS and is imported only when an HTTP part is configured.
-    """
-
-    async def cleanup(self) -> None:
-        """Stop serving and release the port."""
 
 
 class _StopError(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import deque
-from collections.abc import Callable
 
 SWITCH_WINDOW_S = 60.0
 MAX_SWITCHES_KEPT = 64  # more than any max_switches_per_min (<= 60): the window is always whole
@@ -42,9 +41,6 @@ class RelayLog:
     def recent(self, now_mono: float) -> int:
         """Return the switches within the last SWITCH_WINDOW_S."""
         return sum(1 for at in self.changes if now_mono - at <= SWITCH_WINDOW_S)
-
-
-RelayLogs = Callable[[str], RelayLog | None]
 
 
 def in_quiet_hours(spec: str, local: dt.time) -> bool:
