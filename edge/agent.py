@@ -333,8 +333,9 @@ class Agent:
                         .last_commit_mono, uplink_last_progress=uplink, devices_last_ok=devices)
 
     async def _system_alarm(self, kind: str, text: str) -> None:
-        if self.sink is not None:
-            await self.sink.system_alarm(kind, text)
+        # housekeeping starts after _build made the sink: an alarm is never dropped silently
+        assert self.sink is not None, "a system alarm before the sink exists"
+        await self.sink.system_alarm(kind, text)
 
     async def _on_command(self, raw: bytes) -> None:
         if self.commands is not None:

@@ -201,6 +201,7 @@ class GpsDriver(Driver[GpsDevice]):
         now_s, _trusted = self._clock(self._sink_seen) if self._sink_seen is not None \
             else (time.time(), False)
         return self.coverage.report(now_s)
+
     @override
     async def close(self) -> None:
         """Save the running shift: a stop or a reload keeps all of its coverage."""
