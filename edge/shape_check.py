@@ -30,7 +30,6 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from edge.shapes import Before, Finite, Pattern, ShapeError, Tagged
@@ -73,6 +72,8 @@ def _rust_float(value: float) -> str:
     """Return ``value`` as pydantic's messages print it (Rust's f64 Display: no exponent)."""
     if not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    from decimal import Decimal  # noqa: PLC0415 - 0.4 MiB, for the message of a float bound
+
     text = format(Decimal(repr(value)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
@@ -210,6 +211,7 @@ class _Literal(_Node):
         # a JSON number or bool matches an int or bool value equal to it (1 is True, 3.0 is
         # 3): pydantic looks it up in a dict of them, where an equal later value wins
         self.numbers = {v: v for v in values if type(v) in (int, bool)}
+        self.has_int = any(type(v) is int for v in values)  # pydantic looks ints up as i64
         shown = [repr(v) for v in values]
         self.expected = shown[0] if len(shown) == 1 else \
             f"{', '.join(shown[:-1])} or {shown[-1]}"
@@ -219,6 +221,9 @@ class _Literal(_Node):
         for v in self.values:  # the same type first: JSON true is True, 1 is 1
             if type(v) is type(value) and v == value:
                 return v, True, None
+        if self.has_int and type(value) is int and not -(2**63) <= value < 2**63:
+            raise _error("int_parsing_size", loc, "Unable to parse input string as an integer, "
+                         "exceeded maximum size", value)
         if isinstance(value, int | float) and value in self.numbers:
             return self.numbers[value], True, None
         raise _error("literal_error", loc, f"Input should be {self.expected}", value,
