@@ -13,6 +13,7 @@ import pytest
 from edge.agent import Agent
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.streetlight import LightSchedule, StreetlightDriver
+from edge.shape_check import check
 from tests.cfg import lamp_device, write_config
 
 SLOW_FSYNC_S = 0.3
@@ -48,7 +49,7 @@ async def test_storing_a_schedule_leaves_the_loop_free(tmp_path: Path,
     tick = asyncio.create_task(ticker())
     try:
         await asyncio.sleep(0.05)
-        params = LightSchedule.model_validate({"steps": [{"at": "18:00", "on": True}]})
+        params = check(LightSchedule, {"steps": [{"at": "18:00", "on": True}]})
         result = await agent._execute("lamp-1", "light.schedule", params)
         await asyncio.sleep(0.05)
     finally:

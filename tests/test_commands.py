@@ -26,6 +26,7 @@ from edge.drivers.kind import NoParams
 from edge.drivers.loudspeaker import PlayClip, PlayTts
 from edge.drivers.streetlight import LightSchedule, LightSet
 from edge.security.signing import Ed25519PrivateKey
+from edge.shape_check import check
 from hil.commander import register, sign_command
 from tests.figures import figure
 from tests.outbox_sql import sql_rows, store_of
@@ -267,8 +268,7 @@ async def test_each_declared_action_reaches_its_driver_method() -> None:
     params = {"speaker.play_clip": PlayClip(clip="evacuate", sha256="a" * 64, volume=5),
               "speaker.play_tts": PlayTts(text="hi", priority="emergency"),
               "speaker.stop": NoParams(), "light.set": LightSet(on=True),
-              "light.schedule": LightSchedule.model_validate(
-                  {"steps": [{"at": "18:00", "on": True}]})}
+              "light.schedule": check(LightSchedule, {"steps": [{"at": "18:00", "on": True}]})}
     declared = {action: spec for kind in KINDS.values() for action, spec in kind.actions.items()}
     assert set(declared) == set(params), "a new action needs a case here"
     for action, spec in declared.items():

@@ -16,6 +16,7 @@ from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import StreetlightDriver
 from edge.drivers.sun import sun_times
 from edge.light_schedule import Step, in_force, step_time
+from edge.shape_check import check
 from edge.transports.modbus import ModbusBus
 from hil.broker import free_port
 from hil.sims.modbus_sim import FAULT_REGISTER, FAULTS, ModbusTcpSim, lamp_unit
@@ -166,7 +167,7 @@ def test_safety_refuses_dim_below_the_driver_minimum_and_sunset_without_position
     why = rules.check("lamp-1", "light.set", LightSet(on=True, dim_pct=10), {"lighting"})
     assert why is not None and "below lamp-1's minimum 20 %" in why
     assert rules.check("lamp-1", "light.set", LightSet(on=False, dim_pct=0), {"lighting"}) is None
-    sunset = LightSchedule.model_validate({"steps": [{"at": "sunset+10", "on": True}]})
+    sunset = check(LightSchedule, {"steps": [{"at": "sunset+10", "on": True}]})
     why = rules.check("lamp-2", "light.schedule", sunset, {"lighting"})
     assert why is not None and "lat/lon" in why
     assert rules.check("lamp-1", "light.schedule", sunset, {"lighting"}) is None

@@ -15,6 +15,7 @@ from edge.commands.safety import SafetyRules
 from edge.config import EdgeConfig, LoudspeakerDevice
 from edge.drivers.loudspeaker import LoudspeakerDriver, PlayClip
 from edge.drivers.speaker_units import Syn6288Unit
+from edge.shape_check import check
 from edge.transports.serial import SerialPort
 from hil.broker import free_port
 from hil.sims.serial_sims import TtsSim
@@ -121,14 +122,14 @@ def test_clip_allow_list() -> None:
         "devices": [speaker(1).model_dump(by_alias=True)]})
     local_h = 12  # noon at UTC+8: outside the default quiet hours 22:00-07:00
     rules = SafetyRules(cfg, now=lambda: dt.datetime(2026, 11, 26, local_h - 8, tzinfo=dt.UTC))
-    ok = PlayClip.model_validate({"clip": "evacuate", "sha256": CLIP_SHA})
-    bad = PlayClip.model_validate({"clip": "evacuate", "sha256": "cd" * 32})
-    unknown = PlayClip.model_validate({"clip": "music", "sha256": CLIP_SHA})
+    ok = check(PlayClip, {"clip": "evacuate", "sha256": CLIP_SHA})
+    bad = check(PlayClip, {"clip": "evacuate", "sha256": "cd" * 32})
+    unknown = check(PlayClip, {"clip": "music", "sha256": CLIP_SHA})
     assert rules.check("speaker-01", "speaker.play_clip", ok, {"broadcast"}) is None
     assert "allow-list" in (rules.check("speaker-01", "speaker.play_clip", bad, set()) or "")
     assert "allow-list" in (rules.check("speaker-01", "speaker.play_clip", unknown, set()) or "")
     # a clip is as loud as a text: the volume cap and quiet hours hold for it too
-    loud = PlayClip.model_validate({"clip": "evacuate", "sha256": CLIP_SHA, "volume": 16})
+    loud = check(PlayClip, {"clip": "evacuate", "sha256": CLIP_SHA, "volume": 16})
     assert "maximum" in (rules.check("speaker-01", "speaker.play_clip", loud, {"broadcast"}) or "")
     local_h = 23
     assert "quiet hours" in (rules.check("speaker-01", "speaker.play_clip", ok, {"broadcast"})

@@ -35,9 +35,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from annotated_types import Ge, Le
 
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.command_journal import Claim
@@ -54,6 +54,8 @@ from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.safety import SPEAKER_PLAYS
 from edge.security.signing import SignatureError, open_envelope
+from edge.shape_check import check, check_json
+from edge.shapes import Pattern, ShapeError, shape
 
 __all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
 
@@ -167,24 +169,23 @@ ISS_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_ISSUERS_PER_KID = 32
 
 
-class CommandBody(BaseModel):
-    """The signed body of a command."""
+@shape
+class CommandBody:
+    """The signed body of a command (checked by ``edge.shape_check``: no pydantic, D86)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    cmd_id: str = Field(pattern=UUID7_PATTERN)
+    cmd_id: Annotated[str, Pattern(UUID7_PATTERN)]
     aud: str
     device: str | None = None
     action: str
     # any JSON value: what is wrong inside ``params`` (not an object included) is bad_params,
     # the schema's /params (issue 20 re-test #4)
-    params: Any = Field(default_factory=dict)
-    iat: str = Field(pattern=COMMAND_TIME_PATTERN)
-    exp: str = Field(pattern=COMMAND_TIME_PATTERN)
-    ctr: int = Field(ge=0, le=CTR_MAX)
+    params: Any = field(default_factory=dict)
+    iat: Annotated[str, Pattern(COMMAND_TIME_PATTERN)]
+    exp: Annotated[str, Pattern(COMMAND_TIME_PATTERN)]
+    ctr: Annotated[int, Ge(0), Le(CTR_MAX)]
     # the platform instance that signed it: each (kid, iss) keeps its own counter, so instances
     # sharing a key cannot lock each other out (issue 20 #9, D59); absent: the kid's own
-    iss: str | None = Field(default=None, pattern=ISS_PATTERN)
+    iss: Annotated[str, Pattern(ISS_PATTERN)] | None = None
 
 
 def parse_command_time(text: str) -> int:
@@ -210,11 +211,14 @@ def action_catalogue() -> dict[str, dict[str, Any]]:
     """Return each supported action's role, device kinds and params JSON Schema (2020-12).
 
     The contract publishes this (issue 20 #8); ``params.priority: emergency`` needs role
-    ``broadcast-emergency`` instead of ``broadcast``.
+    ``broadcast-emergency`` instead of ``broadcast``. Only the CLI and the tests call it: it
+    imports pydantic, which the running agent does not (D86).
     """
+    from pydantic import TypeAdapter  # noqa: PLC0415 - the JSON Schemas only, never at run time
+
     return {action: {"role": ACTION_ROLES[action], "kinds": sorted(ACTION_KINDS[action]),
                      "device": action not in GATEWAY_ACTIONS,
-                     "params": model.model_json_schema()}
+                     "params": TypeAdapter(model).json_schema()}
             for action, model in PARAMS.items()}
 
 
@@ -441,9 +445,9 @@ class CommandProcessor:
             # cannot be encoded to the bytes that were signed (UnicodeEncodeError)
             self._reject("malformed", detail=type(exc).__name__)
         try:
-            body = CommandBody.model_validate_json(body_bytes)
-        except ValidationError as exc:
-            self._reject("bad_body", detail=_field_errors(exc))
+            body = check_json(CommandBody, body_bytes)
+        except ShapeError as exc:
+            self._reject("bad_body", detail=_field_errors(exc.errors))
         except (RecursionError, ValueError) as exc:
             self._reject("bad_body", detail=f"body is not JSON ({type(exc).__name__})")
         problem = _body_problem(body)
@@ -464,9 +468,9 @@ class CommandProcessor:
         kinds = ACTION_KINDS[body.action]  # every action with a role has kinds and params
         if body.action in GATEWAY_ACTIONS:
             try:
-                return "", PARAMS[body.action].model_validate(body.params)
-            except ValidationError as exc:
-                self._reject("bad_params", body, _field_errors(exc))
+                return "", check(PARAMS[body.action], body.params)
+            except ShapeError as exc:
+                self._reject("bad_params", body, _field_errors(exc.errors))
         try:
             device = self.config.device(body.device or "")
         except KeyError:
@@ -485,9 +489,9 @@ class CommandProcessor:
             self._reject("wrong_role", body, "an emergency broadcast may be on air: stopping "
                          "it needs role broadcast-emergency")
         try:
-            params = PARAMS[body.action].model_validate(body.params)
-        except ValidationError as exc:
-            self._reject("bad_params", body, _field_errors(exc))
+            params = check(PARAMS[body.action], body.params)
+        except ShapeError as exc:
+            self._reject("bad_params", body, _field_errors(exc.errors))
         problem = _tts_text_problem(device, params)
         if problem is not None:
             self._reject("bad_params", body, f"params.text: {problem}")
@@ -595,9 +599,8 @@ PATTERN_WORDS = {
 }
 
 
-def _field_errors(exc: ValidationError) -> str:
+def _field_errors(errors: list[dict[str, Any]]) -> str:
     """Return the first MAX_FIELD_ERRORS field errors, bounded, and how many more there were."""
-    errors = exc.errors(include_url=False, include_input=False)
     parts = [f"{'.'.join(map(str, e['loc']))[:64]}: {_error_words(e)[:120]}"
              for e in errors[:MAX_FIELD_ERRORS]]
     if len(errors) > MAX_FIELD_ERRORS:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from edge.shapes import shape
 
 if TYPE_CHECKING:
     import datetime as dt
+
+    from pydantic import BaseModel
 
     from edge.config import EdgeConfig
     from edge.drivers.base import Driver
@@ -30,12 +32,15 @@ if TYPE_CHECKING:
 NO_BROKER = "needs southbound_mqtt, which starts at the next restart"
 
 
-class Params(BaseModel):
-    """A command's ``params``: strict, nothing unknown (design/events.md §Commands)."""
+@shape
+class Params:
+    """A command's ``params``: strict, nothing unknown (design/events.md §Commands).
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    A ``@shape``: the agent checks it with ``edge.shape_check`` (no pydantic at run time, D86).
+    """
 
 
+@shape
 class NoParams(Params):
     """Actions without parameters."""
 

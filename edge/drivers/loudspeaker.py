@@ -6,9 +6,9 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from annotated_types import Ge, Le, MaxLen, MinLen
 from typing_extensions import override
 
 from edge.config import LoudspeakerDevice
@@ -18,6 +18,7 @@ from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyC
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.errors import CommandRejectedError, ConfigError
 from edge.safety import in_quiet_hours
+from edge.shapes import Pattern, shape
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
@@ -149,20 +150,22 @@ class LoudspeakerDriver(PollingDriver[LoudspeakerDevice]):
         await self.unit.close()
 
 
+@shape
 class PlayTts(Params):
     """``speaker.play_tts``: speak a text."""
 
-    text: str = Field(min_length=1, max_length=200)
-    volume: int = Field(default=8, ge=0, le=16)
+    text: Annotated[str, MinLen(1), MaxLen(200)]
+    volume: Annotated[int, Ge(0), Le(16)] = 8
     priority: Literal["normal", "emergency"] = "normal"
 
 
+@shape
 class PlayClip(Params):
     """``speaker.play_clip``: play an allow-listed audio clip."""
 
-    clip: str = Field(min_length=1, max_length=64)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    volume: int = Field(default=8, ge=0, le=16)
+    clip: Annotated[str, MinLen(1), MaxLen(64)]
+    sha256: Annotated[str, Pattern(r"^[0-9a-f]{64}$")]
+    volume: Annotated[int, Ge(0), Le(16)] = 8
 
 
 async def _play_tts(driver: LoudspeakerDriver, params: PlayTts, cmd_id: str | None
