@@ -32,7 +32,7 @@ from edge.aux_writes import AuxWrites
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
-from edge.clock import FLOOR_FILE, Clock, read_floor
+from edge.clock import FLOOR_FILE, Clock, TimeQuality, read_floor
 from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.commands.safety import SafetyRules
@@ -209,7 +209,7 @@ class Agent:
         self._keys_running = _fingerprint(keys)
         self.commands = CommandProcessor(
             cfg, self.outbox, self.clock, keys=keys,
-            execute=self._execute, safety=SafetyRules(cfg, relays=self._relay_log).check,
+            execute=self._execute, safety=self._safety_rules(cfg).check,
             audit_path=self.state_dir / "audit.log")
         await self.commands.recover()
         uplink: MqttUplink | HttpsUplink
@@ -283,7 +283,7 @@ class Agent:
         self.sink.set_devices(merged)
         if self.commands is not None:
             self.commands.config = merged
-            self.commands.set_safety(SafetyRules(merged, relays=self._relay_log).check)
+            self.commands.set_safety(self._safety_rules(merged).check)
         for device in merged.devices:
             if device.enabled and device.name in (*change.added, *change.changed):
                 try:
@@ -331,6 +331,10 @@ class Agent:
         devices = max((d.stats.last_ok_mono for d in self.drivers.values()), default=0.0)
         return Progress(writer_queue=self.outbox.queued, writer_last_commit=self.outbox
                         .last_commit_mono, uplink_last_progress=uplink, devices_last_ok=devices)
+
+    def _safety_rules(self, config: EdgeConfig) -> SafetyRules:
+        return SafetyRules(config, relays=self._relay_log, clock_trusted=lambda: (
+            self.clock.quality() is not TimeQuality.UNSYNCED))
 
     async def _system_alarm(self, kind: str, text: str) -> None:
         # housekeeping starts after _build made the sink: an alarm is never dropped silently

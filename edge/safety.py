@@ -16,7 +16,6 @@ SWITCH_WINDOW_S = 60.0
 MAX_SWITCHES_KEPT = 64  # more than any max_switches_per_min (<= 60): the window is always whole
 
 
-SPEAKER_PLAYS = frozenset({"speaker.play_tts", "speaker.play_clip"})
 
 
 class RelayLog:

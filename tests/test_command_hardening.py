@@ -39,6 +39,8 @@ class SettableClock(Clock):
 
 
 class HardHarness(Harness):
+    clock: SettableClock
+
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.clock = SettableClock()

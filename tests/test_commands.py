@@ -16,7 +16,7 @@ import pytest
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.command_journal import Claim
 from edge.buffer.store import Outbox
-from edge.clock import Clock
+from edge.clock import Clock, TimeQuality
 from edge.commands.processor import PARAMS, CommandProcessor, Outcome, load_platform_keys
 from edge.commands.safety import SafetyRules
 from edge.config import DEVICE_MODELS
@@ -57,6 +57,7 @@ class Harness:
         self.now = NOON_LOCAL
         self.outbox: AsyncOutbox | None = None
         self.processor: CommandProcessor | None = None
+        self.clock = Clock("system")  # a harness may set a clock of its own first
 
     async def start(self) -> None:
         self.outbox = AsyncOutbox(Outbox(self.tmp / "outbox.db"), commit_max_wait_s=0.001)
@@ -72,10 +73,13 @@ class Harness:
             self.executed.append((device, action, params))
             return {"ok": True}
 
-        return CommandProcessor(self.loaded.config, self.outbox, Clock("system"),
+        return CommandProcessor(self.loaded.config, self.outbox, self.clock,
                                 keys=load_platform_keys(self.loaded.config, self.tmp),
                                 execute=execute,
-                                safety=SafetyRules(self.loaded.config, now=lambda: self.now).check,
+                                safety=SafetyRules(
+                                    self.loaded.config, now=lambda: self.now,
+                                    clock_trusted=lambda: self.clock.quality()
+                                    is not TimeQuality.UNSYNCED).check,
                                 audit_path=self.tmp / "audit.log")
 
     async def stop(self) -> None:

@@ -52,7 +52,6 @@ from edge.drivers.kind import NoParams, Params
 from edge.drivers.loudspeaker import PlayTts
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
-from edge.safety import SPEAKER_PLAYS
 from edge.security.signing import SignatureError, open_envelope
 from edge.shape_check import check, check_json
 from edge.shapes import Pattern, ShapeError, shape
@@ -359,9 +358,8 @@ class CommandProcessor:
             time.time_ns()))
         if reason is not None:
             self._reject(reason, body)
-        unsafe = None if not device else self._unsafe_clock(
-            device, body.action, params, roles) or self._safety(
-            device, body.action, params, roles)  # check 5 (a gateway action has no device)
+        # check 5 (a gateway action has no device)
+        unsafe = None if not device else self._safety(device, body.action, params, roles)
         if unsafe is not None:
             await self._journal(body.cmd_id, "rejected", unsafe)
             self._reject("unsafe", body, unsafe)
@@ -416,18 +414,6 @@ class CommandProcessor:
         if problem is not None:
             self._reject(problem[0], body, problem[1])
         await asyncio.to_thread(replay.accept, key, body.ctr)
-
-    def _unsafe_clock(self, device: str, action: str, params: Params, roles: set[str]
-                      ) -> str | None:
-        """Quiet hours fail safe: without a trusted clock a play may be in them (finding 10)."""
-        if action not in SPEAKER_PLAYS or self.clock.quality() is not TimeQuality.UNSYNCED:
-            return None
-        if getattr(params, "priority", "normal") == "emergency" and \
-                "broadcast-emergency" in roles:
-            return None
-        if getattr(self.config.device(device), "quiet_hours", None):
-            return "clock untrusted: quiet hours cannot be ruled out"
-        return None
 
     async def _journal(self, cmd_id: str, state: str, reason: str) -> None:
         await self.outbox.journal.set_state(cmd_id, state, reason)

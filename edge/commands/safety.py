@@ -27,11 +27,16 @@ RULES: Mapping[tuple[str, str], SafetyRule] = MappingProxyType({
 
 
 class SafetyRules:
-    """Per-device limits: switch rate, dim range, quiet hours, volume, text, clip allow-list."""
+    """Per-device limits: switch rate, dim range, quiet hours, volume, text, clip allow-list.
+
+    Quiet hours fail safe: on an untrusted clock a play is refused unless an emergency.
+    """
 
     def __init__(self, config: EdgeConfig, *, now: Callable[[], dt.datetime] | None = None,
-                 relays: RelayLogs | None = None) -> None:
+                 relays: RelayLogs | None = None,
+                 clock_trusted: Callable[[], bool] | None = None) -> None:
         self.config = config
+        self._clock_trusted = clock_trusted  # None: trusted (rules used alone, tests)
         # the drivers' relay logs (they see schedule steps too); a device without one (no
         # driver yet, or rules used alone) gets a log here, fed with the switches admitted
         self._relays = relays
@@ -49,6 +54,10 @@ class SafetyRules:
         """Return the gateway's local time of day."""
         utc = self._now() if self._now is not None else dt.datetime.now(dt.UTC)
         return (utc + dt.timedelta(hours=self.config.gateway.utc_offset_h)).time()
+
+    def clock_trusted(self) -> bool:
+        """Return whether the wall clock is synced (quiet hours can be judged by it)."""
+        return self._clock_trusted is None or self._clock_trusted()
 
     def check(self, device_name: str, action: str, params: object,
               roles: AbstractSet[str]) -> str | None:

@@ -60,6 +60,10 @@ class SafetyContext(Protocol):
         """Return the gateway's local time of day (``gateway.utc_offset_h``)."""
         ...
 
+    def clock_trusted(self) -> bool:
+        """Return whether the wall clock is trusted (synced): quiet hours can be judged."""
+        ...
+
 
 # (context, the device's config, validated params, the signer's roles) -> None; raises
 # CommandRejectedError saying why the command is unsafe now (check 5, design/events.md)

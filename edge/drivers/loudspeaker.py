@@ -184,19 +184,33 @@ async def _stop(driver: LoudspeakerDriver, _params: NoParams, _cmd_id: str | Non
     return await driver.stop_playback()
 
 
+def _emergency(params: PlayTts | PlayClip, roles: AbstractSet[str]) -> bool:
+    # only the broadcast-emergency role makes an emergency (a clip never is one)
+    return isinstance(params, PlayTts) and params.priority == "emergency" and \
+        "broadcast-emergency" in roles
+
+
+def _quiet_hours_knowable(context: SafetyContext, device: LoudspeakerDevice,
+                          params: PlayTts | PlayClip, roles: AbstractSet[str]) -> None:
+    """Fail safe: without a trusted clock a play may fall in the quiet hours (finding 10)."""
+    if device.quiet_hours and not context.clock_trusted() and not _emergency(params, roles):
+        raise CommandRejectedError("clock untrusted: quiet hours cannot be ruled out")
+
+
 def _safe_play(context: SafetyContext, device: LoudspeakerDevice, params: PlayTts | PlayClip,
                roles: AbstractSet[str]) -> None:
     """Refuse text over the unit's limit; unless an emergency, a volume or a time it forbids.
 
-    A volume over the unit's cap or a play in its quiet hours is refused; only the
-    ``broadcast-emergency`` role makes an emergency.
+    A volume over the unit's cap or a play in its quiet hours (or in hours that cannot be
+    judged: an untrusted clock) is refused; only the ``broadcast-emergency`` role makes an
+    emergency.
     """
+    _quiet_hours_knowable(context, device, params, roles)
     text = params.text if isinstance(params, PlayTts) else ""
     if len(text) > device.max_text_chars:
         raise CommandRejectedError(f"text of {len(text)} characters exceeds "
                                    f"{device.max_text_chars}")
-    if isinstance(params, PlayTts) and params.priority == "emergency" and \
-            "broadcast-emergency" in roles:
+    if _emergency(params, roles):
         return
     if params.volume > device.max_volume:
         raise CommandRejectedError(f"volume {params.volume} above the unit's maximum "
@@ -214,6 +228,7 @@ def _safe_clip(context: SafetyContext, device: LoudspeakerDevice, params: PlayCl
 
     A clip is loud too: volume and quiet hours hold for it (it is never an emergency).
     """
+    _quiet_hours_knowable(context, device, params, roles)
     if device.clips.get(params.clip) != params.sha256:
         raise CommandRejectedError(f"clip {params.clip!r} with sha256 {params.sha256[:12]}… "
                                    f"is not on {device.name}'s allow-list")
