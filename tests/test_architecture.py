@@ -103,8 +103,10 @@ MULTI_IMPORTER: dict[str, str] = {
     "aiohttp": "server in ops/http_site.py (handlers see its Request and Reply), "
                "client in uplink/https.py",
 }
-# Used throughout, owned by no adapter: validation and typing, not protocols.
-GENERAL_LIBRARIES = frozenset({"pydantic", "pydantic_core", "typing_extensions"})
+# Used throughout, owned by no adapter: validation and typing, not protocols (annotated_types:
+# the bounds of the edge.shapes dataclasses, plain metadata that only pydantic reads).
+GENERAL_LIBRARIES = frozenset({"pydantic", "pydantic_core", "typing_extensions",
+                               "annotated_types"})
 # A standard-library module that only one part may import.
 PART_ONLY_STDLIB: dict[str, str] = {"sqlite3": "buffer"}  # nothing outside buffer/ writes SQL
 # Only this module builds an SSL context (CA, client certificate); the others take one.

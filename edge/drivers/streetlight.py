@@ -6,6 +6,7 @@ firmware_notes/sdm120.md, firmware_notes/pzem004t.md. The schedule runs uplink o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -33,6 +34,7 @@ from edge.errors import (
 )
 from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
+from edge.shape_check import check
 from edge.transports.modbus import ModbusBus
 
 if TYPE_CHECKING:
@@ -175,7 +177,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             return
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            self.schedule = [LightStep.model_validate(step) for step in raw["steps"]]
+            self.schedule = [check(LightStep, step) for step in raw["steps"]]
         # RecursionError: json's C decoder on a deeply nested (corrupted) file
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             self.log.warning("%s: stored schedule %s unreadable (%s); using devices.yaml",
@@ -189,7 +191,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             # durable before the platform is told "stored": the rename is fsynced in its
             # directory, so a power cut cannot bring the old schedule back (review finding 4)
             write_private_atomic(path, json.dumps(
-                {"steps": [s.model_dump() for s in steps]}).encode("utf-8"))
+                {"steps": [dataclasses.asdict(s) for s in steps]}).encode("utf-8"))
         self.schedule = list(steps)
         self.schedule_applied = None  # apply the step in force now
 
