@@ -23,6 +23,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.config import UplinkConfig
+from edge.config_loader import validate
 from edge.model import Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer
 from edge.transports.mqtt import MqttLink
@@ -85,7 +86,7 @@ async def _tell(procs: list[asyncio.subprocess.Process], line: str) -> None:
 
 async def worker(folder: Path, port: int, first: int, count: int, backlog: int) -> None:
     """One process of the fleet: ``count`` gateways; steps driven over stdin/stdout."""
-    cfg = UplinkConfig.model_validate({
+    cfg = validate(UplinkConfig, {
         "host": "127.0.0.1", "port": port, "tls": False, "keepalive_s": 30,
         "reconnect_base_s": 1.0, "reconnect_cap_s": 60.0,  # reconnect_spread_s: the default
         "stable_after_s": 5.0, "boot_delay_max_s": 5.0, "replay_events_per_s": REPLAY_PER_S,

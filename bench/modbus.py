@@ -41,6 +41,7 @@ from bench.common import (
 )
 from bench.sidebyside import run_in_namespace
 from edge.config import ManholeTiltDevice, ModbusRtuBus
+from edge.config_loader import validate
 from edge.drivers.base import AlarmChange, DeviceState, Reading
 from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.transports.modbus import ModbusBus
@@ -89,7 +90,7 @@ async def bus_utilisation(seconds: float, *, dead_slave: bool) -> dict[str, floa
     cfg = ModbusRtuBus(name="line", type="modbus_rtu", port=line.path, baud=BAUD,
                        timeout_s=TIMEOUT_S, retries=0)
     bus = ModbusBus(cfg)
-    drivers = [ManholeTiltModbusDriver(ManholeTiltDevice.model_validate({
+    drivers = [ManholeTiltModbusDriver(validate(ManholeTiltDevice, {
         "name": f"mh-{u}", "kind": "manhole_tilt", "transport": "modbus_rtu", "bus": "line",
         "unit_id": u, "poll_interval_s": 0.05,
         "asset": {**ASSET, "code": f"32050801060{u:05d}"}}), bus, timeout_s=1.0)

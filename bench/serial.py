@@ -22,7 +22,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
 from edge.config import WorkConfig
-from edge.config_loader import load_config
+from edge.config_loader import load_config, validate
 from edge.drivers._codecs import nmea
 from edge.drivers.base import Reading
 from edge.drivers.coverage import CoverageTracker
@@ -45,9 +45,8 @@ def work_roads() -> WorkConfig:
     roads += [{"id": f"ew-{k}", "width_m": 6.0,
                "line": [[lat0 + k * 55 / 111_320, lon0 - 90 * deg_e],
                         [lat0 + k * 55 / 111_320, lon0 + 90 * deg_e]]} for k in range(20)]
-    return WorkConfig.model_validate({"shift": {"start": "00:00", "end": "23:59"},
-                                      "roads": roads, "min_speed_kmh": 2,
-                                      "max_speed_kmh": 20})
+    return validate(WorkConfig, {"shift": {"start": "00:00", "end": "23:59"},
+                                 "roads": roads, "min_speed_kmh": 2, "max_speed_kmh": 20})
 
 
 def parse_rate(sentences: int, *, coverage: bool = False) -> float:

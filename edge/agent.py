@@ -274,7 +274,7 @@ class Agent:
         await self._transports.update(new.config, change.buses_changed)
         kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
         notes = [*change.needs_restart]
-        merged = new.config.model_copy(update=kept)
+        merged = dataclasses.replace(new.config, **kept)
         keys_note = await self._reload_platform_keys(merged)
         if keys_note is not None:
             log.warning("reload: %s", keys_note)

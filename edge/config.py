@@ -1,20 +1,29 @@
-"""devices.yaml: the pydantic models a technician's file must satisfy.
+"""devices.yaml: the shapes a technician's file must satisfy.
 
-The models are strict, frozen and ``extra="forbid"``; devices are a union discriminated on
-``kind``. ``edge.config_loader.load_config`` parses the YAML with line numbers, validates with
-these models, runs the cross-checks below, and reports every problem at once as
-``file:line: field: message``.
+The shapes are frozen stdlib dataclasses (``edge.shapes``): the running agent holds them without
+importing pydantic (docs/decisions.md D86). Their constraints are ``Annotated`` metadata that
+pydantic reads, strictly and refusing unknown keys, only where the file is validated:
+``edge.config_loader.load_config`` parses the YAML with line numbers, validates with these shapes
+(devices are a union tagged by ``kind``), runs the cross-checks there, and reports every problem
+at once as ``file:line: field: message``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
+from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import annotated_types as at
+
+from edge.shapes import Before, Finite, Pattern, Tagged, shape
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 from edge.drivers.geo import distance_m
 from edge.light_schedule import AT_PATTERN
@@ -51,8 +60,12 @@ DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+def _model_from_transport(data: object) -> object:
+    # the transport says which unit is built (a SYN6288 board on a port, an IP speaker on the
+    # broker): an unstated model follows it, so a clip check by model cannot disagree
+    if isinstance(data, dict) and "model" not in data and data.get("transport") == "mqtt":
+        return {**data, "model": "ip_speaker"}
+    return data
 
 
 def _digits_from_int(value: Any) -> Any:
@@ -68,7 +81,23 @@ def _class_code(value: Any) -> Any:
     return value
 
 
-class TlsConfig(_Model):
+def _plain_base_url(value: Any) -> Any:
+    # credentials in a URL end up in logs, status and error text: they belong in
+    # password_file (security review 19 #5); not text: the str check says so
+    if not isinstance(value, str):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user or password (use password_file)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value
+
+
+@shape
+class TlsConfig:
     """TLS to the platform: always verified; a private CA pins the server."""
 
     ca_file: str | None = None  # None: the system trust store
@@ -76,54 +105,39 @@ class TlsConfig(_Model):
     key_file: str | None = None
 
 
-class UplinkConfig(_Model):
+@shape
+class UplinkConfig:
     """How events reach the platform: MQTT 3.1.1/5 or HTTPS."""
 
     kind: Literal["mqtt", "https"] = "mqtt"
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
+    host: Annotated[str, at.MinLen(1)]
+    port: Annotated[int, at.Ge(1), at.Le(65535)]
     protocol: Literal["3.1.1", "5"] = "5"
     # ``false`` only for a loopback broker, and ``edge check`` warns; never a silent fallback.
     tls: TlsConfig | Literal[False]
     client_id: str | None = None
     username: str | None = None
     password_file: str | None = None
-    topic_prefix: str = Field(default="edge/v1", pattern=r"^[^#+$][^#+]*[^/#+]$")
-    base_url: str | None = None  # HTTPS
-    keepalive_s: int = Field(default=30, ge=5, le=30)
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    max_inflight: int = Field(default=20, ge=1, le=1000)
-    batch_max_events: int = Field(default=200, ge=1, le=10_000)
-    batch_max_bytes: int = Field(default=128 * 1024, ge=1024, le=16 * 1024 * 1024)
-    reconnect_base_s: float = Field(default=1.0, gt=0, le=60)
-    reconnect_cap_s: float = Field(default=300.0, gt=0, le=3600)
-    stable_after_s: float = Field(default=60.0, ge=0, le=3600)
+    topic_prefix: Annotated[str, Pattern(r"^[^#+$][^#+]*[^/#+]$")] = "edge/v1"
+    base_url: Annotated[str | None, Before(_plain_base_url)] = None  # HTTPS
+    keepalive_s: Annotated[int, at.Ge(5), at.Le(30)] = 30
+    connect_timeout_s: Annotated[float, at.Gt(0), at.Le(120)] = 10.0
+    max_inflight: Annotated[int, at.Ge(1), at.Le(1000)] = 20
+    batch_max_events: Annotated[int, at.Ge(1), at.Le(10_000)] = 200
+    batch_max_bytes: Annotated[int, at.Ge(1024), at.Le(16 * 1024 * 1024)] = 128 * 1024
+    reconnect_base_s: Annotated[float, at.Gt(0), at.Le(60)] = 1.0
+    reconnect_cap_s: Annotated[float, at.Gt(0), at.Le(3600)] = 300.0
+    stable_after_s: Annotated[float, at.Ge(0), at.Le(3600)] = 60.0
     # a stable connection lost may be the whole fleet's (a broker restart): until it is back,
     # retries are spread over at least this window (capped by reconnect_cap_s); 20 s keeps the
     # busiest second of a fleet under 10 % of it (bench fleet, docs/scale.md)
-    reconnect_spread_s: float = Field(default=20.0, ge=0, le=600)
-    boot_delay_max_s: float = Field(default=30.0, ge=0, le=600)
-    replay_events_per_s: float = Field(default=0.0, ge=0)  # 0: 10x the live rate
-    max_attempts: int = Field(default=5, ge=1, le=1000)
+    reconnect_spread_s: Annotated[float, at.Ge(0), at.Le(600)] = 20.0
+    boot_delay_max_s: Annotated[float, at.Ge(0), at.Le(600)] = 30.0
+    replay_events_per_s: Annotated[float, at.Ge(0)] = 0.0  # 0: 10x the live rate
+    max_attempts: Annotated[int, at.Ge(1), at.Le(1000)] = 5
     # ``state`` goes at connect, on a change (active alarms, time quality) and on this
     # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D57)
-    state_heartbeat_s: float = Field(default=900.0, ge=1, le=86_400)
-
-    @field_validator("base_url")
-    @classmethod
-    def _plain_base_url(cls, value: str | None) -> str | None:
-        # credentials in a URL end up in logs, status and error text: they belong in
-        # password_file (security review 19 #5)
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not carry a user or password (use password_file)")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query or fragment")
-        return value
+    state_heartbeat_s: Annotated[float, at.Ge(1), at.Le(86_400)] = 900.0
 
     def connect_host(self) -> str:
         """Return the host the uplink actually connects to (``base_url``'s for HTTPS).
@@ -137,29 +151,31 @@ class UplinkConfig(_Model):
         return self.host
 
 
-class SouthboundMqttConfig(_Model):
+@shape
+class SouthboundMqttConfig:
     """The broker MQTT devices (NB-IoT covers, IP speakers, trackers) report to."""
 
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
+    host: Annotated[str, at.MinLen(1)]
+    port: Annotated[int, at.Ge(1), at.Le(65535)]
     tls: TlsConfig | Literal[False]  # false only for a loopback broker
     username: str | None = None
     password_file: str | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=120)
+    keepalive_s: Annotated[int, at.Ge(5), at.Le(120)] = 30
 
 
-class OutboxConfig(_Model):
+@shape
+class OutboxConfig:
     """The durable outbox (edge/buffer)."""
 
     path: str = "outbox.db"  # relative to gateway.state_dir
-    quota_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
-    commit_max_events: int = Field(default=100, ge=1, le=10_000)
-    commit_max_wait_s: float = Field(default=0.05, gt=0, le=5)
-    alarm_retention_s: float = Field(default=7 * 86400, ge=3600)
-    telemetry_retention_s: float = Field(default=72 * 3600, ge=600)
+    quota_bytes: Annotated[int, at.Ge(1024 * 1024)] = 256 * 1024 * 1024
+    commit_max_events: Annotated[int, at.Ge(1), at.Le(10_000)] = 100
+    commit_max_wait_s: Annotated[float, at.Gt(0), at.Le(5)] = 0.05
+    alarm_retention_s: Annotated[float, at.Ge(3600)] = 7 * 86400
+    telemetry_retention_s: Annotated[float, at.Ge(600)] = 72 * 3600
     # positions are personal data (reliability.md S12): kept no longer than this, even unsent
-    position_retention_s: float = Field(default=24 * 3600, ge=600)
-    max_attempts: int = Field(default=5, ge=1, le=1000)
+    position_retention_s: Annotated[float, at.Ge(600)] = 24 * 3600
+    max_attempts: Annotated[int, at.Ge(1), at.Le(1000)] = 5
 
 
 # Every role a platform key may hold (what each allows: edge.commands.processor.role_catalogue()).
@@ -167,57 +183,58 @@ Role = Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 
-class PlatformKey(_Model):
+@shape
+class PlatformKey:
     """A platform public key allowed to sign commands, with the roles it may use."""
 
-    public_key_hex: str = Field(pattern=r"^[0-9a-f]{64}$")
+    public_key_hex: Annotated[str, Pattern(r"^[0-9a-f]{64}$")]
     roles: list[Role]
 
 
-class ObservabilityConfig(_Model):
+@shape
+class ObservabilityConfig:
     """Local observability; off by default (no listening port unless configured)."""
 
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus, e.g. 9108
+    metrics_port: Annotated[int, at.Ge(1), at.Le(65535)] | None = None  # Prometheus, e.g. 9108
     metrics_host: str = "127.0.0.1"
     # the technicians' status page: loopback, or the cabinet's service interface
-    status_page_port: int | None = Field(default=None, ge=1, le=65535)
+    status_page_port: Annotated[int, at.Ge(1), at.Le(65535)] | None = None
     status_page_host: str = "127.0.0.1"
     status_page_password_file: str | None = None  # required with a port: no default password
     # Basic auth sends the password in clear: off loopback only when set (docs/decisions.md)
     status_page_plain_http: bool = False
 
 
-class GatewayConfig(_Model):
+@shape
+class GatewayConfig:
     """The gateway itself."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    county_code: str = Field(pattern=r"^\d{6}$")
+    id: Annotated[str, Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    county_code: Annotated[str, Pattern(r"^\d{6}$"), Before(_digits_from_int)]
     time_source: Literal["ntp", "gnss", "system"] = "ntp"
     key_file: str
     state_dir: str
-    platform_keys: dict[str, PlatformKey] = Field(default_factory=dict)
+    platform_keys: dict[str, PlatformKey] = field(default_factory=dict)
     # keys provisioned apart from the device list (JSON: {kid: {public_key_hex, roles}})
     platform_keys_file: str | None = None
-    utc_offset_h: int = Field(default=8, ge=-12, le=14)  # local time for quiet hours, schedules
-
-    _county = field_validator("county_code", mode="before")(_digits_from_int)
+    utc_offset_h: Annotated[int, at.Ge(-12), at.Le(14)] = 8  # local time for quiet hours, schedules
 
 
 
-
-class ModbusRtuBus(_Model):
+@shape
+class ModbusRtuBus:
     """An RS-485 line (or a serial server speaking RTU over TCP via ``socket://``)."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Annotated[str, Pattern(NAME_PATTERN)]
     type: Literal["modbus_rtu"]
-    port: str = Field(min_length=1)  # /dev/ttyUSB0, or socket://host:port for RTU over TCP
+    port: Annotated[str, at.MinLen(1)]  # /dev/ttyUSB0, or socket://host:port for RTU over TCP
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stop_bits: Literal[1, 2] = 1
-    timeout_s: float = Field(default=0.5, ge=0.02, le=10)
-    retries: int = Field(default=1, ge=0, le=5)
-    inter_frame_gap_s: float | None = Field(default=None, ge=0, le=1)  # None: 3.5 chars
-    allowed_unit_ids: list[Annotated[int, Field(ge=1, le=247)]] | None = None
+    timeout_s: Annotated[float, at.Ge(0.02), at.Le(10)] = 0.5
+    retries: Annotated[int, at.Ge(0), at.Le(5)] = 1
+    inter_frame_gap_s: Annotated[float, at.Ge(0), at.Le(1)] | None = None  # None: 3.5 chars
+    allowed_unit_ids: list[Annotated[int, at.Ge(1), at.Le(247)]] | None = None
 
     @property
     def char_s(self) -> float:
@@ -233,36 +250,50 @@ class ModbusRtuBus(_Model):
         return max(3.5 * self.char_s, 0.00175)  # spec: fixed 1.75 ms above 19,200 baud
 
 
-class ModbusTcpBus(_Model):
+@shape
+class ModbusTcpBus:
     """A Modbus TCP endpoint (a device or a gateway in front of several unit ids)."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Annotated[str, Pattern(NAME_PATTERN)]
     type: Literal["modbus_tcp"]
-    host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
-    timeout_s: float = Field(default=1.0, ge=0.02, le=10)
-    retries: int = Field(default=1, ge=0, le=5)
-    allowed_unit_ids: list[Annotated[int, Field(ge=0, le=255)]] | None = None
+    host: Annotated[str, at.MinLen(1)]
+    port: Annotated[int, at.Ge(1), at.Le(65535)] = 502
+    timeout_s: Annotated[float, at.Ge(0.02), at.Le(10)] = 1.0
+    retries: Annotated[int, at.Ge(0), at.Le(5)] = 1
+    allowed_unit_ids: list[Annotated[int, at.Ge(0), at.Le(255)]] | None = None
 
 
-Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Field(discriminator="type")]
+Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Tagged("type")]
 
 
-class AssetConfig(_Model):
+@shape
+class AssetConfig:
     """The street asset: its 16-digit component code, class, grid cell, name and position."""
 
-    code: str = Field(pattern=r"^\d{16}$")
-    class_: str = Field(alias="class", pattern=r"^\d{4}$")
-    grid: str = Field(pattern=r"^\d{14,15}$")
-    name: str = Field(min_length=1, max_length=120)
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    code: Annotated[str, Pattern(r"^\d{16}$"), Before(_digits_from_int)]
+    class_: Annotated[str, Pattern(r"^\d{4}$"), Before(_class_code)]
+    grid: Annotated[str, Pattern(r"^\d{14,15}$"), Before(_digits_from_int)]
+    name: Annotated[str, at.MinLen(1), at.MaxLen(120)]
+    lat: Annotated[float, at.Ge(-90), at.Le(90)] | None = None
+    lon: Annotated[float, at.Ge(-180), at.Le(180)] | None = None
 
-    _codes = field_validator("code", "grid", mode="before")(_digits_from_int)
-    _cls = field_validator("class_", mode="before")(_class_code)
+    # ``class`` is a Python keyword: the field is class_, the file's key is its alias
+    _ALIASES: ClassVar[dict[str, str]] = {"class_": "class"}
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        # only where pydantic validates: the dataclass's own schema, its fields renamed
+        schema = handler(source)
+        fields = handler.resolve_ref_schema(schema)["schema"]["fields"]
+        for spec in fields:
+            if spec["name"] in cls._ALIASES:
+                spec["validation_alias"] = spec["serialization_alias"] = cls._ALIASES[spec["name"]]
+        return schema
 
 
-class DebouncedThreshold(_Model):
+@shape
+class DebouncedThreshold:
     """A debounced threshold with hysteresis.
 
     Raise after ``raise_after`` samples at or over ``threshold``; clear after ``clear_after``
@@ -271,29 +302,30 @@ class DebouncedThreshold(_Model):
 
     threshold: float
     clear_below: float
-    raise_after: int = Field(default=3, ge=1, le=1000)
-    clear_after: int = Field(default=3, ge=1, le=1000)
+    raise_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
+    clear_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
 
 
-class _DeviceBase(_Model):
-    name: str = Field(pattern=NAME_PATTERN)
+@shape
+class _DeviceBase:
+    name: Annotated[str, Pattern(NAME_PATTERN)]
     asset: AssetConfig
-    poll_interval_s: float = Field(default=1.0, ge=0.05, le=86_400)
-    timeout_s: float | None = Field(default=None, ge=0.02, le=30)  # None: the bus's
+    poll_interval_s: Annotated[float, at.Ge(0.05), at.Le(86_400)] = 1.0
+    timeout_s: Annotated[float, at.Ge(0.02), at.Le(30)] | None = None  # None: the bus's
     enabled: bool = True
     # Modbus transports
     bus: str | None = None
-    unit_id: int | None = Field(default=None, ge=1, le=247)
+    unit_id: Annotated[int, at.Ge(1), at.Le(247)] | None = None
     # serial transport
     port: str | None = None
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     # mqtt transport (the southbound broker); JSON fields by dotted path, e.g. {"lat": "gps.lat"}
-    topic: str | None = Field(default=None, min_length=1, max_length=256,
-                              pattern=TOPIC_FILTER_PATTERN)
-    json_map: dict[str, str] = Field(default_factory=dict)
+    topic: Annotated[str, at.MinLen(1), at.MaxLen(256), Pattern(TOPIC_FILTER_PATTERN)] | None = None
+    json_map: dict[str, str] = field(default_factory=dict)
 
 
-class TiltAlarms(_Model):
+@shape
+class TiltAlarms:
     """Manhole-cover alarm rules (design/devices.md §2.1, cover rules).
 
     ``cover_open`` (prio 0): tilt past 15° held 3 samples (rejects a passing truck's shock).
@@ -302,17 +334,16 @@ class TiltAlarms(_Model):
     ``battery_low`` alarms *below* its threshold and clears above ``clear_below``.
     """
 
-    cover_open: DebouncedThreshold = DebouncedThreshold(
-        threshold=15.0, clear_below=10.0, raise_after=3, clear_after=3)
-    cover_displaced: DebouncedThreshold = DebouncedThreshold(
-        threshold=60.0, clear_below=45.0, raise_after=3, clear_after=3)
+    cover_open: DebouncedThreshold = field(default_factory=lambda: DebouncedThreshold(
+        threshold=15.0, clear_below=10.0, raise_after=3, clear_after=3))
+    cover_displaced: DebouncedThreshold = field(default_factory=lambda: DebouncedThreshold(
+        threshold=60.0, clear_below=45.0, raise_after=3, clear_after=3))
     water_level_high: DebouncedThreshold | None = None  # metres in the well
     # CJ/T 214 event class of a flooding alarm (0406 road flooding; some cities file 0404)
-    water_event_class: str | None = Field(default="0406", pattern=r"^\d{4}$")
+    water_event_class: Annotated[str, Pattern(r"^\d{4}$")] | None = "0406"
     battery_low: DebouncedThreshold | None = None  # volts; raised when *below* threshold
 
-    @model_validator(mode="after")
-    def _bounds(self) -> TiltAlarms:
+    def __post_init__(self) -> None:
         for name in ("cover_open", "cover_displaced", "water_level_high"):
             rule = getattr(self, name)
             if rule is not None and rule.clear_below > rule.threshold:
@@ -323,115 +354,119 @@ class TiltAlarms(_Model):
             raise ValueError(f"battery_low alarms below {low.threshold} V and clears above "
                              f"clear_below, so clear_below ({low.clear_below}) must be at "
                              "least the threshold")
-        return self
 
 
+@shape
 class ManholeTiltDevice(_DeviceBase):
     """A manhole-cover tilt sensor (Modbus inclinometer, or an NB-IoT/LoRa cover over MQTT)."""
 
     kind: Literal["manhole_tilt"]
     transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
     model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
-    baseline_deg: float = Field(default=0.0, ge=-180, le=180)
-    alarms: TiltAlarms = TiltAlarms()
+    baseline_deg: Annotated[float, at.Ge(-180), at.Le(180)] = 0.0
+    alarms: TiltAlarms = field(default_factory=TiltAlarms)
     # SunSpec: where the "SunS" marker sits; None walks 40000, 0 and 50000 in that order
-    sunspec_base: int | None = Field(default=None, ge=0, le=65_535)
+    sunspec_base: Annotated[int, at.Ge(0), at.Le(65_535)] | None = None
 
 
-class StreetlightAlarms(_Model):
+@shape
+class StreetlightAlarms:
     """Streetlight alarm thresholds."""
 
-    lamp_out_below_w: float = Field(default=5.0, ge=0)
-    power_loss_below_v: float = Field(default=180.0, ge=0)
-    overcurrent_a: float = Field(default=2.0, gt=0)  # a 150 W LED lamp draws ~0.7 A
+    lamp_out_below_w: Annotated[float, at.Ge(0)] = 5.0
+    power_loss_below_v: Annotated[float, at.Ge(0)] = 180.0
+    overcurrent_a: Annotated[float, at.Gt(0)] = 2.0  # a 150 W LED lamp draws ~0.7 A
     # day_burn: lit (power over lamp_out_below_w) while the sun is up by more than this margin,
     # so dawn and dusk switching jitter never alarms; needs the asset's lat/lon
-    day_burn_margin_min: float = Field(default=30.0, ge=0, le=240)
-    raise_after: int = Field(default=3, ge=1, le=1000)
-    clear_after: int = Field(default=3, ge=1, le=1000)
+    day_burn_margin_min: Annotated[float, at.Ge(0), at.Le(240)] = 30.0
+    raise_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
+    clear_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
 
 
-class LightStep(_Model):
+@shape
+class LightStep:
     """A stored light schedule entry: at a local or astronomical time, take this state."""
 
-    at: str = Field(pattern=AT_PATTERN)  # "18:30", "sunset+15", "sunrise-10" (minutes)
+    at: Annotated[str, Pattern(AT_PATTERN)]  # "18:30", "sunset+15", "sunrise-10" (minutes)
     on: bool
-    dim_pct: int = Field(default=100, ge=0, le=100)
+    dim_pct: Annotated[int, at.Ge(0), at.Le(100)] = 100
 
 
+@shape
 class StreetlightDevice(_DeviceBase):
     """A streetlight controller with a meter (relay, dimming, power)."""
 
-    max_switches_per_min: int = Field(default=4, ge=1, le=60)  # relay wear and flicker
+    max_switches_per_min: Annotated[int, at.Ge(1), at.Le(60)] = 4  # relay wear and flicker
     # the lowest dim level the LED driver holds without flicker (many stop below 10 %)
-    min_dim_pct: int = Field(default=0, ge=0, le=100)
+    min_dim_pct: Annotated[int, at.Ge(0), at.Le(100)] = 0
     # the schedule the lamp runs on the gateway, also while the uplink is down; a
     # light.schedule command replaces it (kept in gateway.state_dir across restarts)
-    schedule: list[LightStep] = Field(default_factory=list, max_length=24)
+    schedule: Annotated[list[LightStep], at.MaxLen(24)] = field(default_factory=list)
 
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]
     model: Literal["lamp_controller", "sdm120", "pzem004t"] = "lamp_controller"
-    alarms: StreetlightAlarms = StreetlightAlarms()
+    alarms: StreetlightAlarms = field(default_factory=StreetlightAlarms)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class BroadcastSchedule(_Model):
+@shape
+class BroadcastSchedule:
     """A fixed announcement stored on the gateway: it plays even while the uplink is down."""
 
-    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local time (gateway.utc_offset_h)
-    text: str = Field(min_length=1, max_length=200)
-    volume: int = Field(default=8, ge=0, le=16)
-    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
+    at: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]  # local time (gateway.utc_offset_h)
+    text: Annotated[str, at.MinLen(1), at.MaxLen(200)]
+    volume: Annotated[int, at.Ge(0), at.Le(16)] = 8
+    days: list[Weekday] = field(default_factory=lambda: list(WEEKDAYS))
 
 
+@shape
 class LoudspeakerDevice(_DeviceBase):
     """A loudspeaker broadcast unit (serial TTS or IP speaker)."""
 
-    schedules: list[BroadcastSchedule] = Field(default_factory=list)
-    clips: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
-        default_factory=dict)  # clip name -> SHA-256: the only audio that may be played
+    schedules: list[BroadcastSchedule] = field(default_factory=list)
+    # clip name -> SHA-256: the only audio that may be played
+    clips: dict[str, Annotated[str, Pattern(r"^[0-9a-f]{64}$")]] = field(default_factory=dict)
 
     kind: Literal["loudspeaker"]
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
-    max_volume: int = Field(default=12, ge=0, le=16)
-    quiet_hours: str | None = Field(default="22:00-07:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    max_volume: Annotated[int, at.Ge(0), at.Le(16)] = 12
+    quiet_hours: Annotated[str, Pattern(r"^\d\d:\d\d-\d\d:\d\d$")] | None = "22:00-07:00"
     # SYN6288 boards take GB2312, GBK, BIG5 or UTF-16 (firmware_notes/syn6288-tts.md)
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
-    max_text_chars: int = Field(default=100, ge=1, le=200)
+    max_text_chars: Annotated[int, at.Ge(1), at.Le(200)] = 100
 
-    @model_validator(mode="before")
     @classmethod
-    def _model_from_transport(cls, data: object) -> object:
-        # the transport says which unit is built (a SYN6288 board on a port, an IP speaker on
-        # the broker): an unstated model follows it, so a clip check by model cannot disagree
-        if isinstance(data, dict) and "model" not in data and data.get("transport") == "mqtt":
-            return {**data, "model": "ip_speaker"}
-        return data
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        # only where pydantic validates: the keys are rewritten before the dataclass's own
+        # schema sees them; the union still finds ``kind`` through the wrapper
+        from pydantic_core import core_schema  # noqa: PLC0415
 
-    @model_validator(mode="after")
-    def _model_fits_transport(self) -> LoudspeakerDevice:
+        return core_schema.no_info_before_validator_function(_model_from_transport,
+                                                             handler(source))
+
+    def __post_init__(self) -> None:
         wanted = "ip_speaker" if self.transport == "mqtt" else "syn6288"
         if self.model != wanted:
             raise FieldProblemsError([(("model",), f"{self.model} does not speak over "
                                        f"transport {self.transport}: use {wanted}")])
-        return self
 
 
-class Geofence(_Model):
+@shape
+class Geofence:
     """A polygon the vehicle must stay in (``alarm_on: exit``) or keep out of (``enter``)."""
 
-    name: str = Field(min_length=1, max_length=60)
-    polygon: list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(min_length=3)
+    name: Annotated[str, at.MinLen(1), at.MaxLen(60)]
+    polygon: Annotated[list[Annotated[list[float], at.MinLen(2), at.MaxLen(2)]], at.MinLen(3)]
     alarm_on: Literal["exit", "enter"] = "exit"
 
 
-LatLon = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]],
-                   Field(min_length=2, max_length=2)]
+LatLon = Annotated[list[Annotated[float, Finite()]], at.MinLen(2), at.MaxLen(2)]
 # a truck's work roads are discretised into units at load (edge/drivers/coverage.py); this
 # bounds the memory and the time of that (200 km of road at 5 m, or 5 km² of squares)
 WORK_MAX_UNITS = 40_000
@@ -448,7 +483,7 @@ def _point_error(point: list[float]) -> str | None:
 class FieldProblemsError(ValueError):
     """Several problems of one block, each at a place inside it (``loc`` below the block).
 
-    A model validator raises it instead of one ValueError so that ``edge check`` shows every
+    A ``__post_init__`` raises it instead of one ValueError so that ``edge check`` shows every
     problem on its own line in words (edge/config_loader.py expands it), not the first one at
     the block's line with a dump of the block.
     """
@@ -459,34 +494,33 @@ class FieldProblemsError(ValueError):
         self.problems = problems
 
 
-class WorkShift(_Model):
+@shape
+class WorkShift:
     """A shift in local time (``gateway.utc_offset_h``); an end before the start is overnight."""
 
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))  # the start's day
+    start: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]
+    end: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]
+    days: list[Weekday] = field(default_factory=lambda: list(WEEKDAYS))  # the start's day
 
-    @model_validator(mode="after")
-    def _length(self) -> WorkShift:
+    def __post_init__(self) -> None:
         if self.start == self.end:
             raise FieldProblemsError([(("end",), f"start and end are both {self.start}: a shift "
                                             "has a length")])
-        return self
 
 
-class WorkRoad(_Model):
+@shape
+class WorkRoad:
     """A work road: a centreline ``line`` ``width_m`` wide, or an area (``polygon``).
 
     An area (a square, a plaza) is swept in passes ``width_m`` wide. Points are [lat, lon].
     """
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    width_m: float = Field(gt=0, le=60, allow_inf_nan=False)
-    line: list[LatLon] | None = Field(default=None, min_length=2, max_length=2000)
-    polygon: list[LatLon] | None = Field(default=None, min_length=3, max_length=2000)
+    id: Annotated[str, Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+    width_m: Annotated[float, at.Gt(0), at.Le(60), Finite()]
+    line: Annotated[list[LatLon], at.MinLen(2), at.MaxLen(2000)] | None = None
+    polygon: Annotated[list[LatLon], at.MinLen(3), at.MaxLen(2000)] | None = None
 
-    @model_validator(mode="after")
-    def _shape(self) -> WorkRoad:
+    def __post_init__(self) -> None:
         if (self.line is None) == (self.polygon is None):
             raise FieldProblemsError([((), "give exactly one of line (a centreline) or polygon "
                                       "(an area)")])
@@ -498,23 +532,22 @@ class WorkRoad(_Model):
                 problems.append(((field, i), why))
         if problems:
             raise FieldProblemsError(problems)
-        return self
 
 
-class WorkConfig(_Model):
+@shape
+class WorkConfig:
     """Work coverage of a sanitation truck (作业面考核; docs/work-coverage.md)."""
 
     shift: WorkShift
-    roads: list[WorkRoad] = Field(min_length=1, max_length=100)  # one event: < 64 KiB
+    roads: Annotated[list[WorkRoad], at.MinLen(1), at.MaxLen(100)]  # one event: < 64 KiB
     # working speed: a sweeper or washer works at walking to cycling pace; faster is transit
-    min_speed_kmh: float = Field(default=2.0, ge=0, le=60, allow_inf_nan=False)
-    max_speed_kmh: float = Field(default=20.0, gt=0, le=60, allow_inf_nan=False)
+    min_speed_kmh: Annotated[float, at.Ge(0), at.Le(60), Finite()] = 2.0
+    max_speed_kmh: Annotated[float, at.Gt(0), at.Le(60), Finite()] = 20.0
     # fixes further apart than this: the stretch between them is unknown, not missed
-    max_gap_s: float = Field(default=10.0, ge=1, le=600, allow_inf_nan=False)
-    segment_m: float = Field(default=5.0, ge=1, le=50, allow_inf_nan=False)
+    max_gap_s: Annotated[float, at.Ge(1), at.Le(600), Finite()] = 10.0
+    segment_m: Annotated[float, at.Ge(1), at.Le(50), Finite()] = 5.0
 
-    @model_validator(mode="after")
-    def _bounds(self) -> WorkConfig:
+    def __post_init__(self) -> None:
         # every problem of the block at once, each at its own key (edge check's lines)
         problems: list[tuple[tuple[int | str, ...], str]] = []
         if self.min_speed_kmh >= self.max_speed_kmh:
@@ -541,7 +574,6 @@ class WorkConfig(_Model):
                                  f"{WORK_MAX_SPAN_M / 1000:.0f} km of it"))
         if problems:
             raise FieldProblemsError(problems)
-        return self
 
 
 def road_units(road: WorkRoad, segment_m: float) -> int:
@@ -559,28 +591,27 @@ def road_units(road: WorkRoad, segment_m: float) -> int:
     return (int(height_m / cell_m) + 1) * (int(width_m / cell_m) + 1)
 
 
+@shape
 class GpsDevice(_DeviceBase):
     """A GPS tracker (NMEA over serial, or JSON over MQTT)."""
 
-    overspeed_kmh: float | None = Field(default=None, gt=0, le=300)
-    stopped_too_long_s: float | None = Field(default=None, ge=60)
-    no_fix_s: float = Field(default=60.0, ge=5)
-    heading_change_deg: float = Field(default=30.0, gt=0, le=180)
-    geofences: list[Geofence] = Field(default_factory=list)
+    overspeed_kmh: Annotated[float, at.Gt(0), at.Le(300)] | None = None
+    stopped_too_long_s: Annotated[float, at.Ge(60)] | None = None
+    no_fix_s: Annotated[float, at.Ge(5)] = 60.0
+    heading_change_deg: Annotated[float, at.Gt(0), at.Le(180)] = 30.0
+    geofences: list[Geofence] = field(default_factory=list)
 
     kind: Literal["gps"]
     transport: Literal["serial", "mqtt"]
     model: Literal["nmea", "mqtt_json"] = "nmea"
-    min_distance_m: float = Field(default=20.0, ge=0)
-    max_interval_s: float = Field(default=60.0, ge=1)
-    position_decimals: int = Field(default=6, ge=2, le=7)
+    min_distance_m: Annotated[float, at.Ge(0)] = 20.0
+    max_interval_s: Annotated[float, at.Ge(1)] = 60.0
+    position_decimals: Annotated[int, at.Ge(2), at.Le(7)] = 6
     work: WorkConfig | None = None  # shift, roads and speeds of a sanitation truck
 
 
 Device = Annotated[
-    ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice,
-    Field(discriminator="kind"),
-]
+    ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice, Tagged("kind")]
 DEVICE_MODELS: dict[str, type[_DeviceBase]] = {
     "manhole_tilt": ManholeTiltDevice, "streetlight": StreetlightDevice,
     "loudspeaker": LoudspeakerDevice, "gps": GpsDevice,
@@ -588,24 +619,26 @@ DEVICE_MODELS: dict[str, type[_DeviceBase]] = {
 AnyDevice = ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice
 
 
-class AssetClass(_Model):
+@shape
+class AssetClass:
     """One row of the class table: display name and the device kinds it may hold."""
 
     name: str
     kinds: list[Literal["manhole_tilt", "streetlight", "loudspeaker", "gps"]]
 
 
-class EdgeConfig(_Model):
+@shape
+class EdgeConfig:
     """The whole devices.yaml."""
 
     gateway: GatewayConfig
     uplink: UplinkConfig
-    outbox: OutboxConfig = OutboxConfig()
-    observability: ObservabilityConfig = ObservabilityConfig()
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     southbound_mqtt: SouthboundMqttConfig | None = None
-    buses: list[Bus] = Field(default_factory=list)
-    devices: list[Device] = Field(default_factory=list)
-    asset_classes: dict[str, AssetClass] = Field(default_factory=dict)
+    buses: list[Bus] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    asset_classes: dict[str, AssetClass] = field(default_factory=dict)
 
     def class_table(self) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Return the default class table overridden by the file's ``asset_classes``."""

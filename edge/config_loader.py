@@ -8,16 +8,18 @@ cross-check path is mapped back to the line a technician must edit::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -48,7 +50,86 @@ from edge.light_schedule import AT_PATTERN, is_astronomical
 
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
-_BUS_MODELS: dict[str, type[BaseModel]] = {"modbus_rtu": ModbusRtuBus, "modbus_tcp": ModbusTcpBus}
+_BUS_MODELS: dict[str, type[Any]] = {"modbus_rtu": ModbusRtuBus, "modbus_tcp": ModbusTcpBus}
+T = TypeVar("T")
+
+
+# ---- pydantic over the config's dataclasses (edge.shapes; only the validating step) --------
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    # building one costs milliseconds (the whole config: ~100 ms): once per type
+    adapter = _ADAPTERS.get(tp)
+    if adapter is None:
+        adapter = _ADAPTERS[tp] = TypeAdapter(tp)
+    return adapter
+
+
+def validate(cls: type[T], data: Any) -> T:
+    """Return ``data`` (dicts, lists, scalars) validated as the config shape ``cls``.
+
+    Raises pydantic's ValidationError. The shapes are strict, and strict pydantic takes a
+    dataclass from JSON only, so ``data`` goes through JSON.
+    """
+    result: T = _adapter(cls).validate_json(json.dumps(data))
+    return result
+
+
+def dump(shape: Any, *, exclude_none: bool = False) -> Any:
+    """Return a config shape as JSON values, keys as written in devices.yaml (``class``)."""
+    return _adapter(type(shape)).dump_python(shape, mode="json", by_alias=True,
+                                              exclude_none=exclude_none)
+
+
+def _json_text(data: Any) -> tuple[str, list[ErrorDetails]]:
+    """Return ``data`` as JSON for pydantic, and an error for each key JSON cannot carry.
+
+    A YAML key written as a number (``2105:``) would silently become text in JSON; the file
+    is refused for it as before (the entry itself is still checked, under its text).
+    """
+    problems: list[ErrorDetails] = []
+
+    def keys_as_text(value: Any, loc: Loc) -> Any:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):  # in a loc as pydantic puts it: int or str
+                    at = int(key) if isinstance(key, int) else str(key)
+                    problems.append({"type": "string_type", "loc": (*loc, at, "[key]"),
+                                     "msg": "Input should be a valid string", "input": key})
+                out.setdefault(str(key), keys_as_text(item, (*loc, key)))
+            return out
+        if isinstance(value, list):
+            return [keys_as_text(item, (*loc, i)) for i, item in enumerate(value)]
+        return value
+
+    return json.dumps(keys_as_text(data, ())), problems
+
+
+def _loc_in(data: Any, loc: Sequence[int | str]) -> Loc:
+    """Return a pydantic ``loc`` with each key JSON turned to text (``_json_text``) as written."""
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(data, dict):
+            key = part if part in data else next(
+                (k for k in data if not isinstance(k, str) and str(k) == part), part)
+            out.append(key)
+            data = data.get(key, data)  # not a key: a union's tag, the same dict below it
+        else:
+            out.append(part)
+            fits = isinstance(data, list) and isinstance(part, int) and part < len(data)
+            data = data[part] if fits else None
+    return tuple(out)
+
+
+def _fields(cls: type[Any]) -> dict[str, Any]:
+    """Return a config shape's fields as written in the file (aliases) and their types."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    aliases: dict[str, str] = getattr(cls, "_ALIASES", {})
+    return {aliases.get(f.name, f.name): hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -83,12 +164,15 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
         raise ConfigError([f"{path.name}:1: the file must be a mapping with gateway, uplink, "
                            "buses and devices"])
     data = _plain(tree)
+    text, errors = _json_text(data)
     try:
-        config = EdgeConfig.model_validate(data)
+        config = _adapter(EdgeConfig).validate_json(text)
     except ValidationError as exc:
+        errors += [{**err, "loc": _loc_in(data, err["loc"])} for err in exc.errors()]
+    if errors:
         # every mistake in one pass: the parts that did validate are still cross-checked, so a
         # bus-name typo shows up beside a unit id out of range, not after it is fixed
-        problems = [found for err in exc.errors() for found in _problems(path.name, tree, err)]
+        problems = [found for err in errors for found in _problems(path.name, tree, err)]
         config, partial = _partial_config(data)
         problems += _cross_problems(path.name, tree, config, partial)
         raise ConfigError(_by_line(problems)) from None
@@ -133,27 +217,34 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     broken: set[str] = set()
     items: dict[str, tuple[list[Any], list[int]]] = {}
     raw_devices: list[tuple[int, dict[str, Any]]] = []
-    for name, spec in EdgeConfig.model_fields.items():
+    for name, annotation in _fields(EdgeConfig).items():
         if name not in data:
             continue
         if name in ("devices", "buses") and isinstance(data[name], list):
-            adapter: TypeAdapter[Any] = TypeAdapter(Device if name == "devices" else Bus)
+            adapter = _adapter(Device if name == "devices" else Bus)
             good: list[Any] = []
             where: list[int] = []
             for i, raw in enumerate(data[name]):
+                text, bad_keys = _json_text(raw)
                 try:
-                    good.append(adapter.validate_python(raw))
+                    good.append(adapter.validate_json(text))
+                    if bad_keys:  # valid once a number key is read as text: still not valid
+                        good.pop()
+                        raise ValueError  # noqa: TRY301 - the handler below counts it
                     where.append(i)
-                except ValidationError:
+                except (ValidationError, ValueError):
                     if name == "devices" and isinstance(raw, dict):
                         raw_devices.append((i, raw))
             items[name] = (good, where)
             parts[name] = good
             continue
+        text, bad_keys = _json_text(data[name])
         try:
-            annotation: Any = spec.annotation
-            parts[name] = TypeAdapter(annotation).validate_python(data[name])
+            parts[name] = _adapter(annotation).validate_json(text)
         except ValidationError:
+            broken.add(name)
+        if bad_keys:
+            parts.pop(name, None)
             broken.add(name)
     for name in ("gateway", "uplink"):
         if name not in parts:
@@ -162,7 +253,26 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     bus_names = tuple(str(b["name"]) for b in raw_buses if isinstance(b, dict) and "name" in b)
     partial = Partial(frozenset(broken), tuple(items.get("devices", ([], []))[1]),
                       tuple(items.get("buses", ([], []))[1]), bus_names, tuple(raw_devices))
-    return EdgeConfig.model_construct(**parts), partial
+    return _construct(EdgeConfig, parts), partial
+
+
+def _construct(cls: type[T], parts: dict[str, Any]) -> T:
+    """Build ``cls`` from validated ``parts`` and its defaults, unchecked.
+
+    A field with neither stays unset (cross-checks skip those sections: ``Partial.broken``).
+    """
+    obj = object.__new__(cls)
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if spec.name in parts:
+            value = parts[spec.name]
+        elif spec.default is not dataclasses.MISSING:
+            value = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            value = spec.default_factory()
+        else:
+            continue
+        object.__setattr__(obj, spec.name, value)  # frozen: as dataclasses' own __init__ does
+    return obj
 
 
 # ---- bounded YAML: time and memory for any file (issue 14 #2) ---------------------------------
@@ -363,13 +473,14 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
         "less_than": lambda: f"must be < {ctx.get('lt')} (got {_got(value)})",
         "greater_than": lambda: f"must be > {ctx.get('gt')} (got {_got(value)})",
         "missing": lambda: "required field is missing",
+        "missing_keyword_only_argument": lambda: "required field is missing",
         "string_pattern_mismatch": lambda: _pattern_words(loc, str(ctx.get("pattern")), value),
         "literal_error": lambda: f"must be one of {ctx.get('expected')} (got {_got(value)})",
         "union_tag_invalid": lambda: (f"unknown value {ctx.get('tag')!r}; expected one of "
                                       f"{ctx.get('expected_tags')}"),
         "union_tag_not_found": lambda: "required field is missing",
     }
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         message = f"unknown key {_got(loc[-1])}{_did_you_mean(loc)}"
     elif kind in messages:
         message = messages[kind]()
@@ -396,6 +507,8 @@ def _type_words(ctx: dict[str, Any], value: Any) -> dict[str, Callable[[], str]]
         "list_type": lambda: f"must be a list, one '- ' line per item (got {got})",
         "model_type": lambda: f"must be {block} (got {got})",
         "model_attributes_type": lambda: f"must be {block} (got {got})",
+        "dataclass_type": lambda: f"must be {block} (got {got})",
+        "dataclass_exact_type": lambda: f"must be {block} (got {got})",
         "dict_type": lambda: f"must be {block} (got {got})",
         "too_short": lambda: f"needs at least {ctx.get('min_length')} items",
         "too_long": lambda: f"takes at most {ctx.get('max_length')} items",
@@ -526,19 +639,18 @@ def _allowed_keys(loc: Sequence[int | str], _raw_loc_kind: str | None) -> set[st
                     origin = typing.get_origin(tp)
                     if origin is list:
                         nxt.extend(typing.get_args(tp))
-                elif isinstance(tp, type) and issubclass(tp, BaseModel):
-                    field = tp.model_fields.get(part) or next(
-                        (f for f in tp.model_fields.values() if f.alias == part), None)
-                    if field is not None:
-                        nxt.append(field.annotation)
+                elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+                    annotation = _fields(tp).get(part)
+                    if annotation is not None:
+                        nxt.append(annotation)
                 elif typing.get_origin(tp) is dict:
                     nxt.append(typing.get_args(tp)[1])
         candidates = nxt
     keys: set[str] = set()
     for model in candidates:
         for tp in _unwrap(model):
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                keys.update(f.alias or name for name, f in tp.model_fields.items())
+            if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+                keys.update(_fields(tp))
     return keys
 
 

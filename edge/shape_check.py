@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -440,28 +439,6 @@ class _Before(_Node):
         return self.inner.run(new, loc)
 
 
-class _PydanticModel(_Node):
-    """TEMPORARY (D86): a pydantic BaseModel inside a shape, checked by pydantic itself.
-
-    Only while ``edge.config.LightStep`` (``LightSchedule.steps``) is still a pydantic model;
-    remove this class and its use in ``_compile`` once it is a ``@shape``.
-    """
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.label = cls.__name__
-
-    def run(self, value: Any, loc: _Loc) -> _Result:
-        from pydantic import ValidationError  # noqa: PLC0415 - temporary, see the docstring
-
-        try:
-            made = self.cls.model_validate_json(json.dumps(value))  # type: ignore[attr-defined]
-        except ValidationError as exc:
-            raise _InvalidError([{**e, "loc": (*loc, *e["loc"])}
-                                 for e in exc.errors(include_url=False)]) from None
-        return made, False, None
-
-
 # ---- compiling annotations, once per shape ------------------------------------------------
 
 _SHAPES: dict[type, _Shape] = {}
@@ -496,12 +473,6 @@ def _compile_shape(cls: type) -> _Shape:
     return node
 
 
-def _is_pydantic_model(ann: Any) -> bool:
-    pydantic = sys.modules.get("pydantic")  # no model exists unless pydantic was imported
-    return pydantic is not None and isinstance(ann, type) and \
-        issubclass(ann, pydantic.BaseModel)
-
-
 def _compile(ann: Any) -> _Node:  # noqa: PLR0911 - one return per kind of annotation
     origin = get_origin(ann)
     if origin is Annotated:
@@ -524,8 +495,6 @@ def _compile(ann: Any) -> _Node:  # noqa: PLR0911 - one return per kind of annot
         return _container(ann, None, None)
     if _is_shape(ann):
         return _compile_shape(ann)
-    if _is_pydantic_model(ann):  # TEMPORARY (D86): see _PydanticModel
-        return _PydanticModel(ann)
     raise TypeError(f"edge.shape_check does not support {ann!r}")
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from edge.cli import EX_CONFIG, EX_FAIL, EX_INVALID, main
 from edge.config import GpsDevice, ModbusTcpBus
+from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import GpsSerialDriver
 from edge.drivers.probe_trace import tracing
@@ -253,7 +254,7 @@ async def test_probe_a_gps_listens_to_nmea_with_fix_quality_and_satellites(
 
 async def test_probe_a_gps_while_its_driver_runs_listens_beside_it() -> None:
     server, port = await _nmea_server()
-    driver = GpsSerialDriver(GpsDevice.model_validate({
+    driver = GpsSerialDriver(validate(GpsDevice, {
         "name": "truck-03", "kind": "gps", "transport": "serial", "model": "nmea",
         "port": f"socket://127.0.0.1:{port}", "asset": GPS_ASSET}),
         SerialPort(f"socket://127.0.0.1:{port}", 9600))
@@ -332,7 +333,7 @@ async def test_a_probe_never_shows_a_position_bad_checksum_or_gns() -> None:
 
     server = await asyncio.start_server(talk, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    driver = GpsSerialDriver(GpsDevice.model_validate({
+    driver = GpsSerialDriver(validate(GpsDevice, {
         "name": "truck-03", "kind": "gps", "transport": "serial", "model": "nmea",
         "port": f"socket://127.0.0.1:{port}", "asset": GPS_ASSET}),
         SerialPort(f"socket://127.0.0.1:{port}", 9600))

@@ -247,7 +247,7 @@ def test_the_kind_table_agrees_with_the_config_and_the_drivers() -> None:
         for driver in kind.drivers:
             assert driver.kind == name, driver
             assert not inspect.isabstract(driver), driver
-        models = set(typing.get_args(kind.device.model_fields["model"].annotation))
+        models = set(typing.get_args(typing.get_type_hints(kind.device)["model"]))
         for action, declared in kind.actions.items():
             assert declared.models is None or declared.models <= models, action
             assert action in PARAMS, action

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import DEVICE_MODELS
-from edge.config_loader import load_config, parse_config
+from edge.config import DEVICE_MODELS, LoudspeakerDevice
+from edge.config_loader import dump, load_config, parse_config, validate
 from edge.drivers import DRIVERS
 from edge.errors import ConfigError
 from tests.figures import figure
@@ -254,17 +257,15 @@ def test_many_mangled_files_are_always_lists_of_located_problems() -> None:
 
 def test_a_loudspeakers_model_follows_its_transport() -> None:
     """The unit built is chosen by transport; the clip check reads the model (D82)."""
-    from edge.config import LoudspeakerDevice
-
     base = {"name": "s", "kind": "loudspeaker", "topic": "spk/s",
             "asset": {"code": "3205082105000001", "class": "2105", "grid": "320508001002003",
                       "name": "广播"}}
-    assert LoudspeakerDevice.model_validate({**base, "transport": "mqtt"}).model == "ip_speaker"
-    assert LoudspeakerDevice.model_validate({**base, "transport": "serial", "port": "/dev/x"}
-                                            ).model == "syn6288"
+    assert validate(LoudspeakerDevice, {**base, "transport": "mqtt"}).model == "ip_speaker"
+    assert validate(LoudspeakerDevice, {**base, "transport": "serial", "port": "/dev/x"}
+                    ).model == "syn6288"
     with pytest.raises(ValueError, match="does not speak over transport serial: use syn6288"):
-        LoudspeakerDevice.model_validate({**base, "transport": "serial", "port": "/dev/x",
-                                          "model": "ip_speaker"})
+        validate(LoudspeakerDevice, {**base, "transport": "serial", "port": "/dev/x",
+                                     "model": "ip_speaker"})
 
 
 def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:
@@ -272,7 +273,36 @@ def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:
     from edge.drivers.factory import Transports, build_driver
 
     cfg = load_config(ROOT / "devices.yaml").config
-    speaker = cfg.device("speaker-01").model_copy(
-        update={"transport": "mqtt", "model": "ip_speaker", "topic": "spk/1", "port": None})
+    serial = cfg.device("speaker-01")
+    assert isinstance(serial, LoudspeakerDevice)
+    speaker = dataclasses.replace(serial, transport="mqtt", model="ip_speaker", topic="spk/1",
+                                  port=None)
     with pytest.raises(ConfigError, match="speaker-01: needs southbound_mqtt, which starts at"):
         build_driver(speaker, cfg, Transports(cfg))
+
+
+def test_the_config_shapes_import_no_pydantic() -> None:
+    """The running agent holds its config without pydantic's ~18 MiB (issue 13, D86)."""
+    code = "import sys, edge.config; print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
+
+
+def test_keys_json_cannot_carry_and_the_class_alias_read_as_written() -> None:
+    """A number as a key is refused at its line; ``class`` is the file's key, not ``class_``."""
+    text = (ROOT / "devices.yaml").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace("asset_classes: {}", "asset_classes:\n  2105: {name: x, "
+                                  "kinds: [loudspeaker]}"), Path("devices.yaml"))
+    assert caught.value.problems == [
+        "devices.yaml:117: asset_classes[2105].[key]: must be text; put it in quotes (got 2105)"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace('class: "2105"', 'class_: "2105"'), Path("devices.yaml"))
+    assert caught.value.problems == [
+        "devices.yaml:95: devices[speaker-01].asset.class: required field is missing",
+        "devices.yaml:96: devices[speaker-01].asset.class: unknown key 'class_' (did you mean "
+        "'class'?)"]
+    speaker = load_config(ROOT / "devices.yaml").config.device("speaker-01")
+    assert dump(speaker.asset)["class"] == "2105"
+    assert validate(type(speaker), dump(speaker)) == speaker

@@ -421,6 +421,7 @@ async def test_https_requests_are_what_openapi_yaml_says(tmp_path: Path, pki: An
     from edge.buffer.store import Outbox
     from edge.clock import Clock, TimeQuality
     from edge.config import UplinkConfig
+    from edge.config_loader import validate
     from edge.model import Event, EventType
     from edge.security.signing import Ed25519PrivateKey, Signer
     from edge.uplink.https import HttpsUplink
@@ -450,7 +451,7 @@ async def test_https_requests_are_what_openapi_yaml_says(tmp_path: Path, pki: An
     outbox = AsyncOutbox(Outbox(tmp_path / "o.db", gap_factory=make_gap_factory(Clock("system"))),
                          commit_max_wait_s=0.001)
     await outbox.open()
-    config = UplinkConfig.model_validate({
+    config = validate(UplinkConfig, {
         "kind": "https", "host": "127.0.0.1", "port": port, "boot_delay_max_s": 0,
         "base_url": f"https://127.0.0.1:{port}", "tls": {"ca_file": str(pki.cert("ca"))},
         "batch_max_events": 10})

@@ -40,6 +40,7 @@ from edge.commands.processor import (
 )
 from edge.commands.safety import SafetyRules
 from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
+from edge.config_loader import validate
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import LightSet, StreetlightDriver
@@ -513,7 +514,7 @@ async def test_scheduled_switches_count_and_repeats_do_not(
                           devices=[lamp_device("lamp-1", "b", 1, max_switches_per_min=2)])
     cfg = loaded.config.device("lamp-1")
     assert isinstance(cfg, StreetlightDevice)
-    bus = ModbusBus(ModbusTcpBus.model_validate(bus_cfg))
+    bus = ModbusBus(validate(ModbusTcpBus, bus_cfg))
     driver = StreetlightDriver(cfg, bus, timeout_s=2.0)
     driver.utc_offset_h = 8.0
     rules = SafetyRules(loaded.config, relays=lambda name: driver.relay

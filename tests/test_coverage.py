@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -21,7 +22,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice, SouthboundMqttConfig, WorkConfig
-from edge.config_loader import parse_config
+from edge.config_loader import dump, parse_config, validate
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.coverage import CoverageTracker
@@ -63,7 +64,7 @@ STREETS = {
 def work(**extra: Any) -> WorkConfig:
     roads = [{"id": name, "width_m": 6.0, "line": [list(pt) for pt in pts]}
              for name, pts in STREETS.items()]
-    return WorkConfig.model_validate({
+    return validate(WorkConfig, {
         "shift": {"start": "06:00", "end": "14:00"}, "roads": roads,
         "min_speed_kmh": 3, "max_speed_kmh": 15, "max_gap_s": 10, "segment_m": 5, **extra})
 
@@ -207,7 +208,7 @@ def test_overnight_shifts_and_weekdays() -> None:
 
 def test_an_area_is_swept_in_passes() -> None:
     plaza = [p(0, -100), p(40, -100), p(40, -80), p(0, -80)]
-    cfg = WorkConfig.model_validate({
+    cfg = validate(WorkConfig, {
         "shift": {"start": "06:00", "end": "14:00"}, "min_speed_kmh": 3, "max_speed_kmh": 15,
         "roads": [{"id": "plaza", "width_m": 4.0, "polygon": [list(pt) for pt in plaza]}]})
     tracker = CoverageTracker(cfg, utc_offset_h=8)
@@ -241,9 +242,9 @@ def test_per_fix_cost_depends_on_the_roads_nearby_not_their_number() -> None:
     many_roads = [{"id": f"far-{i}", "width_m": 6.0,
                    "line": [list(p(2000 + 30 * i, 0)), list(p(2000 + 30 * i, 600))]}
                   for i in range(90)]
-    base = work().model_dump()
-    many = CoverageTracker(WorkConfig.model_validate(
-        {**base, "roads": [*base["roads"], *many_roads]}), utc_offset_h=8)
+    base = dump(work())
+    many = CoverageTracker(validate(WorkConfig, {**base, "roads": [*base["roads"], *many_roads]}),
+                           utc_offset_h=8)
     fixes = route(full_sweep())
 
     def cpu(tracker: CoverageTracker) -> float:
@@ -409,7 +410,7 @@ class ClockSink(RecordingSink):
 def _truck(port: str, **extra: Any) -> GpsDevice:
     roads = [{"id": name, "width_m": 6.0, "line": [list(pt) for pt in pts]}
              for name, pts in STREETS.items()]
-    return GpsDevice.model_validate({
+    return validate(GpsDevice, {
         "name": "truck-03", "kind": "gps", "transport": "serial", "port": port,
         "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
                   "name": "环卫车"},
@@ -468,7 +469,7 @@ async def test_the_driver_reports_coverage_on_read_and_at_shift_end(
 
 async def test_a_truck_without_work_roads_reads_as_before() -> None:
     device = _truck("socket://127.0.0.1:1")
-    plain = device.model_copy(update={"work": None})
+    plain = dataclasses.replace(device, work=None)
     driver = GpsSerialDriver(plain, SerialPort("socket://127.0.0.1:1", 9600))
     assert driver.coverage is None
 
@@ -491,7 +492,7 @@ async def test_a_shift_end_is_stored_as_a_work_coverage_event(tmp_path: Path) ->
     sim.speedup = 20.0
     sim.route_start = dt.datetime.fromtimestamp(T0, dt.UTC)  # GNSS time agrees with the clock
     await sim.start()
-    truck = _truck(f"socket://127.0.0.1:{port}").model_dump(by_alias=True, exclude_none=True)
+    truck = dump(_truck(f"socket://127.0.0.1:{port}"), exclude_none=True)
     loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[], devices=[truck])
     store = Outbox(tmp_path / "outbox.db")
     outbox = AsyncOutbox(store, commit_max_wait_s=0.001)
@@ -550,7 +551,7 @@ async def test_a_shift_end_is_stored_as_a_work_coverage_event(tmp_path: Path) ->
 def test_a_worst_case_report_is_bounded_and_says_it_was_cut() -> None:
     roads = [{"id": f"{k:02d}-" + "x" * 61, "width_m": 6.0,
               "line": [list(p(0, 20 * k)), list(p(1000, 20 * k))]} for k in range(100)]
-    tracker = CoverageTracker(WorkConfig.model_validate({
+    tracker = CoverageTracker(validate(WorkConfig, {
         "shift": {"start": "06:00", "end": "14:00"}, "roads": roads}), utc_offset_h=8)
     assert tracker.tick(T0, trusted=False) is None
     shift = tracker._shift  # the worst case: every piece unlike the one before
@@ -577,8 +578,8 @@ async def test_a_fix_time_far_from_the_clock_does_not_space_fixes(year: int | No
     """A tracker's own times space its fixes (a 60 s hole is a gap); a time over 300 s from
     the trusted clock (a bad date, anyone publishing on the tracker's topic) is replaced by
     the clock's, so it can neither fake an outage nor hide one."""
-    device = _truck("socket://127.0.0.1:1").model_copy(update={"transport": "mqtt",
-                                                               "topic": "t/truck-03"})
+    device = dataclasses.replace(_truck("socket://127.0.0.1:1"), transport="mqtt",
+                                 topic="t/truck-03")
     driver = _mqtt_gps(device)
     sink = ClockSink(T0)
     for k, t_s in enumerate((0.0, 1.0, 61.0, 62.0)):
@@ -597,7 +598,7 @@ def test_chainage_and_cells_are_what_a_map_draws_from_the_report_alone() -> None
     far = [offset(O_LAT, O_LON, 0, 40_000), offset(O_LAT, O_LON, 1000, 40_000)]  # 40 km north
     plaza = [offset(*far[0], 0, 50), offset(*far[0], 40, 50), offset(*far[0], 40, 70),
              offset(*far[0], 0, 70)]
-    cfg = WorkConfig.model_validate({
+    cfg = validate(WorkConfig, {
         "shift": {"start": "06:00", "end": "14:00"},
         "roads": [{"id": "main-st", "width_m": 6.0, "line": [list(pt) for pt in STREETS["main-st"]]},
                   {"id": "far-st", "width_m": 6.0, "line": [list(pt) for pt in far]},
@@ -674,8 +675,8 @@ def test_a_shift_that_ended_while_the_agent_was_down_is_reported_at_once() -> No
 
 
 def _mqtt_truck() -> GpsDevice:
-    return _truck("socket://127.0.0.1:1").model_copy(update={"transport": "mqtt",
-                                                           "topic": "t/truck-03"})
+    return dataclasses.replace(_truck("socket://127.0.0.1:1"), transport="mqtt",
+                               topic="t/truck-03")
 
 
 def _mqtt_gps(device: GpsDevice) -> GpsMqttDriver:
@@ -775,7 +776,7 @@ def test_forged_outages_cost_little_and_mark_nothing() -> None:
     """Fix times that step back and forth (a tracker's clock, anyone on its topic) make an
     'outage' every other fix; one between ends too far apart for the time is a jump."""
     plaza = [p(0, -400), p(400, -400), p(400, -200), p(0, -200)]  # 20,000 cells of 2 m
-    cfg = WorkConfig.model_validate({
+    cfg = validate(WorkConfig, {
         "shift": {"start": "06:00", "end": "14:00"}, "max_gap_s": 10,
         "roads": [{"id": "main-st", "width_m": 6.0, "line": [list(pt) for pt in STREETS["main-st"]]},
                   {"id": "plaza", "width_m": 2.0, "polygon": [list(pt) for pt in plaza]}]})

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from edge.config import GpsDevice
+from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import PROBE_LISTEN_S, GpsSerialDriver
 from edge.errors import DeviceUnavailableError
@@ -25,7 +26,7 @@ Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 async def _probe(talk: Talk) -> dict[str, object]:
     server = await asyncio.start_server(talk, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    driver = GpsSerialDriver(GpsDevice.model_validate({
+    driver = GpsSerialDriver(validate(GpsDevice, {
         "name": "truck-07", "kind": "gps", "transport": "serial", "model": "nmea",
         "port": f"socket://127.0.0.1:{port}", "asset": ASSET}),
         SerialPort(f"socket://127.0.0.1:{port}", 9600))

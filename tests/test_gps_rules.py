@@ -11,6 +11,7 @@ import pytest
 
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice
+from edge.config_loader import validate
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers.geo import distance_m, heading_change_deg, inside
 from edge.drivers.gps_rules import GpsRules
@@ -22,7 +23,7 @@ SQUARE = [[31.30, 120.62], [31.30, 120.64], [31.32, 120.64], [31.32, 120.62]]
 
 
 def device(**kw: Any) -> GpsDevice:
-    return GpsDevice.model_validate({
+    return validate(GpsDevice, {
         "name": "truck-03", "kind": "gps", "transport": "serial", "port": "/dev/ttyS0",
         "asset": {"code": "3205082190000003", "class": "2190", "grid": "320508001002003",
                   "name": "truck"}, **kw})

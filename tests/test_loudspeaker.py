@@ -13,6 +13,7 @@ import pytest
 
 from edge.commands.safety import SafetyRules
 from edge.config import EdgeConfig, LoudspeakerDevice
+from edge.config_loader import dump, validate
 from edge.drivers.loudspeaker import LoudspeakerDriver, PlayClip
 from edge.drivers.speaker_units import Syn6288Unit
 from edge.shape_check import check
@@ -25,7 +26,7 @@ CLIP_SHA = "ab" * 32
 
 
 def speaker(port: int, **kw: Any) -> LoudspeakerDevice:
-    return LoudspeakerDevice.model_validate({
+    return validate(LoudspeakerDevice, {
         "name": "speaker-01", "kind": "loudspeaker", "transport": "serial",
         "port": f"socket://127.0.0.1:{port}", "poll_interval_s": 1.0, "timeout_s": 0.5,
         "clips": {"evacuate": CLIP_SHA},
@@ -116,10 +117,10 @@ async def test_a_full_queue_refuses_normal_plays() -> None:
 
 
 def test_clip_allow_list() -> None:
-    cfg = EdgeConfig.model_validate({
+    cfg = validate(EdgeConfig, {
         "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
         "uplink": {"host": "127.0.0.1", "port": 1, "tls": False},
-        "devices": [speaker(1).model_dump(by_alias=True)]})
+        "devices": [dump(speaker(1))]})
     local_h = 12  # noon at UTC+8: outside the default quiet hours 22:00-07:00
     rules = SafetyRules(cfg, now=lambda: dt.datetime(2026, 11, 26, local_h - 8, tzinfo=dt.UTC))
     ok = check(PlayClip, {"clip": "evacuate", "sha256": CLIP_SHA})

@@ -9,6 +9,7 @@ import itertools
 import time
 
 from edge.config import ManholeTiltDevice, ModbusRtuBus
+from edge.config_loader import validate
 from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.transports.modbus import ModbusBus
 from hil.sims.modbus_sim import tilt_unit
@@ -29,7 +30,7 @@ async def test_ten_slaves_one_dead_keep_their_rate() -> None:
     sink = RecordingSink()
     drivers = []
     for u in units:
-        cfg = ManholeTiltDevice.model_validate({
+        cfg = validate(ManholeTiltDevice, {
             "name": f"mh-{u}", "kind": "manhole_tilt", "transport": "modbus_rtu", "bus": "line",
             "unit_id": u, "poll_interval_s": POLL_S, "asset": asset("manhole_tilt")})
         drivers.append(ManholeTiltModbusDriver(cfg, bus, timeout_s=5.0))

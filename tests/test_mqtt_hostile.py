@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.config import GpsDevice, LoudspeakerDevice, ManholeTiltDevice
+from edge.config_loader import validate
 from edge.drivers._codecs import ip_speaker, json_doc
 from edge.drivers.base import Reading, stats_dict
 from edge.drivers.gps import GpsMqttDriver
@@ -55,7 +56,7 @@ BAD_PAYLOADS: list[bytes] = [
 
 
 def cover(name: str, topic: str) -> ManholeTiltDevice:
-    return ManholeTiltDevice.model_validate({
+    return validate(ManholeTiltDevice, {
         "name": name, "kind": "manhole_tilt", "transport": "mqtt", "model": "mqtt_json",
         "topic": topic, "poll_interval_s": 30,
         "asset": {**ASSET, "code": "3205080106000999", "class": "0106"}})
@@ -125,7 +126,7 @@ async def test_hostile_cover_payloads_are_counted_and_the_driver_lives_on(
 
 
 async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:
-    device = GpsDevice.model_validate({
+    device = validate(GpsDevice, {
         "name": "patrol-9", "kind": "gps", "transport": "mqtt", "model": "mqtt_json",
         "topic": "trackers/9", "min_distance_m": 0, "asset": ASSET})
     broker = broker_for(plain_broker)
@@ -167,7 +168,7 @@ async def test_hostile_tracker_payloads(plain_broker: Mosquitto) -> None:
 async def test_hostile_speaker_status_payloads(plain_broker: Mosquitto) -> None:
     sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/x")
     await sim.start()
-    device = LoudspeakerDevice.model_validate({
+    device = validate(LoudspeakerDevice, {
         "name": "ipspk-9", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
         "topic": "speakers/x", "poll_interval_s": 0.5, "asset": {
             **ASSET, "code": "3205082105000009", "class": "2105"}})

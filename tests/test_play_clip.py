@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.config import LoudspeakerDevice, SouthboundMqttConfig
+from edge.config_loader import validate
 from edge.drivers import speaker_units
 from edge.drivers._codecs import ip_speaker
 from edge.drivers.broadcast import BroadcastQueue, Play
@@ -94,7 +95,7 @@ async def ip_speaker_driver(mq: Mosquitto) -> AsyncIterator[
                         protocol="5", keepalive_s=30, connect_timeout_s=5, tls=None)
     await observer.connect()
     assert await observer.subscribe(f"{TOPIC}/play")
-    device = LoudspeakerDevice.model_validate({
+    device = validate(LoudspeakerDevice, {
         "name": "ipspk-1", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
         "topic": TOPIC, "poll_interval_s": 0.5, "clips": {"evacuate": CLIP_SHA},
         "asset": ASSET})

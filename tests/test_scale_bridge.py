@@ -13,6 +13,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import TimeQuality
 from edge.config import UplinkConfig
+from edge.config_loader import validate
 from edge.model import Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.transports.mqtt import MqttLink
@@ -59,7 +60,7 @@ async def test_bridged_brokers_and_shared_subscription_handle_each_event_once(
             outbox = AsyncOutbox(Outbox(tmp_path / f"{gw}.db"), commit_max_wait_s=0.01)
             await outbox.open()
             outboxes.append(outbox)
-            cfg = UplinkConfig.model_validate({
+            cfg = validate(UplinkConfig, {
                 "host": "127.0.0.1", "port": edge_port, "tls": False, "username": gw,
                 "boot_delay_max_s": 0, "reconnect_base_s": 0.2, "reconnect_cap_s": 1.0})
             uplink = MqttUplink(cfg, gateway_id=gw, boot_id="b", signer=Signer(keys[gw]),

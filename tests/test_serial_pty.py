@@ -11,6 +11,7 @@ import random
 import tty
 
 from edge.config import GpsDevice
+from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import GpsSerialDriver
 from edge.transports.serial import SerialPort
@@ -19,7 +20,7 @@ from tests.recording_sink import RecordingSink
 
 
 def gps_on(path: str, port: SerialPort | None = None) -> GpsSerialDriver:
-    device = GpsDevice.model_validate({
+    device = validate(GpsDevice, {
         "name": "truck-03", "kind": "gps", "transport": "serial", "port": path, "baud": 9600,
         "min_distance_m": 0, "max_interval_s": 1, "asset": {
             "code": "3205082190000003", "class": "2190", "grid": "320508001002003",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
+from edge.config_loader import validate
 from edge.drivers.gps import GpsMqttDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
@@ -39,7 +40,7 @@ async def until(predicate: Any, timeout_s: float = 10) -> None:
 
 
 async def test_json_tracker_with_a_path_map(plain_broker: Mosquitto) -> None:
-    device = GpsDevice.model_validate({
+    device = validate(GpsDevice, {
         "name": "patrol-1", "kind": "gps", "transport": "mqtt", "model": "mqtt_json",
         "topic": "trackers/patrol-1", "min_distance_m": 0, "overspeed_kmh": 60,
         "json_map": {"lat": "gps.lat", "lon": "gps.lng", "speed_kmh": "gps.spd", "time": "ts"},
@@ -76,7 +77,7 @@ async def test_ip_speaker_plays_reports_amp_fault_and_goes_offline(
         plain_broker: Mosquitto) -> None:
     sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/guanqian")
     await sim.start()
-    device = LoudspeakerDevice.model_validate({
+    device = validate(LoudspeakerDevice, {
         "name": "ipspk-1", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
         "topic": "speakers/guanqian", "poll_interval_s": 0.5, "asset": {
             **ASSET, "code": "3205082105000009", "class": "2105"}})
@@ -111,7 +112,7 @@ async def test_the_speaker_status_reader_lives_and_ends_with_the_drivers_run(
     run, and a cancelled run leaves neither the task nor its link behind."""
     sim = IpSpeakerSim("127.0.0.1", plain_broker.port, "speakers/nanmen")
     await sim.start()
-    device = LoudspeakerDevice.model_validate({
+    device = validate(LoudspeakerDevice, {
         "name": "ipspk-2", "kind": "loudspeaker", "transport": "mqtt", "model": "ip_speaker",
         "topic": "speakers/nanmen", "poll_interval_s": 0.5, "asset": {
             **ASSET, "code": "3205082105000010", "class": "2105"}})

@@ -19,6 +19,7 @@ from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import UplinkConfig
+from edge.config_loader import validate
 from edge.model import Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.uplink.https import HttpsUplink
@@ -64,7 +65,7 @@ async def https_rig(tmp_path: Path, pki: Pki, **cfg: Any) -> AsyncIterator[Https
                                 gap_factory=make_gap_factory(Clock("system"))),
                          commit_max_wait_s=0.001)
     await outbox.open()
-    config = UplinkConfig.model_validate({
+    config = validate(UplinkConfig, {
         "kind": "https", "host": "127.0.0.1", "port": port,
         "base_url": f"https://127.0.0.1:{port}", "boot_delay_max_s": 0,
         "tls": {"ca_file": str(pki.cert("ca"))}, "reconnect_base_s": 0.05,
@@ -137,7 +138,7 @@ def test_plain_http_needs_tls_false(base_url: str) -> None:
     from edge.config import EdgeConfig
     from edge.config_loader import cross_check
 
-    cfg = EdgeConfig.model_validate({
+    cfg = validate(EdgeConfig, {
         "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
         "uplink": {"kind": "https", "host": "127.0.0.1", "port": 1, "base_url": base_url,
                    "tls": {"ca_file": "ca.pem"}}})
@@ -202,7 +203,7 @@ async def uplink_to(tmp_path: Path, pki: Pki, port: int) -> AsyncIterator[HttpsU
     outbox = AsyncOutbox(Outbox(tmp_path / "o.db", gap_factory=make_gap_factory(Clock("system"))),
                          commit_max_wait_s=0.001)
     await outbox.open()
-    config = UplinkConfig.model_validate({
+    config = validate(UplinkConfig, {
         "kind": "https", "host": "127.0.0.1", "port": port,
         "base_url": f"https://127.0.0.1:{port}", "boot_delay_max_s": 0,
         "tls": {"ca_file": str(pki.cert("ca"))}, "reconnect_base_s": 0.05,

@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from edge.config import TlsConfig
+from edge.config_loader import validate
 from edge.errors import UplinkError, UplinkTLSError
 from edge.transports.mqtt import MqttLink
 from edge.transports.tls import client_context
@@ -169,7 +170,7 @@ def test_tls_false_checks_the_https_base_url_host(base_url: str, host: str, bad:
     from edge.config import EdgeConfig
     from edge.config_loader import cross_check
 
-    cfg = EdgeConfig.model_validate({
+    cfg = validate(EdgeConfig, {
         "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
         "uplink": {"kind": "https", "host": host, "port": 1, "base_url": base_url,
                    "tls": False}})
@@ -188,7 +189,7 @@ def test_a_base_url_with_credentials_or_no_host_is_refused(base_url: str) -> Non
     from edge.config import EdgeConfig
 
     with pytest.raises(ValidationError, match="base_url"):
-        EdgeConfig.model_validate({
+        validate(EdgeConfig, {
             "gateway": {"id": "gw", "county_code": "320508", "key_file": "k", "state_dir": "s"},
             "uplink": {"kind": "https", "host": "127.0.0.1", "port": 1, "base_url": base_url,
                        "tls": False}})

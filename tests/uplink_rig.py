@@ -15,6 +15,7 @@ from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import UplinkConfig
+from edge.config_loader import validate
 from edge.model import Alarm, Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
 from edge.uplink.mqtt import MqttUplink
@@ -83,7 +84,7 @@ def uplink_config(port: int, **overrides: Any) -> UplinkConfig:
                             "boot_delay_max_s": 0, "reconnect_base_s": 0.2,
                             "reconnect_cap_s": 1.0, "connect_timeout_s": 3,
                             "replay_events_per_s": 100_000, "stable_after_s": 60}
-    return UplinkConfig.model_validate({**base, **overrides})
+    return validate(UplinkConfig, {**base, **overrides})
 
 
 @contextlib.asynccontextmanager

@@ -14,11 +14,11 @@ import os
 import stat
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from edge.config import EdgeConfig, PlatformKey
 from edge.errors import PlatformKeysError
 from edge.security.signing import Ed25519PublicKey, SignatureError, kid_of, public_key_from_raw
+from edge.shape_check import check
+from edge.shapes import ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def _read_file(path: Path) -> dict[str, PlatformKey]:
     out: dict[str, PlatformKey] = {}
     for kid, entry in raw.items():
         try:
-            out[str(kid)] = PlatformKey.model_validate(entry)
-        except ValidationError as exc:
+            out[str(kid)] = check(PlatformKey, entry)
+        except ShapeError as exc:
             raise PlatformKeysError(f"{path}: entry {kid!r} is invalid "
-                                    f"({exc.error_count()} errors)") from exc
+                                    f"({len(exc.errors)} errors)") from exc
     return out
 
 

@@ -26,9 +26,10 @@ import binascii
 import datetime as dt
 import hashlib
 import itertools
+import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edge.config import WorkConfig, WorkRoad
@@ -391,7 +392,10 @@ class CoverageTracker:
 
     def fingerprint(self) -> str:
         """Return a digest of what the pieces depend on: a saved shift fits only its config."""
-        text = self.work.model_dump_json() + f"|{self.utc_offset_s}|{GRID_M}"
+        # the JSON pydantic wrote when the config was a model: a saved shift stays valid
+        work = json.dumps(asdict(self.work), separators=(",", ":"),
+                          ensure_ascii=False)
+        text = work + f"|{self.utc_offset_s}|{GRID_M}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def snapshot(self) -> dict[str, Any] | None:

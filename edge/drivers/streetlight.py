@@ -6,6 +6,7 @@ firmware_notes/sdm120.md, firmware_notes/pzem004t.md. The schedule runs uplink o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -33,6 +34,7 @@ from edge.errors import (
 )
 from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
+from edge.shape_check import check
 from edge.shapes import shape
 from edge.transports.modbus import ModbusBus
 
@@ -176,7 +178,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             return
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            self.schedule = [LightStep.model_validate(step) for step in raw["steps"]]
+            self.schedule = [check(LightStep, step) for step in raw["steps"]]
         # RecursionError: json's C decoder on a deeply nested (corrupted) file
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             self.log.warning("%s: stored schedule %s unreadable (%s); using devices.yaml",
@@ -190,7 +192,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
             # durable before the platform is told "stored": the rename is fsynced in its
             # directory, so a power cut cannot bring the old schedule back (review finding 4)
             write_private_atomic(path, json.dumps(
-                {"steps": [s.model_dump() for s in steps]}).encode("utf-8"))
+                {"steps": [dataclasses.asdict(s) for s in steps]}).encode("utf-8"))
         self.schedule = list(steps)
         self.schedule_applied = None  # apply the step in force now
 
@@ -249,8 +251,6 @@ class LightSet(Params):
 class LightSchedule(Params):
     """``light.schedule``: replace the lamp's stored schedule (it runs on the gateway)."""
 
-    # LightStep is still a pydantic model until edge.config is shapes: edge.shape_check
-    # hands it to pydantic meanwhile (its _PydanticModel, TEMPORARY, D86)
     steps: Annotated[list[LightStep], MinLen(1), MaxLen(24)]
 
 

@@ -18,6 +18,7 @@ from edge.config import (
     ModbusTcpBus,
     StreetlightDevice,
 )
+from edge.config_loader import validate
 from edge.drivers.base import Driver
 from edge.drivers.gps import GpsSerialDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
@@ -59,9 +60,9 @@ def _modbus_driver(kind: str, port: int | str, unit_id: int) -> tuple[Driver[Any
     common = {"name": "dev", "transport": transport, "bus": "b", "unit_id": unit_id,
               "poll_interval_s": 0.1, "asset": asset(kind)}
     if kind == "manhole_tilt":
-        cfg_t = ManholeTiltDevice.model_validate({**common, "kind": kind})
+        cfg_t = validate(ManholeTiltDevice, {**common, "kind": kind})
         return ManholeTiltModbusDriver(cfg_t, bus, timeout_s=1.0), bus
-    cfg_s = StreetlightDevice.model_validate({**common, "kind": kind})
+    cfg_s = validate(StreetlightDevice, {**common, "kind": kind})
     return StreetlightDriver(cfg_s, bus, timeout_s=2.0), bus
 
 
@@ -70,11 +71,11 @@ def _serial_driver(kind: str, port: int) -> Driver[Any]:
     common = {"name": "dev", "transport": "serial", "port": url, "poll_interval_s": 0.1,
               "timeout_s": 0.3, "asset": asset(kind)}
     if kind == "gps":
-        return GpsSerialDriver(GpsDevice.model_validate({**common, "kind": kind,
-                                                         "min_distance_m": 0,
-                                                         "max_interval_s": 1}),
+        return GpsSerialDriver(validate(GpsDevice, {**common, "kind": kind,
+                                                    "min_distance_m": 0,
+                                                    "max_interval_s": 1}),
                                SerialPort(url, 9600))
-    cfg = LoudspeakerDevice.model_validate({**common, "kind": kind})
+    cfg = validate(LoudspeakerDevice, {**common, "kind": kind})
     return LoudspeakerDriver(cfg, Syn6288Unit("dev", SerialPort(url, 9600), 0.3))
 
 

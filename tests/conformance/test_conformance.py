@@ -86,6 +86,7 @@ async def test_modbus_fault_modes(kind: str, fault: str) -> None:
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str) -> None:
     from edge.config import ManholeTiltDevice, ModbusRtuBus, ModbusTcpBus
+    from edge.config_loader import validate
     from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
     from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
@@ -103,7 +104,7 @@ async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str)
         sim = RtuLineSim({3: unit})
         bus = ModbusBus(ModbusRtuBus(name="b", type="modbus_rtu", port=sim.path))
     await sim.start()
-    cfg = ManholeTiltDevice.model_validate({
+    cfg = validate(ManholeTiltDevice, {
         "name": "ss-1", "kind": "manhole_tilt", "transport": f"modbus_{transport}", "bus": "b",
         "unit_id": 3, "model": "sunspec304", "asset": asset("manhole_tilt")})
     driver = ManholeTiltModbusDriver(cfg, bus, timeout_s=3.0)
@@ -123,6 +124,7 @@ async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str)
 
 async def test_streetlight_reads_a_pzem004t_meter() -> None:
     from edge.config import ModbusTcpBus, StreetlightDevice
+    from edge.config_loader import validate
     from edge.drivers.streetlight import StreetlightDriver
     from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
@@ -136,7 +138,7 @@ async def test_streetlight_reads_a_pzem004t_meter() -> None:
     sim = ModbusTcpSim({1: unit}, port)
     await sim.start()
     bus = ModbusBus(ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1", port=port))
-    cfg = StreetlightDevice.model_validate({
+    cfg = validate(StreetlightDevice, {
         "name": "meter-1", "kind": "streetlight", "transport": "modbus_tcp", "bus": "b",
         "unit_id": 1, "model": "pzem004t", "asset": asset("streetlight")})
     try:
