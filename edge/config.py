@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
-import annotated_types as at
-
-from edge.shapes import Before, Finite, Pattern, Tagged, shape
+from edge.shapes import Before, Finite, Ge, Gt, Le, MaxLen, MinLen, Pattern, Tagged, shape
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler
@@ -110,8 +108,8 @@ class UplinkConfig:
     """How events reach the platform: MQTT 3.1.1/5 or HTTPS."""
 
     kind: Literal["mqtt", "https"] = "mqtt"
-    host: Annotated[str, at.MinLen(1)]
-    port: Annotated[int, at.Ge(1), at.Le(65535)]
+    host: Annotated[str, MinLen(1)]
+    port: Annotated[int, Ge(1), Le(65535)]
     protocol: Literal["3.1.1", "5"] = "5"
     # ``false`` only for a loopback broker, and ``edge check`` warns; never a silent fallback.
     tls: TlsConfig | Literal[False]
@@ -120,24 +118,24 @@ class UplinkConfig:
     password_file: str | None = None
     topic_prefix: Annotated[str, Pattern(r"^[^#+$][^#+]*[^/#+]$")] = "edge/v1"
     base_url: Annotated[str | None, Before(_plain_base_url)] = None  # HTTPS
-    keepalive_s: Annotated[int, at.Ge(5), at.Le(30)] = 30
-    connect_timeout_s: Annotated[float, at.Gt(0), at.Le(120)] = 10.0
-    max_inflight: Annotated[int, at.Ge(1), at.Le(1000)] = 20
-    batch_max_events: Annotated[int, at.Ge(1), at.Le(10_000)] = 200
-    batch_max_bytes: Annotated[int, at.Ge(1024), at.Le(16 * 1024 * 1024)] = 128 * 1024
-    reconnect_base_s: Annotated[float, at.Gt(0), at.Le(60)] = 1.0
-    reconnect_cap_s: Annotated[float, at.Gt(0), at.Le(3600)] = 300.0
-    stable_after_s: Annotated[float, at.Ge(0), at.Le(3600)] = 60.0
+    keepalive_s: Annotated[int, Ge(5), Le(30)] = 30
+    connect_timeout_s: Annotated[float, Gt(0), Le(120)] = 10.0
+    max_inflight: Annotated[int, Ge(1), Le(1000)] = 20
+    batch_max_events: Annotated[int, Ge(1), Le(10_000)] = 200
+    batch_max_bytes: Annotated[int, Ge(1024), Le(16 * 1024 * 1024)] = 128 * 1024
+    reconnect_base_s: Annotated[float, Gt(0), Le(60)] = 1.0
+    reconnect_cap_s: Annotated[float, Gt(0), Le(3600)] = 300.0
+    stable_after_s: Annotated[float, Ge(0), Le(3600)] = 60.0
     # a stable connection lost may be the whole fleet's (a broker restart): until it is back,
     # retries are spread over at least this window (capped by reconnect_cap_s); 20 s keeps the
     # busiest second of a fleet under 10 % of it (bench fleet, docs/scale.md)
-    reconnect_spread_s: Annotated[float, at.Ge(0), at.Le(600)] = 20.0
-    boot_delay_max_s: Annotated[float, at.Ge(0), at.Le(600)] = 30.0
-    replay_events_per_s: Annotated[float, at.Ge(0)] = 0.0  # 0: 10x the live rate
-    max_attempts: Annotated[int, at.Ge(1), at.Le(1000)] = 5
+    reconnect_spread_s: Annotated[float, Ge(0), Le(600)] = 20.0
+    boot_delay_max_s: Annotated[float, Ge(0), Le(600)] = 30.0
+    replay_events_per_s: Annotated[float, Ge(0)] = 0.0  # 0: 10x the live rate
+    max_attempts: Annotated[int, Ge(1), Le(1000)] = 5
     # ``state`` goes at connect, on a change (active alarms, time quality) and on this
     # heartbeat, which also refreshes its outbox depth and seq baseline (issue 20 #5, D57)
-    state_heartbeat_s: Annotated[float, at.Ge(1), at.Le(86_400)] = 900.0
+    state_heartbeat_s: Annotated[float, Ge(1), Le(86_400)] = 900.0
 
     def connect_host(self) -> str:
         """Return the host the uplink actually connects to (``base_url``'s for HTTPS).
@@ -155,12 +153,12 @@ class UplinkConfig:
 class SouthboundMqttConfig:
     """The broker MQTT devices (NB-IoT covers, IP speakers, trackers) report to."""
 
-    host: Annotated[str, at.MinLen(1)]
-    port: Annotated[int, at.Ge(1), at.Le(65535)]
+    host: Annotated[str, MinLen(1)]
+    port: Annotated[int, Ge(1), Le(65535)]
     tls: TlsConfig | Literal[False]  # false only for a loopback broker
     username: str | None = None
     password_file: str | None = None
-    keepalive_s: Annotated[int, at.Ge(5), at.Le(120)] = 30
+    keepalive_s: Annotated[int, Ge(5), Le(120)] = 30
 
 
 @shape
@@ -168,14 +166,14 @@ class OutboxConfig:
     """The durable outbox (edge/buffer)."""
 
     path: str = "outbox.db"  # relative to gateway.state_dir
-    quota_bytes: Annotated[int, at.Ge(1024 * 1024)] = 256 * 1024 * 1024
-    commit_max_events: Annotated[int, at.Ge(1), at.Le(10_000)] = 100
-    commit_max_wait_s: Annotated[float, at.Gt(0), at.Le(5)] = 0.05
-    alarm_retention_s: Annotated[float, at.Ge(3600)] = 7 * 86400
-    telemetry_retention_s: Annotated[float, at.Ge(600)] = 72 * 3600
+    quota_bytes: Annotated[int, Ge(1024 * 1024)] = 256 * 1024 * 1024
+    commit_max_events: Annotated[int, Ge(1), Le(10_000)] = 100
+    commit_max_wait_s: Annotated[float, Gt(0), Le(5)] = 0.05
+    alarm_retention_s: Annotated[float, Ge(3600)] = 7 * 86400
+    telemetry_retention_s: Annotated[float, Ge(600)] = 72 * 3600
     # positions are personal data (reliability.md S12): kept no longer than this, even unsent
-    position_retention_s: Annotated[float, at.Ge(600)] = 24 * 3600
-    max_attempts: Annotated[int, at.Ge(1), at.Le(1000)] = 5
+    position_retention_s: Annotated[float, Ge(600)] = 24 * 3600
+    max_attempts: Annotated[int, Ge(1), Le(1000)] = 5
 
 
 # Every role a platform key may hold (what each allows: edge.commands.processor.role_catalogue()).
@@ -195,10 +193,10 @@ class PlatformKey:
 class ObservabilityConfig:
     """Local observability; off by default (no listening port unless configured)."""
 
-    metrics_port: Annotated[int, at.Ge(1), at.Le(65535)] | None = None  # Prometheus, e.g. 9108
+    metrics_port: Annotated[int, Ge(1), Le(65535)] | None = None  # Prometheus, e.g. 9108
     metrics_host: str = "127.0.0.1"
     # the technicians' status page: loopback, or the cabinet's service interface
-    status_page_port: Annotated[int, at.Ge(1), at.Le(65535)] | None = None
+    status_page_port: Annotated[int, Ge(1), Le(65535)] | None = None
     status_page_host: str = "127.0.0.1"
     status_page_password_file: str | None = None  # required with a port: no default password
     # Basic auth sends the password in clear: off loopback only when set (docs/decisions.md)
@@ -217,7 +215,7 @@ class GatewayConfig:
     platform_keys: dict[str, PlatformKey] = field(default_factory=dict)
     # keys provisioned apart from the device list (JSON: {kid: {public_key_hex, roles}})
     platform_keys_file: str | None = None
-    utc_offset_h: Annotated[int, at.Ge(-12), at.Le(14)] = 8  # local time for quiet hours, schedules
+    utc_offset_h: Annotated[int, Ge(-12), Le(14)] = 8  # local time for quiet hours, schedules
 
 
 
@@ -227,14 +225,14 @@ class ModbusRtuBus:
 
     name: Annotated[str, Pattern(NAME_PATTERN)]
     type: Literal["modbus_rtu"]
-    port: Annotated[str, at.MinLen(1)]  # /dev/ttyUSB0, or socket://host:port for RTU over TCP
+    port: Annotated[str, MinLen(1)]  # /dev/ttyUSB0, or socket://host:port for RTU over TCP
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stop_bits: Literal[1, 2] = 1
-    timeout_s: Annotated[float, at.Ge(0.02), at.Le(10)] = 0.5
-    retries: Annotated[int, at.Ge(0), at.Le(5)] = 1
-    inter_frame_gap_s: Annotated[float, at.Ge(0), at.Le(1)] | None = None  # None: 3.5 chars
-    allowed_unit_ids: list[Annotated[int, at.Ge(1), at.Le(247)]] | None = None
+    timeout_s: Annotated[float, Ge(0.02), Le(10)] = 0.5
+    retries: Annotated[int, Ge(0), Le(5)] = 1
+    inter_frame_gap_s: Annotated[float, Ge(0), Le(1)] | None = None  # None: 3.5 chars
+    allowed_unit_ids: list[Annotated[int, Ge(1), Le(247)]] | None = None
 
     @property
     def char_s(self) -> float:
@@ -256,11 +254,11 @@ class ModbusTcpBus:
 
     name: Annotated[str, Pattern(NAME_PATTERN)]
     type: Literal["modbus_tcp"]
-    host: Annotated[str, at.MinLen(1)]
-    port: Annotated[int, at.Ge(1), at.Le(65535)] = 502
-    timeout_s: Annotated[float, at.Ge(0.02), at.Le(10)] = 1.0
-    retries: Annotated[int, at.Ge(0), at.Le(5)] = 1
-    allowed_unit_ids: list[Annotated[int, at.Ge(0), at.Le(255)]] | None = None
+    host: Annotated[str, MinLen(1)]
+    port: Annotated[int, Ge(1), Le(65535)] = 502
+    timeout_s: Annotated[float, Ge(0.02), Le(10)] = 1.0
+    retries: Annotated[int, Ge(0), Le(5)] = 1
+    allowed_unit_ids: list[Annotated[int, Ge(0), Le(255)]] | None = None
 
 
 Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Tagged("type")]
@@ -273,9 +271,9 @@ class AssetConfig:
     code: Annotated[str, Pattern(r"^\d{16}$"), Before(_digits_from_int)]
     class_: Annotated[str, Pattern(r"^\d{4}$"), Before(_class_code)]
     grid: Annotated[str, Pattern(r"^\d{14,15}$"), Before(_digits_from_int)]
-    name: Annotated[str, at.MinLen(1), at.MaxLen(120)]
-    lat: Annotated[float, at.Ge(-90), at.Le(90)] | None = None
-    lon: Annotated[float, at.Ge(-180), at.Le(180)] | None = None
+    name: Annotated[str, MinLen(1), MaxLen(120)]
+    lat: Annotated[float, Ge(-90), Le(90)] | None = None
+    lon: Annotated[float, Ge(-180), Le(180)] | None = None
 
     # ``class`` is a Python keyword: the field is class_, the file's key is its alias
     _ALIASES: ClassVar[dict[str, str]] = {"class_": "class"}
@@ -302,25 +300,25 @@ class DebouncedThreshold:
 
     threshold: float
     clear_below: float
-    raise_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
-    clear_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
+    raise_after: Annotated[int, Ge(1), Le(1000)] = 3
+    clear_after: Annotated[int, Ge(1), Le(1000)] = 3
 
 
 @shape
 class _DeviceBase:
     name: Annotated[str, Pattern(NAME_PATTERN)]
     asset: AssetConfig
-    poll_interval_s: Annotated[float, at.Ge(0.05), at.Le(86_400)] = 1.0
-    timeout_s: Annotated[float, at.Ge(0.02), at.Le(30)] | None = None  # None: the bus's
+    poll_interval_s: Annotated[float, Ge(0.05), Le(86_400)] = 1.0
+    timeout_s: Annotated[float, Ge(0.02), Le(30)] | None = None  # None: the bus's
     enabled: bool = True
     # Modbus transports
     bus: str | None = None
-    unit_id: Annotated[int, at.Ge(1), at.Le(247)] | None = None
+    unit_id: Annotated[int, Ge(1), Le(247)] | None = None
     # serial transport
     port: str | None = None
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     # mqtt transport (the southbound broker); JSON fields by dotted path, e.g. {"lat": "gps.lat"}
-    topic: Annotated[str, at.MinLen(1), at.MaxLen(256), Pattern(TOPIC_FILTER_PATTERN)] | None = None
+    topic: Annotated[str, MinLen(1), MaxLen(256), Pattern(TOPIC_FILTER_PATTERN)] | None = None
     json_map: dict[str, str] = field(default_factory=dict)
 
 
@@ -363,24 +361,24 @@ class ManholeTiltDevice(_DeviceBase):
     kind: Literal["manhole_tilt"]
     transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
     model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
-    baseline_deg: Annotated[float, at.Ge(-180), at.Le(180)] = 0.0
+    baseline_deg: Annotated[float, Ge(-180), Le(180)] = 0.0
     alarms: TiltAlarms = field(default_factory=TiltAlarms)
     # SunSpec: where the "SunS" marker sits; None walks 40000, 0 and 50000 in that order
-    sunspec_base: Annotated[int, at.Ge(0), at.Le(65_535)] | None = None
+    sunspec_base: Annotated[int, Ge(0), Le(65_535)] | None = None
 
 
 @shape
 class StreetlightAlarms:
     """Streetlight alarm thresholds."""
 
-    lamp_out_below_w: Annotated[float, at.Ge(0)] = 5.0
-    power_loss_below_v: Annotated[float, at.Ge(0)] = 180.0
-    overcurrent_a: Annotated[float, at.Gt(0)] = 2.0  # a 150 W LED lamp draws ~0.7 A
+    lamp_out_below_w: Annotated[float, Ge(0)] = 5.0
+    power_loss_below_v: Annotated[float, Ge(0)] = 180.0
+    overcurrent_a: Annotated[float, Gt(0)] = 2.0  # a 150 W LED lamp draws ~0.7 A
     # day_burn: lit (power over lamp_out_below_w) while the sun is up by more than this margin,
     # so dawn and dusk switching jitter never alarms; needs the asset's lat/lon
-    day_burn_margin_min: Annotated[float, at.Ge(0), at.Le(240)] = 30.0
-    raise_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
-    clear_after: Annotated[int, at.Ge(1), at.Le(1000)] = 3
+    day_burn_margin_min: Annotated[float, Ge(0), Le(240)] = 30.0
+    raise_after: Annotated[int, Ge(1), Le(1000)] = 3
+    clear_after: Annotated[int, Ge(1), Le(1000)] = 3
 
 
 @shape
@@ -389,19 +387,19 @@ class LightStep:
 
     at: Annotated[str, Pattern(AT_PATTERN)]  # "18:30", "sunset+15", "sunrise-10" (minutes)
     on: bool
-    dim_pct: Annotated[int, at.Ge(0), at.Le(100)] = 100
+    dim_pct: Annotated[int, Ge(0), Le(100)] = 100
 
 
 @shape
 class StreetlightDevice(_DeviceBase):
     """A streetlight controller with a meter (relay, dimming, power)."""
 
-    max_switches_per_min: Annotated[int, at.Ge(1), at.Le(60)] = 4  # relay wear and flicker
+    max_switches_per_min: Annotated[int, Ge(1), Le(60)] = 4  # relay wear and flicker
     # the lowest dim level the LED driver holds without flicker (many stop below 10 %)
-    min_dim_pct: Annotated[int, at.Ge(0), at.Le(100)] = 0
+    min_dim_pct: Annotated[int, Ge(0), Le(100)] = 0
     # the schedule the lamp runs on the gateway, also while the uplink is down; a
     # light.schedule command replaces it (kept in gateway.state_dir across restarts)
-    schedule: Annotated[list[LightStep], at.MaxLen(24)] = field(default_factory=list)
+    schedule: Annotated[list[LightStep], MaxLen(24)] = field(default_factory=list)
 
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]
@@ -418,8 +416,8 @@ class BroadcastSchedule:
     """A fixed announcement stored on the gateway: it plays even while the uplink is down."""
 
     at: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]  # local time (gateway.utc_offset_h)
-    text: Annotated[str, at.MinLen(1), at.MaxLen(200)]
-    volume: Annotated[int, at.Ge(0), at.Le(16)] = 8
+    text: Annotated[str, MinLen(1), MaxLen(200)]
+    volume: Annotated[int, Ge(0), Le(16)] = 8
     days: list[Weekday] = field(default_factory=lambda: list(WEEKDAYS))
 
 
@@ -434,11 +432,11 @@ class LoudspeakerDevice(_DeviceBase):
     kind: Literal["loudspeaker"]
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
-    max_volume: Annotated[int, at.Ge(0), at.Le(16)] = 12
+    max_volume: Annotated[int, Ge(0), Le(16)] = 12
     quiet_hours: Annotated[str, Pattern(r"^\d\d:\d\d-\d\d:\d\d$")] | None = "22:00-07:00"
     # SYN6288 boards take GB2312, GBK, BIG5 or UTF-16 (firmware_notes/syn6288-tts.md)
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
-    max_text_chars: Annotated[int, at.Ge(1), at.Le(200)] = 100
+    max_text_chars: Annotated[int, Ge(1), Le(200)] = 100
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
@@ -461,12 +459,12 @@ class LoudspeakerDevice(_DeviceBase):
 class Geofence:
     """A polygon the vehicle must stay in (``alarm_on: exit``) or keep out of (``enter``)."""
 
-    name: Annotated[str, at.MinLen(1), at.MaxLen(60)]
-    polygon: Annotated[list[Annotated[list[float], at.MinLen(2), at.MaxLen(2)]], at.MinLen(3)]
+    name: Annotated[str, MinLen(1), MaxLen(60)]
+    polygon: Annotated[list[Annotated[list[float], MinLen(2), MaxLen(2)]], MinLen(3)]
     alarm_on: Literal["exit", "enter"] = "exit"
 
 
-LatLon = Annotated[list[Annotated[float, Finite()]], at.MinLen(2), at.MaxLen(2)]
+LatLon = Annotated[list[Annotated[float, Finite()]], MinLen(2), MaxLen(2)]
 # a truck's work roads are discretised into units at load (edge/drivers/coverage.py); this
 # bounds the memory and the time of that (200 km of road at 5 m, or 5 km² of squares)
 WORK_MAX_UNITS = 40_000
@@ -516,9 +514,9 @@ class WorkRoad:
     """
 
     id: Annotated[str, Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-    width_m: Annotated[float, at.Gt(0), at.Le(60), Finite()]
-    line: Annotated[list[LatLon], at.MinLen(2), at.MaxLen(2000)] | None = None
-    polygon: Annotated[list[LatLon], at.MinLen(3), at.MaxLen(2000)] | None = None
+    width_m: Annotated[float, Gt(0), Le(60), Finite()]
+    line: Annotated[list[LatLon], MinLen(2), MaxLen(2000)] | None = None
+    polygon: Annotated[list[LatLon], MinLen(3), MaxLen(2000)] | None = None
 
     def __post_init__(self) -> None:
         if (self.line is None) == (self.polygon is None):
@@ -539,13 +537,13 @@ class WorkConfig:
     """Work coverage of a sanitation truck (作业面考核; docs/work-coverage.md)."""
 
     shift: WorkShift
-    roads: Annotated[list[WorkRoad], at.MinLen(1), at.MaxLen(100)]  # one event: < 64 KiB
+    roads: Annotated[list[WorkRoad], MinLen(1), MaxLen(100)]  # one event: < 64 KiB
     # working speed: a sweeper or washer works at walking to cycling pace; faster is transit
-    min_speed_kmh: Annotated[float, at.Ge(0), at.Le(60), Finite()] = 2.0
-    max_speed_kmh: Annotated[float, at.Gt(0), at.Le(60), Finite()] = 20.0
+    min_speed_kmh: Annotated[float, Ge(0), Le(60), Finite()] = 2.0
+    max_speed_kmh: Annotated[float, Gt(0), Le(60), Finite()] = 20.0
     # fixes further apart than this: the stretch between them is unknown, not missed
-    max_gap_s: Annotated[float, at.Ge(1), at.Le(600), Finite()] = 10.0
-    segment_m: Annotated[float, at.Ge(1), at.Le(50), Finite()] = 5.0
+    max_gap_s: Annotated[float, Ge(1), Le(600), Finite()] = 10.0
+    segment_m: Annotated[float, Ge(1), Le(50), Finite()] = 5.0
 
     def __post_init__(self) -> None:
         # every problem of the block at once, each at its own key (edge check's lines)
@@ -595,18 +593,18 @@ def road_units(road: WorkRoad, segment_m: float) -> int:
 class GpsDevice(_DeviceBase):
     """A GPS tracker (NMEA over serial, or JSON over MQTT)."""
 
-    overspeed_kmh: Annotated[float, at.Gt(0), at.Le(300)] | None = None
-    stopped_too_long_s: Annotated[float, at.Ge(60)] | None = None
-    no_fix_s: Annotated[float, at.Ge(5)] = 60.0
-    heading_change_deg: Annotated[float, at.Gt(0), at.Le(180)] = 30.0
+    overspeed_kmh: Annotated[float, Gt(0), Le(300)] | None = None
+    stopped_too_long_s: Annotated[float, Ge(60)] | None = None
+    no_fix_s: Annotated[float, Ge(5)] = 60.0
+    heading_change_deg: Annotated[float, Gt(0), Le(180)] = 30.0
     geofences: list[Geofence] = field(default_factory=list)
 
     kind: Literal["gps"]
     transport: Literal["serial", "mqtt"]
     model: Literal["nmea", "mqtt_json"] = "nmea"
-    min_distance_m: Annotated[float, at.Ge(0)] = 20.0
-    max_interval_s: Annotated[float, at.Ge(1)] = 60.0
-    position_decimals: Annotated[int, at.Ge(2), at.Le(7)] = 6
+    min_distance_m: Annotated[float, Ge(0)] = 20.0
+    max_interval_s: Annotated[float, Ge(1)] = 60.0
+    position_decimals: Annotated[int, Ge(2), Le(7)] = 6
     work: WorkConfig | None = None  # shift, roads and speeds of a sanitation truck
 
 

@@ -10,7 +10,7 @@ inputs.
 Supported: str, int, float (a JSON int is accepted; a bool is never a number), bool, None,
 Any, Literal (str, int, bool, None values), ``X | None`` and other unions (pydantic's smart
 mode: the first exact match, else the first match), a union of shapes under ``Tagged(field)``,
-``list[X]``, ``dict[str, X]``, nested shapes; ``Annotated`` with ``annotated_types``
+``list[X]``, ``dict[str, X]``, nested shapes; ``Annotated`` with ``edge.shapes``
 ``Ge/Gt/Le/Lt`` (numbers), ``MinLen/MaxLen`` (str, list, dict), ``Pattern`` (str), ``Finite``
 (float) and ``Before(fn)`` (after the constraints of its own type). Anything else raises
 TypeError when the shape is first checked: a programming error, not bad input.
@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from edge.shapes import Before, Finite, Pattern, ShapeError, Tagged
+from edge.shapes import Before, Finite, Ge, Gt, Le, Lt, MaxLen, MinLen, Pattern, ShapeError, Tagged
 
 __all__ = ["MAX_JSON_DEPTH", "ShapeError", "check", "check_json"]
 
@@ -135,7 +135,7 @@ def _rust_dollars(pattern: str) -> str:
     return "".join(out)
 
 
-# (annotated_types class name, attribute, error type, words)
+# (edge.shapes class name, attribute, error type, words)
 _BOUNDS = (("Le", "le", "less_than_equal", "less than or equal to"),
            ("Lt", "lt", "less_than", "less than"),
            ("Ge", "ge", "greater_than_equal", "greater than or equal to"),
@@ -476,7 +476,7 @@ def _compile_shape(cls: type) -> _Shape:
 def _compile(ann: Any) -> _Node:  # noqa: PLR0911 - one return per kind of annotation
     origin = get_origin(ann)
     if origin is Annotated:
-        return _compile_annotated(ann.__origin__, list(_flat(ann.__metadata__)))
+        return _compile_annotated(ann.__origin__, list(ann.__metadata__))
     if ann is Any:
         return _Node()
     if ann is None or ann is type(None):
@@ -496,17 +496,6 @@ def _compile(ann: Any) -> _Node:  # noqa: PLR0911 - one return per kind of annot
     if _is_shape(ann):
         return _compile_shape(ann)
     raise TypeError(f"edge.shape_check does not support {ann!r}")
-
-
-def _flat(metadata: tuple[Any, ...]) -> list[Any]:
-    """Return the metadata with annotated_types' groups (Interval, Len) spread out."""
-    out: list[Any] = []
-    for item in metadata:
-        if getattr(item, "__is_annotated_types_grouped_metadata__", False):
-            out.extend(_flat(tuple(item)))
-        else:
-            out.append(item)
-    return out
 
 
 def _union(members: tuple[Any, ...]) -> _Node:
@@ -553,11 +542,10 @@ def _constrained(base: Any, metadata: list[Any]) -> _Node:
     pattern: str | None = None
     finite = False
     for item in metadata:
-        name = type(item).__name__ if type(item).__module__ == "annotated_types" else ""
-        if name in {"Ge", "Gt", "Le", "Lt"}:
-            bounds[name.lower()] = getattr(item, name.lower())
-        elif name in {"MinLen", "MaxLen"}:
-            lengths[name] = item.min_length if name == "MinLen" else item.max_length
+        if isinstance(item, Ge | Gt | Le | Lt):
+            bounds[item.key] = getattr(item, item.key)
+        elif isinstance(item, MinLen | MaxLen):
+            lengths[type(item).__name__] = getattr(item, item.key)
         elif isinstance(item, Pattern):
             pattern = item.regex
         elif isinstance(item, Finite):

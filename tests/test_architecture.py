@@ -97,17 +97,23 @@ LIBRARIES: dict[str, frozenset[str]] = {
     "astral": frozenset({"edge.drivers.sun"}),
     "ruamel": frozenset({"edge.config_loader"}),
     "aiohttp": frozenset({"edge.ops.http_site", "edge.uplink.https"}),
+    # the validating step only (D86; tests/test_runtime_imports.py: never in the agent's
+    # process): the loader, the wire models, and lazy imports in the shapes' schema hooks,
+    # the config's two schema hooks and the command catalogue's JSON Schemas
+    "pydantic": frozenset({"edge.config_loader", "edge.wire", "edge.shapes", "edge.config",
+                           "edge.commands.processor"}),
+    "pydantic_core": frozenset({"edge.config_loader", "edge.shapes", "edge.config"}),
 }
 # Libraries allowed in more than one module, and why: aiohttp is two libraries in one, an HTTP
 # server (the local pages; handlers see http_site's neutral Request and Reply) and a client.
 MULTI_IMPORTER: dict[str, str] = {
+    "pydantic": "not a protocol: validation, run only in the validating step (D86)",
+    "pydantic_core": "not a protocol: validation, run only in the validating step (D86)",
     "aiohttp": "server in ops/http_site.py (handlers see its Request and Reply), "
                "client in uplink/https.py",
 }
-# Used throughout, owned by no adapter: validation and typing, not protocols (annotated_types:
-# the bounds and lengths of @shape fields, edge.shapes, D86).
-GENERAL_LIBRARIES = frozenset({"pydantic", "pydantic_core", "typing_extensions",
-                               "annotated_types"})
+# Used throughout, owned by no adapter: typing, not protocols.
+GENERAL_LIBRARIES = frozenset({"typing_extensions"})
 # A standard-library module that only one part may import.
 PART_ONLY_STDLIB: dict[str, str] = {"sqlite3": "buffer"}  # nothing outside buffer/ writes SQL
 # Only this module builds an SSL context (CA, client certificate); the others take one.

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pytest
-from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
@@ -33,7 +32,20 @@ from edge.drivers.kind import NoParams
 from edge.drivers.loudspeaker import PlayClip, PlayTts
 from edge.drivers.streetlight import LightSchedule, LightSet
 from edge.shape_check import MAX_JSON_DEPTH, check, check_json
-from edge.shapes import Before, Finite, Pattern, ShapeError, Tagged, shape
+from edge.shapes import (
+    Before,
+    Finite,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    MaxLen,
+    MinLen,
+    Pattern,
+    ShapeError,
+    Tagged,
+    shape,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
@@ -391,7 +403,7 @@ def test_an_unsupported_annotation_is_a_type_error(ann: Any) -> None:
 
 def test_the_checker_runs_without_pydantic() -> None:
     code = (
-        "import sys\nfrom typing import Annotated\nfrom annotated_types import Le\n"
+        "import sys\nfrom typing import Annotated\nfrom edge.shapes import Le\n"
         "from edge.shapes import shape, ShapeError\nfrom edge.shape_check import check\n"
         "@shape\nclass S:\n    '''S.'''\n    n: Annotated[int, Le(3)]\n"
         "assert check(S, {'n': 1}) == S(n=1)\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
-from importlib import resources
+from pathlib import Path
 
 from edge.errors import StoreCorruptError, StoreError
 
@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def _schema_files() -> list[tuple[int, str]]:
-    folder = resources.files("edge.buffer") / "schema"
+    # beside this file, in the installed package too (package data, never a zip); not
+    # importlib.resources, which loads zipfile and friends into the agent for good (D86)
+    folder = Path(__file__).with_name("schema")
     return sorted((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
                   for entry in folder.iterdir() if entry.name.endswith(".sql"))
 

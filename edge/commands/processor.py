@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-from annotated_types import Ge, Le
-
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.command_journal import Claim
 from edge.clock import Clock, TimeQuality
@@ -54,7 +52,7 @@ from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.security.signing import SignatureError, open_envelope
 from edge.shape_check import check, check_json
-from edge.shapes import Pattern, ShapeError, shape
+from edge.shapes import Ge, Le, Pattern, ShapeError, shape
 
 __all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
 

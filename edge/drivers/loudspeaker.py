@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from annotated_types import Ge, Le, MaxLen, MinLen
 from typing_extensions import override
 
 from edge.config import LoudspeakerDevice
@@ -18,7 +17,7 @@ from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyC
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.errors import CommandRejectedError, ConfigError
 from edge.safety import in_quiet_hours
-from edge.shapes import Pattern, shape
+from edge.shapes import Ge, Le, MaxLen, MinLen, Pattern, shape
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from annotated_types import Ge, Le, MaxLen, MinLen
 from typing_extensions import override
 
 from edge.atomic_file import write_private_atomic
@@ -35,7 +34,7 @@ from edge.errors import (
 from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
 from edge.shape_check import check
-from edge.shapes import shape
+from edge.shapes import Ge, Le, MaxLen, MinLen, shape
 from edge.transports.modbus import ModbusBus
 
 if TYPE_CHECKING:
