@@ -22,8 +22,10 @@ from edge.errors import UplinkError
 from edge.security.keys import init_key
 from edge.transports.mqtt import MqttLink
 
-# the environment systemd/edge.service gives the agent (glibc arenas capped: see the unit)
-EDGE_ENV = {"MALLOC_ARENA_MAX": "2"}
+# the environment systemd/edge.service gives the agent (glibc arenas and thresholds: see the
+# unit; tests/test_systemd.py holds the two equal)
+EDGE_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072",
+            "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 @dataclass

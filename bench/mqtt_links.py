@@ -6,7 +6,7 @@ its PUBACK, 20 rounds, so every link is known to work. After a second's rest it 
 (/proc/self/status ``Threads``; by name: paho's loop threads, the event loop's executor, which
 ``asyncio.to_thread`` connects use and keeps idle afterwards) and reads VmRSS, VmSize (each
 thread reserves a stack) and open descriptors; once more after every link closed. The worker
-runs with the agent's environment (``MALLOC_ARENA_MAX=2``, systemd/edge.service).
+runs with the agent's environment (``bench.common.EDGE_ENV``, systemd/edge.service).
 
 ``python -m bench.mqtt_links --rev REV`` also measures ``edge/transports/mqtt.py`` as it was at
 git revision REV (loaded under another module name), side by side: D84's before → after.

@@ -36,7 +36,7 @@ _PYDANTIC_CONFIG: dict[str, Any] = {"extra": "forbid", "strict": True}
 def shape(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen, keyword-only dataclass that refuses unknown fields when validated."""
     cls.__pydantic_config__ = _PYDANTIC_CONFIG  # type: ignore[attr-defined]
-    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+    return dataclasses.dataclass(frozen=True, kw_only=True, slots=True)(cls)
 
 
 @dataclasses.dataclass(frozen=True)

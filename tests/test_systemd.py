@@ -159,3 +159,17 @@ def test_preflight_sees_the_unit_and_its_watchdog(tmp_path: Path) -> None:
     bad = tmp_path / "bad.service"
     bad.write_text("[Service]\nExecStart=/bin/true\n")
     assert check_unit((bad,)).status == "fail"
+
+
+def test_the_benches_run_the_agent_with_the_units_environment() -> None:
+    # bench w1 measures RSS with bench.common.EDGE_ENV: it must be what the unit gives (D86)
+    from bench.common import EDGE_ENV
+
+    unit = (ROOT / "systemd" / "edge.service").read_text(encoding="utf-8")
+    env: dict[str, str] = {}
+    for line in unit.splitlines():
+        if line.startswith("Environment="):
+            for item in line.removeprefix("Environment=").split():
+                name, _, value = item.partition("=")
+                env[name] = value
+    assert env == EDGE_ENV

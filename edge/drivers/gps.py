@@ -25,7 +25,6 @@ from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
-from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps_rules import Change, GpsRules
 from edge.drivers.kind import NO_BROKER, Kind
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
@@ -35,6 +34,7 @@ from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
     from edge.config import EdgeConfig
+    from edge.drivers.coverage import CoverageTracker
     from edge.drivers.transport_pool import Transports
 
 JSON_DEFAULTS = {"lat": "lat", "lon": "lon", "speed_kmh": "speed_kmh",
@@ -79,8 +79,12 @@ class GpsDriver(Driver[GpsDevice]):
         self.rules = GpsRules(config)
         self.rejected = 0
         # work coverage (issue 18 B): roads cut into pieces once, here; shifts in local time
-        self.coverage = None if config.work is None else \
-            CoverageTracker(config.work, utc_offset_h=utc_offset_h)
+        self.coverage: CoverageTracker | None = None
+        if config.work is not None:
+            # imported here: only a truck with work roads pays its ~0.8 MiB of RSS (D86)
+            from edge.drivers.coverage import CoverageTracker  # noqa: PLC0415
+
+            self.coverage = CoverageTracker(config.work, utc_offset_h=utc_offset_h)
         self._sink_seen: Sink | None = None
         self._coverage_sink: CoverageSink | None = None
         # the running shift is saved here, so an agent restart mid-shift keeps what was swept

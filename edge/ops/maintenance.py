@@ -97,10 +97,11 @@ class Maintenance:
 
 
 def release_startup_memory() -> None:
-    """Hand the heap that config parsing and validation left free back to the kernel.
+    """Hand the heap that start-up left free back to the kernel.
 
-    ruamel and pydantic build large temporary structures for a 200-device file; glibc keeps
-    the freed pages unless asked (docs/decisions.md D27). No-op where there is no glibc.
+    Building 200 drivers, unpickling the config (validated in a child since D86) and the first
+    polls leave freed pages glibc keeps unless asked (docs/decisions.md D27). No-op where there
+    is no glibc.
     """
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
