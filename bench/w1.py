@@ -207,8 +207,9 @@ def run(*, quick: bool, as_json: bool) -> dict[str, Any]:
     report("w1", [
         Row(f"cabinet: 200 devices for {m['elapsed_s']:.0f} s", round(m["cpu_pct"], 1),
             "% of a core"),
-        Row("agent RSS, running", round(m["rss_now_mb"], 1), "MiB", "≤ 60",
-            m["rss_now_mb"] <= 60),
+        # issue 13: about half of thingsboard-gateway's 76 MiB side by side (D85, D86)
+        Row("agent RSS, running", round(m["rss_now_mb"], 1), "MiB", "≤ 40",
+            m["rss_now_mb"] <= 40),
         Row("  agent RSS, peak (start-up)", round(m["rss_mb"], 1), "MiB"),
         Row("readings delivered per CPU-second", round(m["readings_per_cpu_s"]), "readings"),
         Row("  readings delivered per second", round(m["readings_per_s"], 1), "readings/s"),
