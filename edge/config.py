@@ -208,7 +208,7 @@ class GatewayConfig:
     """The gateway itself."""
 
     id: Annotated[str, Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-    county_code: Annotated[str, Pattern(r"^\d{6}$"), Before(_digits_from_int)]
+    county_code: Annotated[str, Pattern(r"^[0-9]{6}$"), Before(_digits_from_int)]
     time_source: Literal["ntp", "gnss", "system"] = "ntp"
     key_file: str
     state_dir: str
@@ -268,9 +268,9 @@ Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Tagged("type")]
 class AssetConfig:
     """The street asset: its 16-digit component code, class, grid cell, name and position."""
 
-    code: Annotated[str, Pattern(r"^\d{16}$"), Before(_digits_from_int)]
-    class_: Annotated[str, Pattern(r"^\d{4}$"), Before(_class_code)]
-    grid: Annotated[str, Pattern(r"^\d{14,15}$"), Before(_digits_from_int)]
+    code: Annotated[str, Pattern(r"^[0-9]{16}$"), Before(_digits_from_int)]
+    class_: Annotated[str, Pattern(r"^[0-9]{4}$"), Before(_class_code)]
+    grid: Annotated[str, Pattern(r"^[0-9]{14,15}$"), Before(_digits_from_int)]
     name: Annotated[str, MinLen(1), MaxLen(120)]
     lat: Annotated[float, Ge(-90), Le(90)] | None = None
     lon: Annotated[float, Ge(-180), Le(180)] | None = None
@@ -338,7 +338,7 @@ class TiltAlarms:
         threshold=60.0, clear_below=45.0, raise_after=3, clear_after=3))
     water_level_high: DebouncedThreshold | None = None  # metres in the well
     # CJ/T 214 event class of a flooding alarm (0406 road flooding; some cities file 0404)
-    water_event_class: Annotated[str, Pattern(r"^\d{4}$")] | None = "0406"
+    water_event_class: Annotated[str, Pattern(r"^[0-9]{4}$")] | None = "0406"
     battery_low: DebouncedThreshold | None = None  # volts; raised when *below* threshold
 
     def __post_init__(self) -> None:
@@ -415,7 +415,8 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 class BroadcastSchedule:
     """A fixed announcement stored on the gateway: it plays even while the uplink is down."""
 
-    at: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]  # local time (gateway.utc_offset_h)
+    # local time (gateway.utc_offset_h); [0-9], not \d: ASCII digits only (\d takes any script's)
+    at: Annotated[str, Pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     text: Annotated[str, MinLen(1), MaxLen(200)]
     volume: Annotated[int, Ge(0), Le(16)] = 8
     days: list[Weekday] = field(default_factory=lambda: list(WEEKDAYS))
@@ -433,7 +434,8 @@ class LoudspeakerDevice(_DeviceBase):
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
     max_volume: Annotated[int, Ge(0), Le(16)] = 12
-    quiet_hours: Annotated[str, Pattern(r"^\d\d:\d\d-\d\d:\d\d$")] | None = "22:00-07:00"
+    quiet_hours: Annotated[str, Pattern(r"^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$")] | None = \
+        "22:00-07:00"
     # SYN6288 boards take GB2312, GBK, BIG5 or UTF-16 (firmware_notes/syn6288-tts.md)
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
     max_text_chars: Annotated[int, Ge(1), Le(200)] = 100
@@ -496,8 +498,8 @@ class FieldProblemsError(ValueError):
 class WorkShift:
     """A shift in local time (``gateway.utc_offset_h``); an end before the start is overnight."""
 
-    start: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]
-    end: Annotated[str, Pattern(r"^([01]\d|2[0-3]):[0-5]\d$")]
+    start: Annotated[str, Pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    end: Annotated[str, Pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     days: list[Weekday] = field(default_factory=lambda: list(WEEKDAYS))  # the start's day
 
     def __post_init__(self) -> None:

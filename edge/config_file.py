@@ -11,6 +11,8 @@ unpickles dataclasses. The pipe is private between the agent and its own child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import pickle
 import subprocess
@@ -20,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import config as config_module
 from edge.config import EdgeConfig
 from edge.errors import ConfigError
 
 # a Pi 4 loads a 200-device file in ~2 s; an SD card that stalls on reads must not hang a start
-LOAD_TIMEOUT_S = 120.0
+# (and it ends before systemd's 90 s start timeout, so the journal says why)
+LOAD_TIMEOUT_S = 60.0
 EX_CONFIG = 78  # sysexits: the file is wrong (the child printed its problems)
 
 
@@ -63,7 +67,23 @@ class LoadedConfig:
 
 
 def _child_argv(path: Path) -> list[str]:
-    return [sys.executable, "-m", "edge.config_child", str(path)]
+    # -P: the working directory is not on sys.path. The unit's is the agent's writable state
+    # folder, and what the child answers is unpickled here: only the installed edge may run.
+    return [sys.executable, "-P", "-m", "edge.config_child", str(path)]
+
+
+def shapes_digest() -> str:
+    """Return a digest of the code that lays out the config's dataclasses (edge/config.py).
+
+    A pickled slotted dataclass carries its fields by position: a child running newer code
+    (an upgrade installed under a running agent, then a reload) would shift values into the
+    wrong fields without an error. Both sides compare this first.
+    """
+    return hashlib.sha256(Path(config_module.__file__ or "").read_bytes()).hexdigest()
+
+
+_DIGEST = shapes_digest()  # this process's layout, read once at start
+_FAILED = "the config check could not run"
 
 
 def load_in_child(path: Path) -> LoadedConfig:
@@ -73,35 +93,56 @@ def load_in_child(path: Path) -> LoadedConfig:
                               check=False)
     except subprocess.TimeoutExpired:
         raise ConfigError([f"{path}: not loaded within {LOAD_TIMEOUT_S:g} s"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: {_FAILED}: {exc}"]) from None
     return _result(path, done.returncode, done.stdout, done.stderr)
 
 
 async def load_in_child_async(path: Path) -> LoadedConfig:
     """``load_in_child`` without blocking the event loop (a reload while devices run)."""
-    proc = await asyncio.create_subprocess_exec(
-        *_child_argv(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_child_argv(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise ConfigError([f"{path}: {_FAILED}: {exc}"]) from None
     try:
         async with asyncio.timeout(LOAD_TIMEOUT_S):
             out, err = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        await _end(proc)
         raise ConfigError([f"{path}: not loaded within {LOAD_TIMEOUT_S:g} s"]) from None
     except asyncio.CancelledError:
-        proc.kill()
-        await proc.wait()
+        await _end(proc)
         raise
     assert proc.returncode is not None
     return _result(path, proc.returncode, out, err)
 
 
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have just ended by itself
+        proc.kill()
+    await proc.wait()
+
+
 def _result(path: Path, returncode: int, out: bytes, err: bytes) -> LoadedConfig:
     if returncode == 0:
-        loaded = pickle.loads(out)  # noqa: S301 - our own child, over a private pipe
+        digest, _, body = out.partition(b"\n")
+        if digest.decode("ascii", "replace") != _DIGEST:
+            raise ConfigError([f"{path}: the installed edge changed since this agent started: "
+                               "restart it to load the config"])
+        try:
+            loaded = pickle.loads(body)  # noqa: S301 - the installed edge's child (-P), a pipe
+        except Exception as exc:  # noqa: BLE001 - any unreadable answer is a failed check
+            raise ConfigError([f"{path}: {_FAILED}: {type(exc).__name__}"]) from None
         if not isinstance(loaded, LoadedConfig):
             raise ConfigError([f"{path}: the config child answered {type(loaded).__name__}"])
         return loaded
     if returncode == EX_CONFIG:
-        raise ConfigError([str(p) for p in json.loads(out)])
+        try:
+            problems = json.loads(out)
+        except ValueError:
+            problems = None
+        if isinstance(problems, list) and problems:
+            raise ConfigError([str(p) for p in problems])
     tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-    raise ConfigError([f"{path}: the config check failed (exit {returncode}): {tail[0]}"])
+    raise ConfigError([f"{path}: {_FAILED} (exit {returncode}): {tail[0][:200]}"])

@@ -524,14 +524,14 @@ _PATTERN_WORDS: dict[str, str] = {
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$": "letters, digits, '-', '_' or '.', starting with a "
                                           "letter or digit, at most 64 characters",
     AT_PATTERN: "a time like '18:30', 'sunset+15' or 'sunrise-10'",
-    r"^([01]\d|2[0-3]):[0-5]\d$": "a 24-hour time like '07:30'",
-    r"^\d\d:\d\d-\d\d:\d\d$": "a range of times like '22:00-07:00'",
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "a 24-hour time like '07:30'",
+    r"^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$": "a range of times like '22:00-07:00'",
     r"^[^#+$][^#+]*[^/#+]$": "a topic prefix without '+' or '#', not starting with '$' or "
                              "ending with '/'",
     TOPIC_FILTER_PATTERN: "an MQTT topic: '+' only as a whole level, '#' only as the whole "
                           "last level",
 }
-_DIGITS = re.compile(r"\^\\d\{(\d+)(?:,(\d+))?\}\$")
+_DIGITS = re.compile(r"\^\[0-9\]\{(\d+)(?:,(\d+))?\}\$")
 _FIELD_WORDS = {"code": "asset code", "grid": "grid code", "class_": "class code",
                 "class": "class code", "county_code": "county code",
                 "water_event_class": "event class", "public_key_hex": "public key"}
@@ -546,7 +546,7 @@ def _pattern_words(loc: Loc, pattern: str, value: Any) -> str:
     if digits:
         low, high = digits.groups()
         want = f"{low} or {high}" if high else low
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return f"{what} must have {want} digits, you gave {len(text)}"
         return f"{what} must be {want} digits and nothing else (got {_got(value)})"
     if pattern == r"^[0-9a-f]{64}$":

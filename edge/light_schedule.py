@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from edge.drivers.sun import sun_times
 
-AT_PATTERN = r"^(([01]\d|2[0-3]):[0-5]\d|(sunrise|sunset)([+-]\d{1,3})?)$"
-_ASTRO = re.compile(r"^(sunrise|sunset)([+-]\d{1,3})?$")
+AT_PATTERN = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|(sunrise|sunset)([+-][0-9]{1,3})?)$"
+_ASTRO = re.compile(r"^(sunrise|sunset)([+-][0-9]{1,3})?$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,6 @@ SWITCH_WINDOW_S = 60.0
 MAX_SWITCHES_KEPT = 64  # more than any max_switches_per_min (<= 60): the window is always whole
 
 
-
-
 class RelayLog:
     """A lamp relay's known state and the monotonic times it changed (what wears it).
 

@@ -455,6 +455,8 @@ def _compile_shape(cls: type) -> _Shape:
     node = _SHAPES.get(cls)
     if node is not None:
         return node
+    if "__get_pydantic_core_schema__" in vars(cls):  # an alias or a before-step pydantic runs
+        raise TypeError(f"{cls.__name__} has its own pydantic schema hook: not checkable here")
     if cls in _COMPILING:  # unbounded nesting: the checker recurses only as deep as types do
         raise TypeError(f"{cls.__name__} contains itself: recursive shapes are not supported")
     _COMPILING.add(cls)

@@ -517,8 +517,8 @@ async def test_scheduled_switches_count_and_repeats_do_not(
     bus = ModbusBus(validate(ModbusTcpBus, bus_cfg))
     driver = StreetlightDriver(cfg, bus, timeout_s=2.0)
     driver.utc_offset_h = 8.0
-    rules = SafetyRules(loaded.config, relays=lambda name: driver.relay
-                        if name == "lamp-1" else None)
+    rules = SafetyRules(loaded.config, clock_trusted=lambda: True,
+                        relays=lambda name: driver.relay if name == "lamp-1" else None)
     sink = RecordingSink()
     try:
         await driver.poll()  # the relay is read: off

@@ -163,7 +163,7 @@ def test_safety_refuses_dim_below_the_driver_minimum_and_sunset_without_position
     loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[bus], devices=[
         lamp_device("lamp-1", "b", 1, min_dim_pct=20),
         lamp_device("lamp-2", "b", 2, asset={**nowhere, "code": "3205080118000008"})])
-    rules = SafetyRules(loaded.config)
+    rules = SafetyRules(loaded.config, clock_trusted=lambda: True)
     why = rules.check("lamp-1", "light.set", LightSet(on=True, dim_pct=10), {"lighting"})
     assert why is not None and "below lamp-1's minimum 20 %" in why
     assert rules.check("lamp-1", "light.set", LightSet(on=False, dim_pct=0), {"lighting"}) is None

@@ -122,7 +122,8 @@ def test_clip_allow_list() -> None:
         "uplink": {"host": "127.0.0.1", "port": 1, "tls": False},
         "devices": [dump(speaker(1))]})
     local_h = 12  # noon at UTC+8: outside the default quiet hours 22:00-07:00
-    rules = SafetyRules(cfg, now=lambda: dt.datetime(2026, 11, 26, local_h - 8, tzinfo=dt.UTC))
+    rules = SafetyRules(cfg, now=lambda: dt.datetime(2026, 11, 26, local_h - 8, tzinfo=dt.UTC),
+                        clock_trusted=lambda: True)
     ok = check(PlayClip, {"clip": "evacuate", "sha256": CLIP_SHA})
     bad = check(PlayClip, {"clip": "evacuate", "sha256": "cd" * 32})
     unknown = check(PlayClip, {"clip": "music", "sha256": CLIP_SHA})

@@ -16,8 +16,7 @@ import sys
 import edge
 
 # the validating step: these may import pydantic or ruamel (the agent never imports them)
-VALIDATING = frozenset({"edge.config_loader", "edge.config_child", "edge.wire",
-                        "edge.preflight"})
+VALIDATING = frozenset({"edge.config_loader", "edge.config_child", "edge.wire"})
 HEAVY = ("pydantic", "pydantic_core", "ruamel")
 
 _PROBE = f"""

@@ -33,10 +33,10 @@ class SafetyRules:
     """
 
     def __init__(self, config: EdgeConfig, *, now: Callable[[], dt.datetime] | None = None,
-                 relays: RelayLogs | None = None,
-                 clock_trusted: Callable[[], bool] | None = None) -> None:
+                 clock_trusted: Callable[[], bool], relays: RelayLogs | None = None) -> None:
         self.config = config
-        self._clock_trusted = clock_trusted  # None: trusted (rules used alone, tests)
+        # required: a caller that forgot it would lose the quiet-hours fail-safe (D82)
+        self._clock_trusted = clock_trusted
         # the drivers' relay logs (they see schedule steps too); a device without one (no
         # driver yet, or rules used alone) gets a log here, fed with the switches admitted
         self._relays = relays
@@ -57,7 +57,7 @@ class SafetyRules:
 
     def clock_trusted(self) -> bool:
         """Return whether the wall clock is synced (quiet hours can be judged by it)."""
-        return self._clock_trusted is None or self._clock_trusted()
+        return self._clock_trusted()
 
     def check(self, device_name: str, action: str, params: object,
               roles: AbstractSet[str]) -> str | None:

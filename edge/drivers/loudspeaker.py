@@ -205,6 +205,11 @@ def _safe_play(context: SafetyContext, device: LoudspeakerDevice, params: PlayTt
     emergency.
     """
     _quiet_hours_knowable(context, device, params, roles)
+    _play_limits(context, device, params, roles)
+
+
+def _play_limits(context: SafetyContext, device: LoudspeakerDevice,
+                 params: PlayTts | PlayClip, roles: AbstractSet[str]) -> None:
     text = params.text if isinstance(params, PlayTts) else ""
     if len(text) > device.max_text_chars:
         raise CommandRejectedError(f"text of {len(text)} characters exceeds "
@@ -231,7 +236,7 @@ def _safe_clip(context: SafetyContext, device: LoudspeakerDevice, params: PlayCl
     if device.clips.get(params.clip) != params.sha256:
         raise CommandRejectedError(f"clip {params.clip!r} with sha256 {params.sha256[:12]}… "
                                    f"is not on {device.name}'s allow-list")
-    _safe_play(context, device, params, roles)
+    _play_limits(context, device, params, roles)
 
 
 def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
