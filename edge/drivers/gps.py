@@ -26,7 +26,7 @@ from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
 from edge.drivers.gps_rules import Change, GpsRules
-from edge.drivers.kind import NO_BROKER, Kind
+from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
 from edge.errors import ConfigError, DeviceError, DeviceUnavailableError
@@ -370,9 +370,7 @@ class GpsMqttDriver(GpsDriver):
     def __init__(self, config: GpsDevice, broker: DeviceBroker, *, utc_offset_h: int = 8
                  ) -> None:
         super().__init__(config, utc_offset_h=utc_offset_h)
-        if config.topic is None:  # the loader requires one for MQTT trackers
-            raise ConfigError([f"{config.name}: no topic"])
-        self._topic: str = config.topic
+        self._topic = required(config.name, "topic", config.topic)
         self._broker = broker
         self._json_map = {**JSON_DEFAULTS, **config.json_map}
 
@@ -473,11 +471,9 @@ def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> Gps
         if transports.broker is None:  # added by a reload: the broker starts at a restart
             raise ConfigError([f"{device.name}: {NO_BROKER}"])
         gps = GpsMqttDriver(device, transports.broker, utc_offset_h=offset_h)
-    elif device.port is None:  # the loader requires a port for serial trackers
-        raise ConfigError([f"{device.name}: no port"])
     else:
-        gps = GpsSerialDriver(device, SerialPort(device.port, device.baud),
-                              utc_offset_h=offset_h)
+        port = required(device.name, "port", device.port)
+        gps = GpsSerialDriver(device, SerialPort(port, device.baud), utc_offset_h=offset_h)
     if transports.state_dir is not None:
         gps.coverage_dir = transports.state_dir / "coverage"
     return gps

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from edge.errors import ConfigError
 from edge.shapes import shape
 
 if TYPE_CHECKING:
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 
 # what a builder says of an MQTT device a reload added before its broker runs (edge.reload)
 NO_BROKER = "needs southbound_mqtt, which starts at the next restart"
+T = TypeVar("T")
+
+
+def required(device: str, field_name: str, value: T | None) -> T:
+    """Return a transport field the loader requires for the device's transport.
+
+    ``bus``, ``unit_id``, ``port`` and ``topic`` are optional in the model (each transport
+    needs its own); a device built in code without one gets a ConfigError naming it, not an
+    assert or a KeyError deep in a poll.
+    """
+    if value is None:
+        raise ConfigError([f"{device}: no {field_name}"])
+    return value
 
 
 @shape

@@ -13,7 +13,7 @@ from typing_extensions import override
 from edge.config import LoudspeakerDevice
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext
+from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext, required
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.errors import CommandRejectedError, ConfigError
 from edge.safety import in_quiet_hours
@@ -245,14 +245,12 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
     if device.transport == "mqtt":
         if transports.broker is None:  # added by a reload: the broker starts at a restart
             raise ConfigError([f"{device.name}: {NO_BROKER}"])
-        if device.topic is None:  # the loader requires one
-            raise ConfigError([f"{device.name}: no topic"])
-        unit = IpSpeakerUnit(device.name, transports.broker, device.topic,
+        unit = IpSpeakerUnit(device.name, transports.broker,
+                             required(device.name, "topic", device.topic),
                              stale_after_s=3 * device.poll_interval_s + 5)
-    elif device.port is None:  # the loader requires a port for serial units
-        raise ConfigError([f"{device.name}: no port"])
     else:
-        unit = Syn6288Unit(device.name, SerialPort(device.port, device.baud),
+        port = required(device.name, "port", device.port)
+        unit = Syn6288Unit(device.name, SerialPort(port, device.baud),
                            device.timeout_s or 1.0, device.text_encoding)
     driver = LoudspeakerDriver(device, unit)
     driver.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time

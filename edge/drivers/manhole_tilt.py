@@ -17,7 +17,7 @@ from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value
 from edge.drivers.cover_rules import CoverRules
-from edge.drivers.kind import NO_BROKER, Kind
+from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceUnavailableError
 from edge.transports.modbus import ModbusBus
 
@@ -68,9 +68,7 @@ class ManholeTiltModbusDriver(ManholeTiltDriver):
     def __init__(self, config: ManholeTiltDevice, bus: ModbusBus, *, timeout_s: float
                  ) -> None:
         super().__init__(config, timeout_s=timeout_s)
-        if config.unit_id is None:  # the loader requires one for Modbus covers
-            raise ConfigError([f"{config.name}: no unit_id"])
-        self._unit_id: int = config.unit_id
+        self._unit_id = required(config.name, "unit_id", config.unit_id)
         self._bus = bus  # injected, shared by every device on the line
         self._sunspec_addr: int | None = None  # model 304's address, found by discovery
 
@@ -136,9 +134,7 @@ class ManholeTiltMqttDriver(ManholeTiltDriver):
     def __init__(self, config: ManholeTiltDevice, broker: DeviceBroker, *, timeout_s: float
                  ) -> None:
         super().__init__(config, timeout_s=timeout_s)
-        if config.topic is None:  # the loader requires one for MQTT covers
-            raise ConfigError([f"{config.name}: no topic"])
-        self._topic: str = config.topic
+        self._topic = required(config.name, "topic", config.topic)
         self._broker = broker
         self._json_map = {**JSON_DEFAULTS, **config.json_map}
 
@@ -208,10 +204,9 @@ def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
             raise ConfigError([f"{device.name}: {NO_BROKER}"])
         return ManholeTiltMqttDriver(device, transports.broker,
                                      timeout_s=device.poll_interval_s)
-    if device.bus is None:  # the loader requires a bus for Modbus covers
-        raise ConfigError([f"{device.name}: no bus"])
-    return ManholeTiltModbusDriver(device, transports.buses[device.bus], timeout_s=transports
-                                   .bus_timeout_s(config, device.bus, device.timeout_s))
+    bus = required(device.name, "bus", device.bus)
+    return ManholeTiltModbusDriver(device, transports.buses[bus], timeout_s=transports
+                                   .bus_timeout_s(config, bus, device.timeout_s))
 
 
 # one class per transport; _build picks it by the device's transport (issue 13)

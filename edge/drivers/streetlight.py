@@ -22,11 +22,10 @@ from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
-from edge.drivers.kind import Action, Kind, Params, SafetyContext
+from edge.drivers.kind import Action, Kind, Params, SafetyContext, required
 from edge.drivers.sun import is_day
 from edge.errors import (
     CommandRejectedError,
-    ConfigError,
     DeviceError,
     DeviceProtocolError,
     DeviceRejectedError,
@@ -66,6 +65,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
                          timeout_s=timeout_s)
         self._bus = bus
+        self._unit_id = required(config.name, "unit_id", config.unit_id)
         rules = config.alarms
         n, m = rules.raise_after, rules.clear_after
         # lamp_out / day_burn: a sample of 1 means "the condition holds", -1 "it does not"
@@ -85,12 +85,11 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
     @override
     async def poll(self) -> Reading:
         cfg = self.config
-        assert cfg.unit_id is not None
         words: dict[int, list[int]] = {}
         for block in READ_PLANS[cfg.model]:  # merged by the planner, one request per block
             assert block.function not in words, "one block per function code for these maps"
             words[block.function] = await self._bus.read(
-                cfg.name, cfg.unit_id, block.function, block.address, block.count,
+                cfg.name, self._unit_id, block.function, block.address, block.count,
                 timeout_s=cfg.timeout_s)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         try:
@@ -107,15 +106,14 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
 
     async def set_light(self, *, on: bool, dim_pct: int) -> dict[str, object]:
         """Switch and dim, then read back; raise DeviceError if the controller disagrees."""
-        cfg = self.config
-        assert cfg.unit_id is not None
+        cfg, unit_id = self.config, self._unit_id
         if cfg.model != "lamp_controller":
-            raise DeviceRejectedError(cfg.name, unit_id=cfg.unit_id, address=sdm120.RELAY_COIL,
+            raise DeviceRejectedError(cfg.name, unit_id=unit_id, address=sdm120.RELAY_COIL,
                                       exception_code=1)
-        await self._bus.write_register(cfg.name, cfg.unit_id, sdm120.DIM_REGISTER, dim_pct)
-        await self._bus.write_coil(cfg.name, cfg.unit_id, sdm120.RELAY_COIL, on)
-        relay = await self._bus.read(cfg.name, cfg.unit_id, 1, sdm120.RELAY_COIL, 1)
-        dim = await self._bus.read(cfg.name, cfg.unit_id, 3, sdm120.DIM_REGISTER, 1)
+        await self._bus.write_register(cfg.name, unit_id, sdm120.DIM_REGISTER, dim_pct)
+        await self._bus.write_coil(cfg.name, unit_id, sdm120.RELAY_COIL, on)
+        relay = await self._bus.read(cfg.name, unit_id, 1, sdm120.RELAY_COIL, 1)
+        dim = await self._bus.read(cfg.name, unit_id, 3, sdm120.DIM_REGISTER, 1)
         if bool(relay[0]) != on or dim[0] != dim_pct:
             raise DeviceProtocolError(cfg.name, f"read back relay={bool(relay[0])} dim={dim[0]}"
                                                 f", wrote relay={on} dim={dim_pct}")
@@ -309,10 +307,9 @@ def _safe_schedule(_context: SafetyContext, device: StreetlightDevice, params: L
 
 def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
            ) -> StreetlightDriver:
-    if device.bus is None:  # the loader requires a bus for every streetlight
-        raise ConfigError([f"{device.name}: no bus"])
-    light = StreetlightDriver(device, transports.buses[device.bus], timeout_s=transports
-                              .bus_timeout_s(config, device.bus, device.timeout_s))
+    bus = required(device.name, "bus", device.bus)
+    light = StreetlightDriver(device, transports.buses[bus], timeout_s=transports
+                              .bus_timeout_s(config, bus, device.timeout_s))
     light.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
     if transports.state_dir is not None:
         light.schedule_dir = transports.state_dir / "schedules"
