@@ -18,7 +18,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge.errors import UplinkError
+from edge.errors import LinkError
 from edge.security.keys import init_key
 from edge.transports.mqtt import MqttLink
 
@@ -125,7 +125,7 @@ async def subscribe(port: int, client_id: str, topics: list[str],
                         session_expiry_s=session_expiry_s)
         try:
             await link.connect()
-        except UplinkError:
+        except LinkError:
             await link.close()
             await asyncio.sleep(0.05)
             continue

@@ -13,6 +13,10 @@ flag (the retry policy lives in the type, never in string matching)::
     │   ├── StoreFullError          store.full          yes
     │   ├── StoreCorruptError       store.corrupt       no    failed check, unknown schema version
     │   └── EventRejectedError      store.rejected      no    the event cannot be encoded (NaN)
+    ├── LinkError                   link                no    an MQTT session (edge.transports)
+    │   ├── LinkUnavailableError    link.unavailable    yes   not connected, lost, timed out
+    │   ├── LinkTLSError            link.tls            yes   refused certificate; never plaintext
+    │   └── LinkRefusedError        link.refused        no    an MQTT reason code >= 0x80
     ├── UplinkError                 uplink              no
     │   ├── UplinkUnavailableError  uplink.unavailable  yes   network down, HTTP 5xx
     │   ├── UplinkTLSError          uplink.tls          yes   refused certificate; never plaintext
@@ -113,6 +117,44 @@ class EventRejectedError(StoreError):
     code = "store.rejected"
 
 
+class LinkError(EdgeError):
+    """A network link failed: an MQTT session or its TLS (edge.transports, any user of it).
+
+    The uplink turns these into its own ``UplinkError`` (``as_uplink_error``); a southbound
+    driver into a ``DeviceError``; each part counts them under its own codes.
+    """
+
+    code = "link"
+
+
+class LinkUnavailableError(LinkError):
+    """No connection, lost, timed out, or the peer is busy: back off and retry."""
+
+    code = "link.unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LinkTLSError(LinkError):
+    """TLS failed: an unusable certificate file or a refused handshake. Never retried plain."""
+
+    code = "link.tls"
+    retryable = True
+
+
+class LinkRefusedError(LinkError):
+    """The peer refused the connection or a request (an MQTT reason code >= 0x80)."""
+
+    code = "link.refused"
+
+    def __init__(self, message: str, *, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
 class UplinkError(EdgeError):
     """The uplink failed."""
 
@@ -145,6 +187,16 @@ class UplinkRejectedError(UplinkError):
     def __init__(self, message: str, *, reason_code: int) -> None:
         super().__init__(message)
         self.reason_code = reason_code
+
+
+def as_uplink_error(exc: LinkError) -> UplinkError:
+    """Return the uplink's error for a failure of its link (the codes its counters use)."""
+    if isinstance(exc, LinkTLSError):
+        return UplinkTLSError(str(exc))
+    if isinstance(exc, LinkRefusedError):
+        return UplinkRejectedError(str(exc), reason_code=exc.reason_code)
+    retry_after_s = exc.retry_after_s if isinstance(exc, LinkUnavailableError) else None
+    return UplinkUnavailableError(str(exc), retry_after_s=retry_after_s)
 
 
 class CommandRejectedError(EdgeError):

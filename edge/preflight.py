@@ -28,7 +28,7 @@ from edge.clock import Clock, TimeQuality
 from edge.commands.keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_file import LoadedConfig
-from edge.errors import EdgeError, KeyFileError, PlatformKeysError, SecretError, UplinkError
+from edge.errors import EdgeError, KeyFileError, LinkError, PlatformKeysError, SecretError
 from edge.security.keys import load_key
 from edge.security.secrets import read_secret
 from edge.transports.mqtt import MqttLink
@@ -305,7 +305,7 @@ async def check_uplink(loaded: LoadedConfig) -> Check:
             await link.connect()
         finally:
             await link.close()
-    except UplinkError as exc:
+    except LinkError as exc:
         where = f"{up.host}:{up.port}"
         said = str(exc).removeprefix(f"{where}: ")  # the link names the address itself
         return Check("uplink", FAIL, f"{where}: {said} ({loaded.line_of('uplink', 'host')})")

@@ -40,3 +40,19 @@ def test_platform_keys_error_keeps_its_code_and_is_not_retryable() -> None:
 
     assert PlatformKeysError.code == "keys.platform_invalid"
     assert PlatformKeysError.retryable is False
+
+
+def test_link_errors_become_the_uplinks_codes() -> None:
+    """The uplink counts its transport's failures under its own codes (as_uplink_error)."""
+    busy = errors.as_uplink_error(errors.LinkUnavailableError("busy", retry_after_s=7.0))
+    assert isinstance(busy, errors.UplinkUnavailableError)
+    assert (busy.code, busy.retry_after_s, str(busy)) == ("uplink.unavailable", 7.0, "busy")
+    tls = errors.as_uplink_error(errors.LinkTLSError("certificate refused"))
+    assert isinstance(tls, errors.UplinkTLSError)
+    assert tls.code == "uplink.tls"
+    refused = errors.as_uplink_error(errors.LinkRefusedError("not authorised", reason_code=0x87))
+    assert isinstance(refused, errors.UplinkRejectedError)
+    assert (refused.code, refused.reason_code, refused.retryable) == ("uplink.rejected", 0x87, False)
+    plain = errors.as_uplink_error(errors.LinkError("odd"))
+    assert isinstance(plain, errors.UplinkUnavailableError)
+    assert plain.retry_after_s is None

@@ -24,7 +24,7 @@ from edge import clock as clock_mod
 from edge.cli import build_parser, main
 from edge.config import LightStep, StreetlightDevice, TlsConfig
 from edge.drivers.streetlight import StreetlightDriver
-from edge.errors import ConfigError, EdgeError, KeyFileError, SecretError, UplinkTLSError
+from edge.errors import ConfigError, EdgeError, KeyFileError, LinkTLSError, SecretError
 from edge.ops.status_file import read_status
 from edge.ops.systemd import notify, watchdog_interval_s
 from edge.security.keys import init_key, load_key
@@ -229,7 +229,7 @@ def test_an_unusable_tls_file_is_an_uplink_tls_error(field: str, data: bytes | N
         write(path, data)  # None: the file is missing
     files = {"ca_file": str(path)} if field == "ca_file" else \
         {"cert_file": str(path), "key_file": str(path)}
-    with pytest.raises(UplinkTLSError, match="TLS files unusable"):
+    with pytest.raises(LinkTLSError, match="TLS files unusable"):
         client_context(TlsConfig(**files))
 
 
@@ -267,7 +267,7 @@ def test_a_corrupt_stored_schedule_falls_back_to_devices_yaml(
 
 def test_the_error_types_stay_in_the_hierarchy() -> None:
     # the CLI prints any EdgeError as one line: these must never escape as something else
-    for cls in (SecretError, KeyFileError, UplinkTLSError, ConfigError):
+    for cls in (SecretError, KeyFileError, LinkTLSError, ConfigError):
         assert issubclass(cls, EdgeError)
 
 

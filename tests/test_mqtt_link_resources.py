@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import UplinkUnavailableError
+from edge.errors import LinkUnavailableError
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 
@@ -98,7 +98,7 @@ async def test_no_connack_attempts_leave_no_descriptor() -> None:
         before = _open_fds()
         for n in range(5):
             link = _link(port, n, connect_timeout_s=0.3)
-            with pytest.raises(UplinkUnavailableError, match="no CONNACK"):
+            with pytest.raises(LinkUnavailableError, match="no CONNACK"):
                 await link.connect()
             link.abort()
             await link.close()
@@ -153,7 +153,7 @@ async def test_no_publish_reaches_paho_once_it_lost_the_link(plain_broker: Mosqu
     link.abort()
     time.sleep(0.5)  # hold the loop: the hop is queued while paho has closed its socket
     assert not link.closed.done()
-    with pytest.raises(UplinkUnavailableError, match="link is down"):
+    with pytest.raises(LinkUnavailableError, match="link is down"):
         link.publish("t", b"x")
     assert MqttLink.publishes_while_disconnected == before
     await link.close()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge.buffer.async_outbox import AsyncOutbox
-from edge.errors import UplinkUnavailableError
+from edge.errors import LinkUnavailableError
 from edge.security.signing import Ed25519PrivateKey, Signer
 from edge.transports.mqtt import BESIDE_WINDOW, MqttLink
 from edge.uplink.batches import BatchSource
@@ -73,7 +73,7 @@ async def test_state_beside_a_full_window_is_accepted(plain_broker: Mosquitto) -
         link.publish("edge/v1/gw/state", b"{}", retain=True)
         for n in range(BESIDE_WINDOW - 1):
             link.publish("edge/v1/gw/state", f"more {n}".encode())
-        with pytest.raises(UplinkUnavailableError, match="queue"):
+        with pytest.raises(LinkUnavailableError, match="queue"):
             link.publish("edge/v1/gw/events", b"one too many")
     finally:
         await link.close()

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from edge.config import TlsConfig
 from edge.config_loader import validate
-from edge.errors import UplinkError, UplinkTLSError
+from edge.errors import LinkError, LinkTLSError
 from edge.transports.mqtt import MqttLink
 from edge.transports.tls import client_context
 from hil.broker import Mosquitto, free_port
@@ -57,13 +57,13 @@ def gateway_tls(pki: Pki, ca_file: Path | None = None, *, client_cert: bool = Tr
                                     key_file=str(pki.key("gateway")) if client_cert else None))
 
 
-async def refused_through_proxy(broker_port: int, tls: ssl.SSLContext) -> tuple[UplinkError, list[int]]:
+async def refused_through_proxy(broker_port: int, tls: ssl.SSLContext) -> tuple[LinkError, list[int]]:
     proxy = FaultProxy(broker_port)
     await proxy.start()
     try:
-        with pytest.raises(UplinkError) as info:
+        with pytest.raises(LinkError) as info:
             await connect(proxy.port, tls)
-        with pytest.raises(UplinkError):
+        with pytest.raises(LinkError):
             await connect(proxy.port, tls)  # and again: still TLS, never a plaintext retry
     finally:
         await proxy.stop()
@@ -80,7 +80,7 @@ async def test_good_tls_connects(broker: Mosquitto, pki: Pki) -> None:
 async def test_wrong_ca_is_refused(broker: Mosquitto, pki: Pki, tmp_path: Path) -> None:
     other = ensure_pki(tmp_path / "other")
     err, first = await refused_through_proxy(broker.port, gateway_tls(pki, other.cert("ca")))
-    assert isinstance(err, UplinkTLSError)
+    assert isinstance(err, LinkTLSError)
     assert "certificate refused" in str(err)
     assert first and set(first) == {TLS_HANDSHAKE}
 
@@ -104,14 +104,14 @@ async def test_bad_broker_certificate_is_refused(pki: Pki, tmp_path: Path, case:
         err, first = await refused_through_proxy(mq.port, gateway_tls(pki, tmp_path / "trust.pem"))
     finally:
         mq.stop()
-    assert isinstance(err, UplinkTLSError)
+    assert isinstance(err, LinkTLSError)
     assert message in str(err)
     assert set(first) == {TLS_HANDSHAKE}
 
 
 async def test_missing_client_certificate_is_refused(broker: Mosquitto, pki: Pki) -> None:
     err, first = await refused_through_proxy(broker.port, gateway_tls(pki, client_cert=False))
-    assert isinstance(err, UplinkTLSError)
+    assert isinstance(err, LinkTLSError)
     assert "client certificate" in str(err)
     assert set(first) == {TLS_HANDSHAKE}
 
@@ -149,7 +149,7 @@ async def test_tls_1_1_only_server_is_refused(pki: Pki, tmp_path: Path) -> None:
     thread.start()
     try:
         for _ in range(2):
-            with pytest.raises(UplinkTLSError) as info:
+            with pytest.raises(LinkTLSError) as info:
                 await connect(port, gateway_tls(pki))
             assert "TLS failed" in str(info.value)
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 from edge.config import SouthboundMqttConfig
 from edge.drivers._codecs import json_doc
-from edge.errors import DeviceProtocolError, DeviceUnavailableError, UplinkError
+from edge.errors import DeviceProtocolError, DeviceUnavailableError, LinkError
 from edge.security.secrets import read_secret
 from edge.transports.mqtt import Inbound, MqttLink
 from edge.transports.tls import client_context
@@ -38,7 +38,7 @@ class DeviceBroker:
         try:
             await link.connect()
             refused = [topic for topic in subscriptions if not await link.subscribe(topic)]
-        except UplinkError as exc:
+        except LinkError as exc:
             await link.close()
             raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
         except BaseException:  # cancelled mid-connect: the link must not live on (D84 review)
@@ -63,7 +63,7 @@ async def next_report(link: MqttLink, device: str, silence_s: float) -> Inbound 
         return await link.next_inbound(silence_s)
     except TimeoutError:
         return None
-    except UplinkError as exc:
+    except LinkError as exc:
         raise DeviceUnavailableError(device, f"southbound broker: {exc}") from exc
 
 

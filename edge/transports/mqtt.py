@@ -39,7 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.errors import UplinkRejectedError, UplinkTLSError, UplinkUnavailableError
+from edge.errors import LinkRefusedError, LinkTLSError, LinkUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class MqttLink:
         """Watch paho's freshly connected socket on the loop and start the loop_misc timer."""
         sock = self._client.socket()
         if not isinstance(sock, socket.socket):
-            raise UplinkUnavailableError(f"{self.host}:{self.port}: paho has no socket")
+            raise LinkUnavailableError(f"{self.host}:{self.port}: paho has no socket")
         self._polled = sock
         self._loop.add_reader(sock, self._readable)
         if self._client.want_write():  # the CONNECT the connect thread queued
@@ -247,10 +247,10 @@ class MqttLink:
         if code == 0:
             self._connack.set_result(Connected(receive_max))
         elif code in BUSY_CODES:
-            self._connack.set_exception(UplinkUnavailableError(f"broker busy: {text}",
+            self._connack.set_exception(LinkUnavailableError(f"broker busy: {text}",
                                                                retry_after_s=float("inf")))
         else:
-            self._connack.set_exception(UplinkRejectedError(f"connection refused: {text}",
+            self._connack.set_exception(LinkRefusedError(f"connection refused: {text}",
                                                             reason_code=code))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, rc: ReasonCode,
@@ -263,16 +263,16 @@ class MqttLink:
             if failure is not None:
                 hint = " (the broker requires a client certificate)" \
                     if "CERTIFICATE_REQUIRED" in failure.upper() else ""
-                self._connack.set_exception(UplinkTLSError(
+                self._connack.set_exception(LinkTLSError(
                     f"{self.host}:{self.port}: TLS refused by the broker{hint}: {failure}"))
             else:
                 self._connack.set_exception(
-                    UplinkUnavailableError(f"closed before CONNACK: {why}"))
+                    LinkUnavailableError(f"closed before CONNACK: {why}"))
         if not self.closed.done():
             self.closed.set_result(why)
         for fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(UplinkUnavailableError(f"link lost: {why}"))
+                fut.set_exception(LinkUnavailableError(f"link lost: {why}"))
         self._pending.clear()
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode,
@@ -301,7 +301,7 @@ class MqttLink:
     # ---- the event loop's side ------------------------------------------------------------
 
     async def connect(self) -> Connected:
-        """Connect and wait for CONNACK; raise an UplinkError subclass on any failure."""
+        """Connect and wait for CONNACK; raise a LinkError subclass on any failure."""
         props = None
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -310,18 +310,18 @@ class MqttLink:
             async with asyncio.timeout(self._connect_timeout_s + 1):
                 await asyncio.to_thread(self._blocking_connect, props)
         except ssl.SSLCertVerificationError as exc:
-            raise UplinkTLSError(f"{self.host}:{self.port}: certificate refused: "
+            raise LinkTLSError(f"{self.host}:{self.port}: certificate refused: "
                                  f"{exc.verify_message}") from exc
         except ssl.SSLError as exc:
-            raise UplinkTLSError(f"{self.host}:{self.port}: TLS failed: {exc.reason}") from exc
+            raise LinkTLSError(f"{self.host}:{self.port}: TLS failed: {exc.reason}") from exc
         except (OSError, TimeoutError) as exc:
-            raise UplinkUnavailableError(f"{self.host}:{self.port}: {exc}") from exc
+            raise LinkUnavailableError(f"{self.host}:{self.port}: {exc}") from exc
         self._drive()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 return await asyncio.shield(self._connack)
         except TimeoutError as exc:
-            raise UplinkUnavailableError(f"{self.host}:{self.port}: no CONNACK in "
+            raise LinkUnavailableError(f"{self.host}:{self.port}: no CONNACK in "
                                          f"{self._connect_timeout_s:g} s") from exc
 
     def _blocking_connect(self, props: Properties | None) -> None:
@@ -335,11 +335,11 @@ class MqttLink:
                 user_properties: list[tuple[str, str]] | None = None) -> asyncio.Future[int]:
         """Publish at QoS 1; the future resolves to the PUBACK reason code (0 = success).
 
-        Raises UplinkUnavailableError when the link is down (nothing is queued in paho).
+        Raises LinkUnavailableError when the link is down (nothing is queued in paho).
         """
         # not connected: lost (closed is then done) or abort()ed (paho is DISCONNECTING)
         if self.closed.done() or not self._client.is_connected():
-            raise UplinkUnavailableError("link is down")
+            raise LinkUnavailableError("link is down")
         props = None
         if self._v5 and user_properties:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -351,7 +351,7 @@ class MqttLink:
             # paho would keep the message and resend it later: this link is finished
             self._client.disconnect()
             why = mqtt.error_string(info.rc)
-            raise UplinkUnavailableError(f"publish refused by the client: {why}")
+            raise LinkUnavailableError(f"publish refused by the client: {why}")
         fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
         # Registered before any await: the PUBACK is read by a later loop_read, which finds it.
@@ -361,13 +361,13 @@ class MqttLink:
     async def next_inbound(self, timeout_s: float) -> Inbound:
         """Return the next inbound message.
 
-        TimeoutError after ``timeout_s`` of silence; UplinkUnavailableError as soon as the link
+        TimeoutError after ``timeout_s`` of silence; LinkUnavailableError as soon as the link
         closes (never a hang on a dead link).
         """
         if not self.inbound.empty():
             return self.inbound.get_nowait()
         if self.closed.done():
-            raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
+            raise LinkUnavailableError(f"link lost: {self.closed.result()}")
         getter: asyncio.Future[Inbound] = asyncio.ensure_future(self.inbound.get())
         closed: asyncio.Future[Any] = self.closed
         try:
@@ -379,7 +379,7 @@ class MqttLink:
         if getter in done:
             return getter.result()
         if self.closed.done():
-            raise UplinkUnavailableError(f"link lost: {self.closed.result()}")
+            raise LinkUnavailableError(f"link lost: {self.closed.result()}")
         raise TimeoutError
 
     def ack(self, item: Inbound) -> None:
@@ -392,18 +392,18 @@ class MqttLink:
 
         Returns True once the broker holds the subscription (a message published after this
         reaches us), False when the broker refused it (an ACL: logged, the link stays up so
-        telemetry still flows). UplinkRejectedError for a filter paho refuses to send;
-        UplinkUnavailableError when the link is lost or no SUBACK comes within the connect
+        telemetry still flows). LinkRefusedError for a filter paho refuses to send;
+        LinkUnavailableError when the link is lost or no SUBACK comes within the connect
         timeout.
         """
         try:
             rc, mid = self._client.subscribe(topic, qos=1)
         except ValueError as exc:  # paho checks filters itself: '#' not last, '+' inside a level
             # 0x8F is MQTT 5's "topic filter invalid"; the broker would never see it
-            raise UplinkRejectedError(f"invalid topic filter {topic!r}: {exc}",
+            raise LinkRefusedError(f"invalid topic filter {topic!r}: {exc}",
                                       reason_code=0x8F) from exc
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
-            raise UplinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
+            raise LinkUnavailableError(f"subscribe failed: {mqtt.error_string(rc)}")
         fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
         # Registered before any await: the SUBACK is read by a later loop_read, which finds it.
@@ -413,7 +413,7 @@ class MqttLink:
                 code = await fut
         except TimeoutError as exc:
             self._pending.pop(mid, None)
-            raise UplinkUnavailableError(f"no SUBACK for {topic} in "
+            raise LinkUnavailableError(f"no SUBACK for {topic} in "
                                          f"{self._connect_timeout_s:g} s") from exc
         if code >= 0x80:  # MQTT: a SUBACK code >= 0x80 is a refusal
             log.warning("broker %s:%d refused the subscription to %s (%#x)", self.host,

@@ -6,7 +6,7 @@ import ssl
 from pathlib import Path
 
 from edge.config import TlsConfig
-from edge.errors import UplinkTLSError
+from edge.errors import LinkTLSError
 
 # files -> (their stat signatures, context): a reconnect (every device's southbound link, the
 # uplink) reuses the context until a file changes, instead of re-reading and re-parsing the
@@ -23,7 +23,7 @@ def _signatures(files: tuple[str | None, ...]) -> tuple[tuple[int, ...], ...] | 
 
 
 def client_context(tls: TlsConfig, base_dir: Path | None = None) -> ssl.SSLContext:
-    """Return a verifying client context; raise UplinkTLSError when a file is unusable.
+    """Return a verifying client context; raise LinkTLSError when a file is unusable.
 
     With ``ca_file`` only that CA is trusted (pinning a private CA); without it the system
     store is. There is no switch to turn verification off.
@@ -56,5 +56,5 @@ def _build(files: tuple[str | None, ...]) -> ssl.SSLContext:
         if cert_file and key_file:
             ctx.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise UplinkTLSError(f"TLS files unusable: {exc}") from exc
+        raise LinkTLSError(f"TLS files unusable: {exc}") from exc
     return ctx

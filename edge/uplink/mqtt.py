@@ -28,7 +28,13 @@ from edge import __version__
 from edge.backoff import full_jitter
 from edge.buffer.lease import EventQueue
 from edge.config import UplinkConfig
-from edge.errors import UplinkError, UplinkUnavailableError
+from edge.errors import (
+    LinkError,
+    LinkUnavailableError,
+    UplinkError,
+    UplinkUnavailableError,
+    as_uplink_error,
+)
 from edge.security.signing import Signer
 from edge.transports.mqtt import Inbound, MqttLink, Will
 from edge.transports.tls import client_context
@@ -172,6 +178,8 @@ class MqttUplink:
                 raise
             except UplinkError as exc:
                 error = exc
+            except LinkError as exc:  # the transport's, counted under the uplink's codes
+                error = as_uplink_error(exc)
             except Exception as exc:  # the uplink must outlive any bug: logged, reconnects
                 log.exception("uplink: unexpected error; reconnecting")
                 error = UplinkUnavailableError(f"internal error: {exc!r}")
@@ -221,8 +229,9 @@ class MqttUplink:
         self.stats.window = window
         try:
             reason = await self._session(link, window)
-        except* UplinkError as group:
-            raise group.exceptions[0] from None
+        except* (UplinkError, LinkError) as group:
+            first = group.exceptions[0]
+            raise (as_uplink_error(first) if isinstance(first, LinkError) else first) from None
         raise UplinkUnavailableError(f"link lost: {reason}")
 
     async def _say_goodbye(self) -> None:
@@ -358,7 +367,7 @@ class MqttUplink:
                 # MQTT 5: the body's ``batch`` again, readable without opening the envelope
                 ack = link.publish(self.events_topic, envelope,
                                    user_properties=[("batch_id", batch_id)])
-            except UplinkUnavailableError:
+            except LinkUnavailableError:
                 slots.release()
                 raise
             self.stats.batches_published += 1
@@ -375,7 +384,7 @@ class MqttUplink:
             log.warning("uplink: PUBACK overdue; dropping the link")
             link.abort()
             return
-        except UplinkUnavailableError:
+        except LinkUnavailableError:
             return  # the session ends; _end_session releases these
         finally:
             slots.release()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import TlsConfig, is_loopback
-from edge.errors import UplinkTLSError
+from edge.errors import LinkTLSError
 from edge.transports.tls import client_context
 from hil.receiver.core import Receiver, load_gateway_keys
 from hil.receiver.service import run_mqtt
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             tls = client_context(TlsConfig(
                 ca_file=str(args.ca), cert_file=str(args.cert) if args.cert else None,
                 key_file=str(args.key) if args.key else None))
-    except (MapConfigError, UplinkTLSError) as exc:
+    except (MapConfigError, LinkTLSError) as exc:
         print(f"python -m hil.receiver: {exc}", file=sys.stderr)
         return 2
     registry = load_gateway_keys(json.loads(args.keys.read_text(encoding="utf-8")))

@@ -8,7 +8,7 @@ import logging
 import ssl
 from typing import Any, Protocol, TypeVar
 
-from edge.errors import UplinkError
+from edge.errors import LinkError
 from edge.transports.mqtt import MqttLink
 from hil.receiver.core import Receiver
 
@@ -94,7 +94,7 @@ async def run_mqtt(receiver: Receiver[Any], *, host: str, port: int, tls: ssl.SS
                     break
                 for item in items:
                     link.ack(item)
-        except UplinkError as exc:
+        except LinkError as exc:
             log.warning("receiver: %s", exc)
         finally:
             await link.close()
