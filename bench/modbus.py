@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.common import (
-    EDGE_ENV,
     Row,
+    agent_env,
     cpu_s,
     current_rss_mb,
     report,
@@ -173,7 +172,7 @@ async def points_per_cpu_s(folder: Path, seconds: float, devices: int) -> dict[s
     counter = asyncio.create_task(_count_points(broker.port, points, stop))
     agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
         [sys.executable, "-m", "bench.block_agent", "--config", str(config), "--log-level",
-         "WARNING"], env={**os.environ, **EDGE_ENV}, cwd=ROOT)
+         "WARNING"], env=agent_env(), cwd=ROOT)
     try:
         await asyncio.sleep(5.0)  # start-up and the first cycles
         cpu0, n0 = cpu_s(agent.pid), points[0]
@@ -205,7 +204,7 @@ async def overload(folder: Path, seconds: float) -> dict[str, float]:
                                   "host": "127.0.0.1", "port": sim_port, "timeout_s": 1.0}])
     agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--log-level",
-         "ERROR"], env={**os.environ, **EDGE_ENV}, cwd=ROOT)
+         "ERROR"], env=agent_env(), cwd=ROOT)
     samples: list[float] = []
     try:
         await asyncio.sleep(5.0)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import EDGE_ENV, Row, report, workdir
+from bench.common import Row, agent_env, report, workdir
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto, free_port
 
@@ -104,7 +103,7 @@ def _worker(port: int, rev: str | None) -> dict[str, Any]:
     if rev is not None:
         args += ["--rev", rev]
     done = subprocess.run(args, cwd=REPO, check=False, capture_output=True, text=True,
-                          env={**os.environ, **EDGE_ENV})
+                          env=agent_env())
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))

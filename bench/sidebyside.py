@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import EDGE_ENV, cpu_s, rss_mb, subscribe, workdir, write_config
+from bench.common import agent_env, cpu_s, rss_mb, subscribe, workdir, write_config
 from bench.tbgw_setup import tbgw_python
 from bench.tbgw_setup import write_config as write_tbgw_config
 from edge.transports.mqtt import MqttLink
@@ -114,7 +114,7 @@ async def measure(folder: Path, *, seconds: float, outage_s: float) -> dict[str,
                                units=range(DEVICES + 1, 2 * DEVICES + 1), poll_ms=1000, pki=pki)
     edge = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "edge.cli", "run", "--config", str(edge_cfg), "--log-level",
-         "WARNING"], stderr=subprocess.DEVNULL, env={**os.environ, **EDGE_ENV})
+         "WARNING"], stderr=subprocess.DEVNULL, env=agent_env())
     tb_out = (folder / "tbgw.out").open("wb")
     tbgw = subprocess.Popen(  # noqa: ASYNC220
         [str(tbgw_python()), "-m", "thingsboard_gateway.tb_gateway"], cwd=tb_cfg,

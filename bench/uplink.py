@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    EDGE_ENV,
     Row,
+    agent_env,
     cpu_s,
     current_rss_mb,
     report,
@@ -107,7 +106,7 @@ async def measure(folder: Path, backlog: int) -> dict[str, Any]:
     started = time.monotonic()
     agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config),
-         "--log-level", "WARNING"], stderr=subprocess.DEVNULL, env={**os.environ, **EDGE_ENV})
+         "--log-level", "WARNING"], stderr=subprocess.DEVNULL, env=agent_env())
     peak_rss = 0.0
     rss_samples: list[float] = []
     try:

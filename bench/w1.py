@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -24,7 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import EDGE_ENV, Row, cpu_s, current_rss_mb, report, rss_mb, workdir, write_config
+from bench.common import (
+    Row,
+    agent_env,
+    cpu_s,
+    current_rss_mb,
+    report,
+    rss_mb,
+    workdir,
+    write_config,
+)
 from edge.clock import parse_rfc3339
 from edge.security.keys import describe, load_key
 from hil.broker import Mosquitto, free_port
@@ -118,7 +126,7 @@ async def measure(folder: Path, seconds: float) -> dict[str, Any]:
     await asyncio.wait_for(ready.wait(), 10)
     agent = subprocess.Popen(  # noqa: ASYNC220 - fork/exec, no waiting
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--log-level",
-         "ERROR"], env={**os.environ, **EDGE_ENV}, cwd=ROOT)
+         "ERROR"], env=agent_env(), cwd=ROOT)
     lifts: list[tuple[str, int]] = []  # (device, wall ns of the lift)
     rng = random.Random(7)
     try:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from edge import __version__
 from edge.aux_writes import AuxWrites
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.device_state import DeviceStateStore
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_FILE, Clock, TimeQuality, read_floor
@@ -115,7 +116,7 @@ class Agent:
                 "status page password")
         self._uplink_password = self._password()
         await self.outbox.open()
-        transports = Transports(cfg, base_dir=self.loaded.base_dir, state_dir=self.state_dir)
+        transports = Transports(cfg, base_dir=self.loaded.base_dir, state=self._state_store)
         servers: list[Site] = []
         self._deaths.watch(asyncio.get_running_loop())
         try:
@@ -363,6 +364,10 @@ class Agent:
         if declared is None:  # the processor checked the kind: a catalogue bug
             raise DeviceUnavailableError(device, f"{action} is not declared for {driver.kind}")
         return await declared.execute(driver, params, cmd_id)
+
+    def _state_store(self, folder: str, max_bytes: int) -> DeviceStateStore:
+        """Return the store of one kind's per-device state (``state_dir/<folder>``)."""
+        return DeviceStateStore(self.state_dir / folder, max_bytes=max_bytes)
 
     def _password(self) -> str | None:
         pw_file = self.loaded.config.uplink.password_file

@@ -8,7 +8,6 @@ trusted, ``mono`` (boot id + monotonic ms) so the outbox can re-stamp it once th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import datetime as dt
 import time
 from enum import StrEnum
@@ -88,15 +87,15 @@ def boot_id() -> str:
 
 def kernel_clock_synced() -> bool:
     """Return whether the kernel says NTP (or chrony, or timesyncd) disciplines the clock."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-
     class _Timex(ctypes.Structure):
         _fields_ = (("modes", ctypes.c_uint), ("rest", ctypes.c_long * 64))
 
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    state = libc.adjtimex(ctypes.byref(_Timex()))
+    # the process's own symbols (libc is linked in): ctypes.util.find_library would fork
+    # ldconfig every check and import shutil, tempfile, bz2 and lzma for it (RSS, D86)
+    adjtimex = getattr(ctypes.CDLL(None, use_errno=True), "adjtimex", None)
+    if adjtimex is None:  # a libc without it (not Linux): nothing says the clock is synced
+        return False
+    state = adjtimex(ctypes.byref(_Timex()))
     if state == -1:
         # ProtectClock= (systemd/edge.service) forbids even a read-only adjtimex: fall back to
         # the flag file systemd-timesyncd keeps (chrony users: time_source: system or gnss)

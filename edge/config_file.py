@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -130,6 +129,10 @@ def _result(path: Path, returncode: int, out: bytes, err: bytes) -> LoadedConfig
         if digest.decode("ascii", "replace") != _DIGEST:
             raise ConfigError([f"{path}: the installed edge changed since this agent started: "
                                "restart it to load the config"])
+        # imported here: the agent reads a child's answer at start and reload only, and
+        # pickle stays out of the resident agent the rest of its life (RSS, D86)
+        import pickle  # noqa: PLC0415
+
         try:
             loaded = pickle.loads(body)  # noqa: S301 - the installed edge's child (-P), a pipe
         except Exception as exc:  # noqa: BLE001 - any unreadable answer is a failed check

@@ -25,7 +25,7 @@ async def test_storing_a_schedule_leaves_the_loop_free(tmp_path: Path,
                           "lamps", 7)], buses=[{"name": "lamps", "type": "modbus_tcp",
                                                 "host": "127.0.0.1", "port": 1}])
     agent = Agent(loaded, boot_delay_s=0)
-    transports = Transports(loaded.config, base_dir=loaded.base_dir, state_dir=loaded.state_dir)
+    transports = Transports(loaded.config, base_dir=loaded.base_dir, state=agent._state_store)
     driver = build_driver(loaded.config.devices[0], loaded.config, transports)
     assert isinstance(driver, StreetlightDriver)
     agent.drivers["lamp-1"] = driver

@@ -107,8 +107,8 @@ def test_every_state_file_writer_fsyncs_its_directory(
         from edge.clock import write_floor
         write_floor(tmp_path / "clock_floor", 1)
     elif writer == "coverage":
-        from edge.drivers.gps import _write_json_atomic
-        _write_json_atomic(tmp_path / "coverage.json", {"a": 1})
+        from edge.buffer.device_state import DeviceStateStore
+        DeviceStateStore(tmp_path / "coverage", max_bytes=1024).save("truck-1", {"a": 1})
     elif writer == "replay":
         from edge.commands.replay import ReplayState
         ReplayState(tmp_path / "replay.json").write()

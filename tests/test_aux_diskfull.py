@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge.buffer.device_state import DeviceStateStore
 from edge.buffer.store import Outbox
 from edge.errors import StoreFullError
 from edge.transports.mqtt import MqttLink
@@ -123,7 +124,7 @@ async def test_work_coverage_on_a_full_disk_is_counted_logged_once_and_retried(
     from tests.test_coverage import T0, ClockSink, _mqtt_gps, _mqtt_truck, _sweep_main_st
 
     driver = _mqtt_gps(_mqtt_truck())
-    driver.coverage_dir = small_fs / "coverage"
+    driver.saved = DeviceStateStore(small_fs / "coverage", max_bytes=1 << 20)
     sink = ClockSink(T0)
     await driver.restore_coverage(sink)
     await _sweep_main_st(driver, sink)

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 
 from edge.buffer.async_outbox import AsyncOutbox
+from edge.buffer.device_state import DeviceStateStore
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.config import GpsDevice, SouthboundMqttConfig, WorkConfig
@@ -28,7 +29,12 @@ from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.geo import EARTH_M, distance_m, inside
-from edge.drivers.gps import GpsDriver, GpsMqttDriver, GpsSerialDriver
+from edge.drivers.gps import (
+    COVERAGE_FILE_MAX_BYTES,
+    GpsDriver,
+    GpsMqttDriver,
+    GpsSerialDriver,
+)
 from edge.errors import ConfigError
 from edge.model import Event, EventType, Prio, encode_event, json_schemas
 from edge.sink import EventSink
@@ -697,7 +703,7 @@ async def test_an_agent_restart_mid_shift_keeps_what_was_swept(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     first = _mqtt_gps(_mqtt_truck())
-    first.coverage_dir = tmp_path / "coverage"
+    first.saved = DeviceStateStore(tmp_path / "coverage", max_bytes=COVERAGE_FILE_MAX_BYTES)
     sink = ClockSink(T0)
     await first.restore_coverage(sink)  # as run() does: nothing saved yet
     await _sweep_main_st(first, sink)
@@ -706,7 +712,7 @@ async def test_an_agent_restart_mid_shift_keeps_what_was_swept(
     saved = tmp_path / "coverage" / "truck-03.json"
     assert saved.stat().st_mode & 0o777 == 0o600
     second = _mqtt_gps(_mqtt_truck())
-    second.coverage_dir = tmp_path / "coverage"
+    second.saved = DeviceStateStore(tmp_path / "coverage", max_bytes=COVERAGE_FILE_MAX_BYTES)
     await second.restore_coverage(sink)
     after = second.coverage_report()
     assert after == before
@@ -729,7 +735,7 @@ async def test_a_damaged_saved_shift_is_a_warning_and_a_fresh_start(
     (tmp_path / "coverage").mkdir()
     (tmp_path / "coverage" / "truck-03.json").write_bytes(content)
     driver = _mqtt_gps(_mqtt_truck())
-    driver.coverage_dir = tmp_path / "coverage"
+    driver.saved = DeviceStateStore(tmp_path / "coverage", max_bytes=COVERAGE_FILE_MAX_BYTES)
     sink = ClockSink(T0)
     await driver.restore_coverage(sink)
     assert any(r.levelno == logging.WARNING and "saved work coverage" in r.getMessage()

@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge import clock as clock_mod
+from edge.buffer.device_state import DeviceStateStore
 from edge.cli import build_parser, main
 from edge.config import LightStep, StreetlightDevice, TlsConfig
-from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.streetlight import SCHEDULE_FILE_MAX_BYTES, StreetlightDriver
 from edge.errors import ConfigError, EdgeError, KeyFileError, LinkTLSError, SecretError
 from edge.ops.status_file import read_status
 from edge.ops.systemd import notify, watchdog_interval_s
@@ -244,8 +245,8 @@ def _schedule_driver(folder: Path) -> StreetlightDriver:
     cfg = loaded.config.device("lamp-1")
     assert isinstance(cfg, StreetlightDevice)
     driver = StreetlightDriver(cfg, ModbusBus(loaded.config.bus("b")), timeout_s=1.0)
-    driver.schedule_dir = folder / "schedules"
-    driver.schedule_dir.mkdir()
+    (folder / "schedules").mkdir()
+    driver.stored = DeviceStateStore(folder / "schedules", max_bytes=SCHEDULE_FILE_MAX_BYTES)
     return driver
 
 
@@ -257,8 +258,7 @@ def _schedule_driver(folder: Path) -> StreetlightDriver:
 def test_a_corrupt_stored_schedule_falls_back_to_devices_yaml(
         content: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     driver = _schedule_driver(tmp_path)
-    assert driver.schedule_dir is not None
-    (driver.schedule_dir / "lamp-1.json").write_bytes(content)
+    (tmp_path / "schedules" / "lamp-1.json").write_bytes(content)
     caplog.set_level(logging.WARNING)
     driver.load_schedule()
     assert [s.at for s in driver.schedule] == ["sunset+15"]
@@ -341,9 +341,25 @@ def test_a_refused_adjtimex_falls_back_to_timesyncd_s_flag(
     assert clock_mod.kernel_clock_synced() is True
 
 
-def test_no_libc_means_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge.clock.ctypes.util.find_library", lambda _name: None)
+class _LibcWithoutAdjtimex:
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+
+def test_no_adjtimex_means_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.clock.ctypes.CDLL", _LibcWithoutAdjtimex)
     assert clock_mod.kernel_clock_synced() is False
+
+
+def test_adjtimex_is_found_without_forking_ldconfig(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real libc answers (0..5 or TIME_ERROR) and nothing is spawned to find it."""
+    import subprocess
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("kernel_clock_synced spawned a process")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    assert isinstance(clock_mod.kernel_clock_synced(), bool)
 
 
 def test_an_unreadable_boot_id_is_unknown(tmp_path: Path,
@@ -408,8 +424,7 @@ def test_fuzz_the_argument_parser(argv: list[str]) -> None:
 @given(content=JSONISH)
 def test_fuzz_the_stored_schedule(content: bytes, tmp_path: Path) -> None:
     driver = _schedule_driver(tmp_path)
-    assert driver.schedule_dir is not None
-    (driver.schedule_dir / "lamp-1.json").write_bytes(content)
+    (tmp_path / "schedules" / "lamp-1.json").write_bytes(content)
     driver.load_schedule()  # never raises
     assert all(isinstance(step, LightStep) for step in driver.schedule)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.buffer.device_state import DeviceStateStore
 from edge.commands.safety import SafetyRules
 from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
-from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.streetlight import SCHEDULE_FILE_MAX_BYTES, StreetlightDriver
 from edge.drivers.sun import sun_times
 from edge.light_schedule import Step, in_force, step_time
 from edge.shape_check import check
@@ -76,7 +77,7 @@ def _driver(cfg: StreetlightDevice, port: int, state: Path) -> tuple[Streetlight
                                  timeout_s=0.3))
     driver = StreetlightDriver(cfg, bus, timeout_s=2.0)
     driver.utc_offset_h = CST
-    driver.schedule_dir = state
+    driver.stored = DeviceStateStore(state, max_bytes=SCHEDULE_FILE_MAX_BYTES)
     return driver, bus
 
 

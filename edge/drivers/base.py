@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -96,6 +96,22 @@ class Sink(Protocol):
     def gnss_time(self, utc_ns: int) -> None:
         """Offer a GNSS fix's time as a time source (a gateway with a GPS gets trusted time)."""
 
+
+class StateDocs(Protocol):
+    """A device's document kept across restarts (edge.buffer.device_state, injected).
+
+    Both methods block (a read of a small file, a durable write): call them in a thread.
+    """
+
+    def load(self, device: str) -> dict[str, Any] | None:
+        """Return the stored JSON object, or None; ``StoreCorruptError`` when unreadable."""
+
+    def save(self, device: str, doc: dict[str, Any] | None) -> None:
+        """Replace the document (None: remove it), durably, before returning."""
+
+
+# where a kind keeps its StateDocs (a folder of state_dir) and how big one may be
+StateFolder = Callable[[str, int], StateDocs]
 
 EARLIER = "earlier"  # prefix of a last_error the device has recovered from
 

@@ -12,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from typing_extensions import override
 
-from edge.atomic_file import read_small_state_file, write_private_atomic
 from edge.aux_writes import AuxWrites
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
-from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink
+from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink, StateDocs
 from edge.drivers.gps_rules import Change, GpsRules
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
-from edge.errors import ConfigError, DeviceError, DeviceUnavailableError
+from edge.errors import ConfigError, DeviceError, DeviceUnavailableError, StoreCorruptError
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:
@@ -88,7 +85,7 @@ class GpsDriver(Driver[GpsDevice]):
         self._sink_seen: Sink | None = None
         self._coverage_sink: CoverageSink | None = None
         # the running shift is saved here, so an agent restart mid-shift keeps what was swept
-        self.coverage_dir: Path | None = None  # set by the factory: gateway.state_dir/coverage
+        self.saved: StateDocs | None = None  # state_dir/coverage; set by the factory
         self._coverage_restored = False
         self._coverage_on_disk = True  # until a save knows better (a file from before)
         self._coverage_saved_mono = time.monotonic()
@@ -139,23 +136,18 @@ class GpsDriver(Driver[GpsDevice]):
             now_s, trusted = self._clock(sink)
             await self._coverage_done(self.coverage.tick(now_s, trusted=trusted), sink)
 
-    def _coverage_file(self) -> Path | None:
-        return None if self.coverage_dir is None else self.coverage_dir / f"{self.name}.json"
-
     async def restore_coverage(self, sink: Sink) -> None:
         """Take back the shift saved before a restart (once; a bad file is a warning)."""
-        path = self._coverage_file()
-        if self._coverage_restored or self.coverage is None or path is None:
+        if self._coverage_restored or self.coverage is None or self.saved is None:
             return
         self._coverage_restored = True
         try:
-            doc = await asyncio.to_thread(_read_small_json, path)
-        except FileNotFoundError:
-            return
-        # RecursionError: json's C decoder on a deeply nested (corrupted) file
-        except (OSError, ValueError, RecursionError) as exc:
+            doc = await asyncio.to_thread(self.saved.load, self.name)
+        except StoreCorruptError as exc:
             self.log.warning("%s: saved work coverage unreadable (%s); the shift starts "
-                             "afresh", self.name, type(exc).__name__)
+                             "afresh", self.name, exc)
+            return
+        if doc is None:
             return
         now_s, _trusted = self._clock(sink)
         why = self.coverage.restore(doc, now_s)
@@ -167,8 +159,7 @@ class GpsDriver(Driver[GpsDevice]):
 
     async def save_coverage(self) -> None:
         """Write the running shift (off the loop; atomic), or remove the file when none."""
-        path = self._coverage_file()
-        if self.coverage is None or path is None:
+        if self.coverage is None or self.saved is None:
             return
         self._coverage_saved_mono = time.monotonic()
         snapshot = self.coverage.snapshot()
@@ -176,14 +167,14 @@ class GpsDriver(Driver[GpsDevice]):
             return  # between shifts: nothing to write, nothing to remove
         self._coverage_on_disk = snapshot is not None
         try:
-            await asyncio.to_thread(_write_json_atomic, path, snapshot)
+            await asyncio.to_thread(self.saved.save, self.name, snapshot)
         except OSError as exc:  # a full or read-only disk: coverage goes on in memory
-            self.aux_writes.failed(f"{self.name}: work coverage {path.name}", exc)
+            self.aux_writes.failed(f"{self.name}: work coverage {self.name}.json", exc)
         else:
-            self.aux_writes.written(f"{self.name}: work coverage {path.name}")
+            self.aux_writes.written(f"{self.name}: work coverage {self.name}.json")
 
     async def _coverage_done(self, report: dict[str, Any] | None, sink: Sink) -> None:
-        if self.coverage_dir is not None and \
+        if self.saved is not None and \
                 time.monotonic() - self._coverage_saved_mono >= COVERAGE_SAVE_S:
             await self.save_coverage()
         if report is None:
@@ -451,19 +442,6 @@ class GpsMqttDriver(GpsDriver):
                                      "last values")
 
 
-def _read_small_json(path: Path) -> object:
-    return json.loads(read_small_state_file(path, COVERAGE_FILE_MAX_BYTES))
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any] | None) -> None:
-    """Replace ``path`` with ``doc`` (None: remove it); a power cut leaves old or new, whole."""
-    if doc is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private_atomic(path, json.dumps(doc, allow_nan=False).encode("utf-8"))
-
-
 def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> GpsDriver:
     offset_h = config.gateway.utc_offset_h  # work shifts are local time
     gps: GpsDriver
@@ -474,8 +452,8 @@ def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> Gps
     else:
         port = required(device.name, "port", device.port)
         gps = GpsSerialDriver(device, SerialPort(port, device.baud), utc_offset_h=offset_h)
-    if transports.state_dir is not None:
-        gps.coverage_dir = transports.state_dir / "coverage"
+    if transports.state is not None:
+        gps.saved = transports.state("coverage", COVERAGE_FILE_MAX_BYTES)
     return gps
 
 

@@ -8,20 +8,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from typing_extensions import override
 
-from edge.atomic_file import write_private_atomic
 from edge.clock import CLOCK_FLOOR_NS
 from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
+from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, StateDocs, Value
 from edge.drivers.kind import Action, Kind, Params, SafetyContext, required
 from edge.drivers.sun import is_day
 from edge.errors import (
@@ -29,6 +26,7 @@ from edge.errors import (
     DeviceError,
     DeviceProtocolError,
     DeviceRejectedError,
+    StoreCorruptError,
 )
 from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
@@ -48,6 +46,7 @@ POWER_LOSS = "power_loss"
 OVERCURRENT = "overcurrent"
 DAY_BURN = "day_burn"
 SCHEDULE_TICK_S = 20.0  # a schedule step is applied within this of its minute
+SCHEDULE_FILE_MAX_BYTES = 64 * 1024  # 24 steps are under 2 KB: more is not ours
 
 
 class StreetlightDriver(PollingDriver[StreetlightDevice]):
@@ -59,7 +58,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
 
     kind: ClassVar[str] = "streetlight"
     utc_offset_h: float = 8.0  # set by the factory from gateway.utc_offset_h
-    schedule_dir: Path | None = None  # set by the factory: gateway.state_dir/schedules
+    stored: StateDocs | None = None  # state_dir/schedules; set by the factory
 
     def __init__(self, config: StreetlightDevice, bus: ModbusBus, *, timeout_s: float) -> None:
         super().__init__(config, config.name, poll_interval_s=config.poll_interval_s,
@@ -165,31 +164,24 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
 
     # ---- the stored schedule ------------------------------------------------------------
 
-    def _schedule_file(self) -> Path | None:
-        return None if self.schedule_dir is None else self.schedule_dir / f"{self.name}.json"
-
     def load_schedule(self) -> None:
         """Take the schedule a light.schedule command stored (it wins over devices.yaml)."""
-        path = self._schedule_file()
-        if path is None or not path.exists():
+        if self.stored is None:
             return
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            self.schedule = [check(LightStep, step) for step in raw["steps"]]
-        # RecursionError: json's C decoder on a deeply nested (corrupted) file
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-            self.log.warning("%s: stored schedule %s unreadable (%s); using devices.yaml",
-                             self.name, path, exc)
+            doc = self.stored.load(self.name)
+            if doc is not None:
+                self.schedule = _stored_steps(doc)
+        except (StoreCorruptError, ValueError, TypeError) as exc:  # ShapeError: a ValueError
+            self.log.warning("%s: stored schedule unreadable (%s); using devices.yaml",
+                             self.name, exc)
 
     def store_schedule(self, steps: list[LightStep]) -> None:
-        """Replace and persist the schedule (atomic: a power cut leaves old or new, whole)."""
-        path = self._schedule_file()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # durable before the platform is told "stored": the rename is fsynced in its
+        """Replace and persist the schedule (blocking: a power cut leaves old or new, whole)."""
+        if self.stored is not None:
+            # durable before the platform is told "stored": the store fsyncs the rename in its
             # directory, so a power cut cannot bring the old schedule back (review finding 4)
-            write_private_atomic(path, json.dumps(
-                {"steps": [dataclasses.asdict(s) for s in steps]}).encode("utf-8"))
+            self.stored.save(self.name, {"steps": [dataclasses.asdict(s) for s in steps]})
         self.schedule = list(steps)
         self.schedule_applied = None  # apply the step in force now
 
@@ -227,13 +219,20 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
 
     @override
     async def run(self, sink: Sink) -> None:
-        if not self.schedule and self._schedule_file() is None:
+        if not self.schedule and self.stored is None:
             await super().run(sink)
             return
         self.load_schedule()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.run_schedule(sink), name=f"light-schedule[{self.name}]")
             await super().run(sink)
+
+
+def _stored_steps(doc: dict[str, Any]) -> list[LightStep]:
+    steps = doc.get("steps")
+    if not isinstance(steps, list):
+        raise TypeError("no list of steps")
+    return [check(LightStep, step) for step in steps]
 
 
 @shape
@@ -311,8 +310,8 @@ def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
     light = StreetlightDriver(device, transports.buses[bus], timeout_s=transports
                               .bus_timeout_s(config, bus, device.timeout_s))
     light.utc_offset_h = config.gateway.utc_offset_h  # schedules are local time
-    if transports.state_dir is not None:
-        light.schedule_dir = transports.state_dir / "schedules"
+    if transports.state is not None:
+        light.stored = transports.state("schedules", SCHEDULE_FILE_MAX_BYTES)
     return light
 
 

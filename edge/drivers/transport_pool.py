@@ -1,20 +1,26 @@
-"""The transports drivers share (a ModbusBus per bus, the southbound broker), owned in one place."""
+"""What drivers share (a ModbusBus per bus, the southbound broker, the state stores)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig
 from edge.drivers._mqtt_device import DeviceBroker
 from edge.transports.modbus import ModbusBus
+
+if TYPE_CHECKING:
+    from edge.drivers.base import StateFolder
 
 
 class Transports:
     """Owns the buses and ports drivers share; closes them at the end."""
 
     def __init__(self, config: EdgeConfig, *, base_dir: Path | None = None,
-                 state_dir: Path | None = None) -> None:
-        self.state_dir = state_dir  # where drivers keep state (stored light schedules)
+                 state: StateFolder | None = None) -> None:
+        # the agent's edge.buffer.device_state stores, one folder per use; None: nothing
+        # is kept across restarts (a lamp runs devices.yaml's schedule, a shift starts afresh)
+        self.state = state
         self.buses = {bus.name: ModbusBus(bus) for bus in config.buses}
         self.broker = None if config.southbound_mqtt is None else DeviceBroker(
             config.southbound_mqtt, base_dir=base_dir or Path(), gateway_id=config.gateway.id)
