@@ -55,3 +55,15 @@ def test_the_agent_process_imports_no_pydantic_and_no_ruamel() -> None:
 def test_the_probe_sees_a_validating_module() -> None:
     assert heavy_after_importing(["edge.config_loader"]) == ["pydantic", "pydantic_core",
                                                               "ruamel"]
+
+
+def test_the_agent_without_an_http_site_loads_no_typing_extensions() -> None:
+    """``override`` is ours on 3.11 (drivers.base): typing_extensions is ~330 KiB (D87).
+
+    aiohttp brings it along when a status page or a local API is configured; the w1 cabinet
+    configures none.
+    """
+    probe = "import sys, edge.cli, edge.agent; print('typing_extensions' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False"

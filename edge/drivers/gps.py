@@ -15,13 +15,11 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from typing_extensions import override
-
 from edge.aux_writes import AuxWrites
 from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
-from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink, StateDocs
+from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink, StateDocs, override
 from edge.drivers.gps_rules import Change, GpsRules
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord

@@ -8,10 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from typing_extensions import override
-
 from edge.config import LoudspeakerDevice
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value
+from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value, override
 from edge.drivers.broadcast import BroadcastQueue, Play
 from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext, required
 from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit

@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from typing_extensions import override
-
 from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
-from edge.drivers.base import PollingDriver, Reading, Sink, Value
+from edge.drivers.base import PollingDriver, Reading, Sink, Value, override
 from edge.drivers.cover_rules import CoverRules
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceUnavailableError

@@ -11,14 +11,12 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from typing_extensions import override
-
 from edge.clock import CLOCK_FLOOR_NS
 from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, StateDocs, Value
+from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, StateDocs, Value, override
 from edge.drivers.kind import Action, Kind, Params, SafetyContext, required
 from edge.drivers.sun import is_day
 from edge.errors import (
