@@ -170,6 +170,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     except ValidationError as exc:
         errors += [{**err, "loc": _loc_in(data, err["loc"])} for err in exc.errors()]
     if errors:
+        errors += _unmasked_by_unknown_keys(data, errors)
         # every mistake in one pass: the parts that did validate are still cross-checked, so a
         # bus-name typo shows up beside a unit id out of range, not after it is fixed
         problems = [found for err in errors for found in _problems(path.name, tree, err)]
@@ -180,6 +181,43 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     if found:
         raise ConfigError(_by_line(found))
     return LoadedConfig(config, path, tree, _line_of)
+
+
+_UNKNOWN_KEY = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+
+
+def _unmasked_by_unknown_keys(data: Any, errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Return the errors an unknown key hid: a block's own checks run only once its keys fit.
+
+    A lamp with a misspelt key and a class code that does not fit it was reported for the key
+    alone; the class came up only after the key was fixed. Validating again without the
+    unknown keys shows both in one pass (list positions are unchanged, so lines still fit).
+    """
+    unknown = [err["loc"] for err in errors if err["type"] in _UNKNOWN_KEY]
+    if not unknown:
+        return []
+    stripped = json.loads(_json_text(data)[0])
+    for loc in unknown:
+        _drop(stripped, loc)
+    try:
+        _adapter(EdgeConfig).validate_json(json.dumps(stripped))
+    except ValidationError as exc:
+        return [{**err, "loc": _loc_in(data, err["loc"])} for err in exc.errors()
+                if err["type"] not in _UNKNOWN_KEY]
+    return []
+
+
+def _drop(data: Any, loc: Sequence[int | str]) -> None:
+    """Remove the key at ``loc`` (a pydantic loc: a union's tag is passed over)."""
+    for part in loc[:-1]:
+        if isinstance(data, dict):
+            data = data.get(str(part), data)  # not a key: a union's tag, the same dict below
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return
+    if isinstance(data, dict):
+        data.pop(str(loc[-1]), None)
 
 
 def _cross_problems(filename: str, tree: Any, config: EdgeConfig,
@@ -227,7 +265,7 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
             for i, raw in enumerate(data[name]):
                 text, bad_keys = _json_text(raw)
                 try:
-                    good.append(adapter.validate_json(text))
+                    good.append(_validate_item(adapter, text))
                     if bad_keys:  # valid once a number key is read as text: still not valid
                         good.pop()
                         raise ValueError  # noqa: TRY301 - the handler below counts it
@@ -254,6 +292,24 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     partial = Partial(frozenset(broken), tuple(items.get("devices", ([], []))[1]),
                       tuple(items.get("buses", ([], []))[1]), bus_names, tuple(raw_devices))
     return _construct(EdgeConfig, parts), partial
+
+
+def _validate_item(adapter: TypeAdapter[Any], text: str) -> Any:
+    """Validate one list item for the cross-checks; its unknown keys (already reported) aside.
+
+    An unknown key must not hide what the cross-checks say about the rest of the item (a class
+    code that does not fit the kind, a bus that does not exist) until the key is fixed.
+    """
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        unknown = [err["loc"] for err in exc.errors() if err["type"] in _UNKNOWN_KEY]
+        if len(unknown) < exc.error_count():
+            raise
+        stripped = json.loads(text)
+        for loc in unknown:
+            _drop(stripped, loc)
+        return adapter.validate_json(json.dumps(stripped))
 
 
 def _construct(cls: type[T], parts: dict[str, Any]) -> T:

@@ -107,6 +107,29 @@ def test_a_bus_typo_in_a_device_with_other_mistakes_is_reported_too() -> None:
                for p in problems)
 
 
+def test_an_unknown_key_does_not_hide_the_rest_of_its_device() -> None:
+    """A misspelt key and a class code that does not fit the lamp: both in one pass."""
+    text = _shipped().replace("max_switches_per_min: 4", "max_switch_per_min: 4").replace(
+        'code: "3205080118000007"\n      class: "0118"',
+        'code: "3205080118000007"\n      class: "0106"')
+    problems = _problems(text)
+    assert [p.split(": ", 2)[1] for p in problems] == [
+        "devices[lamp-07].max_switch_per_min", "devices[lamp-07].asset.code",
+        "devices[lamp-07].asset.class"]
+    assert "class 0106 (路灯井盖) does not fit a streetlight" in problems[2]
+
+
+def test_an_unknown_key_does_not_hide_a_check_across_its_block() -> None:
+    """A block's own check (a speaker's model against its transport) runs beside the key."""
+    text = _shipped().replace("    model: syn6288\n", "    model: ip_speaker\n"
+                              "    colour: red\n", 1)
+    problems = _problems(text)
+    fields = [p.split(": ", 2)[1] for p in problems]
+    assert "devices[speaker-01].colour" in fields
+    assert any("ip_speaker does not speak over transport serial: use syn6288" in p
+               for p in problems)
+
+
 def test_cross_checks_still_run_beside_a_broken_section() -> None:
     # the gateway section is broken; a duplicate unit id among valid devices is still found
     text = _shipped().replace('county_code: "320508"', 'county_code: "32050"').replace(
