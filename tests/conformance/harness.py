@@ -1,46 +1,64 @@
-"""Build every registered driver against its simulator, or against a peer that only sends
-garbage (the conformance kit's fixtures)."""
+"""Build every driver class of the kind table against its simulator, or a peer sending garbage.
+
+A rig is ``kind/transport`` for every transport a kind's devices.yaml model allows
+(``RIGS``, derived from ``edge.drivers.factory.KINDS``); its driver is built the way the agent
+builds it (devices.yaml -> ``build_driver``), so the kit checks the classes the agent runs, one
+per transport, not a hand-picked one per kind. A new kind or transport without a peer here
+fails ``test_the_kit_covers_every_registered_driver``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edge.config import (
-    GpsDevice,
-    LoudspeakerDevice,
-    ManholeTiltDevice,
-    ModbusRtuBus,
-    ModbusTcpBus,
-    StreetlightDevice,
-)
-from edge.config_loader import validate
 from edge.drivers.base import Driver
-from edge.drivers.gps import GpsSerialDriver
-from edge.drivers.loudspeaker import LoudspeakerDriver
-from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
-from edge.drivers.speaker_units import Syn6288Unit
-from edge.drivers.streetlight import StreetlightDriver
+from edge.drivers.factory import KINDS, Transports, build_driver
 from edge.transports.modbus import ModbusBus
-from edge.transports.serial import SerialPort
-from hil.broker import free_port
+from edge.transports.mqtt import MqttLink
+from hil.broker import Mosquitto, free_port
+from hil.sims.ip_speaker import IpSpeakerSim
 from hil.sims.modbus_sim import ModbusTcpSim, SimUnit, lamp_unit, tilt_unit
 from hil.sims.rtu_sim import RtuLineSim
 from hil.sims.serial_sims import GpsSim, TtsSim
+from tests.cfg import write_config
 
 ASSETS = {
     "manhole_tilt": ("3205080106000123", "0106"), "streetlight": ("3205080118000007", "0118"),
     "loudspeaker": ("3205082105000001", "2105"), "gps": ("3205082190000003", "2190"),
 }
+# what a kind's device needs beyond its transport, per transport family
+EXTRA: dict[tuple[str, str], dict[str, Any]] = {
+    ("manhole_tilt", "mqtt"): {"model": "mqtt_json"},
+    ("gps", "serial"): {"min_distance_m": 0, "max_interval_s": 1},
+    ("gps", "mqtt"): {"model": "mqtt_json", "min_distance_m": 0, "max_interval_s": 1},
+}
+TOPIC = "things/dev"
 
 
 def asset(kind: str) -> dict[str, Any]:
     code, cls = ASSETS[kind]
     return {"code": code, "class": cls, "grid": "320508001002003", "name": kind}
+
+
+def rig_ids() -> list[str]:
+    """Every ``kind/transport`` of the kind table, from each kind's devices.yaml model."""
+    ids: list[str] = []
+    for kind in KINDS.values():
+        transports = typing.get_args(typing.get_type_hints(kind.device)["transport"])
+        ids += [f"{kind.name}/{transport}" for transport in transports]
+    return ids
+
+
+RIGS = rig_ids()
 
 
 @dataclass
@@ -50,75 +68,148 @@ class Rig:
     unit: SimUnit | None
 
 
-def _modbus_driver(kind: str, port: int | str, unit_id: int) -> tuple[Driver[Any], ModbusBus]:
-    """A Modbus driver on TCP (``port`` a number) or RTU (``port`` a pty path)."""
-    transport = "modbus_rtu" if isinstance(port, str) else "modbus_tcp"
-    bus = ModbusBus(ModbusRtuBus(name="b", type="modbus_rtu", port=port, baud=9600,
-                                 timeout_s=0.3, retries=0) if isinstance(port, str) else
-                    ModbusTcpBus(name="b", type="modbus_tcp", host="127.0.0.1", port=port,
-                                 timeout_s=0.3, retries=0))
-    common = {"name": "dev", "transport": transport, "bus": "b", "unit_id": unit_id,
-              "poll_interval_s": 0.1, "asset": asset(kind)}
-    if kind == "manhole_tilt":
-        cfg_t = validate(ManholeTiltDevice, {**common, "kind": kind})
-        return ManholeTiltModbusDriver(cfg_t, bus, timeout_s=1.0), bus
-    cfg_s = validate(StreetlightDevice, {**common, "kind": kind})
-    return StreetlightDriver(cfg_s, bus, timeout_s=2.0), bus
+@dataclass
+class _Peer:
+    """Where the device is reached, and how to stop what plays it."""
+
+    device: dict[str, Any]
+    buses: list[dict[str, Any]]
+    extra: dict[str, Any]
+    unit: SimUnit | None
+    stop: Callable[[], Awaitable[None]]
 
 
-def _serial_driver(kind: str, port: int) -> Driver[Any]:
-    url = f"socket://127.0.0.1:{port}"
-    common = {"name": "dev", "transport": "serial", "port": url, "poll_interval_s": 0.1,
-              "timeout_s": 0.3, "asset": asset(kind)}
-    if kind == "gps":
-        return GpsSerialDriver(validate(GpsDevice, {**common, "kind": kind,
-                                                    "min_distance_m": 0,
-                                                    "max_interval_s": 1}),
-                               SerialPort(url, 9600))
-    cfg = validate(LoudspeakerDevice, {**common, "kind": kind})
-    return LoudspeakerDriver(cfg, Syn6288Unit("dev", SerialPort(url, 9600), 0.3))
+def _device(rig: str) -> dict[str, Any]:
+    kind, transport = rig.split("/")
+    return {"name": "dev", "kind": kind, "transport": transport, "poll_interval_s": 0.1,
+            "asset": asset(kind), **EXTRA.get((kind, transport), {})}
 
 
-@contextlib.asynccontextmanager
-async def with_simulator(kind: str) -> AsyncIterator[Rig]:
-    """The driver against its real simulator (``manhole_tilt/rtu``: over a wire-timed pty)."""
-    port = free_port()
-    if kind.endswith("/rtu"):
-        unit = tilt_unit(12.5) if kind.startswith("manhole_tilt") else lamp_unit()
-        line = RtuLineSim({7: unit}, baud=9600)
-        await line.start()
-        driver, bus = _modbus_driver(kind.removesuffix("/rtu"), line.path, 7)
-        try:
-            yield Rig(driver, bus, unit)
-        finally:
-            await bus.close()
-            await line.stop()
-        return
-    if kind in ("manhole_tilt", "streetlight"):
+def _modbus_bus(transport: str, where: int | str) -> dict[str, Any]:
+    if transport == "modbus_rtu":
+        return {"name": "b", "type": "modbus_rtu", "port": where, "baud": 9600,
+                "timeout_s": 0.3, "retries": 0}
+    return {"name": "b", "type": "modbus_tcp", "host": "127.0.0.1", "port": where,
+            "timeout_s": 0.3, "retries": 0}
+
+
+def _mqtt_broker(folder: Path) -> tuple[Mosquitto, dict[str, Any]]:
+    mq = Mosquitto(folder / "mosquitto", free_port(), None)
+    mq.start()
+    return mq, {"southbound_mqtt": {"host": "127.0.0.1", "port": mq.port, "tls": False}}
+
+
+async def _publisher(port: int, payloads: Callable[[int], tuple[str, bytes]],
+                     every_s: float) -> Callable[[], Awaitable[None]]:
+    """Publish ``payloads(n)`` every ``every_s`` (a device pushing reports); return a stop."""
+    link = MqttLink(host="127.0.0.1", port=port, client_id="conformance-peer", protocol="5",
+                    keepalive_s=30, connect_timeout_s=5, tls=None)
+    await link.connect()
+
+    async def pump() -> None:
+        n = 0
+        while True:
+            topic, payload = payloads(n)
+            link.publish(topic, payload)
+            n += 1
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(pump(), name="conformance-publisher")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await link.close()
+
+    return stop
+
+
+def _report(kind: str, n: int) -> bytes:
+    """A good report of an MQTT ``kind`` device, the ``n``-th."""
+    if kind == "gps":  # a truck moving north, 1 m a report, stamped now
+        return json.dumps({"lat": 31.3105 + n * 1e-5, "lon": 120.6302,
+                           "time": time.time()}).encode()
+    return json.dumps({"tilt": 12.5, "battery": 3.6}).encode()
+
+
+def unreachable(rig: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The rig's device, buses and sections pointing at nothing (to build, not to run)."""
+    transport = rig.split("/")[1]
+    device = _device(rig)
+    if transport.startswith("modbus_"):
+        device |= {"bus": "b", "unit_id": 7}
+        return device, [_modbus_bus(transport, "/dev/null" if transport == "modbus_rtu"
+                                    else free_port())], {}
+    if transport == "serial":
+        return device | {"port": f"socket://127.0.0.1:{free_port()}"}, [], {}
+    return device | {"topic": TOPIC}, [], {
+        "southbound_mqtt": {"host": "127.0.0.1", "port": free_port(), "tls": False}}
+
+
+async def _simulator(rig: str, folder: Path) -> _Peer:
+    kind, transport = rig.split("/")
+    device = _device(rig)
+    if transport.startswith("modbus_"):
         unit = tilt_unit(12.5) if kind == "manhole_tilt" else lamp_unit()
-        sim = ModbusTcpSim({7: unit}, port)
+        device["bus"], device["unit_id"] = "b", 7
+        if transport == "modbus_rtu":
+            line = RtuLineSim({7: unit}, baud=9600)
+            await line.start()
+            return _Peer(device, [_modbus_bus(transport, line.path)], {}, unit, line.stop)
+        sim = ModbusTcpSim({7: unit}, free_port())
         await sim.start()
-        driver, bus = _modbus_driver(kind, port, 7)
-        try:
-            yield Rig(driver, bus, unit)
-        finally:
-            await bus.close()
-            await sim.stop()
-        return
-    serial_sim: GpsSim | TtsSim = GpsSim(port, rate_hz=20) if kind == "gps" else TtsSim(port)
-    await serial_sim.start()
-    driver = _serial_driver(kind, port)
+        return _Peer(device, [_modbus_bus(transport, sim.port)], {}, unit, sim.stop)
+    if transport == "serial":
+        port = free_port()
+        serial_sim: GpsSim | TtsSim = GpsSim(port, rate_hz=20) if kind == "gps" else TtsSim(port)
+        await serial_sim.start()
+        device.update(port=f"socket://127.0.0.1:{port}", timeout_s=0.3)
+        return _Peer(device, [], {}, None, serial_sim.stop)
+    mq, extra = _mqtt_broker(folder)
+    device["topic"] = TOPIC
     try:
-        yield Rig(driver, None, None)
-    finally:
-        await driver.close()
-        await serial_sim.stop()
+        if kind == "loudspeaker":
+            speaker = IpSpeakerSim("127.0.0.1", mq.port, TOPIC)
+            await speaker.start()
+            stop_peer: Callable[[], Awaitable[None]] = speaker.stop
+        else:
+            stop_peer = await _publisher(mq.port, lambda n: (TOPIC, _report(kind, n)), 0.1)
+    except BaseException:
+        mq.stop()
+        raise
+
+    async def stop() -> None:
+        await stop_peer()
+        mq.stop()
+
+    return _Peer(device, [], extra, None, stop)
 
 
-@contextlib.asynccontextmanager
-async def with_garbage(kind: str, seed: int) -> AsyncIterator[Rig]:
-    """The driver against a peer that answers every byte with random bytes."""
+async def _garbage(rig: str, folder: Path, seed: int) -> _Peer:
+    """A peer that answers every byte with random bytes (MQTT: publishes random payloads)."""
     rng = random.Random(seed)
+    kind, transport = rig.split("/")
+    device = _device(rig)
+    if transport == "mqtt":
+        mq, extra = _mqtt_broker(folder)
+        device["topic"] = TOPIC
+        # a speaker reads its status topic; covers and trackers their own
+        topic = f"{TOPIC}/status" if kind == "loudspeaker" else TOPIC
+        try:
+            stop_pub = await _publisher(
+                mq.port, lambda _n: (topic, rng.randbytes(rng.randrange(0, 300))), 0.02)
+        except BaseException:
+            mq.stop()
+            raise
+
+        async def stop_mqtt() -> None:
+            await stop_pub()
+            mq.stop()
+
+        return _Peer(device, [], extra, None, stop_mqtt)
+
+    tasks: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -133,8 +224,6 @@ async def with_garbage(kind: str, seed: int) -> AsyncIterator[Rig]:
         finally:
             writer.close()
 
-    tasks: set[asyncio.Task[None]] = set()
-
     def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         task = asyncio.get_running_loop().create_task(serve(r, w))
         tasks.add(task)
@@ -142,21 +231,52 @@ async def with_garbage(kind: str, seed: int) -> AsyncIterator[Rig]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    bus = None
-    if kind in ("manhole_tilt", "streetlight"):
-        driver, bus = _modbus_driver(kind, port, 7)
+    buses: list[dict[str, Any]] = []
+    if transport == "modbus_tcp":
+        device["bus"], device["unit_id"] = "b", 7
+        buses = [_modbus_bus(transport, port)]
     else:
-        driver = _serial_driver(kind, port)
-    try:
-        yield Rig(driver, bus, None)
-    finally:
-        await driver.close()
-        if bus is not None:
-            await bus.close()
+        device.update(port=f"socket://127.0.0.1:{port}", timeout_s=0.3)
+
+    async def stop_tcp() -> None:
         server.close()
         for task in list(tasks):
             task.cancel()
 
+    return _Peer(device, buses, {}, None, stop_tcp)
 
-KINDS: list[str] = ["manhole_tilt", "streetlight", "loudspeaker", "gps"]
-Factory = Callable[[str], contextlib.AbstractAsyncContextManager[Rig]]
+
+def build(folder: Path, device: dict[str, Any], buses: list[dict[str, Any]],
+          extra: dict[str, Any]) -> tuple[Driver[Any], Transports]:
+    """Build the device's driver as the agent does: devices.yaml, the kind table, transports."""
+    loaded = write_config(folder, broker_port=1, pki=None, devices=[device], buses=buses,
+                          extra=extra)
+    transports = Transports(loaded.config, base_dir=loaded.base_dir)
+    return build_driver(loaded.config.devices[0], loaded.config, transports), transports
+
+
+@contextlib.asynccontextmanager
+async def _rig(peer: _Peer, folder: Path) -> AsyncIterator[Rig]:
+    try:
+        driver, transports = build(folder, peer.device, peer.buses, peer.extra)
+        try:
+            yield Rig(driver, transports.buses.get("b"), peer.unit)
+        finally:
+            await driver.close()
+            await transports.close()
+    finally:
+        await peer.stop()
+
+
+@contextlib.asynccontextmanager
+async def with_simulator(rig: str, folder: Path) -> AsyncIterator[Rig]:
+    """The rig's driver against its real simulator (Modbus RTU: over a wire-timed pty)."""
+    async with _rig(await _simulator(rig, folder), folder) as built:
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def with_garbage(rig: str, folder: Path, seed: int) -> AsyncIterator[Rig]:
+    """The rig's driver against a peer that only sends random bytes."""
+    async with _rig(await _garbage(rig, folder, seed), folder) as built:
+        yield built
