@@ -474,6 +474,19 @@ def check_state_order(rx: Receiver[Any], signer: Signer) -> None:
     assert rx.store.counters()["state.stale"] == 4
 
 
+def test_a_restart_without_a_will_is_announced_online_again(tmp_path: Path) -> None:
+    """make demo stopped gateway and broker together: no will, and the next start was silent."""
+    rx, signer = setup(tmp_path)
+    said: list[str] = []
+    rx.echo = said.append
+    for state in (signed_state(signer, "boot-1", 1000, 1), signed_state(signer, "boot-1", 1000, 2),
+                  signed_state(signer, "boot-2", 20, 1),  # a new boot, the old one left no will
+                  signed_state(signer, "boot-2", 20, 2), signed_state(signer, "boot-2", 900, 1)):
+        assert not rx.handle(STATE, state).rejected
+    online = [line for line in said if line.startswith(f"gateway {GW} online")]
+    assert len(online) == 3  # the first birth, the new boot's, the reconnect's; not the changes
+
+
 def test_reordered_states_keep_the_newest(tmp_path: Path) -> None:
     rx, signer = setup(tmp_path)
     check_state_order(rx, signer)

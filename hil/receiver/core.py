@@ -96,6 +96,19 @@ class StateOrder:
         return self.n == WILL_N
 
 
+def _new_session(known: dict[str, Any] | None, order: StateOrder | None) -> bool:
+    """Whether a signed state opens a connection the stored one was not from.
+
+    A gateway and its broker stopped together (``make demo`` ended) leave no will behind: the
+    store still says online, and the next start would pass unannounced.
+    """
+    if known is None or order is None:
+        return False
+    state = known.get("state") or {}
+    stored = state.get("order") or [None]
+    return (state.get("boot_id"), stored[0]) != (order.boot_id, order.conn_ms)
+
+
 # SQLite unless told: tests and the web page then see the concrete store's extra methods
 StoreT = TypeVar("StoreT", bound=Store, default=ReceiverStore)
 
@@ -353,7 +366,7 @@ class Receiver(Generic[StoreT]):
                 self.store.bump("alarms.reannounced")
                 self.echo(f"ALARM {alarm['kind']} on {alarm['device']} re-announced by "
                           f"{gw} -> case #{case} opened ({alarm['alarm_id']})")
-        if before != online:
+        if before != online or (online and _new_session(known, order)):
             depth = (doc.get("outbox") or {}).get("depth", "?")
             self.echo(f"gateway {gw} {'online' if online else 'OFFLINE'}"
                       + (f" (outbox {depth})" if online else ""))
