@@ -23,7 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from edge.buffer.store import held_by_an_agent
+from edge.buffer.database import held_by_an_agent
 from edge.clock import Clock, TimeQuality
 from edge.commands.keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus

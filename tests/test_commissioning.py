@@ -545,7 +545,7 @@ def test_a_lock_file_we_may_not_open_counts_as_held(tmp_path: Path,
     "no agent" (and then read a bus the agent may be driving)."""
     import os as os_module
 
-    from edge.buffer import store as store_module
+    from edge.buffer import database as store_module
 
     db = tmp_path / "outbox.db"
     (tmp_path / "outbox.db.lock").write_bytes(b"")

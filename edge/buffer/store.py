@@ -1,14 +1,16 @@
 """Outbox: a SQLite store of events that only an acknowledgement removes.
 
-One ``Outbox`` owns one writer connection and must be used from one thread (``AsyncOutbox``
-gives it a thread of its own). Facts behind the settings are in design/reliability.md §1:
-WAL + ``synchronous=FULL`` + ``psow=0`` lost no acknowledged row over ~1,400 simulated crash
-states; ``NORMAL`` lost up to 89 commits. The typed stores kept in the same database
-(``alarm_state.AlarmState``, ``command_journal.CommandJournal``) use this connection and its
-transactions; nothing outside ``edge/buffer/`` writes or reads SQL (issue 13). ``Outbox`` is the
-queue itself; what it keeps beside the queue has a module of its own: the schema and its
-migration (``migrations``), the disk-full reserve (``ballast``), the seq high-water mark
-(``seq_reservation``) and the uplink's view (``lease``).
+One ``Outbox`` must be used from one thread (``AsyncOutbox`` gives it a thread of its own).
+Its file is a ``database.StoreFile``: the lock, the one writer connection and what happens at
+open (WAL + ``synchronous=FULL`` + ``psow=0``, which lost no acknowledged row over ~1,400
+simulated crash states where ``NORMAL`` lost up to 89 commits: design/reliability.md §1; the
+quick check, migrations, a corrupt file moved aside, a full disk told from a corrupt file).
+The typed stores kept in the same database (``alarm_state.AlarmState``,
+``command_journal.CommandJournal``) use that connection and its transactions; nothing outside
+``edge/buffer/`` writes or reads SQL (issue 13). ``Outbox`` is the queue itself; what it keeps
+beside the queue has a module of its own: the schema and its migration (``migrations``), the
+disk-full reserve (``ballast``), the seq high-water mark (``seq_reservation``) and the uplink's
+view (``lease``).
 
 Contract:
 
@@ -27,24 +29,24 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.buffer.alarm_state import AlarmState, AlarmStateChange
-from edge.buffer.ballast import Ballast, no_room
 from edge.buffer.command_journal import CommandJournal
+from edge.buffer.database import StoreFile, is_full
 from edge.buffer.lease import Leased
-from edge.buffer.migrations import SCHEMA, migrate
+from edge.buffer.migrations import SCHEMA
 from edge.buffer.seq_reservation import SeqReservation
-from edge.errors import StoreCorruptError, StoreError, StoreFullError
+from edge.errors import StoreError, StoreFullError
 from edge.model import Event, encode_event
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,6 @@ DELETE_CHUNK = 500
 # Free file-system space the store never counts on: below it, telemetry is evicted as if the
 # quota were reached, so the WAL always has room to checkpoint and DELETE always works.
 FS_RESERVE_BYTES = 4 * 1024 * 1024
-WAL_AUTOCHECKPOINT_PAGES = 256  # a small WAL: at most ~1 MiB must fit when the disk is full
 ALARM_PRIOS = (0, 1)
 
 GapFactory = Callable[[str, dict[int, int], int, int], Event]
@@ -71,46 +72,6 @@ class AppendResult:
     gap_seqs: list[int] = field(default_factory=list)  # gap events the store added
 
 
-def held_by_an_agent(path: Path) -> bool:
-    """Return whether a running agent holds the outbox at ``path`` (its ``.lock``).
-
-    What ``edge check`` asks before it opens a serial bus: the status file may be stale or
-    damaged while the agent runs (review finding 9), the lock is not. A shared lock is taken
-    and dropped at once; an agent starting in that instant fails and is restarted.
-    """
-    try:
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
-    except FileNotFoundError:
-        return False  # no lock file: no agent has opened this outbox
-    except OSError:
-        # not ours to open (0600, the service user's): assume an agent may hold it rather
-        # than read a bus it may be driving
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock we took
-    return False
-
-
-def _private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
-    """Open (creating) ``path`` owner-only and return the fd; an older 0644 file is tightened.
-
-    Outside systemd's UMask=0077 a shell umask made the outbox world-readable (security
-    review 19 #11); SQLite gives its -wal and -shm files the database file's mode.
-    """
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL)
-
-
 class Outbox:
     """The durable store. Not thread-safe: one thread owns it (see ``AsyncOutbox``)."""
 
@@ -121,45 +82,29 @@ class Outbox:
         self.path = path
         self.quota_bytes = quota_bytes
         self.max_attempts = max_attempts
-        self._synchronous = synchronous  # FULL; NORMAL exists only to prove tests can fail
         self._gap_factory = gap_factory
-        self._schema = schema
-        self._db: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
+        # the file: lock, connection, checks, corrupt and full-disk handling at open
+        self._file = StoreFile(path, quota_bytes=quota_bytes, synchronous=synchronous,
+                               schema=schema)
         self._next_seq = 1
         self._seqs = SeqReservation(path)  # the high-water mark every seq stays below
-        self._ballast = Ballast(path)  # the disk-full reserve beside the store
         # highest seq leased per (prio, live/backlog/all): a lease scans from there
         self._cursors: dict[tuple[int, bool | None], int] = {}
         self._live_from = 1
         self._leased: set[int] = set()
-        self._page_size = 4096
         self._ballast_check_at = 0.0
         self._refused_unannounced: dict[int, int] = {}
         self._refusal_gap_at = 0.0
-        self.replaced_corrupt: Path | None = None  # set when open() moved a bad file aside
-        self.corrupt_reason = ""
         # the typed stores kept in the same database: same connection, same transactions
-        self.alarms = AlarmState(self._connection)
-        self.journal = CommandJournal(self._connection, self._tx)
+        self.alarms = AlarmState(self._file.conn)
+        self.journal = CommandJournal(self._file.conn, self._file.tx)
 
     # ---- opening ---------------------------------------------------------------------------
 
     def open(self) -> None:
         """Open (creating, checking, migrating); a corrupt file is moved aside, never fatal."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._take_lock()
+        existed = self._file.open()
         self._seqs.load()
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        try:
-            self._connect_and_check()
-        except StoreCorruptError as exc:
-            self._close_db()
-            bad = self._open_on_full_disk(exc)
-            if bad is not None:
-                self._move_aside(bad)
-                existed = False
-                self._connect_and_check()
         db = self._conn
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
         db_high = int(row[0]) if row else 0
@@ -169,144 +114,38 @@ class Outbox:
         self._cursors.clear()
         self._live_from = self._next_seq
         self._leased.clear()
-        self.restore_ballast()
+
+    @property
+    def replaced_corrupt(self) -> Path | None:
+        """Where open() moved a corrupt file aside (None: it did not)."""
+        return self._file.replaced_corrupt
+
+    @property
+    def corrupt_reason(self) -> str:
+        """Why open() found the file corrupt."""
+        return self._file.corrupt_reason
 
     def restore_ballast(self) -> bool:
         """Create the reserve file when there is room for it twice over; return if present."""
-        return self._ballast.restore()
-
-    def _open_on_full_disk(self, exc: StoreCorruptError) -> str | None:
-        """Tell a full disk from a corrupt file at open: None once open, else why it is bad.
-
-        A restart on a full disk got SQLite's "disk I/O error" (no room for the -shm file),
-        took it for corruption and moved the store, with the alarms it held, aside (issue 14
-        re-test f14 #1). On a full file system the reserve is released and the open retried;
-        without a reserve the store is refused as full (StoreFullError) and left where it is.
-        """
-        if not no_room(self.path):
-            return str(exc)  # room enough: the file is bad (open() moves it aside)
-        if self._release_ballast():
-            try:
-                self._connect_and_check()
-            except StoreCorruptError as again:
-                self._close_db()
-                if not no_room(self.path):
-                    return str(again)
-            else:
-                return None
-        raise StoreFullError(f"cannot open {self.path}: the disk is full ({exc})") from exc
+        return self._file.ballast.restore()
 
     def _release_ballast(self) -> bool:
-        return self._ballast.release()
+        return self._file.ballast.release()
 
-    def _take_lock(self) -> None:
-        if self._lock_fd is not None:
-            return
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"{self.path} is in use by another agent") from exc
-        self._lock_fd = fd
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._file.conn()
 
-    def _connect_and_check(self) -> None:
-        # psow=0: SD cards and eMMC do not promise powersafe overwrite (reliability.md §1).
-        uri = f"file:{self.path}?psow=0"
-        try:
-            os.close(_private(self.path))  # before SQLite creates it (and -wal, -shm) 0644
-            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreCorruptError(f"cannot open: {exc}") from exc
-        self._db = db
-        try:
-            db.execute("PRAGMA busy_timeout=5000")
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreError(f"journal_mode is {mode}, WAL is required")  # noqa: TRY301
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            # INSERT OR REPLACE's implicit delete must fire the queue_depth triggers too
-            db.execute("PRAGMA recursive_triggers=ON")
-            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-            # keep the WAL file's blocks after a checkpoint (up to 4x its normal size): a WAL
-            # that rewinds into its own blocks needs no new space on a full disk
-            db.execute("PRAGMA journal_size_limit="
-                       f"{4 * WAL_AUTOCHECKPOINT_PAGES * self._page_size}")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise StoreCorruptError(f"quick_check: {check}")
-            self._migrate_checked()
-            # The file may never outgrow the quota plus headroom for a DELETE to succeed on a
-            # full disk (the quota sits below the file-system limit: reliability.md R7).
-            max_pages = (self.quota_bytes + 8 * 1024 * 1024) // self._page_size
-            db.execute(f"PRAGMA max_page_count={max_pages}")
-        except StoreError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            if _is_full(exc):
-                raise StoreFullError(f"cannot open {self.path}: {exc}") from exc
-            raise StoreCorruptError(str(exc)) from exc
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.tx()
 
-    def _migrate_checked(self) -> None:
-        try:
-            migrate(self._conn, self._schema)
-        except StoreError:
-            self._close_db()
-            raise
-
-    def _move_aside(self, reason: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                src.replace(Path(str(target) + suffix))
-        log.error("outbox %s is corrupt (%s); moved aside to %s, starting a fresh store",
-                  self.path, reason, target)
-        self.replaced_corrupt = target
-        self.corrupt_reason = reason
+    def close(self) -> None:
+        """Checkpoint and close; releases the lock."""
+        self._file.close()
 
     def _reserve(self, upto: int) -> None:
         """Durably record that seqs up to ``upto`` may be used (before any is used)."""
         self._seqs.reserve(upto, self._next_seq)
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        return self._connection()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreError("outbox is not open")
-        return self._db
-
-    def _close_db(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-
-    def close(self) -> None:
-        """Checkpoint and close; releases the lock."""
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._close_db()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -325,7 +164,7 @@ class Outbox:
             try:
                 self._append_tx(pending, ack_seqs, alarm_state, result)
             except sqlite3.Error as exc:
-                if not _is_full(exc):
+                if not is_full(exc):
                     raise StoreError(f"append failed: {exc}") from exc
                 if attempt == 1:
                     self._make_room(result, need_bytes=sum(256 + 32 * len(e.data)
@@ -401,7 +240,7 @@ class Outbox:
             log.warning("outbox over quota or disk full: evicted %s (prio: events)",
                         result.evicted)
         now = time.monotonic()
-        if now >= self._ballast_check_at and not self._ballast.exists():
+        if now >= self._ballast_check_at and not self._file.ballast.exists():
             self._ballast_check_at = now + 10.0
             if self.restore_ballast():
                 log.info("outbox: disk space is back; reserve restored")
@@ -420,7 +259,7 @@ class Outbox:
                         - need_bytes
                     self._evict(db, result, max(target, 0))
             except sqlite3.Error as exc:
-                if not _is_full(exc) or not self._release_ballast():
+                if not is_full(exc) or not self._release_ballast():
                     log.warning("outbox could not evict on a full disk: %s", exc)
                     return
             else:
@@ -478,14 +317,15 @@ class Outbox:
         except OSError:
             return self.quota_bytes
         fs_free = stat.f_bavail * stat.f_frsize
-        file_bytes = int(self._conn.execute("PRAGMA page_count").fetchone()[0]) * self._page_size
+        pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+        file_bytes = pages * self._file.page_size
         return min(self.quota_bytes, file_bytes + fs_free - FS_RESERVE_BYTES)
 
     def _used_bytes(self) -> int:
         db = self._conn
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * self._page_size
+        return (pages - free) * self._file.page_size
 
     def _telemetry_count(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM events WHERE prio >= 2 "
