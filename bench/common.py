@@ -34,7 +34,7 @@ def agent_env() -> dict[str, str]:
 
     A gateway runs edge from a wheel pip installed, and pip writes every module's bytecode at
     install (systemd/install.sh). From a checkout, under PYTHONDONTWRITEBYTECODE, the agent
-    would compile each module at start instead: ~1 MiB more RSS than a gateway has (D86).
+    would compile each module at start instead: ~1 MiB more RSS than a gateway has (D87).
     """
     compileall.compile_dir(Path(__file__).resolve().parents[1] / "edge", quiet=1)
     return {**os.environ, **EDGE_ENV}

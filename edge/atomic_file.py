@@ -42,11 +42,25 @@ def write_private_atomic(path: Path, data: bytes, *, durable: bool = True) -> No
             tmp.unlink()
         raise
     if durable:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
+
+
+def remove_durably(path: Path) -> None:
+    """Remove ``path`` if present; the removal is on disk (its directory fsynced) on return."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames and removals in ``folder`` durable (blocking)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_small_state_file(path: Path, max_bytes: int) -> bytes:

@@ -91,7 +91,7 @@ def kernel_clock_synced() -> bool:
         _fields_ = (("modes", ctypes.c_uint), ("rest", ctypes.c_long * 64))
 
     # the process's own symbols (libc is linked in): ctypes.util.find_library would fork
-    # ldconfig every check and import shutil, tempfile, bz2 and lzma for it (RSS, D86)
+    # ldconfig every check and import shutil, tempfile, bz2 and lzma for it (RSS, D87)
     adjtimex = getattr(ctypes.CDLL(None, use_errno=True), "adjtimex", None)
     if adjtimex is None:  # a libc without it (not Linux): nothing says the clock is synced
         return False

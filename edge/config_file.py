@@ -130,7 +130,7 @@ def _result(path: Path, returncode: int, out: bytes, err: bytes) -> LoadedConfig
             raise ConfigError([f"{path}: the installed edge changed since this agent started: "
                                "restart it to load the config"])
         # imported here: the agent reads a child's answer at start and reload only, and
-        # pickle stays out of the resident agent the rest of its life (RSS, D86)
+        # pickle stays out of the resident agent the rest of its life (RSS, D87)
         import pickle  # noqa: PLC0415
 
         try:

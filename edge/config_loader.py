@@ -196,28 +196,43 @@ def _unmasked_by_unknown_keys(data: Any, errors: list[ErrorDetails]) -> list[Err
     unknown = [err["loc"] for err in errors if err["type"] in _UNKNOWN_KEY]
     if not unknown:
         return []
-    stripped = json.loads(_json_text(data)[0])
-    for loc in unknown:
-        _drop(stripped, loc)
+    mended = _mend_unknown_keys(json.loads(_json_text(data)[0]), unknown)
     try:
-        _adapter(EdgeConfig).validate_json(json.dumps(stripped))
+        _adapter(EdgeConfig).validate_json(json.dumps(mended))
     except ValidationError as exc:
         return [{**err, "loc": _loc_in(data, err["loc"])} for err in exc.errors()
                 if err["type"] not in _UNKNOWN_KEY]
     return []
 
 
-def _drop(data: Any, loc: Sequence[int | str]) -> None:
-    """Remove the key at ``loc`` (a pydantic loc: a union's tag is passed over)."""
-    for part in loc[:-1]:
-        if isinstance(data, dict):
-            data = data.get(str(part), data)  # not a key: a union's tag, the same dict below
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return
-    if isinstance(data, dict):
-        data.pop(str(loc[-1]), None)
+def _mend_unknown_keys(doc: Any, unknown: Sequence[Loc], prefix: Loc = ()) -> Any:
+    """Return ``doc`` (JSON values, changed in place) with each unknown key mended.
+
+    A key that misspells a field the block does not also hold takes that field's place (the
+    "did you mean" of its message); any other is dropped. Dropped, a misspelt
+    ``max_speed_kph: 30`` would leave ``max_speed_kmh`` at its default, and a check across
+    fields would blame a 20 the technician never wrote. ``prefix`` is where ``doc`` sits in
+    the file (a list item's ``devices``, index); a union's tag in a loc is passed over.
+    """
+    for loc in unknown:
+        block, where = doc, list(prefix)
+        for part in loc[:-1]:
+            if isinstance(block, dict):
+                if str(part) in block:  # else a union's tag: the same dict below it
+                    block, where = block[str(part)], [*where, part]
+            elif isinstance(block, list) and isinstance(part, int) and part < len(block):
+                block, where = block[part], [*where, part]
+            else:
+                break
+        key = str(loc[-1])
+        if not isinstance(block, dict) or key not in block:
+            continue
+        value = block.pop(key)
+        close = difflib.get_close_matches(key, sorted(_allowed_keys(where, None)), n=1,
+                                          cutoff=0.6)
+        if close and close[0] not in block:
+            block[close[0]] = value
+    return doc
 
 
 def _cross_problems(filename: str, tree: Any, config: EdgeConfig,
@@ -265,7 +280,7 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
             for i, raw in enumerate(data[name]):
                 text, bad_keys = _json_text(raw)
                 try:
-                    good.append(_validate_item(adapter, text))
+                    good.append(_validate_item(adapter, text, (name, i)))
                     if bad_keys:  # valid once a number key is read as text: still not valid
                         good.pop()
                         raise ValueError  # noqa: TRY301 - the handler below counts it
@@ -294,7 +309,7 @@ def _partial_config(data: Any) -> tuple[EdgeConfig, Partial]:
     return _construct(EdgeConfig, parts), partial
 
 
-def _validate_item(adapter: TypeAdapter[Any], text: str) -> Any:
+def _validate_item(adapter: TypeAdapter[Any], text: str, prefix: Loc) -> Any:
     """Validate one list item for the cross-checks; its unknown keys (already reported) aside.
 
     An unknown key must not hide what the cross-checks say about the rest of the item (a class
@@ -306,10 +321,8 @@ def _validate_item(adapter: TypeAdapter[Any], text: str) -> Any:
         unknown = [err["loc"] for err in exc.errors() if err["type"] in _UNKNOWN_KEY]
         if len(unknown) < exc.error_count():
             raise
-        stripped = json.loads(text)
-        for loc in unknown:
-            _drop(stripped, loc)
-        return adapter.validate_json(json.dumps(stripped))
+        mended = _mend_unknown_keys(json.loads(text), unknown, prefix)
+        return adapter.validate_json(json.dumps(mended))
 
 
 def _construct(cls: type[T], parts: dict[str, Any]) -> T:

@@ -130,6 +130,19 @@ def test_an_unknown_key_does_not_hide_a_check_across_its_block() -> None:
                for p in problems)
 
 
+def test_a_misspelt_key_is_read_as_the_field_it_misspells_for_the_other_checks() -> None:
+    """Review of D87: dropped, max_speed_kph left max_speed_kmh at its default of 20, and the
+    check across the block blamed a value the technician never wrote."""
+    anchor = "      name: 环卫车 苏E-0003\n"
+    work = ('    work:\n      shift: {start: "06:00", end: "14:00"}\n      min_speed_kmh: 25\n'
+            "      max_speed_kph: 30\n      roads:\n        - id: main-st\n"
+            "          width_m: 6\n          line: [[31.3, 120.6], [31.3, 120.604]]\n")
+    problems = _problems(_shipped().replace(anchor, anchor + work, 1))
+    assert len(problems) == 1, problems
+    assert "max_speed_kph: unknown key 'max_speed_kph' (did you mean 'max_speed_kmh'?)" \
+        in problems[0]
+
+
 def test_cross_checks_still_run_beside_a_broken_section() -> None:
     # the gateway section is broken; a duplicate unit id among valid devices is still found
     text = _shipped().replace('county_code: "320508"', 'county_code: "32050"').replace(

@@ -51,7 +51,8 @@ def test_a_fifo_in_place_of_the_file_does_not_block(tmp_path: Path) -> None:
         DeviceStateStore(tmp_path, max_bytes=1024).load("lamp-1")
 
 
-@pytest.mark.parametrize("name", ["../lamp", "a/b", "", ".hidden", "Lamp", "x" * 64])
+@pytest.mark.parametrize("name", ["../lamp", "a/b", "", ".hidden", "Lamp", "x" * 64,
+                                  "lamp-1\n"])
 def test_a_name_devices_yaml_would_refuse_names_no_file(tmp_path: Path, name: str) -> None:
     store = DeviceStateStore(tmp_path / "inside", max_bytes=1024)
     with pytest.raises(ValueError, match="not a device name"):
@@ -59,3 +60,26 @@ def test_a_name_devices_yaml_would_refuse_names_no_file(tmp_path: Path, name: st
     with pytest.raises(ValueError, match="not a device name"):
         store.load(name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_names_it_takes_are_the_names_devices_yaml_takes() -> None:
+    from edge.buffer.device_state import _SAFE_NAME
+    from edge.config import NAME_PATTERN
+
+    assert f"^{_SAFE_NAME.pattern}$" == NAME_PATTERN
+
+
+def test_a_removal_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = DeviceStateStore(tmp_path, max_bytes=1024)
+    store.save("truck-1", {"a": 1})
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.save("truck-1", None)
+    assert not (tmp_path / "truck-1.json").exists()
+    assert synced == [str(tmp_path)]

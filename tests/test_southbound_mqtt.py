@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,28 @@ async def test_a_refused_subscription_says_so_and_closes_the_link(
     assert len(closed) == 1  # the refused device's link is closed, not left behind
     link = await broker.connect("speaker-1", ["speakers/speaker-1/status"])  # granted
     await link.close()
+
+
+async def test_a_stop_the_broker_never_acknowledges_is_the_speaker_unavailable(
+        plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review of D87: the PUBACK of a play or stop was awaited without a bound, and a
+    LinkError from publish escaped the executor as a driver bug."""
+    from edge.drivers import speaker_units
+    from hil.proxy import FaultProxy
+
+    monkeypatch.setattr(speaker_units, "PUBACK_TIMEOUT_S", 0.5)
+    proxy = FaultProxy(plain_broker.port)
+    await proxy.start()
+    unit = IpSpeakerUnit("ipspk-3", ObservedBroker(SouthboundMqttConfig(
+        host="127.0.0.1", port=proxy.port, tls=False), base_dir=Path(), gateway_id="gw-1"),
+        "speakers/beimen", stale_after_s=1.5)
+    try:
+        await unit.stop()  # connects and publishes: the broker acknowledges
+        proxy.set_mode("blackhole")  # the link looks up; nothing comes back
+        started = time.monotonic()
+        with pytest.raises(DeviceUnavailableError, match="no PUBACK for the stop"):
+            await unit.stop()
+        assert time.monotonic() - started < 3
+    finally:
+        await unit.close()
+        await proxy.stop()

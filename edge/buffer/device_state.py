@@ -19,12 +19,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edge.atomic_file import read_small_state_file, write_private_atomic
+from edge.atomic_file import read_small_state_file, remove_durably, write_private_atomic
 from edge.errors import StoreCorruptError
 
 # a device name as devices.yaml allows it (config.NAME_PATTERN; buffer does not import config):
 # anything else could name a file outside the folder
-_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # fullmatch: no "name\n" either
 
 
 class DeviceStateStore:
@@ -35,7 +35,7 @@ class DeviceStateStore:
         self.max_bytes = max_bytes
 
     def _file(self, device: str) -> Path:
-        if _SAFE_NAME.match(device) is None:
+        if _SAFE_NAME.fullmatch(device) is None:
             raise ValueError(f"{device!r} is not a device name")
         return self.folder / f"{device}.json"
 
@@ -62,7 +62,7 @@ class DeviceStateStore:
         """Replace ``device``'s document (None: remove it): atomic and durable on return."""
         path = self._file(device)
         if doc is None:
-            path.unlink(missing_ok=True)
+            remove_durably(path)  # a removed shift must not come back after a power cut
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         write_private_atomic(path, json.dumps(doc, allow_nan=False).encode("utf-8"))

@@ -20,7 +20,7 @@ from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.broadcast import Play
 from edge.drivers.probe_trace import WireRecord
 from edge.drivers.probe_trace import current as current_probe
-from edge.errors import DeviceProtocolError, DeviceUnavailableError
+from edge.errors import DeviceProtocolError, DeviceUnavailableError, LinkError
 from edge.transports.mqtt import MqttLink
 from edge.transports.serial import SerialPort
 
@@ -29,6 +29,7 @@ SPEECH_S_PER_CHAR = 0.3  # SYN6288 reads about 4 Chinese characters a second
 # know its length, so its result is awaited for a fixed bound that covers a long recorded
 # announcement; a speaker silent past it is reported unavailable, not waited on for ever.
 CLIP_TIMEOUT_S = 120.0
+PUBACK_TIMEOUT_S = 10.0  # the southbound broker is on the LAN: seconds mean it is gone
 
 
 class SpeakerUnit(Protocol):
@@ -259,7 +260,7 @@ class IpSpeakerUnit:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[play_id] = fut
         try:
-            await link.publish(f"{self.topic}/play", body)
+            await self._publish(link, "play", body)
             async with asyncio.timeout(timeout_s):
                 result = await fut
         except TimeoutError as exc:
@@ -272,7 +273,25 @@ class IpSpeakerUnit:
     async def stop(self) -> None:
         """Publish a stop."""
         link = await self._connected()
-        await link.publish(f"{self.topic}/stop", b"{}")
+        await self._publish(link, "stop", b"{}")
+
+    async def _publish(self, link: MqttLink, leaf: str, body: bytes) -> None:
+        """Publish to ``{topic}/{leaf}`` and wait for the broker's PUBACK, bounded.
+
+        A lost link or a refusing broker is the device's unavailability, never a transport
+        error out of a command's executor (logged there as a driver bug).
+        """
+        try:
+            async with asyncio.timeout(PUBACK_TIMEOUT_S):
+                code = await link.publish(f"{self.topic}/{leaf}", body)
+        except TimeoutError as exc:
+            raise DeviceUnavailableError(self.name, f"no PUBACK for the {leaf} in "
+                                                    f"{PUBACK_TIMEOUT_S:g} s") from exc
+        except LinkError as exc:
+            raise DeviceUnavailableError(self.name, f"{leaf} not sent: {exc}") from exc
+        if code >= 0x80:
+            raise DeviceUnavailableError(self.name, f"the broker refused the {leaf} "
+                                                    f"(reason 0x{code:02x})")
 
     async def close(self) -> None:
         """Stop the reader and the link."""

@@ -220,7 +220,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
         if not self.schedule and self.stored is None:
             await super().run(sink)
             return
-        self.load_schedule()
+        await asyncio.to_thread(self.load_schedule)  # a file read: off the loop (StateDocs)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.run_schedule(sink), name=f"light-schedule[{self.name}]")
             await super().run(sink)

@@ -26,6 +26,7 @@ import aiohttp
 from edge.backoff import full_jitter
 from edge.buffer.lease import EventQueue
 from edge.config import UplinkConfig
+from edge.errors import LinkError, as_uplink_error
 from edge.security.signing import Signer
 from edge.transports.tls import client_context
 from edge.uplink.batches import BatchSource, SignedBatch
@@ -88,7 +89,12 @@ class HttpsUplink:
         self._outage_logged = False
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        return False if self.cfg.tls is False else client_context(self.cfg.tls, self.base_dir)
+        if self.cfg.tls is False:
+            return False
+        try:
+            return client_context(self.cfg.tls, self.base_dir)
+        except LinkError as exc:  # the transport's; the uplink's own code, as MQTT's
+            raise as_uplink_error(exc) from exc
 
     async def run(self, *, boot_delay_s: float | None = None) -> None:
         """Send forever."""

@@ -42,6 +42,32 @@ EXTRA: dict[tuple[str, str], dict[str, Any]] = {
     ("gps", "mqtt"): {"model": "mqtt_json", "min_distance_m": 0, "max_interval_s": 1},
 }
 TOPIC = "things/dev"
+# the peer that plays each kind on each transport family: a kind or transport missing here is
+# a LookupError naming the rig, never another kind's simulator
+MODBUS_UNITS: dict[str, Callable[[], SimUnit]] = {"manhole_tilt": lambda: tilt_unit(12.5),
+                                                  "streetlight": lamp_unit}
+SERIAL_SIMS: dict[str, Callable[[int], GpsSim | TtsSim]] = {
+    "gps": lambda port: GpsSim(port, rate_hz=20), "loudspeaker": TtsSim}
+MQTT_REPORTS: dict[str, Callable[[int], bytes]] = {
+    # a truck moving north, 1 m a report, stamped now
+    "gps": lambda n: json.dumps({"lat": 31.3105 + n * 1e-5, "lon": 120.6302,
+                                 "time": time.time()}).encode(),
+    "manhole_tilt": lambda _n: json.dumps({"tilt": 12.5, "battery": 3.6}).encode(),
+}
+FAMILIES = ("modbus_rtu", "modbus_tcp", "serial", "mqtt")
+
+
+def _peer_of(table: dict[str, Any], kind: str, rig: str) -> Any:
+    if kind not in table:
+        raise LookupError(f"the conformance kit has no peer for {rig}: add one to harness.py")
+    return table[kind]
+
+
+def _family(rig: str) -> str:
+    transport = rig.split("/")[1]
+    if transport not in FAMILIES:
+        raise LookupError(f"the conformance kit has no peer for {rig}: add one to harness.py")
+    return transport
 
 
 def asset(kind: str) -> dict[str, Any]:
@@ -125,17 +151,9 @@ async def _publisher(port: int, payloads: Callable[[int], tuple[str, bytes]],
     return stop
 
 
-def _report(kind: str, n: int) -> bytes:
-    """A good report of an MQTT ``kind`` device, the ``n``-th."""
-    if kind == "gps":  # a truck moving north, 1 m a report, stamped now
-        return json.dumps({"lat": 31.3105 + n * 1e-5, "lon": 120.6302,
-                           "time": time.time()}).encode()
-    return json.dumps({"tilt": 12.5, "battery": 3.6}).encode()
-
-
 def unreachable(rig: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """The rig's device, buses and sections pointing at nothing (to build, not to run)."""
-    transport = rig.split("/")[1]
+    transport = _family(rig)
     device = _device(rig)
     if transport.startswith("modbus_"):
         device |= {"bus": "b", "unit_id": 7}
@@ -148,10 +166,10 @@ def unreachable(rig: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[st
 
 
 async def _simulator(rig: str, folder: Path) -> _Peer:
-    kind, transport = rig.split("/")
+    kind, transport = rig.split("/", maxsplit=1)[0], _family(rig)
     device = _device(rig)
     if transport.startswith("modbus_"):
-        unit = tilt_unit(12.5) if kind == "manhole_tilt" else lamp_unit()
+        unit = _peer_of(MODBUS_UNITS, kind, rig)()
         device["bus"], device["unit_id"] = "b", 7
         if transport == "modbus_rtu":
             line = RtuLineSim({7: unit}, baud=9600)
@@ -162,7 +180,7 @@ async def _simulator(rig: str, folder: Path) -> _Peer:
         return _Peer(device, [_modbus_bus(transport, sim.port)], {}, unit, sim.stop)
     if transport == "serial":
         port = free_port()
-        serial_sim: GpsSim | TtsSim = GpsSim(port, rate_hz=20) if kind == "gps" else TtsSim(port)
+        serial_sim: GpsSim | TtsSim = _peer_of(SERIAL_SIMS, kind, rig)(port)
         await serial_sim.start()
         device.update(port=f"socket://127.0.0.1:{port}", timeout_s=0.3)
         return _Peer(device, [], {}, None, serial_sim.stop)
@@ -174,7 +192,8 @@ async def _simulator(rig: str, folder: Path) -> _Peer:
             await speaker.start()
             stop_peer: Callable[[], Awaitable[None]] = speaker.stop
         else:
-            stop_peer = await _publisher(mq.port, lambda n: (TOPIC, _report(kind, n)), 0.1)
+            report = _peer_of(MQTT_REPORTS, kind, rig)
+            stop_peer = await _publisher(mq.port, lambda n: (TOPIC, report(n)), 0.1)
     except BaseException:
         mq.stop()
         raise
@@ -189,7 +208,7 @@ async def _simulator(rig: str, folder: Path) -> _Peer:
 async def _garbage(rig: str, folder: Path, seed: int) -> _Peer:
     """A peer that answers every byte with random bytes (MQTT: publishes random payloads)."""
     rng = random.Random(seed)
-    kind, transport = rig.split("/")
+    kind, transport = rig.split("/", maxsplit=1)[0], _family(rig)
     device = _device(rig)
     if transport == "mqtt":
         mq, extra = _mqtt_broker(folder)
