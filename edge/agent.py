@@ -40,7 +40,6 @@ from edge.commands.safety import SafetyRules
 from edge.config_file import LoadedConfig, load_in_child_async
 from edge.drivers.base import Driver, stats_dict
 from edge.drivers.factory import KINDS, Transports, build_driver
-from edge.drivers.streetlight import StreetlightDriver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
 from edge.ops.deaths import DeathWatch
 from edge.ops.maintenance import Maintenance, release_startup_memory
@@ -377,8 +376,8 @@ class Agent:
 
     def _relay_log(self, name: str) -> RelayLog | None:
         """Return a lamp driver's relay log (the switch-rate rule counts its changes)."""
-        driver = self.drivers.get(name)
-        return driver.relay if isinstance(driver, StreetlightDriver) else None
+        relay = getattr(self.drivers.get(name), "relay", None)  # a kind with a relay has one
+        return relay if isinstance(relay, RelayLog) else None
 
     async def _probe(self, name: str) -> dict[str, Any]:
         """Read one device now (the status page's button); KeyError if unknown."""

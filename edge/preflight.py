@@ -196,14 +196,18 @@ def check_certificates(loaded: LoadedConfig, user: str | None = None) -> list[Ch
         return [Check("tls", WARN, "tls: false — plaintext to a loopback broker only; never "
                                    "use this towards the platform")]
     out = []
-    for label, value in (("CA", tls.ca_file), ("client certificate", tls.cert_file)):
+    for label, key, value in (("CA", "ca_file", tls.ca_file),
+                              ("client certificate", "cert_file", tls.cert_file)):
         if value is None:
             continue
         path = loaded.resolve(value)
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except (OSError, ValueError) as exc:
-            out.append(Check(label, FAIL, f"{path}: {exc}"))
+            # an OSError's text repeats the path: its strerror says it once
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            where = loaded.line_of("uplink", "tls", key)
+            out.append(Check(label, FAIL, f"{path}: {why} ({where})"))
             continue
         left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
         problem = service_cannot_read(path, user)
