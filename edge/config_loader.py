@@ -34,6 +34,7 @@ from edge.config import (
     NAME_PATTERN,
     TOPIC_FILTER_PATTERN,
     AnyDevice,
+    AssetConfig,
     Bus,
     Device,
     EdgeConfig,
@@ -780,13 +781,17 @@ def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
         seen.setdefault(device.name, i)
         problems += _check_transport(config, i, device, unit_ids, bus_names=bus_names,
                                      broken=broken, where=where)
-        problems += _check_asset(config, i, device, classes, broken)
+        problems += _check_asset(config, i, device.kind, device.asset, classes, broken)
         problems += _check_schedule(i, device)
     for i, raw in partial.raw_devices if partial else ():
         written = raw.get("bus")
         if raw.get("transport") in _MODBUS and isinstance(written, str) and \
                 written not in bus_names:
             problems.append((("devices", i, "bus"), _no_bus(written, bus_names)))
+        # a device with another mistake still has its asset checked against its kind
+        kind, asset = raw.get("kind"), _valid_asset(raw.get("asset"))
+        if isinstance(kind, str) and kind in DEVICE_MODELS and asset is not None:
+            problems += _check_asset(config, i, kind, asset, classes, broken)
     problems += _check_wire_capacity(config, bus_at)
     return problems
 
@@ -910,10 +915,21 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
     return out
 
 
-def _check_asset(config: EdgeConfig, i: int, device: AnyDevice,
+def _valid_asset(raw: Any) -> AssetConfig | None:
+    text, bad_keys = _json_text(raw)
+    if bad_keys:
+        return None
+    try:
+        asset: AssetConfig = _adapter(AssetConfig).validate_json(text)
+    except ValidationError:
+        return None  # its own mistakes are reported where the device failed
+    return asset
+
+
+def _check_asset(config: EdgeConfig, i: int, kind: str, asset: AssetConfig,
                  classes: dict[str, tuple[str, tuple[str, ...]]],
                  broken: frozenset[str] = frozenset()) -> list[tuple[Loc, str]]:
-    asset, here = device.asset, ("devices", i, "asset")
+    here = ("devices", i, "asset")
     out: list[tuple[Loc, str]] = []
     if asset.code[6:10] != asset.class_:
         out.append(((*here, "code"), f"digits 7-10 of {asset.code} are {asset.code[6:10]}, "
@@ -922,16 +938,16 @@ def _check_asset(config: EdgeConfig, i: int, device: AnyDevice,
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from the grid's "
                                      f"{asset.grid[:6]}"))
     if "gateway" not in broken and asset.code[:6] != config.gateway.county_code and \
-            device.kind != "gps":
+            kind != "gps":
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from "
                                      f"gateway.county_code {config.gateway.county_code}"))
     row = classes.get(asset.class_)
     if row is None:
         out.append(((*here, "class"), f"class {asset.class_} is not in the class table "
                                       "(add it under asset_classes)"))
-    elif device.kind not in row[1]:
+    elif kind not in row[1]:
         out.append(((*here, "class"), f"class {asset.class_} ({row[0]}) does not fit a "
-                                      f"{device.kind}; it holds {list(row[1])}"))
+                                      f"{kind}; it holds {', '.join(row[1])}"))
     return out
 
 

@@ -130,6 +130,18 @@ def test_an_unknown_key_does_not_hide_a_check_across_its_block() -> None:
                for p in problems)
 
 
+def test_a_device_with_another_mistake_still_has_its_class_checked() -> None:
+    """New-user trial: a tracker's wrong class came up only once its bad model was fixed."""
+    text = _shipped().replace("    model: nmea\n", "    model: nmea0183\n", 1).replace(
+        'code: "3205082190000003"\n      class: "2190"',
+        'code: "3205082190000003"\n      class: "0118"', 1)
+    problems = _problems(text)
+    fields = [p.split(": ", 2)[1] for p in problems]
+    assert "devices[truck-03].model" in fields
+    assert any("devices[truck-03].asset.class: class 0118 (路灯) does not fit a gps; it holds "
+               "streetlight" in p for p in problems), problems
+
+
 def test_a_misspelt_key_is_read_as_the_field_it_misspells_for_the_other_checks() -> None:
     """Review of D87: dropped, max_speed_kph left max_speed_kmh at its default of 20, and the
     check across the block blamed a value the technician never wrote."""
