@@ -184,16 +184,25 @@ async def _simulator(rig: str, folder: Path) -> _Peer:
         await serial_sim.start()
         device.update(port=f"socket://127.0.0.1:{port}", timeout_s=0.3)
         return _Peer(device, [], {}, None, serial_sim.stop)
+
+    async def play(port: int) -> Callable[[], Awaitable[None]]:
+        if kind == "loudspeaker":
+            speaker = IpSpeakerSim("127.0.0.1", port, TOPIC)
+            await speaker.start()
+            return speaker.stop
+        report = _peer_of(MQTT_REPORTS, kind, rig)
+        return await _publisher(port, lambda n: (TOPIC, report(n)), 0.1)
+
+    return await _mqtt_peer(folder, device, play)
+
+
+async def _mqtt_peer(folder: Path, device: dict[str, Any],
+                     play: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]]) -> _Peer:
+    """A private mosquitto for the device's topic, and ``play`` started on it."""
     mq, extra = _mqtt_broker(folder)
     device["topic"] = TOPIC
     try:
-        if kind == "loudspeaker":
-            speaker = IpSpeakerSim("127.0.0.1", mq.port, TOPIC)
-            await speaker.start()
-            stop_peer: Callable[[], Awaitable[None]] = speaker.stop
-        else:
-            report = _peer_of(MQTT_REPORTS, kind, rig)
-            stop_peer = await _publisher(mq.port, lambda n: (TOPIC, report(n)), 0.1)
+        stop_peer = await play(mq.port)
     except BaseException:
         mq.stop()
         raise
@@ -211,22 +220,10 @@ async def _garbage(rig: str, folder: Path, seed: int) -> _Peer:
     kind, transport = rig.split("/", maxsplit=1)[0], _family(rig)
     device = _device(rig)
     if transport == "mqtt":
-        mq, extra = _mqtt_broker(folder)
-        device["topic"] = TOPIC
         # a speaker reads its status topic; covers and trackers their own
         topic = f"{TOPIC}/status" if kind == "loudspeaker" else TOPIC
-        try:
-            stop_pub = await _publisher(
-                mq.port, lambda _n: (topic, rng.randbytes(rng.randrange(0, 300))), 0.02)
-        except BaseException:
-            mq.stop()
-            raise
-
-        async def stop_mqtt() -> None:
-            await stop_pub()
-            mq.stop()
-
-        return _Peer(device, [], extra, None, stop_mqtt)
+        return await _mqtt_peer(folder, device, lambda port: _publisher(
+            port, lambda _n: (topic, rng.randbytes(rng.randrange(0, 300))), 0.02))
 
     tasks: set[asyncio.Task[None]] = set()
 
