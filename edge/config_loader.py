@@ -550,7 +550,7 @@ def _format_error(filename: str, tree: Any, err: ErrorDetails) -> str:
                                       f"{ctx.get('expected_tags')}"),
         "union_tag_not_found": lambda: "required field is missing",
     }
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+    if kind in _UNKNOWN_KEY:
         message = f"unknown key {_got(loc[-1])}{_did_you_mean(loc)}"
     elif kind in messages:
         message = messages[kind]()

@@ -80,7 +80,6 @@ class Outbox:
                  gap_factory: GapFactory | None = None,
                  schema: Sequence[tuple[int, str]] = SCHEMA) -> None:
         self.path = path
-        self.quota_bytes = quota_bytes
         self.max_attempts = max_attempts
         self._gap_factory = gap_factory
         # the file: lock, connection, checks, corrupt and full-disk handling at open
@@ -114,6 +113,11 @@ class Outbox:
         self._cursors.clear()
         self._live_from = self._next_seq
         self._leased.clear()
+
+    @property
+    def quota_bytes(self) -> int:
+        """The store's quota (its file's: the page cap at open is derived from it)."""
+        return self._file.quota_bytes
 
     @property
     def replaced_corrupt(self) -> Path | None:
