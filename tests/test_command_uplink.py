@@ -144,12 +144,16 @@ async def test_hostile_retained_envelopes_do_not_end_the_session(tmp_path: Path,
            f"1 session (no reconnect), cover-open alarm at the platform in {latency_s:.2f} s")
 
 
+async def _subscribed() -> None:
+    # the session starts its command reader once the cmd subscription's SUBACK is in
+    await _wait(lambda: any(t.get_name() == "uplink.commands" for t in asyncio.all_tasks()),
+                10, "the cmd subscription")
+
+
 async def test_a_flood_does_not_silently_lose_a_valid_command(tmp_path: Path,
                                                               plain_broker: Mosquitto) -> None:
     async with cmd_rig(tmp_path, plain_broker) as r:
-        # the session starts its command reader once the cmd subscription's SUBACK is in
-        await _wait(lambda: any(t.get_name() == "uplink.commands" for t in asyncio.all_tasks()),
-                    10, "the cmd subscription")
+        await _subscribed()
         forger = Ed25519PrivateKey.generate()
         flood = [sign_command(forger, gateway=GW, device="lamp-07", action="light.set",
                               params={"on": True})[1] if i % 2 else b"[" * 7000
@@ -188,7 +192,8 @@ async def test_drops_beyond_the_inbound_queue_are_counted_and_reported(
         tmp_path: Path, plain_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("edge.uplink.mqtt.COMMAND_INBOUND_MAX", 5)  # a flood far beyond it
     async with cmd_rig(tmp_path, plain_broker) as r:
-        await _wait(lambda: r.uplink.stats.connected, 10, "the connection")
+        # connected is not subscribed: a flood published before the SUBACK reaches nobody
+        await _subscribed()
         await r.publish([b"[" * 7000] * 600)
         processor = r.harness.processor
         assert processor is not None
