@@ -42,12 +42,9 @@ from edge.buffer.command_journal import Claim
 from edge.clock import Clock, TimeQuality
 from edge.commands.keys import PlatformKeys, load_platform_keys
 from edge.commands.replay import CTR_MAX, MAX_CTR_AHEAD_US, MAX_CTR_STEP_US, ReplayState
-from edge.config import ROLES, AnyDevice, EdgeConfig, LoudspeakerDevice
-from edge.drivers._codecs import syn6288
-from edge.drivers._codecs.tts_text import unencodable_at
+from edge.config import ROLES, EdgeConfig
 from edge.drivers.factory import KINDS
 from edge.drivers.kind import NoParams, Params
-from edge.drivers.loudspeaker import PlayTts
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import UUID7_PATTERN, Event, EventType, Prio
 from edge.security.signing import SignatureError, open_envelope
@@ -474,9 +471,10 @@ class CommandProcessor:
             params = check(PARAMS[body.action], body.params)
         except ShapeError as exc:
             self._reject("bad_params", body, _field_errors(exc.errors))
-        problem = _tts_text_problem(device, params)
+        problem = declared.params_problem(device, params) \
+            if declared is not None and declared.params_problem is not None else None
         if problem is not None:
-            self._reject("bad_params", body, f"params.text: {problem}")
+            self._reject("bad_params", body, problem)
         return device.name, params
 
     def _check_fresh(self, body: CommandBody) -> bool:
@@ -656,16 +654,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
-
-
-def _tts_text_problem(device: AnyDevice, params: Params) -> str | None:
-    """Return why the unit could not speak a play_tts text, or None (issue 19 re-test #7)."""
-    if not isinstance(device, LoudspeakerDevice) or not isinstance(params, PlayTts):
-        return None
-    if device.model == "syn6288":
-        return syn6288.text_problem(params.text, device.text_encoding, params.volume)
-    at = unencodable_at(params.text, "utf-8")  # the IP speaker's JSON: a lone surrogate
-    return None if at is None else f"character {at} (U+{ord(params.text[at]):04X}) is not text"
 
 
 def _audited_before(path: Path) -> bool:

@@ -77,6 +77,9 @@ class SafetyContext(Protocol):
         ...
 
 
+# (the device's config, validated params) -> why the device cannot take them, or None
+ParamsProblem = Callable[[Any, Any], "str | None"]
+
 # (context, the device's config, validated params, the signer's roles) -> None; raises
 # CommandRejectedError saying why the command is unsafe now (check 5, design/events.md)
 SafetyRule = Callable[[SafetyContext, Any, Any, AbstractSet[str]], None]
@@ -95,6 +98,9 @@ class Action:
     # device models that can do it; None: every model of the kind. A model outside it is an
     # ``unsupported_action`` rejection before anything is journaled.
     models: frozenset[str] | None = None
+    # why this device could not carry out these (valid) params, or None: a ``bad_params``
+    # rejection before anything is journaled (a SYN6288 cannot speak every text)
+    params_problem: ParamsProblem | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from edge.config import LoudspeakerDevice
+from edge.drivers._codecs import syn6288
+from edge.drivers._codecs.tts_text import unencodable_at
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value, override
 from edge.drivers.broadcast import BroadcastQueue, Play
 from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext, required
@@ -237,6 +239,17 @@ def _safe_clip(context: SafetyContext, device: LoudspeakerDevice, params: PlayCl
     _play_limits(context, device, params, roles)
 
 
+def _text_problem(device: LoudspeakerDevice, params: PlayTts) -> str | None:
+    """Return why the unit could not speak ``params.text``, or None (issue 19 re-test #7)."""
+    if device.model == "syn6288":
+        problem = syn6288.text_problem(params.text, device.text_encoding, params.volume)
+    else:  # the IP speaker's JSON: a lone surrogate is not text
+        at = unencodable_at(params.text, "utf-8")
+        problem = None if at is None else \
+            f"character {at} (U+{ord(params.text[at]):04X}) is not text"
+    return None if problem is None else f"params.text: {problem}"
+
+
 def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
            ) -> LoudspeakerDriver:
     unit: SpeakerUnit
@@ -256,7 +269,8 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
 
 
 KIND = Kind("loudspeaker", LoudspeakerDevice, (LoudspeakerDriver,), _build, {
-    "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play),
+    "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play,
+                               params_problem=_text_problem),
     # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:
     # firmware_notes/ip-speaker.md and firmware_notes/syn6288-tts.md
     "speaker.play_clip": Action("broadcast", PlayClip, _play_clip, _safe_clip,
