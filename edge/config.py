@@ -58,14 +58,6 @@ DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _model_from_transport(data: object) -> object:
-    # the transport says which unit is built (a SYN6288 board on a port, an IP speaker on the
-    # broker): an unstated model follows it, so a clip check by model cannot disagree
-    if isinstance(data, dict) and "model" not in data and data.get("transport") == "mqtt":
-        return {**data, "model": "ip_speaker"}
-    return data
-
-
 def _digits_from_int(value: Any) -> Any:
     # An unquoted 16-digit code parses as an int; county codes never start with 0, so no
     # leading zero can be lost and the technician's file is accepted as written.
@@ -321,6 +313,42 @@ class _DeviceBase:
     topic: Annotated[str, MinLen(1), MaxLen(256), Pattern(TOPIC_FILTER_PATTERN)] | None = None
     json_map: dict[str, str] = field(default_factory=dict)
 
+    # Each kind declares, once: which models speak over which transport (the first is the one
+    # a device that names none gets), and whether it roams (a vehicle: its readings are
+    # positions, its asset code's county is its registry's, not the gateway's)
+    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    ROAMS: ClassVar[bool] = False
+    if TYPE_CHECKING:  # each kind's own Literal fields; declared here for the checks below
+        transport: str
+        model: str
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        # only where pydantic validates: the keys are rewritten before the dataclass's own
+        # schema sees them; the union still finds ``kind`` through the wrapper
+        from pydantic_core import core_schema  # noqa: PLC0415
+
+        return core_schema.no_info_before_validator_function(cls._model_from_transport,
+                                                             handler(source))
+
+    @classmethod
+    def _model_from_transport(cls, data: object) -> object:
+        # the transport says which unit is built (a SYN6288 board on a port, an IP speaker on
+        # the broker): an unstated model follows it, so a check by model cannot disagree
+        if isinstance(data, dict) and "model" not in data:
+            models = cls.MODELS.get(str(data.get("transport")))
+            if models:
+                return {**data, "model": models[0]}
+        return data
+
+    def __post_init__(self) -> None:
+        models = self.MODELS.get(self.transport, ())
+        if self.model not in models:
+            raise FieldProblemsError([(("model",), f"{self.model} does not speak over "
+                                       f"transport {self.transport}: use "
+                                       f"{' or '.join(models)}")])
+
 
 @shape
 class TiltAlarms:
@@ -361,6 +389,9 @@ class ManholeTiltDevice(_DeviceBase):
     kind: Literal["manhole_tilt"]
     transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
     model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
+    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "modbus_rtu": ("witmotion", "sunspec304"), "modbus_tcp": ("witmotion", "sunspec304"),
+        "mqtt": ("mqtt_json",)}
     baseline_deg: Annotated[float, Ge(-180), Le(180)] = 0.0
     alarms: TiltAlarms = field(default_factory=TiltAlarms)
     # SunSpec: where the "SunS" marker sits; None walks 40000, 0 and 50000 in that order
@@ -404,6 +435,9 @@ class StreetlightDevice(_DeviceBase):
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]
     model: Literal["lamp_controller", "sdm120", "pzem004t"] = "lamp_controller"
+    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "modbus_rtu": ("lamp_controller", "sdm120", "pzem004t"),
+        "modbus_tcp": ("lamp_controller", "sdm120", "pzem004t")}
     alarms: StreetlightAlarms = field(default_factory=StreetlightAlarms)
 
 
@@ -433,6 +467,8 @@ class LoudspeakerDevice(_DeviceBase):
     kind: Literal["loudspeaker"]
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
+    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {"serial": ("syn6288",),
+                                                    "mqtt": ("ip_speaker",)}
     max_volume: Annotated[int, Ge(0), Le(16)] = 12
     quiet_hours: Annotated[str, Pattern(r"^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$")] | None = \
         "22:00-07:00"
@@ -440,21 +476,6 @@ class LoudspeakerDevice(_DeviceBase):
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
     max_text_chars: Annotated[int, Ge(1), Le(200)] = 100
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
-                                     ) -> CoreSchema:
-        # only where pydantic validates: the keys are rewritten before the dataclass's own
-        # schema sees them; the union still finds ``kind`` through the wrapper
-        from pydantic_core import core_schema  # noqa: PLC0415
-
-        return core_schema.no_info_before_validator_function(_model_from_transport,
-                                                             handler(source))
-
-    def __post_init__(self) -> None:
-        wanted = "ip_speaker" if self.transport == "mqtt" else "syn6288"
-        if self.model != wanted:
-            raise FieldProblemsError([(("model",), f"{self.model} does not speak over "
-                                       f"transport {self.transport}: use {wanted}")])
 
 
 @shape
@@ -604,6 +625,8 @@ class GpsDevice(_DeviceBase):
     kind: Literal["gps"]
     transport: Literal["serial", "mqtt"]
     model: Literal["nmea", "mqtt_json"] = "nmea"
+    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {"serial": ("nmea",), "mqtt": ("mqtt_json",)}
+    ROAMS: ClassVar[bool] = True
     min_distance_m: Annotated[float, Ge(0)] = 20.0
     max_interval_s: Annotated[float, Ge(1)] = 60.0
     position_decimals: Annotated[int, Ge(2), Le(7)] = 6

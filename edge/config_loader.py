@@ -899,14 +899,8 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
                 out.append(((*here, "unit_id"),
                             f"unit id {device.unit_id} is not in bus {bus.name!r} "
                             f"allowed_unit_ids {bus.allowed_unit_ids}"))
-        if device.model not in READ_PLANS:
-            out.append(((*here, "model"), f"model {device.model} is not a Modbus model"))
     elif device.transport == "serial" and not device.port:
         out.append(((*here, "port"), "required for transport serial (a device path or URL)"))
-    elif device.transport == "mqtt" and device.kind == "manhole_tilt" and \
-            device.model != "mqtt_json":
-        out.append(((*here, "model"), f"model {device.model} is a Modbus map; an MQTT cover "
-                                      "is model mqtt_json"))
     elif device.transport == "mqtt" and not device.topic:
         out.append(((*here, "topic"), "required for transport mqtt"))
     elif device.transport == "mqtt" and config.southbound_mqtt is None and \
@@ -938,7 +932,7 @@ def _check_asset(config: EdgeConfig, i: int, kind: str, asset: AssetConfig,
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from the grid's "
                                      f"{asset.grid[:6]}"))
     if "gateway" not in broken and asset.code[:6] != config.gateway.county_code and \
-            kind != "gps":
+            not DEVICE_MODELS[kind].ROAMS:
         out.append(((*here, "code"), f"county digits {asset.code[:6]} differ from "
                                      f"gateway.county_code {config.gateway.county_code}"))
     row = classes.get(asset.class_)

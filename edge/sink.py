@@ -37,8 +37,9 @@ class EventSink:
                  active: ActiveAlarms) -> None:
         self._outbox = outbox
         self._clock = clock
-        self._assets = {d.name: asset_of(d) for d in config.devices}
-        self._positional = {d.name for d in config.devices if d.kind == "gps"}
+        self._assets: dict[str, Asset] = {}
+        self._positional: set[str] = set()  # vehicles: their readings are positions
+        self.set_devices(config)
         # "device:kind" -> (alarm_id, alarm block as raised)
         self.active = active
         self.alarms_raised = 0
@@ -47,8 +48,9 @@ class EventSink:
         self._rejected_logged: set[str] = set()
 
     def set_devices(self, config: EdgeConfig) -> None:
-        """Refresh the asset table after a config reload."""
+        """Refresh the asset table (and which devices roam) after a config reload."""
         self._assets = {d.name: asset_of(d) for d in config.devices}
+        self._positional = {d.name for d in config.devices if d.ROAMS}
 
     def gnss_time(self, utc_ns: int) -> None:
         """Trust a GNSS time fix, unless it is implausibly old (week-rollover bugs)."""

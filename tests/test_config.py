@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,40 @@ def test_a_loudspeakers_model_follows_its_transport() -> None:
     with pytest.raises(ValueError, match="does not speak over transport serial: use syn6288"):
         validate(LoudspeakerDevice, {**base, "transport": "serial", "port": "/dev/x",
                                      "model": "ip_speaker"})
+
+
+ASSETS = {"manhole_tilt": ("0106", "井盖"), "gps": ("2190", "环卫车")}
+
+
+@pytest.mark.parametrize("kind", ["manhole_tilt", "gps"])
+def test_every_kinds_model_follows_its_transport(kind: str) -> None:
+    """One declaration per kind (MODELS): an MQTT device that names no model gets its kind's
+    MQTT model, and a Modbus map or NMEA model on the broker is refused at ``model``."""
+    cls, name = ASSETS[kind]
+    base = {"name": "d", "kind": kind, "transport": "mqtt", "topic": "t/d",
+            "asset": {"code": f"320508{cls}000001", "class": cls, "grid": "320508001002003",
+                      "name": name}}
+    assert validate(DEVICE_MODELS[kind], base).model == "mqtt_json"
+    wrong = DEVICE_MODELS[kind].MODELS["modbus_rtu" if kind == "manhole_tilt" else "serial"][0]
+    with pytest.raises(ValueError, match=f"{wrong} does not speak over transport mqtt: use "
+                                         "mqtt_json"):
+        validate(DEVICE_MODELS[kind], {**base, "model": wrong})
+
+
+def test_each_kind_declares_a_model_for_every_transport_and_no_other() -> None:
+    """MODELS covers exactly the kind's transports and models; a Modbus model has a read plan."""
+    from edge.drivers._codecs.plans import READ_PLANS
+
+    for kind, cls in DEVICE_MODELS.items():
+        hints = typing.get_type_hints(cls)
+        transports, models = typing.get_args(hints["transport"]), typing.get_args(hints["model"])
+        assert set(cls.MODELS) == set(transports), kind
+        assert {m for ms in cls.MODELS.values() for m in ms} == set(models), kind
+        assert dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(
+            "model")].default == cls.MODELS[transports[0]][0], kind  # the field's default
+        for transport in ("modbus_rtu", "modbus_tcp"):
+            assert all(m in READ_PLANS for m in cls.MODELS.get(transport, ())), kind
+    assert [k for k, cls in DEVICE_MODELS.items() if cls.ROAMS] == ["gps"]
 
 
 def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:

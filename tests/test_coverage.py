@@ -585,7 +585,7 @@ async def test_a_fix_time_far_from_the_clock_does_not_space_fixes(year: int | No
     the trusted clock (a bad date, anyone publishing on the tracker's topic) is replaced by
     the clock's, so it can neither fake an outage nor hide one."""
     device = dataclasses.replace(_truck("socket://127.0.0.1:1"), transport="mqtt",
-                                 topic="t/truck-03")
+                                 model="mqtt_json", topic="t/truck-03")
     driver = _mqtt_gps(device)
     sink = ClockSink(T0)
     for k, t_s in enumerate((0.0, 1.0, 61.0, 62.0)):
@@ -682,7 +682,7 @@ def test_a_shift_that_ended_while_the_agent_was_down_is_reported_at_once() -> No
 
 def _mqtt_truck() -> GpsDevice:
     return dataclasses.replace(_truck("socket://127.0.0.1:1"), transport="mqtt",
-                               topic="t/truck-03")
+                               model="mqtt_json", topic="t/truck-03")
 
 
 def _mqtt_gps(device: GpsDevice) -> GpsMqttDriver:
