@@ -46,6 +46,7 @@ from edge.config import (
 )
 from edge.config_file import LoadedConfig
 from edge.drivers._codecs.plans import READ_PLANS
+from edge.drivers.streetlight import SWITCHABLE
 from edge.errors import ConfigError
 from edge.light_schedule import AT_PATTERN, is_astronomical
 
@@ -806,9 +807,10 @@ def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
     """Check a lamp schedule: a relay to switch, and a position for sunset steps."""
     if not isinstance(device, StreetlightDevice) or not device.schedule:
         return []
-    if device.model != "lamp_controller":
+    if device.model not in SWITCHABLE:
         return [(("devices", i, "schedule"), f"model {device.model} is a meter without a relay; "
-                                             "only a lamp_controller runs a schedule")]
+                                             f"only {' or '.join(sorted(SWITCHABLE))} runs a "
+                                             "schedule")]
     if device.asset.lat is not None and device.asset.lon is not None:
         return []
     return [(("devices", i, "schedule", j, "at"),

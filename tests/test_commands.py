@@ -3,13 +3,14 @@ rejected with its reason, counted, audited and not executed; a valid one execute
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
 import json
 import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -19,7 +20,7 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.commands.processor import PARAMS, CommandProcessor, Outcome, load_platform_keys
 from edge.commands.safety import SafetyRules
-from edge.config import DEVICE_MODELS
+from edge.config import DEVICE_MODELS, StreetlightDevice
 from edge.config_loader import load_config
 from edge.drivers.factory import KINDS
 from edge.drivers.kind import NoParams
@@ -226,6 +227,28 @@ async def test_a_clip_on_a_tts_board_is_unsupported_before_it_is_journaled(h: Ha
     assert (out.status, out.reason) == ("rejected", "unsupported_action")
     assert "syn6288" in h.audit()[-1]["detail"]["detail"]
     assert not h.executed
+
+
+@pytest.mark.parametrize("meter", ["sdm120", "pzem004t"])
+async def test_a_meter_without_a_relay_cannot_be_switched_before_it_is_journaled(
+        tmp_path: Path, meter: Literal["sdm120", "pzem004t"]) -> None:
+    """light.set and light.schedule are declared for switchable register maps only."""
+    harness = Harness(tmp_path)
+    cfg = harness.loaded.config
+    devices = [dataclasses.replace(d, model=meter) if isinstance(d, StreetlightDevice) else d
+               for d in cfg.devices]
+    harness.loaded = dataclasses.replace(harness.loaded,
+                                         config=dataclasses.replace(cfg, devices=devices))
+    await harness.start()
+    try:
+        for action, params in (("light.set", {"on": True}),
+                               ("light.schedule", {"steps": [{"at": "18:00", "on": True}]})):
+            out = await harness.send(harness.lighting, action, params)
+            assert (out.status, out.reason) == ("rejected", "unsupported_action"), action
+            assert meter in harness.audit()[-1]["detail"]["detail"]
+        assert not harness.executed
+    finally:
+        await harness.stop()
 
 
 async def test_actions_out_of_the_kind_table_are_unknown(h: Harness) -> None:

@@ -349,6 +349,12 @@ def test_each_kind_declares_a_model_for_every_transport_and_no_other() -> None:
         for transport in ("modbus_rtu", "modbus_tcp"):
             assert all(m in READ_PLANS for m in cls.MODELS.get(transport, ())), kind
     assert [k for k, cls in DEVICE_MODELS.items() if cls.ROAMS] == ["gps"]
+    # and a driver decodes each Modbus model by its own map, not by name
+    from edge.drivers.manhole_tilt import TILT_MAPS
+    from edge.drivers.streetlight import LAMP_MAPS
+
+    for kind, maps in (("manhole_tilt", TILT_MAPS), ("streetlight", LAMP_MAPS)):
+        assert set(maps) == set(DEVICE_MODELS[kind].MODELS["modbus_rtu"]), kind
 
 
 def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:

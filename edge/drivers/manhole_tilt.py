@@ -7,11 +7,15 @@ firmware_notes/mqtt-cover.md).
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import json_doc, sunspec304, witmotion
+from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import PollingDriver, Reading, Sink, Value, override
 from edge.drivers.cover_rules import CoverRules
@@ -30,6 +34,21 @@ SUNSPEC_BASES = (40000, 0, 50000)  # where a SunSpec map may start (design/devic
 SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
 SUNSPEC_END = 0xFFFF
 SUNSPEC_MAX_MODELS = 32  # a walk longer than this is a broken map, not a long one
+
+
+@dataclasses.dataclass(frozen=True)
+class TiltMap:
+    """What one inclinometer model's register map gives; its block is READ_PLANS[model]."""
+
+    decode: Callable[[list[int]], Mapping[str, Value]]  # -> roll/pitch (or X/Y/Z) in degrees
+    discovered: bool  # the block sits where a SunSpec walk finds model 304, not at a fixed address
+
+
+# Each Modbus model declared once (firmware_notes/witmotion-inclinometer.md, sunspec304.md)
+TILT_MAPS: Mapping[str, TiltMap] = MappingProxyType({
+    "witmotion": TiltMap(witmotion.decode_angles, discovered=False),
+    "sunspec304": TiltMap(sunspec304.decode, discovered=True),
+})
 
 
 class ManholeTiltDriver(PollingDriver[ManholeTiltDevice]):
@@ -104,17 +123,14 @@ class ManholeTiltModbusDriver(ManholeTiltDriver):
     @override
     async def poll(self) -> Reading:
         cfg = self.config
-        if cfg.model == "sunspec304":
-            address = self._sunspec_addr or await self.discover_sunspec()
-            words = await self._read(3, address, 8)
-        else:
-            block = witmotion.BLOCKS[0]
-            words = await self._read(block.function, block.address, block.count)
+        tilt_map = TILT_MAPS[cfg.model]
+        (block,) = READ_PLANS[cfg.model]  # one block: relative to the map found, if it moves
+        base = (self._sunspec_addr or await self.discover_sunspec()) if tilt_map.discovered \
+            else 0
+        words = await self._read(block.function, base + block.address, block.count)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
         try:
-            values: dict[str, Value] = dict(
-                sunspec304.decode(words) if cfg.model == "sunspec304"
-                else witmotion.decode_angles(words))
+            values: dict[str, Value] = dict(tilt_map.decode(words))
         except ValueError as exc:  # codecs don't know device names
             self._sunspec_addr = None  # a map that moved (firmware update): walk again
             raise DeviceProtocolError(cfg.name, str(exc)) from exc

@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from edge.clock import CLOCK_FLOOR_NS
@@ -45,6 +47,23 @@ OVERCURRENT = "overcurrent"
 DAY_BURN = "day_burn"
 SCHEDULE_TICK_S = 20.0  # a schedule step is applied within this of its minute
 SCHEDULE_FILE_MAX_BYTES = 64 * 1024  # 24 steps are under 2 KB: more is not ours
+
+
+@dataclasses.dataclass(frozen=True)
+class LampMap:
+    """What one model's register map gives (firmware_notes/sdm120.md, pzem004t.md)."""
+
+    meter: Callable[[list[int]], Mapping[str, Value]]  # its input registers (FC 4) -> V/I/P/E
+    switchable: bool  # a relay coil and a dim register (light.set, light.schedule)
+
+
+# Each model declared once; its blocks are READ_PLANS[model] (merged by the planner)
+LAMP_MAPS: Mapping[str, LampMap] = MappingProxyType({
+    "lamp_controller": LampMap(sdm120.decode_meter, switchable=True),
+    "sdm120": LampMap(sdm120.decode_meter, switchable=False),
+    "pzem004t": LampMap(pzem004t.decode, switchable=False),
+})
+SWITCHABLE = frozenset(model for model, m in LAMP_MAPS.items() if m.switchable)
 
 
 class StreetlightDriver(PollingDriver[StreetlightDevice]):
@@ -89,13 +108,12 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
                 cfg.name, self._unit_id, block.function, block.address, block.count,
                 timeout_s=cfg.timeout_s)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
+        lamp_map = LAMP_MAPS[cfg.model]
         try:
-            values: dict[str, Value] = dict(
-                pzem004t.decode(words[4]) if cfg.model == "pzem004t"
-                else sdm120.decode_meter(words[4]))
+            values: dict[str, Value] = dict(lamp_map.meter(words[4]))
         except ValueError as exc:
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
-        if cfg.model == "lamp_controller":
+        if lamp_map.switchable:
             values["relay_on"] = bool(words[1][0])
             self.relay.observe(bool(words[1][0]))
             values["dim_pct"] = words[3][0]
@@ -104,7 +122,7 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
     async def set_light(self, *, on: bool, dim_pct: int) -> dict[str, object]:
         """Switch and dim, then read back; raise DeviceError if the controller disagrees."""
         cfg, unit_id = self.config, self._unit_id
-        if cfg.model != "lamp_controller":
+        if cfg.model not in SWITCHABLE:  # the catalogue refuses first (Action.models)
             raise DeviceRejectedError(cfg.name, unit_id=unit_id, address=sdm120.RELAY_COIL,
                                       exception_code=1)
         await self._bus.write_register(cfg.name, unit_id, sdm120.DIM_REGISTER, dim_pct)
@@ -262,8 +280,6 @@ async def _store_schedule(driver: StreetlightDriver, params: LightSchedule, _cmd
 
 
 def _check_dim(device: StreetlightDevice, steps: Iterable[LightSet | LightStep]) -> None:
-    if device.model != "lamp_controller":
-        raise CommandRejectedError(f"{device.name} is a {device.model} meter without a relay")
     for step in steps:
         if step.on and step.dim_pct < device.min_dim_pct:
             raise CommandRejectedError(f"dim {step.dim_pct} % is below {device.name}'s minimum "
@@ -314,6 +330,7 @@ def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
 
 
 KIND = Kind("streetlight", StreetlightDevice, (StreetlightDriver,), _build, {
-    "light.set": Action("lighting", LightSet, _set_light, _safe_set),
-    "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule),
+    "light.set": Action("lighting", LightSet, _set_light, _safe_set, models=SWITCHABLE),
+    "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule,
+                             models=SWITCHABLE),
 })
