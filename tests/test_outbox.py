@@ -271,3 +271,29 @@ def test_positions_have_their_own_retention(tmp_path: Path) -> None:
     assert "state" in kinds
     assert store.counters()["dropped.position_retention.2"] == 1
     store.close()
+
+
+def test_positions_queued_before_the_type_column_keep_their_own_retention(
+        tmp_path: Path) -> None:
+    """Schema 4 backfills each row's event type from its payload once (dead letters too); a
+    payload that is not JSON stays untyped and the migration still succeeds."""
+    path = tmp_path / "o.db"
+    open_store(path, schema=SCHEMA[:3]).close()
+    old_ns = time.time_ns() - 2 * 86400 * 10**9
+    db = sqlite3.connect(path)
+    for payload in (b'{"type":"position","seq":1}', b'{"type":"state","seq":2}', b"\xff{"):
+        db.execute("INSERT INTO events (prio, created_ns, payload) VALUES (2, ?, ?)",
+                   (old_ns, payload))
+    db.execute("INSERT INTO dead_letters (seq, prio, created_ns, attempts, reason, dead_ns, "
+               "payload) VALUES (99, 2, ?, 5, 'x', ?, ?)",
+               (old_ns, old_ns, b'{"type":"position","seq":99}'))
+    db.commit()
+    db.close()
+    store = open_store(path)
+    assert store.requeue_dead() == 1  # the requeued row keeps its type
+    dropped = store.prune(time.time_ns(), alarm_retention_s=7 * 86400,
+                          telemetry_retention_s=72 * 3600, position_retention_s=86400)
+    assert dropped == {2: 2}
+    left = [r[0] for r in sql_rows(store, "SELECT payload FROM events WHERE prio=2")]
+    assert left == [b'{"type":"state","seq":2}', b"\xff{"]
+    store.close()

@@ -3,6 +3,8 @@ the store's thread: ~0.7 s with 1 M queued, blocking every commit meanwhile)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -93,11 +95,21 @@ def test_the_counters_match_a_scan_after_every_kind_of_change(tmp_path: Path) ->
 
 def test_a_store_from_before_the_counters_is_counted_at_migration(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    old = Outbox(path, schema=[s for s in SCHEMA if s[0] <= 2], max_attempts=1)
-    old.open()
-    old.append([ev(p, n=i) for i, p in enumerate([0, 1, 2, 3, 3, 3])])
-    old.nack([old.lease(1)[0].seq], "rejected")
-    expected = truth(old)
+    old = sqlite3.connect(path)  # written as an agent of schema 2 wrote it (today's would not)
+    for _version, sql in SCHEMA[:2]:
+        old.executescript(sql)
+    old.execute("PRAGMA user_version=2")
+    for i, prio in enumerate([0, 1, 2, 3, 3, 3]):
+        old.execute("INSERT INTO events (prio, created_ns, payload) VALUES (?, 1, ?)",
+                    (prio, json.dumps({"seq": i + 1, "n": "x" * i}).encode()))
+    old.execute("INSERT INTO dead_letters (seq, prio, created_ns, attempts, reason, dead_ns, "
+                "payload) SELECT seq, prio, created_ns, 1, 'rejected', 1, payload FROM events "
+                "WHERE seq=1")
+    old.execute("DELETE FROM events WHERE seq=1")
+    old.commit()
+    by_prio = {str(p): {"events": n, "bytes": b} for p, n, b in old.execute(
+        "SELECT prio, count(*), sum(length(payload)) FROM events GROUP BY prio")}
+    expected = {"by_prio": by_prio, "dead_letters": 1}
     old.close()
     store = open_store(path)
     try:

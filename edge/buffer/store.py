@@ -215,12 +215,13 @@ class Outbox:
                 rows = []
                 for seq, event in enumerate(keep, start=first):
                     boot, mono = event.mono or (None, None)
-                    rows.append((seq, event.prio, event.ts_ns, boot, mono,
+                    rows.append((seq, event.prio, event.ts_ns, boot, mono, event.type.value,
                                  encode_event(event, seq)))
                     stored.append(seq)
                 if rows:
                     db.executemany("INSERT INTO events (seq, prio, created_ns, boot_id, "
-                                   "mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                                   "mono_ms, event_type, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   rows)
                 self._next_seq = first + len(rows)
                 self._delete(db, ack_seqs)
                 AlarmState.write(db, alarm_state)
@@ -420,8 +421,9 @@ class Outbox:
             if dead:
                 dmarks = ",".join("?" * len(dead))
                 db.execute("INSERT OR REPLACE INTO dead_letters (seq, prio, created_ns, attempts, "  # noqa: S608
-                           "reason, dead_ns, payload) SELECT seq, prio, created_ns, attempts, ?, "
-                           f"?, payload FROM events WHERE seq IN ({dmarks})",
+                           "reason, dead_ns, event_type, payload) SELECT seq, prio, "
+                           "created_ns, attempts, ?, ?, event_type, payload FROM events "
+                           f"WHERE seq IN ({dmarks})",
                            [reason, now, *dead])
                 self._delete(db, dead)
                 self._bump(db, "dead_letters", len(dead))
@@ -433,8 +435,8 @@ class Outbox:
         """Move every dead letter back to the queue (attempts reset); return how many."""
         with self._tx() as db:
             n = db.execute("INSERT OR IGNORE INTO events (seq, prio, created_ns, attempts, "
-                           "payload) SELECT seq, prio, created_ns, 0, payload FROM dead_letters"
-                           ).rowcount
+                           "event_type, payload) SELECT seq, prio, created_ns, 0, event_type, "
+                           "payload FROM dead_letters").rowcount
             db.execute("DELETE FROM dead_letters")
         self._cursors.clear()  # requeued seqs are below the cursors
         return int(n)
@@ -451,8 +453,8 @@ class Outbox:
         seqs: list[int] = []
         rules: list[tuple[int, str, float, str]] = []
         if position_retention_s is not None:
-            rules.append((2, "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'",
-                          position_retention_s, "position_retention"))
+            rules.append((2, "event_type='position'", position_retention_s,
+                          "position_retention"))
         rules += [(prio, "1", alarm_retention_s if prio in ALARM_PRIOS else
                    telemetry_retention_s, "retention") for prio in range(4)]
         with self._tx() as db:
@@ -478,8 +480,9 @@ class Outbox:
         gap = self._gap_factory(reason, dropped, first_seq, last_seq)
         seq = self._next_seq
         self._seqs.ensure(seq + 1, self._next_seq)
-        db.execute("INSERT INTO events (seq, prio, created_ns, payload) VALUES (?, ?, ?, ?)",
-                   (seq, gap.prio, gap.ts_ns, encode_event(gap, seq)))
+        db.execute("INSERT INTO events (seq, prio, created_ns, event_type, payload) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   (seq, gap.prio, gap.ts_ns, gap.type.value, encode_event(gap, seq)))
         self._next_seq = seq + 1
         return seq
 
