@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 WAL_AUTOCHECKPOINT_PAGES = 256  # a small WAL: at most ~1 MiB must fit when the disk is full
 # room for a DELETE to succeed on a full disk, above the quota (reliability.md R7)
 HEADROOM_BYTES = 8 * 1024 * 1024
+# Free file-system space the store never counts on: below it, telemetry is evicted as if the
+# quota were reached, so the WAL always has room to checkpoint and DELETE always works.
+FS_RESERVE_BYTES = 4 * 1024 * 1024
 
 
 def held_by_an_agent(path: Path) -> bool:
@@ -195,6 +198,23 @@ class StoreFile:
                   self.path, reason, target)
         self.replaced_corrupt = target
         self.corrupt_reason = reason
+
+    def room_bytes(self) -> int:
+        """Return the quota, lowered to what the file system can still hold minus a reserve."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return self.quota_bytes
+        fs_free = stat.f_bavail * stat.f_frsize
+        pages = int(self.conn().execute("PRAGMA page_count").fetchone()[0])
+        return min(self.quota_bytes, pages * self.page_size + fs_free - FS_RESERVE_BYTES)
+
+    def used_bytes(self) -> int:
+        """Return the bytes the file's pages hold (its free list not counted)."""
+        db = self.conn()
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self.page_size
 
     def conn(self) -> sqlite3.Connection:
         """Return the open connection (StoreError when closed)."""

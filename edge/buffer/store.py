@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,9 +53,6 @@ log = logging.getLogger(__name__)
 HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
 LOW_WATERMARK = 0.80  # ... down to this share
 DELETE_CHUNK = 500
-# Free file-system space the store never counts on: below it, telemetry is evicted as if the
-# quota were reached, so the WAL always has room to checkpoint and DELETE always works.
-FS_RESERVE_BYTES = 4 * 1024 * 1024
 ALARM_PRIOS = (0, 1)
 
 GapFactory = Callable[[str, dict[int, int], int, int], Event]
@@ -316,21 +312,10 @@ class Outbox:
                    "UPDATE SET value = value + excluded.value", (name, n))
 
     def _effective_quota(self) -> int:
-        """Return the quota, lowered to what the file system can still hold minus a reserve."""
-        try:
-            stat = os.statvfs(self.path.parent)
-        except OSError:
-            return self.quota_bytes
-        fs_free = stat.f_bavail * stat.f_frsize
-        pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
-        file_bytes = pages * self._file.page_size
-        return min(self.quota_bytes, file_bytes + fs_free - FS_RESERVE_BYTES)
+        return self._file.room_bytes()
 
     def _used_bytes(self) -> int:
-        db = self._conn
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * self._file.page_size
+        return self._file.used_bytes()
 
     def _telemetry_count(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM events WHERE prio >= 2 "
