@@ -223,8 +223,8 @@ def test_a_gateway_key_readable_by_others_or_missing_is_refused(tmp_path: Path) 
 
 @pytest.mark.parametrize("field", ["ca_file", "cert_file"])
 @pytest.mark.parametrize("data", [b"", b"garbage\n", b"\xff\xfe\x00", None])
-def test_an_unusable_tls_file_is_an_uplink_tls_error(field: str, data: bytes | None,
-                                                     tmp_path: Path) -> None:
+def test_an_unusable_tls_file_is_a_link_tls_error(field: str, data: bytes | None,
+                                                   tmp_path: Path) -> None:
     path = tmp_path / "file.pem"
     if data is not None:
         write(path, data)  # None: the file is missing
