@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from types import MappingProxyType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    get_args,
+    get_type_hints,
+)
 from urllib.parse import urlsplit
 
 from edge.shapes import Before, Finite, Ge, Gt, Le, MaxLen, MinLen, Pattern, Tagged, shape
@@ -29,6 +40,7 @@ from edge.light_schedule import AT_PATTERN
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 # an MQTT topic filter: '+' only as a whole level, '#' only as the whole last level (paho
 # refuses anything else at subscribe time: the device would restart forever)
+SERIAL_DEFAULT_BAUD: Final = 9600  # a serial device's; a Modbus RTU device has its bus's
 TOPIC_FILTER_PATTERN = r"^(?:(?:[^/#+\x00]*|\+)/)*(?:[^/#+\x00]*|\+|#)$"
 # Default class table (design/devices.md §1.3); a city overrides it under asset_classes.
 DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -308,15 +320,17 @@ class _DeviceBase:
     unit_id: Annotated[int, Ge(1), Le(247)] | None = None
     # serial transport
     port: str | None = None
-    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = SERIAL_DEFAULT_BAUD
     # mqtt transport (the southbound broker); JSON fields by dotted path, e.g. {"lat": "gps.lat"}
     topic: Annotated[str, MinLen(1), MaxLen(256), Pattern(TOPIC_FILTER_PATTERN)] | None = None
     json_map: dict[str, str] = field(default_factory=dict)
 
     # Each kind declares, once: which models speak over which transport (the first is the one
-    # a device that names none gets), and whether it roams (a vehicle: its readings are
-    # positions, its asset code's county is its registry's, not the gateway's)
-    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # a device that names none gets where pydantic validates; the ``model`` field's default
+    # is the first transport's, so code that builds or replaces a device for another transport
+    # names its model), and whether it roams (a vehicle: its readings are positions, its asset
+    # code's county is its registry's, not the gateway's)
+    MODELS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
     ROAMS: ClassVar[bool] = False
     if TYPE_CHECKING:  # each kind's own Literal fields; declared here for the checks below
         transport: str
@@ -345,9 +359,10 @@ class _DeviceBase:
     def __post_init__(self) -> None:
         models = self.MODELS.get(self.transport, ())
         if self.model not in models:
+            use = f"use {' or '.join(models)}" if models else \
+                f"a {type(self).__name__} has no model for it"
             raise FieldProblemsError([(("model",), f"{self.model} does not speak over "
-                                       f"transport {self.transport}: use "
-                                       f"{' or '.join(models)}")])
+                                       f"transport {self.transport}: {use}")])
 
 
 @shape
@@ -389,9 +404,9 @@ class ManholeTiltDevice(_DeviceBase):
     kind: Literal["manhole_tilt"]
     transport: Literal["modbus_rtu", "modbus_tcp", "mqtt"]
     model: Literal["witmotion", "sunspec304", "mqtt_json"] = "witmotion"
-    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+    MODELS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "modbus_rtu": ("witmotion", "sunspec304"), "modbus_tcp": ("witmotion", "sunspec304"),
-        "mqtt": ("mqtt_json",)}
+        "mqtt": ("mqtt_json",)})
     baseline_deg: Annotated[float, Ge(-180), Le(180)] = 0.0
     alarms: TiltAlarms = field(default_factory=TiltAlarms)
     # SunSpec: where the "SunS" marker sits; None walks 40000, 0 and 50000 in that order
@@ -435,9 +450,12 @@ class StreetlightDevice(_DeviceBase):
     kind: Literal["streetlight"]
     transport: Literal["modbus_rtu", "modbus_tcp"]
     model: Literal["lamp_controller", "sdm120", "pzem004t"] = "lamp_controller"
-    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {
+    MODELS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "modbus_rtu": ("lamp_controller", "sdm120", "pzem004t"),
-        "modbus_tcp": ("lamp_controller", "sdm120", "pzem004t")}
+        "modbus_tcp": ("lamp_controller", "sdm120", "pzem004t")})
+    # the models with a relay coil and a dim register (light.set, light.schedule, a schedule in
+    # devices.yaml); sdm120 and pzem004t are meters only (firmware_notes/sdm120.md)
+    SWITCHABLE: ClassVar[frozenset[str]] = frozenset({"lamp_controller"})
     alarms: StreetlightAlarms = field(default_factory=StreetlightAlarms)
 
 
@@ -467,8 +485,8 @@ class LoudspeakerDevice(_DeviceBase):
     kind: Literal["loudspeaker"]
     transport: Literal["serial", "mqtt"]
     model: Literal["syn6288", "ip_speaker"] = "syn6288"
-    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {"serial": ("syn6288",),
-                                                    "mqtt": ("ip_speaker",)}
+    MODELS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+        "serial": ("syn6288",), "mqtt": ("ip_speaker",)})
     max_volume: Annotated[int, Ge(0), Le(16)] = 12
     quiet_hours: Annotated[str, Pattern(r"^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$")] | None = \
         "22:00-07:00"
@@ -625,7 +643,8 @@ class GpsDevice(_DeviceBase):
     kind: Literal["gps"]
     transport: Literal["serial", "mqtt"]
     model: Literal["nmea", "mqtt_json"] = "nmea"
-    MODELS: ClassVar[dict[str, tuple[str, ...]]] = {"serial": ("nmea",), "mqtt": ("mqtt_json",)}
+    MODELS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+        "serial": ("nmea",), "mqtt": ("mqtt_json",)})
     ROAMS: ClassVar[bool] = True
     min_distance_m: Annotated[float, Ge(0)] = 20.0
     max_interval_s: Annotated[float, Ge(1)] = 60.0
@@ -633,13 +652,12 @@ class GpsDevice(_DeviceBase):
     work: WorkConfig | None = None  # shift, roads and speeds of a sanitation truck
 
 
-Device = Annotated[
-    ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice, Tagged("kind")]
-DEVICE_MODELS: dict[str, type[_DeviceBase]] = {
-    "manhole_tilt": ManholeTiltDevice, "streetlight": StreetlightDevice,
-    "loudspeaker": LoudspeakerDevice, "gps": GpsDevice,
-}
+# Every kind's devices.yaml model, named once; the rest is derived (the order is the command
+# catalogue's, edge.drivers.factory.KINDS)
 AnyDevice = ManholeTiltDevice | StreetlightDevice | LoudspeakerDevice | GpsDevice
+Device = Annotated[AnyDevice, Tagged("kind")]
+DEVICE_MODELS: dict[str, type[_DeviceBase]] = {
+    get_args(get_type_hints(cls)["kind"])[0]: cls for cls in get_args(AnyDevice)}
 
 
 @shape

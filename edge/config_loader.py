@@ -14,7 +14,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from edge.config import (
     DEFAULT_ASSET_CLASSES,
     DEVICE_MODELS,
     NAME_PATTERN,
+    SERIAL_DEFAULT_BAUD,
     TOPIC_FILTER_PATTERN,
     AnyDevice,
     AssetConfig,
@@ -46,12 +47,12 @@ from edge.config import (
 )
 from edge.config_file import LoadedConfig
 from edge.drivers._codecs.plans import READ_PLANS
-from edge.drivers.streetlight import SWITCHABLE
 from edge.errors import ConfigError
 from edge.light_schedule import AT_PATTERN, is_astronomical
 
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
+_TRANSPORT_NAMES = (*_MODBUS, "serial", "mqtt")
 _BUS_MODELS: dict[str, type[Any]] = {"modbus_rtu": ModbusRtuBus, "modbus_tcp": ModbusTcpBus}
 T = TypeVar("T")
 
@@ -789,7 +790,9 @@ def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
         if raw.get("transport") in _MODBUS and isinstance(written, str) and \
                 written not in bus_names:
             problems.append((("devices", i, "bus"), _no_bus(written, bus_names)))
-        # a device with another mistake still has its asset checked against its kind
+        # a device with another mistake still has its fields and asset checked
+        if raw.get("transport") in _TRANSPORT_NAMES:
+            problems += _foreign_fields(i, raw.get("transport"), raw)
         kind, asset = raw.get("kind"), _valid_asset(raw.get("asset"))
         if isinstance(kind, str) and kind in DEVICE_MODELS and asset is not None:
             problems += _check_asset(config, i, kind, asset, classes, broken)
@@ -807,10 +810,10 @@ def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
     """Check a lamp schedule: a relay to switch, and a position for sunset steps."""
     if not isinstance(device, StreetlightDevice) or not device.schedule:
         return []
-    if device.model not in SWITCHABLE:
+    if device.model not in device.SWITCHABLE:
+        runs = " or ".join(sorted(device.SWITCHABLE))
         return [(("devices", i, "schedule"), f"model {device.model} is a meter without a relay; "
-                                             f"only {' or '.join(sorted(SWITCHABLE))} runs a "
-                                             "schedule")]
+                                             f"only {runs} runs a schedule")]
     if device.asset.lat is not None and device.asset.lon is not None:
         return []
     return [(("devices", i, "schedule", j, "at"),
@@ -870,12 +873,36 @@ def _check_local(config: EdgeConfig, broken: frozenset[str]) -> list[tuple[Loc, 
     return out
 
 
+# Each transport's own device fields. One left from another transport (a ``bus:`` on a cover
+# moved to MQTT, a ``topic:`` on a Modbus one) is read by nothing: said at its line.
+_TRANSPORT_FIELDS = {"bus": _MODBUS, "unit_id": _MODBUS, "port": ("serial",),
+                     "baud": ("serial",), "topic": ("mqtt",), "json_map": ("mqtt",)}
+
+
+def _foreign_fields(i: int, transport: object, written: Iterable[str]
+                    ) -> list[tuple[Loc, str]]:
+    if not isinstance(transport, str):
+        return []
+    return [(("devices", i, name), f"{name} is for transport {' or '.join(owners)}; this "
+                                   f"device's is {transport} (remove it)")
+            for name in written
+            if (owners := _TRANSPORT_FIELDS.get(name)) is not None and transport not in owners]
+
+
+def _set_fields(device: AnyDevice) -> list[str]:
+    """Return the transport fields ``device`` sets (a default is not written)."""
+    return [name for name, value in (
+        ("bus", device.bus is not None), ("unit_id", device.unit_id is not None),
+        ("port", device.port is not None), ("baud", device.baud != SERIAL_DEFAULT_BAUD),
+        ("topic", device.topic is not None), ("json_map", bool(device.json_map))) if value]
+
+
 def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
                      unit_ids: dict[tuple[str, int], int], *, bus_names: list[str],
                      broken: frozenset[str], where: Callable[[Loc], str]
                      ) -> list[tuple[Loc, str]]:
-    out: list[tuple[Loc, str]] = []
     here: Loc = ("devices", i)
+    out = _foreign_fields(i, device.transport, _set_fields(device))
     if device.transport in _MODBUS:
         if device.bus is None:
             return [((*here, "bus"), f"required for transport {device.transport}")]

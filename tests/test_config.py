@@ -335,6 +335,17 @@ def test_every_kinds_model_follows_its_transport(kind: str) -> None:
         validate(DEVICE_MODELS[kind], {**base, "model": wrong})
 
 
+def test_a_field_of_another_transport_is_refused_at_its_line() -> None:
+    """A cover moved to MQTT with its bus and unit id left behind: said, not ignored."""
+    text = _shipped().replace("    transport: modbus_tcp\n    bus: sim-covers",
+                              "    transport: mqtt\n    topic: covers/12\n    bus: sim-covers", 1
+                              ).replace("    model: witmotion\n", "", 1)
+    problems = _problems(text)
+    assert any(re.search(r":\d+: devices\[manhole-12\]\.bus: bus is for transport modbus_rtu "
+                         r"or modbus_tcp; this device's is mqtt", p) for p in problems), problems
+    assert any("devices[manhole-12].unit_id: unit_id is for transport" in p for p in problems)
+
+
 def test_each_kind_declares_a_model_for_every_transport_and_no_other() -> None:
     """MODELS covers exactly the kind's transports and models; a Modbus model has a read plan."""
     from edge.drivers._codecs.plans import READ_PLANS
@@ -344,17 +355,23 @@ def test_each_kind_declares_a_model_for_every_transport_and_no_other() -> None:
         transports, models = typing.get_args(hints["transport"]), typing.get_args(hints["model"])
         assert set(cls.MODELS) == set(transports), kind
         assert {m for ms in cls.MODELS.values() for m in ms} == set(models), kind
-        assert dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(
-            "model")].default == cls.MODELS[transports[0]][0], kind  # the field's default
+        field_default = {f.name: f for f in dataclasses.fields(cls)}["model"].default
+        assert field_default == cls.MODELS[transports[0]][0], kind
         for transport in ("modbus_rtu", "modbus_tcp"):
             assert all(m in READ_PLANS for m in cls.MODELS.get(transport, ())), kind
     assert [k for k, cls in DEVICE_MODELS.items() if cls.ROAMS] == ["gps"]
+    from edge.config import DEFAULT_ASSET_CLASSES, AssetClass
+
+    (kinds,) = typing.get_args(typing.get_type_hints(AssetClass)["kinds"])  # list[Literal]
+    assert typing.get_args(kinds) == tuple(DEVICE_MODELS)  # asset_classes may name every kind
+    assert {k for _name, ks in DEFAULT_ASSET_CLASSES.values() for k in ks} == set(DEVICE_MODELS)
     # and a driver decodes each Modbus model by its own map, not by name
     from edge.drivers.manhole_tilt import TILT_MAPS
-    from edge.drivers.streetlight import LAMP_MAPS
+    from edge.drivers.streetlight import LAMP_METERS
 
-    for kind, maps in (("manhole_tilt", TILT_MAPS), ("streetlight", LAMP_MAPS)):
-        assert set(maps) == set(DEVICE_MODELS[kind].MODELS["modbus_rtu"]), kind
+    for kind, maps in (("manhole_tilt", TILT_MAPS), ("streetlight", LAMP_METERS)):
+        for transport in ("modbus_rtu", "modbus_tcp"):
+            assert set(maps) == set(DEVICE_MODELS[kind].MODELS[transport]), kind
 
 
 def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:
@@ -368,6 +385,17 @@ def test_an_mqtt_device_without_a_running_broker_is_a_config_error() -> None:
                                   port=None)
     with pytest.raises(ConfigError, match="speaker-01: needs southbound_mqtt, which starts at"):
         build_driver(speaker, cfg, Transports(cfg))
+
+
+def test_validating_a_config_imports_no_driver_or_transport() -> None:
+    """edge check and the config child read each kind's declarations from the config models:
+    no driver module, transport or pymodbus comes along (D88)."""
+    code = ("import sys, edge.config_loader; print(sorted(m for m in sys.modules if "
+            "m.startswith(('edge.transports', 'pymodbus', 'paho', 'serial')) or "
+            "m in ('edge.drivers.base', 'edge.drivers.kind', 'edge.drivers.factory')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_config_shapes_import_no_pydantic() -> None:

@@ -178,3 +178,14 @@ async def test_the_rig_report_on_a_simulated_rig(tmp_path: Path) -> None:
     assert "busy False" in probed
     assert report.skipped == ["  manhole-14 (manhole_tilt, witmotion, bus covers, unit 82): "
                               "disabled"]
+
+
+def test_every_modbus_model_has_a_simulated_slave() -> None:
+    """A Modbus model added to READ_PLANS without a simulator would leave the demo and the rig
+    unable to run it."""
+    from edge.drivers._codecs.plans import READ_PLANS
+    from hil.sims.runner import SIM_UNITS
+
+    assert set(SIM_UNITS) == set(READ_PLANS)
+    for model, make in SIM_UNITS.items():
+        assert make() is not None, model

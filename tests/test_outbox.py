@@ -275,8 +275,8 @@ def test_positions_have_their_own_retention(tmp_path: Path) -> None:
 
 def test_positions_queued_before_the_type_column_keep_their_own_retention(
         tmp_path: Path) -> None:
-    """Schema 4 backfills each row's event type from its payload once (dead letters too); a
-    payload that is not JSON stays untyped and the migration still succeeds."""
+    """Schema 4 adds the type without rewriting old rows (dead letters too): prune reads an
+    untyped row's payload, and a payload that is not JSON is no position."""
     path = tmp_path / "o.db"
     open_store(path, schema=SCHEMA[:3]).close()
     old_ns = time.time_ns() - 2 * 86400 * 10**9
@@ -296,4 +296,24 @@ def test_positions_queued_before_the_type_column_keep_their_own_retention(
     assert dropped == {2: 2}
     left = [r[0] for r in sql_rows(store, "SELECT payload FROM events WHERE prio=2")]
     assert left == [b'{"type":"state","seq":2}', b"\xff{"]
+    store.close()
+
+
+def test_a_dead_lettered_position_requeued_keeps_its_type_and_its_retention(
+        tmp_path: Path) -> None:
+    store = open_store(tmp_path / "o.db", max_attempts=1)
+    old = time.time_ns() - 2 * 86400 * 10**9
+    store.append([Event(EventType.POSITION, 2, old, TimeQuality.SYNCED, data={"lat": 31.3}),
+                  Event(EventType.STATE, 2, old, TimeQuality.SYNCED, data={"state": "online"})])
+    leased = [x.seq for x in store.lease(10)]
+    assert store.nack(leased, "rejected") == leased  # both dead letters
+    assert store.requeue_dead() == 2
+    assert sorted(r[0] for r in sql_rows(store, "SELECT event_type FROM events")) == \
+        ["position", "state"]
+    dropped = store.prune(time.time_ns(), alarm_retention_s=7 * 86400,
+                          telemetry_retention_s=72 * 3600, position_retention_s=86400)
+    assert dropped == {2: 1}
+    assert store.counters()["dropped.position_retention.2"] == 1
+    gap = sql_rows(store, "SELECT event_type FROM events WHERE event_type='gap'")
+    assert gap == [("gap",)]  # the retention gap is typed too
     store.close()

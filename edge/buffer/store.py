@@ -438,8 +438,10 @@ class Outbox:
         seqs: list[int] = []
         rules: list[tuple[int, str, float, str]] = []
         if position_retention_s is not None:
-            rules.append((2, "event_type='position'", position_retention_s,
-                          "position_retention"))
+            # rows queued before schema 4 carry no type: their payload says (0004_event_type)
+            rules.append((2, "(event_type='position' OR (event_type IS NULL AND "
+                             "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'))",
+                          position_retention_s, "position_retention"))
         rules += [(prio, "1", alarm_retention_s if prio in ALARM_PRIOS else
                    telemetry_retention_s, "retention") for prio in range(4)]
         with self._tx() as db:

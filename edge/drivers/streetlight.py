@@ -49,21 +49,14 @@ SCHEDULE_TICK_S = 20.0  # a schedule step is applied within this of its minute
 SCHEDULE_FILE_MAX_BYTES = 64 * 1024  # 24 steps are under 2 KB: more is not ours
 
 
-@dataclasses.dataclass(frozen=True)
-class LampMap:
-    """What one model's register map gives (firmware_notes/sdm120.md, pzem004t.md)."""
-
-    meter: Callable[[list[int]], Mapping[str, Value]]  # its input registers (FC 4) -> V/I/P/E
-    switchable: bool  # a relay coil and a dim register (light.set, light.schedule)
-
-
-# Each model declared once; its blocks are READ_PLANS[model] (merged by the planner)
-LAMP_MAPS: Mapping[str, LampMap] = MappingProxyType({
-    "lamp_controller": LampMap(sdm120.decode_meter, switchable=True),
-    "sdm120": LampMap(sdm120.decode_meter, switchable=False),
-    "pzem004t": LampMap(pzem004t.decode, switchable=False),
+# Each model's meter, declared once: its input registers (FC 4, blocks in READ_PLANS) to V/I/P/E
+# (firmware_notes/sdm120.md, pzem004t.md). The switchable ones, with a relay coil and a dim
+# register, are the config's SWITCHABLE (edge check reads it without importing drivers).
+LAMP_METERS: Mapping[str, Callable[[list[int]], Mapping[str, Value]]] = MappingProxyType({
+    "lamp_controller": sdm120.decode_meter, "sdm120": sdm120.decode_meter,
+    "pzem004t": pzem004t.decode,
 })
-SWITCHABLE = frozenset(model for model, m in LAMP_MAPS.items() if m.switchable)
+SWITCHABLE = StreetlightDevice.SWITCHABLE
 
 
 class StreetlightDriver(PollingDriver[StreetlightDevice]):
@@ -108,12 +101,11 @@ class StreetlightDriver(PollingDriver[StreetlightDevice]):
                 cfg.name, self._unit_id, block.function, block.address, block.count,
                 timeout_s=cfg.timeout_s)
         at_ns, mono_ns = time.time_ns(), time.monotonic_ns()
-        lamp_map = LAMP_MAPS[cfg.model]
         try:
-            values: dict[str, Value] = dict(lamp_map.meter(words[4]))
+            values: dict[str, Value] = dict(LAMP_METERS[cfg.model](words[4]))
         except ValueError as exc:
             raise DeviceProtocolError(cfg.name, str(exc)) from exc
-        if lamp_map.switchable:
+        if cfg.model in SWITCHABLE:
             values["relay_on"] = bool(words[1][0])
             self.relay.observe(bool(words[1][0]))
             values["dim_pct"] = words[3][0]
@@ -280,6 +272,8 @@ async def _store_schedule(driver: StreetlightDriver, params: LightSchedule, _cmd
 
 
 def _check_dim(device: StreetlightDevice, steps: Iterable[LightSet | LightStep]) -> None:
+    if device.model not in SWITCHABLE:  # the catalogue refuses it first (Action.models)
+        raise CommandRejectedError(f"{device.name} is a {device.model} meter without a relay")
     for step in steps:
         if step.on and step.dim_pct < device.min_dim_pct:
             raise CommandRejectedError(f"dim {step.dim_pct} % is below {device.name}'s minimum "

@@ -34,12 +34,15 @@ class SimPortError(RuntimeError):
     """A simulator's fixed port (D10) cannot be bound: the message is one line for the user."""
 
 
+# a simulated slave per Modbus model (tests/test_hil_rig.py holds it equal to READ_PLANS)
+SIM_UNITS: dict[str, Callable[[], SimUnit]] = {
+    "witmotion": tilt_unit, "sunspec304": sunspec_unit, "lamp_controller": lamp_unit,
+    "sdm120": lamp_unit, "pzem004t": pzem_unit}
+
+
 def unit_for(model: str) -> SimUnit:
     """Return a simulated slave speaking ``model``'s register map."""
-    makers: dict[str, Callable[[], SimUnit]] = {
-        "witmotion": tilt_unit, "sunspec304": sunspec_unit, "lamp_controller": lamp_unit,
-        "sdm120": lamp_unit, "pzem004t": pzem_unit}
-    return makers[model]()
+    return SIM_UNITS[model]()
 
 
 # What each simulator models (wire.py says why TCP models fewer)
