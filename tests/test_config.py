@@ -367,8 +367,11 @@ def test_each_kind_declares_a_model_for_every_transport_and_no_other() -> None:
     assert {k for _name, ks in DEFAULT_ASSET_CLASSES.values() for k in ks} == set(DEVICE_MODELS)
     # and a driver decodes each Modbus model by its own map, not by name
     from edge.drivers.manhole_tilt import TILT_MAPS
+    from edge.drivers.speaker_units import TEXT_PROBLEMS
     from edge.drivers.streetlight import LAMP_METERS
 
+    assert set(TEXT_PROBLEMS) == {m for ms in DEVICE_MODELS["loudspeaker"].MODELS.values()
+                                  for m in ms}
     for kind, maps in (("manhole_tilt", TILT_MAPS), ("streetlight", LAMP_METERS)):
         for transport in ("modbus_rtu", "modbus_tcp"):
             assert set(maps) == set(DEVICE_MODELS[kind].MODELS[transport]), kind

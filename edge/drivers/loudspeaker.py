@@ -9,12 +9,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from edge.config import LoudspeakerDevice
-from edge.drivers._codecs import syn6288
-from edge.drivers._codecs.tts_text import unencodable_at
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value, override
 from edge.drivers.broadcast import BroadcastQueue, Play
 from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext, required
-from edge.drivers.speaker_units import IpSpeakerUnit, SpeakerUnit, Syn6288Unit
+from edge.drivers.speaker_units import TEXT_PROBLEMS, IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.errors import CommandRejectedError, ConfigError
 from edge.safety import in_quiet_hours
 from edge.shapes import Ge, Le, MaxLen, MinLen, Pattern, shape
@@ -241,12 +239,7 @@ def _safe_clip(context: SafetyContext, device: LoudspeakerDevice, params: PlayCl
 
 def _text_problem(device: LoudspeakerDevice, params: PlayTts) -> str | None:
     """Return why the unit could not speak ``params.text``, or None (issue 19 re-test #7)."""
-    if device.model == "syn6288":
-        problem = syn6288.text_problem(params.text, device.text_encoding, params.volume)
-    else:  # the IP speaker's JSON: a lone surrogate is not text
-        at = unencodable_at(params.text, "utf-8")
-        problem = None if at is None else \
-            f"character {at} (U+{ord(params.text[at]):04X}) is not text"
+    problem = TEXT_PROBLEMS[device.model](params.text, device.text_encoding, params.volume)
     return None if problem is None else f"params.text: {problem}"
 
 

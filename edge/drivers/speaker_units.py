@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from edge.drivers._codecs import ip_speaker, syn6288
+from edge.drivers._codecs.tts_text import unencodable_at
 from edge.drivers._mqtt_device import DeviceBroker
 from edge.drivers.broadcast import Play
 from edge.drivers.probe_trace import WireRecord
@@ -70,6 +71,11 @@ class Syn6288Unit:
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()  # a status poll and a play must not interleave
         self.rejected = 0  # replies are fixed bytes: a bad one is a protocol error instead
+
+    @staticmethod
+    def text_problem(text: str, encoding: str, volume: int) -> str | None:
+        """Return why the board could not speak ``text``, or None (its encoding, its tags)."""
+        return syn6288.text_problem(text, encoding, volume)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -147,6 +153,15 @@ class IpSpeakerUnit:
     holds; outside it (``edge probe``, a ``speaker.stop`` between two runs) a link has no
     reader, so ``status()`` has no fresh report and a play gets no result.
     """
+
+    @staticmethod
+    def text_problem(text: str, encoding: str, volume: int) -> str | None:  # noqa: ARG004
+        """Return why the speaker could not take ``text`` in its JSON, or None.
+
+        Any text that is text goes (the speaker's own TTS); a lone surrogate is not.
+        """
+        at = unencodable_at(text, "utf-8")
+        return None if at is None else f"character {at} (U+{ord(text[at]):04X}) is not text"
 
     def __init__(self, name: str, broker: DeviceBroker, topic: str, stale_after_s: float
                  ) -> None:
@@ -305,3 +320,8 @@ class IpSpeakerUnit:
         if self._link is not None:
             await self._link.close()
             self._link = None
+
+
+# (text, the unit's encoding, volume) -> why the unit cannot speak it, or None; by model
+TEXT_PROBLEMS: dict[str, Callable[[str, str, int], str | None]] = {
+    "syn6288": Syn6288Unit.text_problem, "ip_speaker": IpSpeakerUnit.text_problem}
