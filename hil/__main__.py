@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
     p.add_argument("device")
     p.add_argument("degrees", type=float)
     p = sub.add_parser("command", help="send a signed command as the platform")
-    p.add_argument("device")
+    p.add_argument("device", help=f"a device name, or {GATEWAY!r} for the gateway's own "
+                                  "actions (agent.state)")
     p.add_argument("action")
     p.add_argument("params", nargs="?", default="{}", help="JSON object")
     p.add_argument("--unchecked", action="store_true",
@@ -118,6 +119,9 @@ def _fault(config: Any, device: str, mode: str) -> int:
     return 0
 
 
+GATEWAY = "-"  # the device argument of a command to the gateway itself (``device``: null)
+
+
 def _command(loaded: Any, device: str, action: str, params: dict[str, Any], *,
              checked: bool = True) -> int:
     from hil.commander import platform_key, send, sign_command  # noqa: PLC0415
@@ -127,8 +131,9 @@ def _command(loaded: Any, device: str, action: str, params: dict[str, Any], *,
 
     cfg = loaded.config
     key = platform_key(loaded.resolve("var/receiver/platform.key"))
-    cmd_id, envelope = sign_command(key, gateway=cfg.gateway.id, device=device, action=action,
-                                    params=params)
+    cmd_id, envelope = sign_command(key, gateway=cfg.gateway.id,
+                                    device=None if device == GATEWAY else device,
+                                    action=action, params=params)
     # the published contract (edge/contract/schemas/command.schema.json) says what a gateway
     # accepts: a platform stand-in checks with the same file before it sends
     problems = errors("command", json.loads(json.loads(envelope)["body"]))
