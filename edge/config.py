@@ -180,7 +180,7 @@ class OutboxConfig:
     max_attempts: Annotated[int, Ge(1), Le(1000)] = 5
 
 
-# Every role a platform key may hold (what each allows: edge.commands.processor.role_catalogue()).
+# Every role a platform key may hold (what each allows: edge.commands.catalogue.role_catalogue()).
 Role = Literal["lighting", "broadcast", "broadcast-emergency", "config", "read"]
 ROLES: tuple[str, ...] = get_args(Role)
 

@@ -101,7 +101,7 @@ LIBRARIES: dict[str, frozenset[str]] = {
     # process): the loader, the wire models, and lazy imports in the shapes' schema hooks,
     # the config's two schema hooks and the command catalogue's JSON Schemas
     "pydantic": frozenset({"edge.config_loader", "edge.wire", "edge.shapes", "edge.config",
-                           "edge.commands.processor"}),
+                           "edge.commands.catalogue"}),
     "pydantic_core": frozenset({"edge.config_loader", "edge.shapes", "edge.config"}),
 }
 # Libraries allowed in more than one module, and why: aiohttp is two libraries in one, an HTTP

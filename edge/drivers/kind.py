@@ -2,7 +2,7 @@
 
 Each kind module (``manhole_tilt``, ``streetlight``, ``loudspeaker``, ``gps``) ends with one
 ``KIND = Kind(...)``; ``edge.drivers.factory.KINDS`` collects them. The factory builds drivers
-from it and the command catalogue (``edge.commands.processor``: roles, kinds, params, the
+from it and the command catalogue (``edge.commands.catalogue``: roles, kinds, params, the
 published ``command.schema.json``) and the agent's executor are derived from it, so adding a
 kind or an action is one declaration in the kind's own module (docs/decisions.md D82).
 """
