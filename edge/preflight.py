@@ -28,7 +28,15 @@ from edge.clock import Clock, TimeQuality
 from edge.commands.keys import keys_file_path, read_platform_keys
 from edge.config import AnyDevice, ModbusTcpBus
 from edge.config_file import LoadedConfig
-from edge.errors import EdgeError, KeyFileError, LinkError, PlatformKeysError, SecretError
+from edge.drivers._mqtt_device import DeviceBroker
+from edge.errors import (
+    DeviceError,
+    EdgeError,
+    KeyFileError,
+    LinkError,
+    PlatformKeysError,
+    SecretError,
+)
 from edge.security.keys import load_key
 from edge.security.secrets import read_secret
 from edge.transports.mqtt import MqttLink
@@ -317,6 +325,29 @@ async def check_uplink(loaded: LoadedConfig) -> Check:
     return Check("uplink", OK, f"MQTT {up.protocol} at {up.host}:{up.port} accepted us ({how})")
 
 
+async def check_southbound(loaded: LoadedConfig) -> Check | None:
+    """Check that the southbound broker accepts us as the MQTT devices' links will connect."""
+    south = loaded.config.southbound_mqtt
+    if south is None:
+        return None
+    users = [d.name for d in loaded.config.devices if d.transport == "mqtt" and d.enabled]
+    named = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+    serves = f"serves {named}" if users else "serves no enabled device"
+    where = f"{south.host}:{south.port}"
+    broker = DeviceBroker(south, base_dir=loaded.base_dir, gateway_id=loaded.config.gateway.id)
+    try:
+        link = await broker.connect("check", [])  # its own client id: no device is kicked
+        await link.close()
+    except (DeviceError, SecretError, LinkError) as exc:
+        said = str(exc).removeprefix("check: ").removeprefix("southbound broker: ")
+        said = said.removeprefix(f"{where}: ")  # the link names the address itself
+        return Check("southbound", FAIL, f"{where}: {said} "
+                                         f"({loaded.line_of('southbound_mqtt', 'host')}); it "
+                                         f"{serves}")
+    how = "TLS verified" if south.tls is not False else "PLAINTEXT"
+    return Check("southbound", OK, f"MQTT at {where} accepted us ({how}); it {serves}")
+
+
 def check_ports(loaded: LoadedConfig) -> list[Check]:
     """Check serial ports (present, permitted) and TCP endpoints (reachable)."""
     out = []
@@ -561,6 +592,9 @@ async def run_checks(loaded: LoadedConfig) -> list[Check]:
         checks.append(Check("tls", FAIL, str(exc)))
     checks += check_secrets(loaded)
     checks.append(await check_uplink(loaded))
+    south = await check_southbound(loaded)
+    if south is not None:
+        checks.append(south)
     ports = await asyncio.to_thread(check_ports, loaded)
     checks += ports
     down = {c.name.removeprefix("bus ") for c in ports

@@ -114,6 +114,26 @@ async def test_a_bus_that_does_not_answer_names_host_port_and_line(tmp_path: Pat
     assert marks["uplink"].endswith(f"(devices.yaml:{_line(loaded, 'host: 127.0.0.1')})")
 
 
+async def test_check_says_whether_the_southbound_broker_accepts_us(
+        tmp_path: Path, plain_broker: Mosquitto) -> None:
+    """MQTT devices connect through southbound_mqtt: check tries it as their links will."""
+    cover = {"name": "cover-9", "kind": "manhole_tilt", "transport": "mqtt", "topic": "c/9",
+             "asset": {"code": "3205080106000999", "class": "0106", "grid": "320508001002003",
+                       "name": "井盖"}}
+    dead = free_port()
+    for port, mark in ((plain_broker.port, "✔"), (dead, "✘")):
+        loaded = write_config(tmp_path / str(port), broker_port=free_port(), pki=None,
+                              buses=[], devices=[cover], extra={"southbound_mqtt": {
+                                  "host": "127.0.0.1", "port": port, "tls": False}})
+        line = _line(loaded, "host: 127.0.0.1", after="southbound_mqtt")
+        south = _marks((await asyncio.to_thread(_check, loaded.path)).stdout)["southbound"]
+        assert south.startswith(f"{mark} southbound: "), south
+        assert south.endswith("; it serves cover-9"), south
+        if mark == "✘":
+            assert f"127.0.0.1:{dead}: " in south and f"(devices.yaml:{line})" in south, south
+            assert "refused" in south, south
+
+
 def test_a_serial_port_that_is_missing_names_the_port_and_line(tmp_path: Path) -> None:
     loaded = write_config(tmp_path, broker_port=free_port(), pki=None, buses=[
         {"name": "rs485", "type": "modbus_rtu", "port": "/dev/ttyUSB97"}],
