@@ -38,9 +38,9 @@ from edge.drivers.geo import distance_m
 from edge.light_schedule import AT_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+SERIAL_DEFAULT_BAUD: Final = 9600  # a serial device's; a Modbus RTU device has its bus's
 # an MQTT topic filter: '+' only as a whole level, '#' only as the whole last level (paho
 # refuses anything else at subscribe time: the device would restart forever)
-SERIAL_DEFAULT_BAUD: Final = 9600  # a serial device's; a Modbus RTU device has its bus's
 TOPIC_FILTER_PATTERN = r"^(?:(?:[^/#+\x00]*|\+)/)*(?:[^/#+\x00]*|\+|#)$"
 # Default class table (design/devices.md §1.3); a city overrides it under asset_classes.
 DEFAULT_ASSET_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -493,7 +493,6 @@ class LoudspeakerDevice(_DeviceBase):
     # SYN6288 boards take GB2312, GBK, BIG5 or UTF-16 (firmware_notes/syn6288-tts.md)
     text_encoding: Literal["gb2312", "gbk", "big5", "utf-16be"] = "gbk"
     max_text_chars: Annotated[int, Ge(1), Le(200)] = 100
-
 
 
 @shape

@@ -905,7 +905,7 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
     out = _foreign_fields(i, device.transport, _set_fields(device))
     if device.transport in _MODBUS:
         if device.bus is None:
-            return [((*here, "bus"), f"required for transport {device.transport}")]
+            return [*out, ((*here, "bus"), f"required for transport {device.transport}")]
         if device.unit_id is None:
             out.append(((*here, "unit_id"), f"required for transport {device.transport}"))
         if device.bus not in bus_names:
