@@ -22,7 +22,9 @@ def write_private_atomic(path: Path, data: bytes, *, durable: bool = True) -> No
     Blocking (an SD card's fsync takes 10-300 ms): call it in a thread from the event loop.
     The temporary file ``<name>.tmp`` is removed when the write fails; the old file stays.
     """
-    tmp = path.with_name(path.name + ".tmp")
+    # a str, not a Path: pathlib interns a new path's parts, and a name interned and freed on
+    # every write churns the interpreter's interned-string table until it doubles (RSS)
+    tmp = os.fspath(path) + ".tmp"
     # owner-only even under a shell's umask 022 (security review 19 #11); fchmod also
     # tightens a tmp file an older agent left 0644
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -36,10 +38,10 @@ def write_private_atomic(path: Path, data: bytes, *, durable: bool = True) -> No
                 os.fsync(fd)
         finally:
             os.close(fd)
-        tmp.replace(path)
+        os.replace(tmp, path)  # noqa: PTH105 - tmp stays a str (above)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)  # noqa: PTH108 - tmp stays a str (above)
         raise
     if durable:
         fsync_dir(path.parent)

@@ -18,6 +18,9 @@ from edge.atomic_file import read_small_state_file, write_private_atomic
 # A wall clock before this instant is certainly wrong (this release was built later).
 CLOCK_FLOOR_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e9)
 _TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+# systemd-timesyncd's flag file; one Path for the agent's life (a Path built per check interns
+# its parts anew, churning the interpreter's interned-string table until it doubles: RSS)
+TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 _S = 1_000_000_000
 # Without a persisted floor (a fresh gateway) a GNSS time is plausible only between the build
 # floor and this many years after it: a receiver's week-rollover bug lands before the floor, a
@@ -99,7 +102,7 @@ def kernel_clock_synced() -> bool:
     if state == -1:
         # ProtectClock= (systemd/edge.service) forbids even a read-only adjtimex: fall back to
         # the flag file systemd-timesyncd keeps (chrony users: time_source: system or gnss)
-        return Path("/run/systemd/timesync/synchronized").exists()
+        return TIMESYNCD_FLAG.exists()
     return bool(state != _TIME_ERROR)
 
 

@@ -330,12 +330,8 @@ def test_a_refused_adjtimex_falls_back_to_timesyncd_s_flag(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("edge.clock.ctypes.CDLL", _RefusingLibc)
     flag = tmp_path / "synchronized"
-    real_path = Path
-
-    def fake_path(text: str) -> Path:
-        return flag if text == "/run/systemd/timesync/synchronized" else real_path(text)
-
-    monkeypatch.setattr("edge.clock.Path", fake_path)
+    assert str(clock_mod.TIMESYNCD_FLAG) == "/run/systemd/timesync/synchronized"
+    monkeypatch.setattr("edge.clock.TIMESYNCD_FLAG", flag)
     assert clock_mod.kernel_clock_synced() is False
     flag.touch()
     assert clock_mod.kernel_clock_synced() is True

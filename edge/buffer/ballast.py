@@ -34,11 +34,14 @@ class Ballast:
 
     def __init__(self, store_path: Path) -> None:
         self.store_path = store_path
+        # built once: pathlib interns a new path's parts, and a name interned and freed on
+        # every check churns the interpreter's interned-string table until it doubles (RSS)
+        self._path = store_path.with_name(store_path.name + ".ballast")
 
     @property
     def path(self) -> Path:
         """Return the reserve file's path."""
-        return self.store_path.with_name(self.store_path.name + ".ballast")
+        return self._path
 
     def exists(self) -> bool:
         """Return whether the reserve is in place."""
