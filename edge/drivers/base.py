@@ -132,6 +132,7 @@ class StateDocs(Protocol):
 # where a kind keeps its StateDocs (a folder of state_dir) and how big one may be
 StateFolder = Callable[[str, int], StateDocs]
 
+COMM_LOST = "comm_lost"  # a polled device that stopped answering (offline_alarm)
 EARLIER = "earlier"  # prefix of a last_error the device has recovered from
 
 
@@ -226,7 +227,7 @@ class PollingDriver(Driver[ConfigT]):
     offline_after: ClassVar[int] = 3
     # raised when the device goes offline, cleared when it answers again; silence never
     # fakes the clear of any other alarm (their trackers simply get no samples)
-    offline_alarm: ClassVar[str | None] = "comm_lost"
+    offline_alarm: ClassVar[str | None] = COMM_LOST
 
     def __init__(self, config: ConfigT, name: str, *, poll_interval_s: float,
                  timeout_s: float) -> None:

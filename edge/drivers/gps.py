@@ -20,7 +20,7 @@ from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink, StateDocs, override
-from edge.drivers.gps_rules import Change, GpsRules
+from edge.drivers.gps_rules import ALARMS, Change, GpsRules
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
@@ -456,4 +456,6 @@ def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> Gps
 
 
 # one class per transport; _build picks it by the device's transport (issue 13)
-KIND = Kind("gps", GpsDevice, (GpsSerialDriver, GpsMqttDriver), _build)  # no actions of its own
+KIND = Kind("gps", GpsDevice, (GpsSerialDriver, GpsMqttDriver), _build,  # no actions
+            fields=frozenset({"lat", "lon", "speed_kmh", "course_deg", "mode", "fix_utc"}),
+            alarms=ALARMS)  # gps_no_fix is its silence: no comm_lost

@@ -10,6 +10,12 @@ from edge.drivers.alarms import Debounced
 from edge.drivers.geo import distance_m, heading_change_deg, inside
 
 STOPPED_BELOW_KMH = 1.0
+GPS_NO_FIX = "gps_no_fix"
+OVERSPEED = "overspeed"
+STOPPED_TOO_LONG = "stopped_too_long"
+# a fence's alarm is this prefix and its name: geofence_exit:depot
+GEOFENCE_ENTER, GEOFENCE_EXIT = "geofence_enter:", "geofence_exit:"
+ALARMS = (GPS_NO_FIX, OVERSPEED, STOPPED_TOO_LONG, GEOFENCE_ENTER, GEOFENCE_EXIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +54,12 @@ class GpsRules:
         self._last_fix_s = now_s
         if self._no_fix_active:
             self._no_fix_active = False
-            out.append(Change("gps_no_fix", "cleared"))
+            out.append(Change(GPS_NO_FIX, "cleared"))
         speed = fix.speed_kmh
         if speed is not None and self._overspeed is not None:
             change = self._overspeed.update(speed)
             if change:
-                out.append(Change("overspeed", change, speed, self.config.overspeed_kmh, "km/h"))
+                out.append(Change(OVERSPEED, change, speed, self.config.overspeed_kmh, "km/h"))
         out += self._stopped(speed, now_s)
         for fence in self.config.geofences:
             is_in = inside(fix.lat, fix.lon, fence.polygon)
@@ -61,7 +67,8 @@ class GpsRules:
             was = self._fence_alarm.get(fence.name, False)
             if alarm != was:
                 self._fence_alarm[fence.name] = alarm
-                out.append(Change(f"geofence_{fence.alarm_on}:{fence.name}",
+                prefix = GEOFENCE_EXIT if fence.alarm_on == "exit" else GEOFENCE_ENTER
+                out.append(Change(prefix + fence.name,
                                   "raised" if alarm else "cleared"))
         return out
 
@@ -73,14 +80,14 @@ class GpsRules:
             self._stopped_since_s = None
             if self._stopped_active:
                 self._stopped_active = False
-                return [Change("stopped_too_long", "cleared")]
+                return [Change(STOPPED_TOO_LONG, "cleared")]
             return []
         if self._stopped_since_s is None:
             self._stopped_since_s = now_s
         stopped_s = now_s - self._stopped_since_s
         if stopped_s >= limit and not self._stopped_active:
             self._stopped_active = True
-            return [Change("stopped_too_long", "raised", round(stopped_s), limit, "s")]
+            return [Change(STOPPED_TOO_LONG, "raised", round(stopped_s), limit, "s")]
         return []
 
     def on_tick(self, now_s: float) -> list[Change]:
@@ -90,7 +97,7 @@ class GpsRules:
         since = self._last_fix_s if self._last_fix_s is not None else self._first_tick_s
         if not self._no_fix_active and now_s - since >= self.config.no_fix_s:
             self._no_fix_active = True
-            return [Change("gps_no_fix", "raised", round(now_s - since), self.config.no_fix_s,
+            return [Change(GPS_NO_FIX, "raised", round(now_s - since), self.config.no_fix_s,
                            "s")]
         return []
 

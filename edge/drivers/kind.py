@@ -114,3 +114,8 @@ class Kind:
     drivers: tuple[type[Driver[Any]], ...]
     build: Callable[[Any, EdgeConfig, Transports], Driver[Any]]
     actions: Mapping[str, Action] = field(default_factory=lambda: MappingProxyType({}))
+    # the standard fields of its readings, units in the names: what its alarm rules read and
+    # what report strategies and device profiles name (an MQTT device's json_map may add more)
+    fields: frozenset[str] = frozenset()
+    # the alarm kinds its drivers raise; one ending in ":" is a prefix, a name follows (a fence)
+    alarms: tuple[str, ...] = ()

@@ -269,4 +269,5 @@ KIND = Kind("loudspeaker", LoudspeakerDevice, (LoudspeakerDriver,), _build, {
     "speaker.play_clip": Action("broadcast", PlayClip, _play_clip, _safe_clip,
                                 models=frozenset({"ip_speaker"})),
     "speaker.stop": Action("broadcast", NoParams, _stop),
-})
+}, fields=frozenset({"busy", "amp_fault"}),
+    alarms=(SPEAKER_OFFLINE, AMPLIFIER_FAULT, PLAYBACK_FAILED))

@@ -17,8 +17,14 @@ from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
-from edge.drivers.base import PollingDriver, Reading, Sink, Value, override
-from edge.drivers.cover_rules import CoverRules
+from edge.drivers.base import COMM_LOST, PollingDriver, Reading, Sink, Value, override
+from edge.drivers.cover_rules import (
+    BATTERY_LOW,
+    COVER_DISPLACED,
+    COVER_OPEN,
+    WATER_LEVEL_HIGH,
+    CoverRules,
+)
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceUnavailableError
 from edge.transports.modbus import ModbusBus
@@ -224,5 +230,9 @@ def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
 
 
 # one class per transport; _build picks it by the device's transport (issue 13)
-KIND = Kind("manhole_tilt", ManholeTiltDevice, (ManholeTiltModbusDriver, ManholeTiltMqttDriver),
-            _build)  # no actions of its own
+KIND = Kind(
+    "manhole_tilt", ManholeTiltDevice, (ManholeTiltModbusDriver, ManholeTiltMqttDriver), _build,
+    fields=frozenset({"tilt_deg", "tilt_x_deg", "tilt_y_deg", "tilt_z_deg", "yaw_deg",
+                      "temperature_c", "water_level_m", "battery_v", "signal_dbm"}),
+    alarms=(COVER_OPEN, COVER_DISPLACED, WATER_LEVEL_HIGH, BATTERY_LOW,
+            COMM_LOST))  # no actions of its own

@@ -18,7 +18,16 @@ from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
-from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, StateDocs, Value, override
+from edge.drivers.base import (
+    COMM_LOST,
+    AlarmChange,
+    PollingDriver,
+    Reading,
+    Sink,
+    StateDocs,
+    Value,
+    override,
+)
 from edge.drivers.kind import Action, Kind, Params, SafetyContext, required
 from edge.drivers.sun import is_day
 from edge.errors import (
@@ -327,4 +336,6 @@ KIND = Kind("streetlight", StreetlightDevice, (StreetlightDriver,), _build, {
     "light.set": Action("lighting", LightSet, _set_light, _safe_set, models=SWITCHABLE),
     "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule,
                              models=SWITCHABLE),
-})
+}, fields=frozenset({"voltage_v", "current_a", "power_w", "energy_wh", "frequency_hz",
+                     "power_factor", "alarm", "relay_on", "dim_pct"}),  # alarm: the PZEM's flag
+    alarms=(LAMP_OUT, POWER_LOSS, OVERCURRENT, DAY_BURN, COMM_LOST))

@@ -46,6 +46,24 @@ async def run_for(driver: object, sink: RecordingSink, seconds: float) -> BaseEx
     return None
 
 
+def _declared_alarm(raised: str, alarms: tuple[str, ...]) -> bool:
+    return any(raised == a or (a.endswith(":") and raised.startswith(a)) for a in alarms)
+
+
+def test_each_kinds_fields_and_alarms_are_declared_and_documented() -> None:
+    """The kind table names its readings' fields and its alarms; the README's device table
+    lists every alarm (a fence's by its prefix)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for name, kind in KINDS.items():
+        assert kind.fields and kind.alarms, name
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        for alarm in kind.alarms:
+            shown = alarm.split("_")[0] if alarm.endswith(":") else f"`{alarm}`"
+            assert shown in row, (name, alarm)
+    assert _declared_alarm("geofence_exit:depot", KINDS["gps"].alarms)
+    assert not _declared_alarm("geofence_exit", KINDS["gps"].alarms)
+
+
 @pytest.mark.parametrize("kind", RIGS)
 async def test_reads_with_read_time_timestamps_and_never_merges(kind: str,
                                                                  tmp_path: Path) -> None:
@@ -59,6 +77,9 @@ async def test_reads_with_read_time_timestamps_and_never_merges(kind: str,
     assert all(before <= s <= after for s in stamps)
     assert len(set(stamps)) == len(stamps), "two reads were merged into one reading"
     assert all(r.device == "dev" for r in sink.readings)
+    declared = KINDS[kind.partition("/")[0]]  # the kind table says what its readings hold
+    assert {f for r in sink.readings for f in r.values} <= declared.fields
+    assert all(_declared_alarm(a.kind, declared.alarms) for a in sink.alarms), sink.alarms
     if rig.bus is not None:
         assert not rig.bus._lock.locked(), "the bus stayed locked after cancellation"
 
