@@ -791,8 +791,10 @@ def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
                 written not in bus_names:
             problems.append((("devices", i, "bus"), _no_bus(written, bus_names)))
         # a device with another mistake still has its fields and asset checked
-        if raw.get("transport") in _TRANSPORT_NAMES:
-            problems += _foreign_fields(i, raw.get("transport"), raw)
+        if raw.get("transport") in _TRANSPORT_NAMES:  # as for a valid one: defaults are unsaid
+            written = [k for k, v in raw.items()
+                       if v not in (None, {}) and (k != "baud" or v != SERIAL_DEFAULT_BAUD)]
+            problems += _foreign_fields(i, raw.get("transport"), written)
         kind, asset = raw.get("kind"), _valid_asset(raw.get("asset"))
         if isinstance(kind, str) and kind in DEVICE_MODELS and asset is not None:
             problems += _check_asset(config, i, kind, asset, classes, broken)

@@ -326,7 +326,10 @@ async def check_uplink(loaded: LoadedConfig) -> Check:
 
 
 async def check_southbound(loaded: LoadedConfig) -> Check | None:
-    """Check that the southbound broker accepts us as the MQTT devices' links will connect."""
+    """Check that the southbound broker accepts us with the devices' TLS and credentials.
+
+    Connects only: the devices' topic subscriptions (a broker ACL) are tried by their links.
+    """
     south = loaded.config.southbound_mqtt
     if south is None:
         return None
@@ -336,11 +339,13 @@ async def check_southbound(loaded: LoadedConfig) -> Check | None:
     where = f"{south.host}:{south.port}"
     broker = DeviceBroker(south, base_dir=loaded.base_dir, gateway_id=loaded.config.gateway.id)
     try:
-        link = await broker.connect("check", [])  # its own client id: no device is kicked
+        # a client id no device's can be (device names have no ':'): a running agent's
+        # device session is never kicked by a check beside it
+        link = await broker.connect("check", [], client_id=f"{broker.gateway_id}:edge-check")
         await link.close()
     except (DeviceError, SecretError, LinkError) as exc:
-        said = str(exc).removeprefix("check: ").removeprefix("southbound broker: ")
-        said = said.removeprefix(f"{where}: ")  # the link names the address itself
+        said = exc.detail if isinstance(exc, DeviceError) else str(exc)
+        said = said.removeprefix("southbound broker: ").removeprefix(f"{where}: ")
         return Check("southbound", FAIL, f"{where}: {said} "
                                          f"({loaded.line_of('southbound_mqtt', 'host')}); it "
                                          f"{serves}")

@@ -146,7 +146,8 @@ def _command(loaded: Any, device: str, action: str, params: dict[str, Any], *,
         tls = client_tls(Pki(loaded.resolve(cfg.uplink.tls.ca_file).parent), "receiver")
     asyncio.run(send(envelope, host=cfg.uplink.host, port=cfg.uplink.port, tls=tls,
                      topic=f"{cfg.uplink.topic_prefix}/{cfg.gateway.id}/cmd"))
-    print(f"sent {action} to {device} (cmd_id {cmd_id}); the result arrives as a "
+    to = "the gateway" if device == GATEWAY else device
+    print(f"sent {action} to {to} (cmd_id {cmd_id}); the result arrives as a "
           "command_result event")
     return 0
 

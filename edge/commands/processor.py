@@ -85,8 +85,6 @@ __all__ = [
     "parse_command_time", "reason_catalogue", "role_catalogue",
 ]
 
-__all__ = ["CommandProcessor", "Outcome", "load_platform_keys"]
-
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edge.audit")
 

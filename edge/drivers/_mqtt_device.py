@@ -25,14 +25,19 @@ class DeviceBroker:
         self.base_dir = base_dir
         self.gateway_id = gateway_id
 
-    async def connect(self, device: str, subscriptions: list[str]) -> MqttLink:
-        """Return a connected link subscribed to ``subscriptions``; DeviceUnavailableError."""
+    async def connect(self, device: str, subscriptions: list[str], *,
+                      client_id: str | None = None) -> MqttLink:
+        """Return a connected link subscribed to ``subscriptions``; DeviceUnavailableError.
+
+        ``client_id`` defaults to ``<gateway>-<device>``, the device's own session.
+        """
         cfg = self.config
         password = None
         if cfg.password_file is not None:
             password = read_secret(self.base_dir / cfg.password_file, "southbound password")
         tls = None if cfg.tls is False else client_context(cfg.tls, self.base_dir)
-        link = MqttLink(host=cfg.host, port=cfg.port, client_id=f"{self.gateway_id}-{device}",
+        link = MqttLink(host=cfg.host, port=cfg.port,
+                        client_id=client_id or f"{self.gateway_id}-{device}",
                         protocol="5", keepalive_s=cfg.keepalive_s, connect_timeout_s=10,
                         tls=tls, username=cfg.username, password=password, inbound_max=1000)
         try:

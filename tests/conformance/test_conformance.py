@@ -57,9 +57,13 @@ def test_each_kinds_fields_and_alarms_are_declared_and_documented() -> None:
     for name, kind in KINDS.items():
         assert kind.fields and kind.alarms, name
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
-        for alarm in kind.alarms:
-            shown = alarm.split("_")[0] if alarm.endswith(":") else f"`{alarm}`"
-            assert shown in row, (name, alarm)
+        for alarm in kind.alarms:  # a fence's: "geofence enter/exit"
+            shown = alarm.rstrip(":").split("_") if alarm.endswith(":") else [f"`{alarm}`"]
+            assert all(word in row for word in shown), (name, alarm)
+        # the alarm every polled driver raises when its device goes silent is declared too
+        for driver in kind.drivers:
+            offline = getattr(driver, "offline_alarm", None)
+            assert offline is None or offline in kind.alarms, (name, driver, offline)
     assert _declared_alarm("geofence_exit:depot", KINDS["gps"].alarms)
     assert not _declared_alarm("geofence_exit", KINDS["gps"].alarms)
 
