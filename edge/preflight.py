@@ -421,6 +421,8 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
     to_read: list[tuple[int, AnyDevice]] = []
     for i, d in wanted:
         seen = (status or {}).get("devices", {}).get(d.name) if fresh else None
+        if seen is not None and (seen.get("bus"), seen.get("unit_id")) != (d.bus, d.unit_id):
+            seen = None  # the agent polls another unit under this name: not as configured
         bus = cfg.bus(d.bus or "")
         if seen is not None:
             out[i] = _from_agent(loaded, i, d, seen)
@@ -433,15 +435,14 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
                            f"({loaded.line_of('devices', i, 'unit_id')})")
         elif fresh and _agent_drives_line(bus, status or {}):
             out[i] = Check(f"device {d.name}", FAIL,
-                           f"not checked: not in the running agent yet, and bus {bus.name} "
-                           f"({_link(bus)}) is driven by the agent — a second master would "
-                           "garble its frames; run `edge reload`, then `edge check` again "
+                           f"not checked: not in the running agent as configured yet, and bus "
+                           f"{bus.name} ({_link(bus)}) is driven by the agent — a second master "
+                           "would garble its frames; run `edge reload`, then `edge check` again "
                            f"({loaded.line_of('devices', i, 'unit_id')})")
         else:
             to_read.append((i, d))
-    read = await _read_units(loaded, to_read, timeout_s,
-                             note=" (not in the running agent yet: edge reload)" if running
-                             else "")
+    note = " (not in the running agent as configured yet: edge reload)" if running else ""
+    read = await _read_units(loaded, to_read, timeout_s, note=note)
     out.update(read)
     return [out[i] for i, _ in modbus]
 

@@ -296,7 +296,7 @@ async def test_check_before_reload_reads_new_modbus_tcp_devices_through_their_un
     assert "answers the running agent" in marks["device manhole-1"]
     assert marks["device lamp-1"].startswith("✔ device lamp-1: unit 1 on bus covers "), \
         result.stdout
-    assert "(not in the running agent yet: edge reload)" in marks["device lamp-1"]
+    assert "(not in the running agent as configured yet: edge reload)" in marks["device lamp-1"]
     line = marks["device manhole-9"]
     assert line.startswith(f"✘ device manhole-9: unit 81 on bus covers (127.0.0.1:{port}) did "
                            "not answer a read"), line
@@ -314,14 +314,18 @@ def test_check_before_reload_does_not_read_a_new_device_on_the_agents_rs485_line
     (loaded.state_dir / "status.json").write_text(json.dumps({
         "version": "x", "pid": os.getpid(), "written_at": time.time(), "buses": {"rs485": {}},
         "time_quality": "synced", "config": {}, "outbox": {},
-        "devices": {"manhole-1": {"state": "online", "polls_ok": 3, "last_error": ""}}}))
+        "devices": {"manhole-1": {"state": "online", "polls_ok": 3, "last_error": "",
+                                  "bus": "rs485", "unit_id": 80},
+                    # the agent polls manhole-2 as unit 82: the file's 81 is not vouched for
+                    "manhole-2": {"state": "online", "polls_ok": 3, "last_error": "",
+                                  "bus": "rs485", "unit_id": 82}}}))
     checks = asyncio.run(check_modbus_devices(loaded, set()))
     by_name = {c.name: c for c in checks}
     assert by_name["device manhole-1"].status == OK
     new = by_name["device manhole-2"]
     assert new.status == FAIL
-    assert new.detail.startswith("not checked: not in the running agent yet, and bus rs485 "
-                                 "(/dev/null) is driven by the agent"), new.detail
+    assert new.detail.startswith("not checked: not in the running agent as configured yet, and "
+                                 "bus rs485 (/dev/null) is driven by the agent"), new.detail
     assert "edge reload" in new.detail
 
 

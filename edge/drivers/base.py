@@ -337,4 +337,12 @@ def stats_dict(driver: Driver[Any]) -> dict[str, Any]:
             "last_error": s.last_error, "values": s.last_values,
             # how long since the device last answered (the status page's "last seen")
             "last_ok_age_s": round(time.monotonic() - s.last_ok_mono, 1) if s.last_ok_mono
-            else None}
+            else None,
+            # where it is polled: `edge check` vouches for a device by the agent's polls only
+            # while the file still names the same unit (an edited unit_id is read anew)
+            **_modbus_address(driver.config)}
+
+
+def _modbus_address(config: object) -> dict[str, Any]:
+    unit_id = getattr(config, "unit_id", None)
+    return {} if unit_id is None else {"bus": getattr(config, "bus", None), "unit_id": unit_id}

@@ -59,19 +59,21 @@ FAMILIES = ("modbus_rtu", "modbus_tcp", "serial", "mqtt")
 
 def _peer_of(table: dict[str, Any], kind: str, rig: str) -> Any:
     if kind not in table:
-        raise LookupError(f"the conformance kit has no peer for {rig}: add one to harness.py")
+        raise LookupError(f"the conformance kit has no peer or asset for {rig}: add one to "
+                          "tests/conformance/harness.py")
     return table[kind]
 
 
 def _family(rig: str) -> str:
     transport = rig.split("/")[1]
     if transport not in FAMILIES:
-        raise LookupError(f"the conformance kit has no peer for {rig}: add one to harness.py")
+        raise LookupError(f"the conformance kit has no peer or asset for {rig}: add one to "
+                          "tests/conformance/harness.py")
     return transport
 
 
 def asset(kind: str) -> dict[str, Any]:
-    code, cls = ASSETS[kind]
+    code, cls = _peer_of(ASSETS, kind, kind)
     return {"code": code, "class": cls, "grid": "320508001002003", "name": kind}
 
 

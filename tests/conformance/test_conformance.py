@@ -56,7 +56,9 @@ def test_each_kinds_fields_and_alarms_are_declared_and_documented() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for name, kind in KINDS.items():
         assert kind.fields and kind.alarms, name
-        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
+        assert rows, f"README.md's device table has no row for {name}"
+        row = rows[0]
         for alarm in kind.alarms:  # a fence's: "geofence enter/exit"
             shown = alarm.rstrip(":").split("_") if alarm.endswith(":") else [f"`{alarm}`"]
             assert all(word in row for word in shown), (name, alarm)
