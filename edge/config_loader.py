@@ -14,7 +14,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -791,10 +791,8 @@ def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
                 written not in bus_names:
             problems.append((("devices", i, "bus"), _no_bus(written, bus_names)))
         # a device with another mistake still has its fields and asset checked
-        if raw.get("transport") in _TRANSPORT_NAMES:  # as for a valid one: defaults are unsaid
-            written = [k for k, v in raw.items()
-                       if v not in (None, {}) and (k != "baud" or v != SERIAL_DEFAULT_BAUD)]
-            problems += _foreign_fields(i, raw.get("transport"), written)
+        if raw.get("transport") in _TRANSPORT_NAMES:
+            problems += _foreign_fields(i, raw.get("transport"), raw)
         kind, asset = raw.get("kind"), _valid_asset(raw.get("asset"))
         if isinstance(kind, str) and kind in DEVICE_MODELS and asset is not None:
             problems += _check_asset(config, i, kind, asset, classes, broken)
@@ -879,24 +877,23 @@ def _check_local(config: EdgeConfig, broken: frozenset[str]) -> list[tuple[Loc, 
 # moved to MQTT, a ``topic:`` on a Modbus one) is read by nothing: said at its line.
 _TRANSPORT_FIELDS = {"bus": _MODBUS, "unit_id": _MODBUS, "port": ("serial",),
                      "baud": ("serial",), "topic": ("mqtt",), "json_map": ("mqtt",)}
+_DEFAULTS_UNSAID = {"baud": SERIAL_DEFAULT_BAUD}  # a default that is not None or empty
 
 
-def _foreign_fields(i: int, transport: object, written: Iterable[str]
+def _foreign_fields(i: int, transport: object, values: Mapping[str, Any]
                     ) -> list[tuple[Loc, str]]:
+    """Return a problem for each field of another transport that ``values`` sets.
+
+    ``values``: a device as written (raw) or validated; a field at its default (absent, null,
+    empty, the serial default baud) is not set, so both are judged alike.
+    """
     if not isinstance(transport, str):
         return []
     return [(("devices", i, name), f"{name} is for transport {' or '.join(owners)}; this "
                                    f"device's is {transport} (remove it)")
-            for name in written
-            if (owners := _TRANSPORT_FIELDS.get(name)) is not None and transport not in owners]
-
-
-def _set_fields(device: AnyDevice) -> list[str]:
-    """Return the transport fields ``device`` sets (a default is not written)."""
-    return [name for name, value in (
-        ("bus", device.bus is not None), ("unit_id", device.unit_id is not None),
-        ("port", device.port is not None), ("baud", device.baud != SERIAL_DEFAULT_BAUD),
-        ("topic", device.topic is not None), ("json_map", bool(device.json_map))) if value]
+            for name, owners in _TRANSPORT_FIELDS.items()
+            if transport not in owners
+            and values.get(name) not in (None, {}, _DEFAULTS_UNSAID.get(name))]
 
 
 def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
@@ -904,7 +901,8 @@ def _check_transport(config: EdgeConfig, i: int, device: AnyDevice,
                      broken: frozenset[str], where: Callable[[Loc], str]
                      ) -> list[tuple[Loc, str]]:
     here: Loc = ("devices", i)
-    out = _foreign_fields(i, device.transport, _set_fields(device))
+    out = _foreign_fields(i, device.transport,
+                          {name: getattr(device, name) for name in _TRANSPORT_FIELDS})
     if device.transport in _MODBUS:
         if device.bus is None:
             return [*out, ((*here, "bus"), f"required for transport {device.transport}")]
