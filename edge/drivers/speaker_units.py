@@ -72,11 +72,6 @@ class Syn6288Unit:
         self._lock = asyncio.Lock()  # a status poll and a play must not interleave
         self.rejected = 0  # replies are fixed bytes: a bad one is a protocol error instead
 
-    @staticmethod
-    def text_problem(text: str, encoding: str, volume: int) -> str | None:
-        """Return why the board could not speak ``text``, or None (its encoding, its tags)."""
-        return syn6288.text_problem(text, encoding, volume)
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Nothing runs beside the driver: the board answers when polled."""
@@ -153,15 +148,6 @@ class IpSpeakerUnit:
     holds; outside it (``edge probe``, a ``speaker.stop`` between two runs) a link has no
     reader, so ``status()`` has no fresh report and a play gets no result.
     """
-
-    @staticmethod
-    def text_problem(text: str, encoding: str, volume: int) -> str | None:  # noqa: ARG004
-        """Return why the speaker could not take ``text`` in its JSON, or None.
-
-        Any text that is text goes (the speaker's own TTS); a lone surrogate is not.
-        """
-        at = unencodable_at(text, "utf-8")
-        return None if at is None else f"character {at} (U+{ord(text[at]):04X}) is not text"
 
     def __init__(self, name: str, broker: DeviceBroker, topic: str, stale_after_s: float
                  ) -> None:
@@ -322,6 +308,15 @@ class IpSpeakerUnit:
             self._link = None
 
 
+def _json_text_problem(text: str, _encoding: str, _volume: int) -> str | None:
+    """Return why an IP speaker could not take ``text`` in its JSON, or None.
+
+    Any text that is text goes (the speaker's own TTS); a lone surrogate is not.
+    """
+    at = unencodable_at(text, "utf-8")
+    return None if at is None else f"character {at} (U+{ord(text[at]):04X}) is not text"
+
+
 # (text, the unit's encoding, volume) -> why the unit cannot speak it, or None; by model
 TEXT_PROBLEMS: dict[str, Callable[[str, str, int], str | None]] = {
-    "syn6288": Syn6288Unit.text_problem, "ip_speaker": IpSpeakerUnit.text_problem}
+    "syn6288": syn6288.text_problem, "ip_speaker": _json_text_problem}
