@@ -191,7 +191,7 @@ class Outbox:
 
     def _append_tx(self, events: Sequence[Event], ack_seqs: Sequence[int],
                    alarm_state: Sequence[AlarmStateChange], result: AppendResult) -> None:
-        over = self._used_bytes() > self._effective_quota() * HIGH_WATERMARK
+        over = self._file.used_bytes() > self._file.room_bytes() * HIGH_WATERMARK
         alarms_only = over and self._telemetry_count() == 0
         refused: dict[int, int] = {}
         stored: list[int] = []
@@ -201,7 +201,7 @@ class Outbox:
         try:
             with self._tx() as db:
                 if over and not alarms_only:
-                    self._evict(db, result, self._effective_quota() * LOW_WATERMARK)
+                    self._evict(db, result, self._file.room_bytes() * LOW_WATERMARK)
                 keep = [e for e in events if not alarms_only or e.prio in ALARM_PRIOS]
                 for e in events:
                     if alarms_only and e.prio not in ALARM_PRIOS:
@@ -256,7 +256,7 @@ class Outbox:
         for _ in range(2):
             try:
                 with self._tx() as db:
-                    target = min(self._used_bytes(), self._effective_quota()) * LOW_WATERMARK \
+                    target = min(self._file.used_bytes(), self._file.room_bytes()) * LOW_WATERMARK \
                         - need_bytes
                     self._evict(db, result, max(target, 0))
             except sqlite3.Error as exc:
@@ -272,7 +272,7 @@ class Outbox:
         dropped: dict[int, int] = {}
         first_seq, last_seq = 0, 0
         for prio in (3, 2):
-            while self._used_bytes() > target_bytes:
+            while self._file.used_bytes() > target_bytes:
                 seqs = [r[0] for r in db.execute(
                     "SELECT seq FROM events WHERE prio=? ORDER BY seq LIMIT ?",
                     (prio, DELETE_CHUNK))]
@@ -310,12 +310,6 @@ class Outbox:
     def _bump(self, db: sqlite3.Connection, name: str, n: int) -> None:
         db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
                    "UPDATE SET value = value + excluded.value", (name, n))
-
-    def _effective_quota(self) -> int:
-        return self._file.room_bytes()
-
-    def _used_bytes(self) -> int:
-        return self._file.used_bytes()
 
     def _telemetry_count(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM events WHERE prio >= 2 "
@@ -546,7 +540,7 @@ class Outbox:
             "depth": sum(p["events"] for p in by_prio.values()),
             "by_prio": by_prio,
             "dead_letters": dead,
-            "used_bytes": self._used_bytes(),
+            "used_bytes": self._file.used_bytes(),
             "quota_bytes": self.quota_bytes,
             "next_seq": self._next_seq,
             "drops": {k.removeprefix("dropped."): v for k, v in counters.items()
