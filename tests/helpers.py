@@ -52,9 +52,10 @@ class ObservedBroker(DeviceBroker):
         self.subscribed = asyncio.Event()
 
     @override
-    async def connect(self, device: str, subscriptions: list[str]) -> MqttLink:
+    async def connect(self, device: str, subscriptions: list[str], *,
+                      client_id: str | None = None) -> MqttLink:
         """Connect and subscribe as the real one does, then set ``subscribed``."""
-        link = await super().connect(device, subscriptions)
+        link = await super().connect(device, subscriptions, client_id=client_id)
         self.subscribed.set()
         return link
 
