@@ -16,9 +16,10 @@ from typing_extensions import override
 
 import edge.agent
 from edge import cli
-from edge.config import AnyDevice, EdgeConfig, StreetlightDevice
+from edge.config import AnyDevice, EdgeConfig
 from edge.drivers.base import Driver, PollingDriver, Reading, Value
 from edge.drivers.factory import Transports, build_driver
+from edge.kinds.streetlight import StreetlightDevice
 from edge.transports.modbus import ModbusBus
 
 POINTS = 100

@@ -39,10 +39,11 @@ from bench.common import (
     write_config,
 )
 from bench.sidebyside import run_in_namespace
-from edge.config import ManholeTiltDevice, ModbusRtuBus
+from edge.config import ModbusRtuBus
 from edge.config_loader import validate
 from edge.drivers.base import AlarmChange, DeviceState, Reading
 from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
+from edge.kinds.manhole_tilt import ManholeTiltDevice
 from edge.transports.modbus import ModbusBus
 from hil.broker import Mosquitto, free_port
 from hil.sims.modbus_sim import tilt_unit

@@ -21,12 +21,12 @@ from bench.common import Row, current_rss_mb, report, workdir, write_config
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
-from edge.config import WorkConfig
 from edge.config_loader import load_config, validate
 from edge.drivers._codecs import nmea
 from edge.drivers.base import Reading
 from edge.drivers.coverage import CoverageTracker
 from edge.drivers.gps import GpsSerialDriver
+from edge.kinds.gps import WorkConfig
 from edge.sink import EventSink
 from edge.transports.serial import SerialPort
 from hil.broker import Mosquitto, free_port

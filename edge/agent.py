@@ -34,12 +34,13 @@ from edge.buffer.device_state import DeviceStateStore
 from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_FILE, Clock, TimeQuality, read_floor
+from edge.commands.catalogue import action_of
 from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.commands.safety import SafetyRules
 from edge.config_file import LoadedConfig, load_in_child_async
 from edge.drivers.base import Driver, stats_dict
-from edge.drivers.factory import KINDS, Transports, build_driver
+from edge.drivers.factory import Transports, build_driver
 from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
 from edge.ops.deaths import DeathWatch
 from edge.ops.maintenance import Maintenance, release_startup_memory
@@ -356,10 +357,7 @@ class Agent:
         driver = self.drivers.get(device)
         if driver is None:
             raise DeviceUnavailableError(device, "device is disabled")
-        if action == "device.read":
-            values = await driver.probe()
-            return {"values": values}
-        declared = KINDS[driver.kind].actions.get(action)
+        declared = action_of(driver.kind, action)
         if declared is None:  # the processor checked the kind: a catalogue bug
             raise DeviceUnavailableError(device, f"{action} is not declared for {driver.kind}")
         return await declared.execute(driver, params, cmd_id)

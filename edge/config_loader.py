@@ -31,23 +31,25 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from edge.config import (
     DEFAULT_ASSET_CLASSES,
     DEVICE_MODELS,
-    NAME_PATTERN,
-    SERIAL_DEFAULT_BAUD,
-    TOPIC_FILTER_PATTERN,
     AnyDevice,
-    AssetConfig,
     Bus,
     Device,
     EdgeConfig,
-    FieldProblemsError,
     ModbusRtuBus,
     ModbusTcpBus,
-    StreetlightDevice,
     is_loopback,
 )
 from edge.config_file import LoadedConfig
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.errors import ConfigError
+from edge.kinds.device import (
+    NAME_PATTERN,
+    SERIAL_DEFAULT_BAUD,
+    TOPIC_FILTER_PATTERN,
+    AssetConfig,
+    FieldProblemsError,
+)
+from edge.kinds.streetlight import StreetlightDevice
 from edge.light_schedule import AT_PATTERN, is_astronomical
 
 Loc = tuple[int | str, ...]

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from edge.config_file import LoadedConfig
+from edge.kinds.gps import GpsDevice
 from edge.security.keys import describe, init_key, load_key
 from hil.broker import Mosquitto, gateway_acl, wait_listening
 from hil.commander import ALL_ROLES, platform_key, register
@@ -73,7 +74,7 @@ def demo_map_config(loaded: LoadedConfig) -> MapConfig:
     """
     config = load_map_config(loaded.resolve("var/receiver/map.json"))
     roads = {road.id: road.line for device in loaded.config.devices
-             if device.kind == "gps" and device.work is not None
+             if isinstance(device, GpsDevice) and device.work is not None
              for road in device.work.roads if road.line is not None}
     return with_work_roads(config, roads)
 

@@ -16,9 +16,11 @@ import pytest
 from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.store import Outbox
 from edge.clock import Clock
-from edge.config import EdgeConfig, ManholeTiltDevice, StreetlightDevice
+from edge.config import EdgeConfig
 from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
 from edge.drivers.streetlight import StreetlightDriver
+from edge.kinds.manhole_tilt import ManholeTiltDevice
+from edge.kinds.streetlight import StreetlightDevice
 from edge.sink import EventSink
 from edge.transports.modbus import ModbusBus
 from hil.broker import free_port

@@ -33,7 +33,8 @@ PARTS: dict[str, str] = {
     # and ops read too: a part of their own, so those reads are not a drivers <-> config cycle
     "edge.drivers.alarms": "helpers", "edge.drivers.geo": "helpers",
     "edge.drivers.sun": "helpers", "edge.drivers.probe_trace": "helpers",
-    "edge.config": "config", "edge.light_schedule": "config", "edge.safety": "config",
+    "edge.config": "config", "edge.kinds": "config", "edge.light_schedule": "config",
+    "edge.safety": "config",
     "edge.security": "security",
     "edge.transports": "transports",
     "edge.drivers": "drivers",
@@ -100,9 +101,9 @@ LIBRARIES: dict[str, frozenset[str]] = {
     # the validating step only (D86; tests/test_runtime_imports.py: never in the agent's
     # process): the loader, the wire models, and lazy imports in the shapes' schema hooks,
     # the config's two schema hooks and the command catalogue's JSON Schemas
-    "pydantic": frozenset({"edge.config_loader", "edge.wire", "edge.shapes", "edge.config",
+    "pydantic": frozenset({"edge.config_loader", "edge.wire", "edge.shapes", "edge.kinds.device",
                            "edge.commands.catalogue"}),
-    "pydantic_core": frozenset({"edge.config_loader", "edge.shapes", "edge.config"}),
+    "pydantic_core": frozenset({"edge.config_loader", "edge.shapes", "edge.kinds.device"}),
 }
 # Libraries allowed in more than one module, and why: aiohttp is two libraries in one, an HTTP
 # server (the local pages; handlers see http_site's neutral Request and Reply) and a client.

@@ -87,7 +87,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_tmp(
 async def test_a_stored_light_schedule_is_durable_before_it_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The schedule's rename is fsynced in its directory before ``store_schedule`` returns."""
-    from edge.config import LightStep
+    from edge.kinds.streetlight import LightStep
     from tests.test_light_schedule import _config, _driver
 
     driver, bus = _driver(_config(tmp_path, 1), 1, tmp_path / "state" / "schedules")

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from edge.cli import EX_CONFIG, EX_FAIL, EX_INVALID, main
-from edge.config import GpsDevice, ModbusTcpBus
+from edge.config import ModbusTcpBus
 from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import GpsSerialDriver
 from edge.drivers.probe_trace import tracing
 from edge.errors import DeviceUnavailableError
+from edge.kinds.gps import GpsDevice
 from edge.transports.modbus import ModbusBus
 from edge.transports.serial import SerialPort
 from hil.broker import free_port

@@ -20,12 +20,13 @@ from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
 from edge.commands.processor import PARAMS, CommandProcessor, Outcome, load_platform_keys
 from edge.commands.safety import SafetyRules
-from edge.config import DEVICE_MODELS, StreetlightDevice
+from edge.config import DEVICE_MODELS
 from edge.config_loader import load_config
 from edge.drivers.factory import KINDS
 from edge.drivers.kind import NoParams
 from edge.drivers.loudspeaker import PlayClip, PlayTts
 from edge.drivers.streetlight import LightSchedule, LightSet
+from edge.kinds.streetlight import StreetlightDevice
 from edge.security.signing import Ed25519PrivateKey
 from edge.shape_check import check
 from hil.commander import register, sign_command

@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import DEVICE_MODELS, LoudspeakerDevice
+from edge.config import DEVICE_MODELS
 from edge.config_loader import dump, load_config, parse_config, validate
 from edge.drivers import DRIVERS
 from edge.errors import ConfigError
+from edge.kinds.loudspeaker import LoudspeakerDevice
 from tests.figures import figure
 
 ROOT = Path(__file__).resolve().parents[1]

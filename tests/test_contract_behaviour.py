@@ -39,13 +39,14 @@ from edge.commands.processor import (
     role_catalogue,
 )
 from edge.commands.safety import SafetyRules
-from edge.config import ROLES, LightStep, ModbusTcpBus, StreetlightDevice
+from edge.config import ROLES, ModbusTcpBus
 from edge.config_loader import validate
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import LightSet, StreetlightDriver
 from edge.errors import DeviceUnavailableError
 from edge.ids import uuid7
+from edge.kinds.streetlight import LightStep, StreetlightDevice
 from edge.model import UUID7_PATTERN, Event, EventType
 from edge.security.signing import Ed25519PrivateKey, Signer, kid_of, open_envelope
 from edge.shape_check import check

@@ -22,7 +22,7 @@ from edge.buffer.async_outbox import AsyncOutbox
 from edge.buffer.device_state import DeviceStateStore
 from edge.buffer.store import Outbox
 from edge.clock import Clock, TimeQuality
-from edge.config import GpsDevice, SouthboundMqttConfig, WorkConfig
+from edge.config import SouthboundMqttConfig
 from edge.config_loader import dump, parse_config, validate
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers._mqtt_device import DeviceBroker
@@ -36,6 +36,7 @@ from edge.drivers.gps import (
     GpsSerialDriver,
 )
 from edge.errors import ConfigError
+from edge.kinds.gps import GpsDevice, WorkConfig
 from edge.model import Event, EventType, Prio, encode_event, json_schemas
 from edge.sink import EventSink
 from edge.supervisor import supervise

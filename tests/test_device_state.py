@@ -64,7 +64,7 @@ def test_a_name_devices_yaml_would_refuse_names_no_file(tmp_path: Path, name: st
 
 def test_the_names_it_takes_are_the_names_devices_yaml_takes() -> None:
     from edge.buffer.device_state import _SAFE_NAME
-    from edge.config import NAME_PATTERN
+    from edge.kinds.device import NAME_PATTERN
 
     assert f"^{_SAFE_NAME.pattern}$" == NAME_PATTERN
 

@@ -81,7 +81,7 @@ def test_the_running_agent_leaves_no_readable_state_file(tmp_path: Path) -> None
 
 
 async def test_a_stored_light_schedule_is_0600(tmp_path: Path) -> None:
-    from edge.config import LightStep
+    from edge.kinds.streetlight import LightStep
     from tests.test_light_schedule import _config, _driver
 
     driver, bus = _driver(_config(tmp_path, 1), 1, tmp_path / "state" / "schedules")

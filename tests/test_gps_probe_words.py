@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from edge.config import GpsDevice
 from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import PROBE_LISTEN_S, GpsSerialDriver
 from edge.errors import DeviceUnavailableError
+from edge.kinds.gps import GpsDevice
 from edge.ops.status_page import probe_verdict
 from edge.transports.serial import SerialPort
 

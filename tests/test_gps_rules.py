@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from edge.clock import Clock, TimeQuality
-from edge.config import GpsDevice
 from edge.config_loader import validate
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers.geo import distance_m, heading_change_deg, inside
 from edge.drivers.gps_rules import GpsRules
+from edge.kinds.gps import GpsDevice
 from tests.cfg import write_config
 from tests.helpers import wait_until
 from tests.outbox_sql import sql_rows, store_of

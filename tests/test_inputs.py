@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from edge import clock as clock_mod
 from edge.buffer.device_state import DeviceStateStore
 from edge.cli import build_parser, main
-from edge.config import LightStep, StreetlightDevice, TlsConfig
+from edge.config import TlsConfig
 from edge.drivers.streetlight import SCHEDULE_FILE_MAX_BYTES, StreetlightDriver
 from edge.errors import ConfigError, EdgeError, KeyFileError, LinkTLSError, SecretError
+from edge.kinds.streetlight import LightStep, StreetlightDevice
 from edge.ops.status_file import read_status
 from edge.ops.systemd import notify, watchdog_interval_s
 from edge.security.keys import init_key, load_key

@@ -11,11 +11,12 @@ import pytest
 
 from edge.buffer.device_state import DeviceStateStore
 from edge.commands.safety import SafetyRules
-from edge.config import LightStep, ModbusTcpBus, StreetlightDevice
+from edge.config import ModbusTcpBus
 from edge.drivers import streetlight as streetlight_mod
 from edge.drivers._codecs import sdm120
 from edge.drivers.streetlight import SCHEDULE_FILE_MAX_BYTES, StreetlightDriver
 from edge.drivers.sun import sun_times
+from edge.kinds.streetlight import LightStep, StreetlightDevice
 from edge.light_schedule import Step, in_force, step_time
 from edge.shape_check import check
 from edge.transports.modbus import ModbusBus

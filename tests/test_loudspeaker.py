@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from edge.commands.safety import SafetyRules
-from edge.config import EdgeConfig, LoudspeakerDevice
+from edge.config import EdgeConfig
 from edge.config_loader import dump, validate
 from edge.drivers.loudspeaker import LoudspeakerDriver, PlayClip
 from edge.drivers.speaker_units import Syn6288Unit
+from edge.kinds.loudspeaker import LoudspeakerDevice
 from edge.shape_check import check
 from edge.transports.serial import SerialPort
 from hil.broker import free_port

@@ -8,9 +8,10 @@ import contextlib
 import itertools
 import time
 
-from edge.config import ManholeTiltDevice, ModbusRtuBus
+from edge.config import ModbusRtuBus
 from edge.config_loader import validate
 from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
+from edge.kinds.manhole_tilt import ManholeTiltDevice
 from edge.transports.modbus import ModbusBus
 from hil.sims.modbus_sim import tilt_unit
 from hil.sims.rtu_sim import RtuLineSim

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import GpsDevice, LoudspeakerDevice, ManholeTiltDevice
 from edge.config_loader import validate
 from edge.drivers._codecs import ip_speaker, json_doc
 from edge.drivers.base import Reading, stats_dict
@@ -30,6 +29,9 @@ from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.manhole_tilt import ManholeTiltMqttDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.errors import DeviceProtocolError
+from edge.kinds.gps import GpsDevice
+from edge.kinds.loudspeaker import LoudspeakerDevice
+from edge.kinds.manhole_tilt import ManholeTiltDevice
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from edge.config import LoudspeakerDevice, SouthboundMqttConfig
+from edge.config import SouthboundMqttConfig
 from edge.config_loader import validate
 from edge.drivers import speaker_units
 from edge.drivers._codecs import ip_speaker
 from edge.drivers.broadcast import BroadcastQueue, Play
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
+from edge.kinds.loudspeaker import LoudspeakerDevice
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim

@@ -10,10 +10,10 @@ import os
 import random
 import tty
 
-from edge.config import GpsDevice
 from edge.config_loader import validate
 from edge.drivers._codecs import nmea
 from edge.drivers.gps import GpsSerialDriver
+from edge.kinds.gps import GpsDevice
 from edge.transports.serial import SerialPort
 from tests.helpers import ObservedPort, wait_event, wait_until
 from tests.recording_sink import RecordingSink

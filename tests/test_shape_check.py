@@ -418,7 +418,8 @@ def test_the_checker_runs_without_pydantic() -> None:
 def test_a_shape_with_its_own_pydantic_hook_is_refused_not_misread() -> None:
     # AssetConfig's `class` alias and a loudspeaker's model-from-transport step run only in
     # pydantic: the checker must not quietly check them without (review of D86 #4)
-    from edge.config import AssetConfig, LoudspeakerDevice
+    from edge.kinds.device import AssetConfig
+    from edge.kinds.loudspeaker import LoudspeakerDevice
 
     for cls in (AssetConfig, LoudspeakerDevice):
         with pytest.raises(TypeError, match="schema hook"):
@@ -428,7 +429,7 @@ def test_a_shape_with_its_own_pydantic_hook_is_refused_not_misread() -> None:
 @pytest.mark.parametrize("at", ["sunrise+\U00011f55", "18:3\u0663", "\uff11\uff18:30"])
 def test_a_digit_of_another_script_is_refused_by_both(at: str) -> None:
     # Python's re and pydantic's regex disagree on some scripts' \d: the patterns say [0-9]
-    from edge.config import LightStep
+    from edge.kinds.streetlight import LightStep
 
     step = {"at": at, "on": True}
     with pytest.raises(ShapeError):

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from edge.config import GpsDevice, LoudspeakerDevice, SouthboundMqttConfig
+from edge.config import SouthboundMqttConfig
 from edge.config_loader import validate
 from edge.drivers.gps import GpsMqttDriver
 from edge.drivers.loudspeaker import LoudspeakerDriver
 from edge.drivers.speaker_units import IpSpeakerUnit
 from edge.errors import DeviceUnavailableError
+from edge.kinds.gps import GpsDevice
+from edge.kinds.loudspeaker import LoudspeakerDevice
 from edge.transports.mqtt import MqttLink
 from hil.broker import Mosquitto
 from hil.sims.ip_speaker import IpSpeakerSim

@@ -6,12 +6,14 @@ The published contract lists them (tests/test_contract.py holds the two equal).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from edge.commands.replay import MAX_CTR_AHEAD_US, MAX_CTR_STEP_US
 from edge.config import ROLES
 from edge.drivers.factory import KINDS
-from edge.drivers.kind import NoParams, Params
+from edge.drivers.kind import DEVICE_READ, Action, Escalation, NoParams, Params
 
 MAX_COMMAND_BYTES = 8 * 1024
 IAT_SKEW_S = 60.0
@@ -27,13 +29,20 @@ UNAUTHENTICATED = frozenset({"oversized", "malformed", "unknown_kid", "bad_signa
 # that cmd_id are rate-limited and evictable like unauthenticated input (D78).
 REPLAYED = frozenset({"duplicate", "counter_rollback", "expired", "replay_state_lost"})
 RATE_LIMITED = UNAUTHENTICATED | REPLAYED
-# Actions no kind declares: every device can be read now (its driver's probe); agent.state acts
-# on the gateway itself and takes no device (a bad_body with one, issue 20 re-test #4).
+# Actions every kind has besides its own (edge.drivers.kind.DEVICE_READ)
+COMMON_ACTIONS: Mapping[str, Action] = MappingProxyType({"device.read": DEVICE_READ})
+# agent.state acts on the gateway itself and takes no device (a bad_body with one, issue 20
+# re-test #4): the agent carries it out, no driver
 GATEWAY_ACTIONS = frozenset({"agent.state"})
 _OWN_ACTIONS: dict[str, tuple[str, type[Params], frozenset[str]]] = {
-    "device.read": ("read", NoParams, frozenset(KINDS)),
+    **{name: (a.role, a.params, frozenset(KINDS)) for name, a in COMMON_ACTIONS.items()},
     "agent.state": ("read", NoParams, frozenset()),
 }
+
+
+def action_of(kind: str, action: str) -> Action | None:
+    """Return how ``kind`` carries out ``action``, or None if it cannot."""
+    return KINDS[kind].actions.get(action) or COMMON_ACTIONS.get(action)
 
 
 def _derive_catalogue() -> tuple[dict[str, str], dict[str, frozenset[str]],
@@ -56,6 +65,28 @@ def _derive_catalogue() -> tuple[dict[str, str], dict[str, frozenset[str]],
 
 
 ACTION_ROLES, ACTION_KINDS, PARAMS = _derive_catalogue()
+
+
+def _derive_escalations() -> tuple[dict[str, Escalation], dict[str, Escalation]]:
+    """Return the actions a params value escalates, and the guarded ones with their guard."""
+    escalations: dict[str, Escalation] = {}
+    guards: dict[str, Escalation] = {}
+    for kind in KINDS.values():
+        own = {a.escalation for a in kind.actions.values() if a.escalation is not None}
+        for name, action in kind.actions.items():
+            if action.escalation is not None and \
+                    escalations.setdefault(name, action.escalation) != action.escalation:
+                raise TypeError(f"{name}: kinds declare it with different escalations")
+            if action.guarded:
+                if len(own) != 1:  # the guard a device is under is its kind's one escalation
+                    raise TypeError(f"{kind.name} {name}: a guarded action needs exactly one "
+                                    "escalation in its kind")
+                guards[name] = next(iter(own))
+    return escalations, guards
+
+
+# action -> the params value that needs another role; guarded action -> the guard it respects
+ESCALATIONS, GUARDS = _derive_escalations()
 
 
 # Every ``status`` and ``reason`` a ``command_result`` can carry, in one place: the contract's
@@ -102,9 +133,9 @@ UNVERIFIED_ID_REASONS = frozenset({"unknown_kid", "bad_signature", "bad_body"})
 def action_catalogue() -> dict[str, dict[str, Any]]:
     """Return each supported action's role, device kinds and params JSON Schema (2020-12).
 
-    The contract publishes this (issue 20 #8); ``params.priority: emergency`` needs role
-    ``broadcast-emergency`` instead of ``broadcast``. Only the CLI and the tests call it: it
-    imports pydantic, which the running agent does not (D86).
+    The contract publishes this (issue 20 #8); an escalating params value (``ESCALATIONS``:
+    ``priority: emergency``) needs its own role instead. Only the CLI and the tests call it:
+    it imports pydantic, which the running agent does not (D86).
     """
     from pydantic import TypeAdapter  # noqa: PLC0415 - the JSON Schemas only, never at run time
 
@@ -119,8 +150,10 @@ def role_catalogue() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {role: [] for role in ROLES}
     for action in PARAMS:
         out[ACTION_ROLES[action]].append(action)
-    out["broadcast-emergency"] = ["speaker.play_tts (priority emergency)",
-                                  "speaker.stop (during an emergency play)"]
+    for action, esc in ESCALATIONS.items():
+        out[esc.role] = [*out[esc.role], f"{action} ({esc.field} {esc.value})"]
+    for action, esc in GUARDS.items():
+        out[esc.role] = [*out[esc.role], f"{action} (during {esc.during})"]
     return out
 
 

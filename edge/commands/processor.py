@@ -51,9 +51,11 @@ from edge.commands.body import (
 from edge.commands.catalogue import (
     ACTION_KINDS,
     ACTION_ROLES,
+    ESCALATIONS,
     EXECUTE_TIMEOUT_S,
     FOLLOW_UP_STATUSES,
     GATEWAY_ACTIONS,
+    GUARDS,
     IAT_SKEW_S,
     MAX_COMMAND_BYTES,
     PARAMS,
@@ -63,13 +65,13 @@ from edge.commands.catalogue import (
     UNAUTHENTICATED,
     UNVERIFIED_ID_REASONS,
     action_catalogue,
+    action_of,
     reason_catalogue,
     role_catalogue,
 )
 from edge.commands.keys import PlatformKeys, load_platform_keys
 from edge.commands.replay import ReplayState
 from edge.config import EdgeConfig
-from edge.drivers.factory import KINDS
 from edge.drivers.kind import Params
 from edge.errors import CommandRejectedError, DeviceError
 from edge.model import Event, EventType, Prio
@@ -91,10 +93,6 @@ audit_log = logging.getLogger("edge.audit")
 REPORTED_IDS_MAX = 4096  # (reason, cmd_id) pairs remembered as reported once (bounded LRU)
 REJECT_BURST = 5  # full reports per reason per window
 REJECT_WINDOW_S = 60.0
-# speaker.stop needs broadcast-emergency this long after an emergency play was accepted (a
-# 200-character text plays in under a minute; a queue ahead of it adds more): the ``broadcast``
-# role alone must not silence an evacuation message (finding 11).
-EMERGENCY_STOP_GUARD_S = 600.0
 MAX_ISSUERS_PER_KID = 32
 
 
@@ -137,7 +135,8 @@ class CommandProcessor:
         self._window_counts: dict[str, int] = {}
         self._suppressed: dict[str, int] = {}
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._emergency_until: dict[str, float] = {}  # device -> monotonic end of the guard
+        # device -> monotonic end of its escalation's guard (catalogue.GUARDS; a key per device)
+        self._guarded_until: dict[str, float] = {}
 
     def set_safety(self, safety: Safety) -> None:
         """Use new safety rules (after a config reload)."""
@@ -236,8 +235,9 @@ class CommandProcessor:
             await self._journal(body.cmd_id, "failed", repr(exc)[:200])
             return Outcome("failed", "internal_error", body.cmd_id, body.action, device or None)
         await self._journal(body.cmd_id, "done", "")
-        if body.action == "speaker.play_tts" and getattr(params, "priority", "") == "emergency":
-            self._emergency_until[device] = time.monotonic() + EMERGENCY_STOP_GUARD_S
+        esc = ESCALATIONS.get(body.action)
+        if esc is not None and esc.guard_s > 0 and getattr(params, esc.field, None) == esc.value:
+            self._guarded_until[device] = time.monotonic() + esc.guard_s
         if not time_checked:
             detail = {**detail, "note": "clock unsynced: only the counter checked freshness"}
         return Outcome("executed", "", body.cmd_id, body.action, device or None, detail)
@@ -302,8 +302,10 @@ class CommandProcessor:
         role = ACTION_ROLES.get(body.action)
         if role is None:
             self._reject("unknown_action", body)
-        if isinstance(body.params, dict) and body.params.get("priority") == "emergency":
-            role = "broadcast-emergency"
+        esc = ESCALATIONS.get(body.action)
+        if esc is not None and isinstance(body.params, dict) and \
+                body.params.get(esc.field) == esc.value:
+            role = esc.role
         if role not in self.keys[kid][1]:
             self._reject("wrong_role", body, f"{body.action} needs role {role}")
         if body.aud != self.config.gateway.id:
@@ -321,16 +323,16 @@ class CommandProcessor:
                          f"no device {(body.device or '')[:64]!r} on {self.config.gateway.id}")
         if device.kind not in kinds:
             self._reject("unsupported_action", body, f"{device.kind} cannot {body.action}")
-        declared = KINDS[device.kind].actions.get(body.action)
+        declared = action_of(device.kind, body.action)
         if declared is not None and declared.models is not None and \
                 device.model not in declared.models:
             self._reject("unsupported_action", body,
                          f"a {device.model} {device.kind} cannot {body.action}")
-        if body.action == "speaker.stop" and \
-                self._emergency_until.get(device.name, 0.0) > time.monotonic() and \
-                "broadcast-emergency" not in self.keys[kid][1]:
-            self._reject("wrong_role", body, "an emergency broadcast may be on air: stopping "
-                         "it needs role broadcast-emergency")
+        guard = GUARDS.get(body.action)
+        if guard is not None and guard.role not in self.keys[kid][1] and \
+                self._guarded_until.get(device.name, 0.0) > time.monotonic():
+            self._reject("wrong_role", body, f"{guard.during} may still be on air: "
+                         f"{body.action} needs role {guard.role}")
         try:
             params = check(PARAMS[body.action], body.params)
         except ShapeError as exc:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edge.config import DebouncedThreshold, TiltAlarms
 from edge.drivers.alarms import Debounced
 from edge.drivers.base import AlarmChange, Value
+from edge.kinds.device import DebouncedThreshold
+from edge.kinds.manhole_tilt import TiltAlarms
 
 COVER_OPEN = "cover_open"
 COVER_DISPLACED = "cover_displaced"

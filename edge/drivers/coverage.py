@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edge.config import WorkConfig, WorkRoad
 from edge.drivers.geo import EARTH_M, distance_m, inside
+from edge.kinds.gps import WorkConfig, WorkRoad
 
 MISSED, UNKNOWN, COVERED = 0, 1, 2
 STATE_NAMES = ("missed", "unknown", "covered")

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from edge.aux_writes import AuxWrites
-from edge.config import GpsDevice
 from edge.drivers._codecs import json_doc, nmea
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
 from edge.drivers.base import AlarmChange, DeviceState, Driver, Reading, Sink, StateDocs, override
@@ -25,6 +24,7 @@ from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.drivers.probe_trace import MAX_RECORDS, WireRecord
 from edge.drivers.probe_trace import current as current_probe
 from edge.errors import ConfigError, DeviceError, DeviceUnavailableError, StoreCorruptError
+from edge.kinds.gps import GpsDevice
 from edge.transports.serial import SerialPort
 
 if TYPE_CHECKING:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.config import GpsDevice
 from edge.drivers._codecs.nmea import Fix
 from edge.drivers.alarms import Debounced
 from edge.drivers.geo import distance_m, heading_change_deg, inside
+from edge.kinds.gps import GpsDevice
 
 STOPPED_BELOW_KMH = 1.0
 GPS_NO_FIX = "gps_no_fix"

@@ -86,6 +86,22 @@ SafetyRule = Callable[[SafetyContext, Any, Any, AbstractSet[str]], None]
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """A params value that needs a stronger role, and leaves its device guarded a while.
+
+    ``speaker.play_tts`` with ``priority: emergency`` needs ``broadcast-emergency``; for
+    ``guard_s`` after one is executed, the kind's ``guarded`` actions (``speaker.stop``) need
+    that role too: the ``broadcast`` role alone must not silence an evacuation message (D42).
+    """
+
+    field: str  # the params key, e.g. "priority"
+    value: str  # the value that escalates, e.g. "emergency"
+    role: str  # the role it needs instead of the action's (edge.config.ROLES)
+    guard_s: float = 0.0
+    during: str = ""  # what the guard protects, in words ("an emergency play")
+
+
+@dataclass(frozen=True)
 class Action:
     """One command action a kind can carry out."""
 
@@ -101,6 +117,19 @@ class Action:
     # why this device could not carry out these (valid) params, or None: a ``bad_params``
     # rejection before anything is journaled (a SYN6288 cannot speak every text)
     params_problem: ParamsProblem | None = None
+    escalation: Escalation | None = None
+    # while an escalation of the device's kind guards it, this action needs the escalated role
+    guarded: bool = False
+
+
+async def _read_now(driver: Driver[Any], _params: NoParams, _cmd_id: str | None
+                    ) -> dict[str, Any]:
+    return {"values": await driver.probe()}
+
+
+# Every device of every kind can be read now (``device.read``: its driver's probe, a truck's
+# coverage); ``edge.commands.catalogue`` adds it to each kind's own actions
+DEVICE_READ = Action("read", NoParams, _read_now)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from edge.config import LoudspeakerDevice
 from edge.drivers.base import AlarmChange, PollingDriver, Reading, Sink, Value, override
 from edge.drivers.broadcast import BroadcastQueue, Play
-from edge.drivers.kind import NO_BROKER, Action, Kind, NoParams, Params, SafetyContext, required
+from edge.drivers.kind import (
+    NO_BROKER,
+    Action,
+    Escalation,
+    Kind,
+    NoParams,
+    Params,
+    SafetyContext,
+    required,
+)
 from edge.drivers.speaker_units import TEXT_PROBLEMS, IpSpeakerUnit, SpeakerUnit, Syn6288Unit
 from edge.errors import CommandRejectedError, ConfigError
+from edge.kinds.loudspeaker import LoudspeakerDevice
 from edge.safety import in_quiet_hours
 from edge.shapes import Ge, Le, MaxLen, MinLen, Pattern, shape
 from edge.transports.serial import SerialPort
@@ -261,13 +270,17 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
     return driver
 
 
+# An emergency play needs its own role, and stopping one does too for a while: a 200-character
+# text plays in under a minute, a queue ahead of it adds more (finding 11, D42)
+EMERGENCY = Escalation("priority", "emergency", "broadcast-emergency", guard_s=600.0,
+                       during="an emergency play")
 KIND = Kind("loudspeaker", LoudspeakerDevice, (LoudspeakerDriver,), _build, {
     "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play,
-                               params_problem=_text_problem),
+                               params_problem=_text_problem, escalation=EMERGENCY),
     # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:
     # firmware_notes/ip-speaker.md and firmware_notes/syn6288-tts.md
     "speaker.play_clip": Action("broadcast", PlayClip, _play_clip, _safe_clip,
                                 models=frozenset({"ip_speaker"})),
-    "speaker.stop": Action("broadcast", NoParams, _stop),
+    "speaker.stop": Action("broadcast", NoParams, _stop, guarded=True),
 }, fields=frozenset({"busy", "amp_fault"}),
     alarms=(SPEAKER_OFFLINE, AMPLIFIER_FAULT, PLAYBACK_FAILED))

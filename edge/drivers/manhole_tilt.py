@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edge.config import ManholeTiltDevice
 from edge.drivers._codecs import json_doc, sunspec304, witmotion
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers._mqtt_device import DeviceBroker, next_report, parse_json, pick
@@ -27,6 +26,7 @@ from edge.drivers.cover_rules import (
 )
 from edge.drivers.kind import NO_BROKER, Kind, required
 from edge.errors import ConfigError, DeviceError, DeviceProtocolError, DeviceUnavailableError
+from edge.kinds.manhole_tilt import ManholeTiltDevice
 from edge.transports.modbus import ModbusBus
 
 if TYPE_CHECKING:

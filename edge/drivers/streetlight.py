@@ -14,7 +14,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from edge.clock import CLOCK_FLOOR_NS
-from edge.config import LightStep, StreetlightDevice
 from edge.drivers._codecs import pzem004t, sdm120
 from edge.drivers._codecs.plans import READ_PLANS
 from edge.drivers.alarms import Debounced
@@ -37,6 +36,7 @@ from edge.errors import (
     DeviceRejectedError,
     StoreCorruptError,
 )
+from edge.kinds.streetlight import LightStep, StreetlightDevice
 from edge.light_schedule import Step, in_force, is_astronomical
 from edge.safety import RelayLog
 from edge.shape_check import check

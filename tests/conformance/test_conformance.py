@@ -128,9 +128,10 @@ async def test_modbus_fault_modes(kind: str, fault: str, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str) -> None:
-    from edge.config import ManholeTiltDevice, ModbusRtuBus, ModbusTcpBus
+    from edge.config import ModbusRtuBus, ModbusTcpBus
     from edge.config_loader import validate
     from edge.drivers.manhole_tilt import ManholeTiltModbusDriver
+    from edge.kinds.manhole_tilt import ManholeTiltDevice
     from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
     from hil.sims.modbus_sim import SUNSPEC_304_ADDR, ModbusTcpSim, set_sunspec_tilt, sunspec_unit
@@ -166,9 +167,10 @@ async def test_manhole_tilt_walks_the_sunspec_chain_to_model_304(transport: str)
 
 
 async def test_streetlight_reads_a_pzem004t_meter() -> None:
-    from edge.config import ModbusTcpBus, StreetlightDevice
+    from edge.config import ModbusTcpBus
     from edge.config_loader import validate
     from edge.drivers.streetlight import StreetlightDriver
+    from edge.kinds.streetlight import StreetlightDevice
     from edge.transports.modbus import ModbusBus
     from hil.broker import free_port
     from hil.sims.modbus_sim import ModbusTcpSim, SimUnit
