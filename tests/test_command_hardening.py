@@ -191,6 +191,21 @@ async def test_stopping_an_emergency_broadcast_needs_the_emergency_role(h: HardH
     assert (await h.send(h.emergency, "speaker.stop", device="speaker-01")).status == "executed"
 
 
+async def test_only_the_declaring_action_escalates(h: HardHarness) -> None:
+    """``priority: emergency`` is the play's escalation (D89), not a word any action may use."""
+    from edge.commands.catalogue import ESCALATIONS, GUARDS
+
+    assert set(ESCALATIONS) == {"speaker.play_tts"}
+    assert set(GUARDS) == {"speaker.stop"}
+    lamp = await h.send(h.lighting, "light.set", {"on": True, "priority": "emergency"})
+    assert (lamp.status, lamp.reason) == ("rejected", "bad_params")  # not wrong_role
+    assert "priority" in lamp.detail["detail"]
+    plain = await h.send(h.broadcast, "speaker.play_tts", {"text": "紧急", "priority": "emergency"},
+                         device="speaker-01")
+    assert (plain.status, plain.reason) == ("rejected", "wrong_role")
+    assert "broadcast-emergency" in plain.detail["detail"]
+
+
 async def test_stopping_a_normal_broadcast_needs_only_broadcast(h: HardHarness) -> None:
     assert (await h.send(h.broadcast, "speaker.play_tts", {"text": "hi"},
                          device="speaker-01")).status == "executed"

@@ -277,6 +277,25 @@ def test_the_kind_table_agrees_with_the_config_and_the_drivers() -> None:
             assert action in PARAMS, action
 
 
+def test_a_guarded_action_needs_one_escalation_in_its_kind(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A guard with no escalation to be guarded by would never hold: refused at import."""
+    import dataclasses
+
+    from edge.commands import catalogue
+    from edge.drivers.kind import Action
+
+    speaker = KINDS["loudspeaker"]
+    lone = dataclasses.replace(speaker, actions={
+        "speaker.stop": Action("broadcast", NoParams, speaker.actions["speaker.stop"].execute,
+                               guarded=True)})
+    monkeypatch.setattr(catalogue, "KINDS", {**KINDS, "loudspeaker": lone})
+    with pytest.raises(TypeError, match="guarded action needs exactly one escalation"):
+        catalogue._derive_escalations()
+    assert catalogue.role_catalogue()["broadcast-emergency"] == [
+        "speaker.play_tts (priority emergency)", "speaker.stop (during an emergency play)"]
+
+
 async def test_each_declared_action_reaches_its_driver_method() -> None:
     """The agent's executor is the kind table's: each action calls what its kind declares."""
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
