@@ -18,7 +18,7 @@ from dataclasses import field
 from importlib import import_module
 from pathlib import Path
 from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from edge.kinds import NAMES
@@ -213,7 +213,17 @@ Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Tagged("type")]
 
 # Every kind's devices.yaml shape, from the kind table (edge.kinds): a tagged union where the
 # file is validated; to the type checker, the base every kind shares
-_KIND_MODULES: tuple[ModuleType, ...] = tuple(import_module(f"edge.kinds.{n}") for n in NAMES)
+def _kind_module(name: str) -> ModuleType:
+    module = import_module(f"edge.kinds.{name}")
+    device = getattr(module, "DEVICE", None)
+    if not (isinstance(device, type) and issubclass(device, DeviceBase)) or \
+            get_args(get_type_hints(device).get("kind")) != (name,):
+        raise TypeError(f"edge.kinds.{name} must define DEVICE, a DeviceBase shape with "
+                        f"kind: Literal[{name!r}]")
+    return module
+
+
+_KIND_MODULES: tuple[ModuleType, ...] = tuple(_kind_module(name) for name in NAMES)
 DEVICE_MODELS: Mapping[str, type[DeviceBase]] = MappingProxyType({
     name: module.DEVICE for name, module in zip(NAMES, _KIND_MODULES, strict=True)})
 if TYPE_CHECKING:

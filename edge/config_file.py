@@ -71,14 +71,29 @@ def _child_argv(path: Path) -> list[str]:
     return [sys.executable, "-P", "-m", "edge.config_child", str(path)]
 
 
+def shape_sources() -> list[Path]:
+    """Return the modules that lay out the config's dataclasses.
+
+    edge/config.py, every kind's shape (edge/kinds/, D89), and the shape machinery with the
+    schedule patterns they use.
+    """
+    edge_dir = Path(config_module.__file__ or "").parent
+    return [edge_dir / "config.py", edge_dir / "shapes.py", edge_dir / "light_schedule.py",
+            *sorted((edge_dir / "kinds").glob("*.py"))]
+
+
 def shapes_digest() -> str:
-    """Return a digest of the code that lays out the config's dataclasses (edge/config.py).
+    """Return a digest of the code that lays out the config's dataclasses (``shape_sources``).
 
     A pickled slotted dataclass carries its fields by position: a child running newer code
     (an upgrade installed under a running agent, then a reload) would shift values into the
     wrong fields without an error. Both sides compare this first.
     """
-    return hashlib.sha256(Path(config_module.__file__ or "").read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in shape_sources():
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 _DIGEST = shapes_digest()  # this process's layout, read once at start

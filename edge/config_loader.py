@@ -519,7 +519,7 @@ def _got(value: Any) -> str:
 def _problems(filename: str, tree: Any, err: ErrorDetails) -> list[tuple[int, str]]:
     """Return (line, message) of one pydantic error; a block's several problems each at its key.
 
-    A model validator's FieldProblemsError (edge/config.py) names places inside its block:
+    A model validator's FieldProblemsError (edge/kinds/device.py) names places inside its block:
     each is shown at its own line, not all as the first one at the block's line.
     """
     error = (err.get("ctx") or {}).get("error")

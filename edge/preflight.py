@@ -421,8 +421,12 @@ async def check_modbus_devices(loaded: LoadedConfig, down: set[str],
     to_read: list[tuple[int, AnyDevice]] = []
     for i, d in wanted:
         seen = (status or {}).get("devices", {}).get(d.name) if fresh else None
-        if seen is not None and (seen.get("bus"), seen.get("unit_id")) != (d.bus, d.unit_id):
-            seen = None  # the agent polls another unit under this name: not as configured
+        # an agent older than the status file's bus and unit (an upgrade not yet restarted)
+        # says nothing of them: trusted as before, not sent to a reload that cannot help
+        if seen is not None and "unit_id" in seen and \
+                (seen.get("bus"), seen.get("unit_id"), seen.get("model", d.model)) != \
+                (d.bus, d.unit_id, d.model):
+            seen = None  # the agent polls another unit or map under this name: not as configured
         bus = cfg.bus(d.bus or "")
         if seen is not None:
             out[i] = _from_agent(loaded, i, d, seen)

@@ -62,8 +62,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "transports": frozenset({"core", "config", "codecs", "helpers"}),
     "drivers": frozenset({"core", "config", "codecs", "helpers", "transports", "security"}),
     "buffer": frozenset({"core"}),
-    # drivers: the command catalogue is to be derived from the kind table (issue 13)
-    "commands": frozenset({"core", "config", "codecs", "security", "buffer", "drivers"}),
+    # drivers: the command catalogue is derived from the kind table (D82)
+    "commands": frozenset({"core", "config", "security", "buffer", "drivers"}),
     "uplink": frozenset({"core", "config", "security", "transports", "buffer"}),
     "ops": frozenset({"core", "config", "helpers"}),
     "agent": PRODUCT_PARTS - {"agent"},

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import inspect
 import json
+import re
 import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -277,21 +278,57 @@ def test_the_kind_table_agrees_with_the_config_and_the_drivers() -> None:
             assert action in PARAMS, action
 
 
+def _with_play_tts(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
+    from edge.commands import catalogue
+
+    speaker = KINDS["loudspeaker"]
+    monkeypatch.setattr(catalogue, "KINDS", {**KINDS, "loudspeaker": dataclasses.replace(
+        speaker, actions={**speaker.actions, "speaker.play_tts": action})})
+
+
 def test_a_guarded_action_needs_one_escalation_in_its_kind(monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
     """A guard with no escalation to be guarded by would never hold: refused at import."""
-    import dataclasses
-
     from edge.commands import catalogue
-    from edge.drivers.kind import Action
 
-    speaker = KINDS["loudspeaker"]
-    lone = dataclasses.replace(speaker, actions={
-        "speaker.stop": Action("broadcast", NoParams, speaker.actions["speaker.stop"].execute,
-                               guarded=True)})
-    monkeypatch.setattr(catalogue, "KINDS", {**KINDS, "loudspeaker": lone})
+    tts = KINDS["loudspeaker"].actions["speaker.play_tts"]
+    _with_play_tts(monkeypatch, dataclasses.replace(tts, escalation=None))
     with pytest.raises(TypeError, match="guarded action needs exactly one escalation"):
         catalogue._derive_escalations()
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"field": "prio"}, "PlayTts.prio cannot be 'emergency'"),
+    ({"value": "urgent"}, "PlayTts.priority cannot be 'urgent'"),
+    ({"role": "broadcast-urgent"}, "escalation role 'broadcast-urgent' is not a role"),
+])
+def test_an_escalation_that_could_never_match_is_refused(
+        monkeypatch: pytest.MonkeyPatch, change: dict[str, str], problem: str) -> None:
+    """A typo in an escalation would let a plain ``broadcast`` key send an emergency."""
+    from edge.commands import catalogue
+
+    tts = KINDS["loudspeaker"].actions["speaker.play_tts"]
+    assert tts.escalation is not None
+    _with_play_tts(monkeypatch, dataclasses.replace(
+        tts, escalation=dataclasses.replace(tts.escalation, **change)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=re.escape(problem)):
+        catalogue._derive_escalations()
+
+
+def test_two_kinds_cannot_guard_one_action_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.commands import catalogue
+
+    stop = KINDS["loudspeaker"].actions["speaker.stop"]
+    lamp = KINDS["streetlight"]
+    monkeypatch.setattr(catalogue, "KINDS", {**KINDS, "streetlight": dataclasses.replace(
+        lamp, actions={**lamp.actions, "speaker.stop": dataclasses.replace(stop, guarded=False)})})
+    with pytest.raises(TypeError, match="different escalations or guards"):
+        catalogue._derive_escalations()
+
+
+def test_the_role_catalogue_names_the_escalations() -> None:
+    from edge.commands import catalogue
+
     assert catalogue.role_catalogue()["broadcast-emergency"] == [
         "speaker.play_tts (priority emergency)", "speaker.stop (during an emergency play)"]
 

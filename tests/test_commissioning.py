@@ -309,16 +309,20 @@ def test_check_before_reload_does_not_read_a_new_device_on_the_agents_rs485_line
     loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
         {"name": "rs485", "type": "modbus_rtu", "port": "/dev/null"}], devices=[
         tilt_device("manhole-1", "rs485", 80, transport="modbus_rtu"),
-        tilt_device("manhole-2", "rs485", 81, transport="modbus_rtu")])
+        tilt_device("manhole-2", "rs485", 81, transport="modbus_rtu"),
+        tilt_device("manhole-3", "rs485", 83, transport="modbus_rtu")])
     loaded.state_dir.mkdir(parents=True, exist_ok=True)
     (loaded.state_dir / "status.json").write_text(json.dumps({
         "version": "x", "pid": os.getpid(), "written_at": time.time(), "buses": {"rs485": {}},
         "time_quality": "synced", "config": {}, "outbox": {},
         "devices": {"manhole-1": {"state": "online", "polls_ok": 3, "last_error": "",
-                                  "bus": "rs485", "unit_id": 80},
+                                  "bus": "rs485", "unit_id": 80, "model": "witmotion"},
                     # the agent polls manhole-2 as unit 82: the file's 81 is not vouched for
                     "manhole-2": {"state": "online", "polls_ok": 3, "last_error": "",
-                                  "bus": "rs485", "unit_id": 82}}}))
+                                  "bus": "rs485", "unit_id": 82},
+                    # the agent reads manhole-3 by another register map than the file's
+                    "manhole-3": {"state": "online", "polls_ok": 3, "last_error": "",
+                                  "bus": "rs485", "unit_id": 83, "model": "sunspec304"}}}))
     checks = asyncio.run(check_modbus_devices(loaded, set()))
     by_name = {c.name: c for c in checks}
     assert by_name["device manhole-1"].status == OK
@@ -327,6 +331,23 @@ def test_check_before_reload_does_not_read_a_new_device_on_the_agents_rs485_line
     assert new.detail.startswith("not checked: not in the running agent as configured yet, and "
                                  "bus rs485 (/dev/null) is driven by the agent"), new.detail
     assert "edge reload" in new.detail
+    assert by_name["device manhole-3"].status == FAIL
+
+
+def test_check_trusts_a_status_file_from_an_agent_that_predates_its_unit_ids(
+        tmp_path: Path) -> None:
+    # an upgrade installed, the agent not yet restarted: its status names no bus or unit, and
+    # a reload (the advice for a device not polled as configured) would not change that
+    loaded = write_config(tmp_path, broker_port=1, pki=None, buses=[
+        {"name": "rs485", "type": "modbus_rtu", "port": "/dev/null"}], devices=[
+        tilt_device("manhole-1", "rs485", 80, transport="modbus_rtu")])
+    loaded.state_dir.mkdir(parents=True, exist_ok=True)
+    (loaded.state_dir / "status.json").write_text(json.dumps({
+        "version": "x", "pid": os.getpid(), "written_at": time.time(), "buses": {"rs485": {}},
+        "time_quality": "synced", "config": {}, "outbox": {},
+        "devices": {"manhole-1": {"state": "online", "polls_ok": 3, "last_error": ""}}}))
+    (check,) = asyncio.run(check_modbus_devices(loaded, set()))
+    assert (check.name, check.status) == ("device manhole-1", OK), check.detail
 
 
 def test_a_key_the_service_user_cannot_read_fails_check_run_as_root(tmp_path: Path) -> None:

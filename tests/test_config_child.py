@@ -93,3 +93,30 @@ def test_a_child_that_cannot_start_or_hangs_is_a_config_error(
     _fake_child(monkeypatch, "import time; time.sleep(30)")
     for problems in both(DEVICES):
         assert "not loaded within 0.5 s" in problems
+
+
+def test_the_layout_digest_covers_every_module_that_defines_a_config_shape() -> None:
+    """Every dataclass reachable from EdgeConfig is laid out by a module the digest reads: a
+    kind's shape (edge/kinds/, D89) changed under a running agent must not unpickle shifted."""
+    import dataclasses
+    import typing
+
+    from edge.config import EdgeConfig
+
+    seen: set[type] = set()
+
+    def walk(hint: object) -> None:
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            if hint in seen:
+                return
+            seen.add(hint)
+            for sub in typing.get_type_hints(hint).values():
+                walk(sub)
+        for arg in typing.get_args(hint):
+            walk(arg)
+
+    walk(EdgeConfig)
+    files = {Path(sys.modules[cls.__module__].__file__ or "").resolve() for cls in seen}
+    sources = {p.resolve() for p in config_file.shape_sources()}
+    assert any(p.parent.name == "kinds" for p in files)
+    assert files <= sources, files - sources

@@ -299,6 +299,23 @@ def test_positions_queued_before_the_type_column_keep_their_own_retention(
     store.close()
 
 
+def test_a_dead_lettered_position_is_kept_no_longer_than_positions_are(tmp_path: Path) -> None:
+    """Personal data in dead letters too (reliability.md S12); other dead letters stay."""
+    store = open_store(tmp_path / "o.db", max_attempts=1)
+    old = time.time_ns() - 2 * 86400 * 10**9
+    store.append([Event(EventType.POSITION, 2, old, TimeQuality.SYNCED, data={"lat": 31.3}),
+                  Event(EventType.STATE, 2, old, TimeQuality.SYNCED, data={"state": "online"}),
+                  Event(EventType.POSITION, 2, time.time_ns(), TimeQuality.SYNCED, data={})])
+    leased = [x.seq for x in store.lease(10)]
+    assert store.nack(leased, "rejected") == leased
+    store.prune(time.time_ns(), alarm_retention_s=7 * 86400,
+                telemetry_retention_s=72 * 3600, position_retention_s=86400)
+    left = sorted(r[0] for r in sql_rows(store, "SELECT event_type FROM dead_letters"))
+    assert left == ["position", "state"]  # the fresh position and the state
+    assert store.counters()["dropped.position_retention.dead_letters"] == 1
+    store.close()
+
+
 def test_a_dead_lettered_position_requeued_keeps_its_type_and_its_retention(
         tmp_path: Path) -> None:
     store = open_store(tmp_path / "o.db", max_attempts=1)

@@ -431,11 +431,11 @@ class Outbox:
         dropped: dict[int, int] = {}
         seqs: list[int] = []
         rules: list[tuple[int, str, float, str]] = []
+        # rows queued before schema 4 carry no type: their payload says (0004_event_type)
+        is_position = ("(event_type='position' OR (event_type IS NULL AND "
+                       "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'))")
         if position_retention_s is not None:
-            # rows queued before schema 4 carry no type: their payload says (0004_event_type)
-            rules.append((2, "(event_type='position' OR (event_type IS NULL AND "
-                             "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'))",
-                          position_retention_s, "position_retention"))
+            rules.append((2, is_position, position_retention_s, "position_retention"))
         rules += [(prio, "1", alarm_retention_s if prio in ALARM_PRIOS else
                    telemetry_retention_s, "retention") for prio in range(4)]
         with self._tx() as db:
@@ -449,6 +449,14 @@ class Outbox:
                     dropped[prio] = dropped.get(prio, 0) + int(row[0])
                     seqs += [int(row[1]), int(row[2])]
                     self._bump(db, f"dropped.{reason}.{prio}", int(row[0]))
+            if position_retention_s is not None:
+                # a dead letter left the stream (counted then), but a position in it is still
+                # personal data kept on the gateway: the same limit (reliability.md S12)
+                cutoff_ns = now_ns - int(position_retention_s * 1e9)
+                gone = db.execute("DELETE FROM dead_letters WHERE created_ns < ? AND "  # noqa: S608
+                                  + is_position, (cutoff_ns,)).rowcount
+                if gone:
+                    self._bump(db, "dropped.position_retention.dead_letters", gone)
             if dropped:
                 self._insert_gap(db, "retention", dropped, min(seqs), max(seqs))
         return dropped

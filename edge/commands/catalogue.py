@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from edge.commands.replay import MAX_CTR_AHEAD_US, MAX_CTR_STEP_US
 from edge.config import ROLES
@@ -67,16 +67,40 @@ def _derive_catalogue() -> tuple[dict[str, str], dict[str, frozenset[str]],
 ACTION_ROLES, ACTION_KINDS, PARAMS = _derive_catalogue()
 
 
+def _escalation_problem(name: str, action: Action) -> str | None:
+    """Return why ``action``'s escalation could never match its params, or None."""
+    esc = action.escalation
+    if esc is None:
+        return None
+    if esc.role not in ROLES:
+        return f"{name}: escalation role {esc.role!r} is not a role ({', '.join(ROLES)})"
+    hint = get_type_hints(action.params).get(esc.field)
+    if hint is None or esc.value not in get_args(hint):
+        return f"{name}: {action.params.__name__}.{esc.field} cannot be {esc.value!r}"
+    return None
+
+
 def _derive_escalations() -> tuple[dict[str, Escalation], dict[str, Escalation]]:
-    """Return the actions a params value escalates, and the guarded ones with their guard."""
+    """Return the actions a params value escalates, and the guarded ones with their guard.
+
+    An escalation that names no params field or value, or no role, would never match: a key
+    without the stronger role could then send what needs it. Refused at import, like an action
+    declared differently by two kinds.
+    """
     escalations: dict[str, Escalation] = {}
     guards: dict[str, Escalation] = {}
+    declared: dict[str, tuple[Escalation | None, bool]] = {}
     for kind in KINDS.values():
         own = {a.escalation for a in kind.actions.values() if a.escalation is not None}
         for name, action in kind.actions.items():
-            if action.escalation is not None and \
-                    escalations.setdefault(name, action.escalation) != action.escalation:
-                raise TypeError(f"{name}: kinds declare it with different escalations")
+            problem = _escalation_problem(name, action)
+            if problem is not None:
+                raise TypeError(problem)
+            if declared.setdefault(name, (action.escalation, action.guarded)) != \
+                    (action.escalation, action.guarded):
+                raise TypeError(f"{name}: kinds declare it with different escalations or guards")
+            if action.escalation is not None:
+                escalations[name] = action.escalation
             if action.guarded:
                 if len(own) != 1:  # the guard a device is under is its kind's one escalation
                     raise TypeError(f"{kind.name} {name}: a guarded action needs exactly one "

@@ -14,7 +14,7 @@ from typing import Any
 
 # Semantic version of the wire contract (docs/contract/CHANGELOG.md); the body's ``v`` is its
 # major version and changes only when an old receiver could misread a new message.
-CONTRACT_VERSION = "1.1.4"
+CONTRACT_VERSION = "1.1.5"
 SCHEMA_BASE_URI = "https://edge.invalid/contract/1/"
 # short name -> file, in the order ``edge schema`` prints them
 SCHEMA_FILES = {

@@ -345,4 +345,5 @@ def stats_dict(driver: Driver[Any]) -> dict[str, Any]:
 
 def _modbus_address(config: object) -> dict[str, Any]:
     unit_id = getattr(config, "unit_id", None)
-    return {} if unit_id is None else {"bus": getattr(config, "bus", None), "unit_id": unit_id}
+    return {} if unit_id is None else {"bus": getattr(config, "bus", None), "unit_id": unit_id,
+                                       "model": getattr(config, "model", None)}

@@ -456,6 +456,6 @@ def _build(device: GpsDevice, config: EdgeConfig, transports: Transports) -> Gps
 
 
 # one class per transport; _build picks it by the device's transport (issue 13)
-KIND = Kind("gps", GpsDevice, (GpsSerialDriver, GpsMqttDriver), _build,  # no actions
+KIND = Kind("gps", (GpsSerialDriver, GpsMqttDriver), _build,  # no actions
             fields=frozenset({"lat", "lon", "speed_kmh", "course_deg", "mode", "fix_utc"}),
             alarms=ALARMS)  # gps_no_fix is its silence: no comm_lost

@@ -1,10 +1,13 @@
-"""What a device kind declares once: its config model, drivers, builder and actions (issue 13).
+"""What a device kind declares once: its drivers, builder, fields, alarms and actions (issue 13).
 
-Each kind module (``manhole_tilt``, ``streetlight``, ``loudspeaker``, ``gps``) ends with one
-``KIND = Kind(...)``; ``edge.drivers.factory.KINDS`` collects them. The factory builds drivers
-from it and the command catalogue (``edge.commands.catalogue``: roles, kinds, params, the
-published ``command.schema.json``) and the agent's executor are derived from it, so adding a
-kind or an action is one declaration in the kind's own module (docs/decisions.md D82).
+Each kind's driver module (``manhole_tilt``, ``streetlight``, ``loudspeaker``, ``gps``) ends
+with one ``KIND = Kind(...)``; ``edge.drivers.factory.KINDS`` collects them in the order of
+``edge.kinds.NAMES``, whose module of the same name holds the kind's devices.yaml shape
+(``Kind.device``). The factory builds drivers from it and the command catalogue
+(``edge.commands.catalogue``: roles, kinds, params, escalations, the published
+``command.schema.json``) and the agent's executor are derived from it, so adding an action is
+one declaration in the kind's own module (D82), and adding a kind is its two modules
+(docs/architecture.md "Adding a kind", D89).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from edge.config import DEVICE_MODELS
 from edge.errors import ConfigError
 from edge.shapes import shape
 
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from edge.config import EdgeConfig
     from edge.drivers.base import Driver
     from edge.drivers.transport_pool import Transports
+    from edge.kinds.device import DeviceBase
     from edge.safety import RelayLog
 
 
@@ -137,7 +142,6 @@ class Kind:
     """One device kind: how its driver is built and what commands it carries out."""
 
     name: str  # the ``kind:`` of devices.yaml and the driver's ``kind``
-    device: type[object]  # its devices.yaml model (edge.config.DEVICE_MODELS[name])
     # one class per transport (manhole_tilt: Modbus and MQTT); ``build`` picks one by the
     # device's ``transport``, so no driver holds a transport it does not use (issue 13)
     drivers: tuple[type[Driver[Any]], ...]
@@ -148,3 +152,8 @@ class Kind:
     fields: frozenset[str] = frozenset()
     # the alarm kinds its drivers raise; one ending in ":" is a prefix, a name follows (a fence)
     alarms: tuple[str, ...] = ()
+
+    @property
+    def device(self) -> type[DeviceBase]:
+        """Return its devices.yaml shape (``edge.kinds.<name>.DEVICE``)."""
+        return DEVICE_MODELS[self.name]

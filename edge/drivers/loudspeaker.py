@@ -191,9 +191,9 @@ async def _stop(driver: LoudspeakerDriver, _params: NoParams, _cmd_id: str | Non
 
 
 def _emergency(params: PlayTts | PlayClip, roles: AbstractSet[str]) -> bool:
-    # only the broadcast-emergency role makes an emergency (a clip never is one)
-    return isinstance(params, PlayTts) and params.priority == "emergency" and \
-        "broadcast-emergency" in roles
+    # only the escalated role makes an emergency (a clip never is one)
+    return isinstance(params, PlayTts) and \
+        getattr(params, EMERGENCY.field) == EMERGENCY.value and EMERGENCY.role in roles
 
 
 def _quiet_hours_knowable(context: SafetyContext, device: LoudspeakerDevice,
@@ -274,7 +274,7 @@ def _build(device: LoudspeakerDevice, config: EdgeConfig, transports: Transports
 # text plays in under a minute, a queue ahead of it adds more (finding 11, D42)
 EMERGENCY = Escalation("priority", "emergency", "broadcast-emergency", guard_s=600.0,
                        during="an emergency play")
-KIND = Kind("loudspeaker", LoudspeakerDevice, (LoudspeakerDriver,), _build, {
+KIND = Kind("loudspeaker", (LoudspeakerDriver,), _build, {
     "speaker.play_tts": Action("broadcast", PlayTts, _play_tts, _safe_play,
                                params_problem=_text_problem, escalation=EMERGENCY),
     # clips live on the speaker, referenced by name and SHA-256; a SYN6288 only speaks text:

@@ -231,7 +231,7 @@ def _build(device: ManholeTiltDevice, config: EdgeConfig, transports: Transports
 
 # one class per transport; _build picks it by the device's transport (issue 13)
 KIND = Kind(
-    "manhole_tilt", ManholeTiltDevice, (ManholeTiltModbusDriver, ManholeTiltMqttDriver), _build,
+    "manhole_tilt", (ManholeTiltModbusDriver, ManholeTiltMqttDriver), _build,
     fields=frozenset({"tilt_deg", "tilt_x_deg", "tilt_y_deg", "tilt_z_deg", "yaw_deg",
                       "temperature_c", "water_level_m", "battery_v", "signal_dbm"}),
     alarms=(COVER_OPEN, COVER_DISPLACED, WATER_LEVEL_HIGH, BATTERY_LOW,

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from edge.drivers._codecs import ip_speaker, syn6288
@@ -318,5 +319,5 @@ def _json_text_problem(text: str, _encoding: str, _volume: int) -> str | None:
 
 
 # (text, the unit's encoding, volume) -> why the unit cannot speak it, or None; by model
-TEXT_PROBLEMS: dict[str, Callable[[str, str, int], str | None]] = {
-    "syn6288": syn6288.text_problem, "ip_speaker": _json_text_problem}
+TEXT_PROBLEMS: Mapping[str, Callable[[str, str, int], str | None]] = MappingProxyType({
+    "syn6288": syn6288.text_problem, "ip_speaker": _json_text_problem})

@@ -332,7 +332,7 @@ def _build(device: StreetlightDevice, config: EdgeConfig, transports: Transports
     return light
 
 
-KIND = Kind("streetlight", StreetlightDevice, (StreetlightDriver,), _build, {
+KIND = Kind("streetlight", (StreetlightDriver,), _build, {
     "light.set": Action("lighting", LightSet, _set_light, _safe_set, models=SWITCHABLE),
     "light.schedule": Action("lighting", LightSchedule, _store_schedule, _safe_schedule,
                              models=SWITCHABLE),

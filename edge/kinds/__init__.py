@@ -11,7 +11,9 @@ A kind is declared in two modules of the same name, one per layer (docs/architec
 
 ``edge.config`` (the devices.yaml union, the default class table), ``edge.drivers.factory``
 (the drivers), the command catalogue, ``edge schema`` and ``edge check`` are derived from
-``NAMES``: adding a kind is its two modules, its codec and simulator, and one name here.
+``NAMES``: adding a kind is its two modules, its codec and simulator, and one name here
+(docs/architecture.md "Adding a kind" lists the tables and documents that must follow, each
+held by a test).
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ class DeviceBase:
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+
 class FieldProblemsError(ValueError):
     """Several problems of one block, each at a place inside it (``loc`` below the block).
 

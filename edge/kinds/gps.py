@@ -36,7 +36,6 @@ def _point_error(point: list[float]) -> str | None:
     return None
 
 
-
 @shape
 class WorkShift:
     """A shift in local time (``gateway.utc_offset_h``); an end before the start is overnight."""
