@@ -49,8 +49,7 @@ from edge.kinds.device import (
     AssetConfig,
     FieldProblemsError,
 )
-from edge.kinds.streetlight import StreetlightDevice
-from edge.light_schedule import AT_PATTERN, is_astronomical
+from edge.light_schedule import AT_PATTERN
 
 Loc = tuple[int | str, ...]
 _MODBUS = ("modbus_rtu", "modbus_tcp")
@@ -786,7 +785,6 @@ def cross_check(config: EdgeConfig, *, partial: Partial | None = None,
         problems += _check_transport(config, i, device, unit_ids, bus_names=bus_names,
                                      broken=broken, where=where)
         problems += _check_asset(config, i, device.kind, device.asset, classes, broken)
-        problems += _check_schedule(i, device)
     for i, raw in partial.raw_devices if partial else ():
         written = raw.get("bus")
         if raw.get("transport") in _MODBUS and isinstance(written, str) and \
@@ -806,21 +804,6 @@ def _no_bus(name: str, names: list[str]) -> str:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f"; buses: {', '.join(names) or 'none'}"
     return f"no bus named {name!r}{hint}"
-
-
-def _check_schedule(i: int, device: AnyDevice) -> list[tuple[Loc, str]]:
-    """Check a lamp schedule: a relay to switch, and a position for sunset steps."""
-    if not isinstance(device, StreetlightDevice) or not device.schedule:
-        return []
-    if device.model not in device.SWITCHABLE:
-        runs = " or ".join(sorted(device.SWITCHABLE))
-        return [(("devices", i, "schedule"), f"model {device.model} is a meter without a relay; "
-                                             f"only {runs} runs a schedule")]
-    if device.asset.lat is not None and device.asset.lon is not None:
-        return []
-    return [(("devices", i, "schedule", j, "at"),
-             f"{step.at!r} needs asset.lat and asset.lon (sunrise and sunset are local)")
-            for j, step in enumerate(device.schedule) if is_astronomical(step.at)]
 
 
 def _check_uplink(config: EdgeConfig) -> list[tuple[Loc, str]]:

@@ -237,8 +237,8 @@ async def test_a_meter_without_a_relay_cannot_be_switched_before_it_is_journaled
     """light.set and light.schedule are declared for switchable register maps only."""
     harness = Harness(tmp_path)
     cfg = harness.loaded.config
-    devices = [dataclasses.replace(d, model=meter) if isinstance(d, StreetlightDevice) else d
-               for d in cfg.devices]
+    devices = [dataclasses.replace(d, model=meter, schedule=[])  # a meter runs no schedule
+               if isinstance(d, StreetlightDevice) else d for d in cfg.devices]
     harness.loaded = dataclasses.replace(harness.loaded,
                                          config=dataclasses.replace(cfg, devices=devices))
     await harness.start()

@@ -208,6 +208,19 @@ def test_patterns_and_types_are_said_in_plain_words(old: str, new: str, expected
     assert not any("^" in p or "Input should" in p for p in problems), problems
 
 
+def test_a_lamp_schedule_needs_a_relay_and_a_position_for_sun_steps() -> None:
+    """The streetlight's own shape says it (D89), at the schedule's lines."""
+    text = _shipped()
+    meter = _problems(text.replace("model: lamp_controller", "model: sdm120", 1))
+    assert meter == ["devices.yaml:75: devices[lamp-07].schedule: model sdm120 is a meter "
+                     "without a relay; only lamp_controller runs a schedule"], meter
+    nowhere = _problems(text.replace("      lat: 31.3107\n      lon: 120.6311\n", "", 1))
+    assert [p.split(": ", 2)[:2] for p in nowhere] == [
+        ["devices.yaml:76", "devices[lamp-07].schedule[0].at"],
+        ["devices.yaml:78", "devices[lamp-07].schedule[2].at"]], nowhere
+    assert "'sunset+10' needs asset.lat and asset.lon" in nowhere[0]
+
+
 @pytest.mark.parametrize(("old", "new", "line", "words"), [
     ("    unit_id: 1\n", "     unit_id: 1\n", 71, "indented more than the line above it"),
     ("    unit_id: 1\n", "   unit_id: 1\n", 71, "does not line up with the keys above it"),

@@ -380,6 +380,11 @@ def test_versions_agree() -> None:
     changelog = (CONTRACT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert re.search(r"^## (\S+)", changelog, re.MULTILINE)[1] == CONTRACT_VERSION  # type: ignore[index]
     assert f"(version {CONTRACT_VERSION})" in (CONTRACT / "README.md").read_text(encoding="utf-8")
+    readme = (CONTRACT.parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"(version {CONTRACT_VERSION})" in readme
+    for name in ("asyncapi.yaml", "openapi.yaml"):  # their header comments say it too
+        head = (CONTRACT / name).read_text(encoding="utf-8").splitlines()[0]
+        assert f"(contract {CONTRACT_VERSION})" in head, name
 
 
 def test_documents_are_valid_asyncapi_3_and_openapi_3_1(tmp_path: Path,

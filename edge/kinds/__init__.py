@@ -10,10 +10,10 @@ A kind is declared in two modules of the same name, one per layer (docs/architec
   fields, alarms, actions).
 
 ``edge.config`` (the devices.yaml union, the default class table), ``edge.drivers.factory``
-(the drivers), the command catalogue, ``edge schema`` and ``edge check`` are derived from
-``NAMES``: adding a kind is its two modules, its codec and simulator, and one name here
-(docs/architecture.md "Adding a kind" lists the tables and documents that must follow, each
-held by a test).
+(the drivers), the command catalogue and ``edge check`` are derived from ``NAMES``. Adding a
+kind is its two modules, its codec, simulator and firmware note, and one name here; the
+simulator tables, the contract, the README and the demo's devices.yaml follow, each held by
+a test (docs/architecture.md "Adding a kind").
 """
 
 from __future__ import annotations

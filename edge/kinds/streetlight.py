@@ -7,8 +7,8 @@ from dataclasses import field
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Literal
 
-from edge.kinds.device import DeviceBase
-from edge.light_schedule import AT_PATTERN
+from edge.kinds.device import DeviceBase, FieldProblemsError
+from edge.light_schedule import AT_PATTERN, is_astronomical
 from edge.shapes import Ge, Gt, Le, MaxLen, Pattern, shape
 
 
@@ -56,6 +56,20 @@ class StreetlightDevice(DeviceBase):
     # devices.yaml); sdm120 and pzem004t are meters only (firmware_notes/sdm120.md)
     SWITCHABLE: ClassVar[frozenset[str]] = frozenset({"lamp_controller"})
     alarms: StreetlightAlarms = field(default_factory=StreetlightAlarms)
+
+    def __post_init__(self) -> None:
+        DeviceBase.__post_init__(self)  # not super(): a slotted dataclass is a new class
+        if self.schedule and self.model not in self.SWITCHABLE:  # a relay to switch
+            runs = " or ".join(sorted(self.SWITCHABLE))
+            raise FieldProblemsError([(("schedule",), f"model {self.model} is a meter without "
+                                       f"a relay; only {runs} runs a schedule")])
+        if self.asset.lat is None or self.asset.lon is None:  # sunrise and sunset are local
+            problems: list[tuple[tuple[int | str, ...], str]] = [
+                (("schedule", j, "at"), f"{step.at!r} needs asset.lat and asset.lon (sunrise "
+                                        "and sunset are local)")
+                for j, step in enumerate(self.schedule) if is_astronomical(step.at)]
+            if problems:
+                raise FieldProblemsError(problems)
 
 
 # CJ/T 214 classes a lamp may be filed under (design/devices.md §1.3); a pole (0117) may
