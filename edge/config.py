@@ -211,8 +211,6 @@ class ModbusTcpBus:
 Bus = Annotated[ModbusRtuBus | ModbusTcpBus, Tagged("type")]
 
 
-# Every kind's devices.yaml shape, from the kind table (edge.kinds): a tagged union where the
-# file is validated; to the type checker, the base every kind shares
 def _kind_module(name: str) -> ModuleType:
     module = import_module(f"edge.kinds.{name}")
     device = getattr(module, "DEVICE", None)
@@ -223,6 +221,8 @@ def _kind_module(name: str) -> ModuleType:
     return module
 
 
+# Every kind's devices.yaml shape, from the kind table (edge.kinds): a tagged union where the
+# file is validated; to the type checker, the base every kind shares
 _KIND_MODULES: tuple[ModuleType, ...] = tuple(_kind_module(name) for name in NAMES)
 DEVICE_MODELS: Mapping[str, type[DeviceBase]] = MappingProxyType({
     name: module.DEVICE for name, module in zip(NAMES, _KIND_MODULES, strict=True)})

@@ -175,9 +175,9 @@ def role_catalogue() -> dict[str, list[str]]:
     for action in PARAMS:
         out[ACTION_ROLES[action]].append(action)
     for action, esc in ESCALATIONS.items():
-        out[esc.role] = [*out[esc.role], f"{action} ({esc.field} {esc.value})"]
+        out[esc.role].append(f"{action} ({esc.field} {esc.value})")
     for action, esc in GUARDS.items():
-        out[esc.role] = [*out[esc.role], f"{action} (during {esc.during})"]
+        out[esc.role].append(f"{action} (during {esc.during})")
     return out
 
 
