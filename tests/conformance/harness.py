@@ -57,18 +57,21 @@ MQTT_REPORTS: dict[str, Callable[[int], bytes]] = {
 FAMILIES = ("modbus_rtu", "modbus_tcp", "serial", "mqtt")
 
 
+def _no_peer(rig: str) -> LookupError:
+    return LookupError(f"the conformance kit has no peer or asset for {rig}: add one to "
+                       "tests/conformance/harness.py")
+
+
 def _peer_of(table: dict[str, Any], kind: str, rig: str) -> Any:
     if kind not in table:
-        raise LookupError(f"the conformance kit has no peer or asset for {rig}: add one to "
-                          "tests/conformance/harness.py")
+        raise _no_peer(rig)
     return table[kind]
 
 
 def _family(rig: str) -> str:
     transport = rig.split("/")[1]
     if transport not in FAMILIES:
-        raise LookupError(f"the conformance kit has no peer or asset for {rig}: add one to "
-                          "tests/conformance/harness.py")
+        raise _no_peer(rig)
     return transport
 
 
