@@ -19,7 +19,6 @@ over is committed, then the store is checkpointed and closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -35,24 +34,23 @@ from edge.buffer.gaps import make_gap_factory
 from edge.buffer.store import Outbox
 from edge.clock import FLOOR_FILE, Clock, TimeQuality, read_floor
 from edge.commands.catalogue import action_of
-from edge.commands.keys import PlatformKeys, read_platform_keys
 from edge.commands.processor import CommandProcessor, load_platform_keys
 from edge.commands.safety import SafetyRules
 from edge.config_file import LoadedConfig, load_in_child_async
-from edge.drivers.base import Driver, stats_dict
-from edge.drivers.factory import Transports, build_driver
-from edge.errors import ConfigError, DeviceUnavailableError, EdgeError, PlatformKeysError
+from edge.drivers.base import Driver
+from edge.drivers.factory import Transports
+from edge.errors import ConfigError, DeviceUnavailableError, EdgeError
 from edge.ops.deaths import DeathWatch
 from edge.ops.maintenance import Maintenance, release_startup_memory
 from edge.ops.status_file import StatusFile
 from edge.ops.systemd import Progress, notify, watchdog, watchdog_interval_s
 from edge.reload import plan
+from edge.running_devices import RunningDevices
 from edge.safety import RelayLog
 from edge.security.keys import load_key
 from edge.security.secrets import read_secret
-from edge.security.signing import Ed25519PrivateKey, Signer, raw_public_key
+from edge.security.signing import Ed25519PrivateKey, Signer
 from edge.sink import EventSink
-from edge.supervisor import supervise
 from edge.uplink.mqtt import MqttUplink
 
 if TYPE_CHECKING:
@@ -81,7 +79,7 @@ class Agent:
         self.outbox = AsyncOutbox(store, commit_max_events=cfg.outbox.commit_max_events,
                                   commit_max_wait_s=cfg.outbox.commit_max_wait_s)
         self._boot_delay_s = boot_delay_s
-        self.drivers: dict[str, Driver[Any]] = {}
+        self.devices: RunningDevices | None = None
         self.sink: EventSink | None = None
         self.uplink: MqttUplink | HttpsUplink | None = None
         self.commands: CommandProcessor | None = None
@@ -91,11 +89,7 @@ class Agent:
         self._uplink_password: str | None = None
         self.generation = 0
         self.last_reload: dict[str, Any] = {}
-        self._tg: asyncio.TaskGroup | None = None
-        self._transports: Transports | None = None
-        self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._deaths = DeathWatch()  # a thread or stray task that dies stops the agent
-        self._keys_running: dict[str, tuple[bytes, frozenset[str]]] = {}
         self.aux_writes = AuxWrites(log)  # status.json, clock floor: never fatal (f14 #1)
         self.status_file = StatusFile(state_dir, self.status, self.aux_writes)
         self.maintenance = Maintenance(self.clock, self.outbox, cfg.outbox, state_dir=state_dir,
@@ -116,14 +110,15 @@ class Agent:
                 "status page password")
         self._uplink_password = self._password()
         await self.outbox.open()
-        transports = Transports(cfg, base_dir=self.loaded.base_dir, state=self._state_store)
+        self.devices = devices = RunningDevices(
+            Transports(cfg, base_dir=self.loaded.base_dir, state=self._state_store))
         servers: list[Site] = []
         self._deaths.watch(asyncio.get_running_loop())
         try:
             async with asyncio.TaskGroup() as core:
                 writer = core.create_task(self.outbox.run(), name="outbox.writer")
                 try:
-                    await self._run_parts(stop, key, transports, servers, page_password)
+                    await self._run_parts(stop, key, devices, servers, page_password)
                 finally:
                     writer.cancel()  # after the parts: drain() commits what they handed over
         except BaseExceptionGroup as group:
@@ -131,10 +126,7 @@ class Agent:
         finally:
             for server in servers:
                 await server.cleanup()
-            for driver in self.drivers.values():
-                with contextlib.suppress(Exception):
-                    await driver.close()
-            await transports.close()
+            await devices.close()
             committed = 0
             try:
                 committed = await self.outbox.drain()
@@ -147,17 +139,15 @@ class Agent:
             log.info("stopped; outbox committed (%d late events)", committed)
 
     async def _run_parts(self, stop: asyncio.Event, key: Ed25519PrivateKey,
-                         transports: Transports, servers: list[Site],
+                         devices: RunningDevices, servers: list[Site],
                          page_password: str | None) -> None:
         """Run uplink, devices and housekeeping in one TaskGroup; _StopError once stopped."""
         cfg = self.loaded.config
-        uplink = await self._build(key, transports)
+        uplink, sink = await self._build(key, devices)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(uplink.run(boot_delay_s=self._boot_delay_s),
                            name=f"uplink.{cfg.uplink.kind}")
-            self._tg, self._transports = tg, transports
-            for name in list(self.drivers):
-                self._start_device(name)
+            devices.start(tg, sink)
             tg.create_task(self._deaths.wait(), name="agent.fatal")
             tg.create_task(self._reload_loop(), name="agent.reload")
             tg.create_task(self.status_file.run(), name="agent.status")
@@ -168,7 +158,7 @@ class Agent:
                 tg.create_task(watchdog(self._progress, interval_s=interval),
                                name="agent.watchdog")
             log.info("edge %s running: gateway %s, %d devices", __version__,
-                     cfg.gateway.id, len(self.drivers))
+                     cfg.gateway.id, len(devices.drivers))
             release_startup_memory()
             self.ready.set()
             notify("READY=1")
@@ -194,8 +184,8 @@ class Agent:
                 assets=lambda: assets_of(self.loaded.config)))
         return servers
 
-    async def _build(self, key: Ed25519PrivateKey, transports: Transports
-                     ) -> MqttUplink | HttpsUplink:
+    async def _build(self, key: Ed25519PrivateKey, devices: RunningDevices
+                     ) -> tuple[MqttUplink | HttpsUplink, EventSink]:
         """Create the sink, the drivers, the command processor and the uplink."""
         cfg = self.loaded.config
         active = await self.outbox.active_alarms()
@@ -203,13 +193,9 @@ class Agent:
         if self.outbox.replaced_corrupt is not None:
             await sink.system_alarm("store_corrupt",
                                     f"outbox replaced: {self.outbox.corrupt_reason}")
-        for device in cfg.devices:
-            if device.enabled:
-                self.drivers[device.name] = build_driver(device, cfg, transports)
-        keys = load_platform_keys(cfg, self.loaded.base_dir)
-        self._keys_running = _fingerprint(keys)
+        devices.build(cfg)
         self.commands = CommandProcessor(
-            cfg, self.outbox, self.clock, keys=keys,
+            cfg, self.outbox, self.clock, keys=load_platform_keys(cfg, self.loaded.base_dir),
             execute=self._execute, safety=self._safety_rules(cfg).check,
             audit_path=self.state_dir / "audit.log")
         await self.commands.recover()
@@ -227,26 +213,7 @@ class Agent:
                 password=self._uplink_password, state_provider=self._uplink_state,
                 on_command=self._on_command, on_command_tick=self.commands.tick)
         self.uplink = uplink
-        return uplink
-
-    def _start_device(self, name: str) -> None:
-        assert self._tg is not None
-        assert self.sink is not None
-        self._device_tasks[name] = self._tg.create_task(
-            supervise(self.drivers[name], self.sink), name=f"device[{name}]")
-
-    async def _stop_device(self, name: str) -> None:
-        task = self._device_tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            done, _pending = await asyncio.wait({task}, timeout=STOP_DEVICE_S)
-            if not done:  # a driver that ignores cancellation must not hang a reload
-                log.error("device %s did not stop within %.0f s; the task group will end it",
-                          name, STOP_DEVICE_S)
-        driver = self.drivers.pop(name, None)
-        if driver is not None:
-            with contextlib.suppress(Exception):
-                await driver.close()
+        return uplink, sink
 
     async def _reload_loop(self) -> None:
         while True:
@@ -268,32 +235,22 @@ class Agent:
         change = plan(old, new.config)
         for section in change.needs_restart:
             log.warning("reload: %s changed; it takes effect at the next restart", section)
-        for name in (*change.removed, *change.changed):
-            await self._stop_device(name)
-        assert self._transports is not None
+        assert self.devices is not None
         assert self.sink is not None
-        await self._transports.update(new.config, change.buses_changed)
+        assert self.commands is not None
+        await self.devices.stop([*change.removed, *change.changed])
+        await self.devices.transports.update(new.config, change.buses_changed)
         kept = {s: getattr(old, s) for s in change.needs_restart}  # running settings stay
         notes = [*change.needs_restart]
         merged = dataclasses.replace(new.config, **kept)
-        keys_note = await self._reload_platform_keys(merged)
+        keys_note = await self.commands.reconfigure(merged, self._safety_rules(merged).check,
+                                                    self.loaded.base_dir)
         if keys_note is not None:
             log.warning("reload: %s", keys_note)
             notes.append(keys_note)
         self.loaded = LoadedConfig(merged, self.loaded.path)
         self.sink.set_devices(merged)
-        if self.commands is not None:
-            self.commands.config = merged
-            self.commands.set_safety(self._safety_rules(merged).check)
-        for device in merged.devices:
-            if device.enabled and device.name in (*change.added, *change.changed):
-                try:
-                    self.drivers[device.name] = build_driver(device, merged, self._transports)
-                except ConfigError as exc:  # its broker starts at the next restart
-                    log.warning("reload: %s", exc)
-                    notes.append(str(exc))
-                    continue
-                self._start_device(device.name)
+        notes += self.devices.restart(merged, [*change.added, *change.changed])
         self.generation += 1
         self.last_reload = {"ok": True, "added": change.added, "removed": change.removed,
                             "changed": change.changed, "needs_restart": notes,
@@ -302,34 +259,11 @@ class Agent:
                  change.added or "-", change.removed or "-", change.changed or "-")
         return []
 
-    async def _reload_platform_keys(self, config: EdgeConfig) -> str | None:
-        """Re-read the platform keys file at a reload; say so when it is refused.
-
-        A platform adds or rotates a key on a running gateway with ``edge reload`` (issue 20
-        re-test #1): the file goes through the same all-or-nothing, permission-checked loader
-        as at start, and a refused file keeps the running keys, said in the reload result and
-        the log, never in silence (issue 19 re-test #8). The ``gateway`` section itself (the
-        file's path, keys inline in devices.yaml) still changes at a restart (D19): ``config``
-        is the merged config, which keeps the running section.
-        """
-        try:
-            fresh = await asyncio.to_thread(read_platform_keys, config, self.loaded.base_dir)
-        except PlatformKeysError as exc:
-            return (f"platform keys (file refused: {exc}; the running keys stay until a "
-                    "reload or restart with a valid file)")
-        if _fingerprint(fresh) != self._keys_running and self.commands is not None:
-            # swapped on the loop, never from the reading thread: a command's checks read
-            # the keys twice with no await between them, so they see one set or the other
-            self.commands.keys = fresh
-            self._keys_running = _fingerprint(fresh)
-            log.info("reload: platform keys now %s", ", ".join(sorted(fresh)) or "none")
-        return None
-
     def _progress(self) -> Progress:
         uplink = self.uplink.stats.last_progress_mono if self.uplink else 0.0
         if self.uplink is not None and self.uplink.stats.connected:
             uplink = time.monotonic()  # connected and idle is progress too
-        devices = max((d.stats.last_ok_mono for d in self.drivers.values()), default=0.0)
+        devices = 0.0 if self.devices is None else self.devices.last_ok_mono()
         return Progress(writer_queue=self.outbox.queued, writer_last_commit=self.outbox
                         .last_commit_mono, uplink_last_progress=uplink, devices_last_ok=devices)
 
@@ -354,13 +288,20 @@ class Agent:
                 raise DeviceUnavailableError("gateway", "no MQTT uplink to publish state on")
             self.uplink.request_state()
             return {"state": "requested"}
-        driver = self.drivers.get(device)
-        if driver is None:
-            raise DeviceUnavailableError(device, "device is disabled")
+        assert self.devices is not None, "a command before the devices exist"
+        driver = self.devices.get(device)
         declared = action_of(driver.kind, action)
         if declared is None:  # the processor checked the kind: a catalogue bug
             raise DeviceUnavailableError(device, f"{action} is not declared for {driver.kind}")
         return await declared.execute(driver, params, cmd_id)
+
+    @property
+    def drivers(self) -> dict[str, Driver[Any]]:
+        """The running drivers by device name (none before ``run``)."""
+        return {} if self.devices is None else self.devices.drivers
+
+    def _relay_log(self, name: str) -> RelayLog | None:
+        return None if self.devices is None else self.devices.relay_log(name)
 
     def _state_store(self, folder: str, max_bytes: int) -> DeviceStateStore:
         """Return the store of one kind's per-device state (``state_dir/<folder>``)."""
@@ -371,11 +312,6 @@ class Agent:
         if pw_file is None:
             return None
         return read_secret(self.loaded.resolve(pw_file), "uplink password")
-
-    def _relay_log(self, name: str) -> RelayLog | None:
-        """Return a lamp driver's relay log (the switch-rate rule counts its changes)."""
-        relay = getattr(self.drivers.get(name), "relay", None)  # a kind with a relay has one
-        return relay if isinstance(relay, RelayLog) else None
 
     async def _probe(self, name: str) -> dict[str, Any]:
         """Read one device now (the status page's button); KeyError if unknown."""
@@ -405,13 +341,13 @@ class Agent:
             "readings_rejected": self.sink.readings_rejected if self.sink else 0,
             # auxiliary files not written (full disk, I/O error): counted, retried (f14 #1)
             "aux_write_failures": dict(self.aux_writes.failures),
-            "devices": {n: stats_dict(d) for n, d in self.drivers.items()},
+            "devices": {} if self.devices is None else self.devices.stats(),
             "outbox": await self.outbox.stats() | {
                 "commits": self.outbox.commits, "events_committed": self.outbox.events_committed,
                 "rejected": {str(p): n for p, n in self.outbox.rejected.items()}},
-            "buses": {} if self._transports is None else {
+            "buses": {} if self.devices is None else {
                 name: dataclasses.asdict(bus.stats)
-                for name, bus in self._transports.buses.items()},
+                for name, bus in self.devices.transports.buses.items()},
             "uplink": None if up is None else {
                 "connected": up.connected, "connects": up.connects, "attempts": up.attempts,
                 # wall clock at the last CONNACK (status page, `edge status`: issue 21 f7)
@@ -428,10 +364,6 @@ class Agent:
             "config": {"path": str(self.loaded.path), "generation": self.generation,
                        "last_reload": self.last_reload},
         }
-
-def _fingerprint(keys: PlatformKeys) -> dict[str, tuple[bytes, frozenset[str]]]:
-    return {kid: (raw_public_key(key), roles) for kid, (key, roles) in keys.items()}
-
 
 def tighten_dir(path: Path) -> None:
     """Make a state folder we own owner-only, even one created 0755 earlier (issue 19 re-test)."""

@@ -13,6 +13,7 @@ import pytest
 from edge.agent import Agent
 from edge.drivers.factory import Transports, build_driver
 from edge.drivers.streetlight import LightSchedule, StreetlightDriver
+from edge.running_devices import RunningDevices
 from edge.shape_check import check
 from tests.cfg import lamp_device, write_config
 
@@ -28,7 +29,8 @@ async def test_storing_a_schedule_leaves_the_loop_free(tmp_path: Path,
     transports = Transports(loaded.config, base_dir=loaded.base_dir, state=agent._state_store)
     driver = build_driver(loaded.config.devices[0], loaded.config, transports)
     assert isinstance(driver, StreetlightDriver)
-    agent.drivers["lamp-1"] = driver
+    agent.devices = RunningDevices(transports)
+    agent.devices.drivers["lamp-1"] = driver
     real_fsync = os.fsync
 
     def slow_fsync(fd: int) -> None:  # an SD card under write load

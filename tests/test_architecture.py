@@ -45,7 +45,7 @@ PARTS: dict[str, str] = {
     "edge.agent": "agent", "edge.cli": "agent", "edge.config_loader": "agent",
     "edge.config_file": "agent", "edge.config_child": "agent",
     "edge.preflight": "agent", "edge.reload": "agent", "edge.sink": "agent",
-    "edge.supervisor": "agent",
+    "edge.supervisor": "agent", "edge.running_devices": "agent",
     "hil": "hil", "bench": "bench", "tests": "tests",
 }
 EXACT_PARTS = {"edge": "core"}  # the package itself (``from edge import __version__``)

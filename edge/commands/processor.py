@@ -69,13 +69,13 @@ from edge.commands.catalogue import (
     reason_catalogue,
     role_catalogue,
 )
-from edge.commands.keys import PlatformKeys, load_platform_keys
+from edge.commands.keys import PlatformKeys, load_platform_keys, read_platform_keys
 from edge.commands.replay import ReplayState
 from edge.config import EdgeConfig
 from edge.drivers.kind import Params
-from edge.errors import CommandRejectedError, DeviceError
+from edge.errors import CommandRejectedError, DeviceError, PlatformKeysError
 from edge.model import Event, EventType, Prio
-from edge.security.signing import SignatureError, open_envelope
+from edge.security.signing import SignatureError, open_envelope, raw_public_key
 from edge.shape_check import check, check_json
 from edge.shapes import ShapeError
 
@@ -138,9 +138,30 @@ class CommandProcessor:
         # device -> monotonic end of its escalation's guard (catalogue.GUARDS; a key per device)
         self._guarded_until: dict[str, float] = {}
 
-    def set_safety(self, safety: Safety) -> None:
-        """Use new safety rules (after a config reload)."""
+    async def reconfigure(self, config: EdgeConfig, safety: Safety, base_dir: Path
+                          ) -> str | None:
+        """Take a reloaded config and its safety rules; re-read the platform keys file.
+
+        A platform adds or rotates a key on a running gateway with ``edge reload`` (issue 20
+        re-test #1): the file goes through the same all-or-nothing, permission-checked loader
+        as at start, and a refused file keeps the running keys, said in the returned note (the
+        reload result and the log), never in silence (issue 19 re-test #8). The ``gateway``
+        section itself (the file's path, keys inline in devices.yaml) changes at a restart
+        (D19): ``config`` is the merged config, which keeps the running section.
+        """
+        self.config = config
         self._safety = safety
+        try:
+            fresh = await asyncio.to_thread(read_platform_keys, config, base_dir)
+        except PlatformKeysError as exc:
+            return (f"platform keys (file refused: {exc}; the running keys stay until a "
+                    "reload or restart with a valid file)")
+        if _fingerprint(fresh) != _fingerprint(self.keys):
+            # swapped on the loop, never from the reading thread: a command's checks read
+            # the keys twice with no await between them, so they see one set or the other
+            self.keys = fresh
+            log.info("reload: platform keys now %s", ", ".join(sorted(fresh)) or "none")
+        return None
 
     async def _load_replay(self) -> None:
         if self._replay_loaded:
@@ -431,3 +452,7 @@ class CommandProcessor:
         await self.outbox.put(Event(
             EventType.COMMAND_RESULT, prio, self.clock.now_ns(), self.clock.quality(),
             device=outcome.device, data=data))
+
+
+def _fingerprint(keys: PlatformKeys) -> dict[str, tuple[bytes, frozenset[str]]]:
+    return {kid: (raw_public_key(key), roles) for kid, (key, roles) in keys.items()}
