@@ -319,47 +319,27 @@ class Agent:
 
     async def _uplink_state(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
-        # every (re)connect and every state tick re-announces the alarms still active, so a
-        # platform that missed a raise (or lost its state) can open the case
-        active = [] if self.sink is None else [
-            {**block, "device": key.partition(":")[0], "kind": key.partition(":")[2],
-             "alarm_id": alarm_id}
-            for key, (alarm_id, block) in sorted(self.sink.active.items())]
+        active = [] if self.sink is None else self.sink.active_blocks()
         return {"outbox": {"depth": stats["depth"], "dead_letters": stats["dead_letters"],
                            "by_prio": stats["by_prio"]},
                 "time_quality": self.clock.quality().value, "active_alarms": active}
 
     async def status(self) -> dict[str, Any]:
         """Return what ``edge status`` shows."""
-        up = self.uplink.stats if self.uplink else None
         return {
             "version": __version__, "pid": os.getpid(), "gateway": self.loaded.config.gateway.id,
             "written_at": time.time(), "uptime_s": round(time.monotonic() - self.started, 1),
             "time_quality": self.clock.quality().value,
             # GNSS fixes refused as a time source (implausible, disagreeing: issue 19 #3)
             "gnss_time_rejected": self.clock.gnss_rejected,
-            "readings_rejected": self.sink.readings_rejected if self.sink else 0,
             # auxiliary files not written (full disk, I/O error): counted, retried (f14 #1)
             "aux_write_failures": dict(self.aux_writes.failures),
             "devices": {} if self.devices is None else self.devices.stats(),
-            "outbox": await self.outbox.stats() | {
-                "commits": self.outbox.commits, "events_committed": self.outbox.events_committed,
-                "rejected": {str(p): n for p, n in self.outbox.rejected.items()}},
-            "buses": {} if self.devices is None else {
-                name: dataclasses.asdict(bus.stats)
-                for name, bus in self.devices.transports.buses.items()},
-            "uplink": None if up is None else {
-                "connected": up.connected, "connects": up.connects, "attempts": up.attempts,
-                # wall clock at the last CONNACK (status page, `edge status`: issue 21 f7)
-                "connected_since": up.connected_since_wall_s or None,
-                "batches_published": up.batches_published, "events_acked": up.events_acked,
-                "bytes_published": up.bytes_published,
-                "failures": up.failures, "dead_lettered": up.dead_lettered,
-                "last_error": up.last_error},
-            "active_alarms": sorted(self.sink.active) if self.sink else [],
-            # alarm ids end in the raise time in ms (sink.py): the page shows "since"
-            "active_alarm_ids": {k: v[0] for k, v in self.sink.active.items()}
-            if self.sink else {},
+            "outbox": await self.outbox.status(),
+            "buses": {} if self.devices is None else self.devices.bus_stats(),
+            "uplink": None if self.uplink is None else self.uplink.stats.status(),
+            **(self.sink.status() if self.sink else {
+                "readings_rejected": 0, "active_alarms": [], "active_alarm_ids": {}}),
             "commands": dict(self.commands.counts) if self.commands else {},
             "config": {"path": str(self.loaded.path), "generation": self.generation,
                        "last_reload": self.last_reload},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +110,8 @@ class RunningDevices:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Return each device's counters for the status file."""
         return {name: stats_dict(driver) for name, driver in self.drivers.items()}
+
+    def bus_stats(self) -> dict[str, dict[str, Any]]:
+        """Return each shared bus's counters (wire time, turnarounds) for the status file."""
+        return {name: dataclasses.asdict(bus.stats)
+                for name, bus in self.transports.buses.items()}

@@ -73,6 +73,22 @@ class EventSink:
         prefix = f"{device}:"
         return {key[len(prefix):] for key in self.active if key.startswith(prefix)}
 
+    def active_blocks(self) -> list[dict[str, Any]]:
+        """Return each active alarm's block with its device, kind and id (the state message).
+
+        Every (re)connect and every state tick re-announces the alarms still active, so a
+        platform that missed a raise (or lost its state) can open the case.
+        """
+        return [{**block, "device": key.partition(":")[0], "kind": key.partition(":")[2],
+                 "alarm_id": alarm_id} for key, (alarm_id, block) in sorted(self.active.items())]
+
+    def status(self) -> dict[str, Any]:
+        """Return the sink's part of ``edge status``."""
+        # alarm ids end in the raise time in ms: the status page shows "since"
+        return {"readings_rejected": self.readings_rejected,
+                "active_alarms": sorted(self.active),
+                "active_alarm_ids": {key: ids[0] for key, ids in self.active.items()}}
+
     def _stamp(self, at_ns: int, mono_ns: int) -> tuple[int, TimeQuality, tuple[str, int] | None]:
         quality = self._clock.quality()
         offset = self._clock.now_ns() - time.time_ns()

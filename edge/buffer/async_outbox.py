@@ -191,6 +191,12 @@ class AsyncOutbox:
         """Return the store's stats."""
         return await self._call(self._store.stats)
 
+    async def status(self) -> dict[str, Any]:
+        """Return the store's stats and the writer's counters (``edge status``)."""
+        return await self.stats() | {
+            "commits": self.commits, "events_committed": self.events_committed,
+            "rejected": {str(prio): n for prio, n in self.rejected.items()}}
+
     async def seq_baseline(self) -> dict[str, int]:
         """Return ``seq_low`` and ``seq_high`` (see Outbox.seq_baseline)."""
         return await self._call(self._store.seq_baseline)

@@ -66,6 +66,16 @@ class LinkStats:
     window: int = 0  # batches in flight allowed on the current connection
     states_published: int = 0  # birth, changes and heartbeats (not the will or the goodbye)
 
+    def status(self) -> dict[str, Any]:
+        """Return the counters ``edge status`` shows."""
+        return {"connected": self.connected, "connects": self.connects,
+                "attempts": self.attempts,
+                # wall clock at the last CONNACK (status page, `edge status`: issue 21 f7)
+                "connected_since": self.connected_since_wall_s or None,
+                "batches_published": self.batches_published, "events_acked": self.events_acked,
+                "bytes_published": self.bytes_published, "failures": self.failures,
+                "dead_lettered": self.dead_lettered, "last_error": self.last_error}
+
 
 CommandHandler = Callable[[bytes], Awaitable[None]]
 CommandTick = Callable[[int], Awaitable[None]]  # envelopes dropped unread since the last tick
