@@ -45,6 +45,10 @@ class Prio(IntEnum):
     TELEMETRY = 3  # periodic readings
 
 
+# never evicted, kept by alarm retention, committed at once (the outbox's contract)
+ALARM_PRIOS = (Prio.CRITICAL, Prio.ALARM)
+
+
 @dataclass(frozen=True, slots=True)
 class Asset:
     """The street asset a device watches (from devices.yaml)."""

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 from edge.buffer.alarm_state import ActiveAlarms, AlarmStateChange
 from edge.buffer.command_journal import AsyncCommandJournal
 from edge.buffer.lease import Leased
-from edge.buffer.store import ALARM_PRIOS, AppendResult, Outbox
+from edge.buffer.store import AppendResult, Outbox
 from edge.errors import EventRejectedError, StoreError, StoreFullError
-from edge.model import Event, encode_event
+from edge.model import ALARM_PRIOS, Event, encode_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,8 +9,9 @@ The typed stores kept in the same database (``alarm_state.AlarmState``,
 ``command_journal.CommandJournal``) use that connection and its transactions; nothing outside
 ``edge/buffer/`` writes or reads SQL (issue 13). ``Outbox`` is the queue itself; what it keeps
 beside the queue has a module of its own: the schema and its migration (``migrations``), the
-disk-full reserve (``ballast``), the seq high-water mark (``seq_reservation``) and the uplink's
-view (``lease``).
+disk-full reserve (``ballast``), the seq high-water mark (``seq_reservation``), the uplink's
+view (``lease``), the persisted counters (``counters``), and what is dropped by age and
+re-stamped after a clock sync (``retention``).
 
 Contract:
 
@@ -29,7 +30,6 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -41,19 +41,20 @@ from typing import Any
 
 from edge.buffer.alarm_state import AlarmState, AlarmStateChange
 from edge.buffer.command_journal import CommandJournal
+from edge.buffer.counters import bump, read_counters
 from edge.buffer.database import StoreFile, is_full
 from edge.buffer.lease import Leased
 from edge.buffer.migrations import SCHEMA
+from edge.buffer.retention import prune_expired, restamped
 from edge.buffer.seq_reservation import SeqReservation
 from edge.errors import StoreError, StoreFullError
-from edge.model import Event, encode_event
+from edge.model import ALARM_PRIOS, Event, encode_event
 
 log = logging.getLogger(__name__)
 
 HIGH_WATERMARK = 0.90  # evict above this share of the quota ...
 LOW_WATERMARK = 0.80  # ... down to this share
 DELETE_CHUNK = 500
-ALARM_PRIOS = (0, 1)
 
 GapFactory = Callable[[str, dict[int, int], int, int], Event]
 
@@ -222,7 +223,7 @@ class Outbox:
                 self._delete(db, ack_seqs)
                 AlarmState.write(db, alarm_state)
                 for prio, n in refused.items():
-                    self._bump(db, f"dropped.quota_refused.{prio}", n)
+                    bump(db, f"dropped.quota_refused.{prio}", n)
                     self._refused_unannounced[prio] = self._refused_unannounced.get(prio, 0) + n
                 self._announce_refusals(db, result)
         except BaseException:
@@ -249,7 +250,7 @@ class Outbox:
     def _count_refused(self, result: AppendResult) -> None:
         with contextlib.suppress(sqlite3.Error), self._tx() as db:
             for prio, n in result.refused.items():
-                self._bump(db, f"dropped.disk_full.{prio}", n)
+                bump(db, f"dropped.disk_full.{prio}", n)
 
     def _make_room(self, result: AppendResult, need_bytes: int) -> None:
         """Evict telemetry so that a DELETE-freed page can take new rows (disk or quota full)."""
@@ -285,7 +286,7 @@ class Outbox:
         if not dropped:
             return
         for prio, n in dropped.items():
-            self._bump(db, f"dropped.quota.{prio}", n)
+            bump(db, f"dropped.quota.{prio}", n)
             result.evicted[prio] = result.evicted.get(prio, 0) + n
         seq = self._insert_gap(db, "quota", dropped, first_seq, last_seq)
         if seq is not None:
@@ -306,10 +307,6 @@ class Outbox:
         for i in range(0, len(seqs), DELETE_CHUNK):
             chunk = list(seqs[i:i + DELETE_CHUNK])
             db.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)  # noqa: S608 - placeholders only
-
-    def _bump(self, db: sqlite3.Connection, name: str, n: int) -> None:
-        db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
-                   "UPDATE SET value = value + excluded.value", (name, n))
 
     def _telemetry_count(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM events WHERE prio >= 2 "
@@ -405,7 +402,7 @@ class Outbox:
                            f"WHERE seq IN ({dmarks})",
                            [reason, now, *dead])
                 self._delete(db, dead)
-                self._bump(db, "dead_letters", len(dead))
+                bump(db, "dead_letters", len(dead))
         self._leased.difference_update(dead)
         self._unlease([s for s in seqs if s not in set(dead)])
         return dead
@@ -424,42 +421,15 @@ class Outbox:
 
     def prune(self, now_ns: int, *, alarm_retention_s: float, telemetry_retention_s: float,
               position_retention_s: float | None = None) -> dict[int, int]:
-        """Drop events older than their retention (counted, announced by a gap event).
-
-        Positions (personal data) have their own, usually shorter, retention.
-        """
-        dropped: dict[int, int] = {}
-        seqs: list[int] = []
-        rules: list[tuple[int, str, float, str]] = []
-        # rows queued before schema 4 carry no type: their payload says (0004_event_type)
-        is_position = ("(event_type='position' OR (event_type IS NULL AND "
-                       "CAST(payload AS TEXT) LIKE '%\"type\":\"position\"%'))")
-        if position_retention_s is not None:
-            rules.append((2, is_position, position_retention_s, "position_retention"))
-        rules += [(prio, "1", alarm_retention_s if prio in ALARM_PRIOS else
-                   telemetry_retention_s, "retention") for prio in range(4)]
+        """Drop events older than their retention (``retention``), announced by a gap event."""
         with self._tx() as db:
-            for prio, extra, keep_s, reason in rules:
-                where = f"prio=? AND created_ns < ? AND {extra}"
-                args = (prio, now_ns - int(keep_s * 1e9))
-                row = db.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE "  # noqa: S608
-                                 + where, args).fetchone()
-                if row[0]:
-                    db.execute("DELETE FROM events WHERE " + where, args)  # noqa: S608
-                    dropped[prio] = dropped.get(prio, 0) + int(row[0])
-                    seqs += [int(row[1]), int(row[2])]
-                    self._bump(db, f"dropped.{reason}.{prio}", int(row[0]))
-            if position_retention_s is not None:
-                # a dead letter left the stream (counted then), but a position in it is still
-                # personal data kept on the gateway: the same limit (reliability.md S12)
-                cutoff_ns = now_ns - int(position_retention_s * 1e9)
-                gone = db.execute("DELETE FROM dead_letters WHERE created_ns < ? AND "  # noqa: S608
-                                  + is_position, (cutoff_ns,)).rowcount
-                if gone:
-                    self._bump(db, "dropped.position_retention.dead_letters", gone)
-            if dropped:
-                self._insert_gap(db, "retention", dropped, min(seqs), max(seqs))
-        return dropped
+            pruned = prune_expired(db, now_ns, alarm_retention_s=alarm_retention_s,
+                                   telemetry_retention_s=telemetry_retention_s,
+                                   position_retention_s=position_retention_s)
+            if pruned.dropped:
+                self._insert_gap(db, "retention", pruned.dropped, pruned.first_seq,
+                                 pruned.last_seq)
+        return pruned.dropped
 
     def _insert_gap(self, db: sqlite3.Connection, reason: str, dropped: dict[int, int],
                     first_seq: int, last_seq: int) -> int | None:
@@ -477,23 +447,11 @@ class Outbox:
 
     def correct_unsynced(self, boot_id: str, wall_now_ns: int, mono_now_ms: int) -> int:
         """Re-stamp this boot's unsynced events from monotonic time (clock just synced)."""
-        from edge.clock import rfc3339_ms  # noqa: PLC0415 - keeps the hot import path small
-
-        rows = self._conn.execute("SELECT seq, mono_ms, payload FROM events WHERE boot_id=?",
-                                  (boot_id,)).fetchall()
-        if not rows:
-            return 0
-        updates = []
-        for seq, mono_ms, payload in rows:
-            ts_ns = wall_now_ns - (mono_now_ms - int(mono_ms)) * 1_000_000
-            doc = json.loads(payload)
-            doc["ts"] = rfc3339_ms(ts_ns)
-            doc["time_quality"] = "corrected"
-            updates.append((json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),
-                            ts_ns, seq))
-        with self._tx() as db:
-            db.executemany("UPDATE events SET payload=?, created_ns=?, boot_id=NULL, "
-                           "mono_ms=NULL WHERE seq=?", updates)
+        updates = restamped(self._conn, boot_id, wall_now_ns, mono_now_ms)
+        if updates:
+            with self._tx() as db:
+                db.executemany("UPDATE events SET payload=?, created_ns=?, boot_id=NULL, "
+                               "mono_ms=NULL WHERE seq=?", updates)
         # leased copies were already sent unsynced; re-leasing sends the corrected version
         return len(updates)
 
@@ -501,12 +459,12 @@ class Outbox:
 
     def counters(self) -> dict[str, int]:
         """Return the persisted counters (drops by reason and prio, dead letters, ...)."""
-        return {k: int(v) for k, v in self._conn.execute("SELECT name, value FROM counters")}
+        return read_counters(self._conn)
 
     def bump(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a persisted counter."""
         with self._tx() as db:
-            self._bump(db, name, n)
+            bump(db, name, n)
 
     def seq_baseline(self) -> dict[str, int]:
         """Return the seq baseline the uplink's ``state`` carries: ``seq_low`` and ``seq_high``.
